@@ -1,0 +1,25 @@
+"""One exception hierarchy for every user-facing error. The CLI prints the message and exits 2."""
+
+
+class DynasearchError(Exception):
+    """Base class: the message names the bad value and what is allowed."""
+
+
+class InvalidSubnetError(DynasearchError, ValueError):
+    """A sub-network description does not fit the rules or the backbone."""
+
+
+class ModelLoadError(DynasearchError):
+    """A model directory or checkpoint cannot be read."""
+
+
+class ExportError(DynasearchError):
+    """An export failed its checks; nothing was left behind."""
+
+
+class DataError(DynasearchError, ValueError):
+    """A data file or dataset option is wrong."""
+
+
+class OutputExistsError(DynasearchError):
+    """The output path exists and --overwrite was not given, or it is not writable."""

@@ -1,0 +1,135 @@
+"""Deployment export of one sub-network: ONNX, Hugging Face format, subnet.json and manifest.json.
+
+Layout of the output directory (all formats side by side, so one directory is one deployable unit):
+    model.onnx                      (format onnx) int64 input_ids, attention_mask[, token_type_ids] -> logits
+    config.json, model.safetensors  (format hf)   load with AutoModelForSequenceClassification
+    modeling_dynabert.py            (format hf)   .from_pretrained(DIR, trust_remote_code=True)
+    tokenizer files                 (always, when the source directory has them)
+    subnet.json, manifest.json      (always)
+The directory is built under a temporary name and only appears once every check has passed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib.metadata
+import platform
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from dynabert.backbone import load_model, resolve_model_dir, tokenizer_files
+from dynabert.errors import ExportError
+from dynabert.extract import extract_subnet, model_shape
+from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
+from dynabert.modeling import DynaBertForSequenceClassification
+from dynabert.onnx_export import export_onnx, sample_inputs
+from dynabert.subnet import SubnetConfig, count_flops, count_params
+
+FORMATS = ("onnx", "hf")
+MODELING_FILE = Path(__file__).resolve().parent.parent / "dynabert" / "modeling.py"
+
+
+def parse_formats(formats: str | Iterable[str]) -> tuple[str, ...]:
+    items = [f.strip() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
+    bad = [f for f in items if f not in FORMATS]
+    if bad or not items:
+        raise ExportError(f"unknown export format(s) {bad or items!r}; allowed: {', '.join(FORMATS)} (comma-separated)")
+    return tuple(dict.fromkeys(items))
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("dynasearch", "torch", "transformers", "onnx", "onnxruntime", "optuna", "safetensors"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def save_hf(model: DynaBertForSequenceClassification, out: Path) -> None:
+    """config.json (with auto_map) + model.safetensors + the modeling file, for trust_remote_code loading."""
+    model.config.architectures = ["DynaBertForSequenceClassification"]
+    model.config.auto_map = {
+        "AutoConfig": "modeling_dynabert.DynaBertConfig",
+        "AutoModelForSequenceClassification": "modeling_dynabert.DynaBertForSequenceClassification",
+    }
+    model.save_pretrained(str(out), safe_serialization=True)
+    shutil.copyfile(MODELING_FILE, out / "modeling_dynabert.py")
+
+
+def verify_hf(model: DynaBertForSequenceClassification, out: Path, atol: float = 1e-5) -> float:
+    """Reload with plain transformers (remote code) and compare logits."""
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        again = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
+    except Exception as e:
+        raise ExportError(f"the Hugging Face export does not load back with transformers: {type(e).__name__}: {e}") from e
+    feeds = sample_inputs(model, 2, 16, seed=3)
+    with torch.no_grad():
+        diff = float((again(**feeds).logits - model(**feeds).logits).abs().max())
+    if not diff <= atol:
+        raise ExportError(f"the reloaded Hugging Face export differs by {diff:.3g} (allowed {atol:g}); export discarded")
+    return diff
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_subnet(
+    model_dir: str | Path | None,
+    subnet: SubnetConfig,
+    out: str | Path,
+    formats: str | Iterable[str] = FORMATS,
+    overwrite: bool = False,
+    num_labels: int | None = None,
+    grid_point: tuple[float, float] | None = None,
+    model: DynaBertForSequenceClassification | None = None,
+) -> dict:
+    """Export `subnet` of the model in `model_dir` (or the given super-network) to `out`; return the manifest."""
+    fmts = parse_formats(formats)
+    out = check_output_dir(out, overwrite)  # fail before any slow work
+    src = resolve_model_dir(model_dir) if model is None else Path(getattr(model, "source_dir", None) or ".")
+    if model is None:
+        model = load_model(src, num_labels=num_labels)
+    subnet.validate(model_shape(model))
+    small = extract_subnet(model, subnet).eval()
+    shape = model_shape(model)
+    checks: dict[str, float] = {}
+    with atomic_dir(out, overwrite) as tmp:
+        if "onnx" in fmts:
+            checks["onnx_max_abs_diff"] = export_onnx(small, tmp / "model.onnx")
+        if "hf" in fmts:
+            save_hf(small, tmp)
+            checks["hf_reload_max_abs_diff"] = verify_hf(small, tmp)
+        for f in tokenizer_files(src) if src.is_dir() else []:
+            shutil.copyfile(f, tmp / f.name)
+        write_text(tmp / "subnet.json", subnet.to_json() + "\n")
+        manifest = {
+            "dynasearch_manifest": 1,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "subnet": subnet.to_dict(),
+            "subnet_key": subnet.key,
+            "grid_point": None if grid_point is None else {"width": grid_point[0], "depth": grid_point[1]},
+            "source_model": str(Path(src).resolve()),
+            "backbone": shape.to_dict(),
+            "head_initialized": bool(getattr(model, "head_initialized", False)),
+            "parameters": count_params(shape, subnet),
+            "flops": {"encoder_flops_batch1_seq128": count_flops(shape, subnet, 1, 128)},
+            "formats": list(fmts),
+            "checks": checks,
+            "versions": library_versions(),
+            "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
+        }
+        write_json(tmp / "manifest.json", manifest)
+    return manifest
