@@ -197,6 +197,8 @@ def load_model(path: str | Path | None = None, num_labels: int | None = None, se
     """
     model_dir = resolve_model_dir(path)
     cfg = read_config(model_dir)
+    if cfg.get("model_type") is not None:  # refuse another architecture before reading its weights
+        _architecture(cfg, [], model_dir)
     raw = read_weights(model_dir)
     arch = _architecture(cfg, list(raw), model_dir)
     state = convert_state_dict(raw, arch)

@@ -60,6 +60,26 @@ def _export_raw(model: DynaBertForSequenceClassification, path: Path, opset: int
             wrapper, tuple(example[n] for n in names), str(path), input_names=names, output_names=["logits"],
             dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False,
         )
+    _restore_unused_inputs(path, names)
+
+
+def _restore_unused_inputs(path: Path, names: list[str]) -> None:
+    """The exporter drops inputs the graph does not read (a sub-network without any attention never
+    reads attention_mask). Deployments feed the same inputs to every sub-network, so declare them."""
+    import onnx
+
+    model = onnx.load(str(path))
+    present = [i.name for i in model.graph.input]
+    if present == names:
+        return
+    declared = {i.name: i for i in model.graph.input}
+    inputs = [
+        declared.get(n) or onnx.helper.make_tensor_value_info(n, onnx.TensorProto.INT64, ["batch", "sequence"])
+        for n in names
+    ]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    onnx.save(model, str(path))
 
 
 def verify_onnx(model: DynaBertForSequenceClassification, path: str | Path, atol: float = 1e-4) -> float:

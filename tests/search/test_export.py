@@ -1,0 +1,161 @@
+"""Deployment export through the library and the CLI, including every bad input of the issue."""
+
+import json
+import os
+import stat
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from dynabert.backbone import load_model
+from dynabert.extract import extract_subnet
+from dynabert.subnet import SubnetConfig
+from search.cli import main
+from search.export import export_subnet
+
+
+@pytest.mark.parametrize("flavor", ["bert", "roberta"])
+def test_export_reloads_with_plain_transformers(flavor, tmp_path, tiny_bert_dir, tiny_roberta_dir):
+    src = tiny_bert_dir if flavor == "bert" else tiny_roberta_dir
+    sub = SubnetConfig((0, 2), (3, 1), (40, 0))
+    manifest = export_subnet(src, sub, tmp_path / "out")
+    out = tmp_path / "out"
+    assert {"model.onnx", "config.json", "model.safetensors", "modeling_dynabert.py", "subnet.json",
+            "manifest.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
+    assert SubnetConfig.load(out / "subnet.json") == sub
+    assert manifest["subnet_key"] == sub.key and manifest["checks"]["onnx_max_abs_diff"] <= 1e-4
+    assert json.loads((out / "manifest.json").read_text())["parameters"]["total"] == manifest["parameters"]["total"]
+    hf = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(out))
+    batch = tok(["w1 w2 w3", "w4"], return_tensors="pt", padding=True)
+    ref = extract_subnet(load_model(src), sub).eval()
+    with torch.no_grad():
+        assert torch.allclose(hf(**batch).logits, ref(**batch).logits, atol=1e-5)
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_cli_export_grid_point(tmp_path, tiny_bert_dir, capsys):
+    assert run_cli("export", tiny_bert_dir, "--width", "0.5", "--depth", "0.5", "--format", "onnx", "--out", tmp_path / "o") == 0
+    names = {p.name for p in (tmp_path / "o").iterdir()}
+    assert "model.onnx" in names and "model.safetensors" not in names
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["grid_point"] == {"width": 0.5, "depth": 0.5} and m["subnet"]["layers"] == [0, 2]
+    assert "exported subnet" in capsys.readouterr().out
+
+
+def test_cli_overwrite(tmp_path, tiny_bert_dir, capsys):
+    out = tmp_path / "o"
+    assert run_cli("export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", out) == 0
+    assert run_cli("export", tiny_bert_dir, "--width", "0.25", "--depth", "1", "--format", "hf", "--out", out) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert json.loads((out / "subnet.json").read_text())["heads"][0] == 4  # untouched
+    assert run_cli("export", tiny_bert_dir, "--width", "0.25", "--depth", "1", "--format", "hf", "--out", out, "--overwrite") == 0
+    assert json.loads((out / "subnet.json").read_text())["heads"][0] == 1
+
+
+def assert_cli_error(capsys, args, message, out=None, code=2):
+    with pytest.raises(SystemExit) if code == "argparse" else _noop():
+        rc = run_cli(*args)
+        assert rc == code
+    err = capsys.readouterr().err
+    assert message in err, err
+    if out is not None:
+        assert not out.exists(), "no partial output may be left"
+        assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
+
+
+class _noop:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_cli_missing_model_dir(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert_cli_error(capsys, ["export", tmp_path / "nope", "--width", "1", "--depth", "1", "--out", out],
+                     "model directory", out)
+
+
+def test_cli_other_architecture(tmp_path, capsys):
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "gpt2"}')
+    out = tmp_path / "o"
+    assert_cli_error(capsys, ["export", tmp_path / "gpt2", "--width", "1", "--depth", "1", "--out", out],
+                     "'gpt2' model; supported: bert, roberta", out)
+
+
+@pytest.mark.parametrize("flag, value", [("--width", "0"), ("--width", "1.5"), ("--depth", "-1"), ("--depth", "abc")])
+def test_cli_multiplier_out_of_range(flag, value, tmp_path, tiny_bert_dir, capsys):
+    out = tmp_path / "o"
+    args = ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", out]
+    args[args.index(flag) + 1] = value
+    with pytest.raises(SystemExit) as e:
+        run_cli(*args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and "(0, 1]" in err and value in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "subnet, message",
+    [
+        ({"layers": [0], "heads": [5], "ffn": [8]}, "'heads' asks 5 for layer 0; allowed 0..4"),
+        ({"layers": [0], "heads": [1], "ffn": [65]}, "'ffn' asks 65 for layer 0; allowed 0..64"),
+        ({"layers": [1, 0], "heads": [1, 1], "ffn": [8, 8]}, "ascending"),
+        ({"layers": [0, 0], "heads": [1, 1], "ffn": [8, 8]}, "duplicated"),
+        ({"layers": [0, 3], "heads": [1, 1], "ffn": [8, 8]}, "'layers' holds 3"),
+        ('{"layers": [0], "heads": [1], "ff', "malformed or truncated"),
+        ("", "malformed or truncated"),
+    ],
+)
+def test_cli_bad_subnet_file(subnet, message, tmp_path, tiny_bert_dir, capsys):
+    f = tmp_path / "s.json"
+    f.write_text(subnet if isinstance(subnet, str) else json.dumps(subnet))
+    out = tmp_path / "o"
+    assert_cli_error(capsys, ["export", tiny_bert_dir, "--subnet", f, "--out", out], message, out)
+
+
+def test_cli_needs_a_subnet(tmp_path, tiny_bert_dir, capsys):
+    with pytest.raises(SystemExit):
+        run_cli("export", tiny_bert_dir, "--out", tmp_path / "o")
+    assert "--width W --depth D, or --subnet" in capsys.readouterr().err
+
+
+def test_cli_unknown_format(tmp_path, tiny_bert_dir, capsys):
+    out = tmp_path / "o"
+    assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "onnx,tflite",
+                              "--out", out], "unknown export format(s) ['tflite']; allowed: onnx, hf", out)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_cli_unwritable_output(tmp_path, tiny_bert_dir, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", locked / "o"],
+                         "not writable")
+    finally:
+        locked.chmod(stat.S_IRWXU)
+
+
+def test_unwritable_output_check(tmp_path, monkeypatch, tiny_bert_dir, capsys):
+    # Root ignores permission bits, so the access check itself is exercised through os.access.
+    import dynabert.io as dio
+
+    monkeypatch.setattr(dio.os, "access", lambda path, mode: False)
+    out = tmp_path / "o"
+    assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", out], "not writable", out)
+
+
+def test_cli_output_is_a_file(tmp_path, tiny_bert_dir, capsys):
+    (tmp_path / "o").write_text("x")
+    assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", tmp_path / "o"],
+                     "exists and is not a directory")
