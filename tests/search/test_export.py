@@ -159,3 +159,29 @@ def test_cli_output_is_a_file(tmp_path, tiny_bert_dir, capsys):
     (tmp_path / "o").write_text("x")
     assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", tmp_path / "o"],
                      "exists and is not a directory")
+
+
+def test_hf_export_reloads_and_matches_property(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+
+    from dynabert.extract import model_shape
+    from search.export import save_hf, verify_hf
+    from tinymodels import random_ids, subnets, tiny_random_model
+
+    for flavor in ("bert", "roberta"):
+        model = tiny_random_model(flavor)
+
+        @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(subnets(model_shape(model)))
+        def check(subnet):
+            small = extract_subnet(model, subnet).eval()
+            out = tmp_path_factory.mktemp("hf")
+            save_hf(small, out)
+            assert verify_hf(small, out) <= 1e-5
+            again = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
+            feeds = random_ids(small, batch=2, seq_len=9, seed=4)
+            with torch.no_grad():
+                assert torch.allclose(again(**feeds).logits, small(**feeds).logits, atol=1e-5)
+            assert again.config.layer_heads == list(subnet.heads)
+
+        check()
