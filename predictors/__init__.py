@@ -1,0 +1,25 @@
+"""predictors: measuring latency on target hardware and predicting it.
+
+One timing protocol for every backend (`_core`), backends that only prepare and run a model
+(`backends`), config samplers, the records table, the measurement kit for other devices, latency
+predictors (lookup table, layer regression, boosted trees, hybrid) and their evaluation.
+Dependencies point one way: dynabert <- predictors <- search.
+"""
+
+from ._core import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA, Protocol
+from .backends import BACKENDS, BackendSettings, make_backend
+from .errors import MeasurementError, PredictorError, RecordsError
+from .evaluate import fit_and_evaluate, metrics, split_holdout
+from .kit import runner_source, write_kit
+from .latency import PREDICTORS, LatencyPredictor, load_predictor, make_predictor
+from .measure import load_shape, measure
+from .records import read_records, repeatability
+from .samplers import SAMPLERS, flop_covering_configs, grid_configs, layer_table_configs, sample_configs, uniform_configs
+
+__all__ = [
+    "BACKENDS", "BackendSettings", "LatencyPredictor", "MeasurementError", "PREDICTORS", "PredictorError", "Protocol",
+    "RECORD_COLUMNS", "RECORD_FIELDS", "RecordsError", "SAMPLERS", "SCHEMA", "fit_and_evaluate", "flop_covering_configs",
+    "grid_configs", "layer_table_configs", "load_predictor", "load_shape", "make_backend", "make_predictor", "measure",
+    "metrics", "read_records", "repeatability", "runner_source", "sample_configs", "split_holdout", "uniform_configs",
+    "write_kit",
+]

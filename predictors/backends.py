@@ -1,0 +1,181 @@
+"""Backends: each only PREPARES an extracted sub-network and returns a callable that runs it once.
+
+Timing is not done here: one protocol (`predictors._core.time_interleaved`) times every backend.
+Backends never see the super-network: `prepare` takes the extracted, physically small model, so what
+is timed is what is shipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ._core import ORT_DEVICE_PROVIDERS, MeasurementError, has_gpu, ort_feeds, ort_run_once, ort_session
+
+BACKENDS = ("torch", "onnxruntime")
+DEVICES = ("cpu", "cuda")
+TORCH_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Where and how a sub-network runs. `provider` (onnxruntime only) defaults from the device."""
+
+    backend: str = "onnxruntime"
+    device: str = "cpu"
+    threads: int = 1  # intra-op threads: the notes show 1 thread is the stable setting on 2 vCPUs
+    spinning: bool = False  # onnxruntime intra-op spinning; recorded, and off by default
+    dtype: str = "float32"
+    batch: int = 1
+    seq_len: int = 128
+    provider: str = ""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise MeasurementError(f"unknown backend {self.backend!r}; allowed: {', '.join(BACKENDS)}")
+        if self.device not in DEVICES:
+            raise MeasurementError(f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
+        for name in ("threads", "batch", "seq_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise MeasurementError(f"{name} must be a positive integer; got {v!r}")
+        if self.backend == "torch":
+            if self.provider:
+                raise MeasurementError(f"execution provider {self.provider!r} is an onnxruntime option; the torch backend takes --device")
+            if self.spinning:
+                raise MeasurementError("thread spinning is an onnxruntime option; torch has no such setting")
+            if self.dtype not in TORCH_DTYPES:
+                raise MeasurementError(f"unknown dtype {self.dtype!r} for torch; allowed: {', '.join(TORCH_DTYPES)}")
+        else:
+            if self.dtype != "float32":
+                raise MeasurementError(f"dtype {self.dtype!r} is not supported with onnxruntime; the exported models are float32")
+            if not self.provider:
+                object.__setattr__(self, "provider", ORT_DEVICE_PROVIDERS[self.device])
+            elif self.device == "cpu" and self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+                object.__setattr__(self, "device", "cuda")
+
+    def with_shape(self, batch: int, seq_len: int) -> "BackendSettings":
+        return BackendSettings(self.backend, self.device, self.threads, self.spinning, self.dtype, batch, seq_len, self.provider)
+
+
+class Backend(ABC):
+    """Contract: `check()` raises MeasurementError if the backend cannot run here; `configure()`
+    applies process-wide settings (threads); `prepare(model)` returns a zero-argument callable that
+    runs the model once on a fixed input and returns only when the result is complete."""
+
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+
+    @abstractmethod
+    def check(self) -> None: ...
+
+    def configure(self) -> None:
+        """Process-wide settings (thread pools)."""
+
+    @abstractmethod
+    def prepare(self, model: Any, key: str) -> Callable[[], Any]: ...
+
+    def close(self) -> None:
+        """Release files the backend made."""
+
+
+class TorchBackend(Backend):
+    def check(self) -> None:
+        import torch
+
+        if self.settings.device == "cuda" and not torch.cuda.is_available():
+            raise MeasurementError(
+                "CUDA asked for on a machine without a GPU (torch.cuda.is_available() is False); use --device cpu"
+            )
+
+    def configure(self) -> None:
+        import torch
+
+        # Process-wide: every later torch op in this process uses this many intra-op threads.
+        torch.set_num_threads(self.settings.threads)
+
+    def prepare(self, model: Any, key: str) -> Callable[[], Any]:
+        import torch
+
+        from dynabert.onnx_export import input_names
+
+        s = self.settings
+        dtype = getattr(torch, s.dtype)
+        device = torch.device(s.device)
+        model = model.to(device=device, dtype=dtype).eval()
+        cfg = model.config
+        feeds = {k: torch.from_numpy(v).to(device) for k, v in ort_feeds(input_names(model), s.batch, s.seq_len, cfg.vocab_size).items()}
+        cuda = device.type == "cuda"
+
+        def run_once() -> Any:
+            with torch.inference_mode():
+                out = model(**feeds).logits
+            if cuda:
+                torch.cuda.synchronize()  # kernels are asynchronous: the run ends when the GPU is done
+            return out
+
+        return run_once
+
+
+class OrtBackend(Backend):
+    """Exports each extracted model to ONNX (cached by sub-network and backbone shape: the file does
+    not depend on batch, sequence length or threads) and runs it in an InferenceSession."""
+
+    def __init__(self, settings: BackendSettings, cache_dir: str | Path | None = None):
+        super().__init__(settings)
+        self._tmp = None
+        if cache_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="dynasearch-onnx-")
+            cache_dir = self._tmp.name
+        self.cache_dir = Path(cache_dir)
+
+    def check(self) -> None:
+        from ._core import check_ort_provider
+
+        if self.settings.device == "cuda" and not has_gpu():
+            raise MeasurementError("CUDA asked for on a machine without a GPU; use --device cpu")
+        check_ort_provider(self.settings.provider)
+
+    def onnx_path(self, model: Any, key: str) -> Path:
+        from dynabert.extract import model_shape
+        from dynabert.onnx_export import export_onnx
+
+        from ._core import short_hash
+
+        shape_key = short_hash(model_shape(model).to_dict())
+        path = self.cache_dir / f"{shape_key}-{key}.onnx"
+        if not path.exists():
+            # Weights are random: latency does not depend on them, so no numeric verification here.
+            export_onnx(model, path, verify=False)
+        return path
+
+    def prepare(self, model: Any, key: str) -> Callable[[], Any]:
+        from dynabert.onnx_export import input_names
+
+        s = self.settings
+        path = self.onnx_path(model, key)
+        sess = ort_session(str(path), s.provider, s.threads, s.spinning)
+        return ort_run_once(sess, ort_feeds(input_names(model), s.batch, s.seq_len, model.config.vocab_size))
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.cleanup()
+
+
+def make_backend(settings: BackendSettings, onnx_cache: str | Path | None = None) -> Backend:
+    backend: Backend = TorchBackend(settings) if settings.backend == "torch" else OrtBackend(settings, onnx_cache)
+    backend.check()
+    return backend
+
+
+def available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -1,0 +1,150 @@
+"""The latency records table: reading, validating, grouping.
+
+One CSV file, one row per (sub-network, settings); the columns and their meaning are
+`RECORD_FIELDS` (documented in README and `dynasearch measure --help`). Written only through
+`_core.append_rows` (atomic rewrite), so the library and the kit's runner write the same format.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
+
+from ._core import RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, read_rows
+from .errors import RecordsError
+
+# Columns that must agree for rows to feed one predictor (besides target_id, their hash).
+TARGET_COLUMNS = ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning", "dtype", "shape_key")
+
+
+def schema_markdown() -> str:
+    lines = ["| column | type | meaning |", "|---|---|---|"]
+    lines += [f"| `{n}` | {t} | {d} |" for n, t, d in RECORD_FIELDS]
+    return "\n".join(lines)
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for col, typ in RECORD_TYPES.items():
+        if typ == "str":
+            out[col] = out[col].fillna("").astype(str)
+        elif typ == "bool":
+            out[col] = out[col].astype(str).str.lower().isin(["true", "1"])
+        else:
+            out[col] = pd.to_numeric(out[col].replace("", np.nan), errors="coerce")
+            if typ == "int" and out[col].notna().all():
+                out[col] = out[col].astype("int64")
+    return out
+
+
+def read_records(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
+    """One DataFrame from one or more records CSVs (RecordsError on another schema or a bad file)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise RecordsError("no records file given")
+    frames = []
+    for p in paths:
+        p = Path(p)
+        if not p.is_file():
+            raise RecordsError(f"records file '{p}' does not exist")
+        try:
+            rows = read_rows(str(p))
+        except MeasurementError as e:
+            raise RecordsError(str(e)) from None
+        except (UnicodeDecodeError, OSError) as e:
+            raise RecordsError(f"cannot read records file '{p}': {e}") from None
+        frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
+    df = _typed(pd.concat(frames, ignore_index=True))
+    # The kit's runner may leave FLOPs empty for a batch/length it had not precomputed: fill them
+    # from the backbone shape and the config (the formula lives in dynabert only).
+    missing = df["flops"].isna() & (df["shape"] != "")
+    for i in df.index[missing]:
+        shape = BackboneShape(**json.loads(df.at[i, "shape"]))
+        df.at[i, "flops"] = count_flops(shape, SubnetConfig.from_json(df.at[i, "subnet"]), int(df.at[i, "batch"]), int(df.at[i, "seq_len"]))
+    return df
+
+
+def ok_records(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with status ok, checked: every median latency finite and > 0 (RecordsError otherwise)."""
+    ok = df[df["status"] == "ok"].copy()
+    bad = ok[~np.isfinite(ok["median_ms"].astype(float)) | (ok["median_ms"].astype(float) <= 0)]
+    if len(bad):
+        first = bad.iloc[0]
+        raise RecordsError(
+            f"{len(bad)} record(s) have a NaN, zero or negative latency, e.g. key {first['key']} median_ms="
+            f"{first['median_ms']!r}; latencies must be finite and > 0 (remove or re-measure those rows)"
+        )
+    return ok
+
+
+def check_one_target(df: pd.DataFrame, allow_shapes: bool) -> None:
+    """Records given to one predictor must share fingerprint and settings; batch and sequence
+    length may vary only for a predictor across input shapes."""
+    groups = df.groupby("target_id")
+    if len(groups) > 1:
+        desc = [
+            f"{tid}: " + ", ".join(f"{c}={g[c].iloc[0]}" for c in ("backend", "provider", "device", "threads", "spinning", "dtype", "cpu_model")) + f" ({len(g)} rows)"
+            for tid, g in groups
+        ]
+        raise RecordsError(
+            "records of mixed fingerprints or settings cannot feed one predictor; select one target_id "
+            "(--target): " + "; ".join(desc)
+        )
+    shapes = sorted({(int(b), int(s)) for b, s in zip(df["batch"], df["seq_len"])})
+    if not allow_shapes and len(shapes) > 1:
+        raise RecordsError(
+            f"records mix input shapes (batch, seq_len) {shapes[:8]}; fit a predictor across shapes "
+            "(--across-shapes) or select one batch and sequence length (--batch, --seq-len)"
+        )
+
+
+def subnets_of(df: pd.DataFrame) -> list[SubnetConfig]:
+    return [SubnetConfig.from_json(s) for s in df["subnet"]]
+
+
+def shape_of(df: pd.DataFrame) -> BackboneShape:
+    shapes = set(df["shape"])
+    if len(shapes) != 1:
+        raise RecordsError(f"records hold {len(shapes)} backbone shapes; one predictor serves one backbone")
+    return BackboneShape(**json.loads(next(iter(shapes))))
+
+
+def targets_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per target_id with its settings and row counts (for messages and listings)."""
+    cols = ["target_id", "backend", "provider", "device", "threads", "spinning", "dtype", "cpu_model"]
+    return df.groupby(cols, dropna=False).agg(rows=("key", "size"), shapes=("settings_id", "nunique")).reset_index()
+
+
+def repeatability(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.03) -> dict[str, float]:
+    """Two runs of the same configs: share of configs whose medians agree within +-tolerance
+    (relative to their mean), and the median and largest relative difference."""
+    m = a[["key", "median_ms"]].merge(b[["key", "median_ms"]], on="key", suffixes=("_a", "_b"))
+    if m.empty:
+        raise RecordsError("the two runs share no configs")
+    rel = (m["median_ms_a"] - m["median_ms_b"]).abs() / ((m["median_ms_a"] + m["median_ms_b"]) / 2)
+    return {
+        "configs": int(len(m)),
+        "within": float((rel <= tolerance).mean()),
+        "median_rel_diff": float(rel.median()),
+        "max_rel_diff": float(rel.max()),
+    }
+
+
+def as_float(values: Iterable) -> np.ndarray:
+    arr = np.asarray(list(values), dtype=float)
+    if not np.all(np.isfinite(arr)):
+        raise RecordsError("non-finite value in a numeric column")
+    return arr
+
+
+__all__ = [
+    "RECORD_COLUMNS", "RECORD_FIELDS", "SCHEMA", "TARGET_COLUMNS", "check_one_target", "ok_records", "read_records",
+    "repeatability", "schema_markdown", "shape_of", "subnets_of", "targets_table",
+]

@@ -1,0 +1,109 @@
+"""Which sub-networks to measure: the paper grid, uniform per-layer configs, an even cover of the
+FLOP range, and the single-layer configs a lookup table is built from."""
+
+from __future__ import annotations
+
+import random
+
+from dynabert.space import SearchSpace
+from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
+
+from .errors import MeasurementError
+
+SAMPLERS = ("grid", "uniform", "flops", "layer-table")
+
+
+def _unique(subnets: list[SubnetConfig]) -> list[SubnetConfig]:
+    seen: dict[str, SubnetConfig] = {}
+    for s in subnets:
+        seen.setdefault(s.key, s)
+    return list(seen.values())
+
+
+def grid_configs(shape: BackboneShape) -> list[SubnetConfig]:
+    """The paper's 4 widths x 3 depths (the full model included, as width 1 depth 1)."""
+    return _unique(SearchSpace.default(shape).grid())
+
+
+def uniform_configs(space: SearchSpace, n: int, seed: int = 0) -> list[SubnetConfig]:
+    """n distinct configs drawn uniformly over per-layer choices (`SearchSpace.sample`)."""
+    rng = random.Random(seed)
+    out: dict[str, SubnetConfig] = {}
+    for _ in range(max(1000, 200 * n)):
+        if len(out) >= n:
+            break
+        s = space.sample(rng)
+        out.setdefault(s.key, s)
+    if len(out) < n:
+        raise MeasurementError(f"the search space holds fewer than {n} distinct configs (found {len(out)})")
+    return list(out.values())
+
+
+def _skewed_sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:
+    """A config with depth uniform over min_layers..L and widths skewed small or large, so that the
+    ends of the FLOP range (which uniform per-layer sampling rarely reaches) get candidates too."""
+    n = space.shape.num_layers
+    depth = rng.randint(space.min_layers, n) if space.allow_drop else n
+    layers = sorted(rng.sample(range(n), depth))
+    bias = rng.random()  # 0: prefer the smallest choices, 1: the largest
+
+    def pick(choices: tuple[int, ...]) -> int:
+        weights = [(bias if i >= len(choices) / 2 else 1 - bias) + 0.05 for i in range(len(choices))]
+        return rng.choices(choices, weights)[0]
+
+    return SubnetConfig(tuple(layers), tuple(pick(space.head_choices) for _ in layers), tuple(pick(space.ffn_choices) for _ in layers))
+
+
+def flop_covering_configs(space: SearchSpace, n: int, seed: int = 0, batch: int = 1, seq_len: int = 128) -> list[SubnetConfig]:
+    """n distinct configs whose FLOPs are spread evenly from the smallest to the largest config of
+    the space: n evenly spaced FLOP targets, each taking the nearest unused candidate from a large
+    pool (uniform and skewed samples, the smallest and the full config)."""
+    rng = random.Random(seed)
+    shape = space.shape
+    smallest = SubnetConfig(tuple(range(space.min_layers)), (min(space.head_choices),) * space.min_layers, (min(space.ffn_choices),) * space.min_layers)
+    largest_layers = tuple(range(shape.num_layers))
+    largest = SubnetConfig(largest_layers, (max(space.head_choices),) * len(largest_layers), (max(space.ffn_choices),) * len(largest_layers))
+    pool = {s.key: s for s in (smallest, largest)}
+    for _ in range(max(50 * n, 2000)):
+        s = space.sample(rng) if rng.random() < 0.5 else _skewed_sample(space, rng)
+        pool.setdefault(s.key, s)
+    if len(pool) < n:
+        raise MeasurementError(f"the search space holds fewer than {n} distinct configs (found {len(pool)})")
+    cands = sorted(pool.values(), key=lambda s: count_flops(shape, s, batch, seq_len))
+    flops = [count_flops(shape, s, batch, seq_len) for s in cands]
+    lo, hi = flops[0], flops[-1]
+    used: set[int] = set()
+    out: list[SubnetConfig] = []
+    for i in range(n):
+        target = lo + (hi - lo) * (i / (n - 1) if n > 1 else 0.5)
+        best = min((j for j in range(len(cands)) if j not in used), key=lambda j: (abs(flops[j] - target), j))
+        used.add(best)
+        out.append(cands[best])
+    return out
+
+
+def layer_table_configs(space: SearchSpace) -> list[SubnetConfig]:
+    """Single-layer configs a per-layer lookup table is built from: an empty layer (embeddings and
+    classifier only), one attention block per head choice, one FFN block per FFN choice."""
+    configs = [SubnetConfig((0,), (0,), (0,))]
+    configs += [SubnetConfig((0,), (h,), (0,)) for h in space.head_choices if h > 0]
+    configs += [SubnetConfig((0,), (0,), (f,)) for f in space.ffn_choices if f > 0]
+    return configs
+
+
+def is_layer_table_config(subnet: SubnetConfig) -> bool:
+    return subnet.depth == 1 and (subnet.heads[0] == 0 or subnet.ffn[0] == 0)
+
+
+def sample_configs(kind: str, space: SearchSpace, n: int | None = None, seed: int = 0, batch: int = 1, seq_len: int = 128) -> list[SubnetConfig]:
+    if kind not in SAMPLERS:
+        raise MeasurementError(f"unknown sampler {kind!r}; allowed: {', '.join(SAMPLERS)}")
+    if kind == "grid":
+        return grid_configs(space.shape)
+    if kind == "layer-table":
+        return layer_table_configs(space)
+    if n is None or n < 1:
+        raise MeasurementError(f"sampler {kind!r} needs a number of configs >= 1; got {n!r}")
+    if kind == "uniform":
+        return uniform_configs(space, n, seed)
+    return flop_covering_configs(space, n, seed, batch, seq_len)

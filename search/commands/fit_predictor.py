@@ -1,0 +1,73 @@
+"""dynasearch fit-predictor RECORDS.csv [...] --out DIR: fit latency predictors and report held-out error."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import positive_int
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
+    return v
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "fit-predictor",
+        help="fit latency predictors on records; print and save held-out MAPE, RMSE, +-5/10%%, Kendall tau, Spearman",
+        description="Splits the records into fitting and held-out configs (and held-out input shapes with "
+        "--across-shapes), fits each predictor kind on the fitting part, and writes DIR/metrics.csv, metrics.json, "
+        "predictions.csv, learning_curve.csv, plots and DIR/predictors/<kind>/ (JSON + arrays).",
+    )
+    p.add_argument("records", nargs="+", metavar="RECORDS.csv", help="records from `dynasearch measure` or a kit's runner")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--kind", default="all", help="comma-separated: lut, layer-regression, gbdt, hybrid, or all (default)")
+    p.add_argument("--target", metavar="TARGET_ID", help="use only records of this target_id (fingerprint + settings)")
+    p.add_argument("--batch", type=positive_int, help="use only records of this batch size")
+    p.add_argument("--seq-len", type=positive_int, help="use only records of this sequence length")
+    p.add_argument("--across-shapes", action="store_true", help="one predictor over several batch sizes and sequence lengths")
+    p.add_argument("--test-fraction", type=_fraction, default=0.3, help="share of configs held out (default 0.3)")
+    p.add_argument("--max-train", type=positive_int, help="use at most this many records for fitting")
+    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from predictors.evaluate import fit_and_evaluate, format_table
+    from predictors.errors import RecordsError
+    from predictors.latency import PREDICTORS
+    from predictors.records import read_records
+    from dynabert.io import check_output_dir
+
+    check_output_dir(args.out, args.overwrite)
+    kinds = list(PREDICTORS) if args.kind == "all" else [k.strip() for k in args.kind.split(",") if k.strip()]
+    df = read_records(args.records)
+    if args.target:
+        if args.target not in set(df["target_id"]):
+            raise RecordsError(f"no records with target_id {args.target!r}; present: {sorted(set(df['target_id']))}")
+        df = df[df["target_id"] == args.target]
+    if args.batch:
+        df = df[df["batch"] == args.batch]
+    if args.seq_len:
+        df = df[df["seq_len"] == args.seq_len]
+    if df.empty:
+        raise RecordsError("no records left after --target/--batch/--seq-len selection")
+    if args.across_shapes:
+        kinds = [k for k in kinds if PREDICTORS.get(k) is None or PREDICTORS[k].supports_shapes]
+    report = fit_and_evaluate(df, kinds, args.out, test_fraction=args.test_fraction, seed=args.seed, max_train=args.max_train,
+                              across_shapes=args.across_shapes, overwrite=args.overwrite, plots=not args.no_plots)
+    print(f"{report['backend']} {report['provider'] or report['device']}, threads {report['threads']}, "
+          f"spinning {'on' if report['spinning'] else 'off'}; shapes fitted {report['shapes_train'][:6]}"
+          f"{' ...' if len(report['shapes_train']) > 6 else ''}, held out {report['shapes_test'][:6]}")
+    print(f"fitted on {report['n_train']} records, evaluated on {report['n_test']} held-out records:")
+    print(format_table(report["results"]))
+    print(f"best: {report['best']}; saved to {report['out_dir']} (predictors/<kind>/, metrics.csv, learning_curve.csv, plots)")
+    return 0

@@ -1,0 +1,136 @@
+"""dynasearch measure [MODEL_DIR] --out RECORDS.csv: time sub-networks on this machine."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_arg, positive_int
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return v
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("which sub-networks")
+    g.add_argument("--sampler", default="uniform",
+                   help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
+                        "layer-table (single-layer configs for the lookup-table predictor); default uniform")
+    g.add_argument("--n", type=positive_int, default=50, help="configs to sample (uniform, flops; default 50)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    g.add_argument("--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects")
+
+
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    from predictors._core import Protocol
+
+    d = Protocol()
+    g = p.add_argument_group("timing protocol")
+    g.add_argument("--rel-ci", type=positive_float, default=d.rel_ci, help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})")
+    g.add_argument("--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})")
+    g.add_argument("--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})")
+    g.add_argument("--max-seconds", type=positive_float, default=d.max_seconds, help=f"timed seconds per config at most (default {d.max_seconds})")
+    g.add_argument("--chunk-size", type=positive_int, default=d.chunk_size, help=f"configs interleaved at once (default {d.chunk_size})")
+
+
+def protocol_from_args(args):
+    from predictors._core import Protocol
+
+    return Protocol(rel_ci=args.rel_ci, min_runs=args.min_runs, max_runs=args.max_runs, max_seconds=args.max_seconds,
+                    chunk_size=args.chunk_size, seed=args.seed)
+
+
+def configs_from_args(args, shape) -> tuple[list, str]:
+    """(subnets, sampler name) from --subnets FILE or --sampler/--n/--seed."""
+    import json
+
+    from dynabert.errors import InvalidSubnetError
+    from dynabert.space import SearchSpace
+    from dynabert.subnet import SubnetConfig
+    from predictors.samplers import sample_configs
+
+    if args.subnets:
+        try:
+            data = json.loads(open(args.subnets, encoding="utf-8").read())
+        except OSError as e:
+            raise InvalidSubnetError(f"cannot read subnet file {args.subnets!r}: {e.strerror}") from None
+        except json.JSONDecodeError as e:
+            raise InvalidSubnetError(f"{args.subnets}: subnet JSON is malformed or truncated: {e}") from None
+        items = data if isinstance(data, list) else [data]
+        return [SubnetConfig.from_dict(d).validate(shape) for d in items], "file"
+    first = args.batch[0] if isinstance(args.batch, list) else args.batch
+    seq = args.seq_len[0] if isinstance(args.seq_len, list) else args.seq_len
+    return sample_configs(args.sampler, SearchSpace.default(shape), args.n, args.seed, first, seq), args.sampler
+
+
+def register(sub) -> None:
+    from predictors.records import schema_markdown
+
+    p = sub.add_parser(
+        "measure",
+        help="measure latency of extracted sub-networks on this machine (torch or onnxruntime) into a records CSV",
+        description="Times extracted sub-networks (random weights of the backbone's shape: only the shape "
+        "matters) with one protocol: warm-up until stable, interleaved rounds in random order, stop when "
+        "the confidence interval of the median is within --rel-ci or at a cap. Appends to the records CSV; "
+        "a re-run skips configs already measured under the same fingerprint and settings.",
+        epilog="records columns:\n" + schema_markdown().replace("%", "%%"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_arg(p)
+    p.add_argument("--out", required=True, metavar="RECORDS.csv", help="records file (created or appended)")
+    g = p.add_argument_group("where and how it runs")
+    g.add_argument("--backend", default="onnxruntime", help="onnxruntime (default) or torch")
+    g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    g.add_argument("--provider", default="", help="onnxruntime execution provider (default: from --device)")
+    g.add_argument("--threads", type=positive_int, nargs="+", default=[1], help="intra-op threads, one or more settings (default 1)")
+    g.add_argument("--spinning", choices=["on", "off"], default="off", help="onnxruntime thread spinning (default off: on few shared cores it ruins timings)")
+    g.add_argument("--dtype", default="float32", help="float32 (default); torch also float16, bfloat16")
+    g.add_argument("--batch", type=positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
+    g.add_argument("--seq-len", type=positive_int, nargs="+", default=[128], help="sequence lengths (default 128)")
+    add_config_args(p)
+    add_protocol_args(p)
+    p.add_argument("--onnx-cache", metavar="DIR", help="keep exported ONNX files here for later runs (default: temporary)")
+    p.add_argument("--no-resume", action="store_true", help="measure again configs the records already hold")
+    p.add_argument("--retry-failed", action="store_true", help="measure again configs recorded as failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import itertools
+
+    from predictors.backends import BackendSettings, make_backend
+    from predictors.measure import load_shape, measure
+    from predictors.samplers import SAMPLERS
+
+    from predictors.errors import MeasurementError
+
+    if not args.subnets and args.sampler not in SAMPLERS:
+        raise MeasurementError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    settings = [
+        BackendSettings(args.backend, args.device, t, args.spinning == "on", args.dtype, b, s, args.provider)
+        for t, b, s in itertools.product(args.threads, args.batch, args.seq_len)
+    ]
+    make_backend(settings[0]).close()  # unknown provider, CUDA without a GPU: fail before any work
+    protocol = protocol_from_args(args)
+    shape = load_shape(args.model_dir)
+    subnets, sampler = configs_from_args(args, shape)
+    rows = measure(shape, subnets, settings, args.out, protocol, sampler=sampler, onnx_cache=args.onnx_cache,
+                   resume=not args.no_resume, retry_failed=args.retry_failed, progress=not args.no_progress)
+    n_ok = int((rows["status"] == "ok").sum()) if len(rows) else 0
+    n_failed = len(rows) - n_ok
+    print(f"measured {len(rows)} config x setting rows ({n_ok} ok, {n_failed} failed) into {args.out}")
+    if n_ok:
+        ok = rows[rows["status"] == "ok"]
+        print(f"  median latency {ok['median_ms'].min():.3f}-{ok['median_ms'].max():.3f} ms, median CV {ok['cv'].median():.3%}, "
+              f"converged {ok['converged'].mean():.0%}, {ok['measure_s'].mean() + ok['prepare_s'].mean():.2f} s per config")
+    if n_failed:
+        for _, r in rows[rows["status"] != "ok"].head(5).iterrows():
+            print(f"  failed {r['key']}: {r['error']}")
+    return 0
