@@ -18,8 +18,6 @@ from dynabert.errors import DynasearchError
 COMMANDS = (
     "info",
     "export",
-    "train",
-    "evaluate",
     "measure",
     "kit",
     "fit_predictor",
