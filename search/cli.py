@@ -18,6 +18,8 @@ from dynabert.errors import DynasearchError
 COMMANDS = (
     "info",
     "export",
+    "train",
+    "evaluate",
     "measure",
     "kit",
     "fit_predictor",

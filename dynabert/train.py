@@ -1,0 +1,527 @@
+"""DynaBERT training, stage by stage, resumable and data-parallel.
+
+Stages (any subset, always in this order), each writing its best model as a loadable model dir:
+  teacher -> RUN/teacher      ordinary fine-tuning (cross-entropy; MSE for regression)
+  rewire  -> RUN/rewired      heads / neurons sorted by importance (no training)
+  width   -> RUN/width        DynaBERT_W: teacher = the model entering the stage (frozen)
+  depth   -> RUN/width_depth  DynaBERT: widths x depths, teacher = DynaBERT_W (frozen)
+  final   -> RUN/final        optional: gold-label loss for every grid sub-network, no teacher
+
+Per step (see ../shared/docs/dynabert-algorithm.md): width = one no-grad teacher forward, then a
+forward+backward per width (largest first); depth = one no-grad teacher forward per width (paper:
+the teacher at the SAME width; `depth_teacher="full-width"` is the reference code's single full
+teacher), then depth outer / width inner, 12 forward+backward; gradients summed, clipped once, one
+optimizer step. Batches are padded to their own longest sequence, so distillation losses on hidden
+states average over real tokens only (the reference averages over its fixed padding too).
+
+Files in RUN: run.json (task, backbone, data, TrainConfig), state.json (stages done, scores,
+throughput), train.log, checkpoint/ (latest resumable state: weights, optimizer, scheduler, RNG,
+step; safetensors + JSON, replaced atomically), one model dir per finished stage.
+Resume: the data order of an epoch is a permutation seeded by (seed, stage, epoch), so skipping the
+`step` batches already done reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .backbone import load_model, resolve_model_dir, tokenizer_files
+from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
+from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env
+from .errors import DataError, ModelLoadError, OutputExistsError
+from .evaluate import DevSet, evaluate_subnets
+from .io import atomic_dir, check_output_dir, save_tensors, write_json, write_text
+from .modeling import DynaBertForSequenceClassification
+from .rewire import rewire_
+from .subnet import BackboneShape, SubnetConfig
+from .tasks import TaskSpec, load_task, spec_from_dict
+from .train_config import DEFAULT_STAGES, STAGE_DIRS, STAGES, TrainConfig
+
+RUN_FORMAT = 1
+
+log = logging.getLogger("dynabert.train")
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What to train on: backbone, task and its files, and where the run lives."""
+
+    out_dir: str | Path
+    task: TaskSpec
+    model_dir: str | Path | None = None  # None: the packaged MiniLM-L6
+    data_dir: str | Path | None = None
+    train_file: str | Path | None = None  # overrides DIR/train.* (e.g. an augmented train file)
+    dev_file: str | Path | None = None
+
+
+# ---------------------------------------------------------------------------- losses
+
+
+def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """-sum softmax(t) log_softmax(s), mean over the batch (temperature 1)."""
+    return -(F.softmax(teacher, dim=-1) * F.log_softmax(student, dim=-1)).sum(-1).mean()
+
+
+def masked_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real tokens of each example, then mean over examples:
+    independent of how much padding the batch has (and of how a batch is sharded)."""
+    m = mask.to(s.dtype).unsqueeze(-1)  # (B, T, 1)
+    per_ex = ((s - t) ** 2 * m).sum((1, 2)) / (m.sum((1, 2)) * s.shape[-1])
+    return per_ex.mean()
+
+
+def hidden_pairs(subnet: SubnetConfig | None, num_layers: int) -> list[tuple[int, int]]:
+    """(student index, teacher index) of matched hidden states: the student's input to its j-th kept
+    layer <-> the teacher's input to that original layer; final output <-> final output."""
+    layers = list(range(num_layers)) if subnet is None else list(subnet.layers)
+    return [(j, l) for j, l in enumerate(layers)] + [(len(layers), num_layers)]
+
+
+def step_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> list[tuple[float, float, SubnetConfig]]:
+    """The sub-networks one optimizer step trains, in order: (width, depth, subnet)."""
+    if stage == "teacher":
+        return [(1.0, 1.0, SubnetConfig.full(shape))]
+    if stage == "width":
+        return [(w, 1.0, SubnetConfig.from_grid(shape, w, 1.0)) for w in cfg.widths]
+    if stage in ("depth", "final"):
+        return [(w, d, SubnetConfig.from_grid(shape, w, d)) for d in cfg.depths for w in cfg.widths]
+    raise ValueError(f"stage {stage!r} does not train")
+
+
+def teacher_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> list[float]:
+    """Widths at which the frozen teacher runs (full depth) once per step."""
+    if stage == "width" or (stage == "depth" and cfg.depth_teacher == "full-width"):
+        return [1.0]
+    if stage == "depth":
+        return list(cfg.widths)
+    return []
+
+
+def eval_plan(shape: BackboneShape, stage: str, cfg: TrainConfig, full_model: bool):
+    """Sub-networks scored on dev after a stage step: those the stage trains (None = the model as built)."""
+    if stage == "teacher":
+        return [(1.0, 1.0, None if not full_model else SubnetConfig.full(shape))]
+    return step_plan(shape, stage, cfg)
+
+
+# ---------------------------------------------------------------------------- optimiser state
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.adam_eps)
+
+
+def make_scheduler(opt, total: int, cfg: TrainConfig, last_step: int = 0):
+    warm = int(cfg.warmup_fraction * total)
+
+    def factor(step: int) -> float:  # linear warm-up then linear decay to 0 at `total`
+        if step < warm:
+            return step / max(1, warm)
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    if last_step:
+        # Constructing with last_epoch = s - 1 makes the first internal step land on s.
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor, last_epoch=last_step - 1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def optimizer_to_tensors(opt) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, extra = {}, {}
+    for i, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"state.{i}.{k}"] = v
+            else:
+                extra[f"{i}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": extra}
+
+
+def optimizer_from_tensors(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, t in tensors.items():
+        _, i, k = name.split(".", 2)
+        state.setdefault(int(i), {})[k] = t
+    for name, v in meta["scalars"].items():
+        i, k = name.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+# ---------------------------------------------------------------------------- run files
+
+
+def _save_model_dir(model: DynaBertForSequenceClassification, path: Path, tokenizer_src: list[Path], info: dict) -> None:
+    """A self-contained model dir (config.json, model.safetensors, tokenizer, stage.json), atomically."""
+    with atomic_dir(path, overwrite=True) as tmp:
+        # Not save_pretrained: it draws a progress bar per call; these two files are all load_model needs.
+        save_tensors(tmp / "model.safetensors", model.state_dict(), metadata={"format": "pt"})
+        write_text(tmp / "config.json", model.config.to_json_string())
+        for f in tokenizer_src:
+            if f.parent.resolve() != tmp.resolve():
+                shutil.copy2(f, tmp / f.name)
+        write_json(tmp / "stage.json", info)
+
+
+def _load_state(out: Path) -> dict:
+    p = out / "state.json"
+    return json.loads(p.read_text()) if p.is_file() else {"completed": [], "scores": {}, "throughput": {}, "model": None}
+
+
+class _Logger:
+    def __init__(self, out: Path, info: DistInfo):
+        self.info = info
+        self.handler = None
+        if info.is_main:
+            self.handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+            self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(self.handler)
+            log.setLevel(logging.INFO)
+
+    def close(self) -> None:
+        if self.handler is not None:
+            log.removeHandler(self.handler)
+            self.handler.close()
+
+
+# ---------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """Holds one run: data, the model being trained, the run directory. Use `train()` below."""
+
+    def __init__(self, inputs: RunInputs, cfg: TrainConfig, info: DistInfo, progress: bool,
+                 on_step: Callable[[str, int], None] | None):
+        self.inputs, self.cfg, self.info, self.progress, self.on_step = inputs, cfg, info, progress, on_step
+        self.out = Path(inputs.out_dir)
+        self.device = device_for(info)
+
+    # -- set-up
+    def prepare(self, model: DynaBertForSequenceClassification, spec: TaskSpec, train, dev) -> None:
+        cfg = self.cfg
+        self.spec = spec
+        self.model_dir = resolve_model_dir(self.inputs.model_dir)
+        self.tok_files = tokenizer_files(self.model_dir)
+        tokenizer = load_tokenizer(self.model_dir)
+        regression = spec.is_regression
+        # Held-out rewiring examples and the training subset come from one seeded shuffle of train,
+        # whichever stages run, so separate invocations of one run agree on them.
+        g = torch.Generator().manual_seed(cfg.seed)
+        perm = torch.randperm(len(train), generator=g).tolist()
+        n_hold = min(cfg.rewire_examples, len(train) // 10) if cfg.rewire_data == "heldout" else 0
+        hold_idx, rest = perm[:n_hold], perm[n_hold:]
+        train_idx = rest[:cfg.train_subset] if cfg.train_subset else rest
+        if not train_idx:
+            raise DataError(f"the training set is empty after holding out {n_hold} example(s) for rewiring ({train.source})")
+        self.train_enc = encode(train.subset(train_idx), tokenizer, cfg.max_seq_length, regression)
+        self.dev_enc = encode(dev, tokenizer, cfg.max_seq_length, regression)
+        rewire_data = train.subset(hold_idx) if n_hold else dev
+        self.rewire_enc = encode(rewire_data, tokenizer, cfg.max_seq_length, regression)
+        self.dev = DevSet(self.dev_enc, cfg.eval_batch_size).to(self.device)
+        if spec.labels:  # label names travel with every saved model (exports show them too)
+            model.config.id2label = dict(enumerate(spec.labels))
+            model.config.label2id = {v: i for i, v in enumerate(spec.labels)}
+        self.model = model.to(self.device)
+        self.shape = BackboneShape.from_config(model.config)
+        self.n_holdout = n_hold
+
+    # -- checkpoints
+    def save_checkpoint(self, stage: str, step: int, total: int, opt, best: float, history: list) -> None:
+        if not self.info.is_main:
+            return
+        tensors, meta = optimizer_to_tensors(opt)
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        with atomic_dir(self.out / "checkpoint", overwrite=True) as tmp:
+            save_tensors(tmp / "model.safetensors", self.model.state_dict())
+            save_tensors(tmp / "optimizer.safetensors", tensors)
+            save_tensors(tmp / "rng.safetensors", rng)
+            write_json(tmp / "optimizer.json", meta)
+            write_json(tmp / "checkpoint.json", {
+                "stage": stage, "step": step, "total_steps": total, "best": best, "history": history,
+                "backbone": self.shape.to_dict(), "task": self.spec.name,
+            })
+
+    def load_checkpoint(self, stage: str):
+        ck = self.out / "checkpoint"
+        meta_p = ck / "checkpoint.json"
+        if not meta_p.is_file():
+            return None
+        meta = json.loads(meta_p.read_text())
+        if meta["stage"] != stage:
+            return None
+        if meta["backbone"] != self.shape.to_dict() or meta["task"] != self.spec.name:
+            raise ModelLoadError(
+                f"checkpoint {ck} is of task {meta['task']!r} / backbone {meta['backbone']}, "
+                f"not of this run's task {self.spec.name!r} / backbone {self.shape.to_dict()}"
+            )
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(self.device)))
+        return meta, load_file(str(ck / "optimizer.safetensors")), json.loads((ck / "optimizer.json").read_text()), load_file(str(ck / "rng.safetensors"))
+
+    # -- one stage
+    def evaluate(self, stage: str) -> tuple[float, dict]:
+        plan = eval_plan(self.shape, stage, self.cfg, full_model=False)
+        table = evaluate_subnets(self.model, self.dev, plan, self.spec.metrics)
+        first = self.spec.metrics[0]
+        scores = {f"{r.width:g}x{r.depth:g}": round(float(getattr(r, first)), 4) for r in table.itertuples()}
+        return float(table[first].sum()), scores
+
+    def sub_losses(self, stage: str, b: Batch, scale: float, teacher) -> float:
+        """Forward + backward of every sub-network of one step; returns the summed loss (for display)."""
+        cfg, model, L = self.cfg, self.model, self.shape.num_layers
+        kw = dict(attention_mask=b.attention_mask, token_type_ids=b.token_type_ids)
+        plan = step_plan(self.shape, stage, cfg)
+        total = 0.0
+        if stage in ("teacher", "final"):
+            for _w, _d, sub in plan:
+                active = None if stage == "teacher" else sub.active_spec()
+                loss = model(b.input_ids, labels=b.labels, active=active, **kw).loss * scale
+                loss.backward()
+                total += loss.item()
+            return total
+        lw, hw = ((cfg.width_logit_weight, cfg.width_hidden_weight) if stage == "width"
+                  else (cfg.depth_logit_weight, cfg.depth_hidden_weight))
+        if self.spec.is_regression:
+            lw = 0.0  # the reference drops the logit term for STS-B
+        t_out = {}
+        with torch.no_grad():  # the frozen teacher: once per width it is needed at, per step
+            for w in teacher_plan(self.shape, stage, cfg):
+                sub = SubnetConfig.from_grid(self.shape, w, 1.0)
+                t_out[w] = teacher(b.input_ids, active=None if w == 1.0 else sub.active_spec(), output_hidden_states=True, **kw)
+        for w, _d, sub in plan:
+            t = t_out[w] if w in t_out else t_out[1.0]
+            s = model(b.input_ids, active=sub.active_spec(), output_hidden_states=True, **kw)
+            loss = s.logits.new_zeros(())
+            if lw:
+                loss = loss + lw * soft_cross_entropy(s.logits, t.logits)
+            if hw:
+                for j, l in hidden_pairs(sub, L):
+                    loss = loss + hw * masked_mse(s.hidden_states[j], t.hidden_states[l], b.attention_mask)
+            loss = loss * scale
+            loss.backward()
+            total += loss.item()
+        return total
+
+    def run_stage(self, stage: str, state: dict) -> None:
+        cfg, info = self.cfg, self.info
+        teacher = None
+        if stage in ("width", "depth"):
+            teacher = copy.deepcopy(self.model).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        n = len(self.train_enc)
+        per_epoch = math.ceil(n / cfg.batch_size)
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+        self.model.train()
+        opt = make_optimizer(self.model, cfg)
+        step, best, history = 0, -math.inf, []
+        ck = self.load_checkpoint(stage)
+        if ck is not None:
+            meta, opt_t, opt_meta, rng = ck
+            optimizer_from_tensors(opt, opt_t, opt_meta)
+            step, best, history = meta["step"], meta["best"], meta["history"]
+            torch.set_rng_state(rng["cpu"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
+            log.info("stage %s: resumed at step %d/%d (best dev score %.4f)", stage, step, total, best)
+        sched = make_scheduler(opt, total, cfg, step)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        n_sub = len(step_plan(self.shape, stage, cfg))
+        log.info("stage %s: %d steps (%d per epoch), %d train examples, %d sub-network(s) per step, %d process(es)",
+                 stage, total, per_epoch, n, n_sub, info.world)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=step, desc=stage, disable=not (self.progress and info.is_main), dynamic_ncols=True)
+        epoch_cache: tuple[int, list] = (-1, [])
+        seen, train_secs = 0, 0.0
+        while step < total:
+            epoch, pos = divmod(step, per_epoch)
+            if epoch_cache[0] != epoch:
+                lengths = self.train_enc.lengths() if cfg.group_by_length else None
+                epoch_cache = (epoch, epoch_batches(n, cfg.batch_size, cfg.seed, stage, epoch, lengths))
+            global_idx = epoch_cache[1][pos]
+            local = shard(global_idx, info.rank, info.world)
+            t0 = time.perf_counter()
+            loss = 0.0
+            if local:
+                b = collate(self.train_enc, local).to(self.device)
+                loss = self.sub_losses(stage, b, len(local) * info.world / len(global_idx), teacher)
+            allreduce_grads(params, info)
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            train_secs += time.perf_counter() - t0
+            seen += len(global_idx)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{seen / train_secs:.1f}")
+            end_of_epoch = step % per_epoch == 0
+            due = step == total or (step % cfg.eval_every == 0 if cfg.eval_every else end_of_epoch)
+            if due:
+                score, scores = self.evaluate(stage)
+                history.append({"step": step, "score": score, "scores": scores})
+                log.info("stage %s step %d: dev %s sum %.4f %s", stage, step, self.spec.metrics[0], score, scores)
+                if score > best:
+                    best = score
+                    if info.is_main:
+                        _save_model_dir(self.model, self.out / STAGE_DIRS[stage], self.tok_files,
+                                        {"stage": stage, "step": step, "score": score, "scores": scores})
+            if step % cfg.checkpoint_every == 0 or step == total:
+                self.save_checkpoint(stage, step, total, opt, best, history)
+                barrier(info)
+            if step % 50 == 0 or step == total:
+                log.info("stage %s step %d/%d loss %.4f  %.2f examples/s", stage, step, total, loss, seen / max(train_secs, 1e-9))
+            if self.on_step is not None:
+                self.on_step(stage, step)
+        bar.close()
+        barrier(info)
+        # The stage's product is its best checkpoint (the paper's model selection).
+        best_dir = self.out / STAGE_DIRS[stage]
+        self.model = load_model(best_dir).to(self.device)
+        if seen:
+            # This invocation's steps only (a resumed stage reports what it ran after resuming).
+            state["throughput"][stage] = {"examples_per_s": seen / train_secs, "examples": seen,
+                                          "seconds": train_secs, "subnets_per_step": n_sub}
+        state["scores"][stage] = {"best": best, "history": history}
+
+    def run_rewire(self, state: dict) -> None:
+        batches, _ = eval_batches(self.rewire_enc, self.cfg.batch_size)
+        probe = self.dev.batches[0]
+        with torch.inference_mode():
+            self.model.eval()
+            before = self.model(probe.input_ids, attention_mask=probe.attention_mask, token_type_ids=probe.token_type_ids).logits
+        record = rewire_(self.model, batches)
+        with torch.inference_mode():
+            after = self.model(probe.input_ids, attention_mask=probe.attention_mask, token_type_ids=probe.token_type_ids).logits
+        diff = float((before - after).abs().max())
+        log.info("rewire: importance on %d %s example(s); full-width logits changed by %.2e", len(self.rewire_enc),
+                 "held-out train" if self.cfg.rewire_data == "heldout" else "dev", diff)
+        record.update({"data": self.cfg.rewire_data, "examples": len(self.rewire_enc), "max_logit_change": diff})
+        if self.info.is_main:
+            _save_model_dir(self.model, self.out / STAGE_DIRS["rewire"], self.tok_files, {"stage": "rewire", **record})
+        barrier(self.info)
+        state["scores"]["rewire"] = {"max_logit_change": diff}
+
+
+def _run_record(inputs: RunInputs, spec: TaskSpec, cfg: TrainConfig, shape: BackboneShape, model_dir: Path, n_train: int, n_hold: int) -> dict:
+    return {
+        "format": RUN_FORMAT, "model_dir": str(model_dir.resolve()), "backbone": shape.to_dict(),
+        "task": spec.to_dict(),
+        "data": {k: (str(Path(v).resolve()) if v is not None else None) for k, v in
+                 (("data_dir", inputs.data_dir), ("train_file", inputs.train_file), ("dev_file", inputs.dev_file))},
+        "config": cfg.to_dict(), "train_examples": n_train, "rewire_holdout_examples": n_hold,
+    }
+
+
+def check_resume(out: Path, spec: TaskSpec, model_dir: Path, shape: BackboneShape) -> TrainConfig:
+    """The saved configuration of a run, after checking it is this backbone and task."""
+    p = out / "run.json"
+    if not p.is_file():
+        raise OutputExistsError(f"cannot resume: '{out}' holds no run (no run.json); start it without --resume")
+    rec = json.loads(p.read_text())
+    if rec["task"]["name"] != spec.name or (spec.labels is not None and rec["task"]["labels"] not in (None, list(spec.labels))):
+        raise DataError(f"cannot resume: run '{out}' trains task {rec['task']['name']!r}, not {spec.name!r}")
+    if rec["backbone"] != shape.to_dict() or rec["model_dir"] != str(model_dir.resolve()):
+        raise ModelLoadError(
+            f"cannot resume: run '{out}' was started from backbone {rec['model_dir']} {rec['backbone']}, "
+            f"not {model_dir.resolve()} {shape.to_dict()}"
+        )
+    return TrainConfig.from_dict(rec["config"])
+
+
+def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = False, overwrite: bool = False,
+          progress: bool = True, on_step: Callable[[str, int], None] | None = None) -> dict:
+    """Run the configured stages; returns state.json's content. Under torchrun every process calls this.
+
+    on_step(stage, step) is called after every optimizer step (tests use it to interrupt a run).
+    """
+    info = init_from_env()
+    out = Path(inputs.out_dir)
+    model_dir = resolve_model_dir(inputs.model_dir)
+    if resume:
+        if not out.is_dir():
+            raise OutputExistsError(f"cannot resume: run directory '{out}' does not exist")
+    else:
+        check_output_dir(out, overwrite)
+    spec, train_data, dev_data = load_task(inputs.task, inputs.data_dir, inputs.train_file, inputs.dev_file)
+    model = load_model(model_dir, num_labels=spec.num_labels, seed=cfg.seed)
+    shape = BackboneShape.from_config(model.config)
+    if resume:
+        cfg = check_resume(out, spec, model_dir, shape)
+    check_max_length(cfg.max_seq_length, model.config)
+    torch.manual_seed(cfg.seed)
+    trainer = Trainer(inputs, cfg, info, progress, on_step)
+    trainer.prepare(model, spec, train_data, dev_data)
+    broadcast_params(trainer.model, info)
+    if info.is_main and not resume:
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", _run_record(inputs, spec, cfg, shape, model_dir, len(trainer.train_enc), trainer.n_holdout))
+    barrier(info)
+    logger = _Logger(out, info)
+    try:
+        state = _load_state(out)
+        log.info("run %s: task %s, backbone %s, stages %s%s", out, spec.name, model_dir, list(cfg.stages), " (resumed)" if resume else "")
+        for stage in [s for s in STAGES if s in cfg.stages]:
+            stage_dir = out / STAGE_DIRS[stage]
+            if stage in state["completed"]:
+                trainer.model = load_model(stage_dir).to(trainer.device)
+                log.info("stage %s: already done, loaded %s", stage, stage_dir)
+                continue
+            if stage == "rewire":
+                trainer.run_rewire(state)
+            else:
+                torch.manual_seed(cfg.seed + STAGES.index(stage))
+                trainer.run_stage(stage, state)
+            state["completed"].append(stage)
+            state["model"] = STAGE_DIRS[stage]
+            if info.is_main:
+                write_json(out / "state.json", state)
+            barrier(info)
+        log.info("run %s: done; final model %s", out, state["model"])
+        return state
+    finally:
+        logger.close()
+
+
+def run_model_dir(run: str | Path, stage: str | None = None) -> Path:
+    """The model dir of a run's latest (or the named) finished stage; a plain model dir is returned as is."""
+    run = Path(run)
+    if (run / "config.json").is_file() and not (run / "run.json").is_file():
+        return run
+    state_p = run / "state.json"
+    if not state_p.is_file():
+        raise ModelLoadError(f"'{run}' is neither a model directory (config.json) nor a finished training run (state.json)")
+    state = json.loads(state_p.read_text())
+    if stage is None:
+        if not state.get("model"):
+            raise ModelLoadError(f"run '{run}' has no finished stage yet")
+        return run / state["model"]
+    if stage not in STAGE_DIRS or stage not in state["completed"]:
+        raise ModelLoadError(f"run '{run}' has no finished stage {stage!r}; finished: {state['completed']}")
+    return run / STAGE_DIRS[stage]
+
+
+def run_task(run: str | Path) -> TaskSpec | None:
+    p = Path(run) / "run.json"
+    return spec_from_dict(json.loads(p.read_text())["task"]) if p.is_file() else None

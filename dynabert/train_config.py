@@ -1,0 +1,86 @@
+"""The training configuration (no torch import: the CLI reads its defaults when building --help)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import DataError
+from .subnet import PAPER_DEPTHS, PAPER_WIDTHS
+
+STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth", "final")
+STAGE_DIRS = {"teacher": "teacher", "rewire": "rewired", "width": "width", "depth": "width_depth", "final": "final"}
+DEFAULT_STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters; defaults are the paper's / reference code's (BERT)."""
+
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    widths: tuple[float, ...] = PAPER_WIDTHS  # trained largest first, as in the reference
+    depths: tuple[float, ...] = PAPER_DEPTHS
+    learning_rate: float = 2e-5
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0  # never applied to biases and LayerNorm weights
+    warmup_fraction: float = 0.0  # reference: 0 for BERT, 0.06 for RoBERTa
+    batch_size: int = 32  # global (all processes together)
+    epochs: float = 3.0  # per training stage
+    max_steps: int | None = None  # per training stage; overrides epochs
+    max_seq_length: int = 128
+    train_subset: int | None = None  # train on the first N examples of a seeded shuffle
+    seed: int = 42
+    max_grad_norm: float = 1.0  # after all sub-networks of a step
+    width_logit_weight: float = 1.0  # stage width: SCE(student, teacher logits)
+    width_hidden_weight: float = 0.1  # stage width: sum of hidden-state MSEs (embedding output included)
+    depth_logit_weight: float = 1.0
+    depth_hidden_weight: float = 1.0
+    depth_teacher: str = "same-width"  # paper; "full-width" = reference code
+    rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
+    rewire_examples: int = 2048  # size of the held-out part (at most a tenth of train)
+    eval_every: int | None = None  # steps between dev evaluations; None: at the end of every epoch
+    checkpoint_every: int = 500  # steps between resumable checkpoints (and at each stage end)
+    eval_batch_size: int = 128
+    # Batches of similar lengths (chunks of 50 batches sorted by length, batch order shuffled), so
+    # dynamic padding wastes little. Off by default: the paper's batches are uniformly random.
+    group_by_length: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        object.__setattr__(self, "widths", tuple(float(w) for w in self.widths))
+        object.__setattr__(self, "depths", tuple(float(d) for d in self.depths))
+        bad = [s for s in self.stages if s not in STAGES]
+        if bad or not self.stages:
+            raise DataError(f"unknown or no stage(s) {bad or list(self.stages)}; allowed: {', '.join(STAGES)}")
+        for name, vals in (("widths", self.widths), ("depths", self.depths)):
+            if not vals or any(not (0 < v <= 1) for v in vals):
+                raise DataError(f"{name} must be non-empty multipliers in (0, 1]; got {list(vals)}")
+            if list(vals) != sorted(vals, reverse=True) or len(set(vals)) != len(vals):
+                raise DataError(f"{name} must be unique and in descending order (largest first); got {list(vals)}")
+        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size, "epochs": self.epochs,
+                    "max_seq_length": self.max_seq_length, "checkpoint_every": self.checkpoint_every,
+                    "eval_batch_size": self.eval_batch_size, "rewire_examples": self.rewire_examples}
+        for k, v in positive.items():
+            if not v > 0:
+                raise DataError(f"{k} must be > 0; got {v}")
+        for k in ("max_steps", "train_subset", "eval_every"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise DataError(f"{k} must be >= 1 when given; got {v}")
+        if self.depth_teacher not in ("same-width", "full-width"):
+            raise DataError(f"depth_teacher must be 'same-width' or 'full-width'; got {self.depth_teacher!r}")
+        if self.rewire_data not in ("heldout", "dev"):
+            raise DataError(f"rewire_data must be 'heldout' or 'dev'; got {self.rewire_data!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise DataError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+__all__ = ["DEFAULT_STAGES", "STAGES", "STAGE_DIRS", "TrainConfig"]

@@ -1,0 +1,55 @@
+"""dynasearch evaluate RUN --task ... --data-dir ... [--grid | --subnet FILE | --width W --depth D]"""
+
+from __future__ import annotations
+
+from .common import add_subnet_args
+from .train import add_task_args, task_from_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score sub-networks of a trained run on a dev set (CSV table + width x depth heatmap)",
+        description="Writes OUT/<stem>.csv (key, width, depth, layers, heads, ffn, params, encoder_params, "
+        "metrics in percent, seconds, examples) and OUT/<stem>.png (heatmap of the first metric). "
+        "RUN is a training run (its latest finished stage is used, or --stage) or a model directory.",
+    )
+    p.add_argument("run", metavar="RUN", help="run directory or model directory")
+    add_task_args(p, required=False)
+    p.add_argument("--stage", help="which finished stage of RUN to evaluate (default: the latest)")
+    p.add_argument("--grid", action="store_true", help="all paper grid points (the default without --subnet/--width/--depth)")
+    add_subnet_args(p, required=False)
+    p.add_argument("--max-seq-length", type=int, default=None, help="default: the run's, else 128")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval)")
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from dynabert.evaluate import EvalInputs, evaluate_run
+    from dynabert.train import run_task
+
+    task = task_from_args(args, args._parser.error) if args.task else run_task(args.run)
+    if task is None:
+        args._parser.error("--task is needed: RUN is not a training run that records its task")
+    subnet = None
+    grid = args.grid or (args.subnet is None and args.width is None and args.depth is None)
+    if not grid:
+        from dynabert.backbone import load_model
+        from dynabert.extract import model_shape
+        from dynabert.train import run_model_dir
+
+        from .common import subnet_from_args
+
+        shape = model_shape(load_model(run_model_dir(args.run, args.stage)))
+        subnet = subnet_from_args(args, shape, args._parser.error)
+    inputs = EvalInputs(args.run, task, args.data_dir, args.dev_file, args.stage, args.max_seq_length, args.batch_size,
+                        subnet, Path(args.out) if args.out else None)
+    table, csv_path, png_path = evaluate_run(inputs)
+    metric = task.metrics[0]
+    cols = ["width", "depth", "params", *[m for m in task.metrics], "seconds"]
+    print(table[[c for c in cols if c in table.columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {csv_path}" + (f" and {png_path}" if png_path.is_file() else "") + f" (metric {metric})")
+    return 0

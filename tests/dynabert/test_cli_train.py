@@ -1,0 +1,109 @@
+"""`dynasearch train` and `dynasearch evaluate` through the CLI: the pipeline, and every bad input."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from search.cli import main
+
+from .helpers import make_model_dir, make_sst2_dir
+
+FAST = ["--batch-size", "16", "--max-seq-length", "32", "--lr", "4e-3", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    return {"model": make_model_dir(root / "model"), "data": make_sst2_dir(root / "data", n_train=120, n_dev=40)}
+
+
+def test_train_then_evaluate_grid_and_one_subnet(assets, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]),
+               "--out", str(run), "--epochs", "3", *FAST])
+    assert rc == 0, capsys.readouterr().err
+    assert "stages teacher, rewire, width, depth" in capsys.readouterr().out
+    assert json.loads((run / "run.json").read_text())["config"]["learning_rate"] == 4e-3
+    assert main(["evaluate", str(run), "--data-dir", str(assets["data"])]) == 0  # task from run.json
+    table = pd.read_csv(run / "eval" / "sst2-grid.csv")
+    assert len(table) == 12 and list(table.columns[:9]) == ["key", "width", "depth", "layers", "heads", "ffn", "params", "encoder_params", "accuracy"]
+    assert (run / "eval" / "sst2-grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert table["params"].is_monotonic_decreasing is False  # grid order: depth outer, width inner
+    assert table.loc[0, "params"] > table.loc[11, "params"]
+    sub = tmp_path / "sub.json"
+    sub.write_text(json.dumps({"layers": [0, 3], "heads": [2, 1], "ffn": [32, 16]}))
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(run), "--task", "sst2", "--data-dir", str(assets["data"]), "--subnet", str(sub), "--out", str(out)]) == 0
+    one = pd.read_csv(next(out.glob("sst2-*.csv")))
+    assert len(one) == 1 and one.loc[0, "layers"] == "0,3" and pd.isna(one.loc[0, "width"])
+
+
+def test_train_on_user_csv(assets, tmp_path, capsys):
+    d = tmp_path / "csv"
+    d.mkdir()
+    rows = (assets["data"] / "train.tsv").read_text().splitlines()[1:]
+    lab = {"0": "neg", "1": "pos"}
+    for name, part in (("train.csv", rows[:60]), ("dev.csv", rows[60:80])):
+        (d / name).write_text("id,review,sentiment\n" + "".join(f"{i},\"{r.split(chr(9))[0]}\",{lab[r.split(chr(9))[1]]}\n" for i, r in enumerate(part)))
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(assets["model"]), "--task", "csv", "--text-col", "review", "--label-col", "sentiment",
+                 "--train-file", str(d / "train.csv"), "--dev-file", str(d / "dev.csv"), "--out", str(run),
+                 "--stages", "teacher", "--max-steps", "2", *FAST]) == 0
+    assert json.loads((run / "run.json").read_text())["task"]["labels"] == ["neg", "pos"]
+    cfg = json.loads((run / "teacher" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "neg", "1": "pos"}
+    assert main(["evaluate", str(run), "--dev-file", str(d / "dev.csv")]) == 0
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+def test_bad_inputs_exit_2_with_message(assets, tmp_path, capsys):
+    m, data = str(assets["model"]), str(assets["data"])
+    base = ["train", "--model", m, "--out", str(tmp_path / "r"), *FAST]
+    assert main([*base, "--task", "sst3", "--data-dir", data]) == 2
+    assert "unknown task 'sst3'; known tasks:" in _err(capsys)
+    assert main([*base, "--task", "sst2", "--data-dir", str(tmp_path / "absent")]) == 2
+    assert "data directory" in _err(capsys)
+    assert main([*base, "--task", "sst2", "--data-dir", data, "--max-seq-length", "512"]) == 2
+    assert "max sequence length 512 is outside 2..64" in _err(capsys)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\t0\tx\n")
+    (bad / "dev.tsv").write_text("sentence\tlabel\ngood\t1\n")
+    assert main([*base, "--task", "sst2", "--data-dir", str(bad)]) == 2
+    assert "train.tsv, line 3: 3 fields, expected 2" in _err(capsys)
+    (bad / "train.tsv").write_text("sentence\tlabel\ngood\t1\nbad\tneg\n")
+    assert main([*base, "--task", "sst2", "--data-dir", str(bad)]) == 2
+    assert "line 3: label 'neg' is not in the label set" in _err(capsys)
+    (bad / "train.tsv").write_text("sentence\tlabel\n")
+    assert main([*base, "--task", "sst2", "--data-dir", str(bad)]) == 2
+    assert "training set of task sst2 is empty" in _err(capsys)
+    assert not (tmp_path / "r").exists()  # nothing written by any failed run
+
+
+def test_existing_run_resume_mismatch_and_no_corruption(assets, tmp_path, capsys):
+    m, data = str(assets["model"]), str(assets["data"])
+    run = tmp_path / "run"
+    args = ["train", "--model", m, "--task", "sst2", "--data-dir", data, "--out", str(run), "--stages", "teacher", "--max-steps", "2", *FAST]
+    assert main(args) == 0
+    snapshot = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
+    assert main(args) == 2
+    assert "exists and is not empty; pass --overwrite" in _err(capsys)
+    other = make_model_dir(tmp_path / "other", seed=1)
+    assert main(["train", "--model", str(other), "--task", "sst2", "--data-dir", data, "--out", str(run), "--resume", *FAST]) == 2
+    err = _err(capsys)
+    assert "cannot resume: run" in err and "was started from backbone" in err
+    sts = tmp_path / "sts"
+    sts.mkdir()
+    for f in ("train.tsv", "dev.tsv"):
+        (sts / f).write_text("sentence1\tsentence2\tscore\ngood film\tgreat movie\t4.5\n")
+    assert main(["train", "--model", m, "--task", "sts-b", "--data-dir", str(sts), "--out", str(run), "--resume", *FAST]) == 2
+    assert "trains task 'sst2', not 'sts-b'" in _err(capsys)
+    assert main(["train", "--model", m, "--task", "sst2", "--data-dir", data, "--out", str(tmp_path / "none"), "--resume", *FAST]) == 2
+    assert "cannot resume: run directory" in _err(capsys)
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
+    assert after == snapshot  # the failed invocations left the run untouched
+    assert main([*args, "--overwrite"]) == 0
