@@ -141,6 +141,13 @@ class OrtBackend(Backend):
             raise MeasurementError("CUDA asked for on a machine without a GPU; use --device cpu")
         check_ort_provider(self.settings.provider)
 
+    def configure(self) -> None:
+        import torch
+
+        # Extraction and export run on torch in this process: with one torch thread no idle OpenMP
+        # worker spins on the cores onnxruntime is being timed on.
+        torch.set_num_threads(1)
+
     def onnx_path(self, model: Any, key: str) -> Path:
         from dynabert.extract import model_shape
         from dynabert.onnx_export import export_onnx

@@ -168,6 +168,39 @@ def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: p
     return files
 
 
+def evaluate_split(
+    train: pd.DataFrame, test: pd.DataFrame, kinds: Sequence[str], across_shapes: bool = False, seed: int = 0,
+) -> tuple[pd.DataFrame, dict[str, LatencyPredictor], dict[str, np.ndarray]]:
+    """Fit each kind on `train`, evaluate on `test`: (metrics table, fitted predictors, predictions).
+    A kind that cannot be fitted (e.g. a lookup table without layer records) gets its error in the
+    table; if none can, PredictorError."""
+    y = test["median_ms"].to_numpy(float)
+    fitted: dict[str, LatencyPredictor] = {}
+    preds: dict[str, np.ndarray] = {}
+    table = []
+    for kind in kinds:
+        try:
+            p = make_predictor(kind, across_shapes=across_shapes, seed=seed).fit(train)
+        except PredictorError as e:
+            table.append({"kind": kind, "n_train": len(train), "error": str(e)})
+            continue
+        pred = p.predict_records(test)
+        row = {"kind": kind, "n_train": len(train), "error": "", **metrics(y, pred)}
+        for c in COVERAGES:
+            try:
+                q = p.conformal_quantile(c)
+            except PredictorError:
+                continue
+            inside = (y >= pred * (1 - q)) & (y <= pred * (1 + q))
+            row[f"interval_{int(c * 100)}_halfwidth_pct"] = 100 * q
+            row[f"interval_{int(c * 100)}_coverage"] = float(inside.mean())
+        table.append(row)
+        fitted[kind], preds[kind] = p, pred
+    if not fitted:
+        raise PredictorError("no predictor could be fitted: " + "; ".join(f"{r['kind']}: {r['error']}" for r in table))
+    return pd.DataFrame(table), fitted, preds
+
+
 def fit_and_evaluate(
     records: pd.DataFrame,
     kinds: Sequence[str] = tuple(PREDICTORS),
@@ -193,31 +226,7 @@ def fit_and_evaluate(
         raise RecordsError("no records with status ok")
     check_one_target(df, allow_shapes=across_shapes)
     train, test = split_holdout(df, test_fraction, seed, max_train, holdout_shapes=across_shapes)
-    y = test["median_ms"].to_numpy(float)
-    fitted: dict[str, LatencyPredictor] = {}
-    preds: dict[str, np.ndarray] = {}
-    table = []
-    for kind in kinds:
-        try:
-            p = make_predictor(kind, across_shapes=across_shapes, seed=seed).fit(train)
-        except PredictorError as e:
-            table.append({"kind": kind, "n_train": len(train), "error": str(e)})
-            continue
-        pred = p.predict_records(test)
-        row = {"kind": kind, "n_train": len(train), "error": "", **metrics(y, pred)}
-        for c in COVERAGES:
-            try:
-                q = p.conformal_quantile(c)
-            except PredictorError:
-                continue
-            inside = (y >= pred * (1 - q)) & (y <= pred * (1 + q))
-            row[f"interval_{int(c * 100)}_halfwidth_pct"] = 100 * q
-            row[f"interval_{int(c * 100)}_coverage"] = float(inside.mean())
-        table.append(row)
-        fitted[kind], preds[kind] = p, pred
-    if not fitted:
-        raise PredictorError("no predictor could be fitted: " + "; ".join(f"{r['kind']}: {r['error']}" for r in table))
-    results = pd.DataFrame(table)
+    results, fitted, preds = evaluate_split(train, test, kinds, across_shapes, seed)
     if curve_sizes is None:
         n = len(train)
         curve_sizes = sorted({max(10, int(n * f)) for f in (0.2, 0.4, 0.6, 0.8)} | {n})
@@ -245,10 +254,10 @@ def fit_and_evaluate(
             pred_df.to_csv(tmp / "predictions.csv", index=False)
             summary = {k: v for k, v in report.items() if k not in ("results", "learning_curve", "predictors")}
             summary["metrics"] = json.loads(results.to_json(orient="records"))
-            write_json(tmp / "metrics.json", summary)
             title = f"{report['backend']} {report['provider'] or report['device']} threads {report['threads']}"
             if plots:
                 summary["plots"] = _plots(tmp, test, preds, curve, title)
+            write_json(tmp / "metrics.json", summary)
             for kind, p in fitted.items():
                 p.save(tmp / "predictors" / kind)
             write_text(tmp / "README.txt", _readme(report))

@@ -1,0 +1,168 @@
+"""Issue 4 benchmark, measuring part: every timing the report quotes is taken here.
+
+Run each phase under the machine's exclusive lock (another benchmark shares the 2 vCPUs):
+    flock /tmp/dynasearch-cpu.lock .venv/bin/python bench/latency_measure.py PHASE
+Phases (each resumable: a killed phase re-run skips what its records hold):
+    peak     peak fp32 matrix-multiply GFLOP/s of this machine (torch and numpy, 1 and 2 threads)
+    single   packaged MiniLM-L6 shape, onnxruntime CPU and torch CPU, 1 and 2 threads, batch 1 and 8,
+             seq 128: 9 layer-table configs + random per-layer configs (150 at batch 1, 100 at batch 8)
+    repeat   the same 50 configs in two separate processes (`dynasearch measure`), both backends,
+             1 and 2 threads, batch 1
+    shapes   onnxruntime CPU 1 thread: 300 fitting measurements over 21 (batch, seq) pairs and 72
+             held-out ones over 9 other pairs (batch 1-32, seq 16-512, batch*seq <= 2048)
+Then `bench/latency_report.py` fits and writes bench/results/latency.md (no timing there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# DYNASEARCH_BENCH_SMOKE=DIR: a few configs only, records under DIR (checks the script, quotes nothing).
+SMOKE = os.environ.get("DYNASEARCH_BENCH_SMOKE")
+DATA = Path(SMOKE) if SMOKE else REPO / "bench" / "results" / "latency_records"
+CACHE = REPO / "bench" / ".cache" / "onnx"
+
+# Sizes chosen so that all phases fit in about 25 minutes on 2 vCPUs (see the report).
+N_B1 = 6 if SMOKE else 150  # random configs timed at batch 1 (100 for fitting + 50 held out)
+N_B8 = 3 if SMOKE else 100  # random configs timed at batch 8 (60 for fitting + 40 held out)
+N_HELD = 2 if SMOKE else 50  # the held-out end of the batch-1 pool (and the repeatability configs)
+SEED = 1
+SHAPE_BATCHES = (1, 2, 4, 8, 16, 32)
+SHAPE_SEQS = (16, 32, 64, 128, 256, 512)
+MAX_TOKENS = 2048  # batch * seq cap: batch 32 x seq 512 takes ~4 s per run on one core
+
+
+def shape_and_pool():
+    from dynabert.space import SearchSpace
+    from predictors.measure import load_shape
+    from predictors.samplers import layer_table_configs, uniform_configs
+
+    shape = load_shape(None)
+    space = SearchSpace.default(shape)
+    return shape, layer_table_configs(space), uniform_configs(space, N_B1, SEED)
+
+
+def protocol(batch_tokens: int):
+    from predictors import Protocol
+
+    # Long runs (batch 8) are capped by time; short ones mostly converge to a 1% CI first.
+    return Protocol(rel_ci=0.01, min_runs=5, max_runs=25, max_seconds=2.0 if batch_tokens <= 128 else 1.0,
+                    warmup_max_seconds=1.0, runs_per_visit=3, rewarm_runs=1, chunk_size=16, seed=SEED)
+
+
+def phase_peak() -> None:
+    """Best of 8 fp32 2048x2048 matrix products, each library in a fresh process whose thread
+    count is fixed before import (OpenBLAS and OpenMP read it at start-up)."""
+    out: dict = {}
+    for threads in (1, 2):
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        for lib in ("torch", "numpy"):
+            code = (
+                "import time, sys\n"
+                f"import {lib} as L\n"
+                "n = 2048\n"
+                + ("L.set_num_threads(%d); a = L.randn(n, n); b = L.randn(n, n); f = lambda: L.mm(a, b)\n" % threads if lib == "torch"
+                   else "import numpy as np; a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32); f = lambda: a @ b\n")
+                + "f()\nbest = 1e9\nfor _ in range(8):\n    t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t)\n"
+                "print(2 * n ** 3 / best / 1e9)\n"
+            )
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+            out[f"{lib}_t{threads}"] = float(res.stdout.strip())
+    out["matrix"] = 2048
+    out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    DATA.mkdir(parents=True, exist_ok=True)
+    (DATA / "peak.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(out)
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def phase_single() -> None:
+    from dynabert.subnet import SubnetConfig
+    from predictors import BackendSettings, measure
+
+    shape, layer, pool = shape_and_pool()
+    path = DATA / "single.csv"
+    for backend in ("onnxruntime", "torch"):
+        for batch, n in ((1, N_B1), (8, N_B8)):
+            for threads in (1, 2):
+                st = BackendSettings(backend=backend, threads=threads, batch=batch, seq_len=128)
+                t0 = time.time()
+                measure(shape, layer, st, path, protocol(batch * 128), sampler="layer-table", onnx_cache=CACHE)
+                measure(shape, pool[:n], st, path, protocol(batch * 128), sampler="uniform", onnx_cache=CACHE)
+                # The full model and the smallest grid point, for achieved GFLOP/s against the peak.
+                measure(shape, [SubnetConfig.full(shape), SubnetConfig.from_grid(shape, 0.25, 0.5)], st, path,
+                        protocol(batch * 128), sampler="grid", onnx_cache=CACHE)
+                print(f"{backend} b{batch} t{threads}: {time.time() - t0:.0f} s", flush=True)
+
+
+def phase_repeat() -> None:
+    _, _, pool = shape_and_pool()
+    configs = pool[N_B1 - N_HELD:]  # the held-out end of the pool
+    DATA.mkdir(parents=True, exist_ok=True)
+    subnets = DATA / "repeat_configs.json"
+    subnets.write_text(json.dumps([s.to_dict() for s in configs]) + "\n")
+    exe = str(REPO / ".venv" / "bin" / "dynasearch")
+    for run in (1, 2):
+        for backend in ("onnxruntime", "torch"):
+            # A separate process per run: nothing (sessions, caches, allocator state) is shared.
+            cmd = [exe, "measure", "--out", str(DATA / f"repeat_run{run}.csv"), "--subnets", str(subnets), "--backend", backend,
+                   "--threads", "1", "2", "--batch", "1", "--seq-len", "128", "--rel-ci", "0.01", "--max-runs", "25",
+                   "--max-seconds", "2", "--seed", str(run), "--no-progress"]
+            if backend == "onnxruntime":
+                cmd += ["--onnx-cache", str(CACHE)]
+            t0 = time.time()
+            subprocess.run(cmd, check=True)
+            print(f"repeat run {run} {backend}: {time.time() - t0:.0f} s", flush=True)
+
+
+def shape_split():
+    pairs = [(b, s) for b in SHAPE_BATCHES for s in SHAPE_SEQS if b * s <= MAX_TOKENS]
+    rng = random.Random(SEED)
+    rng.shuffle(pairs)
+    n_test = round(0.3 * len(pairs))
+    return sorted(pairs[n_test:]), sorted(pairs[:n_test])
+
+
+def phase_shapes() -> None:
+    from predictors import BackendSettings, Protocol, measure
+
+    shape, _, pool = shape_and_pool()
+    train_pairs, test_pairs = shape_split()
+    fit_configs, test_configs = pool[: N_B1 - N_HELD], pool[N_B1 - N_HELD:]
+    rng = random.Random(SEED)
+    path = DATA / "shapes.csv"
+    prot = Protocol(rel_ci=0.01, min_runs=5, max_runs=15, max_seconds=1.0, warmup_max_seconds=0.5, runs_per_visit=3,
+                    rewarm_runs=1, chunk_size=16, seed=SEED)
+    per_train = [300 // len(train_pairs) + (1 if i < 300 % len(train_pairs) else 0) for i in range(len(train_pairs))]
+    per_train = [min(k, len(fit_configs)) for k in per_train]
+    plan = [(p, rng.sample(fit_configs, k)) for p, k in zip(train_pairs, per_train)]
+    plan += [(p, rng.sample(test_configs, min(8, len(test_configs)))) for p in test_pairs]
+    if SMOKE:
+        plan = [(p, c[:1]) for p, c in plan[:2]] + [(p, c[:1]) for p, c in plan[-1:]]
+    t0 = time.time()
+    for (batch, seq), configs in plan:
+        st = BackendSettings(backend="onnxruntime", threads=1, batch=batch, seq_len=seq)
+        measure(shape, configs, st, path, prot, sampler="uniform", onnx_cache=CACHE, progress=False)
+        print(f"shapes b{batch} s{seq}: {len(configs)} configs, {time.time() - t0:.0f} s so far", flush=True)
+    (DATA / "shapes_split.json").write_text(json.dumps({"train": train_pairs, "test": test_pairs}) + "\n")
+
+
+if __name__ == "__main__":
+    phases = {"peak": phase_peak, "single": phase_single, "repeat": phase_repeat, "shapes": phase_shapes}
+    if len(sys.argv) != 2 or sys.argv[1] not in phases:
+        sys.exit(f"usage: latency_measure.py {{{'|'.join(phases)}}}")
+    t0 = time.time()
+    phases[sys.argv[1]]()
+    print(f"phase {sys.argv[1]} done in {time.time() - t0:.0f} s", flush=True)

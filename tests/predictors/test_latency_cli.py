@@ -1,0 +1,155 @@
+"""CLI: dynasearch measure, kit, fit-predictor; bad inputs give a clear message and exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dynabert.space import SearchSpace
+from predictors import read_records
+from predictors._core import has_gpu
+from predictors.samplers import layer_table_configs, uniform_configs
+from search.cli import main
+
+from latency_helpers import MACHINE, SHAPE, additive_ms, records, rows
+
+FAST = ["--max-runs", "4", "--min-runs", "3", "--max-seconds", "0.1", "--seq-len", "8", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from transformers import BertConfig, BertForSequenceClassification
+    import torch
+
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                     max_position_embeddings=64)
+    BertForSequenceClassification(cfg).save_pretrained(str(d))
+    return d
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    space = SearchSpace.default(SHAPE)
+    path = tmp_path / "records.csv"
+    records(path, rows(layer_table_configs(space), additive_ms, sampler="layer-table") + rows(uniform_configs(space, 40, seed=1), additive_ms))
+    return path
+
+
+def test_measure_cli_and_resume(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    args = ["measure", str(tiny_dir), "--out", str(out), "--sampler", "uniform", "--n", "3", "--backend", "torch", *FAST]
+    assert main(args) == 0
+    assert "measured 3 config" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "measured 0 config" in capsys.readouterr().out
+    assert len(read_records(out)) == 3
+
+
+def test_measure_cli_subnets_file(tiny_dir, tmp_path):
+    sub = tmp_path / "s.json"
+    sub.write_text(json.dumps([{"layers": [0, 2], "heads": [4, 2], "ffn": [64, 32]}]))
+    out = tmp_path / "r.csv"
+    assert main(["measure", str(tiny_dir), "--out", str(out), "--subnets", str(sub), *FAST]) == 0
+    df = read_records(out)
+    assert df["sampler"].tolist() == ["file"] and df["backend"].tolist() == ["onnxruntime"]
+
+
+def test_fit_predictor_cli(synthetic, tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["fit-predictor", str(synthetic), "--out", str(out), "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "layer-regression" in text and "best:" in text
+    assert (out / "metrics.csv").is_file() and (out / "learning_curve.csv").is_file()
+    assert all((out / "predictors" / k / "predictor.json").is_file() for k in ("lut", "layer-regression", "gbdt", "hybrid"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = min((m for m in metrics["metrics"] if not m["error"]), key=lambda m: m["mape"])
+    assert best["mape"] < 1e-4  # the synthetic function is additive
+    # Existing output without --overwrite.
+    assert main(["fit-predictor", str(synthetic), "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_kit_cli(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "kit"
+    assert main(["kit", str(tiny_dir), "--out", str(out), "--n", "2", "--seq-len", "8", "--no-progress"]) == 0
+    assert (out / "runner.py").is_file() and len(list((out / "models").glob("*.onnx"))) == 2
+
+
+def err_of(capsys, args):
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--backend", "tensorflow"], "unknown backend 'tensorflow'; allowed: torch, onnxruntime"),
+    (["--provider", "FooExecutionProvider"], "unknown onnxruntime execution provider 'FooExecutionProvider'"),
+    (["--sampler", "random"], "unknown sampler 'random'"),
+    (["--backend", "torch", "--dtype", "int3"], "unknown dtype 'int3'"),
+])
+def test_measure_bad_inputs(tiny_dir, tmp_path, capsys, extra, match):
+    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), *extra, *FAST])
+    assert code == 2 and match in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+@pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_measure_cuda_without_gpu(tiny_dir, tmp_path, capsys, backend):
+    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), "--backend", backend, "--device", "cuda", *FAST])
+    assert code == 2 and "CUDA asked for on a machine without a GPU" in err
+
+
+def test_measure_records_of_another_schema(tiny_dir, tmp_path, capsys):
+    bad = tmp_path / "r.csv"
+    bad.write_text("key,ms\na,1\n")
+    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(bad), *FAST])
+    assert code == 2 and "another schema" in err and bad.read_text() == "key,ms\na,1\n"
+
+
+def test_fit_predictor_another_schema(tmp_path, capsys):
+    bad = tmp_path / "r.csv"
+    bad.write_text("key,ms\na,1\n")
+    code, err = err_of(capsys, ["fit-predictor", str(bad), "--out", str(tmp_path / "o")])
+    assert code == 2 and "another schema" in err and not (tmp_path / "o").exists()
+
+
+def test_fit_predictor_mixed_fingerprints(synthetic, tmp_path, capsys):
+    records(synthetic, rows(uniform_configs(SearchSpace.default(SHAPE), 5, seed=9), additive_ms, machine=dict(MACHINE, cpu_model="Other")))
+    code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o")])
+    assert code == 2 and "mixed fingerprints or settings" in err and not (tmp_path / "o").exists()
+
+
+def test_fit_predictor_too_few_records(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    records(path, rows(uniform_configs(SearchSpace.default(SHAPE), 4, seed=1), additive_ms))
+    code, err = err_of(capsys, ["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--kind", "layer-regression,gbdt"])
+    assert code == 2 and "too few records" in err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("bad", ["nan", "0", "-2"])
+def test_fit_predictor_bad_latencies(synthetic, tmp_path, capsys, bad):
+    lines = synthetic.read_text().splitlines()
+    header = lines[0].split(",")
+    i = header.index("median_ms")
+    import csv, io
+
+    rows_ = list(csv.reader(io.StringIO(synthetic.read_text())))
+    rows_[3][i] = bad
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows_)
+    synthetic.write_text(buf.getvalue())
+    code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o")])
+    assert code == 2 and "NaN, zero or negative latency" in err
+
+
+def test_fit_predictor_unknown_kind(synthetic, tmp_path, capsys):
+    code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o"), "--kind", "mlp"])
+    assert code == 2 and "unknown predictor kind(s) ['mlp']" in err
+
+
+def test_fit_predictor_unknown_target(synthetic, tmp_path, capsys):
+    code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o"), "--target", "nope"])
+    assert code == 2 and "no records with target_id 'nope'" in err

@@ -1,0 +1,90 @@
+"""The measurement kit: its runner runs in a subprocess where only numpy and onnxruntime can be
+imported, writes the same records format, resumes, and refuses bad providers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dynabert.space import SearchSpace
+from predictors import Protocol, RECORD_COLUMNS, read_records, runner_source, write_kit
+from predictors.samplers import uniform_configs
+
+from latency_helpers import SHAPE
+
+# Block every heavy or project import, run runner.py, then report what got imported.
+BLOCKED = ("torch", "pandas", "dynabert", "predictors", "search", "scipy", "transformers")
+DRIVER = """
+import json, runpy, sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # importing it now raises ImportError
+sys.argv = ["runner.py"] + {args!r}
+code = 0
+try:
+    runpy.run_path({runner!r}, run_name="__main__")
+except SystemExit as e:
+    code = e.code
+loaded = sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in {blocked!r})
+print(json.dumps({{"code": code, "loaded": loaded, "numpy": "numpy" in sys.modules, "ort": "onnxruntime" in sys.modules}}))
+"""
+
+
+def run_runner(kit, *args):
+    code = DRIVER.format(blocked=BLOCKED, args=list(args), runner=str(kit / "runner.py"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    return json.loads(res.stdout.strip().splitlines()[-1]), res
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("kit") / "kit"
+    subs = uniform_configs(SearchSpace.default(SHAPE), 3, seed=4)
+    prot = Protocol(min_runs=3, max_runs=5, max_seconds=0.2, warmup_max=3, warmup_max_seconds=0.05)
+    write_kit(out, SHAPE, subs, sampler="uniform", batches=[1], seq_lens=[8], protocol=prot, progress=False)
+    return out
+
+
+def test_kit_layout(kit):
+    info = json.loads((kit / "kit.json").read_text())
+    assert len(info["configs"]) == 3
+    assert all((kit / "models" / f"{c['key']}.onnx").is_file() for c in info["configs"])
+    assert "python runner.py" in (kit / "README.txt").read_text()
+
+
+def test_runner_source_is_standalone():
+    src = runner_source()
+    assert "from dynabert" not in src and "from ._core" not in src and "\nimport torch" not in src
+    compile(src, "runner.py", "exec")
+
+
+def test_runner_without_torch_writes_records_and_resumes(kit):
+    out, res = run_runner(kit, "--threads", "1", "--batch", "1", "2")
+    assert out["code"] in (0, None), res.stderr
+    assert out["loaded"] == [] and out["numpy"] and out["ort"]
+    df = read_records(kit / "records.csv")
+    assert list(df.columns) == list(RECORD_COLUMNS)
+    assert len(df) == 6 and (df["status"] == "ok").all() and (df["median_ms"] > 0).all()
+    assert (df["torch_version"] == "").all() and (df["backend"] == "onnxruntime").all()
+    assert df["flops"].notna().all()  # batch 2 was not precomputed: filled in when read
+    again, res = run_runner(kit, "--threads", "1", "--batch", "1")
+    assert again["code"] in (0, None)
+    assert "0 to measure" in res.stdout and len(read_records(kit / "records.csv")) == 6
+
+
+def test_runner_refuses_unknown_provider(kit):
+    out, res = run_runner(kit, "--provider", "FooExecutionProvider")
+    assert out["code"] == 2 and "unknown onnxruntime execution provider 'FooExecutionProvider'" in res.stderr
+
+
+def test_kit_refuses_existing_output(kit):
+    with pytest.raises(Exception, match="--overwrite"):
+        write_kit(kit, SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), progress=False)
+
+
+def test_kit_refuses_bad_provider_name(tmp_path):
+    with pytest.raises(Exception, match="unknown onnxruntime execution provider 'gpu'"):
+        write_kit(tmp_path / "k", SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), provider="gpu", progress=False)
+    assert not (tmp_path / "k").exists()

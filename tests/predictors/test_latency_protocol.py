@@ -1,0 +1,113 @@
+"""The one timing protocol: statistics against hand-computed values, stopping rules, interleaving,
+failures recorded, and a real measurement of a tiny backbone on both backends (small caps)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+
+from dynabert.space import SearchSpace
+from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
+from predictors._core import Item, ci_half_width, measure_items, median_ci, summarize, time_interleaved
+from predictors.samplers import layer_table_configs, uniform_configs
+
+from latency_helpers import SHAPE
+
+FAST = Protocol(min_runs=3, max_runs=6, max_seconds=0.2, runs_per_visit=2, warmup_min=1, warmup_max=4, warmup_window=1,
+                warmup_max_seconds=0.05, chunk_size=3)
+
+
+def test_median_ci_order_statistics():
+    x = list(range(1, 11))  # n = 10: P(B <= 1) = 11/1024 <= 0.025 < P(B <= 2) = 56/1024, so j = 2
+    assert median_ci(x, 0.95) == (2.0, 9.0)
+    assert median_ci([1, 2, 3, 4, 5], 0.95) == (1.0, 5.0)  # too few runs: the full range
+    assert ci_half_width(x, 0.95) == pytest.approx((9 - 2) / 2 / 5.5)
+
+
+def test_summarize_hand_computed():
+    s = summarize([4.0, 1.0, 3.0, 2.0], 0.95)
+    assert s["median_ms"] == 2.5 and s["mean_ms"] == 2.5 and s["n_runs"] == 4
+    assert s["iqr_ms"] == pytest.approx(3.25 - 1.75)
+    assert s["p90_ms"] == pytest.approx(3.7)
+    assert s["cv"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
+
+
+@pytest.mark.parametrize("field,value", [("rel_ci", 0), ("rel_ci", 1.5), ("min_runs", 0), ("max_runs", 2),
+                                         ("max_seconds", -1), ("chunk_size", 0), ("confidence", 1.0)])
+def test_protocol_rejects_bad_settings(field, value):
+    kw = {"min_runs": 3} if field == "max_runs" else {}
+    with pytest.raises(MeasurementError, match=field):
+        Protocol(**{**kw, field: value})
+
+
+def test_stops_at_cap_interleaves_and_records_failures():
+    calls: list[str] = []
+
+    def runner(name: str, fail_after: int | None = None):
+        count = [0]
+
+        def run():
+            count[0] += 1
+            calls.append(name)
+            if fail_after is not None and count[0] > fail_after:
+                raise RuntimeError("out of memory (simulated)")
+        return run
+
+    p = Protocol(min_runs=3, max_runs=9, max_seconds=100, rel_ci=1e-9, runs_per_visit=3, rewarm_runs=1,
+                 warmup_min=2, warmup_max=2, warmup_window=1)
+    out = time_interleaved([("a", runner("a")), ("b", runner("b")), ("bad", runner("bad", fail_after=3))], p, random.Random(0))
+    assert out["a"]["n_runs"] == 9 and out["b"]["n_runs"] == 9  # rel_ci unreachable: the cap stops them
+    assert out["a"]["converged"] is False and out["a"]["warmup_runs"] == 2
+    assert "out of memory" in out["bad"]["error"]
+    # Rounds visit configs in turn: after warm-up, a's 12 runs are not one block.
+    timed = [c for c in calls[6:] if c != "bad"]
+    first_b = timed.index("b") if timed[0] == "a" else timed.index("a")
+    assert first_b <= 4
+
+
+def test_converges_on_constant_timings():
+    p = Protocol(min_runs=5, max_runs=40, rel_ci=0.5, runs_per_visit=5, warmup_min=1, warmup_max=1)
+    out = time_interleaved([("a", lambda: sum(range(2000)))], p, random.Random(0))
+    assert out["a"]["n_runs"] >= 5 and out["a"]["median_ms"] > 0
+
+
+def test_failed_preparation_becomes_a_failed_row():
+    written: list[list[dict]] = []
+
+    def bad():
+        raise MemoryError("simulated")
+
+    items = [Item("good", {"key": "good"}, lambda: (lambda: None)), Item("bad", {"key": "bad"}, bad)]
+    rows = measure_items(items, FAST, written.append)
+    by = {r["key"]: r for r in rows}
+    assert by["good"]["status"] == "ok" and by["good"]["n_runs"] >= 3
+    assert by["bad"]["status"] == "failed" and "MemoryError" in by["bad"]["error"]
+    assert sum(len(w) for w in written) == 2
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_measure_tiny_backbone_and_resume(tmp_path, backend):
+    space = SearchSpace.default(SHAPE)
+    subnets = uniform_configs(space, 3, seed=0) + layer_table_configs(space)[:1]
+    path = tmp_path / "records.csv"
+    settings = [BackendSettings(backend=backend, batch=1, seq_len=8), BackendSettings(backend=backend, batch=2, seq_len=8)]
+    rows = measure(SHAPE, subnets, settings, path, FAST, progress=False)
+    assert len(rows) == 8 and (rows["status"] == "ok").all()
+    assert (rows["median_ms"] > 0).all() and (rows["n_runs"] >= 3).all()
+    assert rows["settings_id"].nunique() == 2 and rows["target_id"].nunique() == 1
+    assert set(rows["backend"]) == {backend} and (rows["threads"] == 1).all() and not rows["spinning"].any()
+    assert rows["cpu_model"].str.len().min() > 0 and math.isfinite(rows["cv"].max())
+    # Resume: the same settings again measure nothing; a new setting only its own rows.
+    again = measure(SHAPE, subnets, settings, path, FAST, progress=False)
+    assert len(again) == 0
+    assert len(read_records(path)) == 8
+
+
+def test_measure_refuses_records_of_another_schema(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(Exception, match="another schema"):
+        measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=8), path, FAST, progress=False)

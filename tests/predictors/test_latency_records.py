@@ -1,0 +1,99 @@
+"""Records: round trip, documented schema, refusals (another schema, mixed settings, bad latencies)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dynabert.space import SearchSpace
+from predictors import RECORD_COLUMNS, RecordsError, read_records
+from predictors._core import RECORD_FIELDS, append_rows
+from predictors.records import check_one_target, ok_records, repeatability, schema_markdown
+from predictors.samplers import uniform_configs
+
+from latency_helpers import MACHINE, additive_ms, records, rows
+
+SUBNETS = uniform_configs(SearchSpace.default(__import__("latency_helpers").SHAPE), 6, seed=3)
+
+
+def test_round_trip_keeps_values_and_types(tmp_path):
+    r = rows(SUBNETS, additive_ms)
+    df = records(tmp_path / "r.csv", r)
+    assert list(df.columns) == list(RECORD_COLUMNS)
+    assert len(df) == 6
+    assert df["median_ms"].tolist() == pytest.approx([x["median_ms"] for x in r])
+    assert df["converged"].dtype == bool and df["threads"].dtype.kind == "i"
+    assert df["subnet"].tolist() == [s.to_json() for s in SUBNETS]
+    # Appending keeps the old rows.
+    append_rows(str(tmp_path / "r.csv"), rows(SUBNETS[:2], additive_ms, batch=2))
+    assert len(read_records(tmp_path / "r.csv")) == 8
+
+
+def test_schema_is_documented():
+    md = schema_markdown()
+    assert all(f"`{name}`" in md for name, _, _ in RECORD_FIELDS)
+
+
+def test_another_schema_is_refused(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("key,latency\nabc,1.0\n")
+    with pytest.raises(RecordsError, match="another schema.*missing columns"):
+        read_records(p)
+
+
+def test_rows_of_another_schema_version_are_refused(tmp_path):
+    r = rows(SUBNETS[:1], additive_ms)
+    r[0]["schema"] = "dynasearch-latency-records/99"
+    append_rows(str(tmp_path / "r.csv"), r)
+    with pytest.raises(RecordsError, match="records/99"):
+        read_records(tmp_path / "r.csv")
+
+
+def test_missing_file():
+    with pytest.raises(RecordsError, match="does not exist"):
+        read_records("/nonexistent/records.csv")
+
+
+def test_mixed_fingerprints_refused(tmp_path):
+    other = dict(MACHINE, cpu_model="Another CPU")
+    df = records(tmp_path / "r.csv", rows(SUBNETS, additive_ms) + rows(SUBNETS, additive_ms, machine=other))
+    with pytest.raises(RecordsError, match="mixed fingerprints or settings.*Another CPU"):
+        check_one_target(df, allow_shapes=False)
+
+
+def test_mixed_threads_refused(tmp_path):
+    df = records(tmp_path / "r.csv", rows(SUBNETS, additive_ms) + rows(SUBNETS, additive_ms, threads=2))
+    with pytest.raises(RecordsError, match="threads=2"):
+        check_one_target(df, allow_shapes=False)
+
+
+def test_mixed_shapes_need_across_shapes(tmp_path):
+    df = records(tmp_path / "r.csv", rows(SUBNETS, additive_ms) + rows(SUBNETS, additive_ms, batch=4))
+    with pytest.raises(RecordsError, match=r"mix input shapes.*\(1, 16\), \(4, 16\)"):
+        check_one_target(df, allow_shapes=False)
+    check_one_target(df, allow_shapes=True)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.5])
+def test_bad_latencies_refused(tmp_path, bad):
+    r = rows(SUBNETS, additive_ms)
+    r[2]["median_ms"] = bad
+    df = records(tmp_path / "r.csv", r)
+    with pytest.raises(RecordsError, match="NaN, zero or negative latency"):
+        ok_records(df)
+
+
+def test_failed_rows_are_kept_but_not_used(tmp_path):
+    r = rows(SUBNETS, additive_ms)
+    r[0].update(status="failed", error="MemoryError: x", median_ms="")
+    df = records(tmp_path / "r.csv", r)
+    assert (df["status"] == "failed").sum() == 1
+    assert len(ok_records(df)) == 5
+
+
+def test_repeatability_hand_computed(tmp_path):
+    a = records(tmp_path / "a.csv", rows(SUBNETS[:4], lambda s, b, t: 10.0))
+    b = records(tmp_path / "b.csv", rows(SUBNETS[:4], lambda s, b, t: 10.0))
+    b.loc[0, "median_ms"] = 10.5  # 4.9% apart: outside +-3%
+    r = repeatability(a, b)
+    assert r["configs"] == 4 and r["within"] == 0.75
+    assert r["max_rel_diff"] == pytest.approx(0.5 / 10.25)
