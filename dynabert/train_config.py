@@ -37,7 +37,7 @@ class TrainConfig:
     depth_hidden_weight: float = 1.0
     depth_teacher: str = "same-width"  # paper; "full-width" = reference code
     rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
-    rewire_examples: int = 2048  # size of the held-out part (at most a tenth of train)
+    rewire_examples: int = 1024  # size of the held-out part (at most a tenth of train)
     eval_every: int | None = None  # steps between dev evaluations; None: at the end of every epoch
     checkpoint_every: int = 500  # steps between resumable checkpoints (and at each stage end)
     eval_batch_size: int = 128
