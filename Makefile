@@ -19,8 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/dynasearch info
-	$(BIN)/dynasearch export --width 0.5 --depth 0.5 --format onnx,hf --out $(OUT)/export-w0.5-d0.5 --overwrite
+	$(BIN)/dynasearch demo --out $(OUT)
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q tests

@@ -23,6 +23,7 @@ COMMANDS = (
     "measure",
     "kit",
     "fit_predictor",
+    "demo",
 )
 
 

@@ -86,3 +86,21 @@ def tiny_random_model(flavor: str = "bert"):
                           vocab_size=100, max_positions=64, type_vocab_size=1 if flavor == "roberta" else 2,
                           flavor=flavor)
     return random_like(shape, seed=3)
+
+
+def write_sst2_like(path: Path, n_train: int = 64, n_dev: int = 24, seed: int = 0) -> Path:
+    """SST-2-layout TSVs over TINY_VOCAB words: label 1 iff the sentence holds w1."""
+    import random
+
+    rng = random.Random(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    filler = [f"w{i}" for i in range(2, 40)]
+    for name, n in (("train.tsv", n_train), ("dev.tsv", n_dev)):
+        rows = ["sentence\tlabel"]
+        for _ in range(n):
+            y = rng.random() < 0.5
+            words = rng.choices(filler, k=rng.randint(2, 9)) + (["w1"] if y else ["w0"])
+            rng.shuffle(words)
+            rows.append(f"{' '.join(words)}\t{int(y)}")
+        (path / name).write_text("\n".join(rows) + "\n")
+    return path
