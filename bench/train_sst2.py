@@ -168,6 +168,11 @@ def speed_phase(args, data: Path, work: Path) -> None:
     evaluate_subnets(model, dev128, paper_grid(shape)[:1], ("accuracy",))  # warm-up
     t128 = evaluate_subnets(model, dev128, paper_grid(shape), ("accuracy",))
     res["eval_seconds_128"] = {f"{r.width:g}x{r.depth:g}": float(r.seconds) for r in t128.itertuples()}
+    res["eval_acc_128"] = {f"{r.width:g}x{r.depth:g}": float(r.accuracy) for r in t128.itertuples()}
+    evaluate_subnets(model, dev128, paper_grid(shape)[:1], ("accuracy",), bf16=True)  # warm-up
+    b128 = evaluate_subnets(model, dev128, paper_grid(shape), ("accuracy",), bf16=True)
+    res["eval_seconds_128_bf16"] = {f"{r.width:g}x{r.depth:g}": float(r.seconds) for r in b128.itertuples()}
+    res["eval_acc_128_bf16"] = {f"{r.width:g}x{r.depth:g}": float(r.accuracy) for r in b128.itertuples()}
 
     # Throughput at max length 128, batch 32, SST-2 train: short runs of each stage, random batches
     # (as the paper) and length-grouped batches.
@@ -238,8 +243,14 @@ def report(r: dict) -> str:
              f"width+depth {bt['depth']['examples_per_s']:.2f} examples/s (reference at 64: 28.6 / 10.2 / 4.34).\n")
     ev = r["eval_seconds_128"]
     L.append("## Evaluation cost: one sub-network on the full SST-2 dev set (872 examples), max length 128\n")
-    L.append(f"Reference code: about {REFERENCE_EVAL_S:.0f} s. Ours (length-sorted batches of 128, inference mode, tokenised once): "
-             f"full model {ev['1x1']:.2f} s, mean over the 12 grid points {mean(ev):.2f} s, max {max(ev.values()):.2f} s.\n")
+    eb = r["eval_seconds_128_bf16"]
+    da = max(abs(r["eval_acc_128_bf16"][k] - r["eval_acc_128"][k]) for k in ev)
+    L.append(f"Reference code: about {REFERENCE_EVAL_S:.0f} s. Ours (length-sorted batches of 128, inference mode, tokenised once):\n")
+    L.append("| precision | full model (1,1) | mean over the 12 grid points | max | smallest (0.25,0.5) |")
+    L.append("|---|---|---|---|---|")
+    L.append(f"| float32 (default) | {ev['1x1']:.2f} s | {mean(ev):.2f} s | {max(ev.values()):.2f} s | {ev['0.25x0.5']:.2f} s |")
+    L.append(f"| bfloat16 autocast (`--bf16`) | {eb['1x1']:.2f} s | {mean(eb):.2f} s | {max(eb.values()):.2f} s | {eb['0.25x0.5']:.2f} s |")
+    L.append(f"\nbfloat16 changes dev accuracy by at most {da:.2f} point over the 12 grid points.\n")
 
     # Targets
     dyn, naive = r["dynabert"], r["naive"]
@@ -254,7 +265,9 @@ def report(r: dict) -> str:
     L.append("|---|---|---|")
     L.append(f"| width+depth stage >= 3x the reference's 2.02 examples/s at length 128 | {tp['depth_random']['examples_per_s']:.2f} examples/s = {tp_ratio:.1f}x (random batches); "
              f"{tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth']:.1f}x length-grouped | {'yes' if tp_ratio >= 3 else 'NO'} |")
-    L.append(f"| <= 3 s per sub-network evaluation on SST-2 dev | max {max(ev.values()):.2f} s | {'yes' if max(ev.values()) <= 3 else 'NO'} |")
+    L.append(f"| <= 3 s per sub-network evaluation on SST-2 dev (length 128) | float32: max {max(ev.values()):.2f} s (mean {mean(ev):.2f}); "
+             f"bfloat16: max {max(eb.values()):.2f} s (mean {mean(eb):.2f}) | float32 {'yes' if max(ev.values()) <= 3 else 'NO'}, "
+             f"bfloat16 {'yes' if max(eb.values()) <= 3 else 'NO'} |")
     L.append(f"| full-size DynaBERT within 0.5 point of the teacher | teacher {r['teacher_acc']:.2f}, DynaBERT (1,1) {dyn['1x1']:.2f} (gap {full_gap:+.2f}) | {'yes' if full_gap <= 0.5 else 'NO'} |")
     L.append(f"| smallest grid sub-network >= 10 points above naive slicing | (0.25,0.5): {dyn['0.25x0.5']:.2f} vs {naive['0.25x0.5']:.2f} (+{small_gain:.2f}) | {'yes' if small_gain >= 10 else 'NO'} |")
     L.append(f"| DynaBERT (0.25,0.5) no more than 0.5 below the same shape trained alone | alone 3 epochs {r['alone']['0.25x0.5_3ep']:.2f} (gap {alone_gap:+.2f}); "

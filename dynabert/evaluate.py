@@ -37,13 +37,17 @@ class DevSet:
 
 
 @torch.inference_mode()
-def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None) -> np.ndarray:
-    """Logits in the original example order."""
+def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None,
+            bf16: bool = False) -> np.ndarray:
+    """Logits in the original example order. bf16: matrix products in bfloat16 (autocast), about
+    twice as fast on CPUs with AVX512-BF16 / AMX, for searches that score hundreds of sub-networks."""
     was_training = model.training
     model.eval()
     active = subnet.active_spec() if subnet is not None else None
-    out = [model(b.input_ids, attention_mask=b.attention_mask, token_type_ids=b.token_type_ids, active=active).logits
-           for b in dev.batches]
+    device_type = next(model.parameters()).device.type
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        out = [model(b.input_ids, attention_mask=b.attention_mask, token_type_ids=b.token_type_ids, active=active).logits
+               for b in dev.batches]
     model.train(was_training)
     sorted_logits = torch.cat(out).float().cpu().numpy()
     logits = np.empty_like(sorted_logits)
@@ -56,6 +60,7 @@ def evaluate_subnets(
     dev: DevSet,
     subnets: Sequence[tuple[float | None, float | None, SubnetConfig]],
     metrics: Sequence[str],
+    bf16: bool = False,
 ):
     """One row per (width, depth, subnet); returns a pandas DataFrame with the schema above."""
     import pandas as pd
@@ -66,7 +71,7 @@ def evaluate_subnets(
     as_built = SubnetConfig(tuple(range(cfg.num_hidden_layers)), tuple(cfg.layer_heads), tuple(cfg.layer_ffn))
     for w, d, sub in subnets:
         t0 = time.perf_counter()
-        logits = predict(model, dev, sub)  # sub None: the model as built (e.g. an extracted one)
+        logits = predict(model, dev, sub, bf16)  # sub None: the model as built (e.g. an extracted one)
         sub = as_built if sub is None else sub
         scores = compute_metrics(metrics, logits, dev.labels)
         secs = time.perf_counter() - t0
@@ -133,6 +138,7 @@ class EvalInputs:
     batch_size: int = 128
     subnet: tuple | None = None  # (SubnetConfig, (width, depth) or None); None: the paper grid
     out_dir: Path | None = None  # None: RUN/eval
+    bf16: bool = False  # bfloat16 matrix products (faster on recent CPUs; metrics may move by ~0.1 point)
 
 
 def evaluate_run(inputs: EvalInputs):
@@ -174,7 +180,7 @@ def evaluate_run(inputs: EvalInputs):
         sub, point = inputs.subnet
         plan = [(point[0] if point else None, point[1] if point else None, sub)]
         stem = f"{task.name}-{sub.key}"
-    table = evaluate_subnets(model, dev, plan, task.metrics)
+    table = evaluate_subnets(model, dev, plan, task.metrics, inputs.bf16)
     out = inputs.out_dir or Path(inputs.run) / "eval"
     title = f"{task.name} dev {task.metrics[0]} ({model_dir.name})"
     csv_path, png_path = write_table(table, out, stem, task.metrics[0], title)

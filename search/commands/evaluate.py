@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--max-seq-length", type=int, default=None, help="default: the run's, else 128")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 matrix products: faster on CPUs with AVX512-BF16/AMX")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -46,7 +47,7 @@ def run(args) -> int:
         shape = model_shape(load_model(run_model_dir(args.run, args.stage)))
         subnet = subnet_from_args(args, shape, args._parser.error)
     inputs = EvalInputs(args.run, task, args.data_dir, args.dev_file, args.stage, args.max_seq_length, args.batch_size,
-                        subnet, Path(args.out) if args.out else None)
+                        subnet, Path(args.out) if args.out else None, args.bf16)
     table, csv_path, png_path = evaluate_run(inputs)
     metric = task.metrics[0]
     cols = ["width", "depth", "params", *[m for m in task.metrics], "seconds"]
