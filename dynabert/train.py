@@ -241,6 +241,10 @@ class Trainer:
         self.shape = BackboneShape.from_config(model.config)
         self.n_holdout = n_hold
 
+    def provenance(self) -> dict:
+        """Written beside every saved model: what produced it (the run's task and configuration)."""
+        return {"task": self.spec.to_dict(), "source_model": str(self.model_dir), "config": self.cfg.to_dict()}
+
     # -- checkpoints
     def save_checkpoint(self, stage: str, step: int, total: int, opt, best: float, history: list) -> None:
         if not self.info.is_main:
@@ -385,7 +389,7 @@ class Trainer:
                     best = score
                     if info.is_main:
                         _save_model_dir(self.model, self.out / STAGE_DIRS[stage], self.tok_files,
-                                        {"stage": stage, "step": step, "score": score, "scores": scores})
+                                        {"stage": stage, "step": step, "score": score, "scores": scores, **self.provenance()})
             if step % cfg.checkpoint_every == 0 or step == total:
                 self.save_checkpoint(stage, step, total, opt, best, history)
                 barrier(info)
@@ -418,7 +422,7 @@ class Trainer:
                  "held-out train" if self.cfg.rewire_data == "heldout" else "dev", diff)
         record.update({"data": self.cfg.rewire_data, "examples": len(self.rewire_enc), "max_logit_change": diff})
         if self.info.is_main:
-            _save_model_dir(self.model, self.out / STAGE_DIRS["rewire"], self.tok_files, {"stage": "rewire", **record})
+            _save_model_dir(self.model, self.out / STAGE_DIRS["rewire"], self.tok_files, {"stage": "rewire", **record, **self.provenance()})
         barrier(self.info)
         state["scores"]["rewire"] = {"max_logit_change": diff}
 

@@ -42,6 +42,8 @@ def test_whole_pipeline_learns_and_writes_a_run(assets, tmp_path):
     assert rec["config"]["stages"] == list(cfg.stages) and rec["task"]["name"] == "sst2"
     assert rec["rewire_holdout_examples"] == 16 and rec["train_examples"] == 144
     assert "stage depth" in (run / "train.log").read_text()
+    saved = json.loads((run / "width_depth" / "stage.json").read_text())  # configuration beside the weights
+    assert saved["config"]["depth_teacher"] == "same-width" and saved["task"]["name"] == "sst2"
     # the synthetic task is easy: the teacher must learn it, the width+depth model at every grid point
     assert state["scores"]["teacher"]["best"] >= 90
     last = state["scores"]["depth"]["history"][-1]["scores"]
