@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from .backbone import load_model, resolve_model_dir, tokenizer_files
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
-from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env
+from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env, shutdown
 from .errors import DataError, ModelLoadError, OutputExistsError
 from .evaluate import DevSet, evaluate_subnets
 from .io import atomic_dir, check_output_dir, save_tensors, write_json, write_text
@@ -507,6 +507,7 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
         return state
     finally:
         logger.close()
+        shutdown(info)
 
 
 def run_model_dir(run: str | Path, stage: str | None = None) -> Path:

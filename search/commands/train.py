@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .common import add_model_arg, positive_int
 
@@ -115,6 +116,8 @@ def run(args) -> int:
     inputs = RunInputs(args.out, task_from_args(args, args._parser.error), args.model_dir, args.data_dir,
                        args.train_file, args.dev_file)
     state = train(inputs, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
+        return 0
     print(f"trained {args.out}: stages {', '.join(state['completed'])}; model {args.out}/{state['model']}")
     for stage, s in state["scores"].items():
         if "best" in s:
