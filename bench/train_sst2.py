@@ -94,6 +94,9 @@ def main() -> int:
         accuracy_phase(args, data, work)
     if args.phase in ("all", "speed"):
         speed_phase(args, data, work)
+    if not (work / "accuracy.json").is_file() or not (work / "speed.json").is_file():
+        print(f"phase {args.phase} done; the report needs both phases' results in {work}")
+        return 0
     acc = json.loads((work / "accuracy.json").read_text())
     speed = json.loads((work / "speed.json").read_text())
     res = {**acc, **speed, "fingerprint": speed["fingerprint"], "fingerprint_accuracy": acc["fingerprint"]}
