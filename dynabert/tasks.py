@@ -92,13 +92,16 @@ TASK_NAMES: tuple[str, ...] = (*GLUE_TASKS, "tweets", "csv")
 
 def csv_task(text_col: str, label_col: str, pair_col: str | None = None, labels: Sequence[str] | None = None,
              regression: bool = False, train_file: str = "train.csv", dev_file: str = "dev.csv") -> TaskSpec:
-    """A user task from CSV/TSV files with a header. labels=None (classification): taken from the
-    training file, sorted. regression: one float label, metrics Pearson and Spearman."""
+    """A user task from CSV/TSV files with a header. Classification: `labels` fixes the label set
+    (ids in that order); left out, it is the sorted set of labels of the training file (resolved by
+    load_task). Metrics: accuracy, plus F1 of label id 1 for two labels. regression: one float label,
+    metrics Pearson and Spearman."""
     if regression:
         return TaskSpec("csv", text_col, label_col, None, ("pearson", "spearman"), pair_col=pair_col,
                         train_file=train_file, dev_file=dev_file)
-    return TaskSpec("csv", text_col, label_col, tuple(labels) if labels else (), ("accuracy", "f1") if labels and len(labels) == 2 else ("accuracy",),
-                    pair_col=pair_col, train_file=train_file, dev_file=dev_file)
+    found = tuple(labels) if labels else ()  # () = not resolved yet
+    metrics = ("accuracy", "f1") if len(found) == 2 else ("accuracy",)
+    return TaskSpec("csv", text_col, label_col, found, metrics, pair_col=pair_col, train_file=train_file, dev_file=dev_file)
 
 
 def get_task(name: str) -> TaskSpec:
