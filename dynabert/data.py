@@ -58,6 +58,13 @@ def load_tokenizer(model_dir: str | Path):
     try:
         return AutoTokenizer.from_pretrained(str(model_dir))
     except Exception as e:  # transformers raises OSError/ValueError for a dir without tokenizer files
+        # Reference-code (transformers 2.x) checkpoints: config.json without model_type, so
+        # AutoTokenizer cannot pick a class; a WordPiece vocab.txt is BERT's (uncased, as released).
+        vocab = Path(model_dir) / "vocab.txt"
+        if vocab.is_file():
+            from transformers import BertTokenizerFast
+
+            return BertTokenizerFast(vocab=str(vocab), do_lower_case=True)
         raise DataError(f"cannot load a tokenizer from {model_dir}: {e}") from None
     finally:
         hf_logging.set_verbosity(level)

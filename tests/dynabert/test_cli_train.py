@@ -134,3 +134,21 @@ def test_evaluate_bf16_agrees_with_float32(assets, tmp_path, capsys):
     b = pd.read_csv(next((tmp_path / "b").glob("*.csv")))
     assert a.loc[0, "key"] == b.loc[0, "key"] and a.loc[0, "width"] == 0.5
     assert abs(a.loc[0, "accuracy"] - b.loc[0, "accuracy"]) <= 5.0  # 40 dev examples: at most 2 flips
+
+
+def test_evaluate_a_reference_style_checkpoint(tiny_bert_dir, assets, tmp_path, capsys):
+    """A transformers-2.x era BERT dir (no model_type, only vocab.txt) is scored like a run."""
+    import shutil
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    cfg = json.loads((tiny_bert_dir / "config.json").read_text())
+    cfg.pop("model_type", None)
+    (ref / "config.json").write_text(json.dumps(cfg))
+    shutil.copy2(tiny_bert_dir / "model.safetensors", ref / "model.safetensors")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie"]
+    (ref / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(cfg["vocab_size"] - len(words))]) + "\n")
+    out = tmp_path / "ev"
+    args = ["evaluate", str(ref), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(out), "--max-seq-length", "32"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert len(pd.read_csv(out / "sst2-grid.csv")) == 12
