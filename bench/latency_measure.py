@@ -1,11 +1,11 @@
 """Issue 4 benchmark, measuring part: every timing the report quotes is taken here.
 
-Run each phase under the machine's exclusive lock (another benchmark shares the 2 vCPUs):
-    flock /tmp/dynasearch-cpu.lock .venv/bin/python bench/latency_measure.py PHASE
+Run every phase under the machine's exclusive lock (another benchmark shares the 2 vCPUs):
+    bench/run_latency.sh      (takes the lock once for all phases, then writes the report)
 Phases (each resumable: a killed phase re-run skips what its records hold):
     peak     peak fp32 matrix-multiply GFLOP/s of this machine (torch and numpy, 1 and 2 threads)
     single   packaged MiniLM-L6 shape, onnxruntime CPU and torch CPU, 1 and 2 threads, batch 1 and 8,
-             seq 128: 9 layer-table configs + random per-layer configs (150 at batch 1, 100 at batch 8)
+             seq 128: 9 layer-table configs + random per-layer configs (150 at batch 1, 80 at batch 8)
     repeat   the same 50 configs in two separate processes (`dynasearch measure`), both backends,
              1 and 2 threads, batch 1
     shapes   onnxruntime CPU 1 thread: 300 fitting measurements over 21 (batch, seq) pairs and 72
@@ -31,7 +31,7 @@ CACHE = REPO / "bench" / ".cache" / "onnx"
 
 # Sizes chosen so that all phases fit in about 25 minutes on 2 vCPUs (see the report).
 N_B1 = 6 if SMOKE else 150  # random configs timed at batch 1 (100 for fitting + 50 held out)
-N_B8 = 3 if SMOKE else 100  # random configs timed at batch 8 (60 for fitting + 40 held out)
+N_B8 = 3 if SMOKE else 80  # random configs timed at batch 8 (50 for fitting + 30 held out)
 N_HELD = 2 if SMOKE else 50  # the held-out end of the batch-1 pool (and the repeatability configs)
 SEED = 1
 SHAPE_BATCHES = (1, 2, 4, 8, 16, 32)

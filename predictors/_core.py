@@ -16,7 +16,9 @@ The protocol (`time_interleaved`), for a chunk of prepared configs:
    statistics of the binomial(n, 1/2)) has a half-width within `rel_ci` of the median after at
    least `min_runs` runs ("converged"), or at the cap: `max_runs` runs or `max_seconds` of timed
    runs (after at least 3 runs).
-The Python garbage collector is off while timing (its pauses are noise, not model latency).
+A timed run during which the process was preempted (an involuntary context switch: another
+process took the core) is discarded and counted in `disturbed_runs`, so a shared machine yields
+clean medians or says how busy it was. The Python garbage collector is off while timing.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -100,6 +102,7 @@ RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("ci_high_ms", "float", "upper end of the confidence interval of the median"),
     ("n_runs", "int", "timed runs"),
     ("warmup_runs", "int", "warm-up runs before the first timed round"),
+    ("disturbed_runs", "int", "timed runs discarded because another process preempted this one (a busy machine)"),
     ("converged", "bool", "True: the median's CI met rel_ci; False: a cap stopped it"),
     ("measure_s", "float", "wall seconds spent running this config (warm-up, re-warm and timed runs)"),
     ("prepare_s", "float", "wall seconds to prepare it (extraction, export, session creation)"),
@@ -128,6 +131,8 @@ class Protocol:
     warmup_tol: float = 0.05
     warmup_max_seconds: float = 3.0
     chunk_size: int = 16  # configs alive (interleaved) at once; bounds memory
+    discard_disturbed: bool = True  # drop timed runs during which another process preempted this one
+    max_disturbed: int = 100  # stop a config after this many discarded runs (the machine is too busy)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -145,6 +150,7 @@ class Protocol:
             ("warmup_tol", self.warmup_tol > 0, "> 0"),
             ("warmup_max_seconds", self.warmup_max_seconds >= 0, ">= 0"),
             ("chunk_size", self.chunk_size >= 1, ">= 1"),
+            ("max_disturbed", self.max_disturbed >= 1, ">= 1"),
         ]
         for name, ok, rule in checks:
             value = getattr(self, name)
@@ -212,6 +218,26 @@ def _time_ms(run: Callable[[], Any]) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
+try:
+    import resource
+
+    def _preemptions() -> int:
+        """Involuntary context switches of this process so far (all its threads): the kernel took
+        a core away from it, i.e. another process competed for the CPU."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+except ImportError:  # Windows: no detection, every run counts as undisturbed
+
+    def _preemptions() -> int:
+        return 0
+
+
+def _time_checked(run: Callable[[], Any]) -> tuple[float, bool]:
+    """(milliseconds, disturbed): disturbed when the process was preempted during the run."""
+    before = _preemptions()
+    ms = _time_ms(run)
+    return ms, _preemptions() != before
+
+
 @dataclass
 class _State:
     key: str
@@ -219,6 +245,8 @@ class _State:
     times: list
     warmup_runs: int = 0
     busy_s: float = 0.0
+    disturbed: int = 0
+    disturbed_times: list = field(default_factory=list)
     done: bool = False
     converged: bool = False
     error: str = ""
@@ -246,13 +274,21 @@ def _visit(st: _State, p: Protocol) -> None:
     for _ in range(p.rewarm_runs):
         st.run()
     for _ in range(min(p.runs_per_visit, p.max_runs - len(st.times))):
-        st.times.append(_time_ms(st.run))
+        ms, disturbed = _time_checked(st.run)
+        if disturbed and p.discard_disturbed:
+            st.disturbed += 1  # another process took the CPU: not this model's latency
+            st.disturbed_times.append(ms)
+        else:
+            st.times.append(ms)
     st.busy_s += time.perf_counter() - t_start
     n = len(st.times)
+    timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3
     if n >= p.min_runs and ci_half_width(st.times, p.confidence) <= p.rel_ci:
         st.done, st.converged = True, True
-    elif n >= p.max_runs or (n >= 3 and sum(st.times) / 1e3 >= p.max_seconds):
+    elif n >= p.max_runs or (n >= 3 and timed_s >= p.max_seconds) or st.disturbed >= p.max_disturbed or timed_s >= 3 * p.max_seconds:
         st.done = True
+        if n < 3:  # a machine this busy leaves too few clean runs: keep the disturbed ones, flagged by the count
+            st.times.extend(st.disturbed_times)
 
 
 def _error_text(e: BaseException) -> str:
@@ -293,10 +329,10 @@ def time_interleaved(runs: Sequence[tuple[str, Callable[[], Any]]], protocol: Pr
     out: dict[str, dict[str, Any]] = {}
     for st in states:
         if st.error:
-            out[st.key] = {"error": st.error, "measure_s": st.busy_s, "warmup_runs": st.warmup_runs}
+            out[st.key] = {"error": st.error, "measure_s": st.busy_s, "warmup_runs": st.warmup_runs, "disturbed_runs": st.disturbed}
         else:
             stats = summarize(st.times, protocol.confidence)
-            stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s)
+            stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s, disturbed_runs=st.disturbed)
             out[st.key] = stats
     return out
 
@@ -360,6 +396,7 @@ def _row(item: Item, result: Mapping[str, Any], prepare_s: float, protocol: Prot
     row.update(schema=SCHEMA, timestamp=utc_now(), prepare_s=round(prepare_s, 4), protocol=protocol.to_json())
     row["measure_s"] = round(float(result.get("measure_s", 0.0)), 4)
     row["warmup_runs"] = int(result.get("warmup_runs", 0))
+    row["disturbed_runs"] = int(result.get("disturbed_runs", 0))
     if "error" in result:
         row.update(status="failed", error=result["error"], converged=False, n_runs=0)
         for c in STATS_COLUMNS:

@@ -111,3 +111,57 @@ def test_measure_refuses_records_of_another_schema(tmp_path):
     path.write_text("a,b\n1,2\n")
     with pytest.raises(Exception, match="another schema"):
         measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=8), path, FAST, progress=False)
+
+
+def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    import importlib
+
+    pm = importlib.import_module("predictors.measure")  # the module (the package re-exports a function of that name)
+
+    space = SearchSpace.default(SHAPE)
+    subnets = uniform_configs(space, 4, seed=7)
+    path = tmp_path / "records.csv"
+    real_append = pm.append_rows
+    calls = []
+
+    def append_then_die(p, rows):
+        real_append(p, rows)
+        calls.append(len(rows))
+        raise KeyboardInterrupt  # killed right after the first chunk was saved
+
+    monkeypatch.setattr(pm, "append_rows", append_then_die)
+    prot = Protocol(**{**FAST.__dict__, "chunk_size": 2})
+    with pytest.raises(KeyboardInterrupt):
+        measure(SHAPE, subnets, BackendSettings(backend="torch", seq_len=8), path, prot, progress=False)
+    assert calls == [2] and len(read_records(path)) == 2
+    monkeypatch.setattr(pm, "append_rows", real_append)
+    rest = measure(SHAPE, subnets, BackendSettings(backend="torch", seq_len=8), path, prot, progress=False)
+    assert len(rest) == 2 and set(read_records(path)["key"]) == {s.key for s in subnets}
+
+
+def test_preempted_runs_are_discarded_and_counted(monkeypatch):
+    import importlib
+
+    core = importlib.import_module("predictors._core")
+    switches = [0]
+    monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
+    state = {"i": 0}
+
+    def run():
+        state["i"] += 1
+        if state["i"] % 4 == 0:
+            switches[0] += 1  # every 4th run: another process took the core meanwhile
+
+    p = Protocol(min_runs=3, max_runs=8, max_seconds=100, rel_ci=1e-9, runs_per_visit=4, rewarm_runs=0,
+                 warmup_min=0, warmup_max=0)
+    out = time_interleaved([("a", run)], p, random.Random(0))
+    assert out["a"]["n_runs"] == 8 and out["a"]["disturbed_runs"] == 2
+    always = Protocol(min_runs=3, max_runs=8, max_seconds=100, rel_ci=1e-9, runs_per_visit=2, rewarm_runs=0,
+                      warmup_min=0, warmup_max=0, max_disturbed=6)
+
+    def busy():
+        switches[0] += 1
+
+    out = time_interleaved([("b", busy)], always, random.Random(0))
+    # Too busy: stops after max_disturbed and keeps the disturbed runs, flagged by their count.
+    assert out["b"]["disturbed_runs"] == 6 and out["b"]["n_runs"] == 6 and out["b"]["converged"] is False
