@@ -88,13 +88,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def phase_single() -> None:
+def phase_single(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
     from dynabert.subnet import SubnetConfig
     from predictors import BackendSettings, measure
 
     shape, layer, pool = shape_and_pool()
     path = DATA / "single.csv"
-    for backend in ("onnxruntime", "torch"):
+    for backend in backends:
         for batch, n in ((1, N_B1), (8, N_B8)):
             for threads in (1, 2):
                 st = BackendSettings(backend=backend, threads=threads, batch=batch, seq_len=128)
@@ -160,7 +160,10 @@ def phase_shapes() -> None:
 
 
 if __name__ == "__main__":
-    phases = {"peak": phase_peak, "single": phase_single, "repeat": phase_repeat, "shapes": phase_shapes}
+    phases = {
+        "peak": phase_peak, "single": phase_single, "repeat": phase_repeat, "shapes": phase_shapes,
+        "single-ort": lambda: phase_single(("onnxruntime",)), "single-torch": lambda: phase_single(("torch",)),
+    }
     if len(sys.argv) != 2 or sys.argv[1] not in phases:
         sys.exit(f"usage: latency_measure.py {{{'|'.join(phases)}}}")
     t0 = time.time()
