@@ -157,10 +157,15 @@ def shapes_section(shape) -> tuple[list[str], dict]:
     train = df[in_train & df["key"].isin(fit_keys).to_numpy()].reset_index(drop=True)
     test = df[in_test & ~df["key"].isin(fit_keys).to_numpy()].reset_index(drop=True)
     kinds = ("layer-regression", "gbdt", "hybrid")
+    if train.empty or test.empty:
+        return ["## 2. One predictor across input shapes", "",
+                f"incomplete: {len(train)} fitting and {len(test)} held-out measurements were taken before the time ran out", ""], {}
     results, fitted, preds = evaluate_split(train, test, kinds, True, SEED)
     curve = learning_curve(list(fitted), train, test, [50, 100, 200, len(train)], True, SEED)
     best = results[results["error"] == ""].sort_values("mape").iloc[0]
     lines = ["## 2. One predictor across input shapes (onnxruntime CPU, 1 thread)", "",
+             f"Measured pairs: {len(set(zip(train['batch'], train['seq_len'])))} of {len(train_pairs)} fitting, "
+             f"{len(set(zip(test['batch'], test['seq_len'])))} of {len(test_pairs)} held out.", "",
              f"Fitting: {len(train)} measurements over {len(train_pairs)} (batch, seq) pairs {train_pairs}. Held out: "
              f"{len(test)} measurements of configs never used for fitting, over {len(test_pairs)} OTHER pairs {test_pairs}. "
              f"Batch 1-32, seq 16-512, batch x seq <= 2048 tokens (larger inputs take seconds per run on one core; "

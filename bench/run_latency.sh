@@ -11,7 +11,7 @@ fi
 PY=.venv/bin/python
 echo "== grid $(date -u +%H:%M:%S)"
 "$PY" bench/grid_latency.py
-for phase in single-ort repeat single-torch shapes peak; do
+for phase in peak single-ort repeat single-torch shapes; do
   echo "== $phase $(date -u +%H:%M:%S)"
   "$PY" bench/latency_measure.py "$phase"
 done
