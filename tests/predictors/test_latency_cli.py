@@ -153,3 +153,20 @@ def test_fit_predictor_unknown_kind(synthetic, tmp_path, capsys):
 def test_fit_predictor_unknown_target(synthetic, tmp_path, capsys):
     code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o"), "--target", "nope"])
     assert code == 2 and "no records with target_id 'nope'" in err
+
+
+def test_fit_predictor_across_shapes(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    subs = uniform_configs(SearchSpace.default(SHAPE), 30, seed=2)
+    r = []
+    for b, t in [(1, 8), (2, 8), (1, 16), (4, 16), (2, 32), (1, 32), (8, 8), (4, 32)]:
+        r += rows(subs, additive_ms, batch=b, seq=t)
+    records(path, r)
+    assert main(["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--no-plots"]) == 2
+    assert "--across-shapes" in capsys.readouterr().err
+    assert main(["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--no-plots", "--across-shapes", "--kind", "all"]) == 0
+    m = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert not set(map(tuple, m["shapes_train"])) & set(map(tuple, m["shapes_test"]))
+    assert {x["kind"] for x in m["metrics"]} == {"layer-regression", "gbdt", "hybrid"}  # lut serves one shape only
+    lr = next(x for x in m["metrics"] if x["kind"] == "layer-regression")
+    assert lr["mape"] < 1e-4
