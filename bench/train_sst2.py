@@ -81,7 +81,7 @@ def main() -> int:
     ap.add_argument("--max-len", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--group-by-length", action="store_true", help="accuracy runs with length-grouped batches")
-    ap.add_argument("--throughput-steps", type=int, default=12)
+    ap.add_argument("--throughput-steps", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train_sst2.md"))
     ap.add_argument("--phase", choices=("all", "accuracy", "speed", "report"), default="all",
                     help="accuracy: the training runs and grid scores; speed: throughput and eval cost; report: the .md")
