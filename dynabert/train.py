@@ -230,6 +230,10 @@ class Trainer:
         if not train_idx:
             raise DataError(f"the training set is empty after holding out {n_hold} example(s) for rewiring ({train.source})")
         self.train_enc = encode(train.subset(train_idx), tokenizer, cfg.max_seq_length, regression)
+        if cfg.dev_subset and cfg.dev_subset < len(dev):
+            # Seeded, not the first N: files may be sorted by label (the tweets corpus is).
+            gd = torch.Generator().manual_seed(cfg.seed + 1)
+            dev = dev.subset(sorted(torch.randperm(len(dev), generator=gd)[:cfg.dev_subset].tolist()))
         self.dev_enc = encode(dev, tokenizer, cfg.max_seq_length, regression)
         rewire_data = train.subset(hold_idx) if n_hold else dev
         self.rewire_enc = encode(rewire_data, tokenizer, cfg.max_seq_length, regression)

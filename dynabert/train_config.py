@@ -29,6 +29,7 @@ class TrainConfig:
     max_steps: int | None = None  # per training stage; overrides epochs
     max_seq_length: int = 128
     train_subset: int | None = None  # train on the first N examples of a seeded shuffle
+    dev_subset: int | None = None  # select checkpoints on N dev examples (seeded choice); None: all
     seed: int = 42
     max_grad_norm: float = 1.0  # after all sub-networks of a step
     width_logit_weight: float = 1.0  # stage width: SCE(student, teacher logits)
@@ -63,7 +64,7 @@ class TrainConfig:
         for k, v in positive.items():
             if not v > 0:
                 raise DataError(f"{k} must be > 0; got {v}")
-        for k in ("max_steps", "train_subset", "eval_every"):
+        for k in ("max_steps", "train_subset", "dev_subset", "eval_every"):
             v = getattr(self, k)
             if v is not None and v < 1:
                 raise DataError(f"{k} must be >= 1 when given; got {v}")

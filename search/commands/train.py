@@ -76,6 +76,8 @@ def register(sub) -> None:
     h.add_argument("--max-steps", type=positive_int, default=None, help="steps per training stage (overrides --epochs)")
     h.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
     h.add_argument("--train-subset", type=positive_int, default=None, help="train on N examples (seeded choice)")
+    h.add_argument("--dev-subset", type=positive_int, default=None,
+                   help="select checkpoints on N dev examples (seeded choice; default all): faster on large dev sets")
     h.add_argument("--seed", type=int, default=d.seed)
     h.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
     h.add_argument("--width-loss", type=_floats, default=(d.width_logit_weight, d.width_hidden_weight), metavar="LOGIT,HIDDEN",
@@ -106,7 +108,7 @@ def run(args) -> int:
     cfg = TrainConfig(
         stages=args.stages, widths=args.widths, depths=args.depths, learning_rate=args.lr,
         weight_decay=args.weight_decay, warmup_fraction=args.warmup, batch_size=args.batch_size, epochs=args.epochs,
-        max_steps=args.max_steps, max_seq_length=args.max_seq_length, train_subset=args.train_subset, seed=args.seed,
+        max_steps=args.max_steps, max_seq_length=args.max_seq_length, train_subset=args.train_subset, dev_subset=args.dev_subset, seed=args.seed,
         max_grad_norm=args.max_grad_norm, width_logit_weight=args.width_loss[0], width_hidden_weight=args.width_loss[1],
         depth_logit_weight=args.depth_loss[0], depth_hidden_weight=args.depth_loss[1], depth_teacher=args.depth_teacher,
         rewire_data=args.rewire_data, rewire_examples=args.rewire_examples, eval_every=args.eval_every,

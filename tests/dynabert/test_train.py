@@ -187,3 +187,12 @@ def test_bad_config_values():
         TrainConfig(widths=(0.5, 1.0))
     with pytest.raises(DataError, match="depth_teacher must be 'same-width' or 'full-width'; got 'x'"):
         TrainConfig(depth_teacher="x")
+
+
+def test_dev_subset_scores_on_that_many_examples(assets, tmp_path):
+    state = train(RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
+                  _cfg(stages=("teacher",), max_steps=1, dev_subset=7), progress=False)
+    acc = state["scores"]["teacher"]["best"]
+    assert abs(acc * 7 / 100 - round(acc * 7 / 100)) < 1e-6  # a multiple of 1/7
+    with pytest.raises(DataError, match="dev_subset must be >= 1 when given; got 0"):
+        TrainConfig(dev_subset=0)
