@@ -46,6 +46,7 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
     lines: list[str] = []
     summary = []
     quality = []
+    incomplete: list[str] = []
     curves = []
     layer_keys = {s.key for s in layer}
     full_key = SubnetConfig.full(shape).key
@@ -61,6 +62,10 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
         test = d[d["key"].isin(test_keys) & (d["sampler"] == "uniform")].reset_index(drop=True)
         train_all = d[(d["key"].isin(fit_keys) & (d["sampler"] == "uniform")) | d["key"].isin(layer_keys) & (d["sampler"] == "layer-table")]
         train = cap_rows(train_all.reset_index(drop=True), 100, SEED)
+        if len(test) < 10 or len(train) < 30:
+            incomplete.append(f"{backend} {threads} thread(s) batch {batch}: only {len(train)} fitting and {len(test)} "
+                              "held-out records were measured before the deadline; not evaluated")
+            continue
         results, fitted, preds = evaluate_split(train, test, KINDS, False, SEED)
         y = test["median_ms"].to_numpy(float)
         raw = LookupTablePredictor(calibrate=False).fit(d[d["sampler"] == "layer-table"], conformal=False)
@@ -126,6 +131,9 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
                 f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {r['spearman']:.3f} | {fmt(r.get('interval_90_halfwidth_pct'))} | "
                 f"{fmt(r.get('interval_90_coverage'), '.0%')} |"
             )
+    for note in incomplete:
+        lines.append(f"- {note}")
+    lines.append("")
     curve = pd.concat(curves, ignore_index=True)
     curve = curve[curve["error"] == ""]
     sizes = sorted(curve["n_train"].unique())
@@ -199,6 +207,9 @@ def repeat_section() -> tuple[list[str], list[dict]]:
     out = []
     for (backend, threads), ga in a[a["status"] == "ok"].groupby(["backend", "threads"]):
         gb = b[(b["status"] == "ok") & (b["backend"] == backend) & (b["threads"] == threads)]
+        if gb.empty:
+            lines.append(f"| {backend} | {threads} | second run not measured before the deadline | | | | | |")
+            continue
         r = repeatability(ga, gb)
         out.append({"backend": backend, "threads": int(threads), **r})
         lines.append(f"| {backend} | {threads} | {r['configs']} | {r['within']:.0%} | {r['median_rel_diff']:.2%} | {r['max_rel_diff']:.1%} | "
@@ -233,7 +244,8 @@ def main() -> None:
         "median is within +-1% (>= 5 runs) or at 25 runs / 2 s (batch 1) / 1 s (batch 8) of timed runs; a timed run during "
         "which the process was preempted (an involuntary context switch: another process took a core) is discarded "
         "and counted (`disturbed_runs`)",
-        "- every timing ran under an exclusive machine lock (`flock /tmp/dynasearch-cpu.lock`); raw records in "
+        "- every timing ran under an exclusive machine lock (`flock /tmp/dynasearch-cpu.lock`, one hold for all phases, "
+        "`bench/run_latency.sh`); raw records in "
         "`bench/results/latency_records/` (dynasearch records format)", "",
         "## Summary against the targets", "",
     ]
