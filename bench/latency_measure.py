@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # DYNASEARCH_BENCH_SMOKE=DIR: a few configs only, records under DIR (checks the script, quotes nothing).
 SMOKE = os.environ.get("DYNASEARCH_BENCH_SMOKE")
-DATA = Path(SMOKE) if SMOKE else REPO / "bench" / "results" / "latency_records"
+DATA = Path(SMOKE) if SMOKE else Path(os.environ.get("DYNASEARCH_BENCH_DATA", REPO / "bench" / "results" / "latency_records"))
 CACHE = REPO / "bench" / ".cache" / "onnx"
 
 # Sizes chosen so that all phases fit in about 25 minutes on 2 vCPUs (see the report).
