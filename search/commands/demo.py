@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="task data folder (GLUE tasks)")
     p.add_argument("--train-subset", type=positive_int, default=d.train_subset,
                    help=f"training examples per stage (default {d.train_subset})")
+    p.add_argument("--dev-subset", type=positive_int, default=d.dev_subset,
+                   help=f"dev examples used to select checkpoints during training (default {d.dev_subset}; final scoring uses all)")
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"epochs per stage (default {d.epochs:g})")
     p.add_argument("--max-steps", type=positive_int, default=None, help="steps per stage (overrides --epochs)")
     p.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
@@ -41,7 +43,7 @@ def run(args) -> int:
 
     cfg = DemoConfig(
         out_dir=args.out, model_dir=args.model_dir, task=args.task, data_dir=args.data_dir,
-        train_subset=args.train_subset, epochs=args.epochs, max_steps=args.max_steps,
+        train_subset=args.train_subset, dev_subset=args.dev_subset, epochs=args.epochs, max_steps=args.max_steps,
         max_seq_length=args.max_seq_length, threads=args.threads, latency_batch=args.latency_batch,
         latency_seq_len=args.latency_seq_len, tolerance=args.tolerance,
     )
