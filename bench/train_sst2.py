@@ -183,8 +183,9 @@ def speed_phase(args, data: Path, work: Path) -> None:
     for grouped in (False, True):
         for stage in ("teacher", "width", "depth"):
             n = args.throughput_steps
+            # dev_subset: the end-of-run evaluation is not what is timed here, so keep it short
             cfg = TrainConfig(stages=(stage,), max_steps=n, train_subset=n * 32, max_seq_length=128,
-                              group_by_length=grouped, checkpoint_every=10_000)
+                              group_by_length=grouped, checkpoint_every=10_000, dev_subset=64)
             out = work / f"tp128_{stage}_{'grouped' if grouped else 'random'}"
             src = None if stage == "teacher" else (teacher_dir if stage == "width" else work / "dynabert" / "width")
             st = train(RunInputs(out, get_task("sst2"), src, data), cfg, overwrite=True, progress=False)
