@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import Batch, Encoded, eval_batches
+from .data import Encoded, eval_batches
 from .metrics import compute_metrics
 from .modeling import DynaBertForSequenceClassification
 from .subnet import BackboneShape, SubnetConfig, count_params

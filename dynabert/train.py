@@ -46,7 +46,7 @@ from .modeling import DynaBertForSequenceClassification
 from .rewire import rewire_
 from .subnet import BackboneShape, SubnetConfig
 from .tasks import TaskSpec, load_task, spec_from_dict
-from .train_config import DEFAULT_STAGES, STAGE_DIRS, STAGES, TrainConfig
+from .train_config import STAGE_DIRS, STAGES, TrainConfig
 
 RUN_FORMAT = 1
 
