@@ -25,9 +25,10 @@ def write_tiny_tokenizer(path: Path) -> None:
     from transformers import BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(TINY_VOCAB) + "\n")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(path))
+    # transformers 5: `vocab_file=` is silently ignored (every word becomes [UNK]); pass the dict.
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(TINY_VOCAB)}, do_lower_case=True)
+    tok.save_pretrained(str(path))
+    assert tok.convert_tokens_to_ids(tok.tokenize("w1 w2")) == [TINY_VOCAB.index("w1"), TINY_VOCAB.index("w2")]
 
 
 def tiny_bert_config(layers: int = 3, hidden: int = 32, heads: int = 4, ffn: int = 64, num_labels: int = 2):

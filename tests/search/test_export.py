@@ -22,13 +22,14 @@ def test_export_reloads_with_plain_transformers(flavor, tmp_path, tiny_bert_dir,
     manifest = export_subnet(src, sub, tmp_path / "out")
     out = tmp_path / "out"
     assert {"model.onnx", "config.json", "model.safetensors", "modeling_dynabert.py", "subnet.json",
-            "manifest.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
+            "manifest.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
     assert SubnetConfig.load(out / "subnet.json") == sub
     assert manifest["subnet_key"] == sub.key and manifest["checks"]["onnx_max_abs_diff"] <= 1e-4
     assert json.loads((out / "manifest.json").read_text())["parameters"]["total"] == manifest["parameters"]["total"]
     hf = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
     tok = AutoTokenizer.from_pretrained(str(out))
     batch = tok(["w1 w2 w3", "w4"], return_tensors="pt", padding=True)
+    assert batch["input_ids"][0, 1:4].tolist() == [6, 7, 8]  # real word ids, not [UNK]
     ref = extract_subnet(load_model(src), sub).eval()
     with torch.no_grad():
         assert torch.allclose(hf(**batch).logits, ref(**batch).logits, atol=1e-5)
