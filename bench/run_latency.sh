@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # All latency benchmarks (issue 4 and issue 2's grid table) under ONE hold of the machine's
 # exclusive lock, so that no other benchmark shares the 2 vCPUs while they time. Resumable.
-# Phases run most-needed first; none starts after DEADLINE (UTC HH:MM, default 06:55) and a
+# Phases run most-needed first; none starts after DEADLINE (UTC HH:MM, default 06:57) and a
 # running one is stopped there (its finished chunks stay in the records), then the report is written.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +10,7 @@ if [ -z "${DYNASEARCH_LOCK_HELD:-}" ]; then
   exec env DYNASEARCH_LOCK_HELD=1 flock "$LOCK" "$0" "$@"
 fi
 PY=.venv/bin/python
-END=$(date -u -d "${DEADLINE:-06:55}" +%s)
+END=$(date -u -d "${DEADLINE:-06:57}" +%s)
 left() { echo $(( END - $(date -u +%s) )); }
 echo "== grid $(date -u +%H:%M:%S)"
 [ "$(left)" -gt 0 ] && timeout "$(left)" "$PY" bench/grid_latency.py
