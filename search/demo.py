@@ -35,6 +35,7 @@ class DemoConfig:
     max_steps: int | None = None
     max_seq_length: int = 64
     batch_size: int = 32
+    group_by_length: bool = True  # batches of similar lengths: ~2.5x faster training on this data
     seed: int = 42
     # Latency: what a CPU deployment of this classifier would run.
     backend: str = "onnxruntime"
@@ -64,6 +65,7 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
     tcfg = TrainConfig(
         stages=cfg.stages, train_subset=cfg.train_subset, dev_subset=cfg.dev_subset, epochs=cfg.epochs, max_steps=cfg.max_steps,
         max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size, seed=cfg.seed,
+        group_by_length=cfg.group_by_length,
     )
     _log(f"training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)})")
     # A run directory without run.json is a start that died before writing anything useful.
