@@ -29,17 +29,18 @@ SMOKE = os.environ.get("DYNASEARCH_BENCH_SMOKE")
 DATA = Path(SMOKE) if SMOKE else Path(os.environ.get("DYNASEARCH_BENCH_DATA", REPO / "bench" / "results" / "latency_records"))
 CACHE = REPO / "bench" / ".cache" / "onnx"
 
-# Sizes chosen so that all phases fit in about 25 minutes on 2 vCPUs (see the report).
-N_B1 = 6 if SMOKE else 150  # random configs timed at batch 1 (100 for fitting + 50 held out)
-N_B8 = 3 if SMOKE else 80  # random configs timed at batch 8 (50 for fitting + 30 held out)
-N_HELD = 2 if SMOKE else 50  # the held-out end of the batch-1 pool (and the repeatability configs)
+# Sizes chosen so that all phases fit in about 45 minutes on 2 vCPUs (see the report).
+N_B1 = 6 if SMOKE else 200  # random configs timed at batch 1 (at most 100 for fitting + 100 held out)
+N_B8 = 3 if SMOKE else 80  # random configs timed at batch 8 (at most 50 for fitting + 30 held out)
+N_HELD = 2 if SMOKE else 100  # the held-out end of the batch-1 pool
+N_REPEAT = 2 if SMOKE else 50  # repeatability configs: the last ones of the pool
 SEED = 1
+CHUNK = 256  # configs alive and interleaved at once: every config of a setting (memory: one extracted model each)
 SHAPE_BATCHES = (1, 2, 4, 8, 16, 32)
 SHAPE_SEQS = (16, 32, 64, 128, 256, 512)
 MAX_TOKENS = 2048  # batch * seq cap: batch 32 x seq 512 takes ~4 s per run on one core
-# Fitting measurements across shapes (the target allows up to 300; 150 to fit the time budget
-# left after a long wait for the machine lock) and held-out ones per held-out pair.
-N_SHAPES_FIT = 150
+# Fitting measurements across shapes (the target allows up to 300) and held-out ones per held-out pair.
+N_SHAPES_FIT = 300
 N_SHAPES_TEST_PER_PAIR = 5
 
 
@@ -56,30 +57,65 @@ def shape_and_pool():
 def protocol(batch_tokens: int):
     from predictors import Protocol
 
-    # Long runs (batch 8) are capped by time; short ones mostly converge to a 1% CI first.
-    return Protocol(rel_ci=0.01, min_runs=5, max_runs=25, max_seconds=2.0 if batch_tokens <= 128 else 1.0,
-                    warmup_max_seconds=1.0, runs_per_visit=3, rewarm_runs=1, chunk_size=16, seed=SEED)
+    # Every config's timed runs span at least 4 rounds over (up to) 100 configs alive at once, so slow
+    # drift of this shared host hits all configs alike; long runs (batch 8) are capped by time.
+    return Protocol(rel_ci=0.01, min_runs=8, min_visits=4, runs_per_visit=2, max_runs=30,
+                    max_seconds=2.0 if batch_tokens <= 128 else 1.5, warmup_max_seconds=1.0, rewarm_runs=1,
+                    chunk_size=CHUNK, seed=SEED)
+
+
+PEAK_CODE = r"""
+import sys, time
+lib, threads, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import numpy as np
+rng = np.random.default_rng(0)
+a = rng.standard_normal((n, n), dtype=np.float32)
+b = rng.standard_normal((n, n), dtype=np.float32)
+if lib == "torch":
+    import torch
+    torch.set_num_threads(threads)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    f = lambda: torch.mm(ta, tb)
+elif lib == "onnxruntime":
+    import onnx, onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    g = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "mm",
+                          [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
+                          [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])], [numpy_helper.from_array(b, "B")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    s = ort.InferenceSession(m.SerializeToString(), o, providers=["CPUExecutionProvider"])
+    f = lambda: s.run(None, {"A": a})
+else:
+    f = lambda: a @ b
+for _ in range(3):
+    f()
+best = 1e9
+t_end = time.perf_counter() + 4.0
+for i in range(40):
+    t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t)
+    if time.perf_counter() > t_end and i >= 8:
+        break
+print(2 * n ** 3 / best / 1e9)
+"""
 
 
 def phase_peak() -> None:
-    """Best of 8 fp32 2048x2048 matrix products, each library in a fresh process whose thread
-    count is fixed before import (OpenBLAS and OpenMP read it at start-up)."""
-    out: dict = {}
+    """Peak fp32 matrix-multiply GFLOP/s at 1 and 2 threads: the best run of square products
+    (1024 and 2048) through each library's own GEMM (torch, onnxruntime's MLAS, numpy's BLAS), each in
+    a fresh process whose thread count is fixed before import (OpenBLAS and OpenMP read it at start)."""
+    out: dict = {"matrix": [1024, 2048], "libraries": ["torch", "onnxruntime", "numpy"]}
     for threads in (1, 2):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-        for lib in ("torch", "numpy"):
-            code = (
-                "import time, sys\n"
-                f"import {lib} as L\n"
-                "n = 2048\n"
-                + ("L.set_num_threads(%d); a = L.randn(n, n); b = L.randn(n, n); f = lambda: L.mm(a, b)\n" % threads if lib == "torch"
-                   else "import numpy as np; a = np.random.rand(n, n).astype(np.float32); b = np.random.rand(n, n).astype(np.float32); f = lambda: a @ b\n")
-                + "f()\nbest = 1e9\nfor _ in range(8):\n    t = time.perf_counter(); f(); best = min(best, time.perf_counter() - t)\n"
-                "print(2 * n ** 3 / best / 1e9)\n"
-            )
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-            out[f"{lib}_t{threads}"] = float(res.stdout.strip())
-    out["matrix"] = 2048
+        for lib in ("torch", "onnxruntime", "numpy"):
+            best = 0.0
+            for n in (1024, 2048):
+                res = subprocess.run([sys.executable, "-c", PEAK_CODE, lib, str(threads), str(n)], capture_output=True,
+                                     text=True, env=env, check=True)
+                best = max(best, float(res.stdout.strip()))
+            out[f"{lib}_t{threads}"] = best
+        out[f"peak_t{threads}"] = max(out[f"{lib}_t{threads}"] for lib in ("torch", "onnxruntime", "numpy"))
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     DATA.mkdir(parents=True, exist_ok=True)
     (DATA / "peak.json").write_text(json.dumps(out, indent=2) + "\n")
@@ -103,17 +139,20 @@ def phase_single(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
             for threads in (1, 2):
                 st = BackendSettings(backend=backend, threads=threads, batch=batch, seq_len=128)
                 t0 = time.time()
-                measure(shape, layer, st, path, protocol(batch * 128), sampler="layer-table", onnx_cache=CACHE)
-                measure(shape, pool[:n], st, path, protocol(batch * 128), sampler="uniform", onnx_cache=CACHE)
-                # The full model and the smallest grid point, for achieved GFLOP/s against the peak.
-                measure(shape, [SubnetConfig.full(shape), SubnetConfig.from_grid(shape, 0.25, 0.5)], st, path,
-                        protocol(batch * 128), sampler="grid", onnx_cache=CACHE)
+                # ONE measuring run per setting: the layer-table configs, the random ones and (for achieved
+                # GFLOP/s against the peak) the full model and the smallest grid point, all alive and
+                # interleaved together, so machine drift hits all of them alike (split into chunks, the
+                # 2-thread torch run once saw a 29% speed change between two chunks 80 s apart).
+                grid = [SubnetConfig.full(shape), SubnetConfig.from_grid(shape, 0.25, 0.5)]
+                subnets = layer + pool[:n] + grid
+                labels = ["layer-table"] * len(layer) + ["uniform"] * n + ["grid"] * len(grid)
+                measure(shape, subnets, st, path, protocol(batch * 128), sampler=labels, onnx_cache=CACHE)
                 print(f"{backend} b{batch} t{threads}: {time.time() - t0:.0f} s", flush=True)
 
 
 def phase_repeat(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
     _, _, pool = shape_and_pool()
-    configs = pool[N_B1 - N_HELD:]  # the held-out end of the pool
+    configs = pool[N_B1 - N_REPEAT:]  # the held-out end of the pool
     DATA.mkdir(parents=True, exist_ok=True)
     subnets = DATA / "repeat_configs.json"
     subnets.write_text(json.dumps([s.to_dict() for s in configs]) + "\n")
@@ -122,8 +161,9 @@ def phase_repeat(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
         for run in (1, 2):
             # A separate process per run: nothing (sessions, caches, allocator state) is shared.
             cmd = [exe, "measure", "--out", str(DATA / f"repeat_run{run}.csv"), "--subnets", str(subnets), "--backend", backend,
-                   "--threads", "1", "2", "--batch", "1", "--seq-len", "128", "--rel-ci", "0.01", "--max-runs", "25",
-                   "--max-seconds", "2", "--seed", str(run), "--no-progress"]
+                   "--threads", "1", "2", "--batch", "1", "--seq-len", "128", "--rel-ci", "0.01", "--min-runs", "8",
+                   "--min-visits", "4", "--runs-per-visit", "2", "--max-runs", "30", "--max-seconds", "2",
+                   "--chunk-size", str(CHUNK), "--seed", str(run), "--no-progress"]
             if backend == "onnxruntime":
                 cmd += ["--onnx-cache", str(CACHE)]
             t0 = time.time()
@@ -147,8 +187,8 @@ def phase_shapes() -> None:
     fit_configs, test_configs = pool[: N_B1 - N_HELD], pool[N_B1 - N_HELD:]
     rng = random.Random(SEED)
     path = DATA / "shapes.csv"
-    prot = Protocol(rel_ci=0.01, min_runs=5, max_runs=12, max_seconds=0.6, warmup_max_seconds=0.4, runs_per_visit=3,
-                    rewarm_runs=1, chunk_size=16, seed=SEED)
+    prot = Protocol(rel_ci=0.01, min_runs=6, min_visits=3, runs_per_visit=2, max_runs=16, max_seconds=1.0,
+                    warmup_max_seconds=0.4, rewarm_runs=1, chunk_size=CHUNK, seed=SEED)
     per_train = [N_SHAPES_FIT // len(train_pairs) + (1 if i < N_SHAPES_FIT % len(train_pairs) else 0) for i in range(len(train_pairs))]
     per_train = [min(k, len(fit_configs)) for k in per_train]
     plan = [(p, rng.sample(fit_configs, k)) for p, k in zip(train_pairs, per_train)]

@@ -14,7 +14,9 @@ The protocol (`time_interleaved`), for a chunk of prepared configs:
    configs) then `runs_per_visit` timed runs;
 3. a config is finished when the distribution-free confidence interval of its median (order
    statistics of the binomial(n, 1/2)) has a half-width within `rel_ci` of the median after at
-   least `min_runs` runs ("converged"), or at the cap: `max_runs` runs or `max_seconds` of timed
+   least `min_runs` runs taken in at least `min_visits` separate rounds ("converged": a median
+   drawn from one moment of the machine can be 10-20% off on a shared host even with a tight
+   CI, so it must span several moments), or at the cap: `max_runs` runs or `max_seconds` of timed
    runs (after at least 3 runs).
 A timed run during which the process was preempted (an involuntary context switch: another
 process took the core) is discarded and counted in `disturbed_runs`, so a shared machine yields
@@ -121,6 +123,7 @@ class Protocol:
     rel_ci: float = 0.01  # stop when the CI half-width of the median is within this fraction of it
     confidence: float = 0.95
     min_runs: int = 5
+    min_visits: int = 3  # rounds that contributed timed runs before a config may converge
     max_runs: int = 40
     max_seconds: float = 4.0  # cap on timed seconds per config
     runs_per_visit: int = 3
@@ -130,7 +133,7 @@ class Protocol:
     warmup_window: int = 3
     warmup_tol: float = 0.05
     warmup_max_seconds: float = 3.0
-    chunk_size: int = 16  # configs alive (interleaved) at once; bounds memory
+    chunk_size: int = 64  # configs alive (interleaved) at once; bounds memory (one extracted model each)
     discard_disturbed: bool = True  # drop timed runs during which another process preempted this one
     max_disturbed: int = 100  # stop a config after this many discarded runs (the machine is too busy)
     seed: int = 0
@@ -140,6 +143,7 @@ class Protocol:
             ("rel_ci", 0 < self.rel_ci < 1, "in (0, 1)"),
             ("confidence", 0.5 <= self.confidence < 1, "in [0.5, 1)"),
             ("min_runs", self.min_runs >= 1, ">= 1"),
+            ("min_visits", self.min_visits >= 1, ">= 1"),
             ("max_runs", self.max_runs >= self.min_runs, f">= min_runs ({self.min_runs})"),
             ("max_seconds", self.max_seconds > 0, "> 0"),
             ("runs_per_visit", self.runs_per_visit >= 1, ">= 1"),
@@ -246,6 +250,7 @@ class _State:
     warmup_runs: int = 0
     busy_s: float = 0.0
     disturbed: int = 0
+    visits: int = 0  # visits that added at least one clean timed run
     disturbed_times: list = field(default_factory=list)
     done: bool = False
     converged: bool = False
@@ -273,6 +278,7 @@ def _visit(st: _State, p: Protocol) -> None:
     t_start = time.perf_counter()
     for _ in range(p.rewarm_runs):
         st.run()
+    n_before = len(st.times)
     for _ in range(min(p.runs_per_visit, p.max_runs - len(st.times))):
         ms, disturbed = _time_checked(st.run)
         if disturbed and p.discard_disturbed:
@@ -282,8 +288,9 @@ def _visit(st: _State, p: Protocol) -> None:
             st.times.append(ms)
     st.busy_s += time.perf_counter() - t_start
     n = len(st.times)
+    st.visits += n > n_before
     timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3
-    if n >= p.min_runs and ci_half_width(st.times, p.confidence) <= p.rel_ci:
+    if n >= p.min_runs and st.visits >= p.min_visits and ci_half_width(st.times, p.confidence) <= p.rel_ci:
         st.done, st.converged = True, True
     elif n >= p.max_runs or (n >= 3 and timed_s >= p.max_seconds) or st.disturbed >= p.max_disturbed or timed_s >= 3 * p.max_seconds:
         st.done = True

@@ -101,8 +101,10 @@ class LatencyPredictor(ABC):
     def _set_params(self, params: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None: ...
 
     def _always_train(self, data: Data) -> np.ndarray:
-        """Rows every cross-validation fold must train on (the lookup table's layer rows)."""
-        return np.zeros(len(data), dtype=bool)
+        """Rows every cross-validation fold trains on and none is scored on: the single-layer
+        lookup-table probes. They are not configs anyone deploys, and a fold without the empty one
+        can price it at 0 ms (an infinite relative error that says nothing about real configs)."""
+        return np.array([is_layer_table_config(s) for s in data.subnets], dtype=bool)
 
     # ---- fitting
     def fit(self, records: pd.DataFrame, conformal: bool = True) -> "LatencyPredictor":
@@ -396,9 +398,6 @@ class LookupTablePredictor(LatencyPredictor):
     def hyper(self) -> dict[str, Any]:
         return dict(super().hyper(), calibrate=self.calibrate)
 
-    def _always_train(self, data: Data) -> np.ndarray:
-        return np.array([is_layer_table_config(s) for s in data.subnets])
-
     def min_records(self, data: Data) -> int:
         return 2
 
@@ -543,21 +542,28 @@ class HybridPredictor(LatencyPredictor):
     def _fit(self, data: Data) -> None:
         self.linear_ = self._linear()
         self.linear_._fit(data)
-        # Out-of-fold predictions of the linear part: the trees see its honest errors.
-        oof = np.empty(len(data))
+        # Out-of-fold predictions of the linear part: the trees see its honest errors. The trees learn
+        # from whole-model records only; the layer-table probes stay in every fold's linear fit.
+        free = np.flatnonzero(~self._always_train(data))
+        if len(free) < 2 * self.min_leaf:
+            raise PredictorError(f"hybrid needs at least {2 * self.min_leaf} whole-model records; got {len(free)}")
+        oof = np.empty(len(free))
         rng = np.random.default_rng(self.seed)
-        for fold in np.array_split(rng.permutation(len(data)), min(5, len(data))):
-            train_idx = np.setdiff1d(np.arange(len(data)), fold)
+        for part in np.array_split(rng.permutation(len(free)), min(5, len(free))):
             lin = self._linear()
-            lin._fit(data.take(train_idx))
-            held = data.take(fold)
-            oof[fold] = lin._predict(held.subnets, held.batch, held.seq)
-        X = summary_features(data.subnets, data.batch, data.seq, self.shape_)
-        X = np.column_stack([X, np.log(oof)])
-        self.trees_ = fit_gbdt(X, np.log(data.y / oof), self.n_trees, self.learning_rate, self.max_depth, self.min_leaf)
+            lin._fit(data.take(np.setdiff1d(np.arange(len(data)), free[part])))
+            held = data.take(free[part])
+            oof[part] = lin._predict(held.subnets, held.batch, held.seq)
+        # A linear part can price a config at ~0 ms (all its cost absorbed by terms the config lacks);
+        # the trees work on log ratios, so keep it positive.
+        self.floor_ = 0.05 * float(data.y.min())
+        oof = np.maximum(oof, self.floor_)
+        sub = data.take(free)
+        X = np.column_stack([summary_features(sub.subnets, sub.batch, sub.seq, self.shape_), np.log(oof)])
+        self.trees_ = fit_gbdt(X, np.log(sub.y / oof), self.n_trees, self.learning_rate, self.max_depth, self.min_leaf)
 
     def _predict(self, subnets, batch, seq) -> np.ndarray:
-        lin = self.linear_._predict(subnets, batch, seq)
+        lin = np.maximum(self.linear_._predict(subnets, batch, seq), self.floor_)
         X = np.column_stack([summary_features(subnets, batch, seq, self.shape_), np.log(lin)])
         return lin * np.exp(self.trees_.predict(X))
 
@@ -565,9 +571,10 @@ class HybridPredictor(LatencyPredictor):
         _, lin_arrays = self.linear_._get_params()
         arrays = {f"linear_{k}": v for k, v in lin_arrays.items()}
         arrays.update({f"trees_{k}": v for k, v in self.trees_.arrays().items()})
-        return {"init": self.trees_.init, "learning_rate": self.trees_.learning_rate}, arrays
+        return {"init": self.trees_.init, "learning_rate": self.trees_.learning_rate, "floor": self.floor_}, arrays
 
     def _set_params(self, params, arrays) -> None:
+        self.floor_ = float(params.get("floor", 1e-6))
         self.linear_ = self._linear()
         self.linear_._set_params({}, {k[len("linear_"):]: v for k, v in arrays.items() if k.startswith("linear_")})
         trees = {k[len("trees_"):]: v for k, v in arrays.items() if k.startswith("trees_")}

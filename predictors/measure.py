@@ -69,7 +69,7 @@ def measure(
     protocol: Protocol = Protocol(),
     *,
     model: Any = None,
-    sampler: str = "file",
+    sampler: str | Sequence[str] = "file",
     onnx_cache: str | Path | None = None,
     resume: bool = True,
     retry_failed: bool = False,
@@ -78,7 +78,9 @@ def measure(
     """Measure `subnets` under each settings (e.g. several batch sizes) and append to `records_path`.
 
     model: a super-network to extract from; None builds a random-weight one of `shape` once (latency
-    does not depend on weights). Returns the rows this call wrote (a DataFrame in records format)."""
+    does not depend on weights). sampler: one label for all, or one per sub-network (so configs of
+    several samplers are interleaved in one run and see the same machine). Returns the rows this
+    call wrote (a DataFrame in records format)."""
     from tqdm import tqdm
 
     from dynabert.extract import extract_subnet, random_like
@@ -87,7 +89,13 @@ def measure(
     if not settings_list:
         raise MeasurementError("no settings to measure under")
     subnets = [s.validate(shape) for s in subnets]
-    if len({s.key for s in subnets}) != len(subnets):
+    labels = [sampler] * len(subnets) if isinstance(sampler, str) else list(sampler)
+    if len(labels) != len(subnets):
+        raise MeasurementError(f"{len(labels)} sampler labels for {len(subnets)} sub-networks; give one label or one per sub-network")
+    label_of = {}
+    for s, lab in zip(subnets, labels):
+        label_of.setdefault(s.key, lab)
+    if len(label_of) != len(subnets):
         subnets = list({s.key: s for s in subnets}.values())
     records_path = str(records_path)
     if Path(records_path).exists():
@@ -109,10 +117,19 @@ def measure(
             if full is None:
                 full = model if model is not None else random_like(shape)
 
-            def prepare_fn(subnet: SubnetConfig, backend=backend):
-                return lambda: backend.prepare(extract_subnet(full, subnet), subnet.key)
+            def prepare_fn(subnet: SubnetConfig, backend=backend, st=st):
+                def prepare():
+                    small = extract_subnet(full, subnet)
+                    # Every extracted model reads the same (unsliced) word-embedding rows: share the
+                    # tensor instead of one 47 MB copy per model (MiniLM), so a whole setting's configs
+                    # fit in memory at once and are interleaved together. Timing is unchanged. Only where
+                    # the backend converts nothing (Module.to would convert the shared tensor in place).
+                    if st.device == "cpu" and st.dtype == "float32":
+                        small.embeddings.word_embeddings.weight = full.embeddings.word_embeddings.weight
+                    return backend.prepare(small, subnet.key)
+                return prepare
 
-            items = [Item(s.key, static_row(shape, s, sampler, columns, run_id), prepare_fn(s)) for s in todo]
+            items = [Item(s.key, static_row(shape, s, label_of[s.key], columns, run_id), prepare_fn(s)) for s in todo]
             desc = f"{st.backend}/{st.device} t{st.threads} b{st.batch} s{st.seq_len}"
             with tqdm(total=len(items), desc=desc, unit="config", disable=not progress, leave=False) as bar:
                 written += measure_items(items, protocol, lambda rows: append_rows(records_path, rows), bar.update)

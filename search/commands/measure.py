@@ -34,6 +34,10 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("timing protocol")
     g.add_argument("--rel-ci", type=positive_float, default=d.rel_ci, help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})")
     g.add_argument("--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})")
+    g.add_argument("--min-visits", type=positive_int, default=d.min_visits,
+                   help=f"rounds a config's timed runs must span before it may stop early (default {d.min_visits})")
+    g.add_argument("--runs-per-visit", type=positive_int, default=d.runs_per_visit,
+                   help=f"timed runs each time a config's turn comes (default {d.runs_per_visit})")
     g.add_argument("--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})")
     g.add_argument("--max-seconds", type=positive_float, default=d.max_seconds, help=f"timed seconds per config at most (default {d.max_seconds})")
     g.add_argument("--chunk-size", type=positive_int, default=d.chunk_size, help=f"configs interleaved at once (default {d.chunk_size})")
@@ -42,8 +46,8 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
 def protocol_from_args(args):
     from predictors._core import Protocol
 
-    return Protocol(rel_ci=args.rel_ci, min_runs=args.min_runs, max_runs=args.max_runs, max_seconds=args.max_seconds,
-                    chunk_size=args.chunk_size, seed=args.seed)
+    return Protocol(rel_ci=args.rel_ci, min_runs=args.min_runs, min_visits=args.min_visits, runs_per_visit=args.runs_per_visit,
+                    max_runs=args.max_runs, max_seconds=args.max_seconds, chunk_size=args.chunk_size, seed=args.seed)
 
 
 def configs_from_args(args, shape) -> tuple[list, str]:

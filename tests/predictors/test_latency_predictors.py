@@ -178,6 +178,17 @@ def test_conformal_quantile_and_coverage(additive):
 
 
 def test_cross_validated_scores_exist(additive):
+    for kind in PREDICTORS:  # every whole-model record held out once; the layer-table probes always trained on
+        assert len(make_predictor(kind).fit(additive).conformal_scores_) == len(TRAIN), kind
+
+
+def test_hybrid_stays_finite_when_its_linear_part_prices_a_config_at_zero(additive, tmp_path):
+    # The empty layer-table config costs only the base; a linear part whose base coefficient is 0 (a
+    # fold without that record) once turned the tree features into log(0) and every prediction into NaN.
     p = make_predictor("hybrid").fit(additive)
-    assert len(p.conformal_scores_) == len(additive)  # every record held out once
-    assert len(make_predictor("lut").fit(additive).conformal_scores_) == len(TRAIN)  # layer rows always trained on
+    p.linear_.coef_ = p.linear_.coef_.copy()
+    p.linear_.coef_[0] = 0.0
+    pred = p.predict(LAYER[:1] + TEST[:3])
+    assert np.isfinite(pred).all() and (pred > 0).all()
+    p.save(tmp_path / "h")
+    np.testing.assert_allclose(load_predictor(tmp_path / "h").predict(LAYER[:1] + TEST[:3]), pred)

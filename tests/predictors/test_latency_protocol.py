@@ -74,6 +74,22 @@ def test_converges_on_constant_timings():
     assert out["a"]["n_runs"] >= 5 and out["a"]["median_ms"] > 0
 
 
+@pytest.mark.parametrize("min_visits,expected_runs", [(1, 2), (3, 6)])
+def test_convergence_needs_runs_from_min_visits_rounds(min_visits, expected_runs):
+    # Steady 1 ms runs converge as soon as the rules allow: after min_runs runs AND min_visits rounds.
+    import time
+
+    p = Protocol(min_runs=2, min_visits=min_visits, max_runs=40, rel_ci=0.9, runs_per_visit=2, rewarm_runs=0,
+                 warmup_min=1, warmup_max=1, discard_disturbed=False)
+    out = time_interleaved([("a", lambda: time.sleep(0.001))], p, random.Random(0))
+    assert out["a"]["converged"] is True and out["a"]["n_runs"] == expected_runs
+
+
+def test_protocol_rejects_zero_min_visits():
+    with pytest.raises(MeasurementError, match="min_visits"):
+        Protocol(min_visits=0)
+
+
 def test_failed_preparation_becomes_a_failed_row():
     written: list[list[dict]] = []
 
