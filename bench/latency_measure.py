@@ -157,10 +157,13 @@ def phase_repeat(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
     subnets = DATA / "repeat_configs.json"
     subnets.write_text(json.dumps([s.to_dict() for s in configs]) + "\n")
     exe = str(REPO / ".venv" / "bin" / "dynasearch")
+    # DYNASEARCH_REPEAT_PAIR=k (k >= 2) takes another pair of runs into repeat{k}_run1/2.csv; the report lists every pair.
+    pair = int(os.environ.get("DYNASEARCH_REPEAT_PAIR", "1"))
+    stem = "repeat" if pair == 1 else f"repeat{pair}"
     for backend in backends:
         for run in (1, 2):
             # A separate process per run: nothing (sessions, caches, allocator state) is shared.
-            cmd = [exe, "measure", "--out", str(DATA / f"repeat_run{run}.csv"), "--subnets", str(subnets), "--backend", backend,
+            cmd = [exe, "measure", "--out", str(DATA / f"{stem}_run{run}.csv"), "--subnets", str(subnets), "--backend", backend,
                    "--threads", "1", "2", "--batch", "1", "--seq-len", "128", "--rel-ci", "0.01", "--min-runs", "8",
                    "--min-visits", "4", "--runs-per-visit", "2", "--max-runs", "30", "--max-seconds", "2",
                    "--chunk-size", str(CHUNK), "--seed", str(run), "--no-progress"]

@@ -45,7 +45,7 @@ def write_kit(
     shape: BackboneShape,
     subnets: Sequence[SubnetConfig],
     *,
-    sampler: str = "file",
+    sampler: str | Sequence[str] = "file",
     batches: Sequence[int] = (1,),
     seq_lens: Sequence[int] = (128,),
     threads: Sequence[int] = (1,),
@@ -57,7 +57,8 @@ def write_kit(
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Write out_dir/{models/<key>.onnx, kit.json, runner.py, README.txt} atomically."""
+    """Write out_dir/{models/<key>.onnx, kit.json, runner.py, README.txt} atomically. sampler: one
+    label for all configs or one per config (recorded in the records' sampler column)."""
     from tqdm import tqdm
 
     from dynabert.extract import extract_subnet, random_like
@@ -71,6 +72,12 @@ def write_kit(
     for name, values in (("batch", batches), ("seq_len", seq_lens), ("threads", threads)):
         if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
             raise MeasurementError(f"{name} values must be positive integers; got {list(values)}")
+    labels = [sampler] * len(subnets) if isinstance(sampler, str) else list(sampler)
+    if len(labels) != len(subnets):
+        raise MeasurementError(f"{len(labels)} sampler labels for {len(subnets)} configs; give one label or one per config")
+    label_of: dict[str, str] = {}
+    for s, lab in zip(subnets, labels):
+        label_of.setdefault(s.key, lab)
     subnets = list({s.key: s.validate(shape) for s in subnets}.values())
     if not subnets:
         raise MeasurementError("a kit needs at least one config")
@@ -83,7 +90,7 @@ def write_kit(
             small = extract_subnet(full, s)
             export_onnx(small, tmp / "models" / f"{s.key}.onnx", verify=verify)
             configs.append({
-                "key": s.key, "subnet": s.to_json(), "sampler": sampler, "depth": s.depth, "heads_sum": sum(s.heads),
+                "key": s.key, "subnet": s.to_json(), "sampler": label_of[s.key], "depth": s.depth, "heads_sum": sum(s.heads),
                 "ffn_sum": sum(s.ffn), "params": count_params(shape, s)["total"], "inputs": input_names(small),
                 "flops": {f"{b}x{t}": count_flops(shape, s, b, t) for b in batches for t in seq_lens},
             })

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .common import add_model_arg, positive_int
-from .measure import add_config_args, add_protocol_args, configs_from_args, protocol_from_args
+from .measure import add_config_args, add_protocol_args, configs_from_args, protocol_from_args, sampler_names
 
 
 def register(sub) -> None:
@@ -30,13 +30,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from predictors.errors import MeasurementError
     from predictors.kit import write_kit
     from predictors.measure import load_shape
-    from predictors.samplers import SAMPLERS
 
-    if not args.subnets and args.sampler not in SAMPLERS:
-        raise MeasurementError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if not args.subnets:
+        sampler_names(args.sampler)
     protocol = protocol_from_args(args)
     shape = load_shape(args.model_dir)
     subnets, sampler = configs_from_args(args, shape)

@@ -21,7 +21,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("which sub-networks")
     g.add_argument("--sampler", default="uniform",
                    help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
-                        "layer-table (single-layer configs for the lookup-table predictor); default uniform")
+                        "layer-table (single-layer configs for the lookup-table predictor); several separated by commas "
+                        "are measured in one run, e.g. layer-table,uniform; default uniform")
     g.add_argument("--n", type=positive_int, default=50, help="configs to sample (uniform, flops; default 50)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     g.add_argument("--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects")
@@ -50,8 +51,9 @@ def protocol_from_args(args):
                     max_runs=args.max_runs, max_seconds=args.max_seconds, chunk_size=args.chunk_size, seed=args.seed)
 
 
-def configs_from_args(args, shape) -> tuple[list, str]:
-    """(subnets, sampler name) from --subnets FILE or --sampler/--n/--seed."""
+def configs_from_args(args, shape) -> tuple[list, list[str]]:
+    """(subnets, one sampler label each) from --subnets FILE or --sampler/--n/--seed; --sampler may
+    name several samplers separated by commas (e.g. layer-table,uniform), measured in one run."""
     import json
 
     from dynabert.errors import InvalidSubnetError
@@ -67,10 +69,31 @@ def configs_from_args(args, shape) -> tuple[list, str]:
         except json.JSONDecodeError as e:
             raise InvalidSubnetError(f"{args.subnets}: subnet JSON is malformed or truncated: {e}") from None
         items = data if isinstance(data, list) else [data]
-        return [SubnetConfig.from_dict(d).validate(shape) for d in items], "file"
+        subnets = [SubnetConfig.from_dict(d).validate(shape) for d in items]
+        return subnets, ["file"] * len(subnets)
     first = args.batch[0] if isinstance(args.batch, list) else args.batch
     seq = args.seq_len[0] if isinstance(args.seq_len, list) else args.seq_len
-    return sample_configs(args.sampler, SearchSpace.default(shape), args.n, args.seed, first, seq), args.sampler
+    subnets, labels, seen = [], [], set()
+    for name in sampler_names(args.sampler):
+        for s in sample_configs(name, SearchSpace.default(shape), args.n, args.seed, first, seq):
+            if s.key not in seen:  # a config two samplers drew is measured once, under the first one's label
+                seen.add(s.key)
+                subnets.append(s)
+                labels.append(name)
+    return subnets, labels
+
+
+def sampler_names(text: str) -> list[str]:
+    """'layer-table,uniform' -> ['layer-table', 'uniform']; unknown or empty names: MeasurementError."""
+    from predictors.errors import MeasurementError
+    from predictors.samplers import SAMPLERS
+
+    names = [n.strip() for n in str(text).split(",")]
+    bad = [n for n in names if n not in SAMPLERS]
+    if bad:
+        raise MeasurementError(f"unknown sampler {', '.join(repr(n) for n in bad)} in --sampler {text!r}; allowed: "
+                               f"{', '.join(SAMPLERS)} (several separated by commas)")
+    return names
 
 
 def register(sub) -> None:
@@ -111,12 +134,9 @@ def run(args) -> int:
 
     from predictors.backends import BackendSettings, make_backend
     from predictors.measure import load_shape, measure
-    from predictors.samplers import SAMPLERS
 
-    from predictors.errors import MeasurementError
-
-    if not args.subnets and args.sampler not in SAMPLERS:
-        raise MeasurementError(f"unknown sampler {args.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if not args.subnets:
+        sampler_names(args.sampler)
     settings = [
         BackendSettings(args.backend, args.device, t, args.spinning == "on", args.dtype, b, s, args.provider)
         for t, b, s in itertools.product(args.threads, args.batch, args.seq_len)

@@ -48,6 +48,18 @@ def test_measure_cli_and_resume(tiny_dir, tmp_path, capsys):
     assert len(read_records(out)) == 3
 
 
+def test_measure_cli_several_samplers_in_one_run(tiny_dir, tmp_path, capsys):
+    out = tmp_path / "r.csv"
+    args = ["measure", str(tiny_dir), "--out", str(out), "--sampler", "layer-table,uniform", "--n", "3", "--backend", "torch", *FAST]
+    assert main(args) == 0
+    df = read_records(out)
+    from predictors.measure import load_shape
+
+    n_layer = len(layer_table_configs(SearchSpace.default(load_shape(tiny_dir))))
+    assert df["run_id"].nunique() == 1  # one run: all of them interleaved together
+    assert (df["sampler"] == "uniform").sum() == 3 and (df["sampler"] == "layer-table").sum() == n_layer
+
+
 def test_measure_cli_subnets_file(tiny_dir, tmp_path):
     sub = tmp_path / "s.json"
     sub.write_text(json.dumps([{"layers": [0, 2], "heads": [4, 2], "ffn": [64, 32]}]))
@@ -87,6 +99,7 @@ def err_of(capsys, args):
     (["--backend", "tensorflow"], "unknown backend 'tensorflow'; allowed: torch, onnxruntime"),
     (["--provider", "FooExecutionProvider"], "unknown onnxruntime execution provider 'FooExecutionProvider'"),
     (["--sampler", "random"], "unknown sampler 'random'"),
+    (["--sampler", "uniform,,grid"], "unknown sampler ''"),
     (["--backend", "torch", "--dtype", "int3"], "unknown dtype 'int3'"),
 ])
 def test_measure_bad_inputs(tiny_dir, tmp_path, capsys, extra, match):
