@@ -19,6 +19,7 @@ from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_para
 from ._core import ORT_DEVICE_PROVIDERS, Protocol
 from .errors import MeasurementError
 from .measure import shape_key
+from .samplers import labels_by_key
 
 HERE = Path(__file__).resolve().parent
 _BLOCK = re.compile(r"# <in-package>\n.*?# </in-package>\n", re.S)
@@ -72,12 +73,7 @@ def write_kit(
     for name, values in (("batch", batches), ("seq_len", seq_lens), ("threads", threads)):
         if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
             raise MeasurementError(f"{name} values must be positive integers; got {list(values)}")
-    labels = [sampler] * len(subnets) if isinstance(sampler, str) else list(sampler)
-    if len(labels) != len(subnets):
-        raise MeasurementError(f"{len(labels)} sampler labels for {len(subnets)} configs; give one label or one per config")
-    label_of: dict[str, str] = {}
-    for s, lab in zip(subnets, labels):
-        label_of.setdefault(s.key, lab)
+    label_of = labels_by_key(subnets, sampler)
     subnets = list({s.key: s.validate(shape) for s in subnets}.values())
     if not subnets:
         raise MeasurementError("a kit needs at least one config")

@@ -17,6 +17,7 @@ from ._core import Item, Protocol, append_rows, done_keys, machine_info, measure
 from .backends import BackendSettings, make_backend
 from .errors import MeasurementError
 from .records import read_records
+from .samplers import labels_by_key
 
 
 def shape_key(shape: BackboneShape) -> str:
@@ -89,12 +90,7 @@ def measure(
     if not settings_list:
         raise MeasurementError("no settings to measure under")
     subnets = [s.validate(shape) for s in subnets]
-    labels = [sampler] * len(subnets) if isinstance(sampler, str) else list(sampler)
-    if len(labels) != len(subnets):
-        raise MeasurementError(f"{len(labels)} sampler labels for {len(subnets)} sub-networks; give one label or one per sub-network")
-    label_of = {}
-    for s, lab in zip(subnets, labels):
-        label_of.setdefault(s.key, lab)
+    label_of = labels_by_key(subnets, sampler)
     if len(label_of) != len(subnets):
         subnets = list({s.key: s for s in subnets}.values())
     records_path = str(records_path)

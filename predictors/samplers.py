@@ -4,6 +4,7 @@ FLOP range, and the single-layer configs a lookup table is built from."""
 from __future__ import annotations
 
 import random
+from typing import Sequence
 
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
@@ -107,3 +108,15 @@ def sample_configs(kind: str, space: SearchSpace, n: int | None = None, seed: in
     if kind == "uniform":
         return uniform_configs(space, n, seed)
     return flop_covering_configs(space, n, seed, batch, seq_len)
+
+
+def labels_by_key(subnets: Sequence[SubnetConfig], sampler: str | Sequence[str]) -> dict[str, str]:
+    """Sampler label of each config, by key: one label for all or one per config (a config listed
+    twice keeps its first label)."""
+    labels = [sampler] * len(subnets) if isinstance(sampler, str) else list(sampler)
+    if len(labels) != len(subnets):
+        raise MeasurementError(f"{len(labels)} sampler labels for {len(subnets)} configs; give one label or one per config")
+    out: dict[str, str] = {}
+    for s, label in zip(subnets, labels):
+        out.setdefault(s.key, label)
+    return out

@@ -108,6 +108,16 @@ def test_measure_bad_inputs(tiny_dir, tmp_path, capsys, extra, match):
     assert not (tmp_path / "r.csv").exists()
 
 
+@pytest.mark.parametrize("flag,value", [("--min-visits", "0"), ("--runs-per-visit", "-1")])
+def test_measure_bad_protocol_counts(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        main(["measure", "--out", str(tmp_path / "r.csv"), flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be a positive integer" in err and value in err
+    assert not (tmp_path / "r.csv").exists()
+
+
 @pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_measure_cuda_without_gpu(tiny_dir, tmp_path, capsys, backend):
