@@ -1,37 +1,59 @@
-"""dynabert: the adaptive BERT/RoBERTa model, sub-network descriptions and training."""
+"""dynabert: the adaptive BERT/RoBERTa model, sub-network descriptions and training.
 
-from .backbone import default_backbone_dir, load_model
-from .errors import (
-    DataError,
-    DynasearchError,
-    ExportError,
-    InvalidSubnetError,
-    ModelLoadError,
-    OutputExistsError,
-)
-from .evaluate import EvalInputs, evaluate_run
-from .extract import extract_subnet, model_shape, random_like
-from .modeling import DynaBertConfig, DynaBertForSequenceClassification
-from .space import SearchSpace
-from .subnet import (
-    PAPER_DEPTHS,
-    PAPER_WIDTHS,
-    BackboneShape,
-    SubnetConfig,
-    count_flops,
-    count_params,
-    grid_table,
-    paper_grid,
-)
-from .tasks import TaskSpec, csv_task, get_task, load_task
-from .train import RunInputs, run_model_dir, train
-from .train_config import TrainConfig
+Names are imported lazily (PEP 562): `import dynabert.subnet` or `from dynabert.errors import ...`
+must not pull in torch, so light commands (`dynasearch query`, `--help`) start fast.
+"""
 
-__all__ = [
-    "BackboneShape", "DataError", "DynaBertConfig", "DynaBertForSequenceClassification", "DynasearchError",
-    "ExportError", "InvalidSubnetError", "ModelLoadError", "OutputExistsError", "PAPER_DEPTHS", "PAPER_WIDTHS",
-    "SearchSpace", "SubnetConfig", "count_flops", "count_params", "default_backbone_dir", "extract_subnet",
-    "grid_table", "load_model", "model_shape", "paper_grid", "random_like",
-    "EvalInputs", "RunInputs", "TaskSpec", "TrainConfig", "csv_task", "evaluate_run", "get_task", "load_task",
-    "run_model_dir", "train",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "default_backbone_dir": "backbone",
+    "load_model": "backbone",
+    "DataError": "errors",
+    "DynasearchError": "errors",
+    "ExportError": "errors",
+    "InvalidSubnetError": "errors",
+    "ModelLoadError": "errors",
+    "OutputExistsError": "errors",
+    "EvalInputs": "evaluate",
+    "evaluate_run": "evaluate",
+    "extract_subnet": "extract",
+    "model_shape": "extract",
+    "random_like": "extract",
+    "DynaBertConfig": "modeling",
+    "DynaBertForSequenceClassification": "modeling",
+    "SearchSpace": "space",
+    "PAPER_DEPTHS": "subnet",
+    "PAPER_WIDTHS": "subnet",
+    "BackboneShape": "subnet",
+    "SubnetConfig": "subnet",
+    "count_flops": "subnet",
+    "count_params": "subnet",
+    "grid_table": "subnet",
+    "paper_grid": "subnet",
+    "TaskSpec": "tasks",
+    "csv_task": "tasks",
+    "get_task": "tasks",
+    "load_task": "tasks",
+    "RunInputs": "train",
+    "run_model_dir": "train",
+    "train": "train",
+    "TrainConfig": "train_config",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'dynabert' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
