@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .data import Encoded, eval_batches
+from .errors import DataError
 from .metrics import compute_metrics
 from .modeling import DynaBertForSequenceClassification
 from .subnet import BackboneShape, SubnetConfig, count_params
@@ -24,16 +25,50 @@ from .tasks import TaskSpec
 
 
 class DevSet:
-    """A tokenised dev split, cut once into length-sorted batches reused by every sub-network."""
+    """A tokenised dev split, cut once into length-sorted batches reused by every sub-network.
 
-    def __init__(self, enc: Encoded, batch_size: int = 128):
+    selection: which examples it holds, for cache keys ("all", or "subset-N-seedS");
+    n: how many; max_seq_length: the tokenisation length (None when built from an Encoded directly)."""
+
+    def __init__(self, enc: Encoded, batch_size: int = 128, selection: str = "all", max_seq_length: int | None = None):
         self.batches, self.order = eval_batches(enc, batch_size)
         self.labels = enc.labels.numpy()
         self.n = len(enc)
+        self.selection = selection
+        self.max_seq_length = max_seq_length
 
     def to(self, device) -> "DevSet":
         self.batches = [b.to(device) for b in self.batches]
         return self
+
+
+def seeded_subset(n: int, k: int, seed: int) -> list[int]:
+    """k of range(n) chosen by a permutation seeded with `seed`, in ascending order (not the first k:
+    files may be sorted by label)."""
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:k].tolist())
+
+
+def load_dev_set(task: TaskSpec, tokenizer_dir: str | Path, *, data_dir: str | Path | None = None,
+                 dev_file: str | Path | None = None, max_seq_length: int = 128, subset: int | None = None,
+                 seed: int = 0, batch_size: int = 128) -> DevSet:
+    """The task's dev split tokenised once (tokenizer of `tokenizer_dir`). subset=N keeps N examples
+    chosen by `seeded_subset(len, N, seed)` (N >= the split's size: all of them)."""
+    from .data import encode, load_tokenizer
+    from .tasks import load_split
+
+    for name, v in (("subset", subset), ("max_seq_length", max_seq_length), ("batch_size", batch_size)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise DataError(f"{name} must be an integer >= 1; got {v!r}")
+    data = load_split(task, "dev", data_dir, dev_file)
+    if len(data) == 0:
+        raise DataError(f"the dev set of task {task.name} is empty ({data.source})")
+    selection = "all"
+    if subset is not None and subset < len(data):
+        data = data.subset(seeded_subset(len(data), subset, seed))
+        selection = f"subset-{subset}-seed{seed}"
+    enc = encode(data, load_tokenizer(tokenizer_dir), max_seq_length, task.is_regression)
+    return DevSet(enc, batch_size, selection, max_seq_length)
 
 
 @torch.inference_mode()
@@ -55,6 +90,14 @@ def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: Subne
     return logits
 
 
+def score_subnet(model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None,
+                 metrics: Sequence[str], bf16: bool = False) -> dict[str, float]:
+    """Metric name -> percent of one sub-network (None: the model as built) on `dev`: what a search
+    calls once per candidate."""
+    logits = predict(model, dev, subnet, bf16)
+    return {k: float(v) for k, v in compute_metrics(metrics, logits, dev.labels).items()}
+
+
 def evaluate_subnets(
     model: DynaBertForSequenceClassification,
     dev: DevSet,
@@ -71,9 +114,8 @@ def evaluate_subnets(
     as_built = SubnetConfig(tuple(range(cfg.num_hidden_layers)), tuple(cfg.layer_heads), tuple(cfg.layer_ffn))
     for w, d, sub in subnets:
         t0 = time.perf_counter()
-        logits = predict(model, dev, sub, bf16)  # sub None: the model as built (e.g. an extracted one)
+        scores = score_subnet(model, dev, sub, metrics, bf16)  # sub None: the model as built (e.g. an extracted one)
         sub = as_built if sub is None else sub
-        scores = compute_metrics(metrics, logits, dev.labels)
         secs = time.perf_counter() - t0
         p = count_params(shape, sub)
         rows.append({
@@ -143,35 +185,25 @@ class EvalInputs:
 
 def evaluate_run(inputs: EvalInputs):
     """Score the grid (or one sub-network) on dev; write <stem>.csv and <stem>.png. Returns (table, csv, png)."""
-    import json
-
     from .backbone import load_model
-    from .data import check_max_length, encode, load_tokenizer
-    from .errors import DataError
+    from .data import check_max_length
+    from .runs import resolve_run
     from .subnet import paper_grid
-    from .tasks import load_split
-    from .train import run_model_dir, run_task
 
+    info = resolve_run(inputs.run, inputs.stage)
     task = inputs.task
     if task.labels == ():  # a csv task's label set is fixed by its training run
-        saved = run_task(inputs.run)
-        if saved is None or saved.name != task.name:
+        if info.task is None or info.task.name != task.name:
             raise DataError("evaluating a csv task needs a training run (RUN/run.json records its label set)")
-        task = saved
-    model_dir = run_model_dir(inputs.run, inputs.stage)
+        task = info.task
+    model_dir = info.model_dir
     model = load_model(model_dir)
     if model.config.num_labels != task.num_labels:
         raise DataError(f"model {model_dir} has {model.config.num_labels} output(s) but task {task.name} needs {task.num_labels}")
-    max_len = inputs.max_seq_length
-    run_json = Path(inputs.run) / "run.json"
-    if max_len is None:
-        max_len = json.loads(run_json.read_text())["config"]["max_seq_length"] if run_json.is_file() else 128
+    max_len = inputs.max_seq_length if inputs.max_seq_length is not None else (info.max_seq_length or 128)
     check_max_length(max_len, model.config)
-    dev_data = load_split(task, "dev", inputs.data_dir, inputs.dev_file)
-    if len(dev_data) == 0:
-        raise DataError(f"the dev set of task {task.name} is empty ({dev_data.source})")
-    enc = encode(dev_data, load_tokenizer(model_dir), max_len, task.is_regression)
-    dev = DevSet(enc, inputs.batch_size)
+    dev = load_dev_set(task, model_dir, data_dir=inputs.data_dir, dev_file=inputs.dev_file, max_seq_length=max_len,
+                       batch_size=inputs.batch_size)
     shape = BackboneShape.from_config(model.config)
     if inputs.subnet is None:
         plan = [(w, d, s) for w, d, s in paper_grid(shape)]

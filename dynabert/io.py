@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import OutputExistsError
+from .errors import DataError, DynasearchError, OutputExistsError
 
 
 def _umask_mode(base: int = 0o666) -> int:
@@ -125,3 +125,36 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = DataError, kind: type = dict) -> Any:
+    """The JSON content of a user or run file; every way it can be broken (unreadable, not UTF-8,
+    truncated or malformed JSON, a top level that is not `kind`) raises `error` with ONE line naming
+    `what` and the file. `kind=object` accepts any JSON value."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
+                    "corrupted or not a JSON file") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = "truncated" if e.pos >= len(text.rstrip()) else "malformed"
+        raise error(f"{what} {path} is not valid JSON ({hint}: {e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(value, kind):
+        raise error(f"{what} {path} must hold a JSON {_JSON_NAMES.get(kind, kind.__name__)}; got {_json_type(value)}")
+    return value
+
+
+_JSON_NAMES = {dict: "object", list: "array", str: "string"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _JSON_NAMES.get(type(value), {bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__))

@@ -184,12 +184,11 @@ class SubnetConfig:
 
     @classmethod
     def load(cls, path) -> "SubnetConfig":
+        from .io import read_json  # one reader for every JSON file: unreadable, non-UTF-8, truncated
+
+        data = read_json(path, "subnet file", error=InvalidSubnetError, kind=object)
         try:
-            text = open(path, encoding="utf-8").read()
-        except OSError as e:
-            raise InvalidSubnetError(f"cannot read subnet file {str(path)!r}: {e.strerror}") from None
-        try:
-            return cls.from_json(text)
+            return cls.from_dict(data)
         except InvalidSubnetError as e:
             raise InvalidSubnetError(f"{path}: {e}") from None
 

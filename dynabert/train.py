@@ -10,8 +10,9 @@ Stages (any subset, always in this order), each writing its best model as a load
 Per step (see ../shared/docs/dynabert-algorithm.md): width = one no-grad teacher forward, then a
 forward+backward per width (largest first); depth = one no-grad teacher forward per width (paper:
 the teacher at the SAME width; `depth_teacher="full-width"` is the reference code's single full
-teacher), then depth outer / width inner, 12 forward+backward; gradients summed, clipped once, one
-optimizer step. Batches are padded to their own longest sequence, so distillation losses on hidden
+teacher), then depth outer / width inner, 12 forward+backward (plus `random_subnets` random
+per-layer ones, see distill.py); gradients summed, clipped once, one optimizer step. The plans and
+losses live in distill.py, the optimiser in optim.py, the run-directory readers in runs.py. Batches are padded to their own longest sequence, so distillation losses on hidden
 states average over real tokens only (the reference averages over its fixed padding too).
 
 Files in RUN: run.json (task, backbone, data, TrainConfig), state.json (stages done, scores,
@@ -24,144 +25,31 @@ Resume: the data order of an epoch is a permutation seeded by (seed, stage, epoc
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .backbone import load_model, resolve_model_dir, tokenizer_files
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
+from .distill import eval_plan, hidden_pairs, masked_mse, soft_cross_entropy, step_plan, teacher_plan
 from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env, shutdown
 from .errors import DataError, ModelLoadError, OutputExistsError
-from .evaluate import DevSet, evaluate_subnets
-from .io import atomic_dir, check_output_dir, save_tensors, write_json, write_text
+from .evaluate import DevSet, evaluate_subnets, seeded_subset
+from .io import atomic_dir, check_output_dir, read_json, save_tensors, write_json, write_text
 from .modeling import DynaBertForSequenceClassification
+from .optim import make_optimizer, make_scheduler, optimizer_from_tensors, optimizer_to_tensors
 from .rewire import rewire_
+from .runs import RunInputs, check_resume, read_state, run_config, run_record
 from .subnet import BackboneShape, SubnetConfig
-from .tasks import TaskSpec, load_task, spec_from_dict
+from .tasks import TaskSpec, load_task
 from .train_config import STAGE_DIRS, STAGES, TrainConfig
 
-RUN_FORMAT = 1
-
 log = logging.getLogger("dynabert.train")
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """What to train on: backbone, task and its files, and where the run lives."""
-
-    out_dir: str | Path
-    task: TaskSpec
-    model_dir: str | Path | None = None  # None: the packaged MiniLM-L6
-    data_dir: str | Path | None = None
-    train_file: str | Path | None = None  # overrides DIR/train.* (e.g. an augmented train file)
-    dev_file: str | Path | None = None
-
-
-# ---------------------------------------------------------------------------- losses
-
-
-def soft_cross_entropy(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """-sum softmax(t) log_softmax(s), mean over the batch (temperature 1)."""
-    return -(F.softmax(teacher, dim=-1) * F.log_softmax(student, dim=-1)).sum(-1).mean()
-
-
-def masked_mse(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the real tokens of each example, then mean over examples:
-    independent of how much padding the batch has (and of how a batch is sharded)."""
-    m = mask.to(s.dtype).unsqueeze(-1)  # (B, T, 1)
-    per_ex = ((s - t) ** 2 * m).sum((1, 2)) / (m.sum((1, 2)) * s.shape[-1])
-    return per_ex.mean()
-
-
-def hidden_pairs(subnet: SubnetConfig | None, num_layers: int) -> list[tuple[int, int]]:
-    """(student index, teacher index) of matched hidden states: the student's input to its j-th kept
-    layer <-> the teacher's input to that original layer; final output <-> final output."""
-    layers = list(range(num_layers)) if subnet is None else list(subnet.layers)
-    return [(j, l) for j, l in enumerate(layers)] + [(len(layers), num_layers)]
-
-
-def step_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> list[tuple[float, float, SubnetConfig]]:
-    """The sub-networks one optimizer step trains, in order: (width, depth, subnet)."""
-    if stage == "teacher":
-        return [(1.0, 1.0, SubnetConfig.full(shape))]
-    if stage == "width":
-        return [(w, 1.0, SubnetConfig.from_grid(shape, w, 1.0)) for w in cfg.widths]
-    if stage in ("depth", "final"):
-        return [(w, d, SubnetConfig.from_grid(shape, w, d)) for d in cfg.depths for w in cfg.widths]
-    raise ValueError(f"stage {stage!r} does not train")
-
-
-def teacher_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> list[float]:
-    """Widths at which the frozen teacher runs (full depth) once per step."""
-    if stage == "width" or (stage == "depth" and cfg.depth_teacher == "full-width"):
-        return [1.0]
-    if stage == "depth":
-        return list(cfg.widths)
-    return []
-
-
-def eval_plan(shape: BackboneShape, stage: str, cfg: TrainConfig):
-    """Sub-networks scored on dev in a stage: those it trains. The teacher stage scores the model as
-    built (None), which also covers a model that is already an extracted sub-network."""
-    if stage == "teacher":
-        return [(1.0, 1.0, None)]
-    return step_plan(shape, stage, cfg)
-
-
-# ---------------------------------------------------------------------------- optimiser state
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.adam_eps)
-
-
-def make_scheduler(opt, total: int, cfg: TrainConfig, last_step: int = 0):
-    warm = int(cfg.warmup_fraction * total)
-
-    def factor(step: int) -> float:  # linear warm-up then linear decay to 0 at `total`
-        if step < warm:
-            return step / max(1, warm)
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    if last_step:
-        # Constructing with last_epoch = s - 1 makes the first internal step land on s.
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor, last_epoch=last_step - 1)
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-def optimizer_to_tensors(opt) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
-    tensors, extra = {}, {}
-    for i, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"state.{i}.{k}"] = v
-            else:
-                extra[f"{i}.{k}"] = v
-    return tensors, {"param_groups": sd["param_groups"], "scalars": extra}
-
-
-def optimizer_from_tensors(opt, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict] = {}
-    for name, t in tensors.items():
-        _, i, k = name.split(".", 2)
-        state.setdefault(int(i), {})[k] = t
-    for name, v in meta["scalars"].items():
-        i, k = name.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 # ---------------------------------------------------------------------------- run files
@@ -177,11 +65,6 @@ def _save_model_dir(model: DynaBertForSequenceClassification, path: Path, tokeni
             if f.parent.resolve() != tmp.resolve():
                 shutil.copy2(f, tmp / f.name)
         write_json(tmp / "stage.json", info)
-
-
-def _load_state(out: Path) -> dict:
-    p = out / "state.json"
-    return json.loads(p.read_text()) if p.is_file() else {"completed": [], "scores": {}, "throughput": {}, "model": None}
 
 
 class _Logger:
@@ -230,14 +113,15 @@ class Trainer:
         if not train_idx:
             raise DataError(f"the training set is empty after holding out {n_hold} example(s) for rewiring ({train.source})")
         self.train_enc = encode(train.subset(train_idx), tokenizer, cfg.max_seq_length, regression)
+        selection = "all"
         if cfg.dev_subset and cfg.dev_subset < len(dev):
             # Seeded, not the first N: files may be sorted by label (the tweets corpus is).
-            gd = torch.Generator().manual_seed(cfg.seed + 1)
-            dev = dev.subset(sorted(torch.randperm(len(dev), generator=gd)[:cfg.dev_subset].tolist()))
+            dev = dev.subset(seeded_subset(len(dev), cfg.dev_subset, cfg.seed + 1))
+            selection = f"subset-{cfg.dev_subset}-seed{cfg.seed + 1}"
         self.dev_enc = encode(dev, tokenizer, cfg.max_seq_length, regression)
         rewire_data = train.subset(hold_idx) if n_hold else dev
         self.rewire_enc = encode(rewire_data, tokenizer, cfg.max_seq_length, regression)
-        self.dev = DevSet(self.dev_enc, cfg.eval_batch_size).to(self.device)
+        self.dev = DevSet(self.dev_enc, cfg.eval_batch_size, selection, cfg.max_seq_length).to(self.device)
         if spec.labels:  # label names travel with every saved model (exports show them too)
             model.config.id2label = dict(enumerate(spec.labels))
             model.config.label2id = {v: i for i, v in enumerate(spec.labels)}
@@ -272,7 +156,11 @@ class Trainer:
         meta_p = ck / "checkpoint.json"
         if not meta_p.is_file():
             return None
-        meta = json.loads(meta_p.read_text())
+        meta = read_json(meta_p, "checkpoint file", error=ModelLoadError)
+        missing = [k for k in ("stage", "step", "best", "history", "backbone", "task") if k not in meta]
+        if missing or not isinstance(meta["step"], int) or not isinstance(meta["history"], list):
+            raise ModelLoadError(f"checkpoint file {meta_p} is not a valid checkpoint file: "
+                                 + (f"missing {missing}" if missing else "'step' must be an integer and 'history' a list"))
         if meta["stage"] != stage:
             return None
         if meta["backbone"] != self.shape.to_dict() or meta["task"] != self.spec.name:
@@ -283,7 +171,8 @@ class Trainer:
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(self.device)))
-        return meta, load_file(str(ck / "optimizer.safetensors")), json.loads((ck / "optimizer.json").read_text()), load_file(str(ck / "rng.safetensors"))
+        opt_meta = read_json(ck / "optimizer.json", "checkpoint file", error=ModelLoadError)
+        return meta, load_file(str(ck / "optimizer.safetensors")), opt_meta, load_file(str(ck / "rng.safetensors"))
 
     # -- one stage
     def evaluate(self, stage: str) -> tuple[float, dict]:
@@ -293,11 +182,12 @@ class Trainer:
         scores = {f"{r.width:g}x{r.depth:g}": round(float(getattr(r, first)), 4) for r in table.itertuples()}
         return float(table[first].sum()), scores
 
-    def sub_losses(self, stage: str, b: Batch, scale: float, teacher) -> float:
-        """Forward + backward of every sub-network of one step; returns the summed loss (for display)."""
+    def sub_losses(self, stage: str, b: Batch, scale: float, teacher, step: int) -> float:
+        """Forward + backward of every sub-network of global step `step` (0-based); returns the summed
+        loss (for display)."""
         cfg, model, L = self.cfg, self.model, self.shape.num_layers
         kw = dict(attention_mask=b.attention_mask, token_type_ids=b.token_type_ids)
-        plan = step_plan(self.shape, stage, cfg)
+        plan = step_plan(self.shape, stage, cfg, step)
         total = 0.0
         if stage in ("teacher", "final"):
             for _w, _d, sub in plan:
@@ -316,7 +206,7 @@ class Trainer:
                 sub = SubnetConfig.from_grid(self.shape, w, 1.0)
                 t_out[w] = teacher(b.input_ids, active=None if w == 1.0 else sub.active_spec(), output_hidden_states=True, **kw)
         for w, _d, sub in plan:
-            t = t_out[w] if w in t_out else t_out[1.0]
+            t = t_out[w] if w in t_out else t_out[1.0]  # random per-layer sub-networks (w None): full width
             s = model(b.input_ids, active=sub.active_spec(), output_hidden_states=True, **kw)
             loss = s.logits.new_zeros(())
             if lw:
@@ -353,7 +243,7 @@ class Trainer:
             log.info("stage %s: resumed at step %d/%d (best dev score %.4f)", stage, step, total, best)
         sched = make_scheduler(opt, total, cfg, step)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        n_sub = len(step_plan(self.shape, stage, cfg))
+        n_sub = len(step_plan(self.shape, stage, cfg, 0))
         log.info("stage %s: %d steps (%d per epoch), %d train examples, %d sub-network(s) per step, %d process(es)",
                  stage, total, per_epoch, n, n_sub, info.world)
         from tqdm.auto import tqdm
@@ -372,7 +262,7 @@ class Trainer:
             loss = 0.0
             if local:
                 b = collate(self.train_enc, local).to(self.device)
-                loss = self.sub_losses(stage, b, len(local) * info.world / len(global_idx), teacher)
+                loss = self.sub_losses(stage, b, len(local) * info.world / len(global_idx), teacher, step)
             allreduce_grads(params, info)
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             opt.step()
@@ -431,32 +321,6 @@ class Trainer:
         state["scores"]["rewire"] = {"max_logit_change": diff}
 
 
-def _run_record(inputs: RunInputs, spec: TaskSpec, cfg: TrainConfig, shape: BackboneShape, model_dir: Path, n_train: int, n_hold: int) -> dict:
-    return {
-        "format": RUN_FORMAT, "model_dir": str(model_dir.resolve()), "backbone": shape.to_dict(),
-        "task": spec.to_dict(),
-        "data": {k: (str(Path(v).resolve()) if v is not None else None) for k, v in
-                 (("data_dir", inputs.data_dir), ("train_file", inputs.train_file), ("dev_file", inputs.dev_file))},
-        "config": cfg.to_dict(), "train_examples": n_train, "rewire_holdout_examples": n_hold,
-    }
-
-
-def check_resume(out: Path, spec: TaskSpec, model_dir: Path, shape: BackboneShape) -> TrainConfig:
-    """The saved configuration of a run, after checking it is this backbone and task."""
-    p = out / "run.json"
-    if not p.is_file():
-        raise OutputExistsError(f"cannot resume: '{out}' holds no run (no run.json); start it without --resume")
-    rec = json.loads(p.read_text())
-    if rec["task"]["name"] != spec.name or (spec.labels is not None and rec["task"]["labels"] not in (None, list(spec.labels))):
-        raise DataError(f"cannot resume: run '{out}' trains task {rec['task']['name']!r}, not {spec.name!r}")
-    if rec["backbone"] != shape.to_dict() or rec["model_dir"] != str(model_dir.resolve()):
-        raise ModelLoadError(
-            f"cannot resume: run '{out}' was started from backbone {rec['model_dir']} {rec['backbone']}, "
-            f"not {model_dir.resolve()} {shape.to_dict()}"
-        )
-    return TrainConfig.from_dict(rec["config"])
-
-
 def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = False, overwrite: bool = False,
           progress: bool = True, on_step: Callable[[str, int], None] | None = None) -> dict:
     """Run the configured stages; returns state.json's content. Under torchrun every process calls this.
@@ -469,6 +333,9 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
     if resume:
         if not out.is_dir():
             raise OutputExistsError(f"cannot resume: run directory '{out}' does not exist")
+        saved = run_config(out)  # the run's own configuration (checked against this call below)
+        cfg = saved if saved is not None else cfg
+        read_state(out)  # a broken state file is refused before anything is written
     else:
         check_output_dir(out, overwrite)
     spec, train_data, dev_data = load_task(inputs.task, inputs.data_dir, inputs.train_file, inputs.dev_file)
@@ -485,11 +352,11 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
         if out.exists() and overwrite:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", _run_record(inputs, spec, cfg, shape, model_dir, len(trainer.train_enc), trainer.n_holdout))
+        write_json(out / "run.json", run_record(inputs, spec, cfg, shape, model_dir, len(trainer.train_enc), trainer.n_holdout))
     barrier(info)
     logger = _Logger(out, info)
     try:
-        state = _load_state(out)
+        state = read_state(out)
         log.info("run %s: task %s, backbone %s, stages %s%s", out, spec.name, model_dir, list(cfg.stages), " (resumed)" if resume else "")
         for stage in [s for s in STAGES if s in cfg.stages]:
             stage_dir = out / STAGE_DIRS[stage]
@@ -512,26 +379,3 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
     finally:
         logger.close()
         shutdown(info)
-
-
-def run_model_dir(run: str | Path, stage: str | None = None) -> Path:
-    """The model dir of a run's latest (or the named) finished stage; a plain model dir is returned as is."""
-    run = Path(run)
-    if (run / "config.json").is_file() and not (run / "run.json").is_file():
-        return run
-    state_p = run / "state.json"
-    if not state_p.is_file():
-        raise ModelLoadError(f"'{run}' is neither a model directory (config.json) nor a finished training run (state.json)")
-    state = json.loads(state_p.read_text())
-    if stage is None:
-        if not state.get("model"):
-            raise ModelLoadError(f"run '{run}' has no finished stage yet")
-        return run / state["model"]
-    if stage not in STAGE_DIRS or stage not in state["completed"]:
-        raise ModelLoadError(f"run '{run}' has no finished stage {stage!r}; finished: {state['completed']}")
-    return run / STAGE_DIRS[stage]
-
-
-def run_task(run: str | Path) -> TaskSpec | None:
-    p = Path(run) / "run.json"
-    return spec_from_dict(json.loads(p.read_text())["task"]) if p.is_file() else None

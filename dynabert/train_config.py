@@ -37,6 +37,10 @@ class TrainConfig:
     depth_logit_weight: float = 1.0
     depth_hidden_weight: float = 1.0
     depth_teacher: str = "same-width"  # paper; "full-width" = reference code
+    # Depth stage: N random per-layer sub-networks (SearchSpace.default) trained every step AFTER the
+    # 12 grid ones, taught by the full-width teacher; 0 = the paper. For searches over the per-layer
+    # space. Drawn from an RNG seeded by (seed, stage, step): resume reproduces them (see distill.py).
+    random_subnets: int = 0
     rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
     rewire_examples: int = 1024  # size of the held-out part (at most a tenth of train)
     eval_every: int | None = None  # steps between dev evaluations; None: at the end of every epoch
@@ -68,6 +72,8 @@ class TrainConfig:
             v = getattr(self, k)
             if v is not None and v < 1:
                 raise DataError(f"{k} must be >= 1 when given; got {v}")
+        if isinstance(self.random_subnets, bool) or not isinstance(self.random_subnets, int) or self.random_subnets < 0:
+            raise DataError(f"random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got {self.random_subnets!r}")
         if self.depth_teacher not in ("same-width", "full-width"):
             raise DataError(f"depth_teacher must be 'same-width' or 'full-width'; got {self.depth_teacher!r}")
         if self.rewire_data not in ("heldout", "dev"):

@@ -13,14 +13,13 @@ measurement skips sub-networks already timed, finished steps are not redone.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from dynabert.errors import DynasearchError, OutputExistsError
-from dynabert.io import atomic_file, write_json
+from dynabert.io import atomic_file, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,12 @@ def _log(msg: str) -> None:
 
 
 def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
+    from dynabert.runs import RunInputs, read_state
     from dynabert.tasks import get_task
-    from dynabert.train import RunInputs, train
+    from dynabert.train import train
     from dynabert.train_config import TrainConfig
 
-    state_p = run / "state.json"
-    if state_p.is_file() and set(cfg.stages) <= set(json.loads(state_p.read_text()).get("completed", [])):
+    if set(cfg.stages) <= set(read_state(run)["completed"]):
         _log(f"training: already done ({run})")
         return
     resume = (run / "run.json").is_file()
@@ -104,7 +103,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
     from dynabert.subnet import SubnetConfig, paper_grid
-    from dynabert.train import run_model_dir
+    from dynabert.runs import run_model_dir
 
     from .export import export_subnet
     from .pareto import pareto_mask, plot_front
@@ -116,7 +115,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     saved = out / "demo.json"
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "out_dir"}
     settings["stages"] = list(cfg.stages)
-    if saved.is_file() and json.loads(saved.read_text()) != settings:
+    if saved.is_file() and read_json(saved, "demo settings file") != settings:
         raise OutputExistsError(f"'{out}' holds a demo run with other settings ({saved}); choose another --out")
     write_json(saved, settings)
 

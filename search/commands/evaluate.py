@@ -30,7 +30,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from dynabert.evaluate import EvalInputs, evaluate_run
-    from dynabert.train import run_task
+    from dynabert.runs import run_model_dir, run_task
 
     task = task_from_args(args, args._parser.error) if args.task else run_task(args.run)
     if task is None:
@@ -40,7 +40,6 @@ def run(args) -> int:
     if not grid:
         from dynabert.backbone import load_model
         from dynabert.extract import model_shape
-        from dynabert.train import run_model_dir
 
         from .common import subnet_from_args
 

