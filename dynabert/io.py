@@ -144,8 +144,10 @@ def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = Dat
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        hint = "truncated" if e.pos >= len(text.rstrip()) else "malformed"
-        raise error(f"{what} {path} is not valid JSON ({hint}: {e.msg} at line {e.lineno} column {e.colno})") from None
+        # An error at the very end, or a string never closed before it, means the file stops early.
+        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        raise error(f"{what} {path} is not valid JSON ({'truncated' if cut else 'malformed'}: {e.msg}, "
+                    f"line {e.lineno} column {e.colno})") from None
     if not isinstance(value, kind):
         raise error(f"{what} {path} must hold a JSON {_JSON_NAMES.get(kind, kind.__name__)}; got {_json_type(value)}")
     return value

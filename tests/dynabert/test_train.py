@@ -196,3 +196,60 @@ def test_dev_subset_scores_on_that_many_examples(assets, tmp_path):
     assert abs(acc * 7 / 100 - round(acc * 7 / 100)) < 1e-6  # a multiple of 1/7
     with pytest.raises(DataError, match="dev_subset must be >= 1 when given; got 0"):
         TrainConfig(dev_subset=0)
+
+
+# ---------------------------------------------------------------- random per-layer sub-networks (issue 8 item 9)
+def test_random_subnets_add_to_the_grid_each_step(assets, tmp_path, monkeypatch):
+    """N=2: each width+depth step trains the 12 grid sub-networks, then 2 random per-layer ones,
+    drawn afresh every step from the per-layer space; the teacher runs as without them."""
+    from dynabert.distill import random_plan
+    from dynabert.space import SearchSpace
+
+    rec = Recorder(monkeypatch)
+    cfg = TrainConfig(stages=("depth",), max_steps=2, random_subnets=2, **{k: v for k, v in FAST.items() if k != "epochs"})
+    train(RunInputs(tmp_path / "run", get_task("sst2"), assets["model"], assets["data"]), cfg, progress=False)
+    calls = [(g, a) for g, a, inf in rec.calls if not inf]
+    grid = [tuple(SubnetConfig.from_grid(TINY, w, d).active_spec()) for d in (1.0, 0.75, 0.5) for w in (1.0, 0.75, 0.5, 0.25)]
+    per_step = len(calls) // 2
+    assert per_step == 4 + 12 + 2  # teacher at each width (no grad), then 12 + 2 forward+backward
+    space = SearchSpace.default(TINY)
+    for step in (0, 1):
+        part = calls[step * per_step:(step + 1) * per_step]
+        assert [g for g, _ in part] == [False] * 4 + [True] * 14
+        assert [a for _, a in part[4:16]] == grid
+        randoms = [s for _, _, s in random_plan(TINY, "depth", cfg, step)]
+        assert [a for _, a in part[16:]] == [tuple(s.active_spec()) for s in randoms]
+        assert all(space.contains(s) for s in randoms)
+    assert random_plan(TINY, "depth", cfg, 0) != random_plan(TINY, "depth", cfg, 1)
+    assert random_plan(TINY, "final", cfg, 0) == [] and random_plan(TINY, "depth", _cfg(), 0) == []
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["throughput"]["depth"]["subnets_per_step"] == 14
+    assert len(state["scores"]["depth"]["history"][-1]["scores"]) == 12  # dev scores the grid only
+
+
+def test_random_subnets_resume_equals_straight_run(assets, tmp_path):
+    cfg = _cfg(stages=("depth",), random_subnets=2)
+    inputs = lambda run: RunInputs(run, get_task("sst2"), assets["model"], assets["data"])  # noqa: E731
+    straight = tmp_path / "straight"
+    train(inputs(straight), cfg, progress=False)
+
+    def kill(stage, step):
+        if step == 3:
+            raise Killed
+
+    broken = tmp_path / "broken"
+    with pytest.raises(Killed):
+        train(inputs(broken), cfg, progress=False, on_step=kill)
+    train(inputs(broken), TrainConfig(), resume=True, progress=False)
+    a, b = weights(straight, "checkpoint"), weights(broken, "checkpoint")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    plain = tmp_path / "plain"  # and the random sub-networks did change the training
+    train(inputs(plain), _cfg(stages=("depth",)), progress=False)
+    assert any(not torch.allclose(a[k], weights(plain, "checkpoint")[k]) for k in a)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
+def test_random_subnets_must_be_a_count(bad):
+    with pytest.raises(DataError, match=rf"random_subnets must be an integer >= 0 \(random per-layer sub-networks per step\); got {bad!r}"):
+        TrainConfig(random_subnets=bad)
