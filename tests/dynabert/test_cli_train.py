@@ -152,3 +152,62 @@ def test_evaluate_a_reference_style_checkpoint(tiny_bert_dir, assets, tmp_path, 
     args = ["evaluate", str(ref), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(out), "--max-seq-length", "32"]
     assert main(args) == 0, capsys.readouterr().err
     assert len(pd.read_csv(out / "sst2-grid.csv")) == 12
+
+
+def test_resume_without_task_takes_the_run_configuration(assets, tmp_path, capsys):
+    """`train --out RUN --resume` alone: task, data files, backbone and hyper-parameters from run.json."""
+    from dynabert.tasks import get_task
+    from dynabert.train import RunInputs, train
+    from dynabert.train_config import TrainConfig
+
+    class Killed(Exception):
+        pass
+
+    def kill(stage, step):
+        if stage == "width" and step == 1:
+            raise Killed
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(stages=("teacher", "width"), max_steps=2, checkpoint_every=1, batch_size=16, max_seq_length=32)
+    with pytest.raises(Killed):
+        train(RunInputs(run, get_task("sst2"), assets["model"], assets["data"]), cfg, progress=False, on_step=kill)
+    assert json.loads((run / "state.json").read_text())["completed"] == ["teacher"]
+    assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0, capsys.readouterr().err
+    assert "stages teacher, width" in capsys.readouterr().out
+    assert json.loads((run / "state.json").read_text())["completed"] == ["teacher", "width"]
+
+
+def test_broken_run_files_exit_2_with_one_line(assets, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(run),
+                 "--stages", "teacher", "--max-steps", "1", *FAST]) == 0
+    capsys.readouterr()
+    state = (run / "state.json").read_bytes()
+    (run / "state.json").write_bytes(state[: len(state) // 2])
+    for args in (["evaluate", str(run), "--data-dir", str(assets["data"])],
+                 ["train", "--out", str(run), "--resume", "--no-progress"],
+                 ["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(run),
+                  "--resume", "--no-progress"]):
+        assert main(args) == 2
+        err = _err(capsys).strip()
+        assert err.count("\n") == 0 and f"run state file {run / 'state.json'} is not valid JSON (truncated" in err, err
+    (run / "state.json").write_bytes(state)
+    (run / "run.json").write_bytes(bytes(range(256)) * 3)
+    for args in (["evaluate", str(run), "--data-dir", str(assets["data"])],
+                 ["evaluate", str(run), "--task", "sst2", "--data-dir", str(assets["data"])],
+                 ["train", "--out", str(run), "--resume", "--no-progress"]):
+        assert main(args) == 2
+        err = _err(capsys).strip()
+        assert err.count("\n") == 0 and f"run file {run / 'run.json'} is not UTF-8 text (byte 0x80 at offset 128)" in err, err
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--no-progress"]) == 2
+    assert "cannot resume: run directory" in _err(capsys) and not (tmp_path / "none").exists()
+
+
+def test_random_subnets_option(assets, tmp_path, capsys):
+    base = ["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), *FAST]
+    assert main([*base, "--out", str(tmp_path / "bad"), "--random-subnets", "-1"]) == 2
+    assert "random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got -1" in _err(capsys)
+    run = tmp_path / "run"
+    assert main([*base, "--out", str(run), "--stages", "depth", "--max-steps", "1", "--random-subnets", "3"]) == 0
+    assert json.loads((run / "run.json").read_text())["config"]["random_subnets"] == 3
+    assert json.loads((run / "state.json").read_text())["throughput"]["depth"]["subnets_per_step"] == 15
