@@ -1,9 +1,10 @@
-"""The one timing protocol, the records schema and the environment fingerprint.
+"""The one timing protocol: statistics, warm-up, interleaved rounds, stopping rules.
 
 Standalone on purpose: this file needs only the Python standard library and numpy (onnxruntime is
-imported lazily, torch never). `dynasearch kit` copies it verbatim (minus the block marked
-`in-package`) into the kit's `runner.py`, so a device without torch times its models with the very
-same loop and writes the very same records format. Do not import torch or pandas here.
+imported lazily, torch never). `dynasearch kit` copies it verbatim (with `_schema.py`,
+`_fingerprint.py`, `_speed.py`, `_driver.py`; minus the blocks marked `in-package`) into the kit's `runner.py`,
+so a device without torch times its models with the very same loop and writes the very same
+records format. Do not import torch or pandas here.
 
 The protocol (`time_interleaved`), for a chunk of prepared configs:
 1. warm-up, each config in turn: run until the median of the last `warmup_window` runs is within
@@ -21,97 +22,32 @@ The protocol (`time_interleaved`), for a chunk of prepared configs:
 A timed run during which the process was preempted (an involuntary context switch: another
 process took the core) is discarded and counted in `disturbed_runs`, so a shared machine yields
 clean medians or says how busy it was. The Python garbage collector is off while timing.
+Every timed run is logged with its round number, for the per-round speed correction
+(`_speed.py`) that the driver (`_driver.py`) applies.
 """
 
+# <in-package>
 from __future__ import annotations
 
-import csv
-import gc
-import hashlib
-import io
-import json
-import math
-import os
-import platform
-import random
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-import numpy as np
-
-SCHEMA = "dynasearch-latency-records/1"
-
-# <in-package>
-from dynabert.errors import DynasearchError as _ErrorBase  # noqa: E402
-# </in-package>
-
-
-class MeasurementError(_ErrorBase):  # type: ignore[misc,valid-type]
-    """A measurement cannot be set up: unknown backend or provider, CUDA without a GPU, bad protocol
-    values, a records file of another schema."""
-
-
-# ----------------------------------------------------------------------------------- records schema
-# (column, type, meaning). One row per (config, settings); `key` + `settings_id` identify a row.
-RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
-    ("schema", "str", f"records format, always '{SCHEMA}'"),
-    ("run_id", "str", "id of the measuring run that wrote the row"),
-    ("timestamp", "str", "UTC time the config's measurement finished (ISO 8601)"),
-    ("sampler", "str", "how the config was chosen: grid, uniform, flops, layer-table, file, kit"),
-    ("key", "str", "SubnetConfig.key (12 hex digits); joins every table"),
-    ("subnet", "str", "SubnetConfig canonical JSON: layers, heads, ffn"),
-    ("depth", "int", "kept layers"),
-    ("heads_sum", "int", "attention heads summed over kept layers"),
-    ("ffn_sum", "int", "FFN neurons summed over kept layers"),
-    ("params", "int", "parameters of the extracted model"),
-    ("flops", "int", "encoder FLOPs (2 x MACs) at this batch and sequence length"),
-    ("shape_key", "str", "12-hex key of the backbone shape"),
-    ("shape", "str", "backbone shape JSON (layers, heads, head_dim, hidden, FFN, vocab, ...)"),
-    ("backend", "str", "torch or onnxruntime"),
-    ("device", "str", "cpu or cuda"),
-    ("provider", "str", "onnxruntime execution provider (empty for torch)"),
-    ("threads", "int", "intra-op threads (torch.set_num_threads / intra_op_num_threads)"),
-    ("spinning", "bool", "onnxruntime intra-op thread spinning (always False for torch)"),
-    ("dtype", "str", "weights and activations dtype"),
-    ("batch", "int", "batch size"),
-    ("seq_len", "int", "sequence length (all tokens real, no padding)"),
-    ("cpu_model", "str", "CPU model name"),
-    ("cpu_cores", "int", "CPU cores this process may use"),
-    ("gpu_name", "str", "GPU name (empty without a GPU)"),
-    ("gpu_driver", "str", "GPU driver version (empty without a GPU)"),
-    ("os", "str", "operating system"),
-    ("python", "str", "Python version"),
-    ("numpy_version", "str", "numpy version"),
-    ("torch_version", "str", "torch version (empty where torch is absent, e.g. the kit)"),
-    ("onnxruntime_version", "str", "onnxruntime version (empty where absent)"),
-    ("fingerprint", "str", "hash of CPU, cores, GPU, driver, backend, its version, device, provider"),
-    ("target_id", "str", "hash of fingerprint + threads + spinning + dtype + backbone shape: one predictor's target"),
-    ("settings_id", "str", "hash of target_id + batch + seq_len: what a re-run skips"),
-    ("status", "str", "ok or failed"),
-    ("error", "str", "why a failed config failed (empty when ok)"),
-    ("median_ms", "float", "median latency of the timed runs, milliseconds"),
-    ("mean_ms", "float", "mean latency"),
-    ("p90_ms", "float", "90th percentile"),
-    ("p99_ms", "float", "99th percentile"),
-    ("iqr_ms", "float", "inter-quartile range"),
-    ("cv", "float", "coefficient of variation (std / mean) of the timed runs"),
-    ("ci_low_ms", "float", "lower end of the confidence interval of the median"),
-    ("ci_high_ms", "float", "upper end of the confidence interval of the median"),
-    ("n_runs", "int", "timed runs"),
-    ("warmup_runs", "int", "warm-up runs before the first timed round"),
-    ("disturbed_runs", "int", "timed runs discarded because another process preempted this one (a busy machine)"),
-    ("converged", "bool", "True: the median's CI met rel_ci; False: a cap stopped it"),
-    ("measure_s", "float", "wall seconds spent running this config (warm-up, re-warm and timed runs)"),
-    ("prepare_s", "float", "wall seconds to prepare it (extraction, export, session creation)"),
-    ("protocol", "str", "protocol settings JSON"),
+from ._fingerprint import (  # noqa: F401 - re-exported: the protocol's historical home
+    CUDA_PROVIDERS, ORT_DEVICE_PROVIDERS, check_ort_provider, gpu_info, has_gpu, machine_info, max_seq_len, ort_feeds,
+    ort_run_once, ort_session, setting_columns, short_hash, threads_warning,
 )
-RECORD_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in RECORD_FIELDS)
-RECORD_TYPES: dict[str, str] = {name: typ for name, typ, _ in RECORD_FIELDS}
+from ._schema import (  # noqa: F401
+    RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, anchor_reference, append_rows, done_keys,
+    raw_timings_path, read_raw_timings, read_rows, write_raw_timings,
+)
+# </in-package>
+import gc  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from dataclasses import asdict, dataclass, field, fields  # noqa: E402
+from typing import Any, Callable, Mapping, Sequence  # noqa: E402
+
+import numpy as np  # noqa: E402
+
 STATS_COLUMNS = ("median_ms", "mean_ms", "p90_ms", "p99_ms", "iqr_ms", "cv", "ci_low_ms", "ci_high_ms", "n_runs", "converged")
 
 
@@ -255,6 +191,8 @@ class _State:
     done: bool = False
     converged: bool = False
     error: str = ""
+    log: list = field(default_factory=list)  # every timed run: (round, ms, disturbed)
+    kept_disturbed: bool = False  # too busy: the disturbed runs were kept in `times`
 
 
 def _warm_up(st: _State, p: Protocol) -> None:
@@ -274,13 +212,15 @@ def _warm_up(st: _State, p: Protocol) -> None:
     st.busy_s += time.perf_counter() - t_start
 
 
-def _visit(st: _State, p: Protocol) -> None:
+def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
+    """One visit in round `rnd`. The anchor is visited in every round and never finishes."""
     t_start = time.perf_counter()
     for _ in range(p.rewarm_runs):
         st.run()
     n_before = len(st.times)
-    for _ in range(min(p.runs_per_visit, p.max_runs - len(st.times))):
+    for _ in range(p.runs_per_visit if anchor else min(p.runs_per_visit, p.max_runs - len(st.times))):
         ms, disturbed = _time_checked(st.run)
+        st.log.append((rnd, ms, disturbed and p.discard_disturbed))
         if disturbed and p.discard_disturbed:
             st.disturbed += 1  # another process took the CPU: not this model's latency
             st.disturbed_times.append(ms)
@@ -289,6 +229,8 @@ def _visit(st: _State, p: Protocol) -> None:
     st.busy_s += time.perf_counter() - t_start
     n = len(st.times)
     st.visits += n > n_before
+    if anchor:
+        return
     timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3
     if n >= p.min_runs and st.visits >= p.min_visits and ci_half_width(st.times, p.confidence) <= p.rel_ci:
         st.done, st.converged = True, True
@@ -296,6 +238,7 @@ def _visit(st: _State, p: Protocol) -> None:
         st.done = True
         if n < 3:  # a machine this busy leaves too few clean runs: keep the disturbed ones, flagged by the count
             st.times.extend(st.disturbed_times)
+            st.kept_disturbed = True
 
 
 def _error_text(e: BaseException) -> str:
@@ -303,17 +246,30 @@ def _error_text(e: BaseException) -> str:
     return text[:500]
 
 
-def time_interleaved(runs: Sequence[tuple[str, Callable[[], Any]]], protocol: Protocol, rng: random.Random) -> dict[str, dict[str, Any]]:
-    """Time every (key, run_once) with the protocol, interleaved in random order across rounds.
+class _Rounds:
+    """Round numbers of one run, shared by its chunks (so every round has its own number)."""
 
-    Returns key -> stats (see `summarize`) plus warmup_runs, converged, measure_s, or key -> {"error": ...}
-    for a config whose run raised (it is dropped; the others go on)."""
-    states = [_State(key, run, []) for key, run in runs]
+    def __init__(self, on_round: Callable[[int], None] | None = None):
+        self.next = 0
+        self.on_round = on_round
+
+    def start(self) -> int:
+        rnd, self.next = self.next, self.next + 1
+        if self.on_round is not None:
+            self.on_round(rnd)
+        return rnd
+
+
+def _interleave(states: Sequence[_State], protocol: Protocol, rng: random.Random, anchor: _State | None = None,
+                rounds: _Rounds | None = None) -> None:
+    """Warm up, then rounds in random order until every state is done; the anchor (already
+    warm, or warmed here on its first chunk) joins every round."""
+    rounds = rounds or _Rounds()
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        order = list(states)
+        order = list(states) + ([anchor] if anchor is not None and not anchor.error and not anchor.warmup_runs else [])
         rng.shuffle(order)
         for st in order:
             try:
@@ -324,321 +280,38 @@ def time_interleaved(runs: Sequence[tuple[str, Callable[[], Any]]], protocol: Pr
             active = [st for st in states if not st.done]
             if not active:
                 break
+            if anchor is not None and not anchor.error:
+                active.append(anchor)
+            rnd = rounds.start()
             rng.shuffle(active)
             for st in active:
                 try:
-                    _visit(st, protocol)
+                    _visit(st, protocol, rnd, anchor=st is anchor)
                 except Exception as e:
                     st.done, st.error = True, _error_text(e)
     finally:
         if gc_was_enabled:
             gc.enable()
-    out: dict[str, dict[str, Any]] = {}
-    for st in states:
-        if st.error:
-            out[st.key] = {"error": st.error, "measure_s": st.busy_s, "warmup_runs": st.warmup_runs, "disturbed_runs": st.disturbed}
-        else:
-            stats = summarize(st.times, protocol.confidence)
-            stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s, disturbed_runs=st.disturbed)
-            out[st.key] = stats
-    return out
 
 
-# ----------------------------------------------------------------------------------- driver
-@dataclass
-class Item:
-    """One config to measure: its static record columns and how to prepare its run-once callable."""
-
-    key: str
-    row: dict  # every record column except the measured ones
-    prepare: Callable[[], Callable[[], Any]]
+def _result(st: _State, protocol: Protocol) -> dict[str, Any]:
+    if st.error or not st.times:
+        return {"error": st.error or "no timed runs", "measure_s": st.busy_s, "warmup_runs": st.warmup_runs, "disturbed_runs": st.disturbed}
+    stats = summarize(st.times, protocol.confidence)
+    stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s, disturbed_runs=st.disturbed)
+    return stats
 
 
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def _used(st: _State) -> list[tuple[int, float]]:
+    """(round, ms) of the timed runs a config's statistics use."""
+    return [(r, ms) for r, ms, d in st.log if st.kept_disturbed or not d]
 
 
-def measure_items(
-    items: Sequence[Item],
-    protocol: Protocol,
-    on_rows: Callable[[list[dict]], None],
-    progress: Callable[[int], None] | None = None,
-) -> list[dict]:
-    """Prepare and time items chunk by chunk (`protocol.chunk_size` alive at once), calling
-    `on_rows(rows)` after each chunk so a killed run keeps what it finished. A config whose
-    preparation or run raises (crash, out of memory) becomes a row with status 'failed'."""
-    rng = random.Random(protocol.seed)
-    order = list(items)
-    rng.shuffle(order)
-    all_rows: list[dict] = []
-    for start in range(0, len(order), protocol.chunk_size):
-        chunk = order[start:start + protocol.chunk_size]
-        rows: dict[str, dict] = {}
-        runs: list[tuple[str, Callable[[], Any]]] = []
-        prep_s: dict[str, float] = {}
-        for it in chunk:
-            t0 = time.perf_counter()
-            try:
-                runs.append((it.key, it.prepare()))
-            except Exception as e:  # MemoryError included: record it, keep going
-                rows[it.key] = _row(it, {"error": _error_text(e)}, time.perf_counter() - t0, protocol)
-            prep_s[it.key] = time.perf_counter() - t0
-        results = time_interleaved(runs, protocol, rng) if runs else {}
-        del runs
-        gc.collect()
-        for it in chunk:
-            if it.key not in rows:
-                rows[it.key] = _row(it, results[it.key], prep_s[it.key], protocol)
-        chunk_rows = [rows[it.key] for it in chunk]
-        on_rows(chunk_rows)
-        all_rows.extend(chunk_rows)
-        if progress is not None:
-            progress(len(chunk))
-    return all_rows
+def time_interleaved(runs: Sequence[tuple[str, Callable[[], Any]]], protocol: Protocol, rng: random.Random) -> dict[str, dict[str, Any]]:
+    """Time every (key, run_once) with the protocol, interleaved in random order across rounds.
 
-
-def _row(item: Item, result: Mapping[str, Any], prepare_s: float, protocol: Protocol) -> dict:
-    row = {c: "" for c in RECORD_COLUMNS}
-    row.update(item.row)
-    row.update(schema=SCHEMA, timestamp=utc_now(), prepare_s=round(prepare_s, 4), protocol=protocol.to_json())
-    row["measure_s"] = round(float(result.get("measure_s", 0.0)), 4)
-    row["warmup_runs"] = int(result.get("warmup_runs", 0))
-    row["disturbed_runs"] = int(result.get("disturbed_runs", 0))
-    if "error" in result:
-        row.update(status="failed", error=result["error"], converged=False, n_runs=0)
-        for c in STATS_COLUMNS:
-            if c not in ("n_runs", "converged"):
-                row[c] = ""
-    else:
-        row.update(status="ok", error="")
-        for c in STATS_COLUMNS:
-            row[c] = result[c]
-    return row
-
-
-# ----------------------------------------------------------------------------------- fingerprint
-def short_hash(*parts: Any) -> str:
-    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=6).hexdigest()
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def gpu_info() -> tuple[str, str]:
-    """(name, driver) of the first NVIDIA GPU via nvidia-smi; ("", "") without one."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return "", ""
-    try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
-        ).stdout.strip().splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return "", ""
-    if not out or "," not in out[0]:
-        return "", ""
-    name, driver = out[0].rsplit(",", 1)
-    return name.strip(), driver.strip()
-
-
-def has_gpu() -> bool:
-    return bool(gpu_info()[0]) or os.path.exists("/dev/nvidia0")
-
-
-def _version(module: str) -> str:
-    if module not in sys.modules:
-        try:
-            __import__(module)
-        except Exception:
-            return ""
-    return str(getattr(sys.modules[module], "__version__", ""))
-
-
-def machine_info(with_torch: bool) -> dict[str, Any]:
-    """Fingerprint columns that do not depend on the settings. torch is only asked for its
-    version when the caller already uses it (the kit runner never imports it)."""
-    gpu_name, gpu_driver = gpu_info()
-    return {
-        "cpu_model": _cpu_model(),
-        "cpu_cores": _cpu_cores(),
-        "gpu_name": gpu_name,
-        "gpu_driver": gpu_driver,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "numpy_version": np.__version__,
-        "torch_version": _version("torch") if with_torch else "",
-        "onnxruntime_version": _version("onnxruntime"),
-    }
-
-
-def setting_columns(
-    machine: Mapping[str, Any], backend: str, device: str, provider: str, threads: int, spinning: bool,
-    dtype: str, batch: int, seq_len: int, shape_key: str,
-) -> dict[str, Any]:
-    """Settings + fingerprint columns and the three hashes that group and resume records."""
-    backend_version = machine["torch_version"] if backend == "torch" else machine["onnxruntime_version"]
-    fingerprint = short_hash(
-        machine["cpu_model"], machine["cpu_cores"], machine["gpu_name"], machine["gpu_driver"],
-        backend, backend_version, device, provider,
-    )
-    target_id = short_hash(fingerprint, threads, bool(spinning), dtype, shape_key)
-    settings_id = short_hash(target_id, batch, seq_len)
-    return dict(
-        machine, backend=backend, device=device, provider=provider, threads=threads, spinning=bool(spinning),
-        dtype=dtype, batch=batch, seq_len=seq_len, shape_key=shape_key,
-        fingerprint=fingerprint, target_id=target_id, settings_id=settings_id,
-    )
-
-
-# ----------------------------------------------------------------------------------- CSV records
-def _cell(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    return str(value)
-
-
-def read_rows(path: str) -> list[dict[str, str]]:
-    """Rows of a records CSV as strings; MeasurementError if its columns are not this schema's."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = tuple(reader.fieldnames or ())
-        if header != RECORD_COLUMNS:
-            missing = [c for c in RECORD_COLUMNS if c not in header]
-            extra = [c for c in header if c not in RECORD_COLUMNS]
-            raise MeasurementError(
-                f"records file '{path}' has another schema (expected {SCHEMA}): "
-                f"missing columns {missing[:6]}, unknown columns {extra[:6]}"
-            )
-        rows = list(reader)
-    bad = sorted({r.get("schema") for r in rows} - {SCHEMA})
-    if bad:
-        raise MeasurementError(f"records file '{path}' holds rows of schema {bad}; this version reads {SCHEMA}")
-    return rows
-
-
-def append_rows(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows to a records CSV by rewriting it atomically (temp file + rename): a kill at any
-    moment leaves either the old or the new file, never half a row."""
-    old = read_rows(path) if os.path.exists(path) and os.path.getsize(path) > 0 else []
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(RECORD_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    for r in old:
-        writer.writerow(r)
-    for r in rows:
-        writer.writerow({c: _cell(r.get(c, "")) for c in RECORD_COLUMNS})
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:
-    """Keys already measured under `settings_id` (failed ones too unless retry_failed)."""
-    if not os.path.exists(path) or os.path.getsize(path) == 0:
-        return set()
-    return {
-        r["key"] for r in read_rows(path)
-        if r["settings_id"] == settings_id and (r["status"] == "ok" or not retry_failed)
-    }
-
-
-# ----------------------------------------------------------------------------------- onnxruntime
-ORT_DEVICE_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-
-
-def check_ort_provider(provider: str) -> None:
-    """Unknown provider, CUDA without a GPU, or a provider this onnxruntime build lacks: raise."""
-    import onnxruntime as ort
-
-    known = ort.get_all_providers()
-    if provider not in known:
-        raise MeasurementError(
-            f"unknown onnxruntime execution provider {provider!r}; known: {', '.join(known)} "
-            f"(available in this build: {', '.join(ort.get_available_providers())})"
-        )
-    available = ort.get_available_providers()
-    if provider in CUDA_PROVIDERS and not has_gpu():
-        raise MeasurementError(f"CUDA asked for on a machine without a GPU (provider {provider}); use the CPU provider")
-    if provider not in available:
-        raise MeasurementError(
-            f"onnxruntime {ort.__version__} has no {provider} in this build; available: {', '.join(available)}"
-            + (" (install onnxruntime-gpu for CUDA)" if provider in CUDA_PROVIDERS else "")
-        )
-
-
-def ort_session(path: str, provider: str, threads: int, spinning: bool):
-    """An InferenceSession with the thread settings the records claim (spinning off by default:
-    on few shared cores onnxruntime's spinning threads make timings useless)."""
-    import onnxruntime as ort
-
-    check_ort_provider(provider)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    flag = "1" if spinning else "0"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", flag)
-    opts.add_session_config_entry("session.inter_op.allow_spinning", flag)
-    sess = ort.InferenceSession(str(path), opts, providers=[provider])
-    if sess.get_providers()[0] != provider:
-        # onnxruntime falls back to the CPU silently when a provider fails to load.
-        raise MeasurementError(f"onnxruntime could not use {provider} (session runs on {sess.get_providers()}); not timing a fallback")
-    return sess
-
-
-def ort_feeds(input_names: Sequence[str], batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token ids, every token real (no padding): the cost of a full batch of this length."""
-    rng = np.random.default_rng(seed)
-    low = min(1000, vocab_size // 2)
-    feeds = {"input_ids": rng.integers(low, vocab_size, size=(batch, seq_len), dtype=np.int64)}
-    if "attention_mask" in input_names:
-        feeds["attention_mask"] = np.ones((batch, seq_len), dtype=np.int64)
-    if "token_type_ids" in input_names:
-        feeds["token_type_ids"] = np.zeros((batch, seq_len), dtype=np.int64)
-    return feeds
-
-
-def ort_run_once(sess, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:
-    """session.run returns host numpy arrays, so a CUDA run is complete (synchronised) when it returns."""
-    names = [i.name for i in sess.get_inputs()]
-    missing = [n for n in names if n not in feeds]
-    if missing:
-        raise MeasurementError(f"model inputs {missing} have no feed; feeds: {sorted(feeds)}")
-    inputs = {n: feeds[n] for n in names}
-    return lambda: sess.run(None, inputs)
+    Returns key -> stats (see `summarize`) plus warmup_runs, converged, measure_s, or key -> {"error": ...}
+    for a config whose run raised (it is dropped; the others go on)."""
+    states = [_State(key, run, []) for key, run in runs]
+    _interleave(states, protocol, rng)
+    return {st.key: _result(st, protocol) for st in states}

@@ -8,14 +8,21 @@ import os
 import sys
 import uuid
 
-from ._core import (
-    CUDA_PROVIDERS, Item, MeasurementError, Protocol, append_rows, check_ort_provider, done_keys, machine_info,
-    measure_items, ort_feeds, ort_run_once, ort_session, setting_columns,
+from ._driver import Item, measure_items
+from ._fingerprint import (
+    CUDA_PROVIDERS, check_ort_provider, check_seq_lens, machine_info, ort_feeds, ort_run_once, ort_session, setting_columns,
+    threads_warning,
 )
+from ._schema import (
+    MeasurementError, anchor_reference, append_rows, check_records_path, done_keys, raw_timings_path, read_rows,
+    write_raw_timings,
+)
+from ._core import Protocol
 # </in-package>
 # ------------------------------------------------------------------------------- kit runner
 # The part of runner.py below the shared protocol: reads kit.json, times every models/<key>.onnx
-# with onnxruntime under the same protocol as `dynasearch measure`, appends dynasearch records.
+# with onnxruntime under the same protocol as `dynasearch measure` (the kit's anchor in every
+# round), appends dynasearch records and keeps the raw timings beside them.
 import argparse  # noqa: E402,F811
 import itertools  # noqa: E402,F811
 import uuid  # noqa: E402,F811
@@ -27,6 +34,18 @@ def _prepare(path: str, provider: str, threads: int, spinning: bool, inputs: lis
         return ort_run_once(sess, ort_feeds(inputs, batch, seq_len, vocab))
 
     return prepare
+
+
+def _speed_line(rows: list, reference: float | None) -> str:
+    ok = [r for r in rows if r["status"] == "ok"]
+    si = float(ok[0]["speed_index"]) if ok and ok[0]["speed_index"] != "" else float("nan")
+    if si != si:
+        return "  no anchor timed: no speed index"
+    line = f"  speed index {si:.3f} (anchor {ok[0]['anchor_key']}: {float(ok[0]['anchor_ms']):.3f} ms" + (
+        f", reference {reference:.3f} ms)" if reference else "; this run is the reference)")
+    if abs(si - 1) > 0.05:
+        line += f"\n  warning: this machine ran {abs(si - 1):.1%} {'slower' if si > 1 else 'faster'} than when the reference was measured"
+    return line
 
 
 def runner_main(kit_dir: str, argv: list | None = None) -> int:
@@ -47,44 +66,69 @@ def runner_main(kit_dir: str, argv: list | None = None) -> int:
     ap.add_argument("--no-resume", action="store_true", help="measure again what the records already hold")
     ap.add_argument("--retry-failed", action="store_true", help="measure again configs recorded as failed")
     args = ap.parse_args(argv)
+    n_ok = n_failed = n_done = 0
     try:
         for name in ("threads", "batch", "seq_len"):
             bad = [v for v in getattr(args, name) if v < 1]
             if bad:
                 raise MeasurementError(f"--{name.replace('_', '-')} must be positive integers; got {bad}")
+        check_seq_lens(args.seq_len, json.loads(kit["shape"]))
+        check_records_path(args.out)
+        if os.path.exists(args.out):
+            read_rows(args.out)  # another schema: refuse before timing anything
         check_ort_provider(args.provider)
+        warning = threads_warning(args.threads)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         protocol = Protocol.from_dict(kit["protocol"])
         machine = machine_info(with_torch=False)
         device = "cuda" if args.provider in CUDA_PROVIDERS else "cpu"
         spinning = args.spinning == "on"
         configs = kit["configs"][: args.limit] if args.limit else kit["configs"]
+        anchor_cfg = kit.get("anchor")
         run_id = uuid.uuid4().hex[:12]
         for threads, batch, seq_len in itertools.product(args.threads, args.batch, args.seq_len):
             cols = setting_columns(machine, "onnxruntime", device, args.provider, threads, spinning, "float32", batch, seq_len, kit["shape_key"])
             done = set() if args.no_resume else done_keys(args.out, cols["settings_id"], args.retry_failed)
-            items = []
-            for c in configs:
-                if c["key"] in done:
-                    continue
+
+            def item(c, cols=cols, threads=threads, batch=batch, seq_len=seq_len):
                 row = dict(
                     cols, run_id=run_id, sampler=c["sampler"], key=c["key"], subnet=c["subnet"], depth=c["depth"],
                     heads_sum=c["heads_sum"], ffn_sum=c["ffn_sum"], params=c["params"],
                     flops=c["flops"].get(f"{batch}x{seq_len}", ""), shape=kit["shape"],
                 )
                 path = os.path.join(kit_dir, "models", c["key"] + ".onnx")
-                items.append(Item(c["key"], row, _prepare(path, args.provider, threads, spinning, c["inputs"], batch, seq_len, kit["vocab_size"])))
+                return Item(c["key"], row, _prepare(path, args.provider, threads, spinning, c["inputs"], batch, seq_len, kit["vocab_size"]))
+
+            items = [item(c) for c in configs if c["key"] not in done]
+            n_done += len(configs) - len(items)
             total, count = len(items), [0]
+            print(f"threads {threads} batch {batch} seq {seq_len}: {total} to measure, {len(configs) - total} already measured in {args.out}", flush=True)
+            if not items:
+                continue
+            anchor = item(anchor_cfg) if anchor_cfg else None
+            reference = anchor_reference(args.out, cols["settings_id"], anchor.key) if anchor else None
+            raw_path = raw_timings_path(args.out, run_id, cols["settings_id"])
 
             def progress(n: int, total=total, count=count, threads=threads, batch=batch, seq_len=seq_len) -> None:
                 count[0] += n
                 print(f"threads {threads} batch {batch} seq {seq_len}: {count[0]}/{total} configs", flush=True)
 
-            print(f"threads {threads} batch {batch} seq {seq_len}: {total} to measure, {len(done)} already in {args.out}", flush=True)
-            measure_items(items, protocol, lambda rows: append_rows(args.out, rows), progress)
+            rows = measure_items(items, protocol, lambda rows: append_rows(args.out, rows), progress, anchor=anchor,
+                                 reference_ms=reference, on_raw=lambda t, p=raw_path: write_raw_timings(p, t))
+            n_ok += sum(r["status"] == "ok" for r in rows)
+            n_failed += sum(r["status"] != "ok" for r in rows)
+            print(_speed_line(rows, reference), flush=True)
+            for r in [r for r in rows if r["status"] != "ok"][:5]:
+                print(f"  failed {r['key']}: {r['error']}", flush=True)
     except MeasurementError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished chunks are saved, run again to resume", file=sys.stderr)
         return 130
+    if n_failed and not n_ok:
+        print(f"error: none of the {n_failed} configs could be measured (see the failures above)", file=sys.stderr)
+        return 1
+    print(f"measured {n_ok + n_failed} config x setting rows ({n_ok} ok, {n_failed} failed), {n_done} already measured, into {args.out}")
     return 0

@@ -15,7 +15,7 @@ from dynabert.subnet import SubnetConfig
 
 from .errors import PredictorError, RecordsError
 from .latency import PREDICTORS, LatencyPredictor, make_predictor
-from .records import check_one_target, ok_records
+from .records import LATENCY_COLUMN, check_one_target, ok_records
 from .samplers import is_layer_table_config
 
 COVERAGES = (0.9, 0.95)
@@ -101,7 +101,7 @@ def learning_curve(
 ) -> pd.DataFrame:
     """Held-out error against the number of measured configs used for fitting."""
     rows = []
-    y = test["median_ms"].to_numpy(float)
+    y = test[LATENCY_COLUMN].to_numpy(float)
     for n in sorted(set(int(s) for s in sizes if s <= len(train))):
         part = cap_rows(train, n, seed)
         for kind in kinds:
@@ -120,7 +120,7 @@ def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    y = test["median_ms"].to_numpy(float)
+    y = test[LATENCY_COLUMN].to_numpy(float)
     files = []
     fig, ax = plt.subplots(figsize=(5.5, 5))
     lo, hi = y.min() * 0.9, y.max() * 1.1
@@ -174,7 +174,7 @@ def evaluate_split(
     """Fit each kind on `train`, evaluate on `test`: (metrics table, fitted predictors, predictions).
     A kind that cannot be fitted (e.g. a lookup table without layer records) gets its error in the
     table; if none can, PredictorError."""
-    y = test["median_ms"].to_numpy(float)
+    y = test[LATENCY_COLUMN].to_numpy(float)
     fitted: dict[str, LatencyPredictor] = {}
     preds: dict[str, np.ndarray] = {}
     table = []
@@ -252,6 +252,7 @@ def fit_and_evaluate(
         "shapes_train": sorted({(int(b), int(s)) for b, s in zip(train["batch"], train["seq_len"])}),
         "shapes_test": sorted({(int(b), int(s)) for b, s in zip(test["batch"], test["seq_len"])}),
         "n_train": len(train), "n_test": len(test), "best": best, "across_shapes": across_shapes,
+        "latency_column": LATENCY_COLUMN, "speed_index": _speed_summary(df),
         "results": results, "learning_curve": curve, "predictors": fitted,
     }
     if out_dir is not None:
@@ -259,7 +260,7 @@ def fit_and_evaluate(
         with atomic_dir(out, overwrite) as tmp:
             results.to_csv(tmp / "metrics.csv", index=False)
             curve.to_csv(tmp / "learning_curve.csv", index=False)
-            pred_df = test[["key", "subnet", "batch", "seq_len", "median_ms"]].copy()
+            pred_df = test[["key", "subnet", "batch", "seq_len", "median_ms", LATENCY_COLUMN]].copy()
             for kind, p in preds.items():
                 pred_df[f"pred_{kind}_ms"] = p
             pred_df.to_csv(tmp / "predictions.csv", index=False)
@@ -276,13 +277,20 @@ def fit_and_evaluate(
     return report
 
 
+def _speed_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """How the fitting records' runs compare to their reference speed (NaN index: uncorrected runs)."""
+    si = df.drop_duplicates("run_id")["speed_index"].astype(float)
+    return {"runs": int(df["run_id"].nunique()), "runs_uncorrected": int(si.isna().sum()),
+            "min": float(si.min()) if si.notna().any() else None, "max": float(si.max()) if si.notna().any() else None}
+
+
 def _readme(report: dict[str, Any]) -> str:
     return (
         "dynasearch fit-predictor output\n"
         "metrics.csv / metrics.json   held-out errors of each predictor (MAPE %, RMSE ms, share within +-5/10%,\n"
         "                             Kendall tau, Spearman, conformal interval half-width and measured coverage)\n"
         "learning_curve.csv/.png      held-out error against the number of records used for fitting\n"
-        "predictions.csv              held-out configs: measured and predicted ms\n"
+        f"predictions.csv              held-out configs: measured ({LATENCY_COLUMN}, speed-corrected; raw median_ms beside it) and predicted ms\n"
         "predicted_vs_measured.png, errors.png\n"
         "predictors/<kind>/           fitted predictors (predictor.json + arrays.npz); load with\n"
         "                             predictors.load_predictor(dir)\n"

@@ -13,7 +13,10 @@ import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
 
-from ._core import Item, Protocol, append_rows, done_keys, machine_info, measure_items, setting_columns, short_hash
+from ._core import Protocol
+from ._driver import Item, measure_items
+from ._fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
+from ._schema import RECORD_COLUMNS, anchor_reference, append_rows, check_records_path, done_keys, raw_timings_path, write_raw_timings
 from .backends import BackendSettings, make_backend
 from .errors import MeasurementError
 from .records import read_records
@@ -62,6 +65,19 @@ def static_row(shape: BackboneShape, subnet: SubnetConfig, sampler: str, columns
     )
 
 
+def resolve_anchor(shape: BackboneShape, anchor: SubnetConfig | str | None) -> SubnetConfig | None:
+    """The anchor config: "full" (the whole backbone), a SubnetConfig, or None (no anchor)."""
+    if anchor is None:
+        return None
+    if isinstance(anchor, str):
+        if anchor != "full":
+            raise MeasurementError(f"anchor must be 'full', a SubnetConfig or None; got {anchor!r}")
+        return SubnetConfig.full(shape)
+    if not isinstance(anchor, SubnetConfig):
+        raise MeasurementError(f"anchor must be 'full', a SubnetConfig or None; got {type(anchor).__name__}")
+    return anchor.validate(shape)
+
+
 def measure(
     shape: BackboneShape,
     subnets: Sequence[SubnetConfig],
@@ -71,6 +87,7 @@ def measure(
     *,
     model: Any = None,
     sampler: str | Sequence[str] = "file",
+    anchor: SubnetConfig | str | None = "full",
     onnx_cache: str | Path | None = None,
     resume: bool = True,
     retry_failed: bool = False,
@@ -80,8 +97,15 @@ def measure(
 
     model: a super-network to extract from; None builds a random-weight one of `shape` once (latency
     does not depend on weights). sampler: one label for all, or one per sub-network (so configs of
-    several samplers are interleaved in one run and see the same machine). Returns the rows this
-    call wrote (a DataFrame in records format)."""
+    several samplers are interleaved in one run and see the same machine). anchor: a config timed
+    in every round of every chunk ("full", the default: the whole backbone; None: none); the run's
+    rounds are speed-corrected through it and its median against the first run's (the reference
+    stored in the records) is the run's speed index. The raw timings go to
+    `<records stem>.raw/<run_id>-<settings_id>.csv` (`read_raw_timings`).
+
+    Returns the rows this call wrote (records format: raw `median_ms`, `corrected_median_ms`,
+    `speed_index`, `speed_spread`, `anchor_key`, `anchor_ms`, `p90_ms`, ...); its
+    `attrs["already_measured"]` counts the configs x settings skipped as already measured."""
     from tqdm import tqdm
 
     from dynabert.extract import extract_subnet, random_like
@@ -93,12 +117,16 @@ def measure(
     label_of = labels_by_key(subnets, sampler)
     if len(label_of) != len(subnets):
         subnets = list({s.key: s for s in subnets}.values())
+    anchor_cfg = resolve_anchor(shape, anchor)
+    check_seq_lens([st.seq_len for st in settings_list], shape.to_dict())
     records_path = str(records_path)
+    check_records_path(records_path)  # a directory, /proc, a read-only folder: refuse before any timing
     if Path(records_path).exists():
-        read_records(records_path)  # another schema: refuse before measuring anything
+        read_records(records_path, allow_empty=True)  # another schema: refuse before measuring anything
     run_id = uuid.uuid4().hex[:12]
     skey = shape_key(shape)
     written: list[dict] = []
+    skipped = 0
     full = None
     for st in settings_list:
         backend = make_backend(st, onnx_cache)
@@ -108,6 +136,7 @@ def measure(
             columns = setting_columns(machine, st.backend, st.device, st.provider, st.threads, st.spinning, st.dtype, st.batch, st.seq_len, skey)
             done = done_keys(records_path, columns["settings_id"], retry_failed) if resume else set()
             todo = [s for s in subnets if s.key not in done]
+            skipped += len(subnets) - len(todo)
             if not todo:
                 continue
             if full is None:
@@ -126,12 +155,22 @@ def measure(
                 return prepare
 
             items = [Item(s.key, static_row(shape, s, label_of[s.key], columns, run_id), prepare_fn(s)) for s in todo]
+            anchor_item = None
+            if anchor_cfg is not None:
+                anchor_item = Item(anchor_cfg.key, static_row(shape, anchor_cfg, "anchor", columns, run_id), prepare_fn(anchor_cfg))
+            reference = anchor_reference(records_path, columns["settings_id"], anchor_cfg.key) if anchor_cfg is not None else None
+            raw_path = raw_timings_path(records_path, run_id, columns["settings_id"])
             desc = f"{st.backend}/{st.device} t{st.threads} b{st.batch} s{st.seq_len}"
             with tqdm(total=len(items), desc=desc, unit="config", disable=not progress, leave=False) as bar:
-                written += measure_items(items, protocol, lambda rows: append_rows(records_path, rows), bar.update)
+                written += measure_items(items, protocol, lambda rows: append_rows(records_path, rows), bar.update,
+                                         anchor=anchor_item, reference_ms=reference,
+                                         on_raw=lambda t, p=raw_path: write_raw_timings(p, t))
         finally:
             backend.close()
     if not written:
-        return pd.DataFrame(columns=list(read_records(records_path).columns)) if Path(records_path).exists() else pd.DataFrame()
-    all_rows = read_records(records_path)
-    return all_rows[all_rows["run_id"] == run_id].reset_index(drop=True)
+        out = pd.DataFrame(columns=list(RECORD_COLUMNS))
+    else:
+        all_rows = read_records(records_path)
+        out = all_rows[all_rows["run_id"] == run_id].reset_index(drop=True)
+    out.attrs["already_measured"] = skipped
+    return out

@@ -7,6 +7,7 @@ One CSV file, one row per (sub-network, settings); the columns and their meaning
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -16,8 +17,12 @@ import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
-from ._core import RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, read_rows
+from ._schema import RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, read_rows
 from .errors import RecordsError
+
+# What predictors fit and are judged on: the speed-corrected median (raw median where a run was
+# not corrected: old records, or a run without rounds to correct).
+LATENCY_COLUMN = "corrected_median_ms"
 
 # Columns that must agree for rows to feed one predictor (besides target_id, their hash).
 TARGET_COLUMNS = ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning", "dtype", "shape_key")
@@ -43,8 +48,10 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_records(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
-    """One DataFrame from one or more records CSVs (RecordsError on another schema or a bad file)."""
+def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = False) -> pd.DataFrame:
+    """One DataFrame from one or more records CSVs (RecordsError on another schema, a bad file, or
+    one that holds no records unless allow_empty). Records of the older schema load: their
+    corrected_median_ms is the raw median and speed_index is NaN."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
@@ -52,16 +59,22 @@ def read_records(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
     frames = []
     for p in paths:
         p = Path(p)
+        if p.is_dir():
+            raise RecordsError(f"records file '{p}' is a directory; give the records CSV inside it")
         if not p.is_file():
             raise RecordsError(f"records file '{p}' does not exist")
         try:
             rows = read_rows(str(p))
         except MeasurementError as e:
             raise RecordsError(str(e)) from None
-        except (UnicodeDecodeError, OSError) as e:
+        except (UnicodeDecodeError, OSError, csv.Error) as e:
             raise RecordsError(f"cannot read records file '{p}': {e}") from None
+        if not rows and not allow_empty:
+            raise RecordsError(f"records file '{p}' holds no records (it is empty or has only a header); measure into it first")
         frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
     df = _typed(pd.concat(frames, ignore_index=True))
+    # No correction stored (a run with nothing to correct): the corrected median is the raw one.
+    df[LATENCY_COLUMN] = df[LATENCY_COLUMN].fillna(df["median_ms"])
     # The kit's runner may leave FLOPs empty for a batch/length it had not precomputed: fill them
     # from the backbone shape and the config (the formula lives in dynabert only).
     missing = df["flops"].isna() & (df["shape"] != "")
@@ -72,15 +85,17 @@ def read_records(paths: str | Path | Sequence[str | Path]) -> pd.DataFrame:
 
 
 def ok_records(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows with status ok, checked: every median latency finite and > 0 (RecordsError otherwise)."""
+    """Rows with status ok, checked: every raw and corrected median finite and > 0 (RecordsError otherwise)."""
     ok = df[df["status"] == "ok"].copy()
-    bad = ok[~np.isfinite(ok["median_ms"].astype(float)) | (ok["median_ms"].astype(float) <= 0)]
-    if len(bad):
-        first = bad.iloc[0]
-        raise RecordsError(
-            f"{len(bad)} record(s) have a NaN, zero or negative latency, e.g. key {first['key']} median_ms="
-            f"{first['median_ms']!r}; latencies must be finite and > 0 (remove or re-measure those rows)"
-        )
+    for col in ("median_ms", LATENCY_COLUMN):
+        v = ok[col].astype(float)
+        bad = ok[~np.isfinite(v) | (v <= 0)]
+        if len(bad):
+            first = bad.iloc[0]
+            raise RecordsError(
+                f"{len(bad)} record(s) have a NaN, zero or negative latency, e.g. key {first['key']} {col}="
+                f"{float(first[col])}; latencies must be finite and > 0 (remove or re-measure those rows)"
+            )
     return ok
 
 
@@ -122,13 +137,14 @@ def targets_table(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(cols, dropna=False).agg(rows=("key", "size"), shapes=("settings_id", "nunique")).reset_index()
 
 
-def repeatability(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.03) -> dict[str, float]:
-    """Two runs of the same configs: share of configs whose medians agree within +-tolerance
-    (relative to their mean), and the median and largest relative difference."""
-    m = a[["key", "median_ms"]].merge(b[["key", "median_ms"]], on="key", suffixes=("_a", "_b"))
+def repeatability(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.03, column: str = "median_ms") -> dict[str, float]:
+    """Two runs of the same configs: share of configs whose medians (`column`: raw median_ms or
+    corrected_median_ms) agree within +-tolerance (relative to their mean), and the median and
+    largest relative difference."""
+    m = a[["key", column]].merge(b[["key", column]], on="key", suffixes=("_a", "_b"))
     if m.empty:
         raise RecordsError("the two runs share no configs")
-    rel = (m["median_ms_a"] - m["median_ms_b"]).abs() / ((m["median_ms_a"] + m["median_ms_b"]) / 2)
+    rel = (m[f"{column}_a"] - m[f"{column}_b"]).abs() / ((m[f"{column}_a"] + m[f"{column}_b"]) / 2)
     return {
         "configs": int(len(m)),
         "within": float((rel <= tolerance).mean()),
@@ -145,6 +161,6 @@ def as_float(values: Iterable) -> np.ndarray:
 
 
 __all__ = [
-    "RECORD_COLUMNS", "RECORD_FIELDS", "SCHEMA", "TARGET_COLUMNS", "check_one_target", "ok_records", "read_records",
+    "LATENCY_COLUMN", "RECORD_COLUMNS", "RECORD_FIELDS", "SCHEMA", "TARGET_COLUMNS", "check_one_target", "ok_records", "read_records",
     "repeatability", "schema_markdown", "shape_of", "subnets_of", "targets_table",
 ]

@@ -87,7 +87,8 @@ def test_fit_predictor_cli(synthetic, tmp_path, capsys):
 def test_kit_cli(tiny_dir, tmp_path, capsys):
     out = tmp_path / "kit"
     assert main(["kit", str(tiny_dir), "--out", str(out), "--n", "2", "--seq-len", "8", "--no-progress"]) == 0
-    assert (out / "runner.py").is_file() and len(list((out / "models").glob("*.onnx"))) == 2
+    assert (out / "runner.py").is_file() and len(list((out / "models").glob("*.onnx"))) == 3  # 2 + the anchor (full model)
+    assert json.loads((out / "kit.json").read_text())["anchor"]["sampler"] == "anchor"
 
 
 def err_of(capsys, args):

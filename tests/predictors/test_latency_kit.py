@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from dynabert.space import SearchSpace
-from predictors import Protocol, RECORD_COLUMNS, read_records, runner_source, write_kit
+from dynabert.errors import OutputExistsError
+from predictors import MeasurementError, Protocol, RECORD_COLUMNS, read_records, runner_source, write_kit
 from predictors.samplers import uniform_configs
 
 from latency_helpers import SHAPE
@@ -80,11 +81,11 @@ def test_runner_refuses_unknown_provider(kit):
 
 
 def test_kit_refuses_existing_output(kit):
-    with pytest.raises(Exception, match="--overwrite"):
-        write_kit(kit, SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), progress=False)
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        write_kit(kit, SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), seq_lens=[8], progress=False)
 
 
 def test_kit_refuses_bad_provider_name(tmp_path):
-    with pytest.raises(Exception, match="unknown onnxruntime execution provider 'gpu'"):
+    with pytest.raises(MeasurementError, match="unknown onnxruntime execution provider 'gpu'"):
         write_kit(tmp_path / "k", SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), provider="gpu", progress=False)
     assert not (tmp_path / "k").exists()

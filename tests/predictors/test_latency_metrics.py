@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dynabert.space import SearchSpace
-from predictors import metrics, split_holdout
+from predictors import RecordsError, metrics, split_holdout
 from predictors.samplers import layer_table_configs, uniform_configs
 
 from latency_helpers import SHAPE, additive_ms, records, rows
@@ -34,7 +34,7 @@ def test_rank_metrics_hand_computed():
 
 
 def test_metrics_reject_bad_measurements():
-    with pytest.raises(Exception, match="finite and > 0"):
+    with pytest.raises(RecordsError, match="finite and > 0"):
         metrics([1.0, 0.0], [1.0, 1.0])
 
 

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
+from dynabert.errors import OutputExistsError
 from dynabert.space import SearchSpace
 from dynabert.subnet import SubnetConfig
 from predictors import PREDICTORS, PredictorError, load_predictor, make_predictor
@@ -87,7 +88,7 @@ def test_save_load_round_trip(additive, tmp_path):
 def test_save_refuses_existing_without_overwrite(additive, tmp_path):
     p = make_predictor("layer-regression").fit(additive)
     p.save(tmp_path / "p")
-    with pytest.raises(Exception, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="--overwrite"):
         p.save(tmp_path / "p")
     p.save(tmp_path / "p", overwrite=True)
 

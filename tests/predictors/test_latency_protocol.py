@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from dynabert.space import SearchSpace
-from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
-from predictors._core import Item, ci_half_width, measure_items, median_ci, summarize, time_interleaved
+from predictors import BackendSettings, MeasurementError, Protocol, RecordsError, measure, read_records
+from predictors._core import ci_half_width, median_ci, summarize, time_interleaved
+from predictors._driver import Item, measure_items
 from predictors.samplers import layer_table_configs, uniform_configs
 
 from latency_helpers import SHAPE
@@ -127,7 +128,7 @@ def test_measure_tiny_backbone_and_resume(tmp_path, backend):
 def test_measure_refuses_records_of_another_schema(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")
-    with pytest.raises(Exception, match="another schema"):
+    with pytest.raises(RecordsError, match="another schema"):
         measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=8), path, FAST, progress=False)
 
 

@@ -1,0 +1,242 @@
+"""The latency records schema and its files: the records CSV (read, upgraded from older schema
+versions, rewritten atomically) and the raw-timings CSV kept beside it.
+
+Standalone on purpose (standard library + numpy, like every `_*.py` module the kit's runner is
+generated from): `dynasearch kit` copies this file, `_fingerprint.py`, `_speed.py`, `_core.py` and
+`_runner_main.py` verbatim (minus each block marked `in-package`) into the kit's `runner.py`, so a
+device without torch writes the very same records. Do not import torch or pandas here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from typing import Any, Iterable, Mapping, Sequence
+
+SCHEMA = "dynasearch-latency-records/2"
+# Older versions this one reads (and upgrades on the next write): /1 had no speed correction.
+OLD_SCHEMAS = ("dynasearch-latency-records/1",)
+
+# <in-package>
+from dynabert.errors import DynasearchError as _ErrorBase  # noqa: E402
+# </in-package>
+
+
+class MeasurementError(_ErrorBase):  # type: ignore[misc,valid-type]
+    """A measurement cannot be set up: unknown backend or provider, CUDA without a GPU, bad protocol
+    values, a records file of another schema, an output that cannot be written."""
+
+
+# (column, type, meaning). One row per (config, settings, run); `key` + `settings_id` identify a config.
+RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("schema", "str", f"records format, '{SCHEMA}' (rows of {', '.join(OLD_SCHEMAS)} read as uncorrected)"),
+    ("run_id", "str", "id of the measuring run that wrote the row"),
+    ("timestamp", "str", "UTC time the config's measurement finished (ISO 8601)"),
+    ("sampler", "str", "how the config was chosen: grid, uniform, flops, layer-table, file, kit"),
+    ("key", "str", "SubnetConfig.key (12 hex digits); joins every table"),
+    ("subnet", "str", "SubnetConfig canonical JSON: layers, heads, ffn"),
+    ("depth", "int", "kept layers"),
+    ("heads_sum", "int", "attention heads summed over kept layers"),
+    ("ffn_sum", "int", "FFN neurons summed over kept layers"),
+    ("params", "int", "parameters of the extracted model"),
+    ("flops", "int", "encoder FLOPs (2 x MACs) at this batch and sequence length"),
+    ("shape_key", "str", "12-hex key of the backbone shape"),
+    ("shape", "str", "backbone shape JSON (layers, heads, head_dim, hidden, FFN, vocab, ...)"),
+    ("backend", "str", "torch or onnxruntime"),
+    ("device", "str", "cpu or cuda"),
+    ("provider", "str", "onnxruntime execution provider (empty for torch)"),
+    ("threads", "int", "intra-op threads (torch.set_num_threads / intra_op_num_threads)"),
+    ("spinning", "bool", "onnxruntime intra-op thread spinning (always False for torch)"),
+    ("dtype", "str", "weights and activations dtype"),
+    ("batch", "int", "batch size"),
+    ("seq_len", "int", "sequence length (all tokens real, no padding)"),
+    ("cpu_model", "str", "CPU model name"),
+    ("cpu_cores", "int", "CPU cores this process may use"),
+    ("gpu_name", "str", "GPU name (empty without a GPU)"),
+    ("gpu_driver", "str", "GPU driver version (empty without a GPU)"),
+    ("os", "str", "operating system"),
+    ("python", "str", "Python version"),
+    ("numpy_version", "str", "numpy version"),
+    ("torch_version", "str", "torch version (empty where torch is absent, e.g. the kit)"),
+    ("onnxruntime_version", "str", "onnxruntime version (empty where absent)"),
+    ("fingerprint", "str", "hash of CPU, cores, GPU, driver, backend, its version, device, provider"),
+    ("target_id", "str", "hash of fingerprint + threads + spinning + dtype + backbone shape: one predictor's target"),
+    ("settings_id", "str", "hash of target_id + batch + seq_len: what a re-run skips"),
+    ("status", "str", "ok or failed"),
+    ("error", "str", "why a failed config failed (empty when ok)"),
+    ("median_ms", "float", "RAW median latency of the timed runs, milliseconds"),
+    ("corrected_median_ms", "float", "median after the per-round speed correction, on the anchor's reference scale "
+     "(median_ms / run speed factors, divided by speed_index); what predictors fit. Empty: same as median_ms"),
+    ("speed_index", "float", "the run's speed: the anchor's (round-corrected) median / its reference (first run of this "
+     "settings_id); 1.10 = 10% slower than the reference. Empty without an anchor or in old records"),
+    ("speed_spread", "float", "90th / 10th percentile of the run's per-round speed factors (1.0 = steady machine)"),
+    ("anchor_key", "str", "key of the anchor config timed in every round of the run (empty: none)"),
+    ("anchor_ms", "float", "the anchor's round-corrected median in this run"),
+    ("mean_ms", "float", "mean latency"),
+    ("p90_ms", "float", "90th percentile"),
+    ("p99_ms", "float", "99th percentile"),
+    ("iqr_ms", "float", "inter-quartile range"),
+    ("cv", "float", "coefficient of variation (std / mean) of the timed runs"),
+    ("ci_low_ms", "float", "lower end of the confidence interval of the median"),
+    ("ci_high_ms", "float", "upper end of the confidence interval of the median"),
+    ("n_runs", "int", "timed runs"),
+    ("warmup_runs", "int", "warm-up runs before the first timed round"),
+    ("disturbed_runs", "int", "timed runs discarded because another process preempted this one (a busy machine)"),
+    ("converged", "bool", "True: the median's CI met rel_ci; False: a cap stopped it"),
+    ("measure_s", "float", "wall seconds spent running this config (warm-up, re-warm and timed runs)"),
+    ("prepare_s", "float", "wall seconds to prepare it (extraction, export, session creation)"),
+    ("protocol", "str", "protocol settings JSON"),
+)
+RECORD_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in RECORD_FIELDS)
+RECORD_TYPES: dict[str, str] = {name: typ for name, typ, _ in RECORD_FIELDS}
+SPEED_COLUMNS = ("corrected_median_ms", "speed_index", "speed_spread", "anchor_key", "anchor_ms")
+_V1_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in SPEED_COLUMNS)
+RAW_COLUMNS = ("key", "round", "run", "ms", "disturbed")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    return str(value)
+
+
+def check_records_path(path: str) -> None:
+    """Refuse, before any timing, a records path that is a directory or cannot be written."""
+    if os.path.isdir(path):
+        raise MeasurementError(f"records file '{path}' is a directory; give a file name such as {os.path.join(path, 'records.csv')}")
+    directory = os.path.dirname(os.path.abspath(path))
+    probe = directory
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dynasearch-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise MeasurementError(f"cannot write records file '{path}': {e.strerror or e} (in '{probe}')") from None
+
+
+def read_rows(path: str) -> list[dict[str, str]]:
+    """Rows of a records CSV as strings ([] for a 0-byte or header-only file); rows of an older
+    schema come upgraded (corrected = raw, no speed index). MeasurementError on another schema."""
+    if os.path.isdir(path):
+        raise MeasurementError(f"records file '{path}' is a directory, not a records CSV")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = tuple(reader.fieldnames or ())
+        if not header:
+            return []
+        if header not in (RECORD_COLUMNS, _V1_COLUMNS):
+            missing = [c for c in _V1_COLUMNS if c not in header]
+            extra = [c for c in header if c not in RECORD_COLUMNS]
+            raise MeasurementError(
+                f"records file '{path}' has another schema (expected {SCHEMA}): "
+                f"missing columns {missing[:6]}, unknown columns {extra[:6]}"
+            )
+        rows = list(reader)
+    bad = sorted({r.get("schema") or "" for r in rows} - {SCHEMA, *OLD_SCHEMAS})
+    if bad:
+        raise MeasurementError(f"records file '{path}' holds rows of schema {bad}; this version reads {SCHEMA} and {', '.join(OLD_SCHEMAS)}")
+    for r in rows:
+        for c in SPEED_COLUMNS:
+            r.setdefault(c, "")
+        if r["schema"] in OLD_SCHEMAS and not r["corrected_median_ms"]:
+            r["corrected_median_ms"] = r["median_ms"]  # an old run was not corrected: read it as measured
+    return rows
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write a file by temp file + rename: a kill at any moment leaves the old or the new file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _row_id(r: Mapping[str, Any]) -> tuple[str, str, str]:
+    return str(r.get("run_id", "")), str(r.get("settings_id", "")), str(r.get("key", ""))
+
+
+def append_rows(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Add rows to a records CSV, rewriting it atomically. A row with the run_id, settings_id and
+    key of one already there replaces it (a run updates its rows once its speed fit is final)."""
+    new = [{c: _cell(r.get(c, "")) for c in RECORD_COLUMNS} for r in rows]
+    ids = {_row_id(r) for r in new}
+    old = read_rows(path) if os.path.exists(path) and os.path.getsize(path) > 0 else []
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(RECORD_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for r in old:
+        if _row_id(r) not in ids:
+            writer.writerow(r)
+    for r in new:
+        writer.writerow(r)
+    write_text_atomic(path, buf.getvalue())
+
+
+def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:
+    """Keys already measured under `settings_id` (failed ones too unless retry_failed)."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return set()
+    return {
+        r["key"] for r in read_rows(path)
+        if r["settings_id"] == settings_id and (r["status"] == "ok" or not retry_failed)
+    }
+
+
+def anchor_reference(path: str, settings_id: str, anchor_key: str) -> float | None:
+    """The anchor's reference median for a settings_id: its anchor_ms in the first run of the
+    records that timed this anchor (None when no run has)."""
+    if not anchor_key or not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    for r in read_rows(path):
+        if r["settings_id"] == settings_id and r["anchor_key"] == anchor_key:
+            try:
+                v = float(r["anchor_ms"])
+            except ValueError:
+                continue
+            if math.isfinite(v) and v > 0:
+                return v
+    return None
+
+
+# ----------------------------------------------------------------------------------- raw timings
+def raw_timings_path(records_path: str, run_id: str, settings_id: str) -> str:
+    """Where a run keeps its raw timings: <records stem>.raw/<run_id>-<settings_id>.csv beside the records."""
+    stem = os.path.splitext(os.path.basename(records_path))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(records_path)), stem + ".raw", f"{run_id}-{settings_id}.csv")
+
+
+def write_raw_timings(path: str, timings: Sequence[tuple[str, int, int, float, bool]]) -> None:
+    """Every timed run of a run and setting: (config key, round, run index within the config, ms,
+    disturbed), written atomically; `read_raw_timings` gives the same tuples back."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(RAW_COLUMNS)
+    for key, rnd, run, ms, disturbed in timings:
+        w.writerow([key, int(rnd), int(run), repr(float(ms)), int(bool(disturbed))])
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_raw_timings(path: str) -> list[tuple[str, int, int, float, bool]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = tuple(next(reader, ()))
+        if header != RAW_COLUMNS:
+            raise MeasurementError(f"raw timings file '{path}' has columns {list(header)}; expected {list(RAW_COLUMNS)}")
+        return [(k, int(r), int(i), float(ms), d == "1") for k, r, i, ms, d in reader]
