@@ -13,7 +13,6 @@ Per-layer widths are read from the weight shapes, so already-extracted models lo
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from .errors import ModelLoadError
+from .io import read_json
 from .modeling import DynaBertConfig, DynaBertForSequenceClassification
 
 SUPPORTED = ("bert", "roberta", "dynabert")
@@ -73,13 +73,7 @@ def read_config(model_dir: Path) -> dict[str, Any]:
     cfg_path = model_dir / "config.json"
     if not cfg_path.is_file():
         raise ModelLoadError(f"model directory '{model_dir}' has no config.json")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{cfg_path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise ModelLoadError(f"{cfg_path} must hold a JSON object")
-    return cfg
+    return read_json(cfg_path, "model config", error=ModelLoadError)
 
 
 def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:

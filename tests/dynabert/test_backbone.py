@@ -108,6 +108,12 @@ def test_malformed_config(tmp_path):
         load_model(tmp_path)
 
 
+def test_config_of_random_bytes(tmp_path):
+    (tmp_path / "config.json").write_bytes(b'{"model_type": "bert"}\xff\xfe')
+    with pytest.raises(ModelLoadError, match=r"model config .*config.json is not UTF-8 text \(byte 0xff at offset 22\)"):
+        load_model(tmp_path)
+
+
 def test_no_weights(tmp_path):
     (tmp_path / "config.json").write_text(tiny_bert_config().to_json_string())
     with pytest.raises(ModelLoadError, match="has no weights; expected one of model.safetensors, pytorch_model.bin"):
