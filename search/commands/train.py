@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 from .common import add_model_arg, positive_int
@@ -123,12 +124,14 @@ def run(args) -> int:
         checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size,
         group_by_length=args.group_by_length,
     )
-    if args.resume and args.task is None:
-        if args.text_col or args.label_col or args.text_pair_col or args.regression:
-            args._parser.error("--text-col/--text-pair-col/--label-col/--regression need --task csv")
-        # Everything not given again comes from RUN/run.json (train() then checks what was given).
+    if args.resume:
+        # Whatever is not given again comes from RUN/run.json; train() checks what was given against it.
         inputs = resume_inputs(args.out, model_dir=args.model_dir, data_dir=args.data_dir, train_file=args.train_file,
                                dev_file=args.dev_file)
+        if args.task is not None:
+            inputs = dataclasses.replace(inputs, task=task_from_args(args, args._parser.error))
+        elif args.text_col or args.label_col or args.text_pair_col or args.regression:
+            args._parser.error("--text-col/--text-pair-col/--label-col/--regression need --task csv")
     else:
         if args.task is None:
             args.task = "tweets"

@@ -175,6 +175,8 @@ def test_resume_without_task_takes_the_run_configuration(assets, tmp_path, capsy
     assert main(["train", "--out", str(run), "--resume", "--no-progress"]) == 0, capsys.readouterr().err
     assert "stages teacher, width" in capsys.readouterr().out
     assert json.loads((run / "state.json").read_text())["completed"] == ["teacher", "width"]
+    # --task given again without --model: the backbone (and data) still come from run.json
+    assert main(["train", "--out", str(run), "--resume", "--task", "sst2", "--no-progress"]) == 0, capsys.readouterr().err
 
 
 def test_broken_run_files_exit_2_with_one_line(assets, tmp_path, capsys):
