@@ -3,10 +3,10 @@
 Within one run every config of a setting is timed in interleaved rounds, and an anchor config
 in every round. A robust two-way model on the per-(config, round) medians,
     log time[c, r] = config effect[c] + round effect[r],
-fitted by Tukey's median polish (iterated row and column medians, so a few odd cells do not move
-it), gives each round a speed factor exp(round effect), normalised so the run's median round is
-1.0. A config's corrected median is the median of its timings each divided by its round's
-factor. Standalone (numpy only): copied verbatim into the kit's runner (see `_schema.py`).
+fitted by Huber-weighted least squares (a few odd cells barely move it; why not Tukey's median
+polish: see `two_way_fit`), gives each round a speed factor exp(round effect), normalised so the
+run's median round is 1.0. A config's corrected median is the median of its timings each divided
+by its round's factor. Standalone (numpy only): copied verbatim into the kit's runner (see `_schema.py`).
 """
 
 # <in-package>
@@ -18,31 +18,43 @@ from typing import Iterable, Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def median_polish(cells: Mapping[tuple[str, int], float], max_iter: int = 50, tol: float = 1e-10) -> tuple[dict[str, float], dict[int, float]]:
+def two_way_fit(cells: Mapping[tuple[str, int], float], max_iter: int = 10, huber_k: float = 1.345) -> tuple[dict[str, float], dict[int, float]]:
     """(config effect, round effect) of log(cell) = config + round over the observed cells (missing
-    cells are fine); round effects have median 0 over the rounds."""
+    cells are fine), by Huber-weighted least squares; round effects have median 0 over the rounds.
+
+    Not Tukey's median polish: a chunk's rounds are tied to the other chunks' rounds only through
+    the anchor, and in those rounds the chunk's own configs outnumber it, so iterated medians let
+    them absorb a slow chunk into their config effects. Least squares uses the anchor's bridge; the
+    Huber weights (scale: MAD of the residuals) keep a few wild cells from moving the fit."""
     keys = sorted({k for k, _ in cells})
     rounds = sorted({r for _, r in cells})
     ki = {k: i for i, k in enumerate(keys)}
     ri = {r: j for j, r in enumerate(rounds)}
-    table = np.full((len(keys), len(rounds)), np.nan)
-    for (k, r), v in cells.items():
-        table[ki[k], ri[r]] = math.log(v)
-    row = np.zeros(len(keys))
-    col = np.zeros(len(rounds))
+    obs = list(cells.items())
+    X = np.zeros((len(obs), len(keys) + len(rounds) - 1))
+    y = np.empty(len(obs))
+    for n, ((k, r), v) in enumerate(obs):
+        X[n, ki[k]] = 1.0
+        if ri[r] > 0:  # round 0 is the baseline: one round column less keeps the design full rank
+            X[n, len(keys) + ri[r] - 1] = 1.0
+        y[n] = math.log(v)
+    w = np.ones(len(obs))
+    beta = np.zeros(X.shape[1])
     for _ in range(max_iter):
-        resid = table - row[:, None] - col[None, :]
-        d_row = np.nanmedian(resid, axis=1)
-        row += d_row
-        resid = table - row[:, None] - col[None, :]
-        d_col = np.nanmedian(resid, axis=0)
-        col += d_col
-        shift = float(np.median(col))
-        col -= shift
-        row += shift
-        if max(np.max(np.abs(d_row)), np.max(np.abs(d_col))) < tol:
+        sw = np.sqrt(w)
+        beta = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+        resid = y - X @ beta
+        scale = 1.4826 * float(np.median(np.abs(resid)))
+        if scale <= 1e-12:
             break
-    return {k: float(row[ki[k]]) for k in keys}, {r: float(col[ri[r]]) for r in rounds}
+        w_new = np.minimum(1.0, huber_k * scale / np.maximum(np.abs(resid), 1e-300))
+        if np.max(np.abs(w_new - w)) < 1e-6:
+            break
+        w = w_new
+    row = beta[:len(keys)]
+    col = np.concatenate([[0.0], beta[len(keys):]])
+    shift = float(np.median(col))
+    return {k: float(row[ki[k]] + shift) for k in keys}, {r: float(col[ri[r]] - shift) for r in rounds}
 
 
 def round_factors(timings: Mapping[str, Sequence[tuple[int, float]]], groups: Iterable[Sequence[str]] | None = None) -> dict[int, float]:
@@ -59,7 +71,7 @@ def round_factors(timings: Mapping[str, Sequence[tuple[int, float]]], groups: It
                     cells.setdefault((key, rnd), []).append(ms)
         if not cells:
             continue
-        _, effects = median_polish({c: float(np.median(v)) for c, v in cells.items()})
+        _, effects = two_way_fit({c: float(np.median(v)) for c, v in cells.items()})
         factors.update({r: math.exp(e) for r, e in effects.items()})
     return factors
 
