@@ -6,7 +6,8 @@ predictors (lookup table, layer regression, boosted trees, hybrid) and their eva
 Dependencies point one way: dynabert <- predictors <- search.
 """
 
-from ._core import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA, Protocol
+from ._core import Protocol
+from ._schema import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA
 from .backends import BACKENDS, BackendSettings, make_backend
 from .errors import MeasurementError, PredictorError, RecordsError
 from .evaluate import fit_and_evaluate, metrics, split_holdout
@@ -14,10 +15,14 @@ from .kit import runner_source, write_kit
 from .latency import PREDICTORS, LatencyPredictor, load_predictor, make_predictor
 from .measure import load_shape, measure
 from .records import read_records, repeatability
+from ._schema import read_raw_timings, raw_timings_path
+from .records import LATENCY_COLUMN
+from .verify import VERIFY_COLUMNS, check_this_machine, machine_matches, predictor_settings, this_machine_target, verify_latency
 from .samplers import SAMPLERS, flop_covering_configs, grid_configs, layer_table_configs, sample_configs, uniform_configs
 
 __all__ = [
-    "BACKENDS", "BackendSettings", "LatencyPredictor", "MeasurementError", "PREDICTORS", "PredictorError", "Protocol",
+    "BACKENDS", "BackendSettings", "LATENCY_COLUMN", "VERIFY_COLUMNS", "check_this_machine", "machine_matches",
+    "predictor_settings", "raw_timings_path", "read_raw_timings", "this_machine_target", "verify_latency", "LatencyPredictor", "MeasurementError", "PREDICTORS", "PredictorError", "Protocol",
     "RECORD_COLUMNS", "RECORD_FIELDS", "RecordsError", "SAMPLERS", "SCHEMA", "fit_and_evaluate", "flop_covering_configs",
     "grid_configs", "layer_table_configs", "load_predictor", "load_shape", "make_backend", "make_predictor", "measure",
     "metrics", "read_records", "repeatability", "runner_source", "sample_configs", "split_holdout", "uniform_configs",

@@ -67,6 +67,10 @@ def run(args) -> int:
     print(f"{report['backend']} {report['provider'] or report['device']}, threads {report['threads']}, "
           f"spinning {'on' if report['spinning'] else 'off'}; shapes fitted {report['shapes_train'][:6]}"
           f"{' ...' if len(report['shapes_train']) > 6 else ''}, held out {report['shapes_test'][:6]}")
+    si = report["speed_index"]
+    print(f"fitting on {report['latency_column']} (speed-corrected medians; raw median_ms kept in the records)"
+          + (f"; runs' speed index {si['min']:.3f}-{si['max']:.3f}" if si["min"] is not None else "")
+          + (f"; {si['runs_uncorrected']} of {si['runs']} run(s) uncorrected (no anchor or older records)" if si["runs_uncorrected"] else ""))
     print(f"fitted on {report['n_train']} records, evaluated on {report['n_test']} held-out records:")
     print(format_table(report["results"]))
     print(f"best: {report['best']}; saved to {report['out_dir']} (predictors/<kind>/, metrics.csv, learning_curve.csv, plots)")

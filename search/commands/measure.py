@@ -104,8 +104,11 @@ def register(sub) -> None:
         help="measure latency of extracted sub-networks on this machine (torch or onnxruntime) into a records CSV",
         description="Times extracted sub-networks (random weights of the backbone's shape: only the shape "
         "matters) with one protocol: warm-up until stable, interleaved rounds in random order, stop when "
-        "the confidence interval of the median is within --rel-ci or at a cap. Appends to the records CSV; "
-        "a re-run skips configs already measured under the same fingerprint and settings.",
+        "the confidence interval of the median is within --rel-ci or at a cap. An anchor (the full model) is timed "
+        "in every round; each round's speed factor is fitted from all configs timed in it, and every config gets its "
+        "raw and its speed-corrected median; the run's speed index is the anchor against the first run's. Raw timings "
+        "are kept in RECORDS.raw/. Appends to the records CSV; a re-run skips configs already measured under the same "
+        "fingerprint and settings.",
         epilog="records columns:\n" + schema_markdown().replace("%", "%%"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -131,30 +134,61 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import itertools
+    import math
+    import sys
 
+    from predictors._fingerprint import threads_warning
+    from predictors._schema import check_records_path
     from predictors.backends import BackendSettings, make_backend
     from predictors.measure import load_shape, measure
 
     if not args.subnets:
         sampler_names(args.sampler)
+    check_records_path(args.out)  # a directory or an unwritable place: refuse before any work
     settings = [
         BackendSettings(args.backend, args.device, t, args.spinning == "on", args.dtype, b, s, args.provider)
         for t, b, s in itertools.product(args.threads, args.batch, args.seq_len)
     ]
     make_backend(settings[0]).close()  # unknown provider, CUDA without a GPU: fail before any work
+    warning = threads_warning(args.threads)
+    if warning:
+        print(warning, file=sys.stderr)
     protocol = protocol_from_args(args)
     shape = load_shape(args.model_dir)
     subnets, sampler = configs_from_args(args, shape)
     rows = measure(shape, subnets, settings, args.out, protocol, sampler=sampler, onnx_cache=args.onnx_cache,
                    resume=not args.no_resume, retry_failed=args.retry_failed, progress=not args.no_progress)
+    skipped = rows.attrs.get("already_measured", 0)
     n_ok = int((rows["status"] == "ok").sum()) if len(rows) else 0
     n_failed = len(rows) - n_ok
-    print(f"measured {len(rows)} config x setting rows ({n_ok} ok, {n_failed} failed) into {args.out}")
+    if not len(rows):
+        print(f"nothing to measure: {skipped} config x setting rows already measured in {args.out} (--no-resume measures them again)")
+        return 0
+    print(f"measured {len(rows)} config x setting rows ({n_ok} ok, {n_failed} failed) into {args.out}"
+          + (f"; {skipped} already measured" if skipped else ""))
     if n_ok:
         ok = rows[rows["status"] == "ok"]
-        print(f"  median latency {ok['median_ms'].min():.3f}-{ok['median_ms'].max():.3f} ms, median CV {ok['cv'].median():.3%}, "
-              f"converged {ok['converged'].mean():.0%}, {ok['measure_s'].mean() + ok['prepare_s'].mean():.2f} s per config")
+        print(f"  median latency {ok['median_ms'].min():.3f}-{ok['median_ms'].max():.3f} ms raw, "
+              f"{ok['corrected_median_ms'].min():.3f}-{ok['corrected_median_ms'].max():.3f} ms speed-corrected, "
+              f"median CV {ok['cv'].median():.3%}, converged {ok['converged'].mean():.0%}, "
+              f"{ok['measure_s'].mean() + ok['prepare_s'].mean():.2f} s per config")
+        for sid, g in ok.groupby("settings_id", sort=False):
+            first = g.iloc[0]
+            si, spread = float(first["speed_index"]), float(first["speed_spread"])
+            label = f"  threads {first['threads']} batch {first['batch']} seq {first['seq_len']}:"
+            if not math.isfinite(si):
+                print(f"{label} no anchor timed, so no speed index (round speed spread {spread:.3f})")
+                continue
+            ref = float(first["anchor_ms"]) / si
+            print(f"{label} speed index {si:.3f} (anchor {first['anchor_key']} {float(first['anchor_ms']):.3f} ms, "
+                  f"reference {ref:.3f} ms); speed spread over the run's rounds {spread:.3f}")
+            if abs(si - 1) > 0.05:
+                print(f"warning: {label.strip()} this machine ran {abs(si - 1):.1%} {'slower' if si > 1 else 'faster'} than when "
+                      f"the reference run was measured; corrected latencies are scaled back to the reference", file=sys.stderr)
     if n_failed:
         for _, r in rows[rows["status"] != "ok"].head(5).iterrows():
             print(f"  failed {r['key']}: {r['error']}")
+    if not n_ok:
+        print(f"error: none of the {n_failed} configs could be measured (see the failures above)", file=sys.stderr)
+        return 1
     return 0

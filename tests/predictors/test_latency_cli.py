@@ -42,10 +42,13 @@ def test_measure_cli_and_resume(tiny_dir, tmp_path, capsys):
     out = tmp_path / "r.csv"
     args = ["measure", str(tiny_dir), "--out", str(out), "--sampler", "uniform", "--n", "3", "--backend", "torch", *FAST]
     assert main(args) == 0
-    assert "measured 3 config" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "measured 3 config" in text and "speed index 1.000" in text  # the first run is the reference
     assert main(args) == 0
-    assert "measured 0 config" in capsys.readouterr().out
+    assert "3 config x setting rows already measured" in capsys.readouterr().out
     assert len(read_records(out)) == 3
+    raw = list((tmp_path / "r.raw").glob("*.csv"))
+    assert len(raw) == 1 and raw[0].read_text().startswith("key,round,run,ms,disturbed")
 
 
 def test_measure_cli_several_samplers_in_one_run(tiny_dir, tmp_path, capsys):
@@ -73,7 +76,10 @@ def test_fit_predictor_cli(synthetic, tmp_path, capsys):
     out = tmp_path / "fit"
     assert main(["fit-predictor", str(synthetic), "--out", str(out), "--no-plots"]) == 0
     text = capsys.readouterr().out
-    assert "layer-regression" in text and "best:" in text
+    assert "layer-regression" in text and "best:" in text and "fitting on corrected_median_ms (speed-corrected" in text
+    meta = json.loads((out / "predictors" / "layer-regression" / "predictor.json").read_text())["meta"]
+    assert meta["latency_column"] == "corrected_median_ms"
+    assert meta["widths_seen"] == {"heads": [0, 1, 2, 3, 4], "ffn": [0, 16, 32, 48, 64]}
     assert (out / "metrics.csv").is_file() and (out / "learning_curve.csv").is_file()
     assert all((out / "predictors" / k / "predictor.json").is_file() for k in ("lut", "layer-regression", "gbdt", "hybrid"))
     metrics = json.loads((out / "metrics.json").read_text())
@@ -194,3 +200,79 @@ def test_fit_predictor_across_shapes(tmp_path, capsys):
     assert {x["kind"] for x in m["metrics"]} == {"layer-regression", "gbdt", "hybrid"}  # lut serves one shape only
     lr = next(x for x in m["metrics"] if x["kind"] == "layer-regression")
     assert lr["mape"] < 1e-4
+
+
+# ------------------------------------------------------------------ robustness: bad inputs, exit 2
+@pytest.mark.parametrize("out,match", [
+    ("/proc/x.csv", "cannot write records file '/proc/x.csv'"),
+    ("{tmp}", "is a directory"),
+])
+def test_measure_unwritable_output_refused_before_timing(tiny_dir, tmp_path, capsys, monkeypatch, out, match):
+    import importlib
+
+    pm = importlib.import_module("predictors.measure")  # the module (the package re-exports a function of that name)
+    monkeypatch.setattr(pm, "measure_items", lambda *a, **k: pytest.fail("timed before refusing the output"))
+    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", out.format(tmp=tmp_path), *FAST])
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+def test_measure_seq_len_beyond_positions(tiny_dir, tmp_path, capsys):
+    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), *FAST, "--seq-len", "100000"])
+    assert code == 2 and "--seq-len 100000 is longer than the backbone's 64 positions" in err
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_measure_exits_nonzero_when_nothing_succeeded(tiny_dir, tmp_path, capsys, monkeypatch):
+    from predictors.backends import TorchBackend
+
+    def broken(self, model, key):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr(TorchBackend, "prepare", broken)
+    code = main(["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), "--n", "2", "--backend", "torch", *FAST])
+    cap = capsys.readouterr()
+    assert code == 1 and "none of the 2 configs could be measured" in cap.err and "out of memory" in cap.out
+
+
+def test_measure_too_many_threads_warns(tiny_dir, tmp_path, capsys):
+    from predictors.backends import available_threads
+
+    code = main(["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), "--n", "1", "--backend", "torch", *FAST, "--threads", "999"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"this machine has {available_threads()} core(s)" in err and "--threads 999" in err
+
+
+@pytest.mark.parametrize("content,match", [("", "holds no records"), ("HEADER", "holds no records"), ("DIR", "is a directory")])
+def test_fit_predictor_empty_or_directory_records(tmp_path, capsys, content, match):
+    from predictors import RECORD_COLUMNS
+
+    path = tmp_path / "r.csv"
+    if content == "DIR":
+        path.mkdir()
+    else:
+        path.write_text(",".join(RECORD_COLUMNS) + "\n" if content == "HEADER" else "")
+    code, err = err_of(capsys, ["fit-predictor", str(path), "--out", str(tmp_path / "o")])
+    assert code == 2 and match in err and "np.float64" not in err and not (tmp_path / "o").exists()
+
+
+def test_fit_predictor_nan_message_is_plain(synthetic, tmp_path, capsys):
+    import csv, io
+
+    rows_ = list(csv.reader(io.StringIO(synthetic.read_text())))
+    i = rows_[0].index("median_ms")
+    rows_[3][i] = "nan"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows_)
+    synthetic.write_text(buf.getvalue())
+    code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o")])
+    assert code == 2 and "median_ms=nan;" in err and "np.float64" not in err
+
+
+def test_kit_unwritable_output_refused(tiny_dir, capsys):
+    code, err = err_of(capsys, ["kit", str(tiny_dir), "--out", "/proc/x", "--n", "1", "--seq-len", "8", "--no-progress"])
+    assert code == 2 and "/proc/x" in err and len(err.strip().splitlines()) == 1
+
+
+def test_kit_seq_len_beyond_positions(tiny_dir, tmp_path, capsys):
+    code, err = err_of(capsys, ["kit", str(tiny_dir), "--out", str(tmp_path / "k"), "--n", "1", "--seq-len", "100000", "--no-progress"])
+    assert code == 2 and "--seq-len 100000 is longer than the backbone's 64 positions" in err and not (tmp_path / "k").exists()
