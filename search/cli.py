@@ -23,6 +23,8 @@ COMMANDS = (
     "measure",
     "kit",
     "fit_predictor",
+    "search",
+    "query",
     "demo",
 )
 

@@ -95,11 +95,23 @@ def export_subnet(
     num_labels: int | None = None,
     grid_point: tuple[float, float] | None = None,
     model: DynaBertForSequenceClassification | None = None,
+    *,
+    source_dir: str | Path | None = None,
+    extra: dict | None = None,
 ) -> dict:
-    """Export `subnet` of the model in `model_dir` (or the given super-network) to `out`; return the manifest."""
+    """Export `subnet` of the model in `model_dir` (or the given super-network) to `out`; return the manifest.
+
+    source_dir: where the tokenizer files of a given `model` live (default: `model_dir`, else the
+    directory the model was loaded from); extra: fields added to the manifest (e.g. the search's
+    metric, predicted and measured latency, target and machine fingerprint)."""
     fmts = parse_formats(formats)
     out = check_output_dir(out, overwrite)  # fail before any slow work
-    src = resolve_model_dir(model_dir) if model is None else Path(getattr(model, "source_dir", None) or ".")
+    if source_dir is not None:
+        src = Path(source_dir)
+    elif model is None or model_dir is not None:
+        src = resolve_model_dir(model_dir)
+    else:
+        src = Path(getattr(model, "source_dir", None) or resolve_model_dir(None))
     if model is None:
         model = load_model(src, num_labels=num_labels)
     subnet.validate(model_shape(model))
@@ -130,6 +142,7 @@ def export_subnet(
             "checks": checks,
             "versions": library_versions(),
             "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
+            **(extra or {}),
         }
         write_json(tmp / "manifest.json", manifest)
     return manifest

@@ -51,3 +51,29 @@ def plot_front(table: pd.DataFrame, score: str, latency: str, path: str | Path, 
     with atomic_file(path, "wb") as f:
         fig.savefig(f, format="png")
     plt.close(fig)
+
+
+def hypervolume_2d(score: np.ndarray, latency: np.ndarray, ref_score: float, ref_latency: float) -> float:
+    """Area dominated by the points (maximise score, minimise latency) and bounded by the
+    reference point (ref_score below every useful score, ref_latency above every useful latency).
+    Points outside the reference box add nothing."""
+    s, t = np.asarray(score, float), np.asarray(latency, float)
+    keep = (s > ref_score) & (t < ref_latency)
+    s, t = s[keep], t[keep]
+    if len(s) == 0:
+        return 0.0
+    order = np.argsort(t, kind="stable")
+    area, best = 0.0, ref_score
+    ts, ss = t[order], s[order]
+    # Sweep latency from fast to slow: each point extends the covered score up to the next point's latency.
+    for i in range(len(ts)):
+        best = max(best, ss[i])
+        right = ts[i + 1] if i + 1 < len(ts) else ref_latency
+        area += (right - ts[i]) * (best - ref_score)
+    return float(area)
+
+
+def hypervolume_history(score: np.ndarray, latency: np.ndarray, ref_score: float, ref_latency: float) -> np.ndarray:
+    """Hypervolume after each of the points in order (an O(n^2) sweep; n is a few thousand at most)."""
+    s, t = np.asarray(score, float), np.asarray(latency, float)
+    return np.array([hypervolume_2d(s[: i + 1], t[: i + 1], ref_score, ref_latency) for i in range(len(s))])

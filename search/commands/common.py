@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 
 
@@ -56,3 +57,22 @@ def subnet_from_args(args: argparse.Namespace, shape, parser_error) -> tuple:
     w = 1.0 if args.width is None else args.width
     d = 1.0 if args.depth is None else args.depth
     return SubnetConfig.from_grid(shape, w, d).validate(shape), (w, d)
+
+
+@contextlib.contextmanager
+def print_warnings():
+    """Warnings raised by the library appear as one 'warning: ...' line each on stderr."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        old = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = old

@@ -20,10 +20,16 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--num-labels", type=int, default=None, help="labels of the classifier head (default: from the checkpoint)")
+    r = p.add_argument_group("a config chosen from a search's results")
+    r.add_argument("--results", metavar="RESULTS", help="results directory of `dynasearch search` (the model is the searched one)")
+    r.add_argument("--target-latency", metavar="LAT", help="with --results: the best config under this latency (e.g. 8ms), as `query`")
+    r.add_argument("--key", help="with --results: the config with this key (see RESULTS/trials.csv)")
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args) -> int:
+    if args.results is not None or args.target_latency is not None or args.key is not None:
+        return run_from_results(args)
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
     from dynabert.io import check_output_dir
@@ -38,5 +44,26 @@ def run(args) -> int:
     print(f"exported subnet {manifest['subnet_key']} ({subnet.describe()}) to {args.out}")
     print(f"  parameters {p:,}  encoder GFLOPs (b1, s128) {manifest['flops']['encoder_flops_batch1_seq128'] / 1e9:.3f}")
     for k, v in manifest["checks"].items():
+        print(f"  {k} = {v:.2e}")
+    return 0
+
+
+def run_from_results(args) -> int:
+    from search.deploy import export_from_results
+    from search.units import parse_latency
+
+    if args.results is None:
+        args._parser.error("--target-latency and --key choose a config from --results RESULTS")
+    if args.model_dir is not None or args.width is not None or args.depth is not None or args.subnet is not None:
+        args._parser.error("--results exports the searched model's config: give no MODEL_DIR, --width, --depth or --subnet")
+    if (args.target_latency is None) == (args.key is None):
+        args._parser.error("with --results, give exactly one of --target-latency LAT or --key KEY")
+    target = parse_latency(args.target_latency) if args.target_latency is not None else None
+    m = export_from_results(args.results, args.out, target_ms=target, key=args.key, formats=args.format, overwrite=args.overwrite)
+    s = m["search"]
+    lat = f"predicted {s['predicted_ms']:.3f} ms" + (f", measured {s['measured_ms']:.3f} ms" if s["verified"] else " (not verified)")
+    metric = s["metric_full_dev"] if s["metric_full_dev"] is not None else s["metric_search_dev"]
+    print(f"exported config {m['subnet_key']} to {args.out}: {s['metric']} {metric:.2f}, {lat}")
+    for k, v in m["checks"].items():
         print(f"  {k} = {v:.2e}")
     return 0

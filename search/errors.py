@@ -1,0 +1,14 @@
+"""Errors of the search; each derives from DynasearchError, so the CLI exits with status 2."""
+
+from dynabert.errors import DynasearchError
+
+
+class SearchError(DynasearchError, ValueError):
+    """A search cannot run or be answered: bad option, mismatched study, predictor or results."""
+
+
+class ResultsError(SearchError):
+    """A results directory is missing, corrupted or not a dynasearch search's."""
+
+
+__all__ = ["ResultsError", "SearchError"]

@@ -1,0 +1,513 @@
+"""The search: an Optuna 5 multi-objective study (maximise the task metric, minimise predicted
+latency) over the per-layer space, the paper's 12 grid points enqueued first, a target latency as
+the constraint `latency = predicted - target` set on EVERY trial (a trial without constraints
+counts as feasible in Optuna 5), resumable and shareable through its storage.
+
+`run_search(SearchConfig)` does everything `dynasearch search` does: cheap checks first (options,
+predictor, space, target, storage), then the model is loaded once, the study created or resumed
+(its identity checked against ours), trials run until the study holds `trials` finished ones,
+the front re-scored on the whole dev split, results written, and the answer verified by
+measurement on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import SearchError
+from .space import SpaceOptions, decode, encode, grid_points, suggest
+
+SAMPLERS = ("nsga2", "tpe", "gp", "random")
+DEFAULT_SAMPLER = "nsga2"
+STUDY_FORMAT = "dynasearch-study"
+STUDY_ATTR = "dynasearch"
+log = logging.getLogger("search.study")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything `dynasearch search` takes. Fields in `identity()` must match a resumed study."""
+
+    run: str | Path  # a run directory of `dynasearch train` or a model directory
+    predictor: str | Path  # a fitted predictor directory (fit-predictor OUT/predictors/<kind>, or OUT)
+    out: str | Path  # results directory
+    task: str | None = None  # None: the run's task
+    data_dir: str | Path | None = None  # None: the run's
+    dev_file: str | Path | None = None
+    stage: str | None = None
+    target_ms: float | None = None
+    percentile: str = "p50"
+    trials: int = 200
+    sampler: str = DEFAULT_SAMPLER
+    seed: int = 0
+    space: SpaceOptions = field(default_factory=SpaceOptions)
+    search_dev: int | None = None  # a seeded subset of dev for the search; the front is re-scored on all
+    batch: int | None = None  # latency shape; None: the predictor's
+    seq_len: int | None = None
+    max_seq_length: int | None = None  # evaluation length; None: the run's, else 128
+    storage: str | None = None  # None: sqlite:///RESULTS/study.db
+    study: str = "dynasearch"
+    verify: bool = True
+    raw: bool = False  # judge the target on raw (not speed-corrected) measured latency
+    max_candidates: int = 10
+    allow_unmeasured_widths: bool = False
+    allow_untrained: bool = False
+    heartbeat_interval: int = 30
+    grace_period: int | None = None
+    bf16: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
+            raise SearchError(f"trials must be a positive integer (the study's total); got {self.trials!r}")
+        if self.sampler not in SAMPLERS:
+            raise SearchError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
+        if self.percentile not in ("p50", "p90"):
+            raise SearchError(f"unknown percentile {self.percentile!r}; allowed: p50, p90")
+        if self.target_ms is not None and not (math.isfinite(self.target_ms) and self.target_ms > 0):
+            raise SearchError(f"target latency must be a positive number of milliseconds; got {self.target_ms!r}")
+        for name in ("search_dev", "batch", "seq_len", "max_seq_length", "max_candidates"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise SearchError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
+        if not self.study or not isinstance(self.study, str):
+            raise SearchError(f"study name must be a non-empty string; got {self.study!r}")
+
+
+@dataclass
+class SearchOutcome:
+    results_dir: Path
+    meta: dict[str, Any]
+    trials: pd.DataFrame
+    front: pd.DataFrame
+    answer: dict[str, Any] | None  # None: no target, --no-verify without a feasible config, or nothing met it
+    message: str  # what to tell the user about the answer
+    met: bool  # False: a target was given and no verified (or, with --no-verify, predicted) config meets it
+    warnings: list[str]
+
+
+def _digest_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def make_sampler(name: str, seed: int, trials: int):
+    import optuna
+
+    if name == "nsga2":
+        # Small generations: 200 evaluations give 10 generations of 20 (50 would give 4).
+        return optuna.samplers.NSGAIISampler(population_size=20 if trials <= 400 else 50, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=24)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=24)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _find_predictor(path: str | Path):
+    """A predictor directory, or a fit-predictor output (its metrics.json names the best kind)."""
+    from predictors import load_predictor
+
+    p = Path(path)
+    if not p.exists():
+        raise SearchError(f"predictor directory {p} does not exist")
+    if (p / "predictor.json").is_file():
+        return load_predictor(p), p
+    best_file = p / "metrics.json"
+    if best_file.is_file() and (p / "predictors").is_dir():
+        from dynabert.io import read_json
+
+        best = read_json(best_file, "predictor metrics file", error=SearchError).get("best")
+        if isinstance(best, str) and (p / "predictors" / best / "predictor.json").is_file():
+            return load_predictor(p / "predictors" / best), p / "predictors" / best
+    raise SearchError(f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs metrics.json "
+                      "naming the best kind and predictors/<kind>/)")
+
+
+class Search:
+    """One search, step by step (run_search calls these in order; notebooks may too)."""
+
+    def __init__(self, cfg: SearchConfig):
+        cfg.check()
+        self.cfg = cfg
+        self.warnings: list[str] = []
+        self.out = Path(cfg.out)
+        from .objectives import Counters
+
+        self.counters = Counters()
+
+    # ---- cheap checks, no model weights read
+    def prepare(self) -> None:
+        from dynabert.runs import is_dynabert_trained, read_run_record, resolve_run
+        from dynabert.tasks import get_task
+        from predictors.measure import load_shape
+
+        from .objectives import LatencyEstimator, check_widths
+
+        cfg = self.cfg
+        self.info = resolve_run(cfg.run, cfg.stage)
+        reason = is_dynabert_trained(self.info, need_depth=self.cfg.space.allow_drop)
+        if reason:
+            if not cfg.allow_untrained:
+                raise SearchError(reason + "; train it (dynasearch train) or pass --allow-untrained")
+            self._warn(reason + " (searching anyway: --allow-untrained)")
+        task = self.info.task
+        if cfg.task is not None:
+            asked = get_task(cfg.task)
+            if task is not None and task.name != asked.name:
+                raise SearchError(f"run {cfg.run} was trained on task {task.name!r}, not {asked.name!r}")
+            task = task or asked
+        if task is None:
+            raise SearchError(f"{cfg.run} is a model directory: name its task with --task")
+        self.task = task
+        rec = read_run_record(self.info.run_dir) if self.info.run_dir else None
+        data = (rec or {}).get("data", {})
+        self.data_dir = cfg.data_dir if cfg.data_dir is not None else data.get("data_dir")
+        self.dev_file = cfg.dev_file if cfg.dev_file is not None else data.get("dev_file")
+        self.max_len = cfg.max_seq_length or self.info.max_seq_length or 128
+        self.shape = load_shape(self.info.model_dir)
+        self.space = cfg.space.build(self.shape)
+        pred, self.predictor_dir = _find_predictor(cfg.predictor)
+        self.estimator = LatencyEstimator(pred, self.shape, cfg.batch, cfg.seq_len, self.counters, self.predictor_dir)
+        note = check_widths(self.estimator, self.space, cfg.allow_unmeasured_widths)
+        if note:
+            self._warn(note)
+        fast, fast_ms = self.estimator.fastest(self.space)
+        self.fastest = (fast, fast_ms)
+        if cfg.target_ms is not None and cfg.target_ms < fast_ms:
+            raise SearchError(f"target {cfg.target_ms:g} ms is below the fastest sub-network of the space ({fast.describe()}: "
+                              f"predicted {fast_ms:.3f} ms)")
+        self.settings = None
+        if cfg.verify and cfg.target_ms is not None:
+            from .verify import check_machine, predictor_settings
+
+            self.settings = predictor_settings(pred.meta_, self.estimator.batch, self.estimator.seq_len)
+            check_machine(pred, self.settings)
+        self._open_storage()
+
+    def _warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+        warnings.warn(msg, stacklevel=3)
+
+    def _open_storage(self) -> None:
+        from .storage import AccuracyCache, default_storage_url, open_storage
+
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe = self.out / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise SearchError(f"results directory {self.out} cannot be written: {e.strerror or e}") from None
+        self.url = self.cfg.storage or default_storage_url(self.out)
+        self.storage = open_storage(self.url, self.cfg.heartbeat_interval, self.cfg.grace_period)
+        self.cache = AccuracyCache(self.url)
+
+    # ---- the model and dev sets (slow)
+    def load(self) -> None:
+        from dynabert.backbone import load_model
+        from dynabert.evaluate import load_dev_set
+        from dynabert.runs import model_digest
+
+        from .objectives import AccuracyEvaluator
+
+        cfg = self.cfg
+        self.digest = model_digest(self.info.model_dir)
+        self.model = load_model(self.info.model_dir).eval()
+        if self.model.config.num_labels != self.task.num_labels:
+            raise SearchError(f"model {self.info.model_dir} has {self.model.config.num_labels} output(s) but task {self.task.name} "
+                              f"needs {self.task.num_labels}")
+        kw = dict(data_dir=self.data_dir, dev_file=self.dev_file, max_seq_length=self.max_len)
+        full = load_dev_set(self.task, self.info.model_dir, **kw)
+        search = load_dev_set(self.task, self.info.model_dir, subset=cfg.search_dev, seed=cfg.seed, **kw) if cfg.search_dev else full
+        self.evaluator = AccuracyEvaluator(self.model, self.task.metrics, search, full, self.digest, self.cache, cfg.bf16, self.counters)
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same study: a resumed study must match all of it."""
+        cfg = self.cfg
+        return {
+            "format": STUDY_FORMAT, "version": 1, "space": self.space.to_dict(), "task": self.task.name,
+            "metric": self.task.metrics[0], "checkpoint": self.digest, "model_dir": str(Path(self.info.model_dir).resolve()),
+            "predictor": _digest_file(Path(self.predictor_dir) / "predictor.json"), "predictor_dir": str(Path(self.predictor_dir).resolve()),
+            "latency": {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}, "target_ms": cfg.target_ms,
+            "percentile": cfg.percentile, "search_dev": self.evaluator.selection(False), "max_seq_length": self.max_len,
+            "sampler": cfg.sampler, "seed": cfg.seed,
+        }
+
+    # ---- the study
+    def open_study(self):
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        ident = self.identity()
+        ident_cmp = {k: v for k, v in ident.items() if k not in ("model_dir", "predictor_dir")}
+        directions = ["maximize", "minimize"]
+        try:
+            study = optuna.create_study(study_name=self.cfg.study, storage=self.storage, directions=directions,
+                                        sampler=make_sampler(self.cfg.sampler, self.cfg.seed, self.cfg.trials))
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            created = False
+            study = None
+        if created:
+            # Grid first, metadata last: a worker that sees our metadata also sees the grid enqueued.
+            for w, d, s in grid_points(self.space):
+                study.enqueue_trial(encode(s, self.space), user_attrs={"grid": f"{w:g}x{d:g}"}, skip_if_exists=True)
+            study.set_user_attr(STUDY_ATTR, ident)
+            self.resumed = False
+        else:
+            saved = self._wait_for_identity()
+            diffs = [k for k in ident_cmp if saved.get(k) != ident_cmp[k]]
+            if diffs:
+                detail = "; ".join(f"{k}: study {_short(saved.get(k))}, asked {_short(ident_cmp[k])}" for k in diffs[:4])
+                raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings ({detail}); "
+                                  "use another --study name (the accuracy cache is shared) or the same options")
+            n_existing = len(optuna.load_study(study_name=self.cfg.study, storage=self.storage).trials)
+            # A resumed or second worker must not replay the first one's random stream.
+            study = optuna.load_study(study_name=self.cfg.study, storage=self.storage,
+                                      sampler=make_sampler(self.cfg.sampler, self.cfg.seed + n_existing, self.cfg.trials))
+            self.resumed = True
+        self.study = study
+        return study
+
+    def _wait_for_identity(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        import optuna
+
+        t0 = time.monotonic()
+        while True:
+            attrs = optuna.load_study(study_name=self.cfg.study, storage=self.storage).user_attrs
+            saved = attrs.get(STUDY_ATTR)
+            if isinstance(saved, dict) and saved.get("format") == STUDY_FORMAT:
+                return saved
+            if time.monotonic() - t0 > timeout_s:
+                raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was not created by dynasearch search "
+                                  "(no dynasearch metadata); use another --study name")
+            time.sleep(0.5)
+
+    def objective(self, trial) -> tuple[float, float]:
+        subnet = suggest(trial, self.space)
+        pred = float(self.estimator.predict([subnet])[0])
+        target = self.cfg.target_ms
+        feasible = target is None or pred <= target
+        if target is not None:
+            trial.set_constraint("latency", pred - target)  # every trial, cache hits included
+        metric, hit = self.evaluator.score(subnet)
+        for k, v in (("key", subnet.key), ("subnet", subnet.to_json()), ("predicted_ms", pred), ("feasible", feasible),
+                     ("cache_hit", hit)):
+            trial.set_user_attr(k, v)
+        return metric, pred
+
+    def optimize(self) -> None:
+        from optuna.study import MaxTrialsCallback
+        from optuna.trial import TrialState
+        from tqdm import tqdm
+
+        done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        remaining = max(0, self.cfg.trials - done)
+        if remaining == 0:
+            return
+        bar = tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.cfg.progress)
+
+        def progress(study, trial) -> None:
+            bar.update(1)
+            bar.set_postfix(evals=self.counters.evaluations, hits=self.counters.cache_hits, refresh=False)
+
+        t0 = time.perf_counter()
+        try:
+            self.study.optimize(self.objective, n_trials=remaining, gc_after_trial=False,
+                                callbacks=[MaxTrialsCallback(self.cfg.trials, states=(TrialState.COMPLETE,)), progress],
+                                catch=())
+        finally:
+            bar.close()
+            self.counters.extra["optimize_s"] = self.counters.extra.get("optimize_s", 0.0) + time.perf_counter() - t0
+
+    # ---- results
+    def trials_table(self) -> pd.DataFrame:
+        from optuna.trial import TrialState
+
+        rows = []
+        first: dict[str, int] = {}
+        H, I = self.shape.num_heads, self.shape.intermediate_size
+        for t in sorted(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+            ua = t.user_attrs
+            if "key" not in ua:  # a trial completed by another tool: decode it ourselves
+                s = decode(t.params, self.space)
+                ua = dict(ua, key=s.key, subnet=s.to_json(), predicted_ms=t.values[1], metric_search=t.values[0], cache_hit=False,
+                          feasible=self.cfg.target_ms is None or t.values[1] <= self.cfg.target_ms)
+            sub = json.loads(ua["subnet"])
+            key = ua["key"]
+            depth = len(sub["layers"])
+            rows.append({
+                "trial": t.number, "key": key, "subnet": ua["subnet"], "depth": depth,
+                "width": round(float(np.mean(sub["heads"])) / H, 4) if depth else 0.0,
+                "ffn_width": round(float(np.mean(sub["ffn"])) / I, 4) if depth else 0.0,
+                "grid": ua.get("grid", ""), "metric_search": float(t.values[0]), "metric_full": math.nan,
+                "predicted_ms": float(t.values[1]), "measured_ms": math.nan, "measured_raw_ms": math.nan,
+                "feasible": bool(ua.get("feasible", True)), "on_front": False,
+                "duplicate_of": first.get(key, ""), "cache_hit": bool(ua.get("cache_hit", False)),
+            })
+            first.setdefault(key, t.number)
+        df = pd.DataFrame(rows, columns=list(_trial_columns()))
+        # The grid label belongs to the config, whichever trial met it first.
+        grid_of = df[df["grid"].astype(str) != ""].drop_duplicates("key").set_index("key")["grid"]
+        df["grid"] = df["key"].map(grid_of).fillna("")
+        return df
+
+    def finish(self) -> SearchOutcome:
+        from dynabert.subnet import SubnetConfig
+
+        from .pareto import hypervolume_history, pareto_mask
+        from .plots import plot_hypervolume, plot_search_front, plot_shapes
+        from .results import answer_row, write_results
+        from .verify import bias_warning, measure_configs, read_measured, verify_candidates
+
+        cfg = self.cfg
+        trials = self.trials_table()
+        if trials.empty:
+            raise SearchError(f"study {cfg.study!r} has no finished trials")
+        uniq = trials.drop_duplicates("key").reset_index(drop=True)
+        on_front = pareto_mask(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy())
+        front_keys = set(uniq.loc[on_front, "key"])
+        rescore = uniq[uniq["key"].isin(front_keys) | (uniq["grid"] != "")]
+        full = {}
+        for _, r in rescore.iterrows():
+            full[r["key"]], _ = self.evaluator.score(SubnetConfig.from_json(r["subnet"]), full=True)
+        trials["metric_full"] = trials["key"].map(full)
+        trials["on_front"] = trials["key"].isin(front_keys)
+        percentile = cfg.percentile
+        measured = read_measured(self.out, percentile) if (self.out / "measured.csv").is_file() else {}
+        answer, met, message = None, True, ""
+        target = cfg.target_ms
+        front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
+        if target is not None:
+            cands = front[front["predicted_ms"] <= target].sort_values(["metric_full", "predicted_ms"], ascending=[False, True])
+            if cfg.verify:
+                def measure_fn(subnets):
+                    t0 = time.perf_counter()
+                    got = measure_configs(self.model, self.shape, subnets, self.settings, self.out, percentile, cfg.progress)
+                    self.counters.measurement_s += time.perf_counter() - t0
+                    return got
+
+                verdict = verify_candidates(cands, target, measure_fn, measured, cfg.raw, max_candidates=cfg.max_candidates)
+                measured = verdict.measured
+                if verdict.answer is None:
+                    fastest = front.iloc[0]
+                    if fastest["key"] not in measured:
+                        measured.update(measure_fn([SubnetConfig.from_json(fastest["subnet"])]))
+                    m = measured[fastest["key"]]
+                    met = False
+                    message = (f"no config met {target:g} ms when measured ({len(verdict.tried)} candidate(s) tried); the fastest config "
+                               f"found, {fastest['key']} ({SubnetConfig.from_json(fastest['subnet']).describe()}), has {self.task.metrics[0]} "
+                               f"{fastest['metric_full']:.2f}, predicted {fastest['predicted_ms']:.3f} ms, measured "
+                               f"{m.judged(cfg.raw):.3f} ms")
+                else:
+                    answer = verdict.answer
+            else:
+                if cands.empty:
+                    met = False
+                    message = f"no config of the front is predicted to meet {target:g} ms"
+                else:
+                    answer = cands.iloc[0].to_dict()
+                    message = "not verified (--no-verify): the latency is a prediction"
+        for name, col in (("measured_ms", lambda m: m.judged(cfg.raw)), ("measured_raw_ms", lambda m: m.raw_ms)):
+            vals = {k: col(m) for k, m in measured.items()}
+            trials[name] = trials["key"].map(vals)
+        front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
+        both = trials.drop_duplicates("key").dropna(subset=["measured_ms"])
+        warn = bias_warning(both["predicted_ms"], both["measured_ms"])
+        if warn:
+            self._warn(warn)
+        # Hypervolume against distinct configs evaluated, reference point stated in search.json.
+        ref = (float(uniq["metric_search"].min()) - 1.0, float(uniq["predicted_ms"].max()) * 1.05)
+        hv = hypervolume_history(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy(), *ref)
+        evals, distinct = self.cache.evaluation_counts(self.digest, self.evaluator.selection(False))
+        ans = None
+        if answer is not None:
+            row = front[front["key"] == answer["key"]].iloc[0].to_dict()
+            ans = answer_row(row, target, {"study": {"metric": self.task.metrics[0]}})
+            if cfg.verify:
+                m = measured[answer["key"]]
+                ans["speed_index"] = m.speed_index
+        meta = {
+            "format": "dynasearch-search", "version": 1, "study": self.identity(), "study_name": cfg.study,
+            "storage": _redacted(self.url), "results_dir": str(self.out.resolve()),
+            "summary": {
+                "trials": int(len(trials)), "distinct_configs": int(len(uniq)), "front_size": int(len(front)),
+                "grid_points": int((uniq["grid"] != "").sum()), "cache_hits": int(trials["cache_hit"].sum()),
+                "evaluations_logged": evals, "distinct_evaluated": distinct, "repeat_evaluations": evals - distinct,
+                "hypervolume": float(hv[-1]) if len(hv) else 0.0, "hypervolume_reference": {"metric": ref[0], "latency_ms": ref[1]},
+            },
+            "timing": {
+                "evaluation_s": round(self.counters.evaluation_s, 3), "prediction_s": round(self.counters.prediction_s, 3),
+                "measurement_s": round(self.counters.measurement_s, 3), "optimize_s": round(self.counters.extra.get("optimize_s", 0.0), 3),
+                "sampler_and_storage_s": round(max(0.0, self.counters.extra.get("optimize_s", 0.0) - self.counters.evaluation_s
+                                                   - self.counters.prediction_s), 3),
+                "evaluations_this_run": self.counters.evaluations, "cache_hits_this_run": self.counters.cache_hits,
+            },
+            "verified": bool(cfg.verify and target is not None), "raw": cfg.raw, "fingerprint": self._fingerprint(),
+            "answer": ans, "met": met, "message": message, "warnings": self.warnings,
+        }
+        write_results(self.out, meta, trials, front)
+        title = f"{self.task.name}: {self.task.metrics[0]} vs latency ({self.estimator.setting['backend']}, " \
+                f"{self.estimator.setting['threads']} thread(s), batch {self.estimator.batch}, seq {self.estimator.seq_len})"
+        plot_search_front(trials, front, self.out / "front.png", self.task.metrics[0], target, ans["key"] if ans else None, title)
+        plot_hypervolume(hv, self.out / "hypervolume.png", ref)
+        plot_shapes(front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png")
+        return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        s = self.estimator.setting
+        return {k: s.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning",
+                                      "dtype", "fingerprint", "target_id")} | {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}
+
+    def close(self) -> None:
+        for obj in (getattr(self, "cache", None),):
+            if obj is not None:
+                obj.close()
+        st = getattr(self, "storage", None)
+        if st is not None:
+            st.remove_session()
+            st.engine.dispose()
+
+
+def _trial_columns():
+    from .results import TRIAL_COLUMNS
+
+    return TRIAL_COLUMNS
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _redacted(url: str) -> str:
+    from .storage import redact
+
+    return redact(url)
+
+
+def run_search(cfg: SearchConfig) -> SearchOutcome:
+    """The whole `dynasearch search`: checks, study (created or resumed), results, verified answer."""
+    s = Search(cfg)
+    try:
+        s.prepare()
+        s.load()
+        s.open_study()
+        s.optimize()
+        return s.finish()
+    finally:
+        s.close()
+
+
+__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "Search", "SearchConfig", "SearchOutcome", "run_search"]

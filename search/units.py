@@ -1,0 +1,27 @@
+"""Latency with a unit, as users write it: "12ms", "12 ms", "0.5s", "800us"."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import SearchError
+
+UNITS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
+
+
+def parse_latency(text: str) -> float:
+    """Milliseconds from a latency with a unit; SearchError naming the text otherwise."""
+    m = _PATTERN.match(str(text))
+    if not m:
+        raise SearchError(f"latency {text!r} is not a number with a unit; write e.g. 12ms, 0.5s or 800us")
+    value, unit = float(m.group(1)), m.group(2)
+    if not unit:
+        raise SearchError(f"latency {text!r} has no unit; write e.g. {m.group(1)}ms (units: {', '.join(UNITS)})")
+    if unit.lower() not in UNITS and unit not in UNITS:
+        raise SearchError(f"latency {text!r} has an unknown unit {unit!r}; allowed: {', '.join(UNITS)}")
+    ms = value * UNITS.get(unit, UNITS.get(unit.lower(), 1.0))
+    if not (math.isfinite(ms) and ms > 0):
+        raise SearchError(f"latency {text!r} must be positive")
+    return ms

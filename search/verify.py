@@ -1,0 +1,187 @@
+"""Verified answers: the search's candidates measured as EXTRACTED models on this machine.
+
+A predictor is a model of the hardware, not the hardware: a well-known search tool returned a
+"200 ms" answer that measured 270 ms. So the feasible candidates are taken best metric first,
+measured with the predictor's own setting (backend, threads, batch, length) in small interleaved
+groups, and the first whose measured latency meets the target is the answer. The measurement rows
+are appended to RESULTS/measured.csv (a records file `dynasearch fit-predictor` reads).
+When the records carry a speed-corrected median (an anchor config timed in every round), the
+target is judged on the corrected value unless `raw`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from dynabert.subnet import BackboneShape, SubnetConfig
+
+from .errors import SearchError
+
+PERCENTILES = {"p50": "median_ms", "p90": "p90_ms"}
+CORRECTED = {"p50": "corrected_median_ms", "p90": "corrected_p90_ms"}
+MEASURED_FILE = "measured.csv"
+
+
+def predictor_settings(meta: dict[str, Any], batch: int, seq_len: int):
+    """The BackendSettings a predictor was fitted for, at (batch, seq_len)."""
+    from predictors.backends import BackendSettings
+
+    return BackendSettings(
+        backend=str(meta["backend"]), device=str(meta["device"]), threads=int(meta["threads"]),
+        spinning=str(meta["spinning"]) == "True" or meta["spinning"] is True, dtype=str(meta["dtype"]),
+        batch=int(batch), seq_len=int(seq_len), provider=str(meta.get("provider") or ""),
+    )
+
+
+def check_machine(predictor, settings) -> None:
+    """Refuse, naming both, when this machine is not the one the predictor was fitted on."""
+    from predictors._core import machine_info, setting_columns
+    from predictors.errors import PredictorError
+    from predictors.measure import shape_key
+
+    machine = machine_info(with_torch=True)
+    cols = setting_columns(machine, settings.backend, settings.device, settings.provider, settings.threads, settings.spinning,
+                           settings.dtype, settings.batch, settings.seq_len, shape_key(predictor.shape_))
+    m = predictor.meta_
+    mine = {k: cols[k] for k in ("cpu_model", "cpu_cores", "gpu_name")}
+    theirs = {k: m.get(k) for k in mine}
+    if any(str(mine[k]) != str(theirs[k]) for k in mine):
+        raise SearchError(f"this machine ({_describe(mine)}) is not the one the predictor was fitted on ({_describe(theirs)}): "
+                          "measuring here says nothing about that device; pass --no-verify, or search with a predictor "
+                          "fitted on this machine")
+    try:
+        predictor.check_target({k: v for k, v in cols.items() if k != "shape_key"})
+    except PredictorError as e:
+        raise SearchError(f"cannot verify here: {e}") from None
+
+
+def _describe(fp: dict[str, Any]) -> str:
+    gpu = f", GPU {fp['gpu_name']}" if fp.get("gpu_name") else ""
+    return f"CPU {fp.get('cpu_model')!s}, {fp.get('cpu_cores')} cores{gpu}"
+
+
+@dataclass
+class Measured:
+    key: str
+    raw_ms: float
+    corrected_ms: float | None
+    speed_index: float | None
+
+    def judged(self, raw: bool) -> float:
+        return self.raw_ms if raw or self.corrected_ms is None else self.corrected_ms
+
+
+def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measured]:
+    """What RESULTS/measured.csv says about each key (the latest ok row per key)."""
+    path = Path(results_dir) / MEASURED_FILE
+    if not path.is_file():
+        return {}
+    from predictors.records import read_records
+
+    df = read_records(path)
+    df = df[df["status"] == "ok"]
+    out = {}
+    col, ccol = PERCENTILES[percentile], CORRECTED[percentile]
+    for _, r in df.iterrows():
+        corr = r.get(ccol, math.nan) if ccol in df else math.nan
+        speed = r.get("speed_index", math.nan) if "speed_index" in df else math.nan
+        out[str(r["key"])] = Measured(str(r["key"]), float(r[col]), None if pd.isna(corr) else float(corr),
+                                      None if pd.isna(speed) else float(speed))
+    return out
+
+
+def measure_configs(model, shape: BackboneShape, subnets: Sequence[SubnetConfig], settings, results_dir: str | Path,
+                    percentile: str, progress: bool = True) -> dict[str, Measured]:
+    """Measure `subnets` (extracted from `model`), interleaved in one run, appended to measured.csv."""
+    from predictors import Protocol, measure
+
+    path = Path(results_dir) / MEASURED_FILE
+    kwargs: dict[str, Any] = {}
+    import inspect
+
+    if "anchor" in inspect.signature(measure).parameters:
+        kwargs["anchor"] = "full"  # speed correction (an anchor timed in every round) where supported
+    measure(shape, list(subnets), settings, path, Protocol(), model=model, sampler="search-verify", progress=progress, **kwargs)
+    got = read_measured(results_dir, percentile)
+    missing = [s.key for s in subnets if s.key not in got]
+    if missing:
+        raise SearchError(f"measuring configs {missing} failed on this machine (see {path}, column error)")
+    return got
+
+
+@dataclass
+class Verdict:
+    answer: dict[str, Any] | None  # the chosen front row plus its measurement
+    measured: dict[str, Measured]
+    tried: list[str]
+    seconds: float
+
+
+def verify_candidates(candidates: pd.DataFrame, target_ms: float, measure_fn: Callable[[list[SubnetConfig]], dict[str, Measured]],
+                      known: dict[str, Measured], raw: bool = False, group: int = 3, max_candidates: int = 10) -> Verdict:
+    """Take `candidates` (rows with key, subnet, ordered best metric first) in groups of `group`,
+    measure each group (skipping keys already measured), return the first that meets the target."""
+    t0 = time.perf_counter()
+    measured = dict(known)
+    tried: list[str] = []
+    rows = candidates.head(max_candidates).to_dict("records")
+    for start in range(0, len(rows), group):
+        chunk = rows[start:start + group]
+        todo = [SubnetConfig.from_json(r["subnet"]) for r in chunk if r["key"] not in measured]
+        if todo:
+            measured.update(measure_fn(todo))
+        for r in chunk:
+            tried.append(r["key"])
+            m = measured[r["key"]]
+            if m.judged(raw) <= target_ms:
+                return Verdict(dict(r), measured, tried, time.perf_counter() - t0)
+    return Verdict(None, measured, tried, time.perf_counter() - t0)
+
+
+def bias_warning(pred: Sequence[float], meas: Sequence[float]) -> str | None:
+    """A warning when measured latencies sit systematically above the predictions."""
+    pred, meas = np.asarray(pred, float), np.asarray(meas, float)
+    if len(pred) < 2:
+        return None
+    ratio = meas / pred
+    med = float(np.median(ratio))
+    if med > 1.05 and (ratio > 1).mean() >= 0.75:
+        return (f"measured latencies sit {100 * (med - 1):.1f}% above the predictions (median over {len(pred)} verified configs): "
+                "the machine is slower than when the predictor was fitted, or the predictor is off; refit it with the "
+                "verified rows added (dynasearch fit-predictor RECORDS RESULTS/measured.csv)")
+    return None
+
+
+def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> dict[str, Any]:
+    """Measure one answer of `query` on this machine (with the search's predictor setting) and
+    record it in the results (measured.csv, trials.csv, front.csv); returns the answer, measured."""
+    from dynabert.backbone import load_model
+    from predictors import load_predictor
+
+    from .results import load_results, write_results
+
+    meta, trials, front = load_results(results_dir)
+    study = meta["study"]
+    pred = load_predictor(study["predictor_dir"])
+    settings = predictor_settings(pred.meta_, study["latency"]["batch"], study["latency"]["seq_len"])
+    check_machine(pred, settings)
+    model = load_model(study["model_dir"])
+    from predictors.measure import load_shape
+
+    shape = load_shape(study["model_dir"])
+    percentile = study.get("percentile", "p50")
+    got = measure_configs(model, shape, [SubnetConfig.from_dict(answer["subnet"])], settings, results_dir, percentile)
+    m = got[answer["key"]]
+    raw = bool(meta.get("raw"))
+    for df in (trials, front):
+        df.loc[df["key"] == answer["key"], "measured_ms"] = m.judged(raw)
+        df.loc[df["key"] == answer["key"], "measured_raw_ms"] = m.raw_ms
+    write_results(results_dir, meta, trials, front)
+    return dict(answer, measured_ms=m.judged(raw), measured_raw_ms=m.raw_ms, verified=True, speed_index=m.speed_index)
