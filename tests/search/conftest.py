@@ -1,0 +1,210 @@
+"""Fixtures for the scale-out tests: a throwaway PostgreSQL server, and a tiny trained run with a
+synthetic latency predictor that `dynasearch search` workers can share.
+
+The PostgreSQL server (Debian's PostgreSQL 15, /usr/lib/postgresql/15/bin) runs as the `postgres`
+user when the tests run as root (the server refuses root), on a temporary data directory, trust
+authentication, listening on 127.0.0.1 only on a free port; it is stopped at the end of the
+session, failed tests included. Under CI=true a missing or broken server FAILS the tests (they must
+never be skipped there); elsewhere they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+PG_BIN = Path(os.environ.get("DYNASEARCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"PostgreSQL tests must run under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+class PostgresServer:
+    """initdb + pg_ctl start on a temp directory; `stop()` is idempotent."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="dynasearch-pg-"))  # /tmp: traversable by the postgres user
+        self.data = self.dir / "data"
+        self.log = self.dir / "server.log"
+        self.started = False
+        self._as = []
+        if os.geteuid() == 0:  # the server refuses to run as root: run it as `postgres`
+            import pwd
+
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        os.chmod(self.dir, 0o700)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=timeout)
+
+    def start(self) -> None:
+        r = self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        if r.returncode != 0:
+            raise RuntimeError(f"initdb failed: {r.stderr.strip()[-800:]}")
+        # -k: the Unix socket in our own directory (not /var/run/postgresql); fsync off: a throwaway server.
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200"
+        r = self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", "start")
+        if r.returncode != 0:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise RuntimeError(f"pg_ctl start failed: {r.stdout.strip()[-400:]} {r.stderr.strip()[-400:]} {log[-800:]}")
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+            self.started = False
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def pg_available() -> str | None:
+    """None when a server can be started here, else why not."""
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        if not (PG_BIN / tool).is_file():
+            return f"PostgreSQL binaries not found in {PG_BIN} (install postgresql-15 or set DYNASEARCH_PG_BIN)"
+    if os.geteuid() == 0:
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "running as root and no `postgres` system user to run the server as"
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return "the psycopg driver is not installed (pip install -e '.[postgres]')"
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """postgresql+psycopg://postgres@127.0.0.1:PORT/postgres of a server that lives for the session."""
+    reason = pg_available()
+    if reason:
+        _unavailable(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        server.cleanup()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL server could not start under CI=true: {e}", pytrace=False)
+        pytest.fail(f"PostgreSQL binaries are present but the server could not start: {e}", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture()
+def pg_database(postgres_url):
+    """A fresh database on the session's server for one test (its URL)."""
+    import sqlalchemy as sa
+
+    name = f"t_{os.getpid()}_{next(_counter)}"
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = postgres_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _count():
+    i = 0
+    while True:
+        i += 1
+        yield i
+
+
+_counter = _count()
+
+
+# ------------------------------------------------------------------ a tiny searchable run
+def synthetic_latency_ms(s, batch: int, seq: int) -> float:
+    """A known, additive latency (ms) for the synthetic predictor."""
+    v = 1.0
+    for h, f in zip(s.heads, s.ffn):
+        v += (0.3 + 0.05 * h if h else 0.0) + (0.2 + 0.01 * f if f else 0.0)
+    return v
+
+
+def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Path:
+    """A predictor fitted on synthetic records of the model's own backbone shape (fake machine)."""
+    from dynabert.space import SearchSpace
+    from predictors import make_predictor
+    from predictors._core import RECORD_COLUMNS, SCHEMA, append_rows, setting_columns
+    from predictors.measure import load_shape, shape_key, static_row
+    from predictors.records import read_records
+    from predictors.samplers import layer_table_configs, uniform_configs
+
+    shape = load_shape(model_dir)
+    space = SearchSpace.default(shape)
+    machine = {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu_name": "", "gpu_driver": "", "os": "test-os", "python": "3.11",
+               "numpy_version": "2", "torch_version": "2.13", "onnxruntime_version": "1.32"}
+    cols = setting_columns(machine, "onnxruntime", "cpu", "CPUExecutionProvider", 1, False, "float32", 1, 16, shape_key(shape))
+    rows = []
+    for sampler, subnets in (("layer-table", layer_table_configs(space)), ("uniform", uniform_configs(space, 40, seed=1))):
+        for s in subnets:
+            r = {c: "" for c in RECORD_COLUMNS}
+            r.update(static_row(shape, s, sampler, cols, "test"))
+            ms = synthetic_latency_ms(s, 1, 16)
+            r.update(schema=SCHEMA, timestamp="2026-01-01T00:00:00Z", status="ok", median_ms=ms, mean_ms=ms, p90_ms=ms, p99_ms=ms,
+                     iqr_ms=0.0, cv=0.0, ci_low_ms=ms, ci_high_ms=ms, n_runs=5, warmup_runs=3, converged=True, measure_s=0.1,
+                     prepare_s=0.1, protocol="{}")
+            rows.append(r)
+    out.mkdir(parents=True, exist_ok=True)
+    append_rows(str(out / "records.csv"), rows)
+    pred = make_predictor(kind).fit(read_records(out / "records.csv"))
+    pred.save(out / kind)
+    return out / kind
+
+
+@pytest.fixture(scope="session")
+def searchable(tmp_path_factory):
+    """(trained run dir, data dir, predictor dir) of a tiny 3-layer model trained for 3 steps."""
+    from search.cli import main
+    from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
+
+    root = tmp_path_factory.mktemp("searchable")
+    base = save_hf_model(root / "base", tiny_bert_config())
+    data = write_sst2_like(root / "data", n_train=64, n_dev=24)
+    run = root / "run"
+    rc = main(["train", "--model", str(base), "--task", "sst2", "--data-dir", str(data), "--out", str(run), "--max-steps", "3",
+               "--max-seq-length", "32", "--batch-size", "16"])
+    assert rc == 0, "training the tiny run failed"
+    pred = fit_synthetic_predictor(base, root / "predictor")
+    return run, data, pred
+
+
+__all__ = ["PostgresServer", "fit_synthetic_predictor", "free_port", "IN_CI"]
