@@ -89,3 +89,34 @@ def test_kit_refuses_bad_provider_name(tmp_path):
     with pytest.raises(MeasurementError, match="unknown onnxruntime execution provider 'gpu'"):
         write_kit(tmp_path / "k", SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), provider="gpu", progress=False)
     assert not (tmp_path / "k").exists()
+
+
+def test_runner_keeps_raw_timings_and_a_speed_index(kit):
+    out, res = run_runner(kit, "--threads", "1", "--batch", "1", "--out", str(kit / "speed.csv"))
+    assert out["code"] in (0, None), res.stderr
+    df = read_records(kit / "speed.csv")
+    anchor = json.loads((kit / "kit.json").read_text())["anchor"]["key"]
+    assert (df["anchor_key"] == anchor).all() and (df["speed_index"] == 1.0).all()  # the first run is the reference
+    assert (df["corrected_median_ms"] > 0).all() and "speed index 1.000" in res.stdout
+    raw = list((kit / "speed.raw").glob("*.csv"))
+    assert len(raw) == 1 and anchor in raw[0].read_text()
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--seq-len", "100000"], "--seq-len 100000 is longer than the backbone's 64 positions"),
+    (["--out", "/proc/x.csv"], "cannot write records file '/proc/x.csv'"),
+    (["--out", "/tmp"], "is a directory"),
+])
+def test_runner_refuses_bad_inputs_before_timing(kit, args, match):
+    out, res = run_runner(kit, *args)
+    assert out["code"] == 2 and match in res.stderr and "threads 1 batch" not in res.stdout
+
+
+def test_runner_exits_nonzero_when_nothing_succeeded(tmp_path):
+    subs = uniform_configs(SearchSpace.default(SHAPE), 2, seed=4)
+    k = tmp_path / "kit"
+    write_kit(k, SHAPE, subs, seq_lens=[8], protocol=Protocol(min_runs=3, max_runs=3, warmup_min=1, warmup_max=1), anchor=None, progress=False)
+    for f in (k / "models").glob("*.onnx"):
+        f.write_bytes(b"not an onnx file")
+    out, res = run_runner(k)
+    assert out["code"] == 1 and "none of the 2 configs could be measured" in res.stderr

@@ -193,3 +193,25 @@ def test_hybrid_stays_finite_when_its_linear_part_prices_a_config_at_zero(additi
     assert np.isfinite(pred).all() and (pred > 0).all()
     p.save(tmp_path / "h")
     np.testing.assert_allclose(load_predictor(tmp_path / "h").predict(LAYER[:1] + TEST[:3]), pred)
+
+
+def test_metadata_names_widths_settings_and_machine(additive, tmp_path):
+    from predictors import BackendSettings, check_this_machine, machine_matches, predictor_settings
+
+    p = make_predictor("layer-regression").fit(additive)
+    assert p.meta_["widths_seen"] == {"heads": sorted({h for s in LAYER + TRAIN for h in s.heads}),
+                                      "ffn": sorted({f for s in LAYER + TRAIN for f in s.ffn})}
+    assert p.meta_["latency_column"] == "corrected_median_ms"
+    p.save(tmp_path / "p")
+    loaded = load_predictor(tmp_path / "p")
+    assert loaded.meta_["widths_seen"] == p.meta_["widths_seen"]
+    assert predictor_settings(loaded) == BackendSettings(backend="onnxruntime", threads=1, batch=1, seq_len=16)
+    # The records were made on "Test CPU": this machine is another one, and the message names both.
+    assert not machine_matches(loaded)
+    with pytest.raises(PredictorError, match=r"cpu_model: predictor 'Test CPU'.*Predictor fingerprint \w+ .*this machine \w+ "):
+        check_this_machine(loaded)
+    # An older predictor file without widths_seen still loads (the key is simply absent).
+    doc = json.loads((tmp_path / "p" / "predictor.json").read_text())
+    del doc["meta"]["widths_seen"]
+    (tmp_path / "p" / "predictor.json").write_text(json.dumps(doc))
+    assert "widths_seen" not in load_predictor(tmp_path / "p").meta_

@@ -184,3 +184,40 @@ def test_preempted_runs_are_discarded_and_counted(monkeypatch):
     out = time_interleaved([("b", busy)], always, random.Random(0))
     # Too busy: stops after max_disturbed and keeps the disturbed runs, flagged by their count.
     assert out["b"]["disturbed_runs"] == 6 and out["b"]["n_runs"] == 6 and out["b"]["converged"] is False
+
+
+def test_measure_times_the_anchor_and_verify_reports_speed(tmp_path):
+    from dynabert.subnet import SubnetConfig
+    from predictors import VERIFY_COLUMNS, read_raw_timings, verify_latency
+
+    space = SearchSpace.default(SHAPE)
+    subnets = uniform_configs(space, 3, seed=0)
+    path = tmp_path / "records.csv"
+    st = BackendSettings(backend="torch", batch=1, seq_len=8)
+    rows = measure(SHAPE, subnets, st, path, FAST, progress=False)
+    full = SubnetConfig.full(SHAPE)
+    assert len(rows) == 3 and full.key not in set(rows["key"])  # the anchor is timed, not recorded, unless asked for
+    assert (rows["anchor_key"] == full.key).all() and (rows["speed_index"] == 1.0).all()
+    assert (rows["corrected_median_ms"] > 0).all() and (rows["speed_spread"] >= 1.0).all()
+    raw_files = list((tmp_path / "records.raw").glob("*.csv"))
+    assert len(raw_files) == 1
+    keys = {k for k, *_ in read_raw_timings(str(raw_files[0]))}
+    assert keys == {s.key for s in subnets} | {full.key}
+    # Verification: measured again (not skipped), against the first run's anchor as the reference.
+    out = verify_latency(SHAPE, [subnets[1], full], st, path, FAST, progress=False)
+    assert list(out.columns) == list(VERIFY_COLUMNS) and out["key"].tolist() == [subnets[1].key, full.key]
+    assert (out["status"] == "ok").all() and out["speed_index"].between(0.3, 3).all()
+    assert (out["p90_ms"] >= out["median_ms"] * 0.999).all()
+    assert len(read_records(path)) == 5
+
+
+def test_measure_rejects_sequences_beyond_the_positions(tmp_path):
+    with pytest.raises(MeasurementError, match="--seq-len 65 is longer than the backbone's 64 positions"):
+        measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=65),
+                tmp_path / "r.csv", FAST, progress=False)
+
+
+def test_measure_rejects_a_bad_anchor(tmp_path):
+    with pytest.raises(MeasurementError, match="anchor must be 'full', a SubnetConfig or None; got 'biggest'"):
+        measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=8),
+                tmp_path / "r.csv", FAST, anchor="biggest", progress=False)
