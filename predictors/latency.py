@@ -157,7 +157,7 @@ class LatencyPredictor(ABC):
         fingerprint or setting than the one this predictor was fitted for."""
         self._check_fitted()
         diffs = [
-            f"{f}: predictor {self.meta_[f]!r}, asked {target[f]!r}"
+            f"{f}: predictor {_plain(self.meta_[f])!r}, asked {_plain(target[f])!r}"
             for f in TARGET_FIELDS
             if f in target and str(target[f]) != str(self.meta_[f])
         ]
@@ -255,6 +255,11 @@ class LatencyPredictor(ABC):
     @staticmethod
     def load(directory: str | Path) -> "LatencyPredictor":
         return load_predictor(directory)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones, so messages read 2, not np.int64(2)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def load_predictor(directory: str | Path) -> LatencyPredictor:

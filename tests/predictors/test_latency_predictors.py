@@ -164,7 +164,7 @@ def test_other_setting_refused_unless_forced(additive):
 def test_records_of_another_target_refused(additive, tmp_path):
     p = make_predictor("layer-regression").fit(additive)
     other = records(tmp_path / "o.csv", rows(TEST, additive_ms, threads=2))
-    with pytest.raises(PredictorError, match="another fingerprint or setting"):
+    with pytest.raises(PredictorError, match=r"another fingerprint or setting \(threads: predictor 1, asked 2\)"):
         p.predict_records(other)
 
 
