@@ -23,6 +23,9 @@ from typing import Any
 from .errors import SearchError
 
 CONNECT_TIMEOUT_S = 8  # a storage that cannot be reached fails within 10 s
+PROBE_DEADLINE_S = 9.5  # hard deadline of the first connection, whatever the driver does (DNS included)
+RETRY_S = 30.0  # a lost connection is retried with back-off for this long, then a clear error
+DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 
 
 def redact(url: str) -> str:
@@ -35,54 +38,201 @@ def redact(url: str) -> str:
         return url.split("@")[-1] if "@" in url else url
 
 
+def _reason(e: BaseException, url: str) -> str:
+    """The first line of an error, with the URL's password (if any) blanked out."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    reason = text.splitlines()[0] if text else type(e).__name__
+    try:
+        from sqlalchemy.engine import make_url
+
+        pw = make_url(url).password
+        if pw:
+            reason = reason.replace(str(pw), "***")
+    except Exception:
+        pass
+    return reason[:300]
+
+
 def default_storage_url(results_dir: str | Path) -> str:
     return f"sqlite:///{Path(results_dir).resolve() / 'study.db'}"
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
-    """Checked URL -> SQLAlchemy engine arguments (timeouts so nothing hangs)."""
+    """Checked URL -> SQLAlchemy engine arguments (timeouts so nothing hangs; pre-ping so a pooled
+    connection that the server dropped is replaced instead of failing the next statement)."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         u = make_url(url)
     except ArgumentError:
-        raise SearchError(f"storage URL {url!r} cannot be parsed; expected e.g. sqlite:///results/study.db or "
+        raise SearchError(f"storage URL {redact(url)!r} cannot be parsed; expected e.g. sqlite:///results/study.db or "
                           "postgresql+psycopg://user@host:5432/db") from None
     backend = u.get_backend_name()
+    if backend == "postgres":
+        raise SearchError(f"storage URL {redact(url)}: write postgresql+psycopg://, not postgres://")
+    if backend not in DRIVERS:
+        raise SearchError(f"storage URL {redact(url)}: database {backend!r} is not supported; use sqlite:///PATH or "
+                          "postgresql+psycopg://user@host:5432/db")
+    driver = u.get_driver_name()
+    if driver not in DRIVERS[backend]:
+        raise SearchError(f"storage URL {redact(url)}: driver {driver!r} is not supported for {backend}; use "
+                          f"{backend}+{DRIVERS[backend][0]}://" + (" (pip install 'dynasearch[postgres]')" if backend == "postgresql" else ""))
     if backend == "sqlite":
         db = u.database or ""
         if db and db != ":memory:" and not Path(db).parent.is_dir():
             raise SearchError(f"storage URL {redact(url)}: folder {Path(db).parent} does not exist")
         return {"connect_args": {"timeout": 60}}
-    if backend == "postgresql":
-        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
-    raise SearchError(f"storage URL {redact(url)}: database {backend!r} is not supported; use sqlite:/// or postgresql+psycopg://")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise SearchError(f"storage URL {redact(url)} needs the psycopg driver: pip install 'dynasearch[postgres]'") from None
+    return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
 
 
-def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: int | None = None):
+def probe(url: str, deadline_s: float = PROBE_DEADLINE_S) -> None:
+    """Connect once and run SELECT 1 within `deadline_s` (a thread, so a driver or a name lookup
+    that hangs cannot hold the worker); SearchError naming the redacted URL otherwise."""
+    import threading
+
+    import sqlalchemy as sa
+
+    kwargs = engine_kwargs(url)
+    box: dict[str, BaseException | bool] = {}
+
+    def connect() -> None:
+        try:
+            engine = sa.create_engine(url, **{k: v for k, v in kwargs.items() if k != "pool_pre_ping"}, poolclass=sa.pool.NullPool)
+            try:
+                with engine.connect() as c:
+                    c.execute(sa.text("SELECT 1"))
+            finally:
+                engine.dispose()
+            box["ok"] = True
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=connect, name="dynasearch-storage-probe", daemon=True)
+    t.start()
+    t.join(deadline_s)
+    if t.is_alive():
+        raise SearchError(f"storage {redact(url)} did not answer within {deadline_s:g} s (is the server running and reachable?)")
+    if "error" in box:
+        raise SearchError(f"storage {redact(url)} cannot be reached: {_reason(box['error'], url)}")
+
+
+def is_transient(e: BaseException) -> bool:
+    """A lost or refused connection (worth retrying), not a bad statement or a constraint."""
+    from sqlalchemy import exc
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, exc.IntegrityError):
+            return False
+        if isinstance(e, (exc.OperationalError, exc.InterfaceError, exc.DisconnectionError)):
+            return True
+        if isinstance(e, exc.DBAPIError) and e.connection_invalidated:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def with_retry(fn, what: str, url: str, retry_s: float = RETRY_S):
+    """fn() retried with back-off (0.25 s doubling to 4 s) while it fails on a lost connection, for
+    up to `retry_s` seconds; then one SearchError naming what failed and the redacted URL."""
+    import time
+
+    t0 = time.monotonic()
+    wait = 0.25
+    while True:
+        try:
+            return fn()
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            if time.monotonic() - t0 + wait > retry_s:
+                raise SearchError(f"{what}: storage {redact(url)} unreachable for {time.monotonic() - t0:.0f} s "
+                                  f"({_reason(e, url)})") from None
+            time.sleep(wait)
+            wait = min(4.0, wait * 2)
+
+
+# Optuna storage calls a worker makes during a trial: each is retried on a lost connection.
+_RETRIED = (
+    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "set_study_user_attr", "get_trial_user_attrs", "get_trial_system_attrs", "create_new_trial", "set_trial_param",
+    "get_trial_param", "set_trial_state_values", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
+    "get_trial_id_from_study_id_trial_number", "get_all_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+    "get_all_studies",
+)
+
+
+def _retrying_storage_class():
+    import optuna
+
+    class RetryingRDBStorage(optuna.storages.RDBStorage):
+        """RDBStorage whose calls survive a database that goes away for a few seconds (a restart,
+        a fail-over, a network blip): each is retried with back-off for `retry_s`, then fails
+        with one clear error. Writes are retried too; a write whose commit reached the server
+        but whose answer was lost may then fail with Optuna's own error (e.g. the trial is
+        already finished) rather than be applied twice."""
+
+        retry_s: float = RETRY_S
+
+    def wrap(name):
+        base = getattr(optuna.storages.RDBStorage, name)
+
+        def method(self, *args, **kwargs):
+            return with_retry(lambda: base(self, *args, **kwargs), f"storage call {name}", self.url, self.retry_s)
+
+        method.__name__ = name
+        method.__doc__ = base.__doc__
+        return method
+
+    for name in _RETRIED:
+        setattr(RetryingRDBStorage, name, wrap(name))
+    return RetryingRDBStorage
+
+
+def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: int | None = None, retry_s: float = RETRY_S):
     """An Optuna RDBStorage with heartbeats (a killed worker's RUNNING trial is failed after the
-    grace period and retried by a live worker); a clear one-line error when it cannot be reached."""
+    grace period and retried by a live worker) whose calls are retried on a lost connection; a
+    clear one-line error within 10 s when the database cannot be reached."""
+    import time
+
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
     kwargs = engine_kwargs(url)
+    if not url.startswith("sqlite"):
+        probe(url)
     callback = None
     if heartbeat_interval:
         grace_period = grace_period or 3 * heartbeat_interval
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
-    try:
-        with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna 5
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval or None,
-                grace_period=grace_period if heartbeat_interval else None, heartbeat_stale_trial_callback=callback,
-            )
-    except (SQLAlchemyError, ImportError, ModuleNotFoundError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SearchError(f"storage {redact(url)} cannot be opened: {reason[:300]}") from None
+    cls = _retrying_storage_class()
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage = cls(
+                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval or None,
+                    grace_period=grace_period if heartbeat_interval else None, heartbeat_stale_trial_callback=callback,
+                )
+            storage.retry_s = retry_s
+            return storage
+        except (SQLAlchemyError, ImportError, ModuleNotFoundError) as e:
+            # Workers starting together on a fresh database race to create Optuna's tables: the
+            # loser sees "already exists" or a unique violation; the tables are there on a retry.
+            if attempt < 4 and isinstance(e, SQLAlchemyError) and ("already exists" in str(e) or "duplicate key" in str(e)
+                                                                  or "UniqueViolation" in str(e) or is_transient(e)):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise SearchError(f"storage {redact(url)} cannot be opened: {_reason(e, url)}") from None
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -92,12 +242,14 @@ class Evaluation:
 
 
 class AccuracyCache:
-    """Task metrics per (digest, selection, key), shared through the storage's database."""
+    """Task metrics per (digest, selection, key), shared through the storage's database. Every
+    call is retried with back-off while the connection is lost (`retry_s`), then fails clearly."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, retry_s: float = RETRY_S):
         import sqlalchemy as sa
 
         self._sa = sa
+        self.url, self.retry_s = url, retry_s
         self.engine = sa.create_engine(url, **engine_kwargs(url))
         meta = sa.MetaData()
         self.acc = sa.Table(
@@ -118,42 +270,64 @@ class AccuracyCache:
             sa.Column("worker", sa.String(128), nullable=False),
             sa.Column("created", sa.String(32), nullable=False),
         )
-        try:
-            meta.create_all(self.engine, checkfirst=True)
-        except sa.exc.IntegrityError:  # another worker created the tables at the same moment
-            pass
-        except sa.exc.OperationalError as e:
-            if "already exists" not in str(e):
-                raise SearchError(f"accuracy cache in {redact(url)} cannot be created: {str(e).splitlines()[0]}") from None
+        for attempt in range(5):
+            try:
+                self._retry(lambda: meta.create_all(self.engine, checkfirst=True), "accuracy cache tables")
+                break
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError) as e:
+                # Another worker created the tables at the same moment (SQLite: "already exists";
+                # PostgreSQL: a duplicate table or a unique violation on its catalogue).
+                if attempt < 4 and ("already exists" in str(e) or isinstance(e, sa.exc.IntegrityError)):
+                    continue
+                raise SearchError(f"accuracy cache in {redact(url)} cannot be created: {_reason(e, url)}") from None
+
+    def _retry(self, fn, what: str):
+        return with_retry(fn, what, self.url, self.retry_s)
 
     def get(self, digest: str, selection: str, key: str) -> Evaluation | None:
         sa = self._sa
         q = sa.select(self.acc.c.metrics, self.acc.c.seconds).where(
             self.acc.c.digest == digest, self.acc.c.selection == selection, self.acc.c.key == key)
-        with self.engine.connect() as c:
-            row = c.execute(q).first()
+
+        def read():
+            with self.engine.connect() as c:
+                return c.execute(q).first()
+
+        row = self._retry(read, "accuracy cache lookup")
         return None if row is None else Evaluation(json.loads(row[0]), float(row[1]))
 
     def put(self, digest: str, selection: str, key: str, metrics: dict[str, float], seconds: float) -> None:
         sa = self._sa
         worker = f"{socket.gethostname()}:{os.getpid()}"
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        with self.engine.begin() as c:
-            c.execute(sa.insert(self.log).values(digest=digest, selection=selection, key=key, seconds=seconds, worker=worker, created=now))
-        try:
+
+        def log():
             with self.engine.begin() as c:
-                c.execute(sa.insert(self.acc).values(digest=digest, selection=selection, key=key,
-                                                     metrics=json.dumps(metrics, sort_keys=True), seconds=seconds))
-        except sa.exc.IntegrityError:
-            pass  # another worker stored the same config first (a counted race, see evaluation_counts)
+                c.execute(sa.insert(self.log).values(digest=digest, selection=selection, key=key, seconds=seconds, worker=worker,
+                                                     created=now))
+
+        def store():
+            try:
+                with self.engine.begin() as c:
+                    c.execute(sa.insert(self.acc).values(digest=digest, selection=selection, key=key,
+                                                         metrics=json.dumps(metrics, sort_keys=True), seconds=seconds))
+            except sa.exc.IntegrityError:
+                pass  # another worker stored the same config first (a counted race, see evaluation_counts)
+
+        self._retry(log, "evaluation log write")
+        self._retry(store, "accuracy cache write")
 
     def evaluation_counts(self, digest: str, selection: str) -> tuple[int, int]:
         """(evaluations run, distinct configs evaluated) for one checkpoint and dev selection."""
         sa = self._sa
         q = sa.select(sa.func.count(), sa.func.count(sa.distinct(self.log.c.key))).where(
             self.log.c.digest == digest, self.log.c.selection == selection)
-        with self.engine.connect() as c:
-            n, distinct = c.execute(q).first()
+
+        def read():
+            with self.engine.connect() as c:
+                return c.execute(q).first()
+
+        n, distinct = self._retry(read, "evaluation log read")
         return int(n), int(distinct)
 
     def close(self) -> None:

@@ -65,6 +65,10 @@ class PostgresServer:
         r = self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr.strip()[-800:]}")
+        self.launch()
+
+    def launch(self) -> None:
+        """pg_ctl start on the data directory made by start() (again after stop(): same port)."""
         # -k: the Unix socket in our own directory (not /var/run/postgresql); fsync off: a throwaway server.
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200"
         r = self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", "start")
@@ -120,6 +124,30 @@ def postgres_url():
         yield server.url
     finally:
         server.cleanup()
+
+
+@pytest.fixture()
+def own_postgres():
+    """A started server of its own for one test (which may stop and relaunch it)."""
+    reason = pg_available()
+    if reason:
+        _unavailable(reason)
+    server = PostgresServer()
+    try:
+        server.start()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        server.cleanup()
+        pytest.fail(f"PostgreSQL server could not start: {e}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture()
+def closed_port() -> int:
+    """A local port nothing listens on (free a moment ago)."""
+    return free_port()
 
 
 @pytest.fixture()
@@ -192,7 +220,11 @@ def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Pa
 
 @pytest.fixture(scope="session")
 def searchable(tmp_path_factory):
-    """(trained run dir, data dir, predictor dir) of a tiny 3-layer model trained for 3 steps."""
+    """A tiny 3-layer model trained for 3 steps: .run, .data, .predictor (synthetic, fake machine:
+    search with --no-verify), and .slow_dev, a 1500-example dev file that makes one evaluation take
+    long enough for a worker to be killed in the middle of it."""
+    from types import SimpleNamespace
+
     from search.cli import main
     from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
@@ -204,7 +236,8 @@ def searchable(tmp_path_factory):
                "--max-seq-length", "32", "--batch-size", "16"])
     assert rc == 0, "training the tiny run failed"
     pred = fit_synthetic_predictor(base, root / "predictor")
-    return run, data, pred
+    slow = write_sst2_like(root / "slow", n_train=1, n_dev=1500, seed=5) / "dev.tsv"
+    return SimpleNamespace(run=run, data=data, predictor=pred, slow_dev=slow)
 
 
 __all__ = ["PostgresServer", "fit_synthetic_predictor", "free_port", "IN_CI"]

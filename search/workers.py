@@ -1,0 +1,99 @@
+"""Many workers on one study: the study's total of trials, shared so that N workers stop together
+with exactly `total` COMPLETE trials.
+
+Optuna's MaxTrialsCallback stops a worker after its own trial once the study holds `total`
+finished trials; the other workers' trials that are running at that moment still finish, so a
+study of W workers ends with up to total + W - 1 trials. `TrialBudget.admit(study, trial)`, called
+first in the objective (the trial is already RUNNING, so every worker sees it), closes that gap:
+
+- rank(t): the trial's number, or for a retry of a killed worker's trial (Optuna's
+  RetryHeartbeatStaleTrialCallback puts a WAITING copy in the queue) the number of the trial it
+  retries, so a retry keeps its original place;
+- `ahead`: the other RUNNING or WAITING trials of lower rank;
+- COMPLETE >= total: this trial is skipped (PRUNED, user attribute `skipped`) and the study stops;
+- COMPLETE + len(ahead) < total: this trial runs;
+- otherwise, when a WAITING trial is ahead (a retry or an enqueued grid point), this trial gives
+  way: it is skipped and the worker's next trial takes the queued one; when only RUNNING trials
+  are ahead, it waits (polling, and failing stale trials as Optuna's loop would, so a dead
+  worker's trial is retried) until they finish or fail.
+
+So the trials that run are admitted in rank order up to the total; a skipped trial holds no
+evaluation. Gaps left, each at most one trial over: a stale trial is set FAIL a moment before its
+retry is queued, and a trial admitted in that moment (milliseconds) may overshoot; a worker killed
+between creating a trial and its first heartbeat (milliseconds) leaves a RUNNING trial that
+Optuna never fails, so the wait is capped (`max_wait_s`, by default 20 heartbeats, at least 60 s)
+and the trial then runs anyway rather than hang the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+from optuna.trial import TrialState
+
+SKIPPED_ATTR = "skipped"
+log = logging.getLogger("search.workers")
+
+
+def rank(t: Any) -> int:
+    """A trial's place in the budget: its number, or the number of the trial it retries."""
+    first = t.system_attrs.get("failed_trial")
+    return int(first) if isinstance(first, int) else int(t.number)
+
+
+class TrialBudget:
+    """The study's total of COMPLETE trials, shared by every worker (see the module doc)."""
+
+    def __init__(self, total: int, poll_s: float = 0.5, max_wait_s: float | None = None):
+        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+            raise ValueError(f"total must be a positive integer; got {total!r}")
+        self.total, self.poll_s, self.max_wait_s = total, poll_s, max_wait_s
+        self.skipped = 0
+        self.waited_s = 0.0
+
+    def admit(self, study: Any, trial: Any) -> None:
+        """Return when `trial` may run; raise optuna.TrialPruned when it must not."""
+        import optuna
+
+        me = study._storage.get_trial(trial._trial_id)
+        my_rank = rank(me)
+        max_wait = self.max_wait_s
+        if max_wait is None:
+            hb = study._storage.get_heartbeat_interval() if hasattr(study._storage, "get_heartbeat_interval") else None
+            max_wait = max(60.0, 20.0 * hb) if hb else 300.0
+        t0 = time.monotonic()
+        try:
+            while True:
+                trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+                complete = sum(t.state == TrialState.COMPLETE for t in trials)
+                if complete >= self.total:
+                    study.stop()
+                    self._skip(trial, f"the study holds its {self.total} trials")
+                ahead = [t for t in trials if t.state != TrialState.COMPLETE and t.number != me.number and rank(t) < my_rank]
+                if complete + len(ahead) < self.total:
+                    return
+                if any(t.state == TrialState.WAITING for t in ahead):
+                    self._skip(trial, "a queued trial takes the last place")
+                if time.monotonic() - t0 > max_wait:
+                    log.warning("trial %d: trials %s still RUNNING after %.0f s without finishing or going stale; running anyway",
+                                trial.number, [t.number for t in ahead], max_wait)
+                    return
+                time.sleep(self.poll_s)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)  # a dead worker's trial ahead of us: fail and retry it
+        finally:
+            self.waited_s += time.monotonic() - t0
+
+    def _skip(self, trial: Any, why: str) -> None:
+        import optuna
+
+        self.skipped += 1
+        trial.set_user_attr(SKIPPED_ATTR, why)
+        raise optuna.TrialPruned(why)
+
+
+__all__ = ["SKIPPED_ATTR", "TrialBudget", "rank"]
