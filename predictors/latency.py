@@ -314,9 +314,23 @@ def _metadata(df: pd.DataFrame, kind: str, n: int, across_shapes: bool) -> dict[
         onnxruntime_version=str(first["onnxruntime_version"]), numpy_version=np.__version__,
         dynasearch_version=version, shapes=[list(s) for s in shapes], across_shapes=across_shapes,
         n_train=n, n_configs=int(df["key"].nunique()), latency_column=LATENCY_COLUMN, widths_seen=widths_seen(df),
-        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        anchor_reference=anchor_references(df), created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     return meta
+
+
+def anchor_references(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per input shape, the anchor config and its reference median (ms) that the fitting records'
+    corrected medians are on the scale of (anchor_ms / speed_index of every anchored run): a later
+    measurement against the same reference (a search's verification) is on the predictor's scale."""
+    if "anchor_ms" not in df or "speed_index" not in df:
+        return []
+    out = []
+    d = df[pd.to_numeric(df["anchor_ms"], errors="coerce").gt(0) & pd.to_numeric(df["speed_index"], errors="coerce").gt(0)]
+    for (b, s, k), g in d.groupby(["batch", "seq_len", "anchor_key"]):
+        ref = (g["anchor_ms"].astype(float) / g["speed_index"].astype(float)).median()
+        out.append({"batch": int(b), "seq_len": int(s), "key": str(k), "ms": float(ref)})
+    return out
 
 
 def widths_seen(df: pd.DataFrame) -> dict[str, list[int]]:

@@ -88,6 +88,7 @@ def measure(
     model: Any = None,
     sampler: str | Sequence[str] = "file",
     anchor: SubnetConfig | str | None = "full",
+    reference_ms: float | None = None,
     onnx_cache: str | Path | None = None,
     resume: bool = True,
     retry_failed: bool = False,
@@ -101,7 +102,9 @@ def measure(
     in every round of every chunk ("full", the default: the whole backbone; None: none); the run's
     rounds are speed-corrected through it and its median against the first run's (the reference
     stored in the records) is the run's speed index. The raw timings go to
-    `<records stem>.raw/<run_id>-<settings_id>.csv` (`read_raw_timings`).
+    `<records stem>.raw/<run_id>-<settings_id>.csv` (`read_raw_timings`). reference_ms: the anchor's
+    reference median to use instead of the records' first run (e.g. the one a predictor was fitted
+    against, so a verification run's speed index and corrected medians are on the predictor's scale).
 
     Returns the rows this call wrote (records format: raw `median_ms`, `corrected_median_ms`,
     `speed_index`, `speed_spread`, `anchor_key`, `anchor_ms`, `p90_ms`, ...); its
@@ -158,7 +161,8 @@ def measure(
             anchor_item = None
             if anchor_cfg is not None:
                 anchor_item = Item(anchor_cfg.key, static_row(shape, anchor_cfg, "anchor", columns, run_id), prepare_fn(anchor_cfg))
-            reference = anchor_reference(records_path, columns["settings_id"], anchor_cfg.key) if anchor_cfg is not None else None
+            reference = reference_ms if reference_ms is not None else (
+                anchor_reference(records_path, columns["settings_id"], anchor_cfg.key) if anchor_cfg is not None else None)
             raw_path = raw_timings_path(records_path, run_id, columns["settings_id"])
             desc = f"{st.backend}/{st.device} t{st.threads} b{st.batch} s{st.seq_len}"
             with tqdm(total=len(items), desc=desc, unit="config", disable=not progress, leave=False) as bar:

@@ -31,6 +31,7 @@ def verify_latency(
     *,
     model: Any = None,
     anchor: SubnetConfig | str | None = "full",
+    reference_ms: float | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Measure `subnets` now (never skipped as already measured), interleaved with the anchor, and
@@ -43,7 +44,7 @@ def verify_latency(
     subnets = list(subnets)
     if not subnets:
         raise PredictorError("verify_latency needs at least one sub-network")
-    rows = measure(shape, subnets, settings, records_path, protocol, model=model, sampler="verify", anchor=anchor,
+    rows = measure(shape, subnets, settings, records_path, protocol, model=model, sampler="verify", anchor=anchor, reference_ms=reference_ms,
                    resume=False, progress=progress)
     order = {s.validate(shape).key: i for i, s in enumerate(subnets)}
     rows = rows[rows["key"].isin(order)].copy()

@@ -29,13 +29,15 @@ COMMANDS = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `only` registers just that sub-command (its module alone is imported, so a
+    fast command such as `query` does not pay for the others' imports)."""
     parser = argparse.ArgumentParser(
         prog="dynasearch",
         description="Hardware-aware sub-network search for adaptive-size (DynaBERT) BERT/RoBERTa models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else (only,):
         importlib.import_module(f"search.commands.{name}").register(sub)
     return parser
 
@@ -44,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     # Offline by design: never reach a model hub, whatever a config file says.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    first = next((w for w in words if not w.startswith("-")), None)
+    only = first.replace("-", "_") if first and first.replace("-", "_") in COMMANDS and "-h" not in words[:1] else None
+    parser = build_parser(only)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -191,7 +191,7 @@ class Search:
         if cfg.verify and cfg.target_ms is not None:
             from .verify import check_machine, predictor_settings
 
-            self.settings = predictor_settings(pred.meta_, self.estimator.batch, self.estimator.seq_len)
+            self.settings = predictor_settings(pred, self.estimator.batch, self.estimator.seq_len)
             check_machine(pred, self.settings)
         self._open_storage()
 
@@ -312,19 +312,29 @@ class Search:
         from optuna.trial import TrialState
         from tqdm import tqdm
 
+        from .workers import TrialBudget
+
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         remaining = max(0, self.cfg.trials - done)
         if remaining == 0:
             return
         bar = tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.cfg.progress)
 
+        budget = TrialBudget(self.cfg.trials)  # exactly `trials` COMPLETE trials, however many workers (search/workers.py)
+
+        def objective(trial):
+            budget.admit(self.study, trial)
+            return self.objective(trial)
+
         def progress(study, trial) -> None:
+            if trial.state != TrialState.COMPLETE:
+                return
             bar.update(1)
             bar.set_postfix(evals=self.counters.evaluations, hits=self.counters.cache_hits, refresh=False)
 
         t0 = time.perf_counter()
         try:
-            self.study.optimize(self.objective, n_trials=remaining, gc_after_trial=False,
+            self.study.optimize(objective, n_trials=None, gc_after_trial=False,
                                 callbacks=[MaxTrialsCallback(self.cfg.trials, states=(TrialState.COMPLETE,)), progress],
                                 catch=())
         finally:
@@ -369,7 +379,7 @@ class Search:
         from .pareto import hypervolume_history, pareto_mask
         from .plots import plot_hypervolume, plot_search_front, plot_shapes
         from .results import answer_row, write_results
-        from .verify import bias_warning, measure_configs, read_measured, verify_candidates
+        from .verify import anchor_reference, bias_warning, measure_configs, read_measured, verify_candidates
 
         cfg = self.cfg
         trials = self.trials_table()
@@ -394,7 +404,8 @@ class Search:
             if cfg.verify:
                 def measure_fn(subnets):
                     t0 = time.perf_counter()
-                    got = measure_configs(self.model, self.shape, subnets, self.settings, self.out, percentile, cfg.progress)
+                    got = measure_configs(self.model, self.shape, subnets, self.settings, self.out, percentile, cfg.progress,
+                                          reference_ms=anchor_reference(self.estimator.predictor, self.settings))
                     self.counters.measurement_s += time.perf_counter() - t0
                     return got
 

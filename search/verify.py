@@ -25,46 +25,28 @@ from dynabert.subnet import BackboneShape, SubnetConfig
 from .errors import SearchError
 
 PERCENTILES = {"p50": "median_ms", "p90": "p90_ms"}
-CORRECTED = {"p50": "corrected_median_ms", "p90": "corrected_p90_ms"}
 MEASURED_FILE = "measured.csv"
 
 
-def predictor_settings(meta: dict[str, Any], batch: int, seq_len: int):
+def predictor_settings(predictor, batch: int, seq_len: int):
     """The BackendSettings a predictor was fitted for, at (batch, seq_len)."""
-    from predictors.backends import BackendSettings
+    import dataclasses
 
-    return BackendSettings(
-        backend=str(meta["backend"]), device=str(meta["device"]), threads=int(meta["threads"]),
-        spinning=str(meta["spinning"]) == "True" or meta["spinning"] is True, dtype=str(meta["dtype"]),
-        batch=int(batch), seq_len=int(seq_len), provider=str(meta.get("provider") or ""),
-    )
+    from predictors import predictor_settings as fitted_settings
+
+    return dataclasses.replace(fitted_settings(predictor), batch=int(batch), seq_len=int(seq_len))
 
 
 def check_machine(predictor, settings) -> None:
-    """Refuse, naming both, when this machine is not the one the predictor was fitted on."""
-    from predictors._core import machine_info, setting_columns
+    """Refuse, naming both fingerprints, when this machine is not the one the predictor was fitted on."""
+    from predictors import check_this_machine
     from predictors.errors import PredictorError
-    from predictors.measure import shape_key
 
-    machine = machine_info(with_torch=True)
-    cols = setting_columns(machine, settings.backend, settings.device, settings.provider, settings.threads, settings.spinning,
-                           settings.dtype, settings.batch, settings.seq_len, shape_key(predictor.shape_))
-    m = predictor.meta_
-    mine = {k: cols[k] for k in ("cpu_model", "cpu_cores", "gpu_name")}
-    theirs = {k: m.get(k) for k in mine}
-    if any(str(mine[k]) != str(theirs[k]) for k in mine):
-        raise SearchError(f"this machine ({_describe(mine)}) is not the one the predictor was fitted on ({_describe(theirs)}): "
-                          "measuring here says nothing about that device; pass --no-verify, or search with a predictor "
-                          "fitted on this machine")
     try:
-        predictor.check_target({k: v for k, v in cols.items() if k != "shape_key"})
+        check_this_machine(predictor, settings)
     except PredictorError as e:
-        raise SearchError(f"cannot verify here: {e}") from None
-
-
-def _describe(fp: dict[str, Any]) -> str:
-    gpu = f", GPU {fp['gpu_name']}" if fp.get("gpu_name") else ""
-    return f"CPU {fp.get('cpu_model')!s}, {fp.get('cpu_cores')} cores{gpu}"
+        raise SearchError(f"cannot verify on this machine: {e}; pass --no-verify (answers are then predictions), or search "
+                          "with a predictor fitted here") from None
 
 
 @dataclass
@@ -88,27 +70,38 @@ def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measure
     df = read_records(path)
     df = df[df["status"] == "ok"]
     out = {}
-    col, ccol = PERCENTILES[percentile], CORRECTED[percentile]
-    for _, r in df.iterrows():
-        corr = r.get(ccol, math.nan) if ccol in df else math.nan
-        speed = r.get("speed_index", math.nan) if "speed_index" in df else math.nan
-        out[str(r["key"])] = Measured(str(r["key"]), float(r[col]), None if pd.isna(corr) else float(corr),
-                                      None if pd.isna(speed) else float(speed))
+    for _, r in df.iterrows():  # later rows (re-measurements) win
+        raw = float(r[PERCENTILES[percentile]])
+        corr = r.get("corrected_median_ms", math.nan)
+        # The speed correction is one factor per config: apply it to the percentile too.
+        corr = math.nan if pd.isna(corr) else raw * float(corr) / float(r["median_ms"])
+        speed = r.get("speed_index", math.nan)
+        out[str(r["key"])] = Measured(str(r["key"]), raw, None if pd.isna(corr) else corr, None if pd.isna(speed) else float(speed))
     return out
 
 
+def anchor_reference(predictor, settings) -> float | None:
+    """The anchor (full model) reference median the predictor's corrected latencies are on, at the
+    verification shape; None when its records had no anchor (then measured.csv's first run is the
+    reference)."""
+    from dynabert.subnet import SubnetConfig
+
+    full = SubnetConfig.full(predictor.shape_).key
+    for a in predictor.meta_.get("anchor_reference") or []:
+        if (a["batch"], a["seq_len"], a["key"]) == (settings.batch, settings.seq_len, full):
+            return float(a["ms"])
+    return None
+
+
 def measure_configs(model, shape: BackboneShape, subnets: Sequence[SubnetConfig], settings, results_dir: str | Path,
-                    percentile: str, progress: bool = True) -> dict[str, Measured]:
-    """Measure `subnets` (extracted from `model`), interleaved in one run, appended to measured.csv."""
-    from predictors import Protocol, measure
+                    percentile: str, progress: bool = True, reference_ms: float | None = None) -> dict[str, Measured]:
+    """Measure `subnets` (extracted from `model`) interleaved with the anchor (the full model, timed
+    in every round: the speed correction), appended to measured.csv. reference_ms: the anchor's
+    median on the predictor's scale (its speed index 1.0)."""
+    from predictors import verify_latency
 
     path = Path(results_dir) / MEASURED_FILE
-    kwargs: dict[str, Any] = {}
-    import inspect
-
-    if "anchor" in inspect.signature(measure).parameters:
-        kwargs["anchor"] = "full"  # speed correction (an anchor timed in every round) where supported
-    measure(shape, list(subnets), settings, path, Protocol(), model=model, sampler="search-verify", progress=progress, **kwargs)
+    verify_latency(shape, list(subnets), settings, path, model=model, anchor="full", reference_ms=reference_ms, progress=progress)
     got = read_measured(results_dir, percentile)
     missing = [s.key for s in subnets if s.key not in got]
     if missing:
@@ -170,14 +163,15 @@ def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> di
     meta, trials, front = load_results(results_dir)
     study = meta["study"]
     pred = load_predictor(study["predictor_dir"])
-    settings = predictor_settings(pred.meta_, study["latency"]["batch"], study["latency"]["seq_len"])
+    settings = predictor_settings(pred, study["latency"]["batch"], study["latency"]["seq_len"])
     check_machine(pred, settings)
     model = load_model(study["model_dir"])
     from predictors.measure import load_shape
 
     shape = load_shape(study["model_dir"])
     percentile = study.get("percentile", "p50")
-    got = measure_configs(model, shape, [SubnetConfig.from_dict(answer["subnet"])], settings, results_dir, percentile)
+    got = measure_configs(model, shape, [SubnetConfig.from_dict(answer["subnet"])], settings, results_dir, percentile,
+                          reference_ms=anchor_reference(pred, settings))
     m = got[answer["key"]]
     raw = bool(meta.get("raw"))
     for df in (trials, front):
