@@ -93,7 +93,7 @@ def check_study_ends_exactly(url: str, study_name: str, trials: int) -> dict:
 
 
 def run_two_workers(sx, tmp_path: Path, url: str, trials: int = 30) -> dict:
-    procs = [start(worker_cmd(sx, tmp_path / f"w{i}", url, "shared", trials, "--seed", str(i))) for i in range(2)]
+    procs = [start(worker_cmd(sx, tmp_path / f"w{i}", url, "shared", trials)) for i in range(2)]
     results = [finish(p) for p in procs]
     for rc, out, err in results:
         assert rc == 0, err[-2000:]
@@ -277,7 +277,7 @@ def test_dashboard_serves_our_study(searchable, tmp_path):
 
     status, body = get("/api/studies")
     assert status.startswith("200")
-    studies = json.loads(body)["studies"]
+    studies = json.loads(body)["study_summaries"]
     ours = [s for s in studies if s["study_name"] == "dash"]
     assert ours, studies
     sid = ours[0]["study_id"]
