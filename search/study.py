@@ -56,7 +56,8 @@ class SearchConfig:
     batch: int | None = None  # latency shape; None: the predictor's
     seq_len: int | None = None
     max_seq_length: int | None = None  # evaluation length; None: the run's, else 128
-    storage: str | None = None  # None: sqlite:///RESULTS/study.db
+    storage: str | None = None  # None: sqlite:///RESULTS/study.db; ":memory:" an in-process study (no resume)
+    cache: str | None = None  # accuracy cache URL; None: the storage's database (RESULTS/study.db for ":memory:")
     study: str = "dynasearch"
     verify: bool = True
     raw: bool = False  # judge the target on raw (not speed-corrected) measured latency
@@ -210,8 +211,15 @@ class Search:
         except OSError as e:
             raise SearchError(f"results directory {self.out} cannot be written: {e.strerror or e}") from None
         self.url = self.cfg.storage or default_storage_url(self.out)
-        self.storage = open_storage(self.url, self.cfg.heartbeat_interval, self.cfg.grace_period)
-        self.cache = AccuracyCache(self.url)
+        if self.url == ":memory:":  # benchmarks and notebooks: no storage round trips, nothing to resume
+            import optuna
+
+            self.storage = optuna.storages.InMemoryStorage()
+            cache_url = self.cfg.cache or default_storage_url(self.out)
+        else:
+            self.storage = open_storage(self.url, self.cfg.heartbeat_interval, self.cfg.grace_period)
+            cache_url = self.cfg.cache or self.url
+        self.cache = AccuracyCache(cache_url)
 
     # ---- the model and dev sets (slow)
     def load(self) -> None:
@@ -486,7 +494,7 @@ class Search:
             if obj is not None:
                 obj.close()
         st = getattr(self, "storage", None)
-        if st is not None:
+        if st is not None and hasattr(st, "engine"):
             st.remove_session()
             st.engine.dispose()
 

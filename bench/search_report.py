@@ -1,0 +1,190 @@
+"""Writes bench/results/search.md (and search_front.png, search_hypervolume.png) from the JSON files
+bench/search_bench.py left in WORK. No timing here.
+
+    .venv/bin/python bench/search_report.py --work WORK
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+OUT = REPO / "bench" / "results"
+
+
+def load(work: Path, name: str):
+    p = work / f"{name}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def samplers_section(r) -> list[str]:
+    from search.pareto import hypervolume_history, pareto_mask
+
+    runs = r["runs"]
+    allm = np.concatenate([np.asarray(x["metric"]) for x in runs])
+    alll = np.concatenate([np.asarray(x["latency"]) for x in runs])
+    ref = (float(allm.min()), float(alll.max()) * 1.01)
+    best = hypervolume_history(allm[pareto_mask(allm, alll)], alll[pareto_mask(allm, alll)], *ref)[-1]
+    lines = [
+        "## Search efficiency: hypervolume against evaluations",
+        "",
+        f"Reference point: metric {ref[0]:.2f} (the worst searched config), latency {ref[1]:.3f} ms (1.01 x the slowest). "
+        f"Best-known hypervolume = the union of every run's points: **{best:.2f}** (metric points x ms). Metric: accuracy on "
+        f"a seeded subset of {r['search_dev']} SST-2 dev examples; latency: the fitted predictor. One accuracy cache for all "
+        f"runs: {r['evaluations_logged']} evaluations logged for {r['distinct_evaluated']} distinct configs "
+        f"({r['evaluations_logged'] - r['distinct_evaluated']} repeated).",
+        "",
+        "| sampler | seed | trials | distinct configs | repeated proposals | HV @50 | HV @100 | HV @200 (or last) | % of best-known | evals to 95% |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    per = {}
+    curves = {}
+    for x in runs:
+        m, t = np.asarray(x["metric"]), np.asarray(x["latency"])
+        hv = hypervolume_history(m, t, *ref)
+        reach = np.nonzero(hv >= 0.95 * best)[0]
+        at = lambda n: f"{hv[min(n, len(hv)) - 1]:.2f}"  # noqa: E731
+        lines.append(f"| {x['sampler']} | {x['seed']} | {x['trials']} | {x['distinct']} | {x['repeat_proposals']} "
+                     f"({100 * x['repeat_proposals'] / x['trials']:.1f}%) | {at(50)} | {at(100)} | {at(len(hv))} | "
+                     f"{100 * hv[-1] / best:.1f}% | {int(reach[0]) + 1 if len(reach) else 'not reached'} |")
+        per.setdefault(x["sampler"], []).append(hv[-1] / best)
+        curves.setdefault(x["sampler"], []).append(hv / best)
+    lines += ["", "| sampler | runs | median % of best-known at the end | min | max | seconds per trial (median run, eval included) |",
+              "|---|---|---|---|---|---|"]
+    for name, v in per.items():
+        secs = np.median([x["optimize_s"] / x["trials"] for x in runs if x["sampler"] == name])
+        lines.append(f"| {name} | {len(v)} | {100 * np.median(v):.1f}% | {100 * min(v):.1f}% | {100 * max(v):.1f}% | {secs:.2f} |")
+    _plot_hv(curves)
+    return lines
+
+
+def _plot_hv(curves) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for i, (name, cs) in enumerate(curves.items()):
+        n = min(len(c) for c in cs)
+        med = np.median(np.stack([c[:n] for c in cs]), axis=0)
+        ax.plot(np.arange(1, n + 1), 100 * med, label=f"{name} (median of {len(cs)})", color=f"C{i}")
+        for c in cs:
+            ax.plot(np.arange(1, len(c) + 1), 100 * c, color=f"C{i}", alpha=0.2, lw=0.8)
+    ax.axhline(95, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("trials (evaluations; repeats are free)")
+    ax.set_ylabel("% of best-known hypervolume")
+    ax.set_ylim(50, 101)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(OUT / "search_hypervolume.png")
+    plt.close(fig)
+
+
+def perlayer_section(r) -> list[str]:
+    from search.pareto import pareto_mask
+
+    lines = ["## Per-layer against grid, on measured latency of extracted models", ""]
+    for label, x in r.items():
+        if label.startswith("_"):
+            continue
+        rows = x["rows"]
+        g = [q for q in rows if q["grid"]]
+        f = [q for q in rows if q["on_front"] and not q["grid"]]
+        gm, gl = np.array([q["metric_full"] for q in g]), np.array([q["measured_ms"] for q in g])
+        gfront = [q for q, k in zip(g, pareto_mask(gm, gl)) if k]
+        allp = [q for q in rows if q["on_front"]]
+        lines += [f"### Model trained {label} ({x['run']})", "",
+                  f"{len(f)} per-layer front configs (not grid points) and the 12 grid points, timed together in one anchored run "
+                  f"({x['measure_s']:.0f} s). Metric: accuracy on the whole SST-2 dev split (872).", "",
+                  "| grid point on the grid front | accuracy | measured ms | fastest per-layer config at >= that accuracy: ms | latency saved | best per-layer accuracy at <= that latency | accuracy gained |",
+                  "|---|---|---|---|---|---|---|"]
+        for q in sorted(gfront, key=lambda q: q["measured_ms"]):
+            better = [p for p in allp if p["metric_full"] >= q["metric_full"] and p["key"] != q["key"]]
+            faster = [p for p in allp if p["measured_ms"] <= q["measured_ms"] and p["key"] != q["key"]]
+            fb = min(better, key=lambda p: p["measured_ms"]) if better else None
+            ff = max(faster, key=lambda p: p["metric_full"]) if faster else None
+            saved = f"{100 * (1 - fb['measured_ms'] / q['measured_ms']):+.1f}%" if fb else "none"
+            gain = f"{ff['metric_full'] - q['metric_full']:+.2f}" if ff else "none"
+            lines.append(f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms']:.2f} | {saved} | "
+                         f"{ff['metric_full']:.2f} | {gain} |" if fb and ff else
+                         f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms'] if fb else '-'} | {saved} | "
+                         f"{ff['metric_full'] if ff else '-'} | {gain} |")
+        pm = np.array([q["predicted_ms"] for q in rows])
+        mm = np.array([q["measured_ms"] for q in rows])
+        err = np.abs(pm / mm - 1)
+        lines += ["", f"Predicted against measured over these {len(rows)} configs: MAPE {100 * err.mean():.2f}%, "
+                  f"{100 * (err <= 0.05).mean():.0f}% within 5%, speed index of the run "
+                  f"{np.nanmedian([q['speed_index'] or np.nan for q in rows]):.3f}.", ""]
+    return lines
+
+
+def targets_section(r) -> list[str]:
+    lines = ["## Target answers (verified)", "",
+             "| target ms | answer | accuracy (dev) | predicted ms | measured ms (corrected) | raw ms | re-measured ms | meets target when re-measured |",
+             "|---|---|---|---|---|---|---|---|"]
+    ok = 0
+    for a in r["answers"]:
+        meets = a["remeasured_ms"] <= a["target_ms"]
+        ok += meets
+        lines.append(f"| {a['target_ms']} | {a['key']} ({len(a['subnet']['layers'])} layers) | {a['metric_full']:.2f} | "
+                     f"{a['predicted_ms']:.2f} | {a['measured_ms']:.2f} | {a['measured_raw_ms']:.2f} | {a['remeasured_ms']:.2f} | "
+                     f"{'yes' if meets else 'NO'} |")
+    lines += ["", f"{ok} of {len(r['answers'])} returned configs meet their target when re-measured.", ""]
+    return lines
+
+
+def cost_section(r) -> list[str]:
+    t = r["timing"]
+    q = sorted(r["query_s"])
+    return ["## Cost of a 200-trial search", "",
+            f"`dynasearch {r['command'].split('search.cli ', 1)[-1]}` (exit status {r['rc']}): **{r['wall_s']:.0f} s wall** in all "
+            f"(imports, model and dev loading, study, re-scoring, plots and verification included).", "",
+            "| part | seconds |", "|---|---|",
+            f"| accuracy evaluation ({t['evaluations_this_run']} evaluations, {t['cache_hits_this_run']} cache hits) | {t['evaluation_s']:.1f} |",
+            f"| latency prediction | {t['prediction_s']:.1f} |",
+            f"| sampler + Optuna storage (SQLite) | {t['sampler_and_storage_s']:.1f} |",
+            f"| measurement (verification) | {t['measurement_s']:.1f} |",
+            "", f"`dynasearch query RESULTS --target-latency ...` wall time over 5 processes: median {q[2]:.2f} s "
+            f"(min {q[0]:.2f}, max {q[-1]:.2f}); target < 2 s.", ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    a = ap.parse_args()
+    work = Path(a.work)
+    parts = {n: load(work, n) for n in ("samplers", "perlayer", "targets", "cost")}
+    metas = [p["_meta"] for p in parts.values() if p]
+    head = ["# Search benchmark (issue 8)", "",
+            f"Machine: {metas[0]['cpu']}; commit(s) {', '.join(sorted({m['commit'] for m in metas}))}; "
+            f"runs started {', '.join(m['started'] for m in metas)}. Written by `bench/search_report.py` from the JSON files of "
+            "`bench/search_bench.py` (phases and their arguments below).", ""]
+    body = []
+    if parts["cost"]:
+        body += cost_section(parts["cost"])
+    if parts["targets"]:
+        body += targets_section(parts["targets"])
+    if parts["perlayer"]:
+        body += perlayer_section(parts["perlayer"])
+    if parts["samplers"]:
+        body += samplers_section(parts["samplers"])
+    body += ["## Phases run", ""] + [f"- `{m['phase']}`: {m['seconds']:.0f} s, load average before {m['load_before'][0]:.1f}, "
+                                     f"arguments {json.dumps({k: v for k, v in m['args'].items() if k not in ('work',)})}" for m in metas]
+    (OUT / "search.md").write_text("\n".join(head + body) + "\n")
+    if (work / "cost" / "front.png").is_file():
+        shutil.copyfile(work / "cost" / "front.png", OUT / "search_front.png")
+        shutil.copyfile(work / "cost" / "shapes.png", OUT / "search_shapes.png")
+    print(f"wrote {OUT / 'search.md'}")
+
+
+if __name__ == "__main__":
+    main()
