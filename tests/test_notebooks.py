@@ -13,9 +13,9 @@ pytest.importorskip("ipykernel")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
 
-from searchkit import (  # noqa: E402,F401
-    FAKE_MACHINE, REPO, fast_tmp, predictor_records, sk_base, sk_data, sk_fast, sk_predictor, sk_results, sk_run,
-)
+from searchkit import FAKE_MACHINE, REPO, predictor_records  # noqa: E402
+
+pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 NOTEBOOKS = REPO / "notebooks"
 

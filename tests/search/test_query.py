@@ -13,9 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 
 from search.errors import ResultsError, SearchError
 from search.results import load_results, query
-from searchkit import (  # noqa: F401
-    REPO, cli, copy_results, fast_tmp, sk_base, sk_data, sk_fast, sk_predictor, sk_results, sk_run, subprocess_env,
-)
+from searchkit import REPO, cli, copy_results, subprocess_env  # noqa: E402
+
+pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 NO_TORCH = """
 import json, sys

@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 from dynabert.subnet import SubnetConfig
 from search.errors import SearchError
 from search.study import SearchConfig, run_search
-from searchkit import (  # noqa: F401
-    cli, fast_tmp, fit_predictor_dir, make_model_dir, search_args, sk_base, sk_data, sk_fast, sk_predictor, sk_results, sk_run,
-)
+from searchkit import cli, fit_predictor_dir, make_model_dir, search_args  # noqa: E402
+
+pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 
 def nothing_written(out: Path) -> bool:

@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit (tests/ is
 from dynabert.subnet import BackboneShape, SubnetConfig
 from search.errors import SearchError
 from search.space import SpaceOptions, decode, encode, grid_points, param_names
-from searchkit import cli, count_grid_trials, fast_tmp, search_args, sk_base, sk_data, sk_fast, sk_predictor, sk_run  # noqa: F401
+from searchkit import cli, count_grid_trials, search_args  # noqa: E402
+
+pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 SHAPE = BackboneShape(num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=20, max_positions=64)
 

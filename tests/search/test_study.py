@@ -20,10 +20,9 @@ from search.space import SpaceOptions, encode
 from search.storage import AccuracyCache, default_storage_url
 from search.study import Search, SearchConfig, run_search
 from dynabert.subnet import SubnetConfig
-from searchkit import (  # noqa: F401
-    REPO, cli, complete_trials, copy_results, fast_tmp, search_args, sk_base, sk_data, sk_fast, sk_local_predictor, sk_predictor,
-    sk_results, sk_run, subprocess_env,
-)
+from searchkit import REPO, cli, complete_trials, copy_results, search_args, subprocess_env  # noqa: E402
+
+pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 CONSTRAINT = "constraints:latency"  # where Optuna 5's trial.set_constraint("latency", v) stores v (system_attrs)
 

@@ -14,10 +14,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 from dynabert.subnet import SubnetConfig
 from search.errors import SearchError
 from search.verify import Measured, bias_warning, verify_candidates
-from searchkit import (  # noqa: F401
-    additive_ms, cli, fast_tmp, fit_predictor_dir, search_args, sk_base, sk_data, sk_fast, sk_local_predictor, sk_predictor, sk_run,
-    this_machine,
-)
+from searchkit import additive_ms, cli, fit_predictor_dir, search_args, this_machine  # noqa: E402
+
+pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 SUBS = [SubnetConfig((0, 1, 2), (4, 4, 4), (64, 64, 64)), SubnetConfig((0, 1), (4, 2), (64, 32)), SubnetConfig((0,), (2,), (32,)),
         SubnetConfig((1,), (1,), (16,))]
