@@ -201,8 +201,21 @@ class Search:
         warnings.warn(msg, stacklevel=3)
 
     def _open_storage(self) -> None:
-        from .storage import AccuracyCache, default_storage_url, open_storage
+        import shutil
 
+        from .storage import AccuracyCache, default_storage_url, engine_kwargs, open_storage
+
+        if self.cfg.storage not in (None, ":memory:"):
+            engine_kwargs(self.cfg.storage)  # a URL that cannot work: refuse before creating anything
+        created = not self.out.exists()
+        try:
+            self._open_storage_in(default_storage_url, open_storage, AccuracyCache)
+        except BaseException:
+            if created:  # nothing half-written: a results directory this run made goes with it
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+
+    def _open_storage_in(self, default_storage_url, open_storage, AccuracyCache) -> None:  # noqa: N803
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             probe = self.out / ".write-test"

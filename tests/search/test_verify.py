@@ -72,7 +72,8 @@ def test_bias_warning():
     assert bias_warning([1.0, 2.0, 3.0, 4.0], [1.04, 2.08, 3.12, 4.16]) is None  # within 5%
     assert bias_warning([1.0, 2.0, 3.0, 4.0], [0.9, 1.8, 2.7, 3.6]) is None  # below
     assert bias_warning([1.0, 2.0, 3.0, 4.0], [2.0, 0.5, 0.5, 4.0]) is None  # not systematic
-    assert bias_warning([1.0], [2.0]) is None  # one point says nothing
+    assert bias_warning([1.0], [1.2]) is None  # one point within its noise says nothing
+    assert "above the predictions" in bias_warning([1.0], [2.0])  # one point far off (e.g. 40x on a tiny model) does
 
 
 def test_verify_refuses_another_machine(sk_run, sk_predictor, fast_tmp, capsys):
