@@ -57,8 +57,9 @@ def phase_samplers(a) -> dict:
     import numpy as np
 
     runs = []
-    plan = [(name, seed) for name in ("nsga2", "tpe", "random") for seed in range(a.seeds)]
-    plan += [("gp", seed) for seed in range(a.gp_seeds)]
+    names = a.samplers.split(",")
+    plan = [(name, seed) for name in names if name != "gp" for seed in range(a.seeds)]
+    plan += [("gp", seed) for seed in range(a.gp_seeds) if "gp" in names]
     for name, seed in plan:
         trials = a.gp_trials if name == "gp" else a.trials
         out_dir = Path(a.work) / "samplers" / f"{name}-s{seed}"
@@ -221,6 +222,8 @@ def main() -> None:
     ap.add_argument("--sampler", default="nsga2")
     ap.add_argument("--cost-target", default="15ms")
     ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--samplers", default="nsga2,tpe,random,gp", help="samplers phase: which samplers")
+    ap.add_argument("--tag", default="", help="suffix of the phase's JSON file (parallel parts of one phase)")
     a = ap.parse_args()
     Path(a.work).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -232,9 +235,10 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     res["_meta"] = {"phase": a.phase, "args": vars(a), "commit": commit, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
                     "seconds": time.time() - t0, "cpu": _cpu(), "load_before": os.getloadavg()}
-    tmp = Path(a.work) / f"{a.phase}.json.tmp"
+    name = a.phase + (f"-{a.tag}" if a.tag else "")
+    tmp = Path(a.work) / f"{name}.json.tmp"
     tmp.write_text(json.dumps(res, indent=1, default=float))
-    tmp.replace(Path(a.work) / f"{a.phase}.json")
+    tmp.replace(Path(a.work) / f"{name}.json")
 
 
 def _cpu() -> str:

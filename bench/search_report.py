@@ -162,7 +162,13 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     a = ap.parse_args()
     work = Path(a.work)
-    parts = {n: load(work, n) for n in ("samplers", "perlayer", "targets", "cost")}
+    parts = {n: load(work, n) for n in ("perlayer", "targets", "cost")}
+    pieces = [json.loads(p.read_text()) for p in sorted(work.glob("samplers*.json"))]
+    if pieces:  # parallel parts of the samplers phase share one accuracy cache: merge their runs
+        last = max(pieces, key=lambda p: p["evaluations_logged"])  # the cache's totals when the last part ended
+        parts["samplers"] = dict(last, runs=[r for p in pieces for r in p["runs"]])
+        for p in pieces[:-1]:
+            parts[f"samplers-part-{id(p)}"] = p
     metas = [p["_meta"] for p in parts.values() if p]
     head = ["# Search benchmark (issue 8)", "",
             f"Machine: {metas[0]['cpu']}; commit(s) {', '.join(sorted({m['commit'] for m in metas}))}; "
@@ -175,7 +181,7 @@ def main() -> None:
         body += targets_section(parts["targets"])
     if parts["perlayer"]:
         body += perlayer_section(parts["perlayer"])
-    if parts["samplers"]:
+    if parts.get("samplers"):
         body += samplers_section(parts["samplers"])
     body += ["## Phases run", ""] + [f"- `{m['phase']}`: {m['seconds']:.0f} s, load average before {m['load_before'][0]:.1f}, "
                                      f"arguments {json.dumps({k: v for k, v in m['args'].items() if k not in ('work',)})}" for m in metas]
