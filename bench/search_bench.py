@@ -36,23 +36,6 @@ def _config(run, predictor, out, **kw):
     return SearchConfig(run=run, predictor=predictor, out=out, progress=False, **kw)
 
 
-def _search(cfg):
-    from search.study import Search
-
-    s = Search(cfg)
-    try:
-        s.prepare()
-        s.load()
-        s.open_study()
-        t0 = time.perf_counter()
-        s.optimize()
-        wall = time.perf_counter() - t0
-        out = s.finish()
-        return out, wall, s
-    finally:
-        s.close()
-
-
 def phase_samplers(a) -> dict:
     import numpy as np
 
@@ -66,7 +49,8 @@ def phase_samplers(a) -> dict:
         cfg = _config(a.run, a.predictor, out_dir, sampler=name, seed=seed, trials=trials, search_dev=a.search_dev,
                       storage=":memory:", cache=f"sqlite:///{Path(a.work).resolve() / 'cache.db'}", verify=False, bf16=a.bf16)
         t0 = time.perf_counter()
-        out, wall, s = _search(cfg)
+        out, wall, s = _search_keep(cfg)
+        s.close()
         t = out.trials
         first = ~t["key"].duplicated()
         runs.append({
@@ -131,6 +115,7 @@ def phase_perlayer(a) -> dict:
 
 
 def _search_keep(cfg):
+    """A search run step by step, the Search object kept (its model and settings are reused)."""
     from search.study import Search
 
     s = Search(cfg)
