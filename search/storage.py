@@ -221,6 +221,26 @@ def _retrying_storage_class():
     return RetryingRDBStorage
 
 
+def serialize_sqlite(engine) -> None:
+    """Every transaction on this SQLite engine starts with BEGIN IMMEDIATE (the write lock), so
+    Optuna's read-then-update steps are atomic across processes. Without it two workers can both
+    pop the same queued (WAITING) trial, since SQLite ignores SELECT ... FOR UPDATE and pysqlite
+    begins a transaction only at the first write: both run it and the second to finish crashes
+    with "Trial#N has already finished". Transactions queue on the lock (60 s busy timeout):
+    fine for the few workers one machine runs; use PostgreSQL beyond that."""
+    import sqlalchemy as sa
+
+    @sa.event.listens_for(engine, "connect")
+    def _no_pysqlite_begin(dbapi_connection, record):
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin_immediate(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # pooled connections were opened without the hooks
+
+
 def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: int | None = None, retry_s: float = RETRY_S):
     """An Optuna RDBStorage with heartbeats (a killed worker's RUNNING trial is failed after the
     grace period and retried by a live worker) whose calls are retried on a lost connection; a
@@ -228,7 +248,7 @@ def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: in
     import time
 
     import optuna
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
     kwargs = engine_kwargs(url)
     if not url.startswith("sqlite"):
@@ -249,12 +269,14 @@ def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: in
                     grace_period=grace_period if heartbeat_interval else None, heartbeat_stale_trial_callback=callback,
                 )
             storage.retry_s = retry_s
+            if storage.engine.dialect.name == "sqlite":
+                serialize_sqlite(storage.engine)
             return storage
         except (SQLAlchemyError, ImportError, ModuleNotFoundError) as e:
             # Workers starting together on a fresh database race to create Optuna's tables: the
             # loser sees "already exists" or a unique violation; the tables are there on a retry.
-            if attempt < 4 and isinstance(e, SQLAlchemyError) and ("already exists" in str(e) or "duplicate key" in str(e)
-                                                                  or "UniqueViolation" in str(e) or is_transient(e)):
+            if attempt < 4 and isinstance(e, SQLAlchemyError) and ("already exists" in str(e) or is_transient(e)
+                                                                  or isinstance(e, IntegrityError)):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise SearchError(f"storage {redact(url)} cannot be opened: {_reason(e, url)}") from None
