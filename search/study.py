@@ -293,10 +293,19 @@ class Search:
                 detail = "; ".join(f"{k}: study {_short(saved.get(k))}, asked {_short(ident_cmp[k])}" for k in diffs[:4])
                 raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings ({detail}); "
                                   "use another --study name (the accuracy cache is shared) or the same options")
-            n_existing = len(optuna.load_study(study_name=self.cfg.study, storage=self.storage).trials)
-            # A resumed or second worker must not replay the first one's random stream.
+            trials = optuna.load_study(study_name=self.cfg.study, storage=self.storage).get_trials(deepcopy=False)
+            seed = self.cfg.seed + len(trials)  # a resumed run must not replay the first one's random stream
+            if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+                # Other workers are live (or a dead one's trial awaits its retry): workers joining at
+                # the same moment see the same count, so mix in who we are, or they propose alike.
+                import os
+                import socket
+                import zlib
+
+                seed = int(np.random.SeedSequence([self.cfg.seed, len(trials), os.getpid(),
+                                                   zlib.crc32(socket.gethostname().encode())]).generate_state(1)[0])
             study = optuna.load_study(study_name=self.cfg.study, storage=self.storage,
-                                      sampler=make_sampler(self.cfg.sampler, self.cfg.seed + n_existing, self.cfg.trials))
+                                      sampler=make_sampler(self.cfg.sampler, seed, self.cfg.trials))
             self.resumed = True
         self.study = study
         return study
@@ -476,6 +485,7 @@ class Search:
             "summary": {
                 "trials": int(len(trials)), "distinct_configs": int(len(uniq)), "front_size": int(len(front)),
                 "grid_points": int((uniq["grid"] != "").sum()), "cache_hits": int(trials["cache_hit"].sum()),
+                **self._state_counts(),
                 "evaluations_logged": evals, "distinct_evaluated": distinct, "repeat_evaluations": evals - distinct,
                 "hypervolume": float(hv[-1]) if len(hv) else 0.0, "hypervolume_reference": {"metric": ref[0], "latency_ms": ref[1]},
             },
@@ -496,6 +506,15 @@ class Search:
         plot_hypervolume(hv, self.out / "hypervolume.png", ref)
         plot_shapes(front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png")
         return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
+
+    def _state_counts(self) -> dict[str, int]:
+        """Trials skipped by the budget (PRUNED: the study already had enough) and failed ones
+        (a dead worker's trial, failed by the heartbeat check and retried)."""
+        from optuna.trial import TrialState
+
+        states = [t.state for t in self.study.get_trials(deepcopy=False)]
+        return {"skipped_trials": states.count(TrialState.PRUNED), "failed_trials": states.count(TrialState.FAIL),
+                "running_trials": states.count(TrialState.RUNNING)}
 
     def _fingerprint(self) -> dict[str, Any]:
         s = self.estimator.setting

@@ -65,6 +65,8 @@ def register(sub) -> None:
     s.add_argument("--raw", action="store_true", help="judge the target on raw, not speed-corrected, measured latency")
     s.add_argument("--max-candidates", type=positive_int, default=10, help="measure at most this many candidates (default 10)")
     s.add_argument("--heartbeat", type=positive_int, default=30, help="seconds between trial heartbeats (a dead worker's trial is retried)")
+    s.add_argument("--grace-period", type=positive_int, default=None,
+                   help="seconds without a heartbeat before a trial counts as dead and is retried (default 3 x --heartbeat)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run, _parser=p)
 
@@ -84,7 +86,7 @@ def run(args) -> int:
         search_dev=args.search_dev, batch=args.batch, seq_len=args.seq_len, max_seq_length=args.max_seq_length,
         storage=args.storage, study=args.study, verify=not args.no_verify, raw=args.raw, max_candidates=args.max_candidates,
         allow_unmeasured_widths=args.allow_unmeasured_widths, allow_untrained=args.allow_untrained,
-        heartbeat_interval=args.heartbeat, bf16=args.bf16, progress=not args.quiet,
+        heartbeat_interval=args.heartbeat, grace_period=args.grace_period, bf16=args.bf16, progress=not args.quiet,
     )
     with print_warnings():
         out = run_search(cfg)
