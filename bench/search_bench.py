@@ -41,7 +41,7 @@ def phase_samplers(a) -> dict:
 
     runs = []
     names = a.samplers.split(",")
-    plan = [(name, seed) for name in names if name != "gp" for seed in range(a.seeds)]
+    plan = [(name, seed) for name in names if name != "gp" for seed in range(a.seed_start, a.seeds)]
     plan += [("gp", seed) for seed in range(a.gp_seeds) if "gp" in names]
     for name, seed in plan:
         trials = a.gp_trials if name == "gp" else a.trials
@@ -200,7 +200,8 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--phase", required=True, choices=("samplers", "perlayer", "targets", "cost"))
     ap.add_argument("--trials", type=int, default=200)
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=5, help="samplers phase: seeds seed-start .. seeds-1")
+    ap.add_argument("--seed-start", type=int, default=0)
     ap.add_argument("--gp-seeds", type=int, default=1)
     ap.add_argument("--gp-trials", type=int, default=60)
     ap.add_argument("--search-dev", type=int, default=300)
