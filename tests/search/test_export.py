@@ -112,8 +112,8 @@ def test_cli_multiplier_out_of_range(flag, value, tmp_path, tiny_bert_dir, capsy
         ({"layers": [1, 0], "heads": [1, 1], "ffn": [8, 8]}, "ascending"),
         ({"layers": [0, 0], "heads": [1, 1], "ffn": [8, 8]}, "duplicated"),
         ({"layers": [0, 3], "heads": [1, 1], "ffn": [8, 8]}, "'layers' holds 3"),
-        ('{"layers": [0], "heads": [1], "ff', "malformed or truncated"),
-        ("", "malformed or truncated"),
+        ('{"layers": [0], "heads": [1], "ff', "is not valid JSON (truncated"),
+        ("", "is not valid JSON (truncated"),
     ],
 )
 def test_cli_bad_subnet_file(subnet, message, tmp_path, tiny_bert_dir, capsys):
