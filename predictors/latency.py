@@ -321,16 +321,23 @@ def _metadata(df: pd.DataFrame, kind: str, n: int, across_shapes: bool) -> dict[
 
 def anchor_references(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Per input shape, the anchor config and its reference median (ms) that the fitting records'
-    corrected medians are on the scale of (anchor_ms / speed_index of every anchored run): a later
-    measurement against the same reference (a search's verification) is on the predictor's scale."""
-    if "anchor_ms" not in df or "speed_index" not in df:
-        return []
-    out = []
-    d = df[pd.to_numeric(df["anchor_ms"], errors="coerce").gt(0) & pd.to_numeric(df["speed_index"], errors="coerce").gt(0)]
-    for (b, s, k), g in d.groupby(["batch", "seq_len", "anchor_key"]):
-        ref = (g["anchor_ms"].astype(float) / g["speed_index"].astype(float)).median()
-        out.append({"batch": int(b), "seq_len": int(s), "key": str(k), "ms": float(ref)})
-    return out
+    corrected medians are on the scale of: anchor_ms / speed_index of every anchored run; for
+    records without an anchor (older ones), the full model's own corrected median when it was
+    measured among them (it is the default anchor). A later measurement against the same
+    reference (a search's verification) is on the predictor's scale."""
+    out: dict[tuple[int, int, str], float] = {}
+    if "anchor_ms" in df and "speed_index" in df:
+        a = pd.to_numeric(df["anchor_ms"], errors="coerce")
+        si = pd.to_numeric(df["speed_index"], errors="coerce")
+        d = df.assign(_ref=a / si)[(a > 0) & (si > 0)]
+        for (b, s, k), g in d.groupby(["batch", "seq_len", "anchor_key"]):
+            out[(int(b), int(s), str(k))] = float(g["_ref"].median())
+    shape = shape_of(df)
+    full = SubnetConfig.full(shape).key
+    col = LATENCY_COLUMN if LATENCY_COLUMN in df else "median_ms"
+    for (b, s), g in df[df["key"] == full].groupby(["batch", "seq_len"]):
+        out.setdefault((int(b), int(s), full), float(pd.to_numeric(g[col], errors="coerce").median()))
+    return [{"batch": b, "seq_len": s, "key": k, "ms": v} for (b, s, k), v in sorted(out.items())]
 
 
 def widths_seen(df: pd.DataFrame) -> dict[str, list[int]]:

@@ -215,3 +215,14 @@ def test_metadata_names_widths_settings_and_machine(additive, tmp_path):
     del doc["meta"]["widths_seen"]
     (tmp_path / "p" / "predictor.json").write_text(json.dumps(doc))
     assert "widths_seen" not in load_predictor(tmp_path / "p").meta_
+
+
+def test_anchor_reference_from_the_full_model_row_of_unanchored_records(tmp_path):
+    """Older records carry no anchor: the full model's own (corrected) median becomes the reference
+    a search's verification measures against; without the full model there is none."""
+    full = SubnetConfig.full(SHAPE)
+    df = records(tmp_path / "r.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN + [full], additive_ms))
+    p = make_predictor("layer-regression").fit(df)
+    assert p.meta_["anchor_reference"] == [{"batch": 1, "seq_len": 16, "key": full.key, "ms": pytest.approx(additive_ms(full))}]
+    df2 = records(tmp_path / "r2.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN, additive_ms))
+    assert make_predictor("layer-regression").fit(df2).meta_["anchor_reference"] == []
