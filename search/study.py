@@ -409,7 +409,7 @@ class Search:
         from .pareto import hypervolume_history, pareto_mask
         from .plots import plot_hypervolume, plot_search_front, plot_shapes
         from .results import answer_row, write_results
-        from .verify import anchor_reference, bias_warning, measure_configs, read_measured, verify_candidates
+        from .verify import anchor_reference, bias_warning, drift_warning, measure_configs, read_measured, verify_candidates
 
         cfg = self.cfg
         trials = self.trials_table()
@@ -465,9 +465,9 @@ class Search:
             trials[name] = trials["key"].map(vals)
         front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
         both = trials.drop_duplicates("key").dropna(subset=["measured_ms"])
-        warn = bias_warning(both["predicted_ms"], both["measured_ms"])
-        if warn:
-            self._warn(warn)
+        for warn in (drift_warning(measured), bias_warning(both["predicted_ms"], both["measured_ms"])):
+            if warn:
+                self._warn(warn)
         # Hypervolume against distinct configs evaluated, reference point stated in search.json.
         ref = (float(uniq["metric_search"].min()) - 1.0, float(uniq["predicted_ms"].max()) * 1.05)
         hv = hypervolume_history(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy(), *ref)

@@ -49,6 +49,13 @@ def check_machine(predictor, settings) -> None:
                           "with a predictor fitted here") from None
 
 
+# The speed correction stands for drift (a shared host, turbo, throttling: 10-30% within minutes).
+# A speed index beyond this factor is not drift but another machine state or a predictor that is
+# off: correcting by it would hide exactly the miss verification exists to catch, so the raw value
+# is judged then (and the search warns).
+MAX_DRIFT = 1.4
+
+
 @dataclass
 class Measured:
     key: str
@@ -56,8 +63,14 @@ class Measured:
     corrected_ms: float | None
     speed_index: float | None
 
+    @property
+    def drift_ok(self) -> bool:
+        return self.speed_index is None or 1 / MAX_DRIFT <= self.speed_index <= MAX_DRIFT
+
     def judged(self, raw: bool) -> float:
-        return self.raw_ms if raw or self.corrected_ms is None else self.corrected_ms
+        """The latency a target is judged on: speed-corrected unless `raw` or the speed index is
+        beyond plausible drift (MAX_DRIFT)."""
+        return self.raw_ms if raw or self.corrected_ms is None or not self.drift_ok else self.corrected_ms
 
 
 def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measured]:
@@ -136,6 +149,17 @@ def verify_candidates(candidates: pd.DataFrame, target_ms: float, measure_fn: Ca
             if m.judged(raw) <= target_ms:
                 return Verdict(dict(r), measured, tried, time.perf_counter() - t0)
     return Verdict(None, measured, tried, time.perf_counter() - t0)
+
+
+def drift_warning(measured: dict[str, Measured]) -> str | None:
+    """A warning when the anchor says this machine is far faster or slower than when the
+    predictor's records were measured (then raw latencies are judged)."""
+    bad = sorted({round(m.speed_index, 3) for m in measured.values() if not m.drift_ok})
+    if not bad:
+        return None
+    return (f"this machine's speed index against the predictor's records is {bad} (the full model now against then), beyond "
+            f"plausible drift (1/{MAX_DRIFT:g}..{MAX_DRIFT:g}): the target was judged on RAW measured latency; measure this "
+            "machine again and refit the predictor")
 
 
 def bias_warning(pred: Sequence[float], meas: Sequence[float]) -> str | None:

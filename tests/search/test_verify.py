@@ -121,3 +121,14 @@ def test_nothing_meets_the_target(sk_run, optimistic_predictor, fast_tmp, capsys
     # (The bias warning needs two measured configs; this tiny model's front holds one, see test_bias_warning.)
     meta = json.loads((out / "search.json").read_text())
     assert meta["met"] is False and meta["answer"] is None
+
+
+def test_speed_correction_only_within_plausible_drift():
+    from search.verify import Measured, drift_warning
+
+    drift = Measured("a", raw_ms=11.0, corrected_ms=10.0, speed_index=1.1)
+    assert drift.judged(raw=False) == 10.0 and drift.judged(raw=True) == 11.0
+    off = Measured("b", raw_ms=5.0, corrected_ms=0.005, speed_index=1000.0)  # not drift: a predictor 1000x off
+    assert off.judged(raw=False) == 5.0
+    assert drift_warning({"a": drift}) is None
+    assert "judged on RAW" in drift_warning({"a": drift, "b": off})
