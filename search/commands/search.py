@@ -52,6 +52,7 @@ def register(sub) -> None:
     e = p.add_argument_group("evaluation and latency")
     e.add_argument("--search-dev", type=positive_int, default=None, metavar="N",
                    help="score configs on a seeded subset of N dev examples (the front is re-scored on all of dev)")
+    e.add_argument("--search-dev-seed", type=int, default=0, help="which seeded subset --search-dev takes (default 0)")
     e.add_argument("--max-seq-length", type=positive_int, default=None, help="evaluation length (default: the run's, else 128)")
     e.add_argument("--bf16", action="store_true", help="bfloat16 matrix products when scoring (faster on recent CPUs)")
     e.add_argument("--batch", type=positive_int, default=None, help="latency batch (default: the predictor's)")
@@ -83,7 +84,7 @@ def run(args) -> int:
         run=args.run, predictor=args.predictor, out=args.out, task=args.task, data_dir=args.data_dir, dev_file=args.dev_file,
         stage=args.stage, target_ms=target, percentile=args.percentile, trials=args.trials, sampler=args.sampler, seed=args.seed,
         space=SpaceOptions(args.head_choices, args.ffn_choices, args.ffn_step, not args.no_drop, args.min_layers),
-        search_dev=args.search_dev, batch=args.batch, seq_len=args.seq_len, max_seq_length=args.max_seq_length,
+        search_dev=args.search_dev, search_dev_seed=args.search_dev_seed, batch=args.batch, seq_len=args.seq_len, max_seq_length=args.max_seq_length,
         storage=args.storage, study=args.study, verify=not args.no_verify, raw=args.raw, max_candidates=args.max_candidates,
         allow_unmeasured_widths=args.allow_unmeasured_widths, allow_untrained=args.allow_untrained,
         heartbeat_interval=args.heartbeat, grace_period=args.grace_period, bf16=args.bf16, progress=not args.quiet,
