@@ -174,7 +174,7 @@ def _search(sx, tmp_path, url, study, **kw):
 
 def test_worker_with_other_sampler_refused(searchable, tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    _search(searchable, tmp_path, url, "s")
+    _search(searchable, tmp_path, url, "s", sampler="nsga2")
     with pytest.raises(SearchError, match=r"created with other settings \(sampler: study nsga2, asked tpe\)"):
         _search(searchable, tmp_path, url, "s", sampler="tpe")
 
