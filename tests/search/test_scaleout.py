@@ -119,31 +119,35 @@ def test_killed_worker_trial_is_retried(searchable, tmp_path, pg_database):
 
     url, trials = pg_database, 6
     slow = ("--heartbeat", "1", "--dev-file", str(searchable.slow_dev), "--max-seq-length", "32")
-    a = start(worker_cmd(searchable, tmp_path / "a", url, "kill", trials, *slow))
     victim = None
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline and a.poll() is None:
-            time.sleep(0.05)
-            try:
-                study = load(url, "kill")
-            except Exception:
-                continue  # not created yet
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            # all 9 parameters suggested: the trial is evaluating
-            if len(done) >= 2 and running and len(running[0].params) == 9:
-                a.send_signal(signal.SIGKILL)
+    # The kill races the trial's end (a fast evaluation or a cache hit can complete between the look and
+    # the signal): try again with a fresh worker until a trial is caught RUNNING.
+    for attempt in range(4):
+        a = start(worker_cmd(searchable, tmp_path / f"a{attempt}", url, "kill", trials, *slow))
+        deadline = time.monotonic() + 120
+        try:
+            while time.monotonic() < deadline and a.poll() is None:
+                time.sleep(0.05)
+                try:
+                    study = load(url, "kill")
+                except Exception:
+                    continue  # not created yet
+                done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                # all 9 parameters suggested: the trial is evaluating
+                if len(done) >= 2 and running and len(running[0].params) == 9:
+                    a.send_signal(signal.SIGKILL)
+                    a.wait()
+                    break
+        finally:
+            if a.poll() is None:
+                a.kill()
                 a.wait()
-                victim = running[0]
-                break
-    finally:
-        if a.poll() is None:
-            a.kill()
-            a.wait()
-    assert victim is not None, "worker A finished or never reached an evaluation"
-    after = load(url, "kill").trials[victim.number]
-    assert after.state == TrialState.RUNNING, after.state  # killed mid-trial: left RUNNING
+        left = load(url, "kill").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if left:
+            victim = left[0]  # killed mid-trial: left RUNNING
+            break
+    assert victim is not None, "no worker was caught in the middle of an evaluation in 4 attempts"
 
     b = start(worker_cmd(searchable, tmp_path / "b", url, "kill", trials, *slow))
     rc, out, err = finish(b)
