@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -99,6 +100,11 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputExistsError(f"output directory '{path}' is not writable (no write permission on '{probe}')")
+    try:  # permission bits do not tell everything (root, /proc, read-only mounts): try it
+        os.rmdir(tempfile.mkdtemp(prefix=".dynasearch-probe-", dir=probe))
+    except OSError as e:
+        raise OutputExistsError(f"output directory '{path}' is not writable (cannot create anything in '{probe}': "
+                                f"{e.strerror or e})") from None
     return path
 
 
@@ -144,8 +150,11 @@ def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = Dat
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        # An error at the very end, or a string never closed before it, means the file stops early.
-        cut = e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated string")
+        # The file stops early when the error is at its very end, in a string never closed, or at a
+        # last token cut short (a number cut after its point, 'tru', '-'): nothing but that token follows.
+        rest = text[e.pos:].strip()
+        cut = (not rest or e.msg.startswith("Unterminated string")
+               or (e.msg != "Extra data" and len(rest) <= 5 and not re.search(r"[\s,:\[\]{}\"]", rest)))
         raise error(f"{what} {path} is not valid JSON ({'truncated' if cut else 'malformed'}: {e.msg}, "
                     f"line {e.lineno} column {e.colno})") from None
     if not isinstance(value, kind):

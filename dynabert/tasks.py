@@ -157,6 +157,12 @@ def _parse_label(spec: TaskSpec, raw: str, path: Path, line: int):
         ) from None
 
 
+def _unreadable(path: Path, e: OSError) -> str:
+    if path.is_dir():
+        return f"data file {path} is a directory; give the file inside it (or the folder as --data-dir)"
+    return f"cannot read data file {path}: {e.strerror or e}"
+
+
 def _rows_tsv(path: Path) -> list[tuple[int, list[str]]]:
     """(1-based line number, fields) of a GLUE TSV. GLUE texts hold stray quotes, so no quoting:
     a plain split on tabs, as the reference reader does (csv with quotechar=None)."""
@@ -164,6 +170,8 @@ def _rows_tsv(path: Path) -> list[tuple[int, list[str]]]:
         text = path.read_text(encoding="utf-8-sig")  # -sig: MRPC starts with a byte-order mark
     except FileNotFoundError:
         raise DataError(f"missing data file {path}") from None
+    except OSError as e:  # a directory, no permission
+        raise DataError(_unreadable(path, e)) from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text: {e}") from None
     return [(i + 1, ln.rstrip("\r").split("\t")) for i, ln in enumerate(text.split("\n")) if ln.strip()]
@@ -191,6 +199,8 @@ def _rows_csv(path: Path, delimiter: str, lenient: bool = False) -> list[tuple[i
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"missing data file {path}") from None
+    except OSError as e:  # a directory, no permission
+        raise DataError(_unreadable(path, e)) from None
     if lenient:
         text = _decode_lenient(data)
     else:
@@ -286,6 +296,8 @@ def load_split(spec: TaskSpec, split: str, data_dir: str | Path | None = None, f
         if not d.is_dir():
             raise DataError(f"data directory {str(d)!r} does not exist or is not a directory")
         path = d / (spec.train_file if split == "train" else spec.dev_file)
+    if path.is_dir():
+        raise DataError(_unreadable(path, IsADirectoryError()))
     if not path.is_file():
         raise DataError(f"missing data file {path} (task {spec.name} expects {spec.train_file} and {spec.dev_file})")
     if spec.name in GLUE_TASKS:

@@ -30,8 +30,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from dynabert.evaluate import EvalInputs, evaluate_run
+    from dynabert.io import check_output_dir
     from dynabert.runs import run_model_dir, run_task
 
+    if args.out:  # a file, /proc, a read-only folder: refuse before scoring (its tables are replaced)
+        check_output_dir(args.out, overwrite=True)
     task = task_from_args(args, args._parser.error) if args.task else run_task(args.run)
     if task is None:
         args._parser.error("--task is needed: RUN is not a training run that records its task")

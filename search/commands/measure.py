@@ -54,22 +54,22 @@ def protocol_from_args(args):
 def configs_from_args(args, shape) -> tuple[list, list[str]]:
     """(subnets, one sampler label each) from --subnets FILE or --sampler/--n/--seed; --sampler may
     name several samplers separated by commas (e.g. layer-table,uniform), measured in one run."""
-    import json
-
     from dynabert.errors import InvalidSubnetError
+    from dynabert.io import read_json
     from dynabert.space import SearchSpace
     from dynabert.subnet import SubnetConfig
     from predictors.samplers import sample_configs
 
     if args.subnets:
-        try:
-            data = json.loads(open(args.subnets, encoding="utf-8").read())
-        except OSError as e:
-            raise InvalidSubnetError(f"cannot read subnet file {args.subnets!r}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
-            raise InvalidSubnetError(f"{args.subnets}: subnet JSON is malformed or truncated: {e}") from None
+        # The one JSON reader: unreadable, a directory, not UTF-8, truncated -> one line naming the file.
+        data = read_json(args.subnets, "subnet file", error=InvalidSubnetError, kind=object)
         items = data if isinstance(data, list) else [data]
-        subnets = [SubnetConfig.from_dict(d).validate(shape) for d in items]
+        if not items:
+            raise InvalidSubnetError(f"subnet file {args.subnets} holds an empty list; give at least one sub-network")
+        try:
+            subnets = [SubnetConfig.from_dict(d).validate(shape) for d in items]
+        except InvalidSubnetError as e:
+            raise InvalidSubnetError(f"{args.subnets}: {e}") from None
         return subnets, ["file"] * len(subnets)
     first = args.batch[0] if isinstance(args.batch, list) else args.batch
     seq = args.seq_len[0] if isinstance(args.seq_len, list) else args.seq_len
