@@ -3,15 +3,22 @@
 A reader (or a killed run) never sees a half-written file: everything is written to a temporary
 name in the same directory, fsynced, then renamed over the target (rename is atomic on POSIX).
 Directories (exports, checkpoints) are built under a temporary name and renamed as a whole.
+
+Temporary names carry this host and process: `.NAME.ds<host>-<pid>-<random>.tmp` (and
+`.NAME.ds<host>-<pid>-old.tmp` for an output being replaced). A run killed with SIGKILL cannot
+clean up after itself, so the next write to the same NAME removes the temporaries of earlier runs
+that are provably ours and dead: our name pattern, this host, a process id that no longer runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,6 +38,74 @@ def make_readable(path: str | Path, is_dir: bool = False) -> None:
         os.chmod(path, _umask_mode(0o777 if is_dir else 0o666))
 
 
+_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+# tempfile's random part is 8 of [a-z0-9_]; "old" marks an output being replaced.
+_TEMP = re.compile(r"\.ds(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<tag>[a-z0-9_]{8}|old)\.tmp")
+
+
+def _temp_prefix(path: Path) -> str:
+    """Prefix of the temporaries this process makes for `path`: `.NAME.ds<host>-<pid>-`."""
+    return f".{path.name}.ds{_HOST}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (a zombie counts as dead)."""
+    if pid <= 0:
+        return True  # not a real process id: never treat it as dead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporaries beside `path` left by earlier runs that were killed: named by our pattern for this
+    very NAME, made on this host, by a process that is no longer alive. An `-old` one (the previous
+    output, moved aside while being replaced) counts only once `path` exists again: before that it
+    is the only copy of the previous output."""
+    path = Path(path)
+    prefix = f".{path.name}"
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        m = _TEMP.fullmatch(name[len(prefix):])
+        if m is None or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
+            continue
+        if m["tag"] == "old" and not path.exists():
+            continue
+        out.append(path.parent / name)
+    return sorted(out)
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what `stale_temporaries(path)` finds; returns what was removed."""
+    removed = []
+    for p in stale_temporaries(path):
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        except FileNotFoundError:
+            pass  # another run cleaned it first
+        except OSError:
+            continue
+        removed.append(p)
+    return removed
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -45,7 +120,8 @@ def atomic_file(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """Open a temporary file beside `path`; on success it replaces `path`, on error it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
@@ -75,7 +151,8 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | Non
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
@@ -114,14 +191,17 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     one only if overwrite), on error it is removed and `path` is left as it was."""
     path = check_output_dir(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)  # what killed runs left beside it (up to a whole export each)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         make_readable(tmp, is_dir=True)
         for p in tmp.rglob("*"):
             make_readable(p, is_dir=p.is_dir())
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(_temp_prefix(path) + "old.tmp")
+            if old.exists():
+                shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)

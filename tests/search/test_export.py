@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +187,93 @@ def test_hf_export_reloads_and_matches_property(tmp_path_factory):
             assert again.config.layer_heads == list(subnet.heads)
 
         check()
+
+
+# ------------------------------------------------------------ a killed export's temporary folder
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()  # reaped: its id names no process now
+    return p.pid
+
+
+def test_later_export_removes_only_stale_temporaries_of_dead_runs(tmp_path, tiny_bert_dir, capsys):
+    import subprocess
+    import sys
+
+    from dynabert.io import _HOST, stale_temporaries
+
+    out = tmp_path / "o"
+    dead = _dead_pid()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        def leftover(name: str) -> Path:
+            d = tmp_path / name
+            d.mkdir()
+            (d / "model.onnx").write_bytes(b"\0" * 1000)
+            return d
+
+        stale = leftover(f".o.ds{_HOST}-{dead}-abcdefgh.tmp")
+        stale_file = tmp_path / f".o.ds{_HOST}-{dead}-k2j4_x9q.tmp"
+        stale_file.write_text("half a file")
+        keep = [
+            leftover(f".o.ds{_HOST}-{alive.pid}-abcdefgh.tmp"),  # a run still working on it
+            leftover(f".o.ds{'0' * 6 if _HOST != '000000' else '111111'}-{dead}-abcdefgh.tmp"),  # made on another host
+            leftover(f".o.ds{_HOST}-{dead}-old.tmp"),  # the only copy of a replaced output while `o` is missing
+            leftover(f".other.ds{_HOST}-{dead}-abcdefgh.tmp"),  # another output's
+            leftover(".o.backup"),  # not our name pattern
+            leftover(f".o.ds{_HOST}-{dead}-abcdefgh.tmp.mine"),
+        ]
+        assert stale_temporaries(out) == sorted([stale, stale_file])
+        assert run_cli("export", tiny_bert_dir, "--width", "0.5", "--depth", "1", "--format", "hf", "--out", out) == 0
+        assert not stale.exists() and not stale_file.exists()
+        assert all(p.exists() for p in keep), [p.name for p in keep if not p.exists()]
+        assert (out / "manifest.json").is_file()
+        # Once `o` exists again, a dead run's moved-aside old output is garbage too.
+        assert stale_temporaries(out) == [tmp_path / f".o.ds{_HOST}-{dead}-old.tmp"]
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_killed_export_leftover_is_removed_by_the_next_export(tmp_path, tiny_bert_dir):
+    """SIGKILL an export while its temporary folder exists; the same export again removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path as P
+
+    repo = P(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH", "")) if p)
+    out = tmp_path / "o"
+    args = ["export", str(tiny_bert_dir), "--width", "1", "--depth", "1", "--format", "onnx,hf", "--out", str(out)]
+    for _attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=repo, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        try:
+            while not list(tmp_path.glob(f".o.*-{proc.pid}-*.tmp")) and proc.poll() is None:
+                assert time.monotonic() < deadline, "the export never started writing"
+                time.sleep(0.002)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        if proc.returncode == -signal.SIGKILL:
+            break
+        assert proc.returncode == 0
+        import shutil
+
+        shutil.rmtree(out)  # it finished before the kill: try again
+    else:
+        pytest.fail("the export always finished before it could be killed")
+    left = list(tmp_path.glob(".o.*.tmp"))
+    assert left and not out.exists(), "the killed export should leave its temporary folder (and no output)"
+    assert run_cli(*args) == 0
+    assert not list(tmp_path.glob(".o.*.tmp")), "the next export must remove the killed run's temporary folder"
+    assert {"model.onnx", "model.safetensors", "manifest.json"} <= {p.name for p in out.iterdir()}
