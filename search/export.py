@@ -11,18 +11,21 @@ The directory is built under a temporary name and only appears once every check 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib.metadata
 import platform
 import shutil
+import warnings
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
+from dynabert import backbone
 from dynabert.backbone import load_model, resolve_model_dir, tokenizer_files
-from dynabert.errors import ExportError
+from dynabert.errors import ExportError, ModelLoadError
 from dynabert.extract import extract_subnet, model_shape
 from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
 from dynabert.modeling import DynaBertForSequenceClassification
@@ -51,6 +54,21 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    """No 'Writing model shards' / 'Loading weights' bars on the terminal while exporting (stderr
+    is for warnings and errors)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def save_hf(model: DynaBertForSequenceClassification, out: Path) -> None:
     """config.json (with auto_map) + model.safetensors + the modeling file, for trust_remote_code loading."""
     model.config.architectures = ["DynaBertForSequenceClassification"]
@@ -58,7 +76,8 @@ def save_hf(model: DynaBertForSequenceClassification, out: Path) -> None:
         "AutoConfig": "modeling_dynabert.DynaBertConfig",
         "AutoModelForSequenceClassification": "modeling_dynabert.DynaBertForSequenceClassification",
     }
-    model.save_pretrained(str(out), safe_serialization=True)
+    with _quiet_transformers():
+        model.save_pretrained(str(out), safe_serialization=True)
     shutil.copyfile(MODELING_FILE, out / "modeling_dynabert.py")
 
 
@@ -67,7 +86,8 @@ def verify_hf(model: DynaBertForSequenceClassification, out: Path, atol: float =
     from transformers import AutoModelForSequenceClassification
 
     try:
-        again = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
+        with _quiet_transformers():
+            again = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
     except Exception as e:
         raise ExportError(f"the Hugging Face export does not load back with transformers: {type(e).__name__}: {e}") from e
     feeds = sample_inputs(model, 2, 16, seed=3)
@@ -76,6 +96,18 @@ def verify_hf(model: DynaBertForSequenceClassification, out: Path, atol: float =
     if not diff <= atol:
         raise ExportError(f"the reloaded Hugging Face export differs by {diff:.3g} (allowed {atol:g}); export discarded")
     return diff
+
+
+def random_head_warning(src: str | Path, num_labels: int) -> str:
+    """One line: the model has no trained classifier head, so the export's predictions are random."""
+    try:
+        default = Path(src).resolve() == backbone.default_backbone_dir().resolve()
+    except ModelLoadError:
+        default = False
+    what = ("the packaged MiniLM-L6 backbone (no MODEL_DIR given) has no trained classifier head"
+            if default else f"model directory '{src}' has no trained classifier head for {num_labels} labels")
+    return (f"{what}, so the classifier head is randomly initialised and the export's predictions mean nothing; "
+            "pass a trained MODEL_DIR (a stage directory of a `dynasearch train` run, e.g. RUN/width_depth)")
 
 
 def _sha256(path: Path) -> str:
@@ -114,6 +146,8 @@ def export_subnet(
         src = Path(getattr(model, "source_dir", None) or resolve_model_dir(None))
     if model is None:
         model = load_model(src, num_labels=num_labels)
+    if getattr(model, "head_initialized", False):
+        warnings.warn(random_head_warning(src, model.config.num_labels), stacklevel=2)
     subnet.validate(model_shape(model))
     small = extract_subnet(model, subnet).eval()
     shape = model_shape(model)

@@ -35,11 +35,14 @@ def run(args) -> int:
     from dynabert.io import check_output_dir
     from search.export import export_subnet, parse_formats
 
+    from .common import print_warnings
+
     parse_formats(args.format)
     check_output_dir(args.out, args.overwrite)
     model = load_model(args.model_dir, num_labels=args.num_labels)
     subnet, grid_point = subnet_from_args(args, model_shape(model), args._parser.error)
-    manifest = export_subnet(None, subnet, args.out, args.format, args.overwrite, grid_point=grid_point, model=model)
+    with print_warnings():  # a random classifier head (no trained MODEL_DIR) is one 'warning: ...' line
+        manifest = export_subnet(None, subnet, args.out, args.format, args.overwrite, grid_point=grid_point, model=model)
     p = manifest["parameters"]["total"]
     print(f"exported subnet {manifest['subnet_key']} ({subnet.describe()}) to {args.out}")
     print(f"  parameters {p:,}  encoder GFLOPs (b1, s128) {manifest['flops']['encoder_flops_batch1_seq128'] / 1e9:.3f}")

@@ -277,3 +277,45 @@ def test_killed_export_leftover_is_removed_by_the_next_export(tmp_path, tiny_ber
     assert run_cli(*args) == 0
     assert not list(tmp_path.glob(".o.*.tmp")), "the next export must remove the killed run's temporary folder"
     assert {"model.onnx", "model.safetensors", "manifest.json"} <= {p.name for p in out.iterdir()}
+
+
+# ------------------------------------------------------------ exporting a random classifier head
+@pytest.fixture(scope="module")
+def headless_dir(tmp_path_factory):
+    """A BERT backbone without a classification head (as the packaged MiniLM-L6 is)."""
+    from transformers import BertModel
+
+    from tinymodels import tiny_bert_config, write_tiny_tokenizer
+
+    d = tmp_path_factory.mktemp("headless")
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config()).save_pretrained(str(d))
+    write_tiny_tokenizer(d)
+    return d
+
+
+def test_export_without_model_dir_warns_of_the_random_head(headless_dir, tmp_path, monkeypatch, capsys):
+    import dynabert.backbone
+
+    monkeypatch.setattr(dynabert.backbone, "default_backbone_dir", lambda: headless_dir)  # the packaged one, made tiny
+    out = tmp_path / "o"
+    assert run_cli("export", "--width", "0.5", "--depth", "0.5", "--format", "hf", "--out", out) == 0
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("warning: the packaged MiniLM-L6 backbone (no MODEL_DIR given) has no trained classifier head")
+    assert "the classifier head is randomly initialised" in lines[0] and "; pass a trained MODEL_DIR" in lines[0]
+    assert json.loads((out / "manifest.json").read_text())["head_initialized"] is True
+
+
+def test_export_of_a_headless_model_dir_warns_and_a_trained_one_does_not(headless_dir, tiny_bert_dir, tmp_path, capsys):
+    from search.export import random_head_warning
+
+    assert run_cli("export", headless_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "a") == 0
+    err = capsys.readouterr().err.strip()
+    assert err == f"warning: {random_head_warning(headless_dir, 2)}"
+    assert f"model directory '{headless_dir}' has no trained classifier head for 2 labels" in err
+    assert run_cli("export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "b") == 0
+    assert capsys.readouterr().err == ""
+    with pytest.warns(UserWarning, match=r"classifier head is randomly initialised"):
+        export_subnet(headless_dir, SubnetConfig((0,), (1,), (8,)), tmp_path / "c", "hf")
