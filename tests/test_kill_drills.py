@@ -1,0 +1,156 @@
+"""Kill drills: `dynasearch train` and `dynasearch measure` are SIGKILLed at a random moment once
+they have started working, the same command is run again to completion, and the result must equal
+an uninterrupted run's: nothing lost, nothing done twice, nothing half-written.
+
+The kill moment is drawn from a seeded generator (DYNASEARCH_DRILL_SEED, default: from the clock);
+the seed and the moment are in every failure message so a failing drill can be replayed.
+(search: tests/search/test_study.py; demo: tests/search/test_demo.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.cli import main
+from tinymodels import write_sst2_like
+
+REPO = Path(__file__).resolve().parent.parent
+SEED = int(os.environ.get("DYNASEARCH_DRILL_SEED", time.time_ns() % 100_000))
+# The temporaries dynabert.io makes (.NAME.ds<host>-<pid>-<random>.tmp): none may outlive a re-run.
+TEMPORARY = re.compile(r"\.ds[0-9a-f]{6}-\d+-(?:[a-z0-9_]{8}|old)\.tmp$")
+
+
+def child_env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def kill_midway(args: list[str], started, delay: float, timeout: float = 120) -> tuple[bool, str]:
+    """Run the CLI in a child process; once `started()` holds, wait `delay` s and SIGKILL it.
+    (True, '') when it was killed while still working, (False, its stderr) when it ended first."""
+    import tempfile
+
+    log = tempfile.TemporaryFile()  # not a pipe: a chatty child must never block on a full pipe
+    proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=REPO, env=child_env(),
+                            stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.monotonic() + timeout
+    try:
+        while not started():
+            if proc.poll() is not None:
+                break
+            assert time.monotonic() < deadline, f"{args[0]} did not start working within {timeout} s"
+            time.sleep(0.01)
+        end = time.monotonic() + delay
+        while time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    if proc.returncode == -signal.SIGKILL:
+        return True, ""
+    log.seek(0)
+    err = log.read().decode(errors="replace")[-3000:]
+    assert proc.returncode == 0, f"the run to be killed failed (exit {proc.returncode}): {err}"
+    return False, err
+
+
+def drill(args: list[str], started, span: float, reset) -> str:
+    """Kill a child run of `args` at a random moment in [0, span) s after `started()`; when the
+    child ended before the kill, reset and try again earlier. Returns a description of the kill."""
+    rng = random.Random(SEED)
+    delay = rng.uniform(0, span)
+    for attempt in range(4):
+        killed, err = kill_midway(args, started, delay)
+        if killed:
+            return f"seed {SEED}: killed {delay:.2f} s after it started working (attempt {attempt + 1})"
+        assert "Traceback" not in err, f"the run to be killed failed: {err}"
+        reset()
+        delay = delay / 3 if attempt < 2 else 0.0
+    raise AssertionError(f"seed {SEED}: the run always ended before it could be killed")
+
+
+def leftover_temporaries(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if TEMPORARY.search(p.name))
+
+
+# ---------------------------------------------------------------------------------------------- train
+TRAIN_OPTS = ["--task", "sst2", "--stages", "teacher,rewire,width,depth", "--max-steps", "3", "--checkpoint-every", "1",
+              "--batch-size", "8", "--max-seq-length", "32", "--no-progress"]
+
+
+def safetensors_equal(a: Path, b: Path) -> list[str]:
+    """Names of tensors that differ (or exist in one file only)."""
+    import torch
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return sorted(set(x) ^ set(y)) + [k for k in sorted(set(x) & set(y)) if not torch.equal(x[k], y[k])]
+
+
+def comparable_state(run: Path) -> dict:
+    """state.json without what depends on the invocation (throughput, loss parts of this call)."""
+    import json
+
+    s = json.loads((run / "state.json").read_text())
+    return {k: s[k] for k in ("completed", "model", "scores")}
+
+
+def test_train_killed_then_resumed_equals_an_uninterrupted_run(tiny_bert_dir, tmp_path):
+    data = write_sst2_like(tmp_path / "data", n_train=48, n_dev=16)
+    base = ["train", "--model", str(tiny_bert_dir), "--data-dir", str(data), *TRAIN_OPTS]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    t0 = time.monotonic()
+    assert main([*base, "--out", str(ref)]) == 0  # uninterrupted, in this process
+    span = time.monotonic() - t0
+    args = [*base, "--out", str(run)]
+    how = drill(args, lambda: (run / "run.json").is_file(), span, lambda: shutil.rmtree(run, ignore_errors=True))
+    assert main([*args, "--resume"]) == 0, how  # the same command again (a run is continued with --resume)
+    assert comparable_state(run) == comparable_state(ref), how  # stages, best checkpoints, every dev score of the grid
+    final = comparable_state(ref)["model"]
+    assert final == "width_depth"
+    for stage_dir in ("teacher", "rewired", "width", "width_depth"):
+        diff = safetensors_equal(ref / stage_dir / "model.safetensors", run / stage_dir / "model.safetensors")
+        assert not diff, f"{how}: {stage_dir} weights differ from the uninterrupted run's: {diff[:5]}"
+    assert not leftover_temporaries(run), f"{how}: {leftover_temporaries(run)}"
+
+
+# -------------------------------------------------------------------------------------------- measure
+MEASURE_OPTS = ["--backend", "torch", "--sampler", "uniform", "--n", "12", "--chunk-size", "3", "--max-runs", "6", "--min-runs", "3",
+                "--max-seconds", "0.2", "--seq-len", "16", "--no-progress"]
+
+
+def test_measure_killed_then_rerun_measures_every_config_once(tiny_bert_dir, tmp_path):
+    ref, out = tmp_path / "ref.csv", tmp_path / "r.csv"
+    t0 = time.monotonic()
+    assert main(["measure", str(tiny_bert_dir), "--out", str(ref), *MEASURE_OPTS]) == 0  # uninterrupted
+    span = time.monotonic() - t0
+    args = ["measure", str(tiny_bert_dir), "--out", str(out), *MEASURE_OPTS]
+
+    def reset():
+        out.unlink(missing_ok=True)
+        shutil.rmtree(tmp_path / "r.raw", ignore_errors=True)
+
+    how = drill(args, out.is_file, span, reset)
+    kept = pd.read_csv(out)  # what the killed run left: whole rows only
+    assert (kept["status"] == "ok").all() and kept["key"].is_unique, how
+    assert main(args) == 0, how  # the same command again
+    got, want = pd.read_csv(out), pd.read_csv(ref)
+    assert set(got["key"]) == set(want["key"]), how
+    assert got["key"].is_unique, f"{how}: a config was measured twice: {got['key'][got['key'].duplicated()].tolist()}"
+    assert (got["status"] == "ok").all(), how
+    assert got["median_ms"].notna().all() and (got["median_ms"] > 0).all(), how
+    assert set(kept["key"]) <= set(got["key"]), how  # nothing the killed run finished was lost
+    assert len(got) == len(want), how
