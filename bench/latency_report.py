@@ -1,5 +1,5 @@
 """Issue 4 benchmark, report part: fits and evaluates predictors on the records that
-`bench/latency_measure.py` took, and writes bench/results/latency.md (+ plots). Times nothing.
+`bench/latency_measure.py` took, and writes bench/results/latency_issue4.md (+ plots). Times nothing.
 
 Splits are fixed by the sampling order (seeded): at batch 1 the first 100 random configs may be
 used for fitting and the last 100 are held out; at batch 8 the first 50 and the last 30. Fitting sets
@@ -307,7 +307,7 @@ def main() -> None:
     perf += ["", "Measuring seconds per config include warm-up, the untimed re-warm run of each visit and the timed runs; "
              "preparing = extraction + (onnxruntime) ONNX export, cached across settings, + session creation.", ""]
     text = "\n".join(head + single + shapes + repeat + perf)
-    (OUT / "latency.md").write_text(text)
+    (OUT / "latency_issue4.md").write_text(text)
     print(text)
 
 
