@@ -10,7 +10,7 @@ Phases (each resumable: a killed phase re-run skips what its records hold):
              1 and 2 threads, batch 1
     shapes   onnxruntime CPU 1 thread: 150 fitting measurements over 21 (batch, seq) pairs and 45
              held-out ones over 9 other pairs (batch 1-32, seq 16-512, batch*seq <= 2048)
-Then `bench/latency_report.py` fits and writes bench/results/latency.md (no timing there).
+Then `bench/latency_report.py` fits and writes bench/results/latency_issue4.md (no timing there).
 """
 
 from __future__ import annotations

@@ -98,6 +98,24 @@ def score_subnet(model: DynaBertForSequenceClassification, dev: DevSet, subnet: 
     return {k: float(v) for k, v in compute_metrics(metrics, logits, dev.labels).items()}
 
 
+def prediction_spread(logits) -> dict[str, float]:
+    """Classification: how many classes the sub-network predicts and the share of the most predicted
+    one (1.0 = a one-class model, however good its accuracy looks on a skewed dev set)."""
+    arr = np.asarray(logits)
+    if arr.ndim != 2 or arr.shape[1] < 2 or not len(arr):
+        return {}
+    counts = np.bincount(arr.argmax(1), minlength=arr.shape[1])
+    return {"classes_predicted": int((counts > 0).sum()), "top_class_share": round(float(counts.max() / counts.sum()), 4)}
+
+
+def majority_share(labels) -> float | None:
+    """Share of the most frequent dev label: the accuracy of always predicting it (None: regression)."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind not in "iu" or not len(arr):
+        return None
+    return float(np.bincount(arr).max() / len(arr))
+
+
 def evaluate_subnets(
     model: DynaBertForSequenceClassification,
     dev: DevSet,
@@ -114,7 +132,9 @@ def evaluate_subnets(
     as_built = SubnetConfig(tuple(range(cfg.num_hidden_layers)), tuple(cfg.layer_heads), tuple(cfg.layer_ffn))
     for w, d, sub in subnets:
         t0 = time.perf_counter()
-        scores = score_subnet(model, dev, sub, metrics, bf16)  # sub None: the model as built (e.g. an extracted one)
+        logits = predict(model, dev, sub, bf16)  # sub None: the model as built (e.g. an extracted one)
+        scores = {k: float(v) for k, v in compute_metrics(metrics, logits, dev.labels).items()}
+        spread = prediction_spread(logits)
         sub = as_built if sub is None else sub
         secs = time.perf_counter() - t0
         p = count_params(shape, sub)
@@ -122,7 +142,7 @@ def evaluate_subnets(
             "key": sub.key, "width": math.nan if w is None else w, "depth": math.nan if d is None else d,
             "layers": ",".join(map(str, sub.layers)), "heads": ",".join(map(str, sub.heads)),
             "ffn": ",".join(map(str, sub.ffn)), "params": p["total"], "encoder_params": p["encoder"],
-            **scores, "seconds": round(secs, 4), "examples": dev.n,
+            **scores, **spread, "seconds": round(secs, 4), "examples": dev.n,
         })
     return pd.DataFrame(rows)
 
@@ -213,6 +233,9 @@ def evaluate_run(inputs: EvalInputs):
         plan = [(point[0] if point else None, point[1] if point else None, sub)]
         stem = f"{task.name}-{sub.key}"
     table = evaluate_subnets(model, dev, plan, task.metrics, inputs.bf16)
+    share = None if task.is_regression else majority_share(dev.labels)
+    if share is not None:  # the accuracy of always predicting the most frequent class: the floor to beat
+        table["dev_majority_share"] = round(share, 4)
     out = inputs.out_dir or Path(inputs.run) / "eval"
     title = f"{task.name} dev {task.metrics[0]} ({model_dir.name})"
     csv_path, png_path = write_table(table, out, stem, task.metrics[0], title)

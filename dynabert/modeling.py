@@ -240,17 +240,20 @@ class DynaBertForSequenceClassification(DynaBertPreTrainedModel):
         active: ActiveSpec | None = None,
         output_hidden_states: bool = False,
         return_dict: bool | None = None,
+        embedding_output: torch.Tensor | None = None,
         **kwargs,
     ):
         """active: run only these (layer, heads, ffn) on the shared weights; None runs the model as built.
         output_hidden_states: also return [embedding output, output of each run layer...], i.e. the
-        input to every run layer followed by the final output (what distillation matches)."""
+        input to every run layer followed by the final output (what distillation matches).
+        embedding_output: the embeddings' output for these inputs, computed once by the caller (it is
+        never sliced, so every sub-network of a training step can share it)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Additive mask (B, 1, 1, T): 0 where attended, dtype-min where padding.
         mask = (1.0 - attention_mask[:, None, None, :].to(self.embeddings.LayerNorm.weight.dtype))
         mask = mask * torch.finfo(mask.dtype).min
-        x = self.embeddings(input_ids, token_type_ids)
+        x = self.embeddings(input_ids, token_type_ids) if embedding_output is None else embedding_output
         hidden = [x] if output_hidden_states else None
         plan = active if active is not None else [(i, None, None) for i in range(len(self.layers))]
         for i, heads, ffn in plan:

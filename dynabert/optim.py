@@ -8,12 +8,12 @@ import torch
 from .train_config import TrainConfig
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, stage: str | None = None) -> torch.optim.AdamW:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.adam_eps)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate if stage is None else cfg.lr_for(stage), eps=cfg.adam_eps)
 
 
 def make_scheduler(opt, total: int, cfg: TrainConfig, last_step: int = 0):

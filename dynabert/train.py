@@ -202,22 +202,50 @@ class Trainer:
             lw = 0.0  # the reference drops the logit term for STS-B
         t_out = {}
         with torch.no_grad():  # the frozen teacher: once per width it is needed at, per step
+            t_emb = teacher.embeddings(b.input_ids, b.token_type_ids)  # eval mode: the same for every width
             for w in teacher_plan(self.shape, stage, cfg):
                 sub = SubnetConfig.from_grid(self.shape, w, 1.0)
-                t_out[w] = teacher(b.input_ids, active=None if w == 1.0 else sub.active_spec(), output_hidden_states=True, **kw)
+                t_out[w] = teacher(b.input_ids, active=None if w == 1.0 else sub.active_spec(), output_hidden_states=True,
+                                   embedding_output=t_emb, **kw)
+        # The embedding output is never sliced: compute it once per step for all sub-networks, let each
+        # sub-network's backward stop at a detached copy, and run the embeddings' backward once with the
+        # summed gradient (the word-embedding gradient is a dense vocab x hidden tensor: 12 backward
+        # passes through it cost more than one). Its dropout mask is shared by the step's sub-networks.
+        emb = model.embeddings(b.input_ids, b.token_type_ids)
+        emb_in = emb.detach().requires_grad_(True)
         for w, _d, sub in plan:
             t = t_out[w] if w in t_out else t_out[1.0]  # random per-layer sub-networks (w None): full width
-            s = model(b.input_ids, active=sub.active_spec(), output_hidden_states=True, **kw)
+            s = model(b.input_ids, active=sub.active_spec(), output_hidden_states=True, embedding_output=emb_in, **kw)
             loss = s.logits.new_zeros(())
             if lw:
-                loss = loss + lw * soft_cross_entropy(s.logits, t.logits)
+                sce = soft_cross_entropy(s.logits, t.logits)
+                loss = loss + lw * sce
+                # SCE = H(teacher) + KL(teacher || student): the entropy is a floor no step can lower,
+                # so it is logged apart from what training can move (the KL and the hidden-state MSE).
+                with torch.no_grad():
+                    ent = soft_cross_entropy(t.logits, t.logits).item()
+                self.loss_parts["teacher_entropy"] += lw * ent * scale
+                self.loss_parts["logit_kl"] += lw * (sce.item() - ent) * scale
             if hw:
+                hidden = s.logits.new_zeros(())
                 for j, l in hidden_pairs(sub, L):
-                    loss = loss + hw * masked_mse(s.hidden_states[j], t.hidden_states[l], b.attention_mask)
+                    hidden = hidden + masked_mse(s.hidden_states[j], t.hidden_states[l], b.attention_mask)
+                loss = loss + hw * hidden
+                self.loss_parts["hidden_mse"] += hw * hidden.item() * scale
             loss = loss * scale
             loss.backward()
             total += loss.item()
+        emb.backward(emb_in.grad)
         return total
+
+    def _parts_text(self, steps: int) -> str:
+        """Mean per step, summed over the step's sub-networks, of the distillation loss's parts."""
+        p = getattr(self, "loss_parts", None)
+        if not steps or not p or not any(p.values()):
+            return ""
+        n = steps
+        return (f"; mean loss per step = logit KL {p['logit_kl'] / n:.3f} + teacher entropy (floor) "
+                f"{p['teacher_entropy'] / n:.3f} + hidden MSE {p['hidden_mse'] / n:.3f}")
 
     def run_stage(self, stage: str, state: dict) -> None:
         cfg, info = self.cfg, self.info
@@ -228,9 +256,9 @@ class Trainer:
                 p.requires_grad_(False)
         n = len(self.train_enc)
         per_epoch = math.ceil(n / cfg.batch_size)
-        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs_for(stage) * per_epoch))
         self.model.train()
-        opt = make_optimizer(self.model, cfg)
+        opt = make_optimizer(self.model, cfg, stage)
         step, best, history = 0, -math.inf, []
         ck = self.load_checkpoint(stage)
         if ck is not None:
@@ -244,13 +272,15 @@ class Trainer:
         sched = make_scheduler(opt, total, cfg, step)
         params = [p for p in self.model.parameters() if p.requires_grad]
         n_sub = len(step_plan(self.shape, stage, cfg, 0))
-        log.info("stage %s: %d steps (%d per epoch), %d train examples, %d sub-network(s) per step, %d process(es)",
-                 stage, total, per_epoch, n, n_sub, info.world)
+        log.info("stage %s: %d steps (%d per epoch), %d train examples, %d sub-network(s) per step, %d process(es), lr %g",
+                 stage, total, per_epoch, n, n_sub, info.world, cfg.lr_for(stage))
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=step, desc=stage, disable=not (self.progress and info.is_main), dynamic_ncols=True)
         epoch_cache: tuple[int, list] = (-1, [])
         seen, train_secs = 0, 0.0
+        self.loss_parts = {"logit_kl": 0.0, "teacher_entropy": 0.0, "hidden_mse": 0.0}
+        parts_steps = 0
         while step < total:
             epoch, pos = divmod(step, per_epoch)
             if epoch_cache[0] != epoch:
@@ -269,6 +299,7 @@ class Trainer:
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            parts_steps += 1
             train_secs += time.perf_counter() - t0
             seen += len(global_idx)
             bar.update(1)
@@ -288,7 +319,8 @@ class Trainer:
                 self.save_checkpoint(stage, step, total, opt, best, history)
                 barrier(info)
             if step % 50 == 0 or step == total:
-                log.info("stage %s step %d/%d loss %.4f  %.2f examples/s", stage, step, total, loss, seen / max(train_secs, 1e-9))
+                log.info("stage %s step %d/%d loss %.4f  %.2f examples/s%s", stage, step, total, loss,
+                         seen / max(train_secs, 1e-9), self._parts_text(parts_steps))
             if self.on_step is not None:
                 self.on_step(stage, step)
         bar.close()
@@ -300,6 +332,8 @@ class Trainer:
             # This invocation's steps only (a resumed stage reports what it ran after resuming).
             state["throughput"][stage] = {"examples_per_s": seen / train_secs, "examples": seen,
                                           "seconds": train_secs, "subnets_per_step": n_sub}
+            if stage in ("width", "depth"):
+                state.setdefault("loss_parts", {})[stage] = {k: v / max(parts_steps, 1) for k, v in self.loss_parts.items()}
         state["scores"][stage] = {"best": best, "history": history}
 
     def run_rewire(self, state: dict) -> None:

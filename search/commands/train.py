@@ -73,6 +73,10 @@ def register(sub) -> None:
     h.add_argument("--widths", type=_floats, default=d.widths, help="width multipliers, largest first (default 1,0.75,0.5,0.25)")
     h.add_argument("--depths", type=_floats, default=d.depths, help="depth multipliers, largest first (default 1,0.75,0.5)")
     h.add_argument("--lr", type=float, default=d.learning_rate, help=f"learning rate (default {d.learning_rate})")
+    h.add_argument("--stage-lr", type=_stage_values, default=(), metavar="STAGE=LR,...",
+                   help="per-stage learning rates overriding --lr, e.g. teacher=1e-4,depth=1e-4 (short budgets need larger rates)")
+    h.add_argument("--stage-epochs", type=_stage_values, default=(), metavar="STAGE=EPOCHS,...",
+                   help="per-stage epochs overriding --epochs, e.g. depth=2")
     h.add_argument("--weight-decay", type=float, default=d.weight_decay)
     h.add_argument("--warmup", type=float, default=d.warmup_fraction, help="warm-up fraction of each stage's steps (RoBERTa: 0.06)")
     h.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="global batch size (all processes)")
@@ -105,6 +109,22 @@ def register(sub) -> None:
     p.set_defaults(func=run, _parser=p)
 
 
+def _stage_values(text: str) -> tuple[tuple[str, float], ...]:
+    from dynabert.train_config import STAGES
+
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        stage, sep, value = part.partition("=")
+        try:
+            v = float(value)
+        except ValueError:
+            v = float("nan")
+        if not sep or stage not in STAGES or not v > 0:
+            raise argparse.ArgumentTypeError(f"{part!r} is not STAGE=POSITIVE_NUMBER with STAGE one of {', '.join(STAGES)}")
+        out.append((stage, v))
+    return tuple(out)
+
+
 def run(args) -> int:
     from dynabert.runs import RunInputs, resume_inputs
     from dynabert.train import train
@@ -115,6 +135,7 @@ def run(args) -> int:
             args._parser.error(f"--{name.replace('_', '-')} takes two numbers LOGIT,HIDDEN")
     cfg = TrainConfig(
         stages=args.stages, widths=args.widths, depths=args.depths, learning_rate=args.lr,
+        stage_learning_rates=args.stage_lr, stage_epochs=args.stage_epochs,
         weight_decay=args.weight_decay, warmup_fraction=args.warmup, batch_size=args.batch_size, epochs=args.epochs,
         max_steps=args.max_steps, max_seq_length=args.max_seq_length, train_subset=args.train_subset, dev_subset=args.dev_subset, seed=args.seed,
         max_grad_norm=args.max_grad_norm, width_logit_weight=args.width_loss[0], width_hidden_weight=args.width_loss[1],

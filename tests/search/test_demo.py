@@ -1,14 +1,49 @@
-"""The demo pipeline end to end on a tiny backbone and a synthetic SST-2-layout task."""
+"""The demo pipeline end to end on a tiny backbone and a synthetic SST-2-layout task: train, score,
+measure, fit, search under a target, verify, export, report; resume and re-target; kill drill."""
 
+import dataclasses
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from dynabert.backbone import load_model
+from dynabert.errors import OutputExistsError
+from dynabert.extract import model_shape
+from predictors import Protocol
 from search.cli import main
-from search.demo import DemoConfig, run_demo
+from search.demo import DemoConfig, measure_configs, run_demo
 from search.pareto import pareto_mask
 from tinymodels import write_sst2_like
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# Timing and fitting cut to what a tiny model needs (the CLI's defaults are for the real one).
+FAST = Protocol(rel_ci=0.05, min_runs=3, min_visits=1, runs_per_visit=2, max_runs=6, max_seconds=0.2, warmup_max=3,
+                warmup_max_seconds=0.05, chunk_size=64)
+
+
+def tiny_cfg(out, data, tiny_bert_dir, **kw) -> DemoConfig:
+    return DemoConfig(out_dir=out, model_dir=tiny_bert_dir, task="sst2", data_dir=data, max_steps=2, max_seq_length=32,
+                      latency_seq_len=16, random_configs=6, trials=10, measure_protocol=FAST,
+                      predictor_kinds=("layer-regression",), **kw)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, tiny_bert_dir):
+    """One uninterrupted demo on the default target: (out dir, data dir, summary)."""
+    root = tmp_path_factory.mktemp("demo")
+    data = write_sst2_like(root / "sst2")
+    out = root / "demo"
+    return out, data, run_demo(tiny_cfg(out, data, tiny_bert_dir), progress=False)
 
 
 def test_pareto_mask_by_hand():
@@ -18,23 +53,45 @@ def test_pareto_mask_by_hand():
     assert pareto_mask(score, latency).tolist() == [True, True, False, False, True]
 
 
-def test_demo_end_to_end_and_resume(tmp_path, tiny_bert_dir, capsys):
-    data = write_sst2_like(tmp_path / "sst2")
-    cfg = DemoConfig(out_dir=tmp_path / "demo", model_dir=tiny_bert_dir, task="sst2", data_dir=data,
-                     train_subset=None, max_steps=2, batch_size=16, max_seq_length=32, latency_seq_len=16, tolerance=100)
-    summary = run_demo(cfg, progress=False)
-    out = tmp_path / "demo"
-    table = pd.read_csv(out / "pareto.csv")
-    assert len(table) == 12 and table["median_ms"].gt(0).all() and table["pareto"].any()
-    # tolerance 100 points: every sub-network qualifies, so the chosen one is the fastest measured.
-    assert summary["chosen"]["key"] == table.sort_values("median_ms").iloc[0]["key"]
-    assert (out / "pareto.png").stat().st_size > 0 and (out / "export" / "model.onnx").is_file()
+def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
+    out, data, summary = demo_run
+    cfg = tiny_cfg(out, data, tiny_bert_dir)
+    # Default target: half the full model's measured latency (what the summary and report say).
+    records = pd.read_csv(out / "latency" / "records.csv")
+    full = records[records["key"] == summary["full"]["key"]].iloc[0]
+    assert summary["target_ms"] == pytest.approx(full["corrected_median_ms"] / 2, abs=1e-3)
+    assert summary["target_rule"].startswith("half")
+    # One interleaved run of layer-table, grid and random configs; the predictor's held-out error reported.
+    assert set(records["sampler"]) == {"layer-table", "grid", "uniform"} and records["run_id"].nunique() == 1
+    assert len(records) == len(measure_configs(model_shape(load_model(tiny_bert_dir)), cfg)[0])
+    assert summary["predictor"]["n_test"] > 0 and summary["predictor"]["mape"] >= 0
+    grid = pd.read_csv(next((out / "eval").glob("*-grid.csv")))
+    assert len(grid) == 12 and {"classes_predicted", "top_class_share", "dev_majority_share"} <= set(grid.columns)
+    report = (out / "report.md").read_text()
+    for part in ("## Pareto front", "## The 12 grid sub-networks", "## Latency predictor", "## Time per step",
+                 "dynasearch train --out", "dynasearch search", "dynasearch export --results"):
+        assert part in report
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "<table" in html
+
+    # A generous target: met, verified by measurement, exported; the report and summary say so.
+    capsys.readouterr()
+    summary = run_demo(tiny_cfg(out, data, tiny_bert_dir, target_ms=1000.0), progress=False)
+    c = summary["chosen"]
+    assert c is not None and c["meets_target"] and c["measured_ms"] <= 1000
     manifest = json.loads((out / "export" / "manifest.json").read_text())
-    assert manifest["subnet_key"] == summary["chosen"]["key"]
-    # A second run finds everything done: no retraining, no re-timing (records keep 12 rows).
-    run_demo(cfg, progress=False)
-    assert len(pd.read_csv(out / "latency.csv")) == 12
-    assert "training: already done" in capsys.readouterr().out
+    assert manifest["subnet_key"] == c["key"] and manifest["search"]["target_ms"] == 1000.0
+    assert "meets the target" in (out / "report.md").read_text()
+    logged = capsys.readouterr().out
+    assert "training: already done" in logged and "1/7" not in logged and "3/7" not in logged  # not redone
+
+    # The same command again: nothing re-trained, re-timed, re-searched or re-exported.
+    before = {p: p.stat().st_mtime_ns for p in (out / "latency" / "records.csv", out / "search" / "trials.csv",
+                                                 out / "export" / "manifest.json")}
+    run_demo(tiny_cfg(out, data, tiny_bert_dir, target_ms=1000.0), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    steps = json.loads((out / "steps.json").read_text())
+    assert all(steps[s]["done"] for s in ("train", "score", "measure", "fit", "search", "export", "report"))
 
 
 def test_demo_refuses_foreign_output(tmp_path, capsys):
@@ -44,9 +101,44 @@ def test_demo_refuses_foreign_output(tmp_path, capsys):
     assert "holds something other than a dynasearch demo" in capsys.readouterr().err
 
 
-def test_demo_refuses_other_settings(tmp_path, tiny_bert_dir, capsys):
+def test_demo_refuses_other_settings(tmp_path, tiny_bert_dir):
     out = tmp_path / "d"
     out.mkdir()
     (out / "demo.json").write_text(json.dumps({"task": "sst2"}))
-    with pytest.raises(Exception, match="other settings"):
+    with pytest.raises(OutputExistsError, match="holds a demo run with other settings"):
         run_demo(DemoConfig(out_dir=out, model_dir=tiny_bert_dir), progress=False)
+
+
+def test_demo_bad_target_is_one_line(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--target-latency", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert "latency 'fast' is not a number with a unit" in err and not (tmp_path / "d").exists()
+
+
+def test_demo_kill_drill(demo_run, tmp_path, tiny_bert_dir):
+    """SIGKILL the demo at a random moment after training started, re-run: it finishes, the grid
+    scores equal an uninterrupted run's, no config is timed twice, the study holds exactly the trials."""
+    clean, data, _ = demo_run
+    out = tmp_path / "killed"
+    code = (f"from predictors import Protocol\nfrom search.demo import DemoConfig, run_demo\n"
+            f"run_demo(DemoConfig(out_dir={str(out)!r}, model_dir={str(tiny_bert_dir)!r}, task='sst2', data_dir={str(data)!r}, "
+            f"max_steps=2, max_seq_length=32, latency_seq_len=16, random_configs=6, trials=10, target_ms=1000.0, "
+            f"measure_protocol=Protocol(**{dataclasses.asdict(FAST)!r}), predictor_kinds=('layer-regression',)), progress=False)\n")
+    cmd = [sys.executable, "-c", code]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "run" / "run.json").exists():
+        time.sleep(0.2)
+    time.sleep(random.Random().uniform(0.5, 15.0))  # somewhere in training, scoring, timing, fitting or the search
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    a = pd.read_csv(next((out / "eval").glob("*-grid.csv")))
+    b = pd.read_csv(next((clean / "eval").glob("*-grid.csv")))
+    assert a["key"].tolist() == b["key"].tolist() and a["accuracy"].tolist() == b["accuracy"].tolist()
+    rec = pd.read_csv(out / "latency" / "records.csv")
+    assert not rec["key"].duplicated().any() and set(rec["key"]) == set(pd.read_csv(clean / "latency" / "records.csv")["key"])
+    assert len(pd.read_csv(out / "search" / "trials.csv")) == 10
+    assert json.loads((out / "export" / "manifest.json").read_text())["search"]["target_ms"] == 1000.0

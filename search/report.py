@@ -1,0 +1,170 @@
+"""The demo's one-page report: OUT/report.md and OUT/report.html (images inlined: readable offline).
+
+Both are rendered from one list of blocks, so they cannot say different things.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+Block = tuple  # ("h1"|"h2"|"p"|"ul"|"code"|"table"|"img", payload...)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _md(blocks: list[Block], out: Path) -> str:
+    lines: list[str] = []
+    for b in blocks:
+        kind = b[0]
+        if kind == "h1":
+            lines += [f"# {b[1]}", ""]
+        elif kind == "h2":
+            lines += [f"## {b[1]}", ""]
+        elif kind == "p":
+            lines += [b[1], ""]
+        elif kind == "ul":
+            lines += [f"- {x}" for x in b[1]] + [""]
+        elif kind == "code":
+            lines += ["```bash", b[1], "```", ""]
+        elif kind == "table":
+            df: pd.DataFrame = b[1]
+            lines.append("| " + " | ".join(map(str, df.columns)) + " |")
+            lines.append("|" + "---|" * len(df.columns))
+            lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+            lines.append("")
+        elif kind == "img":
+            path: Path = b[1]
+            rel = path.relative_to(out) if path.is_relative_to(out) else path
+            lines += [f"![{b[2]}]({rel.as_posix()})" if path.is_file() else f"({b[2]}: not written)", ""]
+    return "\n".join(lines)
+
+
+def _html(blocks: list[Block], title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+             "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}"
+             "pre{background:#f4f4f4;padding:.6rem;overflow-x:auto}img{max-width:100%}.warn{color:#a40}</style></head><body>"]
+    for b in blocks:
+        kind = b[0]
+        if kind in ("h1", "h2"):
+            parts.append(f"<{kind}>{html.escape(b[1])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{html.escape(b[1])}</p>")
+        elif kind == "ul":
+            parts.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in b[1]) + "</ul>")
+        elif kind == "code":
+            parts.append(f"<pre>{html.escape(b[1])}</pre>")
+        elif kind == "table":
+            df = b[1].map(_fmt)
+            parts.append(df.to_html(index=False, escape=True, border=0))
+        elif kind == "img":
+            path: Path = b[1]
+            if path.is_file():
+                data = base64.b64encode(path.read_bytes()).decode("ascii")
+                parts.append(f"<p><img alt='{html.escape(b[2])}' src='data:image/png;base64,{data}'></p>")
+            else:
+                parts.append(f"<p>({html.escape(b[2])}: not written)</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
+    """The demo's steps as the CLI commands that do each one by hand (same settings)."""
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    model = f" --model {q(cfg['model_dir'])}" if cfg.get("model_dir") else ""
+    data = f" --data-dir {q(cfg['data_dir'])}" if cfg.get("data_dir") else ""
+    lrs = ",".join(f"{s}={lr:g}" for s, lr in cfg.get("learning_rates", []))
+    train = (f"dynasearch train --out {q(out / 'run')} --task {cfg['task']}{model}{data} --stages {','.join(cfg['stages'])} "
+             f"--epochs {cfg['epochs']:g} --max-seq-length {cfg['max_seq_length']} --batch-size {cfg['batch_size']} --seed {cfg['seed']}"
+             + (f" --train-subset {cfg['train_subset']}" if cfg.get("train_subset") else "")
+             + (f" --dev-subset {cfg['dev_subset']}" if cfg.get("dev_subset") else "")
+             + (f" --max-steps {cfg['max_steps']}" if cfg.get("max_steps") else "")
+             + (" --group-by-length" if cfg.get("group_by_length") else "") + (f" --stage-lr {lrs}" if lrs else ""))
+    lines = [
+        "# 1. train DynaBERT (teacher, rewiring, width, width+depth)", train,
+        "# 2. score the 12 grid sub-networks on dev", f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}",
+        "# 3. time layer-table, grid and random per-layer configs in one run",
+        f"dynasearch measure --model {q(out / 'run')} --out {q(out / 'latency' / 'records.csv')} --sampler layer-table,grid,uniform "
+        f"--n {cfg['random_configs']} --seed {cfg['seed']} --backend {cfg['backend']} --threads {cfg['threads']} "
+        f"--batch {cfg['latency_batch']} --seq-len {cfg['latency_seq_len']}",
+        "# 4. fit the latency predictors (held-out error printed)",
+        f"dynasearch fit-predictor {q(out / 'latency' / 'records.csv')} --out {q(out / 'predictor')} --overwrite",
+        "# 5. search grid + per-layer choices, verify the answer by measurement",
+        f"dynasearch search {q(out / 'run')} --predictor {q(out / 'predictor')} --out {q(out / 'search')} --target-latency "
+        f"{target_ms:g}ms --trials {cfg['trials']} --sampler {cfg['sampler']} --seed {cfg['seed']}"
+        + (f" --search-dev {cfg['search_dev']}" if cfg.get("search_dev") else ""),
+        "# 6. export the answer", f"dynasearch export --results {q(out / 'search')} --target-latency {target_ms:g}ms "
+        f"--out {q(out / 'export')} --overwrite",
+        "# any other target, from the results alone (no torch, seconds)",
+        f"dynasearch query {q(out / 'search')} --target-latency {target_ms * 0.8:.3g}ms",
+    ]
+    return "\n".join(lines)
+
+
+def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict[str, Any]) -> list[Block]:
+    metric = s["metric"]
+    lat = s["latency_setting"]
+    blocks: list[Block] = [("h1", f"dynasearch demo: {s['task']} on {s['backbone']}")]
+    grid = pd.DataFrame(s["grid"])
+    n_dev = int(grid["examples"].iloc[0]) if "examples" in grid and len(grid) else None
+    blocks.append(("p", f"Task {s['task']} ({metric}), backbone {s['backbone']}; trained on "
+                        f"{cfg.get('train_subset') or 'all'} examples per stage, scored on {n_dev} dev examples"
+                        + (f" (always predicting the majority class scores {s['dev_majority']:.1f}%)" if s.get("dev_majority") else "")
+                        + f". Latency: {lat['backend']} CPU, {lat['threads']} thread(s), batch {lat['batch']}, length {lat['seq_len']}, "
+                        "of the physically extracted sub-networks on this machine."))
+    if s["warnings"]:
+        blocks += [("h2", "Warnings"), ("ul", list(s["warnings"]))]
+    c = s.get("chosen")
+    blocks.append(("h2", "Answer"))
+    if c is None:
+        blocks.append(("p", f"No sub-network met the target {s['target_ms']:.2f} ms ({s['target_rule']}): {s.get('search_message', '')}"))
+    else:
+        blocks.append(("ul", [
+            f"target {s['target_ms']:.2f} ms ({s['target_rule']}; the full model measured {s['full']['median_ms']:.2f} ms)",
+            f"chosen sub-network {c['key']}: layers {c['subnet']['layers']}, heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}",
+            f"{metric} {_fmt(c[metric])} on the whole dev split (full model {_fmt(s['full'][metric])})",
+            f"measured {_fmt(c['measured_ms'], 3)} ms speed-corrected ({_fmt(c['measured_raw_ms'], 3)} ms raw, host speed index "
+            f"{_fmt(c.get('speed_index'), 3)}), predicted {_fmt(c['predicted_ms'], 3)} ms: "
+            + ("meets the target" if c["meets_target"] else "MISSES the target"),
+            f"speed-up against the full model: {_fmt(c['speedup'])}x; exported to {s['files']['export']}",
+        ]))
+    blocks += [("h2", "Pareto front"), ("img", out / "search" / "front.png",
+                "searched configs, paper grid, front, measured points, target and answer")]
+    blocks.append(("h2", "The 12 grid sub-networks"))
+    cols = [k for k in ("width", "depth", "layers", "heads", "ffn", "params", metric, "classes_predicted", "top_class_share") if k in grid]
+    blocks.append(("table", grid[cols]))
+    blocks.append(("img", next(iter(sorted((out / "eval").glob("*-grid.png"))), out / "eval" / "grid.png"), "width x depth heatmap"))
+    p = s["predictor"]
+    blocks += [("h2", "Latency predictor"), ("p", (
+        f"Best kind {p['best']} (chosen by cross-validated error on the fitting part): on {p['n_test']} held-out timed configs "
+        f"MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, Kendall tau {p['kendall_tau']:.3f}, largest error "
+        f"{p['max_ape']:.1f}% (fitted on {p['n_train']}). Every predictor's numbers: {s['files']['predictor']}/metrics.csv."))]
+    t = pd.DataFrame([{"step": k, "seconds": v.get("seconds"), "done": v.get("done", False)} for k, v in steps.items()])
+    blocks += [("h2", "Time per step"), ("table", t),
+               ("p", f"Total {t['seconds'].sum():.0f} s (all attempts of each step; the install is not included).")]
+    blocks += [("h2", "Where everything is"), ("ul", [f"{k}: {v}" for k, v in s["files"].items()])]
+    blocks += [("h2", "Reproduce each step by hand"), ("code", reproduce_commands(out, cfg, s["target_ms"]))]
+    return blocks
+
+
+def write_report(out: str | Path, summary: dict[str, Any], steps: dict[str, Any]) -> tuple[Path, Path]:
+    from dynabert.io import read_json, write_text
+
+    out = Path(out)
+    cfg = read_json(out / "demo.json", "demo settings file")
+    blocks = report_blocks(out, summary, steps, cfg)
+    write_text(out / "report.md", _md(blocks, out))
+    write_text(out / "report.html", _html(blocks, f"dynasearch demo: {summary['task']}"))
+    return out / "report.md", out / "report.html"
