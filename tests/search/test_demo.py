@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -109,10 +110,22 @@ def test_demo_refuses_other_settings(tmp_path, tiny_bert_dir):
         run_demo(DemoConfig(out_dir=out, model_dir=tiny_bert_dir), progress=False)
 
 
-def test_demo_bad_target_is_one_line(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path / "d"), "--target-latency", "fast"]) == 2
-    err = capsys.readouterr().err
-    assert "latency 'fast' is not a number with a unit" in err and not (tmp_path / "d").exists()
+@pytest.mark.parametrize("args, message", [
+    (["--target-latency", "fast"], r"latency 'fast' is not a number with a unit"),
+    (["--target-latency", "4"], r"latency '4' has no unit; write e.g. 4ms"),
+    (["--target-latency=-3ms"], r"latency '-3ms' is not a number with a unit"),
+])
+def test_demo_bad_input_is_one_line(tmp_path, capsys, args, message):
+    assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]) and not (tmp_path / "d").exists()
+
+
+def test_demo_out_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file; choose another --out" in capsys.readouterr().err
+    assert (tmp_path / "f").read_text() == "mine"
 
 
 def test_demo_kill_drill(demo_run, tmp_path, tiny_bert_dir):
