@@ -232,7 +232,7 @@ def report(r: dict) -> str:
              f"transformers {fp['transformers']}, Python {fp['python']}")
     fa = r["fingerprint_accuracy"]
     L.append(f"- date: {fp['date']}; commit: `{fp['commit']}` (throughput and eval cost); accuracy runs: {fa['date']}, commit `{fa['commit']}`")
-    L.append(f"- backbone: packaged MiniLM-L6 (6 layers, 12 heads, hidden 384, FFN 1536); data: ../shared/data/glue/SST-2")
+    L.append("- backbone: packaged MiniLM-L6 (6 layers, 12 heads, hidden 384, FFN 1536); data: ../shared/data/glue/SST-2")
     L.append(f"- budget: {b['train_subset']} training examples (seeded choice), max length {b['max_seq_length']}, batch 32, "
              f"one epoch per stage, lr {b['learning_rate']}, AdamW, linear decay, no warm-up, seed 42, no data augmentation, "
              f"{'length-grouped' if b['group_by_length'] else 'uniformly random'} batches; rewiring importance on {r['rewire_holdout']} held-out "

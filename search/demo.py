@@ -134,10 +134,34 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
     from dynabert.evaluate import EvalInputs, evaluate_run
     from dynabert.tasks import get_task
 
-    _log("2/7 scoring the 12 grid sub-networks on the whole dev split")
-    table, csv_path, png_path = evaluate_run(EvalInputs(run, get_task(cfg.task), cfg.data_dir, out_dir=out / "eval"))
+    _log("2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on the whole dev split")
+    task = get_task(cfg.task)
+    table, csv_path, png_path = evaluate_run(EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval"))
+    if "teacher" in cfg.stages:
+        from dynabert.runs import run_model_dir
+        from dynabert.subnet import SubnetConfig
+        from predictors.measure import load_shape
+
+        shape = load_shape(run_model_dir(run))  # the teacher has the same architecture
+        evaluate_run(EvalInputs(run, task, cfg.data_dir, stage="teacher", subnet=(SubnetConfig.full(shape), None),
+                                out_dir=out / "eval" / "teacher"))
     _log(f"  wrote {csv_path} and {png_path}")
     return table
+
+
+def length_distribution(cfg: DemoConfig, model_dir: Path) -> dict[str, Any]:
+    """Token lengths of the dev texts (untruncated, up to the backbone's 512): what --max-seq-length
+    cuts off. Short corpora (tweets) train and run much faster at a short length."""
+    import numpy as np
+
+    from dynabert.data import encode, load_tokenizer
+    from dynabert.tasks import get_task, load_split
+
+    task = get_task(cfg.task)
+    lengths = np.array(encode(load_split(task, "dev", cfg.data_dir), load_tokenizer(model_dir), 512, task.is_regression).lengths())
+    q = {f"p{p}": int(np.percentile(lengths, p)) for p in (50, 90, 99)}
+    return {**q, "max": int(lengths.max()), "examples": int(len(lengths)), "max_seq_length": cfg.max_seq_length,
+            "truncated_share": round(float((lengths > cfg.max_seq_length).mean()), 4)}
 
 
 def _grid_csv(out: Path) -> Path:
@@ -261,7 +285,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     steps.finish("train")
     if not steps.done("score"):
         steps.run("score", _score, cfg, run, out)
-        steps.finish("score")
+        steps.finish("score", lengths=length_distribution(cfg, run_model_dir(run)))
     grid = pd.read_csv(_grid_csv(out))
 
     model = load_model(run_model_dir(run))
@@ -296,6 +320,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
         steps.finish("export", key=answer["key"])
 
     summary = _summary(cfg, out, grid, fit, full_ms, target, meta, answer, shape)
+    summary["dev_token_lengths"] = steps.data["score"].get("lengths")
     write_json(out / "summary.json", summary)
     _log("7/7 writing the report")
     steps.run("report", write_report, out, summary, steps.data)
@@ -315,6 +340,8 @@ def _summary(cfg: DemoConfig, out: Path, grid: pd.DataFrame, fit: dict, full_ms:
     full_row = grid[grid["key"] == full_key]
     full_score = float(full_row[metric].iloc[0]) if len(full_row) else math.nan
     majority = float(grid["dev_majority_share"].iloc[0]) * 100 if "dev_majority_share" in grid else None
+    teacher_csv = sorted((out / "eval" / "teacher").glob("*.csv"))
+    teacher = float(pd.read_csv(teacher_csv[0])[metric].iloc[0]) if teacher_csv else None
     warnings = []
     if "classes_predicted" in grid:
         one = grid[grid["classes_predicted"] <= 1]
@@ -326,6 +353,8 @@ def _summary(cfg: DemoConfig, out: Path, grid: pd.DataFrame, fit: dict, full_ms:
         low = grid[grid[metric] < majority + 8]
         if len(low):
             warnings.append(f"{len(low)} grid sub-network(s) score less than 8 points above the majority class ({majority:.1f}%)")
+    if teacher is not None and full_score < teacher - 1:
+        warnings.append(f"the full model scores {full_score:.2f}, more than 1 point below its teacher ({teacher:.2f})")
     chosen = None
     if answer is not None:
         measured = answer.get("measured_ms")
@@ -335,7 +364,7 @@ def _summary(cfg: DemoConfig, out: Path, grid: pd.DataFrame, fit: dict, full_ms:
                   "speedup": full_ms / measured if measured else None, "meets_target": bool(measured is not None and measured <= target)}
     return {
         "task": cfg.task, "metric": metric, "backbone": str(cfg.model_dir or "packaged MiniLM-L6"),
-        "dev_majority": majority, "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
+        "dev_majority": majority, "teacher": {metric: teacher}, "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
         "target_ms": target, "target_rule": "given" if cfg.target_ms is not None else "half of the full model's measured latency",
         "predictor": fit, "grid": grid.to_dict(orient="records"), "chosen": chosen, "met": meta.get("met"),
         "search_message": meta.get("message", ""), "warnings": warnings + list(meta.get("warnings", [])),

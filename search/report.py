@@ -124,6 +124,11 @@ def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict
                         + (f" (always predicting the majority class scores {s['dev_majority']:.1f}%)" if s.get("dev_majority") else "")
                         + f". Latency: {lat['backend']} CPU, {lat['threads']} thread(s), batch {lat['batch']}, length {lat['seq_len']}, "
                         "of the physically extracted sub-networks on this machine."))
+    tl = s.get("dev_token_lengths")
+    if tl:
+        blocks.append(("p", f"Dev texts in tokens: median {tl['p50']}, 90th percentile {tl['p90']}, 99th {tl['p99']}, longest "
+                            f"{tl['max']}; {100 * tl['truncated_share']:.1f}% are cut at the training and scoring length "
+                            f"{tl['max_seq_length']}."))
     if s["warnings"]:
         blocks += [("h2", "Warnings"), ("ul", list(s["warnings"]))]
     c = s.get("chosen")
@@ -134,7 +139,8 @@ def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict
         blocks.append(("ul", [
             f"target {s['target_ms']:.2f} ms ({s['target_rule']}; the full model measured {s['full']['median_ms']:.2f} ms)",
             f"chosen sub-network {c['key']}: layers {c['subnet']['layers']}, heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}",
-            f"{metric} {_fmt(c[metric])} on the whole dev split (full model {_fmt(s['full'][metric])})",
+            f"{metric} {_fmt(c[metric])} on the whole dev split (full model {_fmt(s['full'][metric])}, its teacher "
+            f"{_fmt(s.get('teacher', {}).get(metric))})",
             f"measured {_fmt(c['measured_ms'], 3)} ms speed-corrected ({_fmt(c['measured_raw_ms'], 3)} ms raw, host speed index "
             f"{_fmt(c.get('speed_index'), 3)}), predicted {_fmt(c['predicted_ms'], 3)} ms: "
             + ("meets the target" if c["meets_target"] else "MISSES the target"),
