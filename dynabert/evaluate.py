@@ -201,6 +201,8 @@ class EvalInputs:
     subnet: tuple | None = None  # (SubnetConfig, (width, depth) or None); None: the paper grid
     out_dir: Path | None = None  # None: RUN/eval
     bf16: bool = False  # bfloat16 matrix products (faster on recent CPUs; metrics may move by ~0.1 point)
+    dev_subset: int | None = None  # score a seeded subset of dev (large dev sets on a CPU); None: all of it
+    dev_seed: int = 1  # the subset's seed (1: the selection `search --rescore-dev` re-scores on)
 
 
 def evaluate_run(inputs: EvalInputs):
@@ -223,7 +225,7 @@ def evaluate_run(inputs: EvalInputs):
     max_len = inputs.max_seq_length if inputs.max_seq_length is not None else (info.max_seq_length or 128)
     check_max_length(max_len, model.config)
     dev = load_dev_set(task, model_dir, data_dir=inputs.data_dir, dev_file=inputs.dev_file, max_seq_length=max_len,
-                       batch_size=inputs.batch_size)
+                       batch_size=inputs.batch_size, subset=inputs.dev_subset, seed=inputs.dev_seed)
     shape = BackboneShape.from_config(model.config)
     if inputs.subnet is None:
         plan = [(w, d, s) for w, d, s in paper_grid(shape)]

@@ -32,6 +32,9 @@ STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
 # depth < 1 sub-network of the tweets demo at the majority class (see the README's demo section).
 DEMO_LEARNING_RATES: tuple[tuple[str, float], ...] = (("teacher", 1e-4), ("width", 1e-4), ("depth", 1e-4))
+# Distillation costs 4 (width) and 12 (width+depth) sub-networks per step: a quarter epoch of the
+# 4,000 examples each keeps the demo within 20 minutes on 2 cores (see bench/results/demo.md).
+DEMO_STAGE_EPOCHS: tuple[tuple[str, float], ...] = (("width", 0.25), ("depth", 0.25))
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class DemoConfig:
     batch_size: int = 32
     group_by_length: bool = True  # batches of similar lengths: ~2.5x faster training on this data
     learning_rates: tuple[tuple[str, float], ...] = DEMO_LEARNING_RATES
+    stage_epochs: tuple[tuple[str, float], ...] = DEMO_STAGE_EPOCHS
     seed: int = 42
     # Latency: what a CPU deployment of this classifier would run.
     backend: str = "onnxruntime"
@@ -60,8 +64,11 @@ class DemoConfig:
     predictor_kinds: tuple[str, ...] = ("lut", "layer-regression", "gbdt", "hybrid")
     # Search: the grid plus per-layer choices under the target (None: half the full model's latency).
     target_ms: float | None = None
-    trials: int = 60
-    search_dev: int | None = 500
+    trials: int = 50
+    search_dev: int | None = 300  # dev examples per search evaluation (a seeded subset)
+    # Scoring the grid, the teacher and the search's front: a seeded dev subset (the tweets dev split
+    # has 3.8k examples: scoring 12 sub-networks on all of it costs ~4 minutes on 2 cores); None: all.
+    eval_dev: int | None = 1000
     sampler: str = "tpe"
     stages: tuple[str, ...] = field(default=("teacher", "rewire", "width", "depth"))
 
@@ -70,6 +77,7 @@ class DemoConfig:
         d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in ("out_dir", "target_ms")}
         d["stages"] = list(self.stages)
         d["learning_rates"] = [list(p) for p in self.learning_rates]
+        d["stage_epochs"] = [list(p) for p in self.stage_epochs]
         d["predictor_kinds"] = list(self.predictor_kinds)
         return d
 
@@ -120,11 +128,11 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
     tcfg = TrainConfig(
         stages=cfg.stages, train_subset=cfg.train_subset, dev_subset=cfg.dev_subset, epochs=cfg.epochs, max_steps=cfg.max_steps,
         max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length,
-        stage_learning_rates=cfg.learning_rates,
+        stage_learning_rates=cfg.learning_rates, stage_epochs=cfg.stage_epochs,
     )
-    lrs = ", ".join(f"{s} {lr:g}" for s, lr in tcfg.stage_learning_rates)
+    budget = ", ".join(f"{st} {tcfg.epochs_for(st):g} epoch(s) at lr {tcfg.lr_for(st):g}" for st in cfg.stages if st != "rewire")
     _log(f"1/7 training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)}; "
-         f"{cfg.train_subset or 'all'} examples per stage, learning rates {lrs or tcfg.learning_rate})")
+         f"{cfg.train_subset or 'all'} training examples: {budget})")
     # A run directory without run.json is a start that died before writing anything useful.
     train(RunInputs(run, get_task(cfg.task), cfg.model_dir, cfg.data_dir), tcfg, resume=resume,
           overwrite=not resume and run.exists(), progress=progress)
@@ -134,9 +142,10 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
     from dynabert.evaluate import EvalInputs, evaluate_run
     from dynabert.tasks import get_task
 
-    _log("2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on the whole dev split")
+    where = f"{cfg.eval_dev} dev examples (seeded)" if cfg.eval_dev else "the whole dev split"
+    _log(f"2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on {where}")
     task = get_task(cfg.task)
-    table, csv_path, png_path = evaluate_run(EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval"))
+    table, csv_path, png_path = evaluate_run(EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval", dev_subset=cfg.eval_dev))
     if "teacher" in cfg.stages:
         from dynabert.runs import run_model_dir
         from dynabert.subnet import SubnetConfig
@@ -144,7 +153,7 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
 
         shape = load_shape(run_model_dir(run))  # the teacher has the same architecture
         evaluate_run(EvalInputs(run, task, cfg.data_dir, stage="teacher", subnet=(SubnetConfig.full(shape), None),
-                                out_dir=out / "eval" / "teacher"))
+                                out_dir=out / "eval" / "teacher", dev_subset=cfg.eval_dev))
     _log(f"  wrote {csv_path} and {png_path}")
     return table
 
@@ -247,7 +256,7 @@ def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
     # holds its target) whose evaluations come from the shared accuracy cache.
     return run_search(SearchConfig(run=out / "run", predictor=out / "predictor", out=out / "search", target_ms=target,
                                    trials=cfg.trials, sampler=cfg.sampler, seed=cfg.seed, search_dev=cfg.search_dev,
-                                   study=f"demo-{target:g}ms", progress=progress))
+                                   rescore_dev=cfg.eval_dev, study=f"demo-{target:g}ms", progress=progress))
 
 
 def _prepare_out(cfg: DemoConfig) -> Path:

@@ -157,6 +157,7 @@ def finish(self: "Search") -> SearchOutcome:
             "sampler_and_storage_s": round(self.counters.extra.get("sampler_and_storage_s", 0.0), 3),
             "evaluations_this_run": self.counters.evaluations, "cache_hits_this_run": self.counters.cache_hits,
         },
+        "rescore_dev": self.evaluator.selection(True),
         "verified": bool(cfg.verify and target is not None), "raw": cfg.raw, "fingerprint": _fingerprint(self),
         "answer": ans, "met": met, "message": message, "warnings": self.warnings,
     }

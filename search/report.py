@@ -86,15 +86,18 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
     model = f" --model {q(cfg['model_dir'])}" if cfg.get("model_dir") else ""
     data = f" --data-dir {q(cfg['data_dir'])}" if cfg.get("data_dir") else ""
     lrs = ",".join(f"{s}={lr:g}" for s, lr in cfg.get("learning_rates", []))
+    eps = ",".join(f"{s}={e:g}" for s, e in cfg.get("stage_epochs", []))
     train = (f"dynasearch train --out {q(out / 'run')} --task {cfg['task']}{model}{data} --stages {','.join(cfg['stages'])} "
              f"--epochs {cfg['epochs']:g} --max-seq-length {cfg['max_seq_length']} --batch-size {cfg['batch_size']} --seed {cfg['seed']}"
              + (f" --train-subset {cfg['train_subset']}" if cfg.get("train_subset") else "")
              + (f" --dev-subset {cfg['dev_subset']}" if cfg.get("dev_subset") else "")
              + (f" --max-steps {cfg['max_steps']}" if cfg.get("max_steps") else "")
-             + (" --group-by-length" if cfg.get("group_by_length") else "") + (f" --stage-lr {lrs}" if lrs else ""))
+             + (" --group-by-length" if cfg.get("group_by_length") else "") + (f" --stage-lr {lrs}" if lrs else "")
+             + (f" --stage-epochs {eps}" if eps else ""))
     lines = [
         "# 1. train DynaBERT (teacher, rewiring, width, width+depth)", train,
-        "# 2. score the 12 grid sub-networks on dev", f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}",
+        "# 2. score the 12 grid sub-networks on dev", f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}"
+        + (f" --dev-subset {cfg['eval_dev']}" if cfg.get("eval_dev") else ""),
         "# 3. time layer-table, grid and random per-layer configs in one run",
         f"dynasearch measure --model {q(out / 'run')} --out {q(out / 'latency' / 'records.csv')} --sampler layer-table,grid,uniform "
         f"--n {cfg['random_configs']} --seed {cfg['seed']} --backend {cfg['backend']} --threads {cfg['threads']} "
@@ -104,7 +107,8 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
         "# 5. search grid + per-layer choices, verify the answer by measurement",
         f"dynasearch search {q(out / 'run')} --predictor {q(out / 'predictor')} --out {q(out / 'search')} --target-latency "
         f"{target_ms:g}ms --trials {cfg['trials']} --sampler {cfg['sampler']} --seed {cfg['seed']}"
-        + (f" --search-dev {cfg['search_dev']}" if cfg.get("search_dev") else ""),
+        + (f" --search-dev {cfg['search_dev']}" if cfg.get("search_dev") else "")
+        + (f" --rescore-dev {cfg['eval_dev']}" if cfg.get("eval_dev") else ""),
         "# 6. export the answer", f"dynasearch export --results {q(out / 'search')} --target-latency {target_ms:g}ms "
         f"--out {q(out / 'export')} --overwrite",
         "# any other target, from the results alone (no torch, seconds)",
@@ -139,7 +143,7 @@ def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict
         blocks.append(("ul", [
             f"target {s['target_ms']:.2f} ms ({s['target_rule']}; the full model measured {s['full']['median_ms']:.2f} ms)",
             f"chosen sub-network {c['key']}: layers {c['subnet']['layers']}, heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}",
-            f"{metric} {_fmt(c[metric])} on the whole dev split (full model {_fmt(s['full'][metric])}, its teacher "
+            f"{metric} {_fmt(c[metric])} on the scoring selection of dev (full model {_fmt(s['full'][metric])}, its teacher "
             f"{_fmt(s.get('teacher', {}).get(metric))})",
             f"measured {_fmt(c['measured_ms'], 3)} ms speed-corrected ({_fmt(c['measured_raw_ms'], 3)} ms raw, host speed index "
             f"{_fmt(c.get('speed_index'), 3)}), predicted {_fmt(c['predicted_ms'], 3)} ms: "

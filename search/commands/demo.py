@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--trials", type=positive_int, default=d.trials, help=f"search trials (default {d.trials})")
     p.add_argument("--search-dev", type=positive_int, default=d.search_dev,
                    help=f"dev examples per search evaluation (default {d.search_dev}; the front is re-scored on all)")
+    p.add_argument("--eval-dev", type=positive_int, default=d.eval_dev, metavar="N",
+                   help=f"dev examples (seeded) that score the grid, the teacher and the search's front (default {d.eval_dev})")
     p.add_argument("--random-configs", type=positive_int, default=d.random_configs,
                    help=f"random per-layer configs timed for the predictor (default {d.random_configs})")
     p.add_argument("--threads", type=positive_int, default=d.threads, help="inference threads for timing (default 1)")
@@ -52,7 +54,7 @@ def run(args) -> int:
     cfg = DemoConfig(
         out_dir=args.out, model_dir=args.model_dir, task=args.task, data_dir=args.data_dir, target_ms=target,
         train_subset=args.train_subset, dev_subset=args.dev_subset, epochs=args.epochs, max_steps=args.max_steps,
-        max_seq_length=args.max_seq_length, trials=args.trials, search_dev=args.search_dev,
+        max_seq_length=args.max_seq_length, trials=args.trials, search_dev=args.search_dev, eval_dev=args.eval_dev,
         random_configs=args.random_configs, threads=args.threads, latency_batch=args.latency_batch,
         latency_seq_len=args.latency_seq_len,
     )

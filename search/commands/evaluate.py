@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_subnet_args
+from .common import add_subnet_args, positive_int
 from .train import add_task_args, task_from_args
 
 
@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--max-seq-length", type=int, default=None, help="default: the run's, else 128")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval)")
+    p.add_argument("--dev-subset", type=positive_int, default=None, metavar="N",
+                   help="score a seeded subset of N dev examples (the one `search --rescore-dev N` uses; default: all)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 matrix products: faster on CPUs with AVX512-BF16/AMX")
     p.set_defaults(func=run, _parser=p)
 
@@ -49,7 +51,7 @@ def run(args) -> int:
         shape = model_shape(load_model(run_model_dir(args.run, args.stage)))
         subnet = subnet_from_args(args, shape, args._parser.error)
     inputs = EvalInputs(args.run, task, args.data_dir, args.dev_file, args.stage, args.max_seq_length, args.batch_size,
-                        subnet, Path(args.out) if args.out else None, args.bf16)
+                        subnet, Path(args.out) if args.out else None, args.bf16, args.dev_subset)
     table, csv_path, png_path = evaluate_run(inputs)
     metric = task.metrics[0]
     cols = ["width", "depth", "params", *[m for m in task.metrics], "seconds"]

@@ -52,6 +52,8 @@ def register(sub) -> None:
     e = p.add_argument_group("evaluation and latency")
     e.add_argument("--search-dev", type=positive_int, default=None, metavar="N",
                    help="score configs on a seeded subset of N dev examples (the front is re-scored on all of dev)")
+    e.add_argument("--rescore-dev", type=positive_int, default=None, metavar="N",
+                   help="re-score the front and grid on a seeded subset of N dev examples (default: the whole dev split)")
     e.add_argument("--search-dev-seed", type=int, default=0, help="which seeded subset --search-dev takes (default 0)")
     e.add_argument("--max-seq-length", type=positive_int, default=None, help="evaluation length (default: the run's, else 128)")
     e.add_argument("--bf16", action="store_true", help="bfloat16 matrix products when scoring (faster on recent CPUs)")
@@ -84,7 +86,7 @@ def run(args) -> int:
         run=args.run, predictor=args.predictor, out=args.out, task=args.task, data_dir=args.data_dir, dev_file=args.dev_file,
         stage=args.stage, target_ms=target, percentile=args.percentile, trials=args.trials, sampler=args.sampler, seed=args.seed,
         space=SpaceOptions(args.head_choices, args.ffn_choices, args.ffn_step, not args.no_drop, args.min_layers),
-        search_dev=args.search_dev, search_dev_seed=args.search_dev_seed, batch=args.batch, seq_len=args.seq_len, max_seq_length=args.max_seq_length,
+        search_dev=args.search_dev, search_dev_seed=args.search_dev_seed, rescore_dev=args.rescore_dev, batch=args.batch, seq_len=args.seq_len, max_seq_length=args.max_seq_length,
         storage=args.storage, study=args.study, verify=not args.no_verify, raw=args.raw, max_candidates=args.max_candidates,
         allow_unmeasured_widths=args.allow_unmeasured_widths, allow_untrained=args.allow_untrained,
         heartbeat_interval=args.heartbeat, grace_period=args.grace_period, bf16=args.bf16, progress=not args.quiet,

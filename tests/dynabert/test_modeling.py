@@ -110,3 +110,18 @@ def test_grid_subnets_run_on_loaded_model(flavor, tiny_bert_dir, tiny_roberta_di
     for _, _, sub in paper_grid(model_shape(model)):
         with torch.no_grad():
             assert model(**feeds, active=sub.active_spec()).logits.shape == (3, 2)
+
+
+def test_shared_embedding_output_gives_the_same_logits():
+    """Training computes the embeddings once per step and passes them to every sub-network."""
+    model = MODELS["bert"].eval()
+    feeds = random_ids(model)
+    sub = SubnetConfig((0, 2), (2, 4), (32, 64))
+    with torch.no_grad():
+        emb = model.embeddings(feeds["input_ids"], feeds.get("token_type_ids"))
+        own = model(**feeds, active=sub.active_spec(), output_hidden_states=True)
+        shared = model(**feeds, active=sub.active_spec(), output_hidden_states=True, embedding_output=emb)
+    assert torch.equal(own.logits, shared.logits) and torch.equal(own.hidden_states[-1], shared.hidden_states[-1])
+    with torch.no_grad():  # and it is really used: other embeddings, other logits
+        other = model(**feeds, active=sub.active_spec(), embedding_output=emb + 1.0)
+    assert not torch.allclose(other.logits, own.logits)

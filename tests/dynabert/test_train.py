@@ -253,3 +253,25 @@ def test_random_subnets_resume_equals_straight_run(assets, tmp_path):
 def test_random_subnets_must_be_a_count(bad):
     with pytest.raises(DataError, match=rf"random_subnets must be an integer >= 0 \(random per-layer sub-networks per step\); got {bad!r}"):
         TrainConfig(random_subnets=bad)
+
+
+def test_stage_budgets_override_the_global_ones():
+    cfg = TrainConfig(learning_rate=2e-5, stage_learning_rates={"depth": 1e-4}, epochs=3.0, stage_epochs=[["width", 0.25]])
+    assert (cfg.lr_for("depth"), cfg.lr_for("width"), cfg.epochs_for("width"), cfg.epochs_for("teacher")) == (1e-4, 2e-5, 0.25, 3.0)
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # run.json round trip
+    with pytest.raises(DataError, match=r"stage_learning_rates: unknown stage\(s\) \['distil'\]"):
+        TrainConfig(stage_learning_rates={"distil": 1e-4})
+    with pytest.raises(DataError, match="stage_epochs: values must be > 0; got depth=0"):
+        TrainConfig(stage_epochs={"depth": 0})
+
+
+def test_stage_epochs_set_the_steps_and_loss_parts_are_kept(assets, tmp_path):
+    base = {k: v for k, v in FAST.items()}
+    state = train(RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
+                  TrainConfig(stages=("teacher", "width"), stage_epochs={"width": 0.5}, width_hidden_weight=0.0, **base),
+                  progress=False)
+    t_steps = state["scores"]["teacher"]["history"][-1]["step"]
+    assert state["scores"]["width"]["history"][-1]["step"] == -(-t_steps // 2)  # ceil(0.5 * steps per epoch)
+    parts = state["loss_parts"]["width"]
+    # The soft cross-entropy's floor is the teacher's entropy (> 0); no hidden term with weight 0.
+    assert parts["teacher_entropy"] > 0 and parts["logit_kl"] >= 0 and parts["hidden_mse"] == 0
