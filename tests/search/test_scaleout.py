@@ -192,9 +192,14 @@ def test_worker_with_other_space_refused_cli(searchable, tmp_path):
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_study_of_another_tool_refused(searchable, tmp_path):
+def test_study_of_another_tool_refused(searchable, tmp_path, monkeypatch):
     import optuna
 
+    from search.study import Search
+
+    # The search waits up to 10 s for a racing dynasearch worker to stamp the study; 0.5 s here.
+    wait = Search._wait_for_identity
+    monkeypatch.setattr(Search, "_wait_for_identity", lambda self, timeout_s=0.5: wait(self, timeout_s))
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="foreign", storage=url, directions=["maximize", "minimize"])
     with pytest.raises(SearchError, match="was not created by dynasearch search"):
