@@ -93,7 +93,8 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
              + (f" --dev-subset {cfg['dev_subset']}" if cfg.get("dev_subset") else "")
              + (f" --max-steps {cfg['max_steps']}" if cfg.get("max_steps") else "")
              + (" --group-by-length" if cfg.get("group_by_length") else "") + (f" --stage-lr {lrs}" if lrs else "")
-             + (f" --stage-epochs {eps}" if eps else ""))
+             + (f" --stage-epochs {eps}" if eps else "")
+             + (f" --depth-loss {cfg['depth_loss'][0]:g},{cfg['depth_loss'][1]:g}" if cfg.get("depth_loss") else ""))
     lines = [
         "# 1. train DynaBERT (teacher, rewiring, width, width+depth)", train,
         "# 2. score the 12 grid sub-networks on dev", f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}"
