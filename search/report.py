@@ -95,14 +95,25 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
              + (" --group-by-length" if cfg.get("group_by_length") else "") + (f" --stage-lr {lrs}" if lrs else "")
              + (f" --stage-epochs {eps}" if eps else "")
              + (f" --depth-loss {cfg['depth_loss'][0]:g},{cfg['depth_loss'][1]:g}" if cfg.get("depth_loss") else ""))
+    from dynabert.runs import run_model_dir
+
+    try:
+        model_dir = run_model_dir(out / "run")
+    except Exception:  # noqa: BLE001 - a run that never finished: name where its model will be
+        model_dir = out / "run" / "width_depth"
+    from .demo import DEMO_PROTOCOL
+
+    p = cfg.get("measure_protocol") or DEMO_PROTOCOL
+    protocol = "".join(f" --{k.replace('_', '-')} {p[k]:g}" for k in ("rel_ci", "min_runs", "min_visits", "runs_per_visit",
+                                                                     "max_runs", "max_seconds", "chunk_size") if k in p)
     lines = [
         "# 1. train DynaBERT (teacher, rewiring, width, width+depth)", train,
         "# 2. score the 12 grid sub-networks on dev", f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}"
         + (f" --dev-subset {cfg['eval_dev']}" if cfg.get("eval_dev") else ""),
         "# 3. time layer-table, grid and random per-layer configs in one run",
-        f"dynasearch measure --model {q(out / 'run')} --out {q(out / 'latency' / 'records.csv')} --sampler layer-table,grid,uniform "
+        f"dynasearch measure {q(model_dir)} --out {q(out / 'latency' / 'records.csv')} --sampler layer-table,grid,uniform "
         f"--n {cfg['random_configs']} --seed {cfg['seed']} --backend {cfg['backend']} --threads {cfg['threads']} "
-        f"--batch {cfg['latency_batch']} --seq-len {cfg['latency_seq_len']}",
+        f"--batch {cfg['latency_batch']} --seq-len {cfg['latency_seq_len']}{protocol}",
         "# 4. fit the latency predictors (held-out error printed)",
         f"dynasearch fit-predictor {q(out / 'latency' / 'records.csv')} --out {q(out / 'predictor')} --overwrite",
         "# 5. search grid + per-layer choices, verify the answer by measurement",
@@ -124,8 +135,11 @@ def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict
     blocks: list[Block] = [("h1", f"dynasearch demo: {s['task']} on {s['backbone']}")]
     grid = pd.DataFrame(s["grid"])
     n_dev = int(grid["examples"].iloc[0]) if "examples" in grid and len(grid) else None
-    blocks.append(("p", f"Task {s['task']} ({metric}), backbone {s['backbone']}; trained on "
-                        f"{cfg.get('train_subset') or 'all'} examples per stage, scored on {n_dev} dev examples"
+    epochs = {st: e for st, e in cfg.get("stage_epochs", [])}
+    per_stage = ", ".join(f"{st} {round((cfg.get('train_subset') or 0) * epochs.get(st, cfg.get('epochs', 1))) or 'all'}"
+                          for st in cfg.get("stages", []) if st != "rewire")
+    blocks.append(("p", f"Task {s['task']} ({metric}), backbone {s['backbone']}; training examples per stage: {per_stage}; "
+                        f"scored on {n_dev} dev examples"
                         + (f" (always predicting the majority class scores {s['dev_majority']:.1f}%)" if s.get("dev_majority") else "")
                         + f". Latency: {lat['backend']} CPU, {lat['threads']} thread(s), batch {lat['batch']}, length {lat['seq_len']}, "
                         "of the physically extracted sub-networks on this machine."))

@@ -66,6 +66,7 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
     assert set(records["sampler"]) == {"layer-table", "grid", "uniform"} and records["run_id"].nunique() == 1
     assert len(records) == len(measure_configs(model_shape(load_model(tiny_bert_dir)), cfg)[0])
     assert summary["predictor"]["n_test"] > 0 and summary["predictor"]["mape"] >= 0
+    assert not (out / "latency" / "onnx-cache").exists()  # the exported ONNX files go once all are timed
     grid = pd.read_csv(next((out / "eval").glob("*-grid.csv")))
     assert len(grid) == 12 and {"classes_predicted", "top_class_share", "dev_majority_share"} <= set(grid.columns)
     report = (out / "report.md").read_text()
