@@ -455,6 +455,14 @@ CASES = [
     # ---- the demo's output folder (search/demo.py is being reworked: its other bad inputs belong to tests/search/test_demo.py)
     Case("demo-out-holds-something-else", lambda e: ["demo", "--out", e.file("out/notes.txt", "mine").parent, "--no-progress"],
          r"holds something other than a dynasearch demo", OutputExistsError),
+    # ---- issue 15: results directories read back (search.json, front.csv, trials.csv, grid.csv): query, export --results
+    # (end of results section)
+    # ---- issue 15: records, predictor directories, measure, fit-predictor, kit
+    # (end of records section)
+    # ---- issue 15: exported sub-networks as inputs (info, train, evaluate, measure, export, search)
+    # (end of exports section)
+    # ---- issue 15: search, evaluate, demo options and run directories
+    # (end of search section)
 ]
 
 
