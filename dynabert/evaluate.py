@@ -7,6 +7,7 @@ one column per task metric (percent), seconds (wall time of that sub-network's e
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ from .tasks import TaskSpec
 class DevSet:
     """A tokenised dev split, cut once into length-sorted batches reused by every sub-network.
 
-    selection: which examples it holds, for cache keys ("all", or "subset-N-seedS");
+    selection: which examples it holds, for people ("all", or "subset-N-seedS");
+    digest: what a score depends on in it (every token id, token type and label, in order, and the
+    length): two dev sets with one digest give every sub-network the same score, so caches key by it;
     n: how many; max_seq_length: the tokenisation length (None when built from an Encoded directly)."""
 
     def __init__(self, enc: Encoded, batch_size: int = 128, selection: str = "all", max_seq_length: int | None = None):
@@ -36,10 +39,19 @@ class DevSet:
         self.n = len(enc)
         self.selection = selection
         self.max_seq_length = max_seq_length
+        self.digest = _encoded_digest(enc, max_seq_length)
 
     def to(self, device) -> "DevSet":
         self.batches = [b.to(device) for b in self.batches]
         return self
+
+
+def _encoded_digest(enc: Encoded, max_seq_length: int | None) -> str:
+    h = hashlib.sha256(f"len={max_seq_length};pad={enc.pad_id};n={len(enc)};".encode())
+    for ids, types in zip(enc.input_ids, enc.token_type_ids):
+        h.update(np.asarray(ids, dtype=np.int64).tobytes() + b"|" + np.asarray(types, dtype=np.int64).tobytes() + b";")
+    h.update(np.ascontiguousarray(enc.labels.numpy()).tobytes() + str(enc.labels.dtype).encode())
+    return h.hexdigest()[:16]
 
 
 def seeded_subset(n: int, k: int, seed: int) -> list[int]:

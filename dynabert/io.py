@@ -65,6 +65,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def process_tag() -> str:
+    """This process as `<host>-<pid>` (the host hashed as in temporary names): who made a thing."""
+    return f"{_HOST}-{os.getpid()}"
+
+
+def process_dead(tag: object) -> bool:
+    """True only when `tag` (a `process_tag()`) names a process of THIS host that no longer runs;
+    another host's process, or a tag that does not parse, may be alive: False."""
+    host, _, pid = str(tag).partition("-")
+    return host == _HOST and pid.isdigit() and not _pid_alive(int(pid))
+
+
 def stale_temporaries(path: str | Path) -> list[Path]:
     """Temporaries beside `path` left by earlier runs that were killed: named by our pattern for this
     very NAME, made on this host, by a process that is no longer alive. An `-old` one (the previous

@@ -264,13 +264,15 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
     from dynabert.runs import model_digest, resolve_run
     from dynabert.tasks import get_task
 
+    from .objectives import cache_selection
     from .storage import AccuracyCache, default_storage_url
     from .study import RESCORE_SEED
 
     info = resolve_run(run)
     task = get_task(cfg.task)
-    sel = load_dev_set(task, info.model_dir, data_dir=cfg.data_dir, max_seq_length=info.max_seq_length or 128,
-                       subset=cfg.eval_dev, seed=RESCORE_SEED).selection
+    dev = load_dev_set(task, info.model_dir, data_dir=cfg.data_dir, max_seq_length=info.max_seq_length or 128,
+                       subset=cfg.eval_dev, seed=RESCORE_SEED)
+    sel = cache_selection(dev, bf16=False)  # the demo's search scores in fp32, as its score step did
     digest = model_digest(info.model_dir)
     cache = AccuracyCache(default_storage_url(results))
     try:

@@ -19,6 +19,8 @@ import numpy as np
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
 
+from dynabert.killpoints import kill_point
+
 from .errors import SearchError
 from .storage import AccuracyCache
 
@@ -37,6 +39,14 @@ class Counters:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def cache_selection(dev: Any, bf16: bool) -> str:
+    """The accuracy cache's selection key: every input of a score besides the checkpoint (its own
+    key column) and the sub-network: the digest of the tokenised dev selection (examples, order,
+    tokenizer, length, labels) and the evaluation's precision. Caches written before this key
+    ("all", "subset-N-seedS") never match it, so they are not reused wrongly."""
+    return f"v2-{dev.digest}-{'bf16' if bf16 else 'fp32'}"
+
+
 class AccuracyEvaluator:
     """metric(subnet, full=False): percent on the search selection (or the whole dev split)."""
 
@@ -53,19 +63,26 @@ class AccuracyEvaluator:
     def selection(self, full: bool = False) -> str:
         return self.dev["full" if full else "search"].selection
 
+    def cache_selection(self, full: bool = False) -> str:
+        """The cache's selection key of the search (or full) dev set: see `cache_selection`."""
+        return cache_selection(self.dev["full" if full else "search"], self.bf16)
+
     def score(self, subnet: SubnetConfig, full: bool = False) -> tuple[float, bool]:
         """(primary metric in percent, True when answered from the cache)."""
         from dynabert.evaluate import score_subnet
 
         dev = self.dev["full" if full else "search"]
-        hit = self.cache.get(self.digest, dev.selection, subnet.key)
-        if hit is not None:
+        selection = cache_selection(dev, self.bf16)
+        hit = self.cache.get(self.digest, selection, subnet.key)
+        if hit is not None and self.metric in hit.metrics:
             self.counters.cache_hits += 1
             return float(hit.metrics[self.metric]), True
+        kill_point("trial-evaluating")
         t0 = time.perf_counter()
         scores = score_subnet(self.model, dev, subnet, self.metrics, self.bf16)
         secs = time.perf_counter() - t0
-        self.cache.put(self.digest, dev.selection, subnet.key, scores, secs)
+        kill_point("cache-put")
+        self.cache.put(self.digest, selection, subnet.key, scores, secs)
         self.counters.evaluations += 1
         self.counters.evaluation_s += secs
         return float(scores[self.metric]), False

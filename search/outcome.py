@@ -133,7 +133,7 @@ def finish(self: "Search") -> SearchOutcome:
     # Hypervolume against distinct configs evaluated, reference point stated in search.json.
     ref = (float(uniq["metric_search"].min()) - 1.0, float(uniq["predicted_ms"].max()) * 1.05)
     hv = hypervolume_history(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy(), *ref)
-    evals, distinct = self.cache.evaluation_counts(self.digest, self.evaluator.selection(False))
+    evals, distinct = self.cache.evaluation_counts(self.digest, self.evaluator.cache_selection(False))
     ans = None
     if answer is not None:
         row = front[front["key"] == answer["key"]].iloc[0].to_dict()

@@ -283,6 +283,57 @@ def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: in
     raise AssertionError("unreachable")
 
 
+def claim_study(storage, name: str) -> None:
+    """Write, BEFORE the Optuna study exists, that dynasearch is creating study `name` (table
+    `dynasearch_studies` in the storage's database). Optuna cannot create a study and its
+    attributes in one transaction; this row lets a re-run tell our own study killed before its
+    identity was written (adopt it) from another tool's study (refuse it). No-op without a database."""
+    import sqlalchemy as sa
+
+    engine = getattr(storage, "engine", None)
+    if engine is None:
+        return
+    table = _claims_table(sa)
+    url = str(engine.url)
+
+    def write():
+        table.metadata.create_all(engine, checkfirst=True)
+        try:
+            with engine.begin() as c:
+                c.execute(sa.insert(table).values(name=name, creator=f"{socket.gethostname()}:{os.getpid()}"))
+        except sa.exc.IntegrityError:
+            pass  # claimed before: a re-run, or a worker starting at the same moment
+
+    for attempt in range(5):
+        try:
+            return with_retry(write, "study claim", url)
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError, sa.exc.IntegrityError) as e:
+            if attempt < 4 and "already exists" in str(e):
+                continue  # two workers created the table at once
+            raise SearchError(f"storage {redact(url)}: study claim cannot be written: {_reason(e, url)}") from None
+
+
+def is_claimed(storage, name: str) -> bool:
+    """Whether dynasearch once started creating study `name` in this storage (see claim_study)."""
+    import sqlalchemy as sa
+
+    engine = getattr(storage, "engine", None)
+    if engine is None or not sa.inspect(engine).has_table("dynasearch_studies"):
+        return False
+    table = _claims_table(sa)
+
+    def read():
+        with engine.connect() as c:
+            return c.execute(sa.select(table.c.name).where(table.c.name == name)).first()
+
+    return with_retry(read, "study claim lookup", str(engine.url)) is not None
+
+
+def _claims_table(sa):
+    return sa.Table("dynasearch_studies", sa.MetaData(), sa.Column("name", sa.String(512), primary_key=True),
+                    sa.Column("creator", sa.String(160), nullable=False))
+
+
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, float]

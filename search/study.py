@@ -25,8 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynabert.io import process_dead, process_tag
+from dynabert.killpoints import kill_point
+
 from .errors import SearchError
 from .outcome import SearchOutcome
+from .storage import claim_study, is_claimed
 from .space import SpaceOptions, encode, grid_points, suggest
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
@@ -34,6 +38,8 @@ DEFAULT_SAMPLER = "tpe"  # the benchmark's winner (bench/results/search.md): 98.
 RESCORE_SEED = 1  # the seeded dev subset of --rescore-dev (the search subset's default seed is 0)
 STUDY_FORMAT = "dynasearch-study"
 STUDY_ATTR = "dynasearch"
+GRID_ATTR = "dynasearch_grid_queued"  # set once all 12 grid trials are enqueued
+IDENTITY_WAIT_S = 5.0  # a live creator writes its identity (and queues the grid) within milliseconds of creating the study
 log = logging.getLogger("search.study")
 
 
@@ -255,6 +261,7 @@ class Search:
             "predictor": _digest_file(Path(self.predictor_dir) / "predictor.json"), "predictor_dir": str(Path(self.predictor_dir).resolve()),
             "latency": {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}, "target_ms": cfg.target_ms,
             "percentile": cfg.percentile, "search_dev": self.evaluator.selection(False), "max_seq_length": self.max_len,
+            "dev": self.evaluator.cache_selection(False),
             "sampler": cfg.sampler, "seed": cfg.seed,
         }
 
@@ -266,6 +273,8 @@ class Search:
         ident = self.identity()
         ident_cmp = {k: v for k, v in ident.items() if k not in ("model_dir", "predictor_dir")}
         directions = ["maximize", "minimize"]
+        if not self._study_exists():
+            claim_study(self.storage, self.cfg.study)  # before the study exists: see _wait_for_identity
         try:
             study = optuna.create_study(study_name=self.cfg.study, storage=self.storage, directions=directions,
                                         sampler=make_sampler(self.cfg.sampler, self.cfg.seed, self.cfg.trials))
@@ -274,18 +283,22 @@ class Search:
             created = False
             study = None
         if created:
-            # Grid first, metadata last: a worker that sees our metadata also sees the grid enqueued.
-            for w, d, s in grid_points(self.space):
-                study.enqueue_trial(encode(s, self.space), user_attrs={"grid": f"{w:g}x{d:g}"}, skip_if_exists=True)
-            study.set_user_attr(STUDY_ATTR, ident)
+            # Identity FIRST, grid second, "grid complete" last: a run killed at any point leaves a
+            # study its own re-run recognises (the identity) and completes (the grid, idempotent).
+            # Killed between create_study and the identity (one statement apart) it leaves an empty
+            # study without attributes: the re-run adopts exactly that (see _wait_for_identity).
+            kill_point("study-created")
+            self._write_identity(study, ident)
+            self._enqueue_grid(study)
             self.resumed = False
         else:
-            saved = self._wait_for_identity()
+            saved = self._wait_for_identity(ident)
             diffs = [k for k in ident_cmp if saved.get(k) != ident_cmp[k]]
             if diffs:
                 detail = "; ".join(f"{k}: study {_short(saved.get(k))}, asked {_short(ident_cmp[k])}" for k in diffs[:4])
                 raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings ({detail}); "
                                   "use another --study name (the accuracy cache is shared) or the same options")
+            self._complete_grid(ident)
             trials = optuna.load_study(study_name=self.cfg.study, storage=self.storage).get_trials(deepcopy=False)
             seed = self.cfg.seed + len(trials)  # a resumed run must not replay the first one's random stream
             if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
@@ -303,19 +316,66 @@ class Search:
         self.study = study
         return study
 
-    def _wait_for_identity(self, timeout_s: float = 10.0) -> dict[str, Any]:
+    def _study_exists(self) -> bool:
+        try:
+            self.storage.get_study_id_from_name(self.cfg.study)
+            return True
+        except KeyError:
+            return False
+
+    def _write_identity(self, study, ident: dict[str, Any]) -> None:
+        study.set_user_attr(STUDY_ATTR, {**ident, "creator": process_tag()})
+        kill_point("study-identity")
+
+    def _enqueue_grid(self, study) -> None:
+        """The paper's 12 grid points, queued once (skip_if_exists: a re-run completing a grid that
+        a killed run half-queued adds only the missing ones), then the mark that the grid is whole."""
+        for w, d, s in grid_points(self.space):
+            study.enqueue_trial(encode(s, self.space), user_attrs={"grid": f"{w:g}x{d:g}"}, skip_if_exists=True)
+            kill_point("grid-enqueued")
+        study.set_user_attr(GRID_ATTR, True)
+
+    def _complete_grid(self, ident: dict[str, Any], timeout_s: float = IDENTITY_WAIT_S) -> None:
+        """A study whose grid is not marked whole: its creator is still queueing it (wait), or was
+        killed doing so (its process is gone, or the wait ran out): queue what is missing."""
         import optuna
 
         t0 = time.monotonic()
         while True:
-            attrs = optuna.load_study(study_name=self.cfg.study, storage=self.storage).user_attrs
-            saved = attrs.get(STUDY_ATTR)
+            study = optuna.load_study(study_name=self.cfg.study, storage=self.storage)
+            attrs = study.user_attrs
+            if attrs.get(GRID_ATTR):
+                return
+            creator = (attrs.get(STUDY_ATTR) or {}).get("creator")
+            if process_dead(creator) or time.monotonic() - t0 > timeout_s:
+                log.warning("study %r: its grid was not wholly queued (the creating run %s stopped); queueing the rest",
+                            self.cfg.study, creator or "?")
+                self._enqueue_grid(study)
+                return
+            time.sleep(0.25)
+
+    def _wait_for_identity(self, ident: dict[str, Any], timeout_s: float = IDENTITY_WAIT_S) -> dict[str, Any]:
+        """The identity of an existing study. Its creator writes it one statement after creating the
+        study, so a study without one is either being created (wait) or was created by a run killed
+        in between. An empty study without attributes that dynasearch claimed before creating it
+        (storage.claim_study) is adopted as ours; anything else is another tool's study: refused."""
+        import optuna
+
+        t0 = time.monotonic()
+        while True:
+            study = optuna.load_study(study_name=self.cfg.study, storage=self.storage)
+            saved = study.user_attrs.get(STUDY_ATTR)
             if isinstance(saved, dict) and saved.get("format") == STUDY_FORMAT:
                 return saved
             if time.monotonic() - t0 > timeout_s:
+                if not study.user_attrs and not study.get_trials(deepcopy=False) and is_claimed(self.storage, self.cfg.study):
+                    log.warning("study %r has no dynasearch metadata and no trials (a run was killed while creating it): "
+                                "adopting it", self.cfg.study)
+                    self._write_identity(study, ident)
+                    return {**ident, "creator": process_tag()}
                 raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was not created by dynasearch search "
                                   "(no dynasearch metadata); use another --study name")
-            time.sleep(0.5)
+            time.sleep(0.25)
 
     def objective(self, trial) -> tuple[float, float]:
         subnet = suggest(trial, self.space)
@@ -323,7 +383,9 @@ class Search:
         target = self.cfg.target_ms
         feasible = target is None or pred <= target
         if target is not None:
-            trial.set_constraint("latency", pred - target)  # every trial, cache hits included
+            with warnings.catch_warnings():  # a retried trial carries its first try's constraint (same params, same value)
+                warnings.filterwarnings("ignore", message="The constraint value is ignored")
+                trial.set_constraint("latency", pred - target)  # every trial, cache hits included
         metric, hit = self.evaluator.score(subnet)
         for k, v in (("key", subnet.key), ("subnet", subnet.to_json()), ("predicted_ms", pred), ("feasible", feasible),
                      ("cache_hit", hit)):

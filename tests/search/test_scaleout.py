@@ -199,7 +199,7 @@ def test_study_of_another_tool_refused(searchable, tmp_path, monkeypatch):
 
     # The search waits up to 10 s for a racing dynasearch worker to stamp the study; 0.5 s here.
     wait = Search._wait_for_identity
-    monkeypatch.setattr(Search, "_wait_for_identity", lambda self, timeout_s=0.5: wait(self, timeout_s))
+    monkeypatch.setattr(Search, "_wait_for_identity", lambda self, ident, timeout_s=0.5: wait(self, ident, timeout_s))
     url = f"sqlite:///{tmp_path / 'study.db'}"
     optuna.create_study(study_name="foreign", storage=url, directions=["maximize", "minimize"])
     with pytest.raises(SearchError, match="was not created by dynasearch search"):

@@ -66,7 +66,7 @@ def test_cache_prevents_re_evaluation(sk_results, sk_run, sk_predictor, fast_tmp
     assert second["summary"]["evaluations_logged"] == second["summary"]["distinct_evaluated"]
     cache = AccuracyCache(default_storage_url(res))
     try:
-        n, distinct = cache.evaluation_counts(second["study"]["checkpoint"], second["study"]["search_dev"])
+        n, distinct = cache.evaluation_counts(second["study"]["checkpoint"], second["study"]["dev"])
     finally:
         cache.close()
     assert n == distinct == first["evaluations_logged"] + second["timing"]["evaluations_this_run"]
@@ -88,7 +88,7 @@ def test_equal_decoded_configs_are_evaluated_once(sk_run, sk_predictor, fast_tmp
         study.enqueue_trial(p2)
         s.optimize()
         out = s.finish()
-        evals, distinct = s.cache.evaluation_counts(s.digest, s.evaluator.selection(False))
+        evals, distinct = s.cache.evaluation_counts(s.digest, s.evaluator.cache_selection(False))
     finally:
         s.close()
     t = out.trials.set_index("trial")
