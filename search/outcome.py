@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from dynabert.killpoints import kill_point
+
 from .errors import SearchError
 from .space import decode
 
@@ -162,6 +164,7 @@ def finish(self: "Search") -> SearchOutcome:
         "answer": ans, "met": met, "message": message, "warnings": self.warnings,
     }
     write_results(self.out, meta, trials, front)
+    kill_point("results-written")  # test-only: a killed finish must be redone whole by the re-run
     title = f"{self.task.name}: {self.task.metrics[0]} vs latency ({self.estimator.setting['backend']}, " \
             f"{self.estimator.setting['threads']} thread(s), batch {self.estimator.batch}, seq {self.estimator.seq_len})"
     plot_search_front(trials, front, self.out / "front.png", self.task.metrics[0], target, ans["key"] if ans else None, title)
