@@ -176,6 +176,18 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | Non
         raise
 
 
+def check_writable(folder: str | Path) -> None:
+    """Create and remove a probe file (named as our temporaries) in an existing `folder`: OSError
+    (read-only, no space, no permission) before any real output is started."""
+    fd, probe = tempfile.mkstemp(prefix=_temp_prefix(Path(folder) / "write-probe"), suffix=".tmp", dir=folder)
+    try:
+        os.write(fd, b"x")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+
+
 def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     """Refuse an existing non-empty output without overwrite, and an unwritable parent, up front."""
     path = Path(path)

@@ -2,7 +2,8 @@
 
 Each sub-command lives in `search/commands/<name>.py` with `register(subparsers)`; heavy
 libraries are imported inside the handlers so `dynasearch --help` stays fast.
-Every DynasearchError becomes one line on stderr and exit status 2.
+Every DynasearchError becomes one line on stderr and exit status 2; any other exception one line
+naming a log file that holds its traceback, and exit status 3.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import os
 import sys
 
 from dynabert.errors import DynasearchError
+
+# Exit statuses, one rule for every command (README "Exit statuses"): 0 done; 1 ran but found no
+# answer (no configuration meets the target); 2 bad input (one line naming the bad value); 3 an
+# internal error (one line naming the log file with its traceback); 130 interrupted.
+EXIT_NO_ANSWER, EXIT_BAD_INPUT, EXIT_INTERNAL = 1, 2, 3
+RAISE_ENV = "DYNASEARCH_RAISE_INTERNAL"  # set (tests): internal errors propagate instead of exit 3
 
 # Order is the order shown by --help. Add a module here to add a sub-command.
 COMMANDS = (
@@ -55,10 +62,35 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DynasearchError as e:
         print(f"dynasearch {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"dynasearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get(RAISE_ENV):  # the test suite: a bug shows its traceback in the failing test
+            raise
+        log = _crash_log(args.command, words)
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"dynasearch {args.command}: internal error ({type(e).__name__}: {first}); the traceback is in {log}; "
+              "please report it", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _crash_log(command: str, words: list[str]) -> str:
+    """Write the current exception's traceback to a new file; its path (or '(unwritable)')."""
+    import tempfile
+    import time
+    import traceback
+
+    folder = os.environ.get("DYNASEARCH_LOG_DIR") or os.path.join(tempfile.gettempdir(), "dynasearch-logs")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{command}.log")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(f"dynasearch {' '.join(words)}\n\n{traceback.format_exc()}")
+        return path
+    except OSError:
+        return "(no log: the log folder cannot be written)"
 
 
 if __name__ == "__main__":

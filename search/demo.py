@@ -27,7 +27,8 @@ from typing import Any
 import pandas as pd
 
 from dynabert.errors import DynasearchError, OutputExistsError
-from dynabert.io import read_json, write_json
+from dynabert.io import check_writable, read_json, write_json
+from dynabert.killpoints import kill_point
 
 STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
@@ -103,6 +104,15 @@ class _Steps:
     def __init__(self, out: Path):
         self.path = out / "steps.json"
         self.data: dict[str, dict[str, Any]] = read_json(self.path, "demo steps file") if self.path.is_file() else {}
+        for step, entry in self.data.items():  # read back: damage is one line naming the step, never a traceback later
+            if step not in STEPS:
+                raise DynasearchError(f"demo steps file {self.path}: unknown step {step!r}; allowed: {', '.join(STEPS)} "
+                                      f"(delete the file to redo every step)")
+            if not (isinstance(entry, dict) and isinstance(entry.get("done", False), bool)
+                    and isinstance(entry.get("seconds"), (int, float)) and not isinstance(entry.get("seconds"), bool)
+                    and math.isfinite(entry["seconds"]) and entry["seconds"] >= 0):
+                raise DynasearchError(f"demo steps file {self.path}: step {step!r} must be an object with 'seconds' (a number "
+                                      f">= 0) and 'done' (true or false); got {entry!r:.80} (delete the file to redo every step)")
 
     def done(self, step: str) -> bool:
         return bool(self.data.get(step, {}).get("done"))
@@ -117,8 +127,12 @@ class _Steps:
             write_json(self.path, self.data)
 
     def finish(self, step: str, **info: Any) -> None:
+        kill_point("demo-step-done")  # test-only: the step's work is there, steps.json does not say so yet
         self.data.setdefault(step, {"seconds": 0.0}).update(done=True, **info)
         write_json(self.path, self.data)
+
+    def any_done(self) -> bool:
+        return any(e.get("done") for e in self.data.values())
 
     def undo(self, *steps: str) -> None:
         for s in steps:
@@ -304,19 +318,39 @@ def _prepare_out(cfg: DemoConfig) -> Path:
         raise OutputExistsError(f"'{out}' is a file; choose another --out")
     if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
         raise OutputExistsError(f"'{out}' exists and holds something other than a dynasearch demo; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
+    except OSError as e:
+        raise OutputExistsError(f"output directory '{out}' cannot be written: {e.strerror or e}; choose another --out") from None
     saved = out / "demo.json"
     settings = cfg.settings()
     if saved.is_file():
         old = read_json(saved, "demo settings file")
-        if {k: v for k, v in old.items() if k != "target_ms"} != settings:
+        # Another setting may replace the saved one while nothing has started (the first try failed
+        # on its arguments before training wrote anything): there is no work of the old settings to keep.
+        started = (out / "run").exists() or _Steps(out).any_done()
+        if {k: v for k, v in old.items() if k != "target_ms"} != settings and started:
             raise OutputExistsError(f"'{out}' holds a demo run with other settings ({saved}); choose another --out")
     write_json(saved, {**settings, "target_ms": cfg.target_ms})
     return out
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
-    """Run (or continue) the demo pipeline; returns the summary also written to OUT/summary.json."""
+    """Run (or continue) the demo pipeline; returns the summary also written to OUT/summary.json.
+    A run that fails before any step finished leaves no output directory it created (a bad --task,
+    --data-dir, --model or --epochs is found in the first step, after the folder exists)."""
+    out = Path(cfg.out_dir)
+    fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
+    try:
+        return _run_demo(cfg, progress)
+    except DynasearchError:
+        if fresh and out.is_dir() and not _Steps(out).any_done():  # fresh: steps.json (if any) is this run's own
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
     from dynabert.runs import run_model_dir

@@ -92,8 +92,23 @@ class SearchConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise SearchError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
+        if self.raw and not self.verify:
+            raise SearchError("--raw judges the target on raw measured latency, but --no-verify measures nothing; drop one of them")
         if not self.study or not isinstance(self.study, str):
             raise SearchError(f"study name must be a non-empty string; got {self.study!r}")
+
+
+def _check_positions(max_len: int, model_dir: str | Path) -> None:
+    """The evaluation length fits the backbone's position table (as `train` checks), from config.json alone."""
+    from types import SimpleNamespace
+
+    from dynabert.backbone import read_config
+    from dynabert.data import check_max_length
+
+    raw = read_config(Path(model_dir))
+    roberta = raw.get("flavor") == "roberta" or raw.get("model_type") in ("roberta", "xlm-roberta", "camembert")
+    check_max_length(max_len, SimpleNamespace(max_position_embeddings=int(raw.get("max_position_embeddings") or 512),
+                                              flavor="roberta" if roberta else "bert", pad_token_id=int(raw.get("pad_token_id") or 0)))
 
 
 def _digest_file(path: Path) -> str:
@@ -114,23 +129,17 @@ def make_sampler(name: str, seed: int, trials: int):
 
 
 def _find_predictor(path: str | Path):
-    """A predictor directory, or a fit-predictor output (its metrics.json names the best kind)."""
-    from predictors import load_predictor
+    """A predictor directory, or a fit-predictor output (its metrics.json names the best kind):
+    `predictors.find_predictor` is the one reader of both (PredictorError naming file and key)."""
+    from predictors import find_predictor
 
     p = Path(path)
     if not p.exists():
         raise SearchError(f"predictor directory {p} does not exist")
-    if (p / "predictor.json").is_file():
-        return load_predictor(p), p
-    best_file = p / "metrics.json"
-    if best_file.is_file() and (p / "predictors").is_dir():
-        from dynabert.io import read_json
-
-        best = read_json(best_file, "predictor metrics file", error=SearchError).get("best")
-        if isinstance(best, str) and (p / "predictors" / best / "predictor.json").is_file():
-            return load_predictor(p / "predictors" / best), p / "predictors" / best
-    raise SearchError(f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs metrics.json "
-                      "naming the best kind and predictors/<kind>/)")
+    if not (p / "predictor.json").exists() and not (p / "metrics.json").exists():
+        raise SearchError(f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs metrics.json "
+                          "naming the best kind and predictors/<kind>/)")
+    return find_predictor(p)
 
 
 class Search:
@@ -174,6 +183,7 @@ class Search:
         self.data_dir = cfg.data_dir if cfg.data_dir is not None else data.get("data_dir")
         self.dev_file = cfg.dev_file if cfg.dev_file is not None else data.get("dev_file")
         self.max_len = cfg.max_seq_length or self.info.max_seq_length or 128
+        _check_positions(self.max_len, self.info.model_dir)
         self.shape = load_shape(self.info.model_dir)
         self.space = cfg.space.build(self.shape)
         pred, self.predictor_dir = _find_predictor(cfg.predictor)

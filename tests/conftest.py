@@ -10,6 +10,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# An internal error (a bug, not bad input) propagates with its traceback in tests instead of the
+# CLI's one line + exit 3 (tests/search/test_cli.py checks that line with this unset).
+os.environ.setdefault("DYNASEARCH_RAISE_INTERNAL", "1")
 torch.set_num_threads(1)
 
 from tinymodels import save_hf_model, tiny_bert_config, tiny_roberta_config  # noqa: E402

@@ -221,8 +221,7 @@ def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Pa
 @pytest.fixture(scope="session")
 def searchable(tmp_path_factory):
     """A tiny 3-layer model trained for 3 steps: .run, .data, .predictor (synthetic, fake machine:
-    search with --no-verify), and .slow_dev, a 1500-example dev file that makes one evaluation take
-    long enough for a worker to be killed in the middle of it."""
+    search with --no-verify)."""
     from types import SimpleNamespace
 
     from search.cli import main
@@ -236,8 +235,7 @@ def searchable(tmp_path_factory):
                "--max-seq-length", "32", "--batch-size", "16"])
     assert rc == 0, "training the tiny run failed"
     pred = fit_synthetic_predictor(base, root / "predictor")
-    slow = write_sst2_like(root / "slow", n_train=1, n_dev=1500, seed=5) / "dev.tsv"
-    return SimpleNamespace(run=run, data=data, predictor=pred, slow_dev=slow)
+    return SimpleNamespace(run=run, data=data, predictor=pred)
 
 
 __all__ = ["PostgresServer", "fit_synthetic_predictor", "free_port", "IN_CI"]

@@ -1,5 +1,7 @@
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from search.cli import main
 
@@ -28,3 +30,36 @@ def test_info_on_packaged_default(capsys):
 def test_info_missing_dir(tmp_path, capsys):
     assert main(["info", str(tmp_path / "absent")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_internal_error_is_one_line_naming_its_log(tmp_path, capsys, monkeypatch):
+    """A bug (not bad input): one line naming a log file that holds the traceback, exit status 3."""
+    import importlib
+
+    from search.cli import EXIT_INTERNAL, RAISE_ENV
+
+    monkeypatch.delenv(RAISE_ENV, raising=False)
+    monkeypatch.setenv("DYNASEARCH_LOG_DIR", str(tmp_path / "logs"))
+    info = importlib.import_module("search.commands.info")
+
+    def boom(args):
+        raise RuntimeError("an internal bug\nsecond line")
+
+    monkeypatch.setattr(info, "run", boom)
+    monkeypatch.setattr(info, "register", _register_with(info.register, boom))
+    assert main(["info"]) == EXIT_INTERNAL
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    m = re.match(r"dynasearch info: internal error \(RuntimeError: an internal bug\); the traceback is in (\S+); please report it$",
+                 err[0])
+    assert m, err[0]
+    log = Path(m.group(1).rstrip(";"))
+    assert log.parent == tmp_path / "logs" and "Traceback" in log.read_text() and "an internal bug" in log.read_text()
+
+
+def _register_with(register, func):
+    def wrapped(sub):
+        register(sub)
+        sub.choices["info"].set_defaults(func=func)
+
+    return wrapped

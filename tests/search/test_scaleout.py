@@ -113,41 +113,23 @@ def test_two_workers_one_postgres_study(searchable, tmp_path, pg_database):
 
 
 def test_killed_worker_trial_is_retried(searchable, tmp_path, pg_database):
-    """SIGKILL a worker in the middle of an evaluation: its RUNNING trial goes stale (heartbeat 1 s,
-    grace 3 s), a live worker fails it, retries the same config, and the study ends exactly."""
+    """A worker SIGKILLs itself in the middle of its 3rd evaluation (the test-only kill point
+    `trial-evaluating@3`: no polling, no race with the trial's end): its RUNNING trial goes stale
+    (heartbeat 1 s, grace 3 s), a live worker fails it, retries the same config, and the study ends exactly."""
     from optuna.trial import TrialState
 
+    from dynabert.killpoints import ENV
+
     url, trials = pg_database, 6
-    slow = ("--heartbeat", "1", "--dev-file", str(searchable.slow_dev), "--max-seq-length", "32")
-    victim = None
-    # The kill races the trial's end (a fast evaluation or a cache hit can complete between the look and
-    # the signal): try again with a fresh worker until a trial is caught RUNNING.
-    for attempt in range(4):
-        a = start(worker_cmd(searchable, tmp_path / f"a{attempt}", url, "kill", trials, *slow))
-        deadline = time.monotonic() + 120
-        try:
-            while time.monotonic() < deadline and a.poll() is None:
-                time.sleep(0.05)
-                try:
-                    study = load(url, "kill")
-                except Exception:
-                    continue  # not created yet
-                done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                # all 9 parameters suggested: the trial is evaluating
-                if len(done) >= 2 and running and len(running[0].params) == 9:
-                    a.send_signal(signal.SIGKILL)
-                    a.wait()
-                    break
-        finally:
-            if a.poll() is None:
-                a.kill()
-                a.wait()
-        left = load(url, "kill").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if left:
-            victim = left[0]  # killed mid-trial: left RUNNING
-            break
-    assert victim is not None, "no worker was caught in the middle of an evaluation in 4 attempts"
+    slow = ("--heartbeat", "1", "--max-seq-length", "32")
+    a = subprocess.Popen(worker_cmd(searchable, tmp_path / "a", url, "kill", trials, *slow), cwd=REPO,
+                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **{ENV: "trial-evaluating@3"}),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rc, _, err = finish(a)
+    assert rc == -signal.SIGKILL, f"the worker was not killed at its 3rd evaluation (exit {rc}): {err[-2000:]}"
+    left = load(url, "kill").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    assert len(left) == 1 and len(left[0].params) == 9, [t.params for t in left]
+    victim = left[0]  # killed mid-trial: left RUNNING
 
     b = start(worker_cmd(searchable, tmp_path / "b", url, "kill", trials, *slow))
     rc, out, err = finish(b)
