@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from dynabert.io import process_dead, process_tag
 
 from ._core import ORT_DEVICE_PROVIDERS, MeasurementError, has_gpu, ort_feeds, ort_run_once, ort_session
 
@@ -122,6 +125,22 @@ class TorchBackend(Backend):
         return run_once
 
 
+ONNX_TMP_PREFIX = "dynasearch-onnx-"  # + process_tag() + "-" + random: whose exports a temporary folder holds
+
+
+def remove_dead_onnx_folders(root: str | Path | None = None) -> list[Path]:
+    """Remove the temporary ONNX folders (in `root`, default the system temp directory) of runs that
+    were killed: made on this host by a process that no longer runs. A live worker's stay, and so
+    do folders of other hosts (a shared /tmp) and untagged ones of older versions."""
+    gone = []
+    for p in Path(root or tempfile.gettempdir()).glob(ONNX_TMP_PREFIX + "*"):
+        host, _, rest = p.name[len(ONNX_TMP_PREFIX):].partition("-")
+        if p.is_dir() and process_dead(f"{host}-{rest.partition('-')[0]}"):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
+
 class OrtBackend(Backend):
     """Exports each extracted model to ONNX (cached by sub-network and backbone shape: the file does
     not depend on batch, sequence length or threads) and runs it in an InferenceSession."""
@@ -130,7 +149,8 @@ class OrtBackend(Backend):
         super().__init__(settings)
         self._tmp = None
         if cache_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="dynasearch-onnx-")
+            remove_dead_onnx_folders()  # a killed run's exports (~60 MB each) would stay in /tmp for ever
+            self._tmp = tempfile.TemporaryDirectory(prefix=f"{ONNX_TMP_PREFIX}{process_tag()}-")
             cache_dir = self._tmp.name
         self.cache_dir = Path(cache_dir)
 
