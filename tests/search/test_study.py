@@ -153,3 +153,27 @@ def test_a_study_with_other_settings_is_refused(change, field, sk_results, sk_ru
         run_search(SearchConfig(**{**base, **change}))
     assert (res / "trials.csv").read_bytes() == before
     assert len(load_study(res).trials) == 30
+
+
+def test_cache_keys_every_score_input(sk_run, sk_predictor, fast_tmp):
+    """Two searches in ONE storage at two --max-seq-length values (and a bf16 one) are not served each
+    other's accuracies: each evaluates its own grid and the cache holds one row per (selection, key)."""
+    import sqlite3
+
+    res = fast_tmp / "r"
+    runs = {}
+    for study, extra in (("len16", ["--max-seq-length", 16]), ("len32", ["--max-seq-length", 32]),
+                         ("len32-bf16", ["--max-seq-length", 32, "--bf16"])):
+        assert cli(*search_args(sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", study, *extra)) == 0
+        runs[study] = meta(res)
+    for study, m in runs.items():  # each scored its own 12 grid points: nothing borrowed from the other settings
+        assert m["timing"]["evaluations_this_run"] >= 12, (study, m["timing"])
+    selections = {m["study"]["dev"] for m in runs.values()}
+    assert len(selections) == 3, selections
+    with sqlite3.connect(res / "study.db") as c:
+        rows = dict(c.execute("SELECT selection, COUNT(*) FROM dynasearch_accuracy GROUP BY selection").fetchall())
+    assert set(rows) == selections and all(n >= 12 for n in rows.values()), rows
+    # The same search again is answered from the cache: the key is stable across runs.
+    assert cli(*search_args(sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", "len16",
+                            "--max-seq-length", 16)) == 0
+    assert meta(res)["timing"]["evaluations_this_run"] == 0
