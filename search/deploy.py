@@ -8,20 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ResultsError, SearchError
-from .results import answer_row, load_results, query
+from .results import answer_row, best_under, check_target, read_results
 
 
 def pick(results_dir: str | Path, target_ms: float | None = None, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(search.json, the chosen answer) by target (as `query`) or by key (any searched config)."""
+    """(search.json, the chosen answer) by target (as `query`) or by key (any searched config);
+    the directory is read once, through `read_results` (ResultsError on any damage), and
+    NoAnswerError when no config meets the target."""
     if (target_ms is None) == (key is None):
         raise SearchError("choose the config by a target latency or by a key (one of them)")
-    meta, trials, _ = load_results(results_dir)
+    if target_ms is not None:
+        check_target(target_ms)
+    results = read_results(results_dir)
     if key is not None:
-        rows = trials[trials["key"] == key]
+        rows = results.trials[results.trials["key"] == key]
         if rows.empty:
             raise SearchError(f"key {key!r} is not a config of {results_dir} (see its trials.csv)")
-        return meta, answer_row(rows.iloc[0], None, meta)
-    return meta, query(results_dir, target_ms)
+        return results.meta, answer_row(rows.iloc[0], None, results.meta)
+    return results.meta, best_under(results, target_ms)
 
 
 def export_from_results(results_dir: str | Path, out: str | Path, *, target_ms: float | None = None, key: str | None = None,
@@ -36,7 +40,7 @@ def export_from_results(results_dir: str | Path, out: str | Path, *, target_ms: 
     parse_formats(formats)
     check_output_dir(out, overwrite)  # before any slow work
     meta, ans = pick(results_dir, target_ms, key)
-    model_dir = Path(meta["study"].get("model_dir", ""))
+    model_dir = Path(meta["study"]["model_dir"])  # read_results checked it is a non-empty string
     if not (model_dir / "config.json").is_file():
         raise ResultsError(f"the searched model {model_dir} (from {Path(results_dir) / 'search.json'}) is no longer there")
     from dynabert.runs import model_digest

@@ -11,4 +11,9 @@ class ResultsError(SearchError):
     """A results directory is missing, corrupted or not a dynasearch search's."""
 
 
-__all__ = ["ResultsError", "SearchError"]
+class NoAnswerError(SearchError):
+    """The command ran but no config meets the target: `query` and `export --results` exit 1 on it
+    (1 = ran but found no answer; 2 = bad input), as `search` does."""
+
+
+__all__ = ["NoAnswerError", "ResultsError", "SearchError"]

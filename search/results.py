@@ -2,28 +2,52 @@
 
 RESULTS/
   search.json    format, version, the study's identity (space, task, checkpoint, predictor, target,
-                 sampler, ...), storage URL and study name, summary counts, timing, the answer
+                 sampler, ...), storage URL and study name, summary counts, timing, the answer, and
+                 (version 2) the sha256 of trials.csv and front.csv as written
   space.json     the search space (backbone shape, head and FFN choices, drops, min layers)
   trials.csv     one row per finished trial (TRIAL_COLUMNS)
   front.csv      the Pareto front of distinct configs (metric on the search selection against
                  predicted latency), every row re-scored on the whole dev split
   measured.csv   latency records of the verified configs (a records file fit-predictor reads)
   front.png, hypervolume.png, shapes.png
+
+`write_results` is the only writer and `read_results` the only reader of search.json, trials.csv
+and front.csv: `query`, `export --results`, `query --verify` and the demo all read through it.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import hashlib
+import io
 import json
 import math
+import re
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 
-from .errors import ResultsError, SearchError
+from dynabert.errors import InvalidSubnetError
+from dynabert.space import SearchSpace
+from dynabert.subnet import BackboneShape, SubnetConfig
+
+from .errors import NoAnswerError, ResultsError, SearchError
 
 FORMAT = "dynasearch-search"
-VERSION = 1
+# Results format versions (search.json "version"); a reader reads OLDEST_VERSION..VERSION:
+#   1  search.json, trials.csv, front.csv (TRIAL_COLUMNS), space.json, measured.csv.
+#   2  search.json also records "tables": {"trials.csv": sha256, "front.csv": sha256} of the tables
+#      as written, so a change that leaves every cell well-formed (a flipped digit, a row cut at a
+#      line end, a hand edit) is caught too. A version-1 directory is still read (every cell is
+#      checked the same way; only the digests are missing) with a warning saying so.
+VERSION = 2
+OLDEST_VERSION = 1
+PERCENTILE_NAMES = ("p50", "p90")  # search --percentile (search/verify.py's PERCENTILES)
+FLAVORS = ("bert", "roberta")  # BackboneShape.flavor: the architectures dynabert supports
 
 # (column, meaning) of trials.csv; front.csv has the same columns, one row per distinct config.
 TRIAL_FIELDS: tuple[tuple[str, str], ...] = (
@@ -45,55 +69,416 @@ TRIAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("cache_hit", "the metric came from the accuracy cache (no evaluation)"),
 )
 TRIAL_COLUMNS = tuple(c for c, _ in TRIAL_FIELDS)
+TABLES = ("trials.csv", "front.csv")
+REWRITE = "re-run the same `dynasearch search` command to rewrite it (its study resumes)"
 
 
-def _read_json(path: Path, what: str) -> dict:
-    from dynabert.io import read_json
+@dataclass(frozen=True)
+class Results:
+    """A results directory as `read_results` checked it."""
 
-    return read_json(path, what, error=ResultsError)
+    path: Path
+    meta: dict[str, Any]  # search.json
+    space: SearchSpace  # search.json's study.space
+    trials: pd.DataFrame  # TRIAL_COLUMNS, typed: ints, floats (NaN for an empty cell), bools, str
+    front: pd.DataFrame
+    version: int
+
+
+# ------------------------------------------------------------------------------------- reading
+def read_results(results_dir: str | Path) -> Results:
+    """Read and check a results directory; ResultsError with ONE line naming the file, the key or
+    the (1-based data) row and column, and what was expected, on any damage. Nothing is written.
+
+    search.json: a JSON object; `format` is "dynasearch-search"; `version` an integer in
+      OLDEST_VERSION..VERSION (newer: refused, upgrade dynasearch; older than OLDEST_VERSION:
+      refused; an older readable one: read, with a warning); the keys every reader uses present
+      with their types: study.{task, metric, checkpoint, model_dir, predictor_dir} non-empty
+      strings, study.space a valid search space (backbone shape of positive integers, head and FFN
+      choices inside it), study.latency.{batch, seq_len} positive integers, study.target_ms null or
+      a positive finite number, study.percentile p50 or p90, summary.{trials, front_size} positive
+      integers, raw and met booleans, message a string, warnings a list of strings, fingerprint
+      and answer null or objects; version 2: tables.{trials.csv, front.csv} sha256 digests.
+    trials.csv, front.csv: regular UTF-8 files ending with a line end, well-formed CSV whose header
+      is exactly TRIAL_COLUMNS (none missing, unknown or repeated), every row with one cell per
+      column; per cell: trial an integer >= 0; subnet JSON that parses into a sub-network inside
+      the recorded backbone; key its SubnetConfig.key; depth its number of layers; width and
+      ffn_width numbers in [0, 1]; grid empty or 'WxD' with W, D in (0, 1]; metric_search a finite
+      number; metric_full empty or finite; predicted_ms finite and > 0; measured_ms and
+      measured_raw_ms both empty or both finite and > 0; feasible, on_front, cache_hit True or
+      False; duplicate_of empty or an integer >= 0 (words, NaN, inf, empty required cells refused).
+      Across rows: trial numbers unique; front.csv's keys unique, every one on the front
+      (on_front True) and exactly trials.csv's on_front configs; row counts equal search.json's
+      summary.trials and summary.front_size; version 2: each table's sha256 is the recorded one.
+    space.json and measured.csv are not read here (measured.csv is a records file:
+    predictors.records.read_records reads it)."""
+    d = Path(results_dir)
+    if not d.exists():
+        raise ResultsError(f"results directory {d} does not exist")
+    if not d.is_dir():
+        raise ResultsError(f"results path {d} is not a directory (a results directory of `dynasearch search` is)")
+    meta_path = d / "search.json"
+    if not meta_path.exists():
+        raise ResultsError(f"{d} is not a dynasearch search results directory (no search.json)")
+    # A search finishing while we read rewrites the tables, then search.json: tables that do not
+    # match their search.json (digest, row counts) may be that, so read again while search.json
+    # keeps changing under us; damage that stays is reported.
+    message = ""
+    for _ in range(3):
+        raw_meta = _read_bytes(meta_path)
+        try:
+            return _read_once(d, meta_path)
+        except ResultsError as e:
+            message = str(e)
+            if _read_bytes(meta_path) == raw_meta:
+                break
+    raise ResultsError(message)
 
 
 def load_results(results_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """(search.json, trials, front) of a results directory, checked; ResultsError when it is
-    missing, corrupted, or not a dynasearch search's."""
-    d = Path(results_dir)
-    if not d.is_dir():
-        raise ResultsError(f"results directory {d} does not exist")
-    meta_path = d / "search.json"
-    if not meta_path.is_file():
-        raise ResultsError(f"{d} is not a dynasearch search results directory (no search.json)")
-    meta = _read_json(meta_path, "search results file")
+    """(search.json, trials, front) of a results directory, as `read_results` checked them."""
+    r = read_results(results_dir)
+    return r.meta, r.trials, r.front
+
+
+def _read_once(d: Path, meta_path: Path) -> Results:
+    from dynabert.io import read_json
+
+    meta = read_json(meta_path, "search results file", error=ResultsError)
+    version = _check_version(meta_path, meta)
+    try:
+        space = _check_meta(meta_path, meta, version)
+        tables = {name: _read_table(d / name, space.shape) for name in TABLES}
+        trials, front = (tables[n][0] for n in TABLES)
+        _check_tables(d, meta, trials, front)
+    except ResultsError as e:
+        if version < VERSION:  # say which format was met: an older writer may be the cause
+            raise ResultsError(f"{e} (results format version {version}, written by an older dynasearch)") from None
+        raise
+    if version >= 2:
+        for name in TABLES:
+            if tables[name][1] != meta["tables"][name]:
+                raise ResultsError(f"{d / name} is not the table the search wrote (its sha256 differs from search.json's "
+                                   f"tables.{name}): it was changed after the search; {REWRITE}")
+    else:
+        warnings.warn(f"{meta_path} has results format version {version}, older than this dynasearch's {VERSION}: read "
+                      f"without checking the tables' digests; {REWRITE}", stacklevel=3)
+    return Results(d, meta, space, trials, front, version)
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _check_version(path: Path, meta: Mapping[str, Any]) -> int:
     if meta.get("format") != FORMAT:
-        raise ResultsError(f"{meta_path} is not a dynasearch search results file (format {meta.get('format')!r})")
-    if meta.get("version") != VERSION:
-        raise ResultsError(f"{meta_path} has results version {meta.get('version')!r}; this dynasearch reads version {VERSION}")
-    tables = []
-    for name in ("trials.csv", "front.csv"):
-        p = d / name
-        if not p.is_file():
-            raise ResultsError(f"results directory {d} lacks {name} (the search did not finish writing it)")
+        raise ResultsError(f"{path} is not a dynasearch search results file (format {meta.get('format')!r}; "
+                           f"expected {FORMAT!r})")
+    v = _want(path, meta, "version", _is_int(0), "an integer (the results format version)")
+    if v > VERSION:
+        raise ResultsError(f"{path} has results format version {v}, newer than this dynasearch reads "
+                           f"({OLDEST_VERSION}..{VERSION}): upgrade dynasearch")
+    if v < OLDEST_VERSION:
+        raise ResultsError(f"{path} has results format version {v}, older than this dynasearch reads "
+                           f"({OLDEST_VERSION}..{VERSION}): {REWRITE}")
+    return v
+
+
+def _check_meta(path: Path, meta: Mapping[str, Any], version: int) -> SearchSpace:
+    """Every key of search.json a reader uses, with its type; the search space it records."""
+    for key in ("study.task", "study.metric", "study.checkpoint", "study.model_dir", "study.predictor_dir"):
+        _want(path, meta, key, lambda v: isinstance(v, str) and v != "", "a non-empty string")
+    for key in ("study.latency.batch", "study.latency.seq_len", "summary.trials", "summary.front_size"):
+        _want(path, meta, key, _is_int(1), "a positive integer")
+    _want(path, meta, "study.target_ms", lambda v: v is None or _is_positive_number(v), "null or a positive number of milliseconds")
+    _want(path, meta, "study.percentile", lambda v: v in PERCENTILE_NAMES, f"one of {', '.join(PERCENTILE_NAMES)}")
+    for key in ("raw", "met"):
+        _want(path, meta, key, lambda v: isinstance(v, bool), "true or false")
+    _want(path, meta, "message", lambda v: isinstance(v, str), "a string")
+    _want(path, meta, "warnings", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of strings")
+    _want(path, meta, "fingerprint", lambda v: v is None or isinstance(v, dict), "null or a JSON object")
+    _want(path, meta, "answer", lambda v: v is None or isinstance(v, dict), "null or a JSON object")
+    if meta["answer"] is not None:
+        _want(path, meta, "answer.key", lambda v: isinstance(v, str) and v != "", "a non-empty string")
+        _want(path, meta, "answer.subnet", lambda v: isinstance(v, dict), "a JSON object")
+    if version >= 2:
+        for name in TABLES:
+            _want(path, meta, ("tables", name), lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+                  "a sha256 digest (64 hexadecimal digits)")
+    return _check_space(path, meta)
+
+
+def _check_space(path: Path, meta: Mapping[str, Any]) -> SearchSpace:
+    doc = _want(path, meta, "study.space.shape", lambda v: isinstance(v, dict), "a JSON object")
+    fields = {f.name: f for f in dataclasses.fields(BackboneShape)}
+    unknown = sorted(set(doc) - set(fields))
+    if unknown:
+        raise ResultsError(f"{path}: key 'study.space.shape' has unknown key(s) {unknown}; expected {', '.join(fields)}")
+    shape: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name not in doc and f.default is not dataclasses.MISSING:
+            continue  # an optional field an older writer may not have written
+        if name == "flavor":
+            shape[name] = _want(path, meta, "study.space.shape.flavor", lambda v: v in FLAVORS, f"one of {', '.join(FLAVORS)}")
+        else:
+            shape[name] = _want(path, meta, f"study.space.shape.{name}", _is_int(1), "a positive integer")
+    choices = lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(0)(c) for c in v)  # noqa: E731
+    heads = _want(path, meta, "study.space.head_choices", choices, "a non-empty list of integers >= 0")
+    ffn = _want(path, meta, "study.space.ffn_choices", choices, "a non-empty list of integers >= 0")
+    allow_drop = _want(path, meta, "study.space.allow_drop", lambda v: isinstance(v, bool), "true or false")
+    min_layers = _want(path, meta, "study.space.min_layers", _is_int(1), "a positive integer")
+    try:
+        return SearchSpace(BackboneShape(**shape), tuple(heads), tuple(ffn), allow_drop, min_layers)
+    except InvalidSubnetError as e:
+        raise ResultsError(f"{path}: key 'study.space' is not a valid search space: {e}") from None
+
+
+def _want(path: Path, doc: Mapping[str, Any], key: str | tuple[str, ...], ok: Callable[[Any], bool], expected: str) -> Any:
+    """doc's value at `key` ('study.latency.batch', or a tuple of parts when a part holds a dot)
+    when `ok` accepts it; ResultsError naming the key and what was expected otherwise (absent included)."""
+    value: Any = doc
+    parts = key.split(".") if isinstance(key, str) else key
+    dotted = ".".join(parts)
+    for i, part in enumerate(parts):
+        if not isinstance(value, dict):
+            raise ResultsError(f"{path}: key '{'.'.join(parts[:i])}' must be a JSON object; got {_show_json(value)}")
+        if part not in value:
+            where = ".".join(parts[:i + 1])
+            what = expected if where == dotted else f"a JSON object with key '{dotted}': {expected}"
+            raise ResultsError(f"{path} lacks key '{where}' ({what})")
+        value = value[part]
+    if not ok(value):
+        raise ResultsError(f"{path}: key '{dotted}' must be {expected}; got {_show_json(value)}")
+    return value
+
+
+def _is_int(lo: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_positive_number(v: Any) -> bool:
+    # json.loads reads NaN and Infinity as floats: refuse them here.
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _show_json(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, float) or math.isfinite(v) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------------------- tables
+class _CellError(Exception):
+    """What a cell should have held (formatted with file, row, column and the cell by _read_table)."""
+
+
+_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+_INT = re.compile(r"[-+]?\d+")
+_GRID = re.compile(r"(\d+(?:\.\d+)?)x(\d+(?:\.\d+)?)")
+
+
+def _number(text: str, *, empty_ok: bool = False, positive: bool = False, lo: float | None = None,
+            hi: float | None = None) -> float:
+    if text == "" and empty_ok:
+        return math.nan
+    # float() also takes 'nan', 'inf', '1_000', ' 1': only plain decimal numbers are written.
+    if not _NUMBER.fullmatch(text):
+        finite = "a finite number" if text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity") else "a number"
+        raise _CellError(finite + (" or an empty cell" if empty_ok else ""))
+    v = float(text)
+    if not math.isfinite(v):  # '1e400'
+        raise _CellError("a finite number")
+    if positive and v <= 0:
+        raise _CellError("a number > 0")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise _CellError(f"a number in [{lo:g}, {hi:g}]")
+    return v
+
+
+def _integer(text: str, *, empty_ok: bool = False) -> int | str:
+    if text == "" and empty_ok:
+        return ""
+    # An integral float ('3.0') is what pandas writes for an integer column that held an empty cell.
+    if _INT.fullmatch(text) or re.fullmatch(r"\d+\.0", text):
+        v = int(float(text)) if "." in text else int(text)
+        if v >= 0:
+            return v
+    raise _CellError("an integer >= 0" + (" or an empty cell" if empty_ok else ""))
+
+
+def _boolean(text: str) -> bool:
+    if text in ("True", "False"):
+        return text == "True"
+    raise _CellError("True or False")
+
+
+def _subnet(text: str, shape: BackboneShape) -> SubnetConfig:
+    if text == "":
+        raise _CellError("a sub-network as JSON (layers, heads, ffn)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _CellError(f"a sub-network as JSON (layers, heads, ffn); it is not valid JSON ({e.msg})") from None
+    try:
+        return SubnetConfig.from_dict(data).validate(shape)
+    except InvalidSubnetError as e:
+        raise _CellError(f"a sub-network inside the searched backbone ({shape.num_layers} layers, {shape.num_heads} heads, "
+                         f"FFN {shape.intermediate_size}): {e}") from None
+
+
+def _grid(text: str) -> str:
+    m = _GRID.fullmatch(text)
+    if text == "" or (m and all(0 < float(g) <= 1 for g in m.groups())):
+        return text
+    raise _CellError("empty or a grid point 'WxD' with W and D in (0, 1]")
+
+
+def _row(cells: Mapping[str, str], shape: BackboneShape) -> dict[str, Any]:
+    """One typed row; _CellError (with the column) on the first bad cell."""
+    out: dict[str, Any] = {}
+
+    def cell(col: str, parse: Callable[[str], Any]) -> Any:
         try:
-            df = pd.read_csv(p, dtype={"key": str, "grid": str}, keep_default_na=True)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise ResultsError(f"{p} is corrupted ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-        missing = [c for c in TRIAL_COLUMNS if c not in df.columns]
-        if missing:
-            raise ResultsError(f"{p} is not a dynasearch trials table (missing columns {missing[:5]})")
-        tables.append(df)
-    return meta, tables[0], tables[1]
+            out[col] = parse(cells[col])
+        except _CellError as e:
+            raise _CellError(col, *e.args) from None
+        return out[col]
+
+    cell("trial", _integer)
+    sub = cell("subnet", lambda t: _subnet(t, shape))
+    out["subnet"] = cells["subnet"]  # the JSON text, as written (answer_row parses it)
+    cell("key", lambda t: t if t == sub.key else _fail(f"the key of its subnet, {sub.key}"))
+    cell("depth", lambda t: t if _integer(t) == sub.depth else _fail(f"{sub.depth}, the number of layers of its subnet"))
+    out["depth"] = sub.depth
+    cell("width", lambda t: _number(t, lo=0.0, hi=1.0))
+    cell("ffn_width", lambda t: _number(t, lo=0.0, hi=1.0))
+    cell("grid", _grid)
+    cell("metric_search", _number)
+    cell("metric_full", lambda t: _number(t, empty_ok=True))
+    cell("predicted_ms", lambda t: _number(t, positive=True))
+    measured = cell("measured_ms", lambda t: _number(t, empty_ok=True, positive=True))
+    cell("measured_raw_ms", lambda t: _number(t, empty_ok=True, positive=True) if (t == "") == math.isnan(measured)
+         else _fail("an empty cell, as measured_ms is empty" if math.isnan(measured) else "a number, as measured_ms is given"))
+    for col in ("feasible", "on_front", "cache_hit"):
+        cell(col, _boolean)
+    cell("duplicate_of", lambda t: _integer(t, empty_ok=True))
+    return {c: out[c] for c in TRIAL_COLUMNS}
 
 
+def _fail(expected: str) -> Any:
+    raise _CellError(expected)
+
+
+def _read_table(path: Path, shape: BackboneShape) -> tuple[pd.DataFrame, str]:
+    """(typed table, sha256 of its text) of trials.csv or front.csv; ResultsError naming the row."""
+    if not path.exists():
+        raise ResultsError(f"results directory {path.parent} lacks {path.name} (the search did not finish writing it)")
+    if not path.is_file():
+        raise ResultsError(f"{path} is not a regular file (a CSV table of trials is expected)")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): corrupted") from None
+    if not text.strip():
+        raise ResultsError(f"{path} is empty; expected a header ({', '.join(TRIAL_COLUMNS[:3])}, ...) and one row per config")
+    cut = not text.endswith("\n")  # the writer ends every row with a line end: a file without one was cut short
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        lines = list(reader)
+    except csv.Error as e:
+        raise ResultsError(f"{path} is not well-formed CSV (line {reader.line_num}: {e})"
+                           + (": truncated" if cut else "")) from None
+    header, body = lines[0], lines[1:]
+    missing = [c for c in TRIAL_COLUMNS if c not in header]
+    unknown = [c for c in header if c not in TRIAL_COLUMNS]
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if missing or unknown or repeated:
+        raise ResultsError(f"{path} is not a dynasearch trials table: header line "
+                           + "; ".join(part for part in (f"missing columns {missing[:5]}" if missing else "",
+                                                          f"unknown columns {unknown[:5]}" if unknown else "",
+                                                          f"repeated columns {repeated[:5]}" if repeated else "") if part)
+                           + f" (expected exactly {', '.join(TRIAL_COLUMNS)})" + (": truncated" if cut and not body else ""))
+    if not body:
+        raise ResultsError(f"{path} holds no rows (a search writes at least one)")
+    rows = []
+    for n, cells in enumerate(body, start=1):
+        end = " (the file ends in this row without a line end: truncated)" if cut and n == len(body) else ""
+        if len(cells) != len(header):
+            raise ResultsError(f"{path}: row {n} has {len(cells)} cell(s); expected {len(header)}, one per column{end}")
+        try:
+            rows.append(_row(dict(zip(header, cells)), shape))
+        except _CellError as e:
+            col, expected = e.args
+            got = cells[header.index(col)]
+            raise ResultsError(f"{path}: row {n}, column '{col}': expected {expected}; got {_show_cell(got)}{end}") from None
+    if cut:
+        raise ResultsError(f"{path} is truncated: its last row (row {len(body)}) has no line end")
+    return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS)), _digest(text)
+
+
+def _show_cell(text: str) -> str:
+    if text == "":
+        return "an empty cell"
+    return repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+
+
+def _digest(text: str) -> str:
+    # Of the text with '\n' line ends, so a text-mode write that translated them still matches.
+    return hashlib.sha256(text.replace("\r\n", "\n").encode("utf-8")).hexdigest()
+
+
+def _check_tables(d: Path, meta: Mapping[str, Any], trials: pd.DataFrame, front: pd.DataFrame) -> None:
+    """What holds between rows and files: the row counts search.json's summary records (first: a
+    cut row breaks the rest), unique trial numbers and front keys, the front is the trials'
+    on_front configs."""
+    tp, fp = d / "trials.csv", d / "front.csv"
+    for p, df, key in ((tp, trials, "trials"), (fp, front, "front_size")):
+        want = meta["summary"][key]
+        if len(df) != want:
+            raise ResultsError(f"{p} holds {len(df)} row(s); search.json's summary.{key} says {want}: rows were cut or "
+                               f"added after the search; {REWRITE}")
+    dup = trials["trial"].duplicated()
+    if dup.any():
+        n = int(dup.to_numpy().nonzero()[0][0]) + 1
+        raise ResultsError(f"{tp}: row {n} repeats trial number {trials['trial'].iloc[n - 1]} (each trial has one row)")
+    dup = front["key"].duplicated()
+    if dup.any():
+        n = int(dup.to_numpy().nonzero()[0][0]) + 1
+        raise ResultsError(f"{fp}: row {n} repeats config {front['key'].iloc[n - 1]} (the front lists distinct configs)")
+    off = ~front["on_front"]
+    if off.any():
+        n = int(off.to_numpy().nonzero()[0][0]) + 1
+        raise ResultsError(f"{fp}: row {n}, column 'on_front': expected True (every front config is on the front); got 'False'")
+    on = set(trials.loc[trials["on_front"], "key"])
+    if set(front["key"]) != on:
+        extra, lacking = sorted(set(front["key"]) - on), sorted(on - set(front["key"]))
+        raise ResultsError(f"{fp} does not list trials.csv's front configs (on_front True there): "
+                           + (f"not on trials.csv's front: {extra[:3]}" if extra else f"missing: {lacking[:3]}"))
+
+
+# ------------------------------------------------------------------------------------- writing
 def write_results(results_dir: str | Path, meta: Mapping[str, Any], trials: pd.DataFrame, front: pd.DataFrame) -> None:
-    """trials.csv, front.csv and (last, so a reader never sees a search.json without its tables) search.json."""
+    """trials.csv, front.csv and (last, so a reader never sees a search.json without its tables)
+    search.json, which this writer stamps with FORMAT, VERSION and the tables' digests."""
     from dynabert.io import write_json, write_text
 
     d = Path(results_dir)
-    write_text(d / "trials.csv", trials[list(TRIAL_COLUMNS)].to_csv(index=False))
-    write_text(d / "front.csv", front[list(TRIAL_COLUMNS)].to_csv(index=False))
+    texts = {"trials.csv": trials[list(TRIAL_COLUMNS)].to_csv(index=False),
+             "front.csv": front[list(TRIAL_COLUMNS)].to_csv(index=False)}
+    for name, text in texts.items():
+        write_text(d / name, text)
     write_json(d / "space.json", meta["study"]["space"])
-    write_json(d / "search.json", dict(meta))
+    doc = {**meta, "format": FORMAT, "version": VERSION, "tables": {n: _digest(t) for n, t in texts.items()}}
+    write_json(d / "search.json", doc)
 
 
+# ------------------------------------------------------------------------------------- answers
 def _num(v: Any) -> float | None:
     try:
         f = float(v)
@@ -112,26 +497,35 @@ def answer_row(row: Mapping[str, Any], target_ms: float | None, meta: Mapping[st
     }
 
 
-def query(results_dir: str | Path, target_ms: float) -> dict[str, Any]:
-    """The best config under `target_ms` from a results directory alone: among the front's configs
-    whose latency (measured where measured, else predicted) meets the target, the highest metric
-    on the whole dev split. `verified` says whether that latency was measured. SearchError when
-    no front config is predicted to meet the target (with the fastest one)."""
+def check_target(target_ms: float) -> None:
     if not (isinstance(target_ms, (int, float)) and math.isfinite(target_ms) and target_ms > 0):
         raise SearchError(f"target latency must be a positive number of milliseconds; got {target_ms!r}")
-    meta, _, front = load_results(results_dir)
-    if front.empty:
-        raise ResultsError(f"{Path(results_dir) / 'front.csv'} holds no configs")
+
+
+def best_under(results: Results, target_ms: float) -> dict[str, Any]:
+    """The best config of checked `results` under `target_ms` (see `query`)."""
+    check_target(target_ms)
+    front, meta = results.front, results.meta
     lat = front["measured_ms"].where(front["measured_ms"].notna(), front["predicted_ms"])
     metric = front["metric_full"].where(front["metric_full"].notna(), front["metric_search"])
     ok = front[lat <= target_ms].assign(_m=metric[lat <= target_ms])
     if ok.empty:
         i = lat.idxmin()
         f = answer_row(front.loc[i], target_ms, meta)
-        raise SearchError(f"no config of the front meets {target_ms:g} ms; the fastest is {f['key']} ({_shape(f['subnet'])}) at "
-                          f"{lat.loc[i]:.3g} ms ({'measured' if f['verified'] else 'predicted'}), {f['metric']} {metric.loc[i]:.2f}")
+        raise NoAnswerError(f"no config of the front meets {target_ms:g} ms; the fastest is {f['key']} ({_shape(f['subnet'])}) at "
+                            f"{lat.loc[i]:.3g} ms ({'measured' if f['verified'] else 'predicted'}), {f['metric']} {metric.loc[i]:.2f}")
     best = ok.sort_values(["_m", "predicted_ms"], ascending=[False, True]).iloc[0]
     return answer_row(best, target_ms, meta)
+
+
+def query(results_dir: str | Path, target_ms: float) -> dict[str, Any]:
+    """The best config under `target_ms` from a results directory alone: among the front's configs
+    whose latency (measured where measured, else predicted) meets the target, the highest metric
+    on the whole dev split. `verified` says whether that latency was measured. SearchError on a
+    bad target, ResultsError on a damaged directory, NoAnswerError (a SearchError: the command
+    exits 1) when no front config meets the target (naming the fastest one)."""
+    check_target(target_ms)
+    return best_under(read_results(results_dir), target_ms)
 
 
 def _shape(subnet: Mapping[str, Any]) -> str:

@@ -22,6 +22,11 @@ def parse_latency(text: str) -> float:
     if unit.lower() not in UNITS and unit not in UNITS:
         raise SearchError(f"latency {text!r} has an unknown unit {unit!r}; allowed: {', '.join(UNITS)}")
     ms = value * UNITS.get(unit, UNITS.get(unit.lower(), 1.0))
-    if not (math.isfinite(ms) and ms > 0):
-        raise SearchError(f"latency {text!r} must be positive")
+    # The pattern admits no sign, so a non-finite or zero value is an exponent beyond what a float
+    # holds ('1e400ms' reads as inf), or a zero ('0ms', or '1e-400ms', which reads as 0).
+    if not math.isfinite(ms):
+        raise SearchError(f"latency {text!r} is too large: not a finite number of milliseconds")
+    if ms <= 0:
+        nonzero = re.search(r"[1-9]", m.group(1).lower().split("e")[0]) is not None  # '1e-400' underflows to 0.0
+        raise SearchError(f"latency {text!r} must be positive; it is {'too small (rounds to 0 ms)' if nonzero else 'zero'}")
     return ms

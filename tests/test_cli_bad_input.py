@@ -225,6 +225,60 @@ def sts_dir(e: Env) -> Path:
     return e.tmp / "sts"
 
 
+# issue 15, results directories: the results section's cases damage a copy of one finished search.
+_SEARCHED: dict[str, Path] = {}
+
+
+def res_copy(e: Env, damage: Callable[[Path], object] | None = None) -> Path:
+    """A copy in the case's folder of one search of the shared run (12 trials, --no-verify; run
+    once per module), damaged by `damage(copy)`."""
+    src = e.run.parent / "results"
+    if str(src) not in _SEARCHED:
+        rc = cli.main([str(a) for a in ("search", e.run, "--predictor", e.pred, "--out", src, "--trials", "12", "--no-verify", "--quiet")])
+        assert rc == 0, "the search the results cases damage failed"
+        _SEARCHED[str(src)] = src
+    d = Path(shutil.copytree(src, e.tmp / "res", ignore=shutil.ignore_patterns("study.db*", "*.png")))
+    if damage is not None:
+        damage(d)
+    return d
+
+
+def res_meta(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        meta = json.loads((d / "search.json").read_text())
+        edit(meta)
+        (d / "search.json").write_text(json.dumps(meta))  # NaN stays NaN: json writes it as a bare word
+    return damage
+
+
+def res_cell(table: str, column: str, value: str, row: int = 1) -> Callable[[Path], None]:
+    """Set one cell (row: 1-based data row) of trials.csv or front.csv, written back as CSV."""
+    def damage(d: Path) -> None:
+        import csv
+        import io
+
+        rows = list(csv.reader(io.StringIO((d / table).read_text(), newline="")))
+        rows[row][rows[0].index(column)] = value
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        (d / table).write_text(buf.getvalue())
+    return damage
+
+
+def res_cut(table: str, keep: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def damage(d: Path) -> None:
+        (d / table).write_bytes(keep((d / table).read_bytes()))
+    return damage
+
+
+def res_query(e: Env, damage: Callable[[Path], object] | None = None, target: str = "4ms") -> list:
+    return ["query", res_copy(e, damage), "--target-latency", target]
+
+
+def res_export(e: Env, damage: Callable[[Path], object] | None = None, *choose: str) -> list:
+    return ["export", "--results", res_copy(e, damage), *(choose or ("--target-latency", "4ms")), "--format", "hf", "--out", e.out]
+
+
 def _has(module: str) -> bool:
     import importlib.util
 
@@ -456,6 +510,115 @@ CASES = [
     Case("demo-out-holds-something-else", lambda e: ["demo", "--out", e.file("out/notes.txt", "mine").parent, "--no-progress"],
          r"holds something other than a dynasearch demo", OutputExistsError),
     # ---- issue 15: results directories read back (search.json, front.csv, trials.csv, grid.csv): query, export --results
+    # (grid.csv is a run's evaluation table, not read by query or export; the exit-1 "no answer" cases: tests/search/test_query.py)
+    Case("query-results-is-a-file", lambda e: ["query", e.file("res.txt", "x"), "--target-latency", "4ms"],
+         r"results path .*res\.txt is not a directory", ResultsError),
+    Case("query-target-1e400ms", lambda e: res_query(e, target="1e400ms"), r"latency '1e400ms' is too large: not a finite number",
+         SearchError),
+    Case("query-target-zero", lambda e: res_query(e, target="0ms"), r"latency '0ms' must be positive; it is zero", SearchError),
+    Case("query-target-underflows", lambda e: res_query(e, target="1e-400ms"), r"'1e-400ms' must be positive; it is too small",
+         SearchError),
+    Case("query-search-json-without-study", lambda e: res_query(e, res_meta(lambda m: m.pop("study"))),
+         r"search\.json lacks key 'study' ", ResultsError),
+    Case("query-search-json-without-study-metric", lambda e: res_query(e, res_meta(lambda m: m["study"].pop("metric"))),
+         r"search\.json lacks key 'study\.metric' \(a non-empty string\)", ResultsError),
+    Case("query-search-json-metric-a-number", lambda e: res_query(e, res_meta(lambda m: m["study"].update(metric=3))),
+         r"search\.json: key 'study\.metric' must be a non-empty string; got 3", ResultsError),
+    Case("query-search-json-study-null", lambda e: res_query(e, res_meta(lambda m: m.update(study=None))),
+         r"search\.json: key 'study' must be a JSON object; got null", ResultsError),
+    Case("query-search-json-nan-target", lambda e: res_query(e, res_meta(lambda m: m["study"].update(target_ms=float("nan")))),
+         r"key 'study\.target_ms' must be null or a positive number of milliseconds; got nan", ResultsError),
+    Case("query-search-json-batch-a-word", lambda e: res_query(e, res_meta(lambda m: m["study"]["latency"].update(batch="one"))),
+         r"key 'study\.latency\.batch' must be a positive integer; got \"one\"", ResultsError),
+    Case("query-search-json-zero-heads", lambda e: res_query(e, res_meta(lambda m: m["study"]["space"]["shape"].update(num_heads=0))),
+         r"key 'study\.space\.shape\.num_heads' must be a positive integer; got 0", ResultsError),
+    Case("query-search-json-choices-beyond-backbone",
+         lambda e: res_query(e, res_meta(lambda m: m["study"]["space"].update(head_choices=[99]))),
+         r"key 'study\.space' is not a valid search space: head choices \[99\] outside", ResultsError),
+    Case("query-search-json-newer-version", lambda e: res_query(e, res_meta(lambda m: m.update(version=99))),
+         r"search\.json has results format version 99, newer than this dynasearch reads \(1\.\.2\): upgrade dynasearch", ResultsError),
+    Case("query-search-json-unreadable-older-version", lambda e: res_query(e, res_meta(lambda m: m.update(version=0))),
+         r"results format version 0, older than this dynasearch reads \(1\.\.2\)", ResultsError),
+    Case("query-search-json-version-a-string", lambda e: res_query(e, res_meta(lambda m: m.update(version="2"))),
+         r"key 'version' must be an integer \(the results format version\); got \"2\"", ResultsError),
+    Case("query-search-json-without-digests", lambda e: res_query(e, res_meta(lambda m: m.pop("tables"))),
+         r"search\.json lacks key 'tables' \(a JSON object with key 'tables\.trials\.csv'", ResultsError),
+    Case("query-older-version-damaged", lambda e: res_query(e, lambda d: (res_meta(lambda m: (m.update(version=1), m.pop("tables")))(d),
+                                                                          res_cell("front.csv", "measured_ms", "abc")(d))),
+         r"front\.csv: row 1, column 'measured_ms': .* \(results format version 1, written by an older dynasearch\)$", ResultsError),
+    Case("query-front-measured-a-word", lambda e: res_query(e, res_cell("front.csv", "measured_ms", "abc")),
+         r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'", ResultsError),
+    Case("query-front-measured-nan", lambda e: res_query(e, res_cell("front.csv", "measured_ms", "nan")),
+         r"front\.csv: row 1, column 'measured_ms': expected a finite number or an empty cell; got 'nan'", ResultsError),
+    Case("query-front-measured-negative", lambda e: res_query(e, res_cell("front.csv", "measured_ms", "-2")),
+         r"front\.csv: row 1, column 'measured_ms': expected a number > 0; got '-2'", ResultsError),
+    Case("query-front-predicted-empty", lambda e: res_query(e, res_cell("front.csv", "predicted_ms", "")),
+         r"front\.csv: row 1, column 'predicted_ms': expected a number; got an empty cell", ResultsError),
+    Case("query-front-predicted-inf", lambda e: res_query(e, res_cell("front.csv", "predicted_ms", "inf")),
+         r"column 'predicted_ms': expected a finite number; got 'inf'", ResultsError),
+    Case("query-front-predicted-1e400", lambda e: res_query(e, res_cell("front.csv", "predicted_ms", "1e400")),
+         r"column 'predicted_ms': expected a finite number; got '1e400'", ResultsError),
+    Case("query-front-subnet-empty", lambda e: res_query(e, res_cell("front.csv", "subnet", "")),
+         r"front\.csv: row 1, column 'subnet': expected a sub-network as JSON \(layers, heads, ffn\); got an empty cell", ResultsError),
+    Case("query-front-subnet-truncated", lambda e: res_query(e, res_cell("front.csv", "subnet", '{"layers": [0], "hea')),
+         r"column 'subnet': expected a sub-network as JSON .*it is not valid JSON", ResultsError),
+    Case("query-front-subnet-heads-beyond-backbone",
+         lambda e: res_query(e, res_cell("front.csv", "subnet", json.dumps({"layers": [0], "heads": [99], "ffn": [8]}))),
+         r"column 'subnet': expected a sub-network inside the searched backbone .*'heads' asks 99 for layer 0; allowed 0\.\.4",
+         ResultsError),
+    Case("query-front-key-not-its-subnet", lambda e: res_query(e, res_cell("front.csv", "key", "0123456789ab")),
+         r"front\.csv: row 1, column 'key': expected the key of its subnet, [0-9a-f]{12}; got '0123456789ab'", ResultsError),
+    Case("query-front-on-front-false", lambda e: res_query(e, res_cell("front.csv", "on_front", "False")),
+         r"front\.csv: row 1, column 'on_front': expected True", ResultsError),
+    Case("query-front-feasible-a-word", lambda e: res_query(e, res_cell("front.csv", "feasible", "yes")),
+         r"column 'feasible': expected True or False; got 'yes'", ResultsError),
+    Case("query-front-column-dropped", lambda e: res_query(e, res_cut("front.csv", lambda b: b.replace(b"measured_ms,", b"", 1))),
+         r"front\.csv is not a dynasearch trials table: header line missing columns \['measured_ms'\]", ResultsError),
+    Case("query-front-truncated", lambda e: res_query(e, res_cut("front.csv", lambda b: b[: b.index(b"\n", b.index(b"\n") + 1) - 5])),
+         r"front\.csv: row 1.* \(the file ends in this row without a line end: truncated\)$", ResultsError),
+    Case("query-front-empty", lambda e: res_query(e, res_cut("front.csv", lambda b: b"")), r"front\.csv is empty", ResultsError),
+    Case("query-front-header-only", lambda e: res_query(e, res_cut("front.csv", lambda b: b[: b.index(b"\n") + 1])),
+         r"front\.csv holds no rows", ResultsError),
+    Case("query-front-not-utf8", lambda e: res_query(e, res_cut("front.csv", lambda b: b + b"\xff\xfe\n")),
+         r"front\.csv is not UTF-8 text \(byte 0xff", ResultsError),
+    Case("query-front-a-directory", lambda e: res_query(e, lambda d: ((d / "front.csv").unlink(), (d / "front.csv").mkdir())),
+         r"front\.csv is not a regular file", ResultsError),
+    Case("query-front-changed-digit", lambda e: res_query(e, res_cell("front.csv", "metric_search", "12.5")),
+         r"front\.csv is not the table the search wrote \(its sha256 differs from search\.json's tables\.front\.csv\)", ResultsError),
+    Case("query-trials-last-row-cut", lambda e: res_query(e, res_cut("trials.csv", lambda b: b[: b.rstrip(b"\n").rindex(b"\n") + 1])),
+         r"trials\.csv holds 11 row\(s\); search\.json's summary\.trials says 12: rows were cut", ResultsError),
+    Case("query-trials-depth-a-word", lambda e: res_query(e, res_cell("trials.csv", "depth", "two", row=3)),
+         r"trials\.csv: row 3, column 'depth': expected an integer >= 0; got 'two'", ResultsError),
+    Case("query-trials-repeated-trial", lambda e: res_query(e, res_cell("trials.csv", "trial", "0", row=2)),
+         r"trials\.csv: row 2 repeats trial number 0", ResultsError),
+    Case("query-trials-blank-line", lambda e: res_query(e, res_cut("trials.csv", lambda b: b + b"\n")),
+         r"trials\.csv: row 13 has 0 cell\(s\); expected 16", ResultsError),
+    Case("query-trials-missing", lambda e: res_query(e, lambda d: (d / "trials.csv").unlink()),
+         r"lacks trials\.csv \(the search did not finish writing it\)", ResultsError),
+    Case("export-results-is-a-file", lambda e: ["export", "--results", e.file("res.txt", "x"), "--key", "abc", "--out", e.out],
+         r"results path .*res\.txt is not a directory", ResultsError),
+    Case("export-results-target-1e400ms", lambda e: res_export(e, None, "--target-latency", "1e400ms"),
+         r"latency '1e400ms' is too large", SearchError),
+    Case("export-results-without-study", lambda e: res_export(e, res_meta(lambda m: m.pop("study"))),
+         r"search\.json lacks key 'study' ", ResultsError),
+    Case("export-results-without-study-metric", lambda e: res_export(e, res_meta(lambda m: m["study"].pop("metric"))),
+         r"search\.json lacks key 'study\.metric'", ResultsError),
+    Case("export-results-newer-version", lambda e: res_export(e, res_meta(lambda m: m.update(version=3))),
+         r"results format version 3, newer than this dynasearch reads", ResultsError),
+    Case("export-results-front-measured-a-word", lambda e: res_export(e, res_cell("front.csv", "measured_ms", "abc")),
+         r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'", ResultsError),
+    Case("export-results-front-subnet-truncated", lambda e: res_export(e, res_cell("front.csv", "subnet", '{"layers": [0')),
+         r"front\.csv: row 1, column 'subnet': .*not valid JSON", ResultsError),
+    Case("export-results-front-latency-empty", lambda e: res_export(e, res_cell("front.csv", "predicted_ms", "")),
+         r"column 'predicted_ms': expected a number; got an empty cell", ResultsError),
+    Case("export-results-by-key-subnet-beyond-backbone",
+         lambda e: res_export(e, res_cell("trials.csv", "subnet", json.dumps({"layers": [7], "heads": [1], "ffn": [8]}), row=2),
+                              "--key", "abc"),
+         r"trials\.csv: row 2, column 'subnet': .*'layers' holds 7", ResultsError),
+    Case("export-results-trials-truncated", lambda e: res_export(e, res_cut("trials.csv", lambda b: b[: len(b) // 2]), "--key", "abc"),
+         r"trials\.csv.*truncated", ResultsError),
+    Case("export-results-changed-digit", lambda e: res_export(e, res_cell("trials.csv", "metric_search", "1.5", row=4)),
+         r"trials\.csv is not the table the search wrote", ResultsError),
     # (end of results section)
     # ---- issue 15: records, predictor directories, measure, fit-predictor, kit
     # (end of records section)

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--num-labels", type=int, default=None, help="labels of the classifier head (default: from the checkpoint)")
     r = p.add_argument_group("a config chosen from a search's results")
     r.add_argument("--results", metavar="RESULTS", help="results directory of `dynasearch search` (the model is the searched one)")
-    r.add_argument("--target-latency", metavar="LAT", help="with --results: the best config under this latency (e.g. 8ms), as `query`")
+    r.add_argument("--target-latency", metavar="LAT",
+                   help="with --results: the best config under this latency (e.g. 8ms), as `query` (exit status 1 when none meets it)")
     r.add_argument("--key", help="with --results: the config with this key (see RESULTS/trials.csv)")
     p.set_defaults(func=run, _parser=p)
 
@@ -52,8 +53,13 @@ def run(args) -> int:
 
 
 def run_from_results(args) -> int:
+    import sys
+
     from search.deploy import export_from_results
+    from search.errors import NoAnswerError
     from search.units import parse_latency
+
+    from .common import print_warnings
 
     if args.results is None:
         args._parser.error("--target-latency and --key choose a config from --results RESULTS")
@@ -62,7 +68,13 @@ def run_from_results(args) -> int:
     if (args.target_latency is None) == (args.key is None):
         args._parser.error("with --results, give exactly one of --target-latency LAT or --key KEY")
     target = parse_latency(args.target_latency) if args.target_latency is not None else None
-    m = export_from_results(args.results, args.out, target_ms=target, key=args.key, formats=args.format, overwrite=args.overwrite)
+    try:
+        with print_warnings():  # an older results format is one 'warning: ...' line
+            m = export_from_results(args.results, args.out, target_ms=target, key=args.key, formats=args.format,
+                                    overwrite=args.overwrite)
+    except NoAnswerError as e:  # it ran and no config meets the target: exit 1, as `search` does (2 is for bad input)
+        print(f"dynasearch export: no answer: {e}", file=sys.stderr)
+        return 1
     s = m["search"]
     lat = f"predicted {s['predicted_ms']:.3f} ms" + (f", measured {s['measured_ms']:.3f} ms" if s["verified"] else " (not verified)")
     metric = s["metric_full_dev"] if s["metric_full_dev"] is not None else s["metric_search_dev"]
