@@ -103,12 +103,25 @@ def test_demo_refuses_foreign_output(tmp_path, capsys):
     assert "holds something other than a dynasearch demo" in capsys.readouterr().err
 
 
-def test_demo_refuses_other_settings(tmp_path, tiny_bert_dir):
+def test_demo_refuses_other_settings_once_started(tmp_path, tiny_bert_dir):
     out = tmp_path / "d"
-    out.mkdir()
+    (out / "run").mkdir(parents=True)  # training had begun under the saved settings
     (out / "demo.json").write_text(json.dumps({"task": "sst2"}))
     with pytest.raises(OutputExistsError, match="holds a demo run with other settings"):
         run_demo(DemoConfig(out_dir=out, model_dir=tiny_bert_dir), progress=False)
+
+
+def test_demo_takes_corrected_settings_when_nothing_started(tmp_path, tiny_bert_dir):
+    """A first try that failed on its arguments before training started: the corrected command runs."""
+    from search.demo import _prepare_out
+
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "demo.json").write_text(json.dumps({"task": "bogus"}))
+    cfg = DemoConfig(out_dir=out, model_dir=tiny_bert_dir)
+    _prepare_out(cfg)
+    saved = json.loads((out / "demo.json").read_text())
+    assert saved["task"] == cfg.task and {k: v for k, v in saved.items() if k != "target_ms"} == cfg.settings()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -129,9 +142,15 @@ def test_demo_out_is_a_file(tmp_path, capsys):
     assert (tmp_path / "f").read_text() == "mine"
 
 
-def test_demo_kill_drill(demo_run, tmp_path, tiny_bert_dir):
-    """SIGKILL the demo at a random moment after training started, re-run: it finishes, the grid
-    scores equal an uninterrupted run's, no config is timed twice, the study holds exactly the trials."""
+DRILL_SEED = int(os.environ.get("DYNASEARCH_DRILL_SEED", time.time_ns() % 100_000))
+
+
+@pytest.mark.parametrize("kill", ["study-created", "demo-step-done@3", "random"])
+def test_demo_kill_drill(kill, demo_run, tmp_path, tiny_bert_dir):
+    """SIGKILL the demo, re-run: it finishes, the grid scores equal an uninterrupted run's, no config
+    is timed twice, the study holds exactly the trials. Killed at a named point (dynabert.killpoints:
+    inside the search's study-creation window; after the measure step's work, before steps.json says
+    so), or at a seeded random moment after training started (DYNASEARCH_DRILL_SEED replays it)."""
     clean, data, _ = demo_run
     out = tmp_path / "killed"
     code = (f"from predictors import Protocol\nfrom search.demo import DemoConfig, run_demo\n"
@@ -140,19 +159,28 @@ def test_demo_kill_drill(demo_run, tmp_path, tiny_bert_dir):
             f"measure_protocol=Protocol(**{dataclasses.asdict(FAST)!r}), predictor_kinds=('layer-regression',)), progress=False)\n")
     cmd = [sys.executable, "-c", code]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (out / "run" / "run.json").exists():
-        time.sleep(0.2)
-    time.sleep(random.Random().uniform(0.5, 15.0))  # somewhere in training, scoring, timing, fitting or the search
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(30)
+    how = f"killed at {kill}"
+    if kill == "random":
+        delay = random.Random(DRILL_SEED).uniform(0.5, 15.0)  # somewhere in training, scoring, timing, fitting or the search
+        how = f"seed {DRILL_SEED}: killed {delay:.2f} s after training started"
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (out / "run" / "run.json").exists():
+            time.sleep(0.2)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    else:
+        from dynabert.killpoints import ENV
+
+        killed = subprocess.run(cmd, cwd=REPO, env={**env, ENV: kill}, capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, f"{how}: exit {killed.returncode}: {killed.stderr[-2000:]}"
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.returncode == 0, how + ": " + done.stdout[-2000:] + done.stderr[-2000:]
     a = pd.read_csv(next((out / "eval").glob("*-grid.csv")))
     b = pd.read_csv(next((clean / "eval").glob("*-grid.csv")))
-    assert a["key"].tolist() == b["key"].tolist() and a["accuracy"].tolist() == b["accuracy"].tolist()
+    assert a["key"].tolist() == b["key"].tolist() and a["accuracy"].tolist() == b["accuracy"].tolist(), how
     rec = pd.read_csv(out / "latency" / "records.csv")
-    assert not rec["key"].duplicated().any() and set(rec["key"]) == set(pd.read_csv(clean / "latency" / "records.csv")["key"])
-    assert len(pd.read_csv(out / "search" / "trials.csv")) == 10
+    assert not rec["key"].duplicated().any() and set(rec["key"]) == set(pd.read_csv(clean / "latency" / "records.csv")["key"]), how
+    assert len(pd.read_csv(out / "search" / "trials.csv")) == 10, how
     assert json.loads((out / "export" / "manifest.json").read_text())["search"]["target_ms"] == 1000.0
