@@ -164,6 +164,14 @@ def build_config(cfg: dict[str, Any], arch: str, state: dict[str, torch.Tensor],
         for k in ("flavor", "head_dim", "layer_heads", "layer_ffn", "source_layers"):
             if cfg.get(k) is not None:
                 kw[k] = cfg[k]
+        _check_layer_lists(kw)
+        # An export is a backbone of its own: num_attention_heads / intermediate_size name its own
+        # widest layer (older exports kept those of the model they were cut from); head_dim stays.
+        kw.setdefault("head_dim", kw["hidden_size"] // kw["num_attention_heads"] if kw["num_attention_heads"] else None)
+        if "layer_heads" in kw:
+            kw["num_attention_heads"] = max(kw["layer_heads"])
+        if "layer_ffn" in kw:
+            kw["intermediate_size"] = max(kw["layer_ffn"])
     else:
         kw["flavor"] = arch
         head_dim = kw["hidden_size"] // kw["num_attention_heads"]
@@ -180,7 +188,32 @@ def build_config(cfg: dict[str, Any], arch: str, state: dict[str, torch.Tensor],
     if isinstance(labels, dict) and len(labels) == num_labels:
         kw["id2label"] = {int(k): v for k, v in labels.items()}
         kw["label2id"] = {v: int(k) for k, v in labels.items()}
-    return DynaBertConfig(**kw)
+    try:
+        return DynaBertConfig(**kw)
+    except (TypeError, ValueError, ZeroDivisionError) as e:
+        raise ModelLoadError(f"config.json does not describe a model dynasearch can build: {e}") from None
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_layer_lists(kw: dict[str, Any]) -> None:
+    """The per-layer fields of a dynabert config.json: one non-negative integer per layer."""
+    n = kw["num_hidden_layers"]
+    if not _is_count(n) or n < 1:
+        raise ModelLoadError(f"config.json: num_hidden_layers must be an integer >= 1; got {n!r:.40}")
+    for k in ("hidden_size", "num_attention_heads", "intermediate_size", "head_dim"):
+        if k in kw and not _is_count(kw[k]):
+            raise ModelLoadError(f"config.json: {k} must be an integer >= 0; got {kw[k]!r:.40}")
+    for k in ("layer_heads", "layer_ffn", "source_layers"):
+        v = kw.get(k)
+        if v is None:
+            continue
+        if not isinstance(v, list) or len(v) != n or not all(_is_count(x) for x in v):
+            raise ModelLoadError(
+                f"config.json: {k} must list one integer >= 0 per layer (num_hidden_layers={n}); got {v!r:.60}"
+            )
 
 
 def load_model(path: str | Path | None = None, num_labels: int | None = None, seed: int = 0) -> DynaBertForSequenceClassification:

@@ -53,10 +53,14 @@ def load_tokenizer(model_dir: str | Path):
 
     # AutoTokenizer also reads config.json and warns that it does not know model_type "dynabert";
     # only the tokenizer files matter here, so that warning is silenced for this call.
+    # trust_remote_code=False: a Hugging Face export's config.json has an auto_map (for plain
+    # transformers users); left unset, transformers would ask "Do you wish to run the custom code?
+    # [y/N]" on the terminal and read stdin. dynasearch loads its exports with its own classes and
+    # never runs code from a model directory.
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(str(model_dir))
+        return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
     except Exception as e:  # transformers raises OSError/ValueError for a dir without tokenizer files
         # Reference-code (transformers 2.x) checkpoints: config.json without model_type, so
         # AutoTokenizer cannot pick a class; a WordPiece vocab.txt is BERT's (uncased, as released).

@@ -90,6 +90,10 @@ def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: Subne
     twice as fast on CPUs with AVX512-BF16 / AMX, for searches that score hundreds of sub-networks."""
     was_training = model.training
     model.eval()
+    if subnet is not None:  # a sub-network wider than a layer physically is (an export) would crash in the matmuls
+        from .extract import check_fits
+
+        check_fits(model, subnet)
     active = subnet.active_spec() if subnet is not None else None
     device_type = next(model.parameters()).device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
@@ -234,6 +238,17 @@ def evaluate_run(inputs: EvalInputs):
     model = load_model(model_dir)
     if model.config.num_labels != task.num_labels:
         raise DataError(f"model {model_dir} has {model.config.num_labels} output(s) but task {task.name} needs {task.num_labels}")
+    # An exported sub-network is a backbone of its own: the grid and --width/--depth are relative to
+    # its own shape, and need one width for all its layers; an explicit subnet must fit each layer.
+    # Both are refused here, before the dev set is read.
+    from .extract import check_fits, check_uniform
+
+    if inputs.subnet is None:
+        check_uniform(model, "the paper grid's width/depth multipliers")
+    else:
+        if inputs.subnet[1] is not None:
+            check_uniform(model, "width/depth multipliers")
+        check_fits(model, inputs.subnet[0])
     max_len = inputs.max_seq_length if inputs.max_seq_length is not None else (info.max_seq_length or 128)
     check_max_length(max_len, model.config)
     dev = load_dev_set(task, model_dir, data_dir=inputs.data_dir, dev_file=inputs.dev_file, max_seq_length=max_len,

@@ -8,11 +8,43 @@ import torch
 
 from .errors import InvalidSubnetError
 from .modeling import DynaBertConfig, DynaBertForSequenceClassification
-from .subnet import BackboneShape, SubnetConfig
+from .subnet import BackboneShape, SubnetConfig, uniform_widths
 
 
 def model_shape(model: DynaBertForSequenceClassification) -> BackboneShape:
+    """The model's own shape (an exported sub-network is a backbone of its own: its layers, its
+    widest layer); see `BackboneShape.from_config`."""
     return BackboneShape.from_config(model.config)
+
+
+def _where(model: DynaBertForSequenceClassification) -> str:
+    src = getattr(model, "source_dir", None)
+    return f"model {src}" if src else "this model"
+
+
+def _widths(cfg) -> str:
+    return f"heads {','.join(map(str, cfg.layer_heads))}, FFN {','.join(map(str, cfg.layer_ffn))} per layer"
+
+
+def check_uniform(model: DynaBertForSequenceClassification, what: str = "width/depth multipliers") -> None:
+    """Refuse (one line) `what` on a model whose layers have different widths.
+
+    The rule for exported sub-networks used as inputs: a model's shape is its own (its layers, its
+    widest layer), and width/depth multipliers, the paper grid, DynaBERT's width and depth stages and
+    rewiring are relative to ONE per-layer shape. A uniform export (every layer the same heads and
+    FFN, e.g. any grid point) is such a backbone: width 1 depth 1 is the export itself. A non-uniform
+    one (e.g. a per-layer answer of a search) is not: multipliers relative to its widest layer would
+    ask more than its narrower layers have, and relative to each layer they would be another grid
+    than the one its measurements and searches use. So those are refused; what still works on it is
+    what needs no multiplier: explicit subnet JSONs that fit every layer (evaluate, export), the
+    teacher stage (fine-tuning the model as built), scoring the model as built."""
+    cfg = model.config
+    if not uniform_widths(cfg):
+        raise InvalidSubnetError(
+            f"{_where(model)} has layers of different widths ({_widths(cfg)}): {what} need one width for every "
+            f"layer, so they do not apply to it; give a --subnet JSON that fits each layer (see `dynasearch info`), "
+            f"or export a uniform sub-network (--width/--depth) to use as a backbone"
+        )
 
 
 def check_fits(model: DynaBertForSequenceClassification, subnet: SubnetConfig) -> SubnetConfig:
@@ -22,9 +54,12 @@ def check_fits(model: DynaBertForSequenceClassification, subnet: SubnetConfig) -
     subnet.validate(model_shape(model))
     for layer, h, f in subnet.active_spec():
         if h > cfg.layer_heads[layer] or f > cfg.layer_ffn[layer]:
+            note = "" if uniform_widths(cfg) else (
+                f" (its layers have different widths: {_widths(cfg)}; width/depth multipliers, relative to its widest "
+                "layer, do not fit it)")
             raise InvalidSubnetError(
-                f"layer {layer} asks heads={h}, ffn={f} but this model has heads={cfg.layer_heads[layer]}, "
-                f"ffn={cfg.layer_ffn[layer]} there"
+                f"layer {layer} asks heads={h}, ffn={f} but {_where(model)} has heads={cfg.layer_heads[layer]}, "
+                f"ffn={cfg.layer_ffn[layer]} there{note}"
             )
     return subnet
 
@@ -40,6 +75,11 @@ def extract_subnet(model: DynaBertForSequenceClassification, subnet: SubnetConfi
     cfg_dict = src_cfg.to_dict()
     for k in ("layer_heads", "layer_ffn", "source_layers", "num_hidden_layers", "architectures", "auto_map", "model_type", "transformers_version"):
         cfg_dict.pop(k, None)
+    # The extracted model is a backbone of its own: its config names its own widest layer (what
+    # config-only readers such as `predictors.measure.load_shape` and plain transformers see).
+    cfg_dict["head_dim"] = src_cfg.head_dim
+    cfg_dict["num_attention_heads"] = max(subnet.heads)
+    cfg_dict["intermediate_size"] = max(subnet.ffn)
     config = DynaBertConfig(
         **cfg_dict,
         num_hidden_layers=subnet.depth,

@@ -37,13 +37,21 @@ class BackboneShape:
 
     @classmethod
     def from_config(cls, config: Any) -> "BackboneShape":
-        """From a DynaBertConfig / BertConfig / RobertaConfig at full width."""
+        """From a DynaBertConfig / BertConfig / RobertaConfig: the model's OWN shape.
+
+        A model that is itself an extracted sub-network (a `dynasearch export`, a stage of a run
+        trained from one) is a backbone of its own: its shape is its layer count and its widest
+        layer (the per-layer maximum of `layer_heads` / `layer_ffn`), not the shape of the model it
+        was cut from (`num_attention_heads` / `intermediate_size` of older exports still name that
+        one). Width and depth multipliers are relative to this shape; they are only meant for a
+        model whose layers all have it (`uniform_widths`): see `dynabert.extract.check_uniform`."""
+        heads, ffn = _layer_max(config, "layer_heads", "num_attention_heads"), _layer_max(config, "layer_ffn", "intermediate_size")
         return cls(
             num_layers=config.num_hidden_layers,
-            num_heads=config.num_attention_heads,
+            num_heads=heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
             hidden_size=config.hidden_size,
-            intermediate_size=config.intermediate_size,
+            intermediate_size=ffn,
             vocab_size=config.vocab_size,
             max_positions=config.max_position_embeddings,
             type_vocab_size=config.type_vocab_size,
@@ -53,6 +61,18 @@ class BackboneShape:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def _layer_max(config: Any, per_layer: str, whole: str) -> int:
+    widths = getattr(config, per_layer, None)
+    return max(widths) if widths else getattr(config, whole)
+
+
+def uniform_widths(config: Any) -> bool:
+    """Whether every layer of the model has the same heads and the same FFN width (a model at full
+    width, or an export of a grid point / of any sub-network with one width for all its layers)."""
+    heads, ffn = getattr(config, "layer_heads", None), getattr(config, "layer_ffn", None)
+    return not heads or (len(set(heads)) == 1 and len(set(ffn or [0])) == 1)
 
 
 def _as_int_tuple(field: str, value: Any) -> tuple[int, ...]:
@@ -112,11 +132,16 @@ class SubnetConfig:
         for name, m in (("width", width), ("depth", depth)):
             if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or not 0 < m <= 1:
                 raise InvalidSubnetError(f"{name} multiplier must be in (0, 1]; got {m!r}")
+        if shape.num_heads < 1:
+            raise InvalidSubnetError(
+                "this model has no attention heads in any layer: width multipliers (round(heads * width) heads "
+                "per layer) do not apply to it; give the sub-network as a subnet JSON instead"
+            )
         heads = round(shape.num_heads * width)
         if heads < 1:
             raise InvalidSubnetError(
                 f"width multiplier {width} keeps round({shape.num_heads} * {width}) = 0 heads; "
-                f"the smallest allowed width for {shape.num_heads} heads is {0.5 / shape.num_heads + 1e-9:.4f}"
+                f"for {shape.num_heads} heads the width must be above {0.5 / shape.num_heads:.4g}"
             )
         ffn = heads * shape.intermediate_size // shape.num_heads
         n_keep = round(shape.num_layers * depth)
@@ -208,10 +233,19 @@ class SubnetConfig:
         return f"layers {','.join(map(str, self.layers))} heads {h} ffn {f}"
 
 
+def grid_widths(shape: BackboneShape, widths: Iterable[float] = PAPER_WIDTHS) -> tuple[float, ...]:
+    """The widths that keep at least one head of this shape (all of the paper's unless the model
+    has 1 or 2 heads, e.g. a very narrow export: width 0.25 of 2 heads keeps round(0.5) = 0)."""
+    return tuple(w for w in widths if round(shape.num_heads * w) >= 1)
+
+
 def paper_grid(
     shape: BackboneShape, widths: Iterable[float] = PAPER_WIDTHS, depths: Iterable[float] = PAPER_DEPTHS
 ) -> list[tuple[float, float, SubnetConfig]]:
-    """(width, depth, subnet) for the paper's grid, depth outer and width inner as in training."""
+    """(width, depth, subnet) for the paper's grid, depth outer and width inner as in training.
+    Widths that keep no head of this shape (`grid_widths`: only for a model of 1 or 2 heads, e.g.
+    a very narrow export) are left out; `SubnetConfig.from_grid` refuses them one by one."""
+    widths = grid_widths(shape, widths)
     return [(w, d, SubnetConfig.from_grid(shape, w, d)) for d in depths for w in widths]
 
 

@@ -38,14 +38,16 @@ from .backbone import load_model, resolve_model_dir, tokenizer_files
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
 from .distill import eval_plan, hidden_pairs, masked_mse, soft_cross_entropy, step_plan, teacher_plan
 from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env, shutdown
-from .errors import DataError, ModelLoadError, OutputExistsError
+from .errors import DataError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from .evaluate import DevSet, evaluate_subnets, seeded_subset
+from .extract import check_uniform
 from .io import atomic_dir, check_output_dir, read_json, save_tensors, write_json, write_text
+from .killpoints import kill_point
 from .modeling import DynaBertForSequenceClassification
 from .optim import make_optimizer, make_scheduler, optimizer_from_tensors, optimizer_to_tensors
 from .rewire import rewire_
 from .runs import RunInputs, check_resume, read_state, run_config, run_record
-from .subnet import BackboneShape, SubnetConfig
+from .subnet import BackboneShape, SubnetConfig, grid_widths
 from .tasks import TaskSpec, load_task
 from .train_config import STAGE_DIRS, STAGES, TrainConfig
 
@@ -150,6 +152,7 @@ class Trainer:
                 "stage": stage, "step": step, "total_steps": total, "best": best, "history": history,
                 "backbone": self.shape.to_dict(), "task": self.spec.name,
             })
+        kill_point("train-checkpoint")  # test-only: a checkpoint is complete
 
     def load_checkpoint(self, stage: str):
         ck = self.out / "checkpoint"
@@ -377,6 +380,19 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
     shape = BackboneShape.from_config(model.config)
     if resume:
         cfg = check_resume(out, spec, model_dir, shape)
+    # An exported sub-network trains as a backbone of its own (its shape is its own, see
+    # BackboneShape.from_config). Rewiring and the width/depth stages cut every layer to one width,
+    # so they need a uniform one; the teacher stage fine-tunes the model as built, whatever its shape.
+    cutting = [s for s in cfg.stages if s != "teacher"]
+    if cutting:
+        check_uniform(model, f"the stage(s) {', '.join(cutting)} (rewiring and width/depth multipliers)")
+        kept = grid_widths(shape, cfg.widths)
+        if any(s in cfg.stages for s in ("width", "depth", "final")) and len(kept) < len(cfg.widths):
+            bad = ", ".join(f"{w:g}" for w in cfg.widths if w not in kept)
+            raise InvalidSubnetError(
+                f"width multiplier(s) {bad} keep round({shape.num_heads} * width) = 0 heads of this {shape.num_heads}-head "
+                f"model; pass --widths without them (e.g. --widths {','.join(f'{w:g}' for w in kept) or '1'})"
+            )
     check_max_length(cfg.max_seq_length, model.config)
     torch.manual_seed(cfg.seed)
     trainer = Trainer(inputs, cfg, info, progress, on_step)
@@ -403,6 +419,7 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
             else:
                 torch.manual_seed(cfg.seed + STAGES.index(stage))
                 trainer.run_stage(stage, state)
+            kill_point("train-stage-done")  # test-only: the stage's model is saved, state.json does not say so yet
             state["completed"].append(stage)
             state["model"] = STAGE_DIRS[stage]
             if info.is_main:

@@ -26,7 +26,7 @@ import torch
 from dynabert import backbone
 from dynabert.backbone import load_model, resolve_model_dir, tokenizer_files
 from dynabert.errors import ExportError, ModelLoadError
-from dynabert.extract import extract_subnet, model_shape
+from dynabert.extract import check_fits, check_uniform, extract_subnet, model_shape
 from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
 from dynabert.modeling import DynaBertForSequenceClassification
 from dynabert.onnx_export import export_onnx, sample_inputs
@@ -146,9 +146,13 @@ def export_subnet(
         src = Path(getattr(model, "source_dir", None) or resolve_model_dir(None))
     if model is None:
         model = load_model(src, num_labels=num_labels)
+    # The model's shape is its own (an exported sub-network is a backbone of its own): a grid point
+    # is relative to it and needs one width for all its layers; any subnet must fit each layer.
+    if grid_point is not None:
+        check_uniform(model, "width/depth multipliers")
+    check_fits(model, subnet)  # the backbone's ranges, then each layer's physical width
     if getattr(model, "head_initialized", False):
         warnings.warn(random_head_warning(src, model.config.num_labels), stacklevel=2)
-    subnet.validate(model_shape(model))
     small = extract_subnet(model, subnet).eval()
     shape = model_shape(model)
     checks: dict[str, float] = {}

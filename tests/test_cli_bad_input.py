@@ -623,6 +623,47 @@ CASES = [
     # ---- issue 15: records, predictor directories, measure, fit-predictor, kit
     # (end of records section)
     # ---- issue 15: exported sub-networks as inputs (info, train, evaluate, measure, export, search)
+    # An export is a backbone of its own (its layers, its widest layer); one whose layers have
+    # different widths takes no width/depth multiplier (dynabert.extract.check_uniform). Exports are
+    # made by tests/exportkit.py inside the case's folder (heads 4,2 / FFN 64,32: SUBNET_OK).
+    Case("info-export-layer-heads-wrong-length",
+         lambda e: ["info", __import__("exportkit").make_export(e.model, e.tmp / "x", SUBNET_OK, lambda c: c.update(layer_heads=[4]))],
+         r"config\.json: layer_heads must list one integer >= 0 per layer \(num_hidden_layers=2\); got \[4\]", ModelLoadError),
+    Case("info-export-layer-ffn-not-counts",
+         lambda e: ["info", __import__("exportkit").make_export(e.model, e.tmp / "x", SUBNET_OK, lambda c: c.update(layer_ffn=[64, -1]))],
+         r"config\.json: layer_ffn must list one integer >= 0 per layer", ModelLoadError),
+    Case("export-non-uniform-export-at-a-grid-point",
+         lambda e: ["export", __import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK), "--width", "1", "--depth", "1",
+                    "--format", "hf", "--out", e.out],
+         r"nu has layers of different widths \(heads 4,2, FFN 64,32 per layer\): width/depth multipliers need one width", InvalidSubnetError),
+    Case("export-subnet-wider-than-a-layer-of-the-export",
+         lambda e: ["export", __import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK), "--subnet",
+                    e.file("s.json", {"layers": [0, 1], "heads": [4, 4], "ffn": [64, 32]}), "--format", "hf", "--out", e.out],
+         r"layer 1 asks heads=4, ffn=32 but model .*nu has heads=2, ffn=32 there \(its layers have different widths", InvalidSubnetError),
+    Case("export-headless-export-at-a-grid-point",
+         lambda e: ["export", __import__("exportkit").make_export(e.model, e.tmp / "h", {"layers": [0], "heads": [0], "ffn": [32]}),
+                    "--width", "1", "--depth", "1", "--format", "hf", "--out", e.out],
+         r"no attention heads in any layer: width multipliers .* do not apply", InvalidSubnetError),
+    Case("evaluate-non-uniform-export-grid",
+         lambda e: ["evaluate", __import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK), "--task", "sst2", "--data-dir", e.data],
+         r"has layers of different widths .*: the paper grid's width/depth multipliers need one width", InvalidSubnetError),
+    Case("evaluate-non-uniform-export-width-depth",
+         lambda e: ["evaluate", __import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK), "--task", "sst2", "--data-dir", e.data,
+                    "--width", "1", "--depth", "1", "--out", e.out],
+         r"has layers of different widths .*: width/depth multipliers need one width", InvalidSubnetError),
+    Case("evaluate-subnet-wider-than-a-layer-of-the-export",
+         lambda e: ["evaluate", __import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK), "--task", "sst2", "--data-dir", e.data,
+                    "--subnet", e.file("s.json", {"layers": [1], "heads": [3], "ffn": [32]}), "--out", e.out],
+         r"layer 1 asks heads=3, ffn=32 but model .*nu has heads=2, ffn=32 there", InvalidSubnetError),
+    Case("train-non-uniform-export-rewire-width-depth",
+         lambda e: ["train", "--model", __import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK), "--task", "sst2",
+                    "--data-dir", e.data, "--out", e.out, "--max-steps", "1", *TRAIN_FAST],
+         r"has layers of different widths .*: the stage\(s\) rewire, width, depth \(rewiring and width/depth multipliers\)", InvalidSubnetError),
+    Case("train-two-head-export-default-widths",
+         lambda e: ["train", "--model", __import__("exportkit").make_export(e.model, e.tmp / "two", {"layers": [0, 1], "heads": [2, 2], "ffn": [32, 32]}),
+                    "--task", "sst2", "--data-dir", e.data, "--out", e.out, "--max-steps", "1", *TRAIN_FAST],
+         r"width multiplier\(s\) 0\.25 keep round\(2 \* width\) = 0 heads of this 2-head model; pass --widths without them "
+         r"\(e\.g\. --widths 1,0\.75,0\.5\)", InvalidSubnetError),
     # (end of exports section)
     # ---- issue 15: search, evaluate, demo options and run directories
     # (end of search section)
