@@ -11,9 +11,11 @@ Named points (grep `kill_point(` for the full list):
 - `grid-enqueued@K`: after the K-th grid trial was enqueued;
 - `trial-evaluating@K`: inside the K-th real accuracy evaluation of this process (trial RUNNING);
 - `cache-put`: an evaluation finished, its cache row not yet written;
-- `results-written`: results files written, verification not yet started;
-- `verify-measuring`: the verification's ONNX exports exist in their temporary folder, not yet timed;
-- `demo-step-done`: a demo step finished, steps.json not yet updated.
+- `results-written`: the results files are written, the search has not returned yet;
+- `demo-step-done@K`: the K-th demo step's work is done, steps.json does not say so yet;
+- `train-checkpoint@K`: the K-th training checkpoint is complete;
+- `train-stage-done@K`: the K-th stage's model is saved, state.json does not record it yet;
+- `measure-chunk-written@K`: the K-th chunk of latency records is on disk.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Kill drills: `dynasearch train` and `dynasearch measure` are SIGKILLed at a random moment once
-they have started working, the same command is run again to completion, and the result must equal
-an uninterrupted run's: nothing lost, nothing done twice, nothing half-written.
+"""Kill drills: `dynasearch train` and `dynasearch measure` are SIGKILLed, the same command is run
+again to completion, and the result must equal an uninterrupted run's: nothing lost, nothing done
+twice, nothing half-written.
 
-The kill moment is drawn from a seeded generator (DYNASEARCH_DRILL_SEED, default: from the clock);
-the seed and the moment are in every failure message so a failing drill can be replayed.
+Each command is killed at named points the test controls (dynabert.killpoints: the child SIGKILLs
+itself there: a checkpoint complete, a stage saved but not recorded, a chunk of records written),
+and once at a random moment drawn from a seeded generator (DYNASEARCH_DRILL_SEED, default: from the
+clock); the seed and the moment are in every failure message so a failing drill can be replayed.
 (search: tests/search/test_study.py; demo: tests/search/test_demo.py.)
 """
 
@@ -108,15 +110,36 @@ def comparable_state(run: Path) -> dict:
     return {k: s[k] for k in ("completed", "model", "scores")}
 
 
-def test_train_killed_then_resumed_equals_an_uninterrupted_run(tiny_bert_dir, tmp_path):
-    data = write_sst2_like(tmp_path / "data", n_train=48, n_dev=16)
+def kill_at(args: list[str], point: str) -> str:
+    """Run the CLI in a child that SIGKILLs itself at a named point (dynabert.killpoints, test-only)."""
+    from dynabert.killpoints import ENV
+
+    p = subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=REPO, env={**child_env(), ENV: point},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, f"not killed at {point} (exit {p.returncode}): {p.stderr[-2000:]}"
+    return f"killed at {point}"
+
+
+@pytest.fixture(scope="module")
+def train_ref(tiny_bert_dir, tmp_path_factory):
+    """(data dir, base argv, uninterrupted run dir, its seconds)."""
+    root = tmp_path_factory.mktemp("train-ref")
+    data = write_sst2_like(root / "data", n_train=48, n_dev=16)
     base = ["train", "--model", str(tiny_bert_dir), "--data-dir", str(data), *TRAIN_OPTS]
-    ref, run = tmp_path / "ref", tmp_path / "run"
     t0 = time.monotonic()
-    assert main([*base, "--out", str(ref)]) == 0  # uninterrupted, in this process
-    span = time.monotonic() - t0
+    assert main([*base, "--out", str(root / "ref")]) == 0  # uninterrupted, in this process
+    return data, base, root / "ref", time.monotonic() - t0
+
+
+@pytest.mark.parametrize("point", ["train-checkpoint@2", "train-stage-done@1", "train-stage-done@3", "random"])
+def test_train_killed_then_resumed_equals_an_uninterrupted_run(point, train_ref, tmp_path):
+    data, base, ref, span = train_ref
+    run = tmp_path / "run"
     args = [*base, "--out", str(run)]
-    how = drill(args, lambda: (run / "run.json").is_file(), span, lambda: shutil.rmtree(run, ignore_errors=True))
+    if point == "random":
+        how = drill(args, lambda: (run / "run.json").is_file(), span, lambda: shutil.rmtree(run, ignore_errors=True))
+    else:
+        how = kill_at(args, point)
     assert main([*args, "--resume"]) == 0, how  # the same command again (a run is continued with --resume)
     assert comparable_state(run) == comparable_state(ref), how  # stages, best checkpoints, every dev score of the grid
     final = comparable_state(ref)["model"]
@@ -132,18 +155,28 @@ MEASURE_OPTS = ["--backend", "torch", "--sampler", "uniform", "--n", "9", "--chu
                 "--max-seconds", "0.1", "--seq-len", "16", "--no-progress"]
 
 
-def test_measure_killed_then_rerun_measures_every_config_once(tiny_bert_dir, tmp_path):
-    ref, out = tmp_path / "ref.csv", tmp_path / "r.csv"
+@pytest.fixture(scope="module")
+def measure_ref(tiny_bert_dir, tmp_path_factory):
+    ref = tmp_path_factory.mktemp("measure-ref") / "ref.csv"
     t0 = time.monotonic()
     assert main(["measure", str(tiny_bert_dir), "--out", str(ref), *MEASURE_OPTS]) == 0  # uninterrupted
-    span = time.monotonic() - t0
+    return ref, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("point", ["measure-chunk-written@1", "measure-chunk-written@2", "random"])
+def test_measure_killed_then_rerun_measures_every_config_once(point, measure_ref, tiny_bert_dir, tmp_path):
+    ref, span = measure_ref
+    out = tmp_path / "r.csv"
     args = ["measure", str(tiny_bert_dir), "--out", str(out), *MEASURE_OPTS]
 
     def reset():
         out.unlink(missing_ok=True)
         shutil.rmtree(tmp_path / "r.raw", ignore_errors=True)
 
-    how = drill(args, out.is_file, 0.6 * span, reset)  # the first chunk is done when the file appears
+    if point == "random":
+        how = drill(args, out.is_file, 0.6 * span, reset)  # the first chunk is done when the file appears
+    else:
+        how = kill_at(args, point)
     kept = pd.read_csv(out)  # what the killed run left: whole rows only
     assert (kept["status"] == "ok").all() and kept["key"].is_unique, how
     assert main(args) == 0, how  # the same command again
