@@ -225,7 +225,7 @@ def evaluate_run(inputs: EvalInputs):
     """Score the grid (or one sub-network) on dev; write <stem>.csv and <stem>.png. Returns (table, csv, png)."""
     from .backbone import load_model
     from .data import check_max_length
-    from .runs import resolve_run
+    from .runs import read_run_record, resolve_run
     from .subnet import paper_grid
 
     info = resolve_run(inputs.run, inputs.stage)
@@ -251,7 +251,11 @@ def evaluate_run(inputs: EvalInputs):
         check_fits(model, inputs.subnet[0])
     max_len = inputs.max_seq_length if inputs.max_seq_length is not None else (info.max_seq_length or 128)
     check_max_length(max_len, model.config)
-    dev = load_dev_set(task, model_dir, data_dir=inputs.data_dir, dev_file=inputs.dev_file, max_seq_length=max_len,
+    data_dir, dev_file = inputs.data_dir, inputs.dev_file
+    if data_dir is None and dev_file is None and info.run_dir is not None and info.task is not None and info.task.name == task.name:
+        recorded = (read_run_record(info.run_dir) or {}).get("data", {})  # the run's own data, as `search RUN` uses it
+        data_dir, dev_file = recorded.get("data_dir"), recorded.get("dev_file")
+    dev = load_dev_set(task, model_dir, data_dir=data_dir, dev_file=dev_file, max_seq_length=max_len,
                        batch_size=inputs.batch_size, subset=inputs.dev_subset, seed=inputs.dev_seed)
     shape = BackboneShape.from_config(model.config)
     if inputs.subnet is None:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from dynabert.killpoints import kill_point
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
 
 from ._core import Protocol
@@ -40,10 +41,16 @@ def load_shape(model_dir: str | Path | None) -> BackboneShape:
     if model_type in ("bert", "roberta", "xlm-roberta", "camembert", "dynabert"):
         try:
             heads = cfg["num_attention_heads"]
+            head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+            ffn = cfg["intermediate_size"]
+            if model_type == "dynabert" and _int_list(cfg.get("layer_heads")) and _int_list(cfg.get("layer_ffn")):
+                # An export is a backbone of its own: its widest layer, not the source's counts (which
+                # exports of older versions carry at the top level).
+                heads, ffn = max(cfg["layer_heads"]), max(cfg["layer_ffn"])
             return BackboneShape(
                 num_layers=cfg["num_hidden_layers"], num_heads=heads,
-                head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads, hidden_size=cfg["hidden_size"],
-                intermediate_size=cfg["intermediate_size"], vocab_size=cfg.get("vocab_size", 30522),
+                head_dim=head_dim, hidden_size=cfg["hidden_size"],
+                intermediate_size=ffn, vocab_size=cfg.get("vocab_size", 30522),
                 max_positions=cfg.get("max_position_embeddings", 512), type_vocab_size=cfg.get("type_vocab_size", 2),
                 num_labels=cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2,
                 flavor=cfg.get("flavor") or ("bert" if model_type == "bert" else "roberta"),
@@ -54,6 +61,37 @@ def load_shape(model_dir: str | Path | None) -> BackboneShape:
     from dynabert.extract import model_shape
 
     return model_shape(load_model(d))
+
+
+def _int_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v)
+
+
+def check_onnx_cache(path: str | Path | None) -> None:
+    """Refuse, before anything is measured or written, an ONNX cache that is not a directory or
+    cannot be created or written (it is created on first use)."""
+    import os
+    import tempfile
+
+    if path is None:
+        return
+    p = Path(path)
+    if not str(path):
+        raise MeasurementError("--onnx-cache is empty; give a directory for the exported ONNX files")
+    if p.exists() and not p.is_dir():
+        raise MeasurementError(f"ONNX cache '{p}' exists and is not a directory; give a directory for the exported ONNX files")
+    probe = p if p.exists() else p.resolve().parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise MeasurementError(f"ONNX cache '{p}' cannot be created: '{probe}' is a file, not a directory")
+    try:
+        tempfile.TemporaryDirectory(prefix=".dynasearch-probe-", dir=probe).cleanup()
+    except OSError as e:
+        raise MeasurementError(f"ONNX cache '{p}' cannot be {'written' if p.exists() else 'created'}: "
+                               f"{e.strerror or e} (in '{probe}')") from None
+    if not os.access(probe, os.W_OK):
+        raise MeasurementError(f"ONNX cache '{p}' cannot be written (no write permission on '{probe}')")
 
 
 def static_row(shape: BackboneShape, subnet: SubnetConfig, sampler: str, columns: dict[str, Any], run_id: str) -> dict[str, Any]:
@@ -123,9 +161,12 @@ def measure(
     anchor_cfg = resolve_anchor(shape, anchor)
     check_seq_lens([st.seq_len for st in settings_list], shape.to_dict())
     records_path = str(records_path)
-    check_records_path(records_path)  # a directory, /proc, a read-only folder: refuse before any timing
+    check_records_path(records_path)  # a directory, a device, /proc, a read-only folder: refuse before any timing
+    check_onnx_cache(onnx_cache)
     if Path(records_path).exists():
-        read_records(records_path, allow_empty=True)  # another schema: refuse before measuring anything
+        # The one records reader: another schema, a cut or damaged row, bad cells: refuse before measuring
+        # anything (appending would keep the damage and break the next fit).
+        read_records(records_path, allow_empty=True, shape=None)
     run_id = uuid.uuid4().hex[:12]
     skey = shape_key(shape)
     written: list[dict] = []
@@ -166,7 +207,11 @@ def measure(
             raw_path = raw_timings_path(records_path, run_id, columns["settings_id"])
             desc = f"{st.backend}/{st.device} t{st.threads} b{st.batch} s{st.seq_len}"
             with tqdm(total=len(items), desc=desc, unit="config", disable=not progress, leave=False) as bar:
-                written += measure_items(items, protocol, lambda rows: append_rows(records_path, rows), bar.update,
+                def write_rows(rows, path=records_path) -> None:
+                    append_rows(path, rows)
+                    kill_point("measure-chunk-written")  # test-only: a chunk of records is on disk
+
+                written += measure_items(items, protocol, write_rows, bar.update,
                                          anchor=anchor_item, reference_ms=reference,
                                          on_raw=lambda t, p=raw_path: write_raw_timings(p, t))
         finally:

@@ -9,6 +9,7 @@ naming a log file that holds its traceback, and exit status 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -17,8 +18,9 @@ from dynabert.errors import DynasearchError
 
 # Exit statuses, one rule for every command (README "Exit statuses"): 0 done; 1 ran but found no
 # answer (no configuration meets the target); 2 bad input (one line naming the bad value); 3 an
-# internal error (one line naming the log file with its traceback); 130 interrupted.
-EXIT_NO_ANSWER, EXIT_BAD_INPUT, EXIT_INTERNAL = 1, 2, 3
+# internal error (one line naming the log file with its traceback); 130 interrupted; 141 the
+# output pipe closed (`| head`).
+EXIT_NO_ANSWER, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_PIPE = 1, 2, 3, 141
 RAISE_ENV = "DYNASEARCH_RAISE_INTERNAL"  # set (tests): internal errors propagate instead of exit 3
 
 # Order is the order shown by --help. Add a module here to add a sub-command.
@@ -66,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dynasearch {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dynasearch info | head`: the reader left; say nothing, as other Unix tools
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_PIPE
     except Exception as e:
         if os.environ.get(RAISE_ENV):  # the test suite: a bug shows its traceback in the failing test
             raise

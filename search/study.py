@@ -111,6 +111,21 @@ def _check_positions(max_len: int, model_dir: str | Path) -> None:
                                               flavor="roberta" if roberta else "bert", pad_token_id=int(raw.get("pad_token_id") or 0)))
 
 
+def _check_uniform_backbone(model_dir: str | Path) -> None:
+    """The search space and its grid need one width for every layer: an export of a per-layer
+    sub-network (layers of different widths) is refused in one line, before anything is written."""
+    from types import SimpleNamespace
+
+    from dynabert.backbone import read_config
+    from dynabert.subnet import uniform_widths
+
+    raw = read_config(Path(model_dir))
+    if not uniform_widths(SimpleNamespace(**raw)):
+        raise SearchError(f"model {model_dir} has layers of different widths (heads {raw.get('layer_heads')}, FFN "
+                          f"{raw.get('layer_ffn')}): the search space needs one width for all layers; search the model it "
+                          "was exported from")
+
+
 def _digest_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
@@ -164,6 +179,7 @@ class Search:
 
         cfg = self.cfg
         self.info = resolve_run(cfg.run, cfg.stage)
+        _check_uniform_backbone(self.info.model_dir)
         reason = is_dynabert_trained(self.info, need_depth=self.cfg.space.allow_drop)
         if reason:
             if not cfg.allow_untrained:

@@ -63,3 +63,15 @@ def _register_with(register, func):
         sub.choices["info"].set_defaults(func=func)
 
     return wrapped
+
+
+def test_closed_output_pipe_is_quiet(tiny_bert_dir):
+    """`dynasearch info | head`: the reader left before the output; no traceback, status 141."""
+    from search.cli import EXIT_PIPE
+
+    p = subprocess.Popen([sys.executable, "-m", "search.cli", "info", str(tiny_bert_dir)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    p.stdout.close()  # before the child has printed anything (its start-up takes far longer)
+    err = p.stderr.read()
+    assert p.wait(60) == EXIT_PIPE, err
+    assert "Traceback" not in err and "Error" not in err, err
