@@ -177,3 +177,14 @@ def test_cache_keys_every_score_input(sk_run, sk_predictor, fast_tmp):
     assert cli(*search_args(sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", "len16",
                             "--max-seq-length", 16)) == 0
     assert meta(res)["timing"]["evaluations_this_run"] == 0
+
+
+def test_evaluate_and_search_take_the_runs_data_directory(sk_run, sk_predictor, fast_tmp):
+    """run.json records the data directory the run was trained on: `evaluate RUN` and `search RUN`
+    use it (sst2 has no default data directory, so without it both would refuse)."""
+    rec = json.loads((sk_run / "run.json").read_text())
+    assert rec["task"]["name"] == "sst2" and rec["data"]["data_dir"]
+    assert cli("evaluate", sk_run, "--width", 1, "--depth", 1, "--out", fast_tmp / "eval") == 0
+    table = pd.read_csv(next((fast_tmp / "eval").glob("sst2-*.csv")))
+    assert len(table) == 1 and table["examples"].iloc[0] == 48  # the run's own dev split (sk_data: 48 dev examples)
+    assert cli(*search_args(sk_run, sk_predictor, fast_tmp / "r", "--trials", 12, "--no-verify")) == 0
