@@ -12,7 +12,7 @@ from .backends import BACKENDS, BackendSettings, make_backend
 from .errors import MeasurementError, PredictorError, RecordsError
 from .evaluate import fit_and_evaluate, metrics, split_holdout
 from .kit import runner_source, write_kit
-from .latency import PREDICTORS, LatencyPredictor, load_predictor, make_predictor
+from .latency import PREDICTORS, LatencyPredictor, find_predictor, load_predictor, make_predictor
 from .measure import load_shape, measure
 from .records import read_records, repeatability
 from ._schema import read_raw_timings, raw_timings_path
@@ -23,7 +23,7 @@ from .samplers import SAMPLERS, flop_covering_configs, grid_configs, layer_table
 __all__ = [
     "BACKENDS", "BackendSettings", "LATENCY_COLUMN", "VERIFY_COLUMNS", "check_this_machine", "machine_matches",
     "predictor_settings", "raw_timings_path", "read_raw_timings", "this_machine_target", "verify_latency", "LatencyPredictor", "MeasurementError", "PREDICTORS", "PredictorError", "Protocol",
-    "RECORD_COLUMNS", "RECORD_FIELDS", "RecordsError", "SAMPLERS", "SCHEMA", "fit_and_evaluate", "flop_covering_configs",
+    "RECORD_COLUMNS", "RECORD_FIELDS", "RecordsError", "SAMPLERS", "SCHEMA", "find_predictor", "fit_and_evaluate", "flop_covering_configs",
     "grid_configs", "layer_table_configs", "load_predictor", "load_shape", "make_backend", "make_predictor", "measure",
     "metrics", "read_records", "repeatability", "runner_source", "sample_configs", "split_holdout", "uniform_configs",
     "write_kit",

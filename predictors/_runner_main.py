@@ -48,9 +48,34 @@ def _speed_line(rows: list, reference: float | None) -> str:
     return line
 
 
+KIT_VERSION = 2  # kit.json's format (`dynasearch kit` writes it; this runner reads only it)
+
+
+def read_kit(kit_dir: str) -> dict:
+    """kit.json, checked: MeasurementError (one line) for a missing, cut or foreign file."""
+    path = os.path.join(kit_dir, "kit.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            kit = json.load(f)
+    except (OSError, ValueError) as e:
+        raise MeasurementError(f"cannot read the kit file '{path}': {getattr(e, 'strerror', None) or e}") from None
+    if not isinstance(kit, dict) or kit.get("kit_version") != KIT_VERSION:
+        version = kit.get("kit_version") if isinstance(kit, dict) else None
+        raise MeasurementError(f"kit file '{path}' has kit_version {version!r}; this runner reads version {KIT_VERSION} "
+                               "(write the kit again with `dynasearch kit`)")
+    missing = [k for k in ("threads", "batch", "seq_len", "provider", "spinning", "protocol", "configs", "shape", "shape_key", "vocab_size")
+               if k not in kit]
+    if missing:
+        raise MeasurementError(f"kit file '{path}' lacks key {missing[0]!r}; write the kit again with `dynasearch kit`")
+    return kit
+
+
 def runner_main(kit_dir: str, argv: list | None = None) -> int:
-    with open(os.path.join(kit_dir, "kit.json"), encoding="utf-8") as f:
-        kit = json.load(f)
+    try:
+        kit = read_kit(kit_dir)
+    except MeasurementError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     ap = argparse.ArgumentParser(
         description="Time this kit's ONNX models with onnxruntime (needs only Python, numpy, onnxruntime) "
         "and append dynasearch latency records; feed them to `dynasearch fit-predictor`."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import os
 import tempfile
@@ -106,42 +107,228 @@ def _cell(value: Any) -> str:
 
 
 def check_records_path(path: str) -> None:
-    """Refuse, before any timing, a records path that is a directory or cannot be written."""
+    """Refuse, before any timing, a records path that is empty, a directory, not a regular file (a
+    device such as /dev/full or /dev/null: records are rewritten by temp file + rename, which would
+    replace it) or in a place that cannot take a file (no permission, no space left)."""
+    import stat
+
+    if not str(path):
+        raise MeasurementError("records file path is empty; give a file name such as records.csv")
     if os.path.isdir(path):
         raise MeasurementError(f"records file '{path}' is a directory; give a file name such as {os.path.join(path, 'records.csv')}")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        kind = "a character device" if stat.S_ISCHR(os.stat(path).st_mode) else "not a regular file"
+        raise MeasurementError(f"cannot write records file '{path}': it is {kind}, not a records CSV (records are rewritten "
+                               "through a temporary file beside it); give a file name such as records.csv")
     directory = os.path.dirname(os.path.abspath(path))
     probe = directory
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise MeasurementError(f"cannot write records file '{path}': '{probe}' is a file, not a directory")
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".dynasearch-probe-", dir=probe)
-        os.close(fd)
-        os.unlink(tmp)
+        with os.fdopen(fd, "wb") as f:  # a few KiB, flushed: a full disk fails here, not after the timing
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as e:
         raise MeasurementError(f"cannot write records file '{path}': {e.strerror or e} (in '{probe}')") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ------------------------------------------------------------------------------ validation
+# Cells every row must fill; `median_ms` is also needed in rows of status ok. Other cells may be
+# empty (a failed row has no latencies, the kit's runner may leave FLOPs out, older rows lack the
+# speed columns); when filled they must hold a value of their column's type.
+_REQUIRED = frozenset((
+    "schema", "run_id", "key", "subnet", "depth", "heads_sum", "ffn_sum", "shape", "backend", "device", "threads", "spinning",
+    "dtype", "batch", "seq_len", "cpu_cores", "fingerprint", "target_id", "settings_id", "status",
+))
+_POSITIVE = frozenset(("threads", "batch", "seq_len", "cpu_cores"))
+_LATENCIES = ("median_ms", "corrected_median_ms")
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+_SHAPE_INTS = ("num_layers", "num_heads", "head_dim", "hidden_size", "intermediate_size")
+_HEX = frozenset("0123456789abcdef")
+
+
+class _Bad(Exception):
+    """One cell's damage: (column, what was expected); turned into one MeasurementError line."""
+
+
+def _int_cell(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        f = float(text)  # "5.0" (a table tool's rewrite of an int column) is 5; "5.5", "abc" are not ints
+        if not (math.isfinite(f) and f.is_integer()):
+            raise ValueError(text) from None
+        return int(f)
+
+
+def _json_cell(col: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _Bad(col, "JSON (the cell is cut or not JSON)") from None
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+
+
+def _check_shape_cell(text: str) -> dict:
+    shape = _json_cell("shape", text)
+    if not isinstance(shape, dict):
+        raise _Bad("shape", "a JSON object (the backbone shape)")
+    for k in _SHAPE_INTS:
+        v = shape.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise _Bad("shape", f"the backbone shape with a positive integer {k!r} (got {v!r})")
+    return shape
+
+
+def _check_subnet_cell(text: str, shape: Mapping[str, Any], cells: Mapping[str, Any]) -> None:
+    sub = _json_cell("subnet", text)
+    if not isinstance(sub, dict) or not all(k in sub for k in ("layers", "heads", "ffn")):
+        raise _Bad("subnet", "a JSON object with layers, heads and ffn")
+    layers, heads, ffn = sub["layers"], sub["heads"], sub["ffn"]
+    if not (_int_list(layers) and _int_list(heads) and _int_list(ffn)) or not len(layers) == len(heads) == len(ffn):
+        raise _Bad("subnet", "layers, heads and ffn as lists of non-negative integers of one length")
+    if any(b <= a for a, b in zip(layers, layers[1:])):
+        raise _Bad("subnet", f"layers in ascending order without repeats (got {layers})")
+    n_layers, n_heads, n_ffn = shape["num_layers"], shape["num_heads"], shape["intermediate_size"]
+    for name, values, limit, what in (("layers", layers, n_layers - 1, f"layer indices 0..{n_layers - 1} (its backbone has {n_layers} layers)"),
+                                      ("heads", heads, n_heads, f"at most {n_heads} heads per layer (its backbone has {n_heads})"),
+                                      ("ffn", ffn, n_ffn, f"at most {n_ffn} FFN neurons per layer (its backbone has {n_ffn})")):
+        over = [v for v in values if v > limit]
+        if over:
+            raise _Bad("subnet", f"{what}; {name} holds {over[0]}")
+    for col, want in (("depth", len(layers)), ("heads_sum", sum(heads)), ("ffn_sum", sum(ffn))):
+        if cells.get(col) is not None and cells[col] != want:
+            raise _Bad(col, f"{want} to agree with the subnet cell {text} (got {cells[col]})")
+
+
+def _check_row(r: Mapping[str, Any], header: Sequence[str]) -> list[str]:
+    """Validate one row's cells (strings); returns the latency columns of an ok row that are NaN,
+    infinite, zero or negative (reported together after the whole file is read)."""
+    if None in r:  # csv.DictReader keeps surplus cells under the key None
+        raise _Bad("", f"{len(header)} cells; the row has {len(header) + len(r[None])}")
+    empty = [c for c in header if r.get(c) is None]
+    if empty:  # a short row: DictReader fills the missing cells with None
+        raise _Bad("", f"{len(header)} cells; the row has {len(header) - len(empty)} (it is cut: from column {empty[0]!r} on)")
+    status = r["status"]
+    if status not in ("ok", "failed"):
+        raise _Bad("status", "ok or failed")
+    need = _REQUIRED | ({"median_ms"} if status == "ok" else set())
+    cells: dict[str, Any] = {}
+    bad_latency = []
+    for col in header:
+        text = r[col]
+        typ = RECORD_TYPES.get(col)
+        if text == "":
+            if col in need:
+                raise _Bad(col, "a value (the cell is empty)")
+            continue
+        if typ == "int":
+            try:
+                v = _int_cell(text)
+            except ValueError:
+                raise _Bad(col, "an integer") from None
+            if v < (1 if col in _POSITIVE else 0):
+                raise _Bad(col, "a positive integer" if col in _POSITIVE else "a non-negative integer")
+            cells[col] = v
+        elif typ == "float":
+            try:
+                v = float(text)
+            except ValueError:
+                raise _Bad(col, "a number") from None
+            if col in _LATENCIES and status == "ok":
+                if not (math.isfinite(v) and v > 0):
+                    bad_latency.append(col)
+            elif not math.isfinite(v):
+                raise _Bad(col, "a finite number")
+        elif typ == "bool":
+            if text.lower() not in _BOOLS:
+                raise _Bad(col, "True or False")
+    key = r["key"]
+    if len(key) != 12 or not set(key) <= _HEX:
+        raise _Bad("key", "12 hexadecimal digits (a SubnetConfig key)")
+    shape = _check_shape_cell(r["shape"])
+    _check_subnet_cell(r["subnet"], shape, cells)
+    if r.get("protocol"):
+        if not isinstance(_json_cell("protocol", r["protocol"]), dict):
+            raise _Bad("protocol", "a JSON object (the protocol settings)")
+    return bad_latency
 
 
 def read_rows(path: str) -> list[dict[str, str]]:
-    """Rows of a records CSV as strings ([] for a 0-byte or header-only file); rows of an older
-    schema come upgraded (corrected = raw, no speed index). MeasurementError on another schema."""
+    """Rows of a records CSV as strings ([] for a 0-byte or header-only file), every cell checked;
+    rows of an older schema come upgraded (corrected = raw, no speed index). MeasurementError, one
+    line naming the file, the row (1-based, after the header) and what was expected, for another
+    schema, a cut or damaged row, a cell that does not hold its column's type (a word in a number
+    column, a non-finite number, a JSON cell that does not parse), or a sub-network outside the
+    row's backbone shape."""
     if os.path.isdir(path):
         raise MeasurementError(f"records file '{path}' is a directory, not a records CSV")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a table tool's byte-order mark is no damage
+            text = f.read()
+    except UnicodeDecodeError as e:
+        raise MeasurementError(f"cannot read records file '{path}': {e}") from None
+    except OSError as e:
+        raise MeasurementError(f"cannot read records file '{path}': {e.strerror or e}") from None
+    if "\0" in text:
+        line = text.count("\n", 0, text.index("\0")) + 1
+        raise MeasurementError(f"records file '{path}' line {line} holds a NUL byte: the file is damaged (not a records CSV)")
+    reader = csv.DictReader(io.StringIO(text))
+    try:
         header = tuple(reader.fieldnames or ())
         if not header:
             return []
-        if header not in (RECORD_COLUMNS, _V1_COLUMNS):
-            missing = [c for c in _V1_COLUMNS if c not in header]
+        if len(set(header)) != len(header) or set(header) not in (set(RECORD_COLUMNS), set(_V1_COLUMNS)):
+            # Compare with the version the header is closest to: a v2 file that lost a speed column
+            # must name that column, not read as a v1 file with surplus columns.
+            closest = _V1_COLUMNS if not set(header) & set(SPEED_COLUMNS) else RECORD_COLUMNS
+            missing = [c for c in closest if c not in header]
             extra = [c for c in header if c not in RECORD_COLUMNS]
+            twice = sorted({c for c in header if header.count(c) > 1})
             raise MeasurementError(
-                f"records file '{path}' has another schema (expected {SCHEMA}): "
-                f"missing columns {missing[:6]}, unknown columns {extra[:6]}"
+                f"records file '{path}' has another schema (expected {SCHEMA}): missing columns {missing[:6]}, "
+                f"unknown columns {extra[:6]}" + (f", repeated columns {twice[:6]}" if twice else "")
             )
-        rows = list(reader)
-    bad = sorted({r.get("schema") or "" for r in rows} - {SCHEMA, *OLD_SCHEMAS})
-    if bad:
-        raise MeasurementError(f"records file '{path}' holds rows of schema {bad}; this version reads {SCHEMA} and {', '.join(OLD_SCHEMAS)}")
+        rows = []
+        bad_latency: list[tuple[int, int, str, str]] = []
+        for n, r in enumerate(reader, 1):
+            where = f"records file '{path}' row {n} (line {reader.line_num})"
+            schema = r.get("schema") or ""
+            if schema not in (SCHEMA, *OLD_SCHEMAS):
+                raise MeasurementError(f"{where} holds schema {schema!r}; this version reads {SCHEMA} and {', '.join(OLD_SCHEMAS)}")
+            try:
+                for col in _check_row(r, header):
+                    bad_latency.append((n, reader.line_num, r["key"], col))
+            except _Bad as e:
+                col, want = e.args
+                cell = f" {col} is {str(r.get(col))[:60]!r};" if col else ""
+                raise MeasurementError(f"{where}:{cell} expected {want}") from None
+            rows.append(r)
+    except csv.Error as e:
+        raise MeasurementError(f"records file '{path}' line {reader.line_num}: not CSV ({e})") from None
+    if rows and not text.endswith(("\n", "\r")):
+        raise MeasurementError(
+            f"records file '{path}' row {len(rows)} (line {reader.line_num}), the last one, is cut: the file does not end "
+            "with a line end (an interrupted write or copy); remove that row or re-measure it"
+        )
+    if bad_latency:
+        n, line, key, col = bad_latency[0]
+        value = float(next(r for i, r in enumerate(rows, 1) if i == n)[col])
+        raise MeasurementError(
+            f"records file '{path}': {len(bad_latency)} record(s) have a NaN, zero or negative latency, e.g. key {key} "
+            f"{col}={value}; first at row {n} (line {line}); latencies must be finite and > 0 (remove or re-measure those rows)"
+        )
     for r in rows:
         for c in SPEED_COLUMNS:
             r.setdefault(c, "")
@@ -186,7 +373,10 @@ def append_rows(path: str, rows: Iterable[Mapping[str, Any]]) -> None:
             writer.writerow(r)
     for r in new:
         writer.writerow(r)
-    write_text_atomic(path, buf.getvalue())
+    try:
+        write_text_atomic(path, buf.getvalue())
+    except OSError as e:
+        raise MeasurementError(f"cannot write records file '{path}': {e.strerror or e}") from None
 
 
 def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:

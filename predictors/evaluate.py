@@ -264,7 +264,10 @@ def fit_and_evaluate(
             for kind, p in preds.items():
                 pred_df[f"pred_{kind}_ms"] = p
             pred_df.to_csv(tmp / "predictions.csv", index=False)
-            summary = {k: v for k, v in report.items() if k not in ("results", "learning_curve", "predictors")}
+            from .latency import FIT_FORMAT, FIT_VERSION
+
+            summary = {"format": FIT_FORMAT, "version": FIT_VERSION}  # read back by find_predictor (search --predictor)
+            summary.update({k: v for k, v in report.items() if k not in ("results", "learning_curve", "predictors")})
             summary["metrics"] = json.loads(results.to_json(orient="records"))
             title = f"{report['backend']} {report['provider'] or report['device']} threads {report['threads']}"
             if plots:

@@ -19,6 +19,7 @@ from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_para
 
 from ._core import Protocol
 from ._fingerprint import ORT_DEVICE_PROVIDERS, check_seq_lens
+from ._runner_main import KIT_VERSION
 from .errors import MeasurementError
 from .measure import resolve_anchor, shape_key
 from .samplers import labels_by_key
@@ -107,7 +108,7 @@ def write_kit(
         anchor_entry = next((c for c in configs if anchor_cfg is not None and c["key"] == anchor_cfg.key), None)
         configs = [c for c in configs if c["key"] in label_of]
         write_json(tmp / "kit.json", {
-            "kit_version": 2, "anchor": anchor_entry, "shape": json.dumps(shape.to_dict(), sort_keys=True), "shape_key": shape_key(shape),
+            "kit_version": KIT_VERSION, "anchor": anchor_entry, "shape": json.dumps(shape.to_dict(), sort_keys=True), "shape_key": shape_key(shape),
             "vocab_size": shape.vocab_size, "batch": list(batches), "seq_len": list(seq_lens), "threads": list(threads),
             "provider": provider, "spinning": spinning, "protocol": json.loads(protocol.to_json()), "configs": configs,
         })

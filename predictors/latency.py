@@ -159,12 +159,12 @@ class LatencyPredictor(ABC):
         diffs = [
             f"{f}: predictor {_plain(self.meta_[f])!r}, asked {_plain(target[f])!r}"
             for f in TARGET_FIELDS
-            if f in target and str(target[f]) != str(self.meta_[f])
+            if f in target and not _same(target[f], self.meta_[f])
         ]
         if diffs:
             msg = "predictor was fitted for another fingerprint or setting (" + "; ".join(diffs) + ")"
             if not force:
-                raise PredictorError(msg + "; measure this setting and fit a predictor for it, or pass force")
+                raise PredictorError(msg + "; measure this setting and fit a predictor for it (in Python, force=True predicts anyway)")
             warnings.warn(msg + "; predicting anyway (forced)", stacklevel=2)
 
     def _check_shapes(self, batch: np.ndarray, seq: np.ndarray, force: bool) -> None:
@@ -175,7 +175,8 @@ class LatencyPredictor(ABC):
             if other:
                 msg = f"predictor was fitted for (batch, seq_len) {sorted(trained)}; asked {other[:5]}"
                 if not force:
-                    raise PredictorError(msg + "; fit one across shapes (--across-shapes) or pass force")
+                    raise PredictorError(msg + "; fit one across shapes (fit-predictor --across-shapes) or measure and fit "
+                                         "this shape (in Python, force=True predicts anyway)")
                 warnings.warn(msg + " (forced)", stacklevel=3)
             return
         bs = [b for b, _ in self.meta_["shapes"]]
@@ -262,40 +263,232 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Settings equal as values: 2 == 2.0 == np.int64(2) (a records column read as float), True == 'True'."""
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return str(a).lower() == str(b).lower()
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return str(a) == str(b)
+
+
+# ------------------------------------------------------------------------- the predictor reader
+# What predictor.json holds, checked key by key on load (one PredictorError line naming the key).
+def _is_int(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _is_num(v: Any, positive: bool = False) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+
+
+def _is_shapes(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(isinstance(x, list) and len(x) == 2 and all(_is_int(y, 1) for y in x) for x in v)
+
+
+def _is_widths(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(v.get(k), list) and all(_is_int(x) for x in v[k]) for k in ("heads", "ffn"))
+
+
+def _is_anchors(v: Any) -> bool:
+    return isinstance(v, list) and all(
+        isinstance(a, dict) and _is_int(a.get("batch"), 1) and _is_int(a.get("seq_len"), 1) and isinstance(a.get("key"), str)
+        and _is_num(a.get("ms"), positive=True) for a in v)
+
+
+_STR = (lambda v: isinstance(v, str), "a string")
+_POS_INT = (lambda v: _is_int(v, 1), "a positive integer")
+_INT = (lambda v: _is_int(v), "a non-negative integer")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+META_KEYS: dict[str, tuple[Any, str]] = {
+    "cpu_model": _STR, "cpu_cores": _POS_INT, "gpu_name": _STR, "backend": _STR, "device": _STR, "provider": _STR,
+    "threads": _POS_INT, "spinning": _BOOL, "dtype": _STR, "shape_key": _STR, "kind": _STR, "fingerprint": _STR,
+    "target_id": _STR, "gpu_driver": _STR, "torch_version": _STR, "onnxruntime_version": _STR, "numpy_version": _STR,
+    "dynasearch_version": _STR, "shapes": (_is_shapes, "a non-empty list of [batch, seq_len] pairs of positive integers"),
+    "across_shapes": _BOOL, "n_train": _POS_INT, "n_configs": _INT, "created": _STR,
+}
+# Added to version 1 later: a predictor written before lacks them and is read as it is (with a warning).
+META_KEYS_LATER: dict[str, tuple[Any, str]] = {
+    "latency_column": (lambda v: v in (LATENCY_COLUMN, "median_ms"), f"{LATENCY_COLUMN!r} or 'median_ms'"),
+    "widths_seen": (_is_widths, "an object with lists 'heads' and 'ffn' of non-negative integers"),
+    "anchor_reference": (_is_anchors, "a list of {batch, seq_len, key, ms} with ms a positive number"),
+}
+_HYPER: dict[str, tuple[Any, str]] = {
+    "across_shapes": _BOOL, "cv_folds": _POS_INT, "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"), "calibrate": _BOOL,
+    "ridge": (lambda v: _is_num(v) and v >= 0, "a non-negative number"), "n_trees": _POS_INT,
+    "learning_rate": (lambda v: _is_num(v, positive=True), "a positive number"), "max_depth": _POS_INT, "min_leaf": _POS_INT,
+}
+_NUM = (lambda v: _is_num(v), "a finite number")
+_PARAMS: dict[str, dict[str, tuple[Any, str]]] = {
+    "lut": {"base_ms": _NUM}, "layer-regression": {}, "gbdt": {"init": _NUM, "learning_rate": _NUM},
+    "hybrid": {"init": _NUM, "learning_rate": _NUM, "floor": (lambda v: _is_num(v, positive=True), "a positive number")},
+}
+_TREES = ("roots", "feature", "threshold", "left", "right", "value")
+_ARRAYS: dict[str, tuple[str, ...]] = {
+    "lut": ("attn", "ffn", "calibration"), "layer-regression": ("head_knots", "ffn_knots", "coef"), "gbdt": _TREES,
+    "hybrid": ("linear_head_knots", "linear_ffn_knots", "linear_coef", *(f"trees_{t}" for t in _TREES)),
+}
+_SHAPE_KEYS: dict[str, tuple[Any, str]] = {
+    "num_layers": _POS_INT, "num_heads": _POS_INT, "head_dim": _POS_INT, "hidden_size": _POS_INT, "intermediate_size": _POS_INT,
+    "vocab_size": _POS_INT, "max_positions": _POS_INT, "type_vocab_size": _POS_INT, "num_labels": _POS_INT,
+    "flavor": (lambda v: v in ("bert", "roberta"), "'bert' or 'roberta'"),
+}
+
+
+def _check_keys(where: str, section: str, doc: Any, spec: Mapping[str, tuple[Any, str]], required: Sequence[str] = (),
+                unknown_ok: bool = True) -> None:
+    """Every key of `spec` present in doc holds its type; `required` ones must be there."""
+    prefix = f"{section}." if section else ""
+    if not isinstance(doc, dict):
+        raise PredictorError(f"{where}: key {section} is {type(doc).__name__}; expected an object")
+    for k in required:
+        if k not in doc:
+            raise PredictorError(f"{where}: key {prefix}{k} is missing")
+    if not unknown_ok:
+        extra = sorted(set(doc) - set(spec))
+        if extra:
+            raise PredictorError(f"{where}: unknown key {prefix}{extra[0]}; expected only {', '.join(spec)}")
+    for k, (ok, what) in spec.items():
+        if k in doc and not ok(doc[k]):
+            raise PredictorError(f"{where}: key {prefix}{k} is {json.dumps(doc[k])[:60]}; expected {what}")
+
+
 def load_predictor(directory: str | Path) -> LatencyPredictor:
+    """THE reader of a predictor directory (predictor.json + arrays.npz), or of a fit-predictor output
+    (its metrics.json names the best kind, loaded from predictors/<kind>/: see `find_predictor`).
+
+    Every key of predictor.json is checked (format and version, kind, hyper-parameters, metadata,
+    backbone shape, parameters, the arrays' names, shapes, dtypes and checksum, numbers finite),
+    then the predictor must price the full model at a finite, positive latency. Any damage:
+    PredictorError, one line naming the file and the key. A version-1 file written before some
+    metadata keys existed is read with a warning saying so; another version is refused."""
     d = Path(directory)
+    if not (d / "predictor.json").exists() and (d / "metrics.json").exists():
+        return find_predictor(d)[0]
     meta_path, arr_path = d / "predictor.json", d / "arrays.npz"
+    if not d.exists():
+        raise PredictorError(f"predictor directory '{d}' does not exist")
     if not meta_path.is_file():
         raise PredictorError(f"'{d}' is not a predictor directory (no predictor.json)")
     try:
         doc = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PredictorError(f"{meta_path} is truncated or not JSON ({e})") from None
+    except OSError as e:
+        raise PredictorError(f"cannot read {meta_path}: {e.strerror or e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise PredictorError(f"{meta_path} is not a dynasearch latency predictor (format {doc.get('format') if isinstance(doc, dict) else None!r})")
     if doc.get("version") != VERSION:
         raise PredictorError(f"{meta_path} has predictor format version {doc.get('version')!r}; this dynasearch reads version {VERSION}")
+    where = f"predictor file {meta_path}"
     kind = doc.get("kind")
     if kind not in PREDICTORS:
         raise PredictorError(f"{meta_path} holds an unknown predictor kind {kind!r}; known: {', '.join(PREDICTORS)}")
+    for k in ("hyper", "meta", "shape", "params", "arrays"):
+        if not isinstance(doc.get(k), dict):
+            raise PredictorError(f"{where}: key {k} is {'missing' if k not in doc else json.dumps(doc[k])[:40]}; expected an object")
+    hyper_keys = set(PREDICTORS[kind](**{}).hyper())
+    _check_keys(where, "hyper", doc["hyper"], {k: v for k, v in _HYPER.items() if k in hyper_keys}, unknown_ok=False)
+    meta = doc["meta"]
+    _check_keys(where, "meta", meta, {**META_KEYS, **META_KEYS_LATER}, required=list(META_KEYS))
+    if meta["kind"] != kind:
+        raise PredictorError(f"{where}: key meta.kind is {meta['kind']!r}; expected {kind!r} (the file's kind)")
+    if meta["across_shapes"] != doc["hyper"].get("across_shapes", False):
+        raise PredictorError(f"{where}: key meta.across_shapes is {json.dumps(meta['across_shapes'])}; expected "
+                             f"{json.dumps(doc['hyper'].get('across_shapes', False))} (as hyper.across_shapes)")
+    _check_keys(where, "shape", doc["shape"], _SHAPE_KEYS, required=list(_SHAPE_KEYS)[:5], unknown_ok=False)
+    _check_keys(where, "params", doc["params"], _PARAMS[kind], required=[k for k in _PARAMS[kind] if k != "floor"])
+    declared = doc["arrays"]
+    needed = (*_ARRAYS[kind], "conformal_scores")
+    missing = [a for a in needed if a not in declared]
+    if missing:
+        raise PredictorError(f"{where}: key arrays.{missing[0]} is missing (a {kind} predictor has arrays {', '.join(needed)})")
+    if not isinstance(doc.get("arrays_sha256"), str):
+        raise PredictorError(f"{where}: key arrays_sha256 is missing or not a string")
     if not arr_path.is_file():
         raise PredictorError(f"predictor '{d}' lacks arrays.npz")
     blob = arr_path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != doc.get("arrays_sha256"):
+    if hashlib.sha256(blob).hexdigest() != doc["arrays_sha256"]:
         raise PredictorError(f"{arr_path} is truncated or does not belong to {meta_path} (checksum differs)")
     try:
         with np.load(io.BytesIO(blob), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise PredictorError(f"{arr_path} cannot be read: {type(e).__name__}: {e}") from None
+    for name in sorted(set(declared) | set(arrays)):
+        a, dec = arrays.get(name), declared.get(name)
+        if a is None or not isinstance(dec, dict) or dec.get("shape") != list(a.shape) or dec.get("dtype") != str(a.dtype):
+            got = "absent" if a is None else f"shape {list(a.shape)} dtype {a.dtype}"
+            raise PredictorError(f"{where}: key arrays.{name} is {json.dumps(dec)[:60]}; expected what {arr_path.name} holds ({got})")
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise PredictorError(f"{arr_path}: array {name} holds a NaN or an infinite value")
+    later = [k for k in META_KEYS_LATER if k not in meta]
+    if later:
+        warnings.warn(f"predictor {d} was written by an older dynasearch (its metadata lacks {', '.join(later)}): "
+                      "read as it is; fit it again for what those give (the speed reference, the widths it saw)", stacklevel=2)
+    try:
         pred = PREDICTORS[kind](**doc["hyper"])
         pred.shape_ = BackboneShape(**doc["shape"])
-        pred.meta_ = doc["meta"]
+        pred.meta_ = meta
         pred.conformal_scores_ = arrays.pop("conformal_scores")
         pred._set_params(doc["params"], arrays)
+        b0, s0 = meta["shapes"][0]
+        full = pred._predict([SubnetConfig.full(pred.shape_)], np.array([float(b0)]), np.array([float(s0)]))
     except PredictorError:
         raise
     except Exception as e:
-        raise PredictorError(f"predictor '{d}' cannot be read: {type(e).__name__}: {e}") from None
+        raise PredictorError(f"predictor '{d}' cannot be read: its arrays do not fit together ({type(e).__name__}: {e})") from None
+    if not (np.ndim(full) == 1 and len(full) == 1 and np.isfinite(full[0]) and full[0] > 0):
+        raise PredictorError(f"predictor '{d}' is damaged: it prices the full model at {float(np.ravel(full)[0])} ms; "
+                             "expected a finite, positive latency")
     return pred
+
+
+FIT_FORMAT = "dynasearch-predictor-fit"
+FIT_VERSION = 1
+
+
+def find_predictor(path: str | Path) -> tuple[LatencyPredictor, Path]:
+    """(predictor, its directory) from a predictor directory or a fit-predictor output, whose
+    metrics.json (format dynasearch-predictor-fit) names the best kind in predictors/<kind>/.
+    PredictorError, one line naming the file and the key, for a damaged or incomplete output; an
+    output written before metrics.json carried its format is read with a warning."""
+    from dynabert.io import read_json
+
+    p = Path(path)
+    if not p.exists():
+        raise PredictorError(f"predictor directory {p} does not exist")
+    if (p / "predictor.json").exists():
+        return load_predictor(p), p
+    metrics = p / "metrics.json"
+    if not metrics.exists():
+        raise PredictorError(f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs "
+                             "metrics.json naming the best kind and predictors/<kind>/)")
+    doc = read_json(metrics, "predictor metrics file", error=PredictorError)
+    if not isinstance(doc, dict):
+        raise PredictorError(f"predictor metrics file {metrics} holds {type(doc).__name__}; expected a JSON object")
+    if "format" not in doc:
+        warnings.warn(f"{metrics} was written by an older dynasearch (no format key): read as fit-predictor output "
+                      f"version {FIT_VERSION}", stacklevel=2)
+    elif doc["format"] != FIT_FORMAT:
+        raise PredictorError(f"{metrics}: key format is {json.dumps(doc['format'])[:40]}; expected {FIT_FORMAT!r}")
+    elif doc.get("version") != FIT_VERSION:
+        raise PredictorError(f"{metrics} has fit-predictor output version {doc.get('version')!r}; this dynasearch reads version {FIT_VERSION}")
+    best = doc.get("best")
+    kinds_dir = p / "predictors"
+    there = sorted(k.name for k in kinds_dir.iterdir() if (k / "predictor.json").is_file()) if kinds_dir.is_dir() else []
+    if not isinstance(best, str) or best not in PREDICTORS:
+        raise PredictorError(f"{metrics}: key best is {json.dumps(best)[:40]}; expected a predictor kind "
+                             f"({', '.join(PREDICTORS)})")
+    if not (kinds_dir / best / "predictor.json").is_file():
+        raise PredictorError(f"{metrics} names the best predictor {best!r}, but {kinds_dir / best / 'predictor.json'} is missing "
+                             f"(the output is incomplete); run fit-predictor again, or give one that is there: "
+                             f"{', '.join(str(kinds_dir / k) for k in there) or 'none is'}")
+    pred = load_predictor(kinds_dir / best)
+    if pred.kind != best:
+        raise PredictorError(f"{kinds_dir / best / 'predictor.json'} holds a {pred.kind!r} predictor; {metrics} names {best!r}")
+    return pred, kinds_dir / best
 
 
 def _metadata(df: pd.DataFrame, kind: str, n: int, across_shapes: bool) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -17,7 +18,7 @@ import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
-from ._schema import RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, read_rows
+from ._schema import OLD_SCHEMAS, RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, read_rows
 from .errors import RecordsError
 
 # What predictors fit and are judged on: the speed-corrected median (raw median where a run was
@@ -48,10 +49,17 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = False) -> pd.DataFrame:
-    """One DataFrame from one or more records CSVs (RecordsError on another schema, a bad file, or
-    one that holds no records unless allow_empty). Records of the older schema load: their
-    corrected_median_ms is the raw median and speed_index is NaN."""
+def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = False, shape: BackboneShape | None = None) -> pd.DataFrame:
+    """THE reader of latency records: one DataFrame from one or more records CSVs.
+
+    Every cell is checked (`_schema.read_rows`: columns of this schema, every row whole, numbers
+    that are numbers and finite, latencies of ok rows > 0, JSON cells that parse, each row's
+    sub-network inside its backbone shape, its key that sub-network's key); with `shape`, every row
+    must also be for that backbone. Any damage: RecordsError, one line naming the file, the row
+    (1-based, after the header) and what was expected. A file holding no records is refused unless
+    allow_empty. Rows of the older schema (dynasearch-latency-records/1, before the speed
+    correction) load with a warning saying so: their corrected_median_ms is the raw median and
+    speed_index is NaN."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
@@ -62,6 +70,8 @@ def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = F
         if p.is_dir():
             raise RecordsError(f"records file '{p}' is a directory; give the records CSV inside it")
         if not p.is_file():
+            if p.exists():
+                raise RecordsError(f"records file '{p}' is not a regular file (a device or a pipe); give a records CSV")
             raise RecordsError(f"records file '{p}' does not exist")
         try:
             rows = read_rows(str(p))
@@ -71,6 +81,12 @@ def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = F
             raise RecordsError(f"cannot read records file '{p}': {e}") from None
         if not rows and not allow_empty:
             raise RecordsError(f"records file '{p}' holds no records (it is empty or has only a header); measure into it first")
+        _check_rows(p, rows, shape)
+        old = [r["schema"] for r in rows if r["schema"] in OLD_SCHEMAS]
+        if old:
+            warnings.warn(f"records file '{p}' holds {len(old)} row(s) of the older format {old[0]} (before the speed "
+                          f"correction): read as measured (corrected_median_ms = median_ms, no speed index); this version "
+                          f"writes {SCHEMA}", stacklevel=2)
         frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
     df = _typed(pd.concat(frames, ignore_index=True))
     # No correction stored (a run with nothing to correct): the corrected median is the raw one.
@@ -79,9 +95,38 @@ def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = F
     # from the backbone shape and the config (the formula lives in dynabert only).
     missing = df["flops"].isna() & (df["shape"] != "")
     for i in df.index[missing]:
-        shape = BackboneShape(**json.loads(df.at[i, "shape"]))
-        df.at[i, "flops"] = count_flops(shape, SubnetConfig.from_json(df.at[i, "subnet"]), int(df.at[i, "batch"]), int(df.at[i, "seq_len"]))
+        shape_i = BackboneShape(**json.loads(df.at[i, "shape"]))
+        df.at[i, "flops"] = count_flops(shape_i, SubnetConfig.from_json(df.at[i, "subnet"]), int(df.at[i, "batch"]), int(df.at[i, "seq_len"]))
+    for col in ("flops", "params"):
+        if df[col].notna().all():
+            df[col] = df[col].astype("int64")
     return df
+
+
+def _check_rows(path: Path, rows: list[dict[str, str]], shape: BackboneShape | None) -> None:
+    """What the standalone row check cannot see: each row's key is its sub-network's key, its shape
+    cell is a backbone shape, and (with `shape`) the one the caller works on."""
+    from dynabert.errors import InvalidSubnetError
+
+    shapes: dict[str, BackboneShape] = {}
+    for n, r in enumerate(rows, 1):
+        where = f"records file '{path}' row {n} (key {r['key']})"
+        if r["shape"] not in shapes:
+            try:
+                shapes[r["shape"]] = BackboneShape(**json.loads(r["shape"]))
+            except TypeError as e:
+                raise RecordsError(f"{where}: shape is not a backbone shape ({e})") from None
+        row_shape = shapes[r["shape"]]
+        if shape is not None and row_shape != shape:
+            raise RecordsError(f"{where}: measured on another backbone ({row_shape.num_layers} layers, {row_shape.num_heads} heads, "
+                               f"FFN {row_shape.intermediate_size}); expected {shape.num_layers} layers, {shape.num_heads} heads, "
+                               f"FFN {shape.intermediate_size}")
+        try:
+            sub = SubnetConfig.from_json(r["subnet"]).validate(row_shape)
+        except InvalidSubnetError as e:
+            raise RecordsError(f"{where}: {e}") from None
+        if sub.key != r["key"]:
+            raise RecordsError(f"{where}: key is not the key of its subnet cell {r['subnet']} ({sub.key}); the row is damaged")
 
 
 def ok_records(df: pd.DataFrame) -> pd.DataFrame:

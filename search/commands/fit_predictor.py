@@ -40,28 +40,53 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from predictors.evaluate import fit_and_evaluate, format_table
+def _select(df, column: str, value, option: str):
+    """Rows whose `column` is `value`; RecordsError naming the asked value and those present when none is."""
     from predictors.errors import RecordsError
+
+    picked = df[df[column] == value]
+    if picked.empty:
+        present = sorted(set(df[column].tolist()))
+        raise RecordsError(f"no records with {column} {value!r} ({option} {value}); the records hold {column} "
+                           f"{', '.join(repr(v) if isinstance(v, str) else str(v) for v in present[:12])}"
+                           + (" ..." if len(present) > 12 else ""))
+    return picked
+
+
+def run(args) -> int:
+    from .common import print_warnings
+
+    with print_warnings():  # an older records format is one 'warning: ...' line
+        return _run(args)
+
+
+def _run(args) -> int:
+    from predictors.errors import PredictorError
+    from predictors.evaluate import fit_and_evaluate, format_table
     from predictors.latency import PREDICTORS
     from predictors.records import read_records
     from dynabert.io import check_output_dir
 
     check_output_dir(args.out, args.overwrite)
     kinds = list(PREDICTORS) if args.kind == "all" else [k.strip() for k in args.kind.split(",") if k.strip()]
+    if not kinds:
+        raise PredictorError(f"--kind {args.kind!r} names no predictor kind; allowed: {', '.join(PREDICTORS)} or all")
+    bad = [k for k in kinds if k not in PREDICTORS]
+    if bad:
+        raise PredictorError(f"unknown predictor kind(s) {bad}; allowed: {', '.join(PREDICTORS)}")
+    if args.across_shapes:
+        one_shape = [k for k in kinds if not PREDICTORS[k].supports_shapes]
+        kinds = [k for k in kinds if PREDICTORS[k].supports_shapes]
+        if not kinds:
+            raise PredictorError(f"predictor kind {', '.join(one_shape)} serves one batch and sequence length; --across-shapes "
+                                 f"fits {', '.join(k for k, c in PREDICTORS.items() if c.supports_shapes)}")
     df = read_records(args.records)
     if args.target:
-        if args.target not in set(df["target_id"]):
-            raise RecordsError(f"no records with target_id {args.target!r}; present: {sorted(set(df['target_id']))}")
-        df = df[df["target_id"] == args.target]
+        df = _select(df, "target_id", args.target, "--target")
     if args.batch:
-        df = df[df["batch"] == args.batch]
+        df = _select(df, "batch", args.batch, "--batch")
     if args.seq_len:
-        df = df[df["seq_len"] == args.seq_len]
-    if df.empty:
-        raise RecordsError("no records left after --target/--batch/--seq-len selection")
-    if args.across_shapes:
-        kinds = [k for k in kinds if PREDICTORS.get(k) is None or PREDICTORS[k].supports_shapes]
+        df = _select(df, "seq_len", args.seq_len, "--seq-len")
     report = fit_and_evaluate(df, kinds, args.out, test_fraction=args.test_fraction, seed=args.seed, max_train=args.max_train,
                               across_shapes=args.across_shapes, overwrite=args.overwrite, plots=not args.no_plots)
     print(f"{report['backend']} {report['provider'] or report['device']}, threads {report['threads']}, "

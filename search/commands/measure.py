@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .common import add_model_arg, positive_int
 
@@ -133,6 +134,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .common import print_warnings
+
+    with print_warnings():  # an older records format is one 'warning: ...' line
+        return _run(args)
+
+
+def _run(args) -> int:
     import itertools
     import math
     import sys
@@ -140,11 +148,15 @@ def run(args) -> int:
     from predictors._fingerprint import threads_warning
     from predictors._schema import check_records_path
     from predictors.backends import BackendSettings, make_backend
-    from predictors.measure import load_shape, measure
+    from predictors.measure import check_onnx_cache, load_shape, measure
+    from predictors.records import read_records
 
     if not args.subnets:
         sampler_names(args.sampler)
-    check_records_path(args.out)  # a directory or an unwritable place: refuse before any work
+    check_records_path(args.out)  # a directory, a device or an unwritable place: refuse before any work
+    check_onnx_cache(args.onnx_cache)  # a file, an unwritable place: refuse before a config fails on it
+    if os.path.exists(args.out):
+        read_records(args.out, allow_empty=True)  # damaged records: refuse before loading anything
     settings = [
         BackendSettings(args.backend, args.device, t, args.spinning == "on", args.dtype, b, s, args.provider)
         for t, b, s in itertools.product(args.threads, args.batch, args.seq_len)

@@ -4,6 +4,7 @@ imported, writes the same records format, resumes, and refuses bad providers."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -110,6 +111,44 @@ def test_runner_keeps_raw_timings_and_a_speed_index(kit):
 def test_runner_refuses_bad_inputs_before_timing(kit, args, match):
     out, res = run_runner(kit, *args)
     assert out["code"] == 2 and match in res.stderr and "threads 1 batch" not in res.stdout
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda b: b[:-300], r"row 1 \(line 2\): protocol is '\{.*'; expected JSON \(the cell is cut or not JSON\)"),
+    (lambda b: b.replace(b",ok,", b",okay,", 1), r"row 1 \(line 2\): status is 'okay'; expected ok or failed"),
+], ids=["cut-last-row", "word-in-status"])
+def test_runner_refuses_damaged_records_before_timing(kit, tmp_path, damage, match):
+    """The runner appends to its --out through the same row check as `dynasearch measure`: a damaged
+    file is one line and exit 2, and is left as it was."""
+    import re
+
+    good = tmp_path / "good.csv"
+    out, res = run_runner(kit, "--threads", "1", "--batch", "1", "--limit", "1", "--out", str(good))
+    assert out["code"] in (0, None), res.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(damage(good.read_bytes()))
+    before = bad.read_bytes()
+    out, res = run_runner(kit, "--threads", "1", "--batch", "1", "--out", str(bad))
+    assert out["code"] == 2 and "threads 1 batch" not in res.stdout, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(match, lines[0]), res.stderr
+    assert bad.read_bytes() == before and not (tmp_path / "bad.raw").exists()
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda t: t[: len(t) // 2], r"cannot read the kit file '.*kit\.json': "),
+    (lambda t: t.replace('"kit_version": 2', '"kit_version": 9'), r"kit_version 9; this runner reads version 2"),
+    (lambda t: t.replace('"configs"', '"konfigs"'), r"lacks key 'configs'"),
+], ids=["cut", "unknown-version", "missing-key"])
+def test_runner_refuses_a_damaged_kit_file(kit, tmp_path, damage, match):
+    import re
+
+    k = shutil.copytree(kit, tmp_path / "k", ignore=shutil.ignore_patterns("*.csv", "*.raw"))
+    (k / "kit.json").write_text(damage((k / "kit.json").read_text()))
+    out, res = run_runner(k)
+    lines = res.stderr.strip().splitlines()
+    assert out["code"] == 2 and len(lines) == 1 and re.search(match, lines[0]), res.stderr
+    assert not (k / "records.csv").exists()
 
 
 def test_runner_exits_nonzero_when_nothing_succeeded(tmp_path):

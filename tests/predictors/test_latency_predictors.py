@@ -210,11 +210,12 @@ def test_metadata_names_widths_settings_and_machine(additive, tmp_path):
     assert not machine_matches(loaded)
     with pytest.raises(PredictorError, match=r"cpu_model: predictor 'Test CPU'.*Predictor fingerprint \w+ .*this machine \w+ "):
         check_this_machine(loaded)
-    # An older predictor file without widths_seen still loads (the key is simply absent).
+    # An older predictor file without widths_seen still loads (the key is simply absent), and says so.
     doc = json.loads((tmp_path / "p" / "predictor.json").read_text())
     del doc["meta"]["widths_seen"]
     (tmp_path / "p" / "predictor.json").write_text(json.dumps(doc))
-    assert "widths_seen" not in load_predictor(tmp_path / "p").meta_
+    with pytest.warns(UserWarning, match=r"written by an older dynasearch \(its metadata lacks widths_seen\)"):
+        assert "widths_seen" not in load_predictor(tmp_path / "p").meta_
 
 
 def test_anchor_reference_from_the_full_model_row_of_unanchored_records(tmp_path):

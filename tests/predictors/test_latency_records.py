@@ -73,11 +73,20 @@ def test_mixed_shapes_need_across_shapes(tmp_path):
     check_one_target(df, allow_shapes=True)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), 0.0, -1.5])
-def test_bad_latencies_refused(tmp_path, bad):
+@pytest.mark.parametrize("bad,match", [
+    (float("nan"), r"row 3 \(line 4\): median_ms is ''; expected a value"),  # NaN is written as an empty cell
+    (0.0, r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=0\.0; first at row 3 \(line 4\)"),
+    (-1.5, r"NaN, zero or negative latency, e\.g\. key \w+ median_ms=-1\.5; first at row 3"),
+])
+def test_bad_latencies_refused(tmp_path, bad, match):
     r = rows(SUBNETS, additive_ms)
     r[2]["median_ms"] = bad
-    df = records(tmp_path / "r.csv", r)
+    append_rows(str(tmp_path / "r.csv"), r)
+    with pytest.raises(RecordsError, match=match):
+        read_records(tmp_path / "r.csv")
+    # A DataFrame built by other means is checked again before fitting.
+    df = records(tmp_path / "ok.csv", rows(SUBNETS, additive_ms))
+    df.loc[2, "median_ms"] = bad
     with pytest.raises(RecordsError, match="NaN, zero or negative latency"):
         ok_records(df)
 

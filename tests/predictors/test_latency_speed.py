@@ -146,11 +146,13 @@ def test_old_schema_records_load_as_uncorrected(tmp_path):
     for x in r:
         w.writerow([OLD_SCHEMAS[0] if c == "schema" else x[c] for c in old_cols])
     path.write_text(buf.getvalue())
-    df = read_records(path)
+    with pytest.warns(UserWarning, match=r"holds 3 row\(s\) of the older format dynasearch-latency-records/1 .*read as measured"):
+        df = read_records(path)
     assert list(df.columns) == list(RECORD_COLUMNS)
     assert df["corrected_median_ms"].tolist() == pytest.approx(df["median_ms"].tolist())
     assert df["speed_index"].isna().all() and (df["anchor_key"] == "").all()
     # Appending new rows keeps the old ones (marked with their schema) and writes the new header.
     append_rows(str(path), rows(uniform_configs(SearchSpace.default(SHAPE), 2, seed=5), additive_ms))
-    df = read_records(path)
+    with pytest.warns(UserWarning, match="older format"):
+        df = read_records(path)
     assert len(df) == 5 and (df["schema"] == OLD_SCHEMAS[0]).sum() == 3
