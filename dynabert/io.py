@@ -237,20 +237,27 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = DataError, kind: type = dict) -> Any:
-    """The JSON content of a user or run file; every way it can be broken (unreadable, not UTF-8,
-    truncated or malformed JSON, a top level that is not `kind`) raises `error` with ONE line naming
-    `what` and the file. `kind=object` accepts any JSON value."""
+def read_utf8(path: str | Path, what: str, *, error: type[DynasearchError] = DataError, expected: str = "a text file") -> str:
+    """The text of a file dynasearch reads back; unreadable or not UTF-8 raises `error` in ONE line
+    naming `what`, the file and (for bad bytes) where."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as e:
         raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
-                    "corrupted or not a JSON file") from None
+                    f"corrupted or not {expected}") from None
+
+
+def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = DataError, kind: type = dict) -> Any:
+    """The JSON content of a user or run file; every way it can be broken (unreadable, not UTF-8,
+    truncated or malformed JSON, a top level that is not `kind`) raises `error` with ONE line naming
+    `what` and the file. `kind=object` accepts any JSON value."""
+    path = Path(path)
+    text = read_utf8(path, what, error=error, expected="a JSON file")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:

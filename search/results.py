@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from dynabert.errors import InvalidSubnetError
+from dynabert.io import read_json, read_utf8, write_json, write_text
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
 
@@ -142,7 +143,6 @@ def load_results(results_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame,
 
 
 def _read_once(d: Path, meta_path: Path) -> Results:
-    from dynabert.io import read_json
 
     meta = read_json(meta_path, "search results file", error=ResultsError)
     version = _check_version(meta_path, meta)
@@ -377,14 +377,7 @@ def _read_table(path: Path, shape: BackboneShape) -> tuple[pd.DataFrame, str]:
         raise ResultsError(f"results directory {path.parent} lacks {path.name} (the search did not finish writing it)")
     if not path.is_file():
         raise ResultsError(f"{path} is not a regular file (a CSV table of trials is expected)")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ResultsError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): corrupted") from None
+    text = read_utf8(path, "results table", error=ResultsError, expected="a CSV table")
     if not text.strip():
         raise ResultsError(f"{path} is empty; expected a header ({', '.join(TRIAL_COLUMNS[:3])}, ...) and one row per config")
     cut = not text.endswith("\n")  # the writer ends every row with a line end: a file without one was cut short
@@ -466,7 +459,6 @@ def _check_tables(d: Path, meta: Mapping[str, Any], trials: pd.DataFrame, front:
 def write_results(results_dir: str | Path, meta: Mapping[str, Any], trials: pd.DataFrame, front: pd.DataFrame) -> None:
     """trials.csv, front.csv and (last, so a reader never sees a search.json without its tables)
     search.json, which this writer stamps with FORMAT, VERSION and the tables' digests."""
-    from dynabert.io import write_json, write_text
 
     d = Path(results_dir)
     texts = {"trials.csv": trials[list(TRIAL_COLUMNS)].to_csv(index=False),
