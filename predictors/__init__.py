@@ -9,10 +9,11 @@ Dependencies point one way: dynabert <- predictors <- search.
 from ._core import Protocol
 from ._schema import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA
 from .backends import BACKENDS, BackendSettings, make_backend
+from .base import LatencyPredictor
 from .errors import MeasurementError, PredictorError, RecordsError
 from .evaluate import fit_and_evaluate, metrics, split_holdout
 from .kit import runner_source, write_kit
-from .latency import PREDICTORS, LatencyPredictor, find_predictor, load_predictor, make_predictor
+from .latency import PREDICTORS, find_predictor, load_predictor, make_predictor
 from .measure import load_shape, measure
 from .records import read_records, repeatability
 from ._schema import read_raw_timings, raw_timings_path

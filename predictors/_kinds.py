@@ -1,4 +1,4 @@
-"""The predictor kinds and their features (see `latency.py` for the shared interface):
+"""The predictor kinds and their features (see `base.py` for the shared interface):
 lookup table, layer regression (relative NNLS over hat bases), boosted trees, hybrid."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import numpy as np
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
+from .base import Data, LatencyPredictor
 from .errors import PredictorError
 from .gbdt import TreeEnsemble, fit_gbdt
-from .latency import Data, LatencyPredictor
 
 
 # ---------------------------------------------------------------------------------------- features
@@ -56,7 +56,7 @@ def relative_nnls(X: np.ndarray, y: np.ndarray, ridge: float = 1e-8) -> np.ndarr
     """argmin_{beta >= 0} sum ((X beta - y) / y)^2 (+ a tiny ridge for rank-deficient designs).
     Relative error, because a predictor is judged by MAPE: 1 ms off matters for a 5 ms model, not
     for a 500 ms one. Non-negative, because every layer costs time."""
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # scipy.optimize costs ~0.2 s to import; only fitting needs it
 
     A = X / y[:, None]
     scale = np.linalg.norm(A, axis=0)
@@ -279,14 +279,3 @@ class HybridPredictor(LatencyPredictor):
         self.linear_._set_params({}, {k[len("linear_"):]: v for k, v in arrays.items() if k.startswith("linear_")})
         trees = {k[len("trees_"):]: v for k, v in arrays.items() if k.startswith("trees_")}
         self.trees_ = TreeEnsemble.from_arrays(params["init"], params["learning_rate"], trees)
-
-
-PREDICTORS: dict[str, type[LatencyPredictor]] = {
-    cls.kind: cls for cls in (LookupTablePredictor, LayerRegressionPredictor, BoostedTreesPredictor, HybridPredictor)
-}
-
-
-def make_predictor(kind: str, **kw) -> LatencyPredictor:
-    if kind not in PREDICTORS:
-        raise PredictorError(f"unknown predictor kind {kind!r}; allowed: {', '.join(PREDICTORS)}")
-    return PREDICTORS[kind](**kw)

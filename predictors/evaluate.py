@@ -13,8 +13,9 @@ import pandas as pd
 
 from dynabert.subnet import SubnetConfig
 
+from .base import LatencyPredictor
 from .errors import PredictorError, RecordsError
-from .latency import PREDICTORS, LatencyPredictor, make_predictor
+from .latency import FIT_FORMAT, FIT_VERSION, PREDICTORS, make_predictor
 from .records import LATENCY_COLUMN, check_one_target, ok_records
 from .samplers import is_layer_table_config
 
@@ -264,8 +265,6 @@ def fit_and_evaluate(
             for kind, p in preds.items():
                 pred_df[f"pred_{kind}_ms"] = p
             pred_df.to_csv(tmp / "predictions.csv", index=False)
-            from .latency import FIT_FORMAT, FIT_VERSION
-
             summary = {"format": FIT_FORMAT, "version": FIT_VERSION}  # read back by find_predictor (search --predictor)
             summary.update({k: v for k, v in report.items() if k not in ("results", "learning_curve", "predictors")})
             summary["metrics"] = json.loads(results.to_json(orient="records"))

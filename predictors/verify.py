@@ -14,8 +14,8 @@ from dynabert.subnet import BackboneShape, SubnetConfig
 from ._core import Protocol
 from ._fingerprint import machine_info, setting_columns
 from .backends import BackendSettings
+from .base import TARGET_FIELDS, LatencyPredictor
 from .errors import PredictorError
-from .latency import TARGET_FIELDS, LatencyPredictor
 from .measure import measure, shape_key
 
 VERIFY_COLUMNS = ("key", "subnet", "status", "error", "median_ms", "corrected_median_ms", "speed_index", "speed_spread",

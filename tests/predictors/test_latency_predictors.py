@@ -13,7 +13,7 @@ from dynabert.errors import OutputExistsError
 from dynabert.space import SearchSpace
 from dynabert.subnet import SubnetConfig
 from predictors import PREDICTORS, PredictorError, load_predictor, make_predictor
-from predictors.latency import hat_basis
+from predictors._kinds import hat_basis
 from predictors.samplers import layer_table_configs, uniform_configs
 
 from latency_helpers import SHAPE, additive_ms, records, rows
