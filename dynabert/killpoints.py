@@ -9,6 +9,7 @@ Named points (grep `kill_point(` for the full list):
 - `study-created`: the Optuna study row exists, dynasearch's identity not yet written;
 - `study-identity`: identity written, the 12 grid trials not yet (or partly) enqueued;
 - `grid-enqueued@K`: after the K-th grid trial was enqueued;
+- `trial-running@K`: the K-th trial of this process is RUNNING (a cache hit or an evaluation);
 - `trial-evaluating@K`: inside the K-th real accuracy evaluation of this process (trial RUNNING);
 - `cache-put`: an evaluation finished, its cache row not yet written;
 - `results-written`: the results files are written, the search has not returned yet;

@@ -425,7 +425,7 @@ class Search:
         from optuna.trial import TrialState
         from tqdm import tqdm
 
-        from .workers import TrialBudget
+        from .workers import TrialBudget, claim_trial
 
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         remaining = max(0, self.cfg.trials - done)
@@ -436,6 +436,8 @@ class Search:
         budget = TrialBudget(self.cfg.trials)  # exactly `trials` COMPLETE trials, however many workers (search/workers.py)
 
         def objective(trial):
+            claim_trial(trial)
+            kill_point("trial-running")  # test-only: the K-th trial of this process is RUNNING
             budget.admit(self.study, trial)
             return self.objective(trial)
 

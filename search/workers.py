@@ -34,7 +34,10 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from dynabert.io import process_dead, process_tag
+
 SKIPPED_ATTR = "skipped"
+WORKER_ATTR = "worker"  # "<host>-<pid>#<trial number>": who runs the trial (a retry copy keeps its number, so never matches)
 log = logging.getLogger("search.workers")
 
 
@@ -42,6 +45,38 @@ def rank(t: Any) -> int:
     """A trial's place in the budget: its number, or the number of the trial it retries."""
     first = t.system_attrs.get("failed_trial")
     return int(first) if isinstance(first, int) else int(t.number)
+
+
+def claim_trial(trial: Any) -> None:
+    """Record this process as the trial's worker: the first thing every trial does."""
+    trial.set_user_attr(WORKER_ATTR, f"{process_tag()}#{trial.number}")
+
+
+def fail_dead_workers(study: Any) -> list[int]:
+    """Fail the RUNNING trials whose worker is a process of THIS host that no longer runs (killed),
+    and hand each to the storage's retry callback as Optuna does for a stale heartbeat, without
+    waiting out the grace period (30 s heartbeats: 90 s). Returns the numbers of the trials failed.
+    A trial killed before it recorded its worker (milliseconds) is still failed by its heartbeat."""
+    import copy
+
+    import optuna
+
+    storage = study._storage
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        tag, _, number = str(t.user_attrs.get(WORKER_ATTR, "")).partition("#")
+        if number == str(t.number) and process_dead(tag):
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    failed.append(t)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker failed it first
+    callback = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
+    for t in failed:
+        log.warning("trial %d: its worker %s is gone (killed); failed and queued for a retry", t.number, t.user_attrs[WORKER_ATTR])
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(t._trial_id)))
+    return [t.number for t in failed]
 
 
 class TrialBudget:
@@ -67,6 +102,7 @@ class TrialBudget:
         t0 = time.monotonic()
         try:
             while True:
+                fail_dead_workers(study)  # a killed worker's trial ahead of us is retried now, not after the grace period
                 trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
                 complete = sum(t.state == TrialState.COMPLETE for t in trials)
                 if complete >= self.total:
@@ -96,4 +132,4 @@ class TrialBudget:
         raise optuna.TrialPruned(why)
 
 
-__all__ = ["SKIPPED_ATTR", "TrialBudget", "rank"]
+__all__ = ["SKIPPED_ATTR", "WORKER_ATTR", "TrialBudget", "claim_trial", "fail_dead_workers", "rank"]

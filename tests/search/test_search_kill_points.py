@@ -31,7 +31,7 @@ TRIALS = 16
 def child(args: list, kill_at: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", **{ENV: kill_at})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "search.cli", *[str(a) for a in args]], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "dynasearch", *[str(a) for a in args]], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 
@@ -89,3 +89,16 @@ def test_study_of_another_tool_is_refused_even_when_empty(sk_run, sk_predictor, 
     optuna.create_study(study_name="dynasearch", storage=f"sqlite:///{out / 'study.db'}", directions=["maximize", "minimize"])
     with pytest.raises(SearchError, match="was not created by dynasearch search"):
         run_search(SearchConfig(run=sk_run, predictor=sk_predictor, out=out, trials=13, verify=False, progress=False))
+
+
+def test_killed_trial_is_retried_at_once_not_after_the_grace_period(sk_run, sk_predictor, tmp_path):
+    """A search killed mid-trial (heartbeat 60 s: Optuna would wait 180 s for it to go stale): the
+    re-run sees that the trial's worker process is gone, fails it and retries it at once."""
+    out = tmp_path / "r"
+    args = search_args(sk_run, sk_predictor, out, "--trials", TRIALS, "--no-verify", "--sampler", "random", "--heartbeat", 60)
+    assert child(args, "trial-evaluating@2").returncode == -signal.SIGKILL
+    again = child(args, "")  # the same command, nothing killed (a guard timeout of 300 s, far below 3 x 60 s per trial)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "its worker" in again.stderr and "is gone (killed); failed and queued for a retry" in again.stderr, again.stderr[-2000:]
+    state = study_state(out / "study.db")
+    assert state.get("COMPLETE") == TRIALS and state.get("FAIL") == 1 and "RUNNING" not in state, state
