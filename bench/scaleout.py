@@ -39,7 +39,7 @@ def _conftest():
 
 
 def setup(root: Path) -> dict:
-    from search.cli import main
+    from dynasearch.cli import main
     from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
     cf = _conftest()
@@ -54,7 +54,7 @@ def setup(root: Path) -> dict:
 
 
 def worker(sx: dict, out: Path, url: str, study: str, trials: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "search.cli", "search", str(sx["run"]), "--predictor", str(sx["predictor"]), "--out", str(out),
+    cmd = [sys.executable, "-m", "dynasearch", "search", str(sx["run"]), "--predictor", str(sx["predictor"]), "--out", str(out),
            "--storage", url, "--study", study, "--trials", str(trials), "--no-verify", "--quiet", *extra]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -130,7 +130,7 @@ def _search_keep(cfg):
 
 def phase_cost(a) -> dict:
     out_dir = Path(a.work) / "cost"
-    cmd = [sys.executable, "-m", "search.cli", "search", str(a.run), "--predictor", str(a.predictor), "--out", str(out_dir),
+    cmd = [sys.executable, "-m", "dynasearch", "search", str(a.run), "--predictor", str(a.predictor), "--out", str(out_dir),
            "--target-latency", a.cost_target, "--trials", str(a.trials), "--quiet"]
     if a.search_dev:
         cmd += ["--search-dev", str(a.search_dev)]
@@ -143,7 +143,7 @@ def phase_cost(a) -> dict:
     q = []
     for _ in range(5):
         t1 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "search.cli", "query", str(out_dir), "--target-latency", a.cost_target],
+        subprocess.run([sys.executable, "-m", "dynasearch", "query", str(out_dir), "--target-latency", a.cost_target],
                        capture_output=True, text=True, cwd=REPO, check=True)
         q.append(time.perf_counter() - t1)
     return {"wall_s": wall, "rc": p.returncode, "stdout": p.stdout[-3000:], "stderr": p.stderr[-2000:], "timing": meta["timing"],

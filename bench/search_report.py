@@ -161,7 +161,7 @@ def cost_section(r) -> list[str]:
     t = r["timing"]
     q = sorted(r["query_s"])
     return ["## Cost of a 200-trial search", "",
-            f"`dynasearch {r['command'].split('search.cli ', 1)[-1]}` (exit status {r['rc']}): **{r['wall_s']:.0f} s wall** in all "
+            f"`dynasearch {r['command'].split('dynasearch.cli ', 1)[-1]}` (exit status {r['rc']}): **{r['wall_s']:.0f} s wall** in all "
             f"(imports, model and dev loading, study, re-scoring, plots and verification included).", "",
             "| part | seconds |", "|---|---|",
             f"| accuracy evaluation ({t['evaluations_this_run']} evaluations, {t['cache_hits_this_run']} cache hits) | {t['evaluation_s']:.1f} |",

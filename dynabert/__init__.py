@@ -24,6 +24,7 @@ _LAZY = {
     "evaluate_subnets": "evaluate",
     "load_dev_set": "evaluate",
     "score_subnet": "evaluate",
+    "export_subnet": "export",
     "extract_subnet": "extract",
     "model_shape": "extract",
     "random_like": "extract",

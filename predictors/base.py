@@ -139,7 +139,7 @@ class LatencyPredictor(ABC):
     # ---- prediction
     def _check_fitted(self) -> None:
         if not hasattr(self, "meta_"):
-            raise PredictorError(f"predictor {self.kind!r} is not fitted; call fit(records) or load(dir) first")
+            raise PredictorError(f"predictor {self.kind!r} is not fitted; call fit(records) first, or read one with predictors.load_predictor(dir)")
 
     def check_target(self, target: Mapping[str, Any], force: bool = False) -> None:
         """Refuse (or with force, warn) when `target` (a records row or settings dict) names another

@@ -1,9 +1,10 @@
-"""search: hardware-aware sub-network search, Pareto fronts, verified answers, deployment export.
+"""search: hardware-aware sub-network search, Pareto fronts, verified answers, export from results.
 
 What users call (the CLI and the notebooks call the same):
     SearchConfig, SpaceOptions, run_search   run (or resume) a search; results in a directory
     query, load_results, describe_answer     answer a target from a results directory (no torch)
-    export_from_results, export_subnet       deploy a chosen config (ONNX, Hugging Face, manifest)
+    export_from_results                      deploy a chosen config (ONNX, Hugging Face, manifest;
+                                             a sub-network alone: dynabert.export_subnet)
     pareto_mask, hypervolume_2d              the front and its hypervolume
 Names are imported lazily (PEP 562): `dynasearch query` must answer without importing torch.
 """
@@ -16,7 +17,7 @@ from typing import Any
 _LAZY = {
     "SearchConfig": "study", "SearchOutcome": "study", "Search": "study", "run_search": "study", "SAMPLERS": "study",
     "DEFAULT_SAMPLER": "study", "SpaceOptions": "space", "query": "results", "load_results": "results",
-    "describe_answer": "results", "TRIAL_COLUMNS": "results", "export_from_results": "deploy", "export_subnet": "export",
+    "describe_answer": "results", "TRIAL_COLUMNS": "results", "export_from_results": "deploy",
     "pareto_mask": "pareto", "hypervolume_2d": "pareto", "SearchError": "errors", "ResultsError": "errors",
     "parse_latency": "units",
 }

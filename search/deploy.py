@@ -35,7 +35,7 @@ def export_from_results(results_dir: str | Path, out: str | Path, *, target_ms: 
     from dynabert.io import check_output_dir
     from dynabert.subnet import SubnetConfig
 
-    from .export import export_subnet, parse_formats
+    from dynabert.export import export_subnet, parse_formats
 
     parse_formats(formats)
     check_output_dir(out, overwrite)  # before any slow work

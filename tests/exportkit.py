@@ -16,7 +16,7 @@ def make_export(src: str | Path, out: str | Path, subnet: dict[str, list[int]],
     from dynabert.backbone import load_model, tokenizer_files
     from dynabert.extract import extract_subnet
     from dynabert.subnet import SubnetConfig
-    from search.export import save_hf
+    from dynabert.export import save_hf
 
     out = Path(out)
     out.mkdir(parents=True)

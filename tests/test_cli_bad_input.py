@@ -28,7 +28,7 @@ import pytest
 
 from dynabert.errors import DataError, ExportError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from predictors.errors import MeasurementError, PredictorError, RecordsError
-from search import cli
+from dynasearch import cli
 from search.errors import ResultsError, SearchError
 from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
@@ -506,7 +506,7 @@ CASES = [
                                                "--target-latency", "4ms"], r"search\.json", ResultsError),
     Case("query-target-without-unit", lambda e: ["query", e.dir("res"), "--target-latency", "4"], r"latency '4' has no unit", SearchError),
     Case("query-target-unknown-unit", lambda e: ["query", e.dir("res"), "--target-latency", "4 parsecs"], r"unknown unit", SearchError),
-    # ---- the demo's output folder (search/demo.py is being reworked: its other bad inputs belong to tests/search/test_demo.py)
+    # ---- the demo's output folder (dynasearch/demo.py is being reworked: its other bad inputs belong to tests/search/test_demo.py)
     Case("demo-out-holds-something-else", lambda e: ["demo", "--out", e.file("out/notes.txt", "mine").parent, "--no-progress"],
          r"holds something other than a dynasearch demo", OutputExistsError),
     # ---- issue 15: results directories read back (search.json, front.csv, trials.csv, grid.csv): query, export --results
@@ -911,7 +911,7 @@ def test_bad_input(case: Case, shared, tmp_path, capsys, monkeypatch):
 
 def test_every_issue_command_is_covered():
     """The table reaches every sub-command that takes user input (demo only for its output folder)."""
-    from search.cli import COMMANDS
+    from dynasearch.cli import COMMANDS
 
     covered = {c.id.split("-")[0] for c in CASES}
     assert {n.split("_")[0] for n in COMMANDS} <= covered, sorted(covered)

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.cli import main
+from dynasearch.cli import main
 from tinymodels import write_sst2_like
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def kill_midway(args: list[str], started, delay: float, timeout: float = 120) ->
     import tempfile
 
     log = tempfile.TemporaryFile()  # not a pipe: a chatty child must never block on a full pipe
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=REPO, env=child_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "dynasearch", *args], cwd=REPO, env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + timeout
     try:
@@ -114,7 +114,7 @@ def kill_at(args: list[str], point: str) -> str:
     """Run the CLI in a child that SIGKILLs itself at a named point (dynabert.killpoints, test-only)."""
     from dynabert.killpoints import ENV
 
-    p = subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=REPO, env={**child_env(), ENV: point},
+    p = subprocess.run([sys.executable, "-m", "dynasearch", *args], cwd=REPO, env={**child_env(), ENV: point},
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
     assert p.returncode == -signal.SIGKILL, f"not killed at {point} (exit {p.returncode}): {p.stderr[-2000:]}"
     return f"killed at {point}"

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "dynabert"))
 
 from helpers import make_model_dir, make_sst2_dir  # noqa: E402
 
-from search.cli import main  # noqa: E402
+from dynasearch.cli import main  # noqa: E402
 
 FAST_PROTOCOL = ["--max-seconds", "0.3", "--min-runs", "3", "--min-visits", "1", "--max-runs", "10"]
 

@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from search.cli import main
+from dynasearch.cli import main
 
 from .helpers import make_model_dir, make_sst2_dir
 

@@ -26,7 +26,7 @@ from dynabert.errors import InvalidSubnetError
 from dynabert.extract import check_uniform, extract_subnet, model_shape
 from dynabert.subnet import BackboneShape, SubnetConfig, grid_widths, paper_grid, uniform_widths
 from exportkit import make_export
-from search.cli import main
+from dynasearch.cli import main
 from tinymodels import random_ids, save_hf_model, tiny_bert_config, write_sst2_like
 
 PROMPT = "Do you wish to run the custom code"
@@ -91,7 +91,7 @@ def _cli(capsys, *argv) -> str:
 def _subprocess_cli(*argv) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "search.cli", *map(str, argv)], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "dynasearch", *map(str, argv)], cwd=REPO, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
 
 

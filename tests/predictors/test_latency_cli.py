@@ -10,7 +10,7 @@ from dynabert.space import SearchSpace
 from predictors import read_records
 from predictors._core import has_gpu
 from predictors.samplers import layer_table_configs, uniform_configs
-from search.cli import main
+from dynasearch.cli import main
 
 from latency_helpers import MACHINE, SHAPE, additive_ms, records, rows
 

@@ -224,7 +224,7 @@ def searchable(tmp_path_factory):
     search with --no-verify)."""
     from types import SimpleNamespace
 
-    from search.cli import main
+    from dynasearch.cli import main
     from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
     root = tmp_path_factory.mktemp("searchable")

@@ -94,7 +94,7 @@ def this_machine() -> dict:
 
 
 def cli(*args) -> int:
-    from search.cli import main
+    from dynasearch.cli import main
 
     return main([str(a) for a in args])
 

@@ -12,8 +12,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from dynabert.backbone import load_model
 from dynabert.extract import extract_subnet
 from dynabert.subnet import SubnetConfig
-from search.cli import main
-from search.export import export_subnet
+from dynasearch.cli import main
+from dynabert.export import export_subnet
 
 
 @pytest.mark.parametrize("flavor", ["bert", "roberta"])
@@ -167,7 +167,7 @@ def test_hf_export_reloads_and_matches_property(tmp_path_factory):
     from hypothesis import HealthCheck, given, settings
 
     from dynabert.extract import model_shape
-    from search.export import save_hf, verify_hf
+    from dynabert.export import save_hf, verify_hf
     from tinymodels import random_ids, subnets, tiny_random_model
 
     for flavor in ("bert", "roberta"):
@@ -253,7 +253,7 @@ def test_killed_export_leftover_is_removed_by_the_next_export(tmp_path, tiny_ber
     out = tmp_path / "o"
     args = ["export", str(tiny_bert_dir), "--width", "1", "--depth", "1", "--format", "onnx,hf", "--out", str(out)]
     for _attempt in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=repo, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "dynasearch", *args], cwd=repo, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         try:
@@ -309,7 +309,7 @@ def test_export_without_model_dir_warns_of_the_random_head(headless_dir, tmp_pat
 
 
 def test_export_of_a_headless_model_dir_warns_and_a_trained_one_does_not(headless_dir, tiny_bert_dir, tmp_path, capsys):
-    from search.export import random_head_warning
+    from dynabert.export import random_head_warning
 
     assert run_cli("export", headless_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "a") == 0
     err = capsys.readouterr().err.strip()

@@ -1,4 +1,4 @@
-"""`dynasearch query` (search/results.py, search/commands/query.py): answers from a results
+"""`dynasearch query` (search/results.py, dynasearch/commands/query.py): answers from a results
 directory alone, without torch; bad results directories are one-line errors naming the file."""
 
 import json
@@ -20,7 +20,7 @@ pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (
 
 NO_TORCH = """
 import json, sys
-from search.cli import main
+from dynasearch.cli import main
 rc = main(["query", sys.argv[1], "--target-latency", "4ms", "--json"])
 heavy = sorted(m for m in ("torch", "transformers", "optuna", "onnxruntime") if m in sys.modules)
 print(json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)

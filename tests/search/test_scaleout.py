@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def worker_cmd(sx, out: Path, url: str, study: str, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "search.cli", "search", str(sx.run), "--predictor", str(sx.predictor), "--out", str(out),
+    return [sys.executable, "-m", "dynasearch", "search", str(sx.run), "--predictor", str(sx.predictor), "--out", str(out),
             "--storage", url, "--study", study, "--trials", str(trials), "--no-verify", "--quiet", *extra]
 
 

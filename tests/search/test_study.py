@@ -106,7 +106,7 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(sk_run, sk_predictor, fa
     out = fast_tmp / "r"
     args = [str(a) for a in search_args(sk_run, sk_predictor, out, "--trials", 60, "--no-verify", "--sampler", "random",
                                         "--target-latency", "4ms")]
-    proc = subprocess.Popen([sys.executable, "-m", "search.cli", *args], cwd=REPO, env=subprocess_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "dynasearch", *args], cwd=REPO, env=subprocess_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     db = out / "study.db"
     deadline = time.monotonic() + 180

@@ -3,11 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from search.cli import main
+from dynasearch.cli import main
 
 
 def test_help_lists_commands():
-    r = subprocess.run([sys.executable, "-m", "search.cli", "--help"], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-m", "dynasearch", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
     for cmd in ("info", "export"):
         assert cmd in r.stdout
@@ -36,11 +36,11 @@ def test_internal_error_is_one_line_naming_its_log(tmp_path, capsys, monkeypatch
     """A bug (not bad input): one line naming a log file that holds the traceback, exit status 3."""
     import importlib
 
-    from search.cli import EXIT_INTERNAL, RAISE_ENV
+    from dynasearch.cli import EXIT_INTERNAL, RAISE_ENV
 
     monkeypatch.delenv(RAISE_ENV, raising=False)
     monkeypatch.setenv("DYNASEARCH_LOG_DIR", str(tmp_path / "logs"))
-    info = importlib.import_module("search.commands.info")
+    info = importlib.import_module("dynasearch.commands.info")
 
     def boom(args):
         raise RuntimeError("an internal bug\nsecond line")
@@ -67,9 +67,9 @@ def _register_with(register, func):
 
 def test_closed_output_pipe_is_quiet(tiny_bert_dir):
     """`dynasearch info | head`: the reader left before the output; no traceback, status 141."""
-    from search.cli import EXIT_PIPE
+    from dynasearch.cli import EXIT_PIPE
 
-    p = subprocess.Popen([sys.executable, "-m", "search.cli", "info", str(tiny_bert_dir)], stdout=subprocess.PIPE,
+    p = subprocess.Popen([sys.executable, "-m", "dynasearch", "info", str(tiny_bert_dir)], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     p.stdout.close()  # before the child has printed anything (its start-up takes far longer)
     err = p.stderr.read()

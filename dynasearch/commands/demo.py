@@ -6,7 +6,7 @@ from .common import add_model_arg, positive_int
 
 
 def register(sub) -> None:
-    from search.demo import DemoConfig
+    from dynasearch.demo import DemoConfig
 
     d = DemoConfig()
     p = sub.add_parser(
@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from search.demo import DemoConfig, run_demo
+    from dynasearch.demo import DemoConfig, run_demo
     from search.units import parse_latency
 
     target = parse_latency(args.target_latency) if args.target_latency is not None else None

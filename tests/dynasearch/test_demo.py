@@ -19,8 +19,8 @@ from dynabert.backbone import load_model
 from dynabert.errors import OutputExistsError
 from dynabert.extract import model_shape
 from predictors import Protocol
-from search.cli import main
-from search.demo import DemoConfig, measure_configs, run_demo
+from dynasearch.cli import main
+from dynasearch.demo import DemoConfig, measure_configs, run_demo
 from search.pareto import pareto_mask
 from tinymodels import write_sst2_like
 
@@ -113,7 +113,7 @@ def test_demo_refuses_other_settings_once_started(tmp_path, tiny_bert_dir):
 
 def test_demo_takes_corrected_settings_when_nothing_started(tmp_path, tiny_bert_dir):
     """A first try that failed on its arguments before training started: the corrected command runs."""
-    from search.demo import _prepare_out
+    from dynasearch.demo import _prepare_out
 
     out = tmp_path / "d"
     out.mkdir()
@@ -145,7 +145,7 @@ def test_demo_out_is_a_file(tmp_path, capsys):
 DRILL_SEED = int(os.environ.get("DYNASEARCH_DRILL_SEED", time.time_ns() % 100_000))
 
 
-@pytest.mark.parametrize("kill", ["study-created", "demo-step-done@3", "random"])
+@pytest.mark.parametrize("kill", ["study-created", "trial-running@4", "demo-step-done@3", "random"])
 def test_demo_kill_drill(kill, demo_run, tmp_path, tiny_bert_dir):
     """SIGKILL the demo, re-run: it finishes, the grid scores equal an uninterrupted run's, no config
     is timed twice, the study holds exactly the trials. Killed at a named point (dynabert.killpoints:
@@ -153,7 +153,7 @@ def test_demo_kill_drill(kill, demo_run, tmp_path, tiny_bert_dir):
     so), or at a seeded random moment after training started (DYNASEARCH_DRILL_SEED replays it)."""
     clean, data, _ = demo_run
     out = tmp_path / "killed"
-    code = (f"from predictors import Protocol\nfrom search.demo import DemoConfig, run_demo\n"
+    code = (f"from predictors import Protocol\nfrom dynasearch.demo import DemoConfig, run_demo\n"
             f"run_demo(DemoConfig(out_dir={str(out)!r}, model_dir={str(tiny_bert_dir)!r}, task='sst2', data_dir={str(data)!r}, "
             f"max_steps=2, max_seq_length=32, latency_seq_len=16, random_configs=6, trials=10, target_ms=1000.0, "
             f"measure_protocol=Protocol(**{dataclasses.asdict(FAST)!r}), predictor_kinds=('layer-regression',)), progress=False)\n")

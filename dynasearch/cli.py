@@ -1,6 +1,6 @@
 """`dynasearch` console script: parses arguments and calls the library, nothing more.
 
-Each sub-command lives in `search/commands/<name>.py` with `register(subparsers)`; heavy
+Each sub-command lives in `dynasearch/commands/<name>.py` with `register(subparsers)`; heavy
 libraries are imported inside the handlers so `dynasearch --help` stays fast.
 Every DynasearchError becomes one line on stderr and exit status 2; any other exception one line
 naming a log file that holds its traceback, and exit status 3.
@@ -47,7 +47,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS if only is None else (only,):
-        importlib.import_module(f"search.commands.{name}").register(sub)
+        importlib.import_module(f"dynasearch.commands.{name}").register(sub)
     return parser
 
 

@@ -278,9 +278,9 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
     from dynabert.runs import model_digest, resolve_run
     from dynabert.tasks import get_task
 
-    from .objectives import cache_selection
-    from .storage import AccuracyCache, default_storage_url
-    from .study import RESCORE_SEED
+    from search.objectives import cache_selection
+    from search.storage import AccuracyCache, default_storage_url
+    from search.study import RESCORE_SEED
 
     info = resolve_run(run)
     task = get_task(cfg.task)
@@ -301,7 +301,7 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
 
 
 def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
-    from .study import SearchConfig, run_search
+    from search.study import SearchConfig, run_search
 
     _log(f"5/7 searching grid + per-layer sub-networks ({cfg.sampler}, {cfg.trials} trials, {cfg.search_dev} dev examples "
          f"per evaluation) for target {target:.2f} ms, then verifying the answer by measurement")
@@ -355,7 +355,7 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     from dynabert.extract import model_shape
     from dynabert.runs import run_model_dir
 
-    from .deploy import export_from_results
+    from search.deploy import export_from_results
     from .report import write_report
 
     t_start = time.perf_counter()
@@ -395,7 +395,7 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
         steps.finish("search", target_ms=target, met=outcome.met)
         for w in outcome.warnings:
             _log(f"  warning: {w}")
-    from .results import load_results
+    from search.results import load_results
 
     meta, _, front = load_results(out / "search")
     answer = meta.get("answer")
@@ -410,7 +410,7 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     summary["dev_token_lengths"] = steps.data["score"].get("lengths")
     write_json(out / "summary.json", summary)
     _log("7/7 writing the report")
-    steps.run("report", write_report, out, summary, steps.data)
+    steps.run("report", write_report, out, summary, steps.data, DEMO_PROTOCOL)
     steps.finish("report")
     summary["steps"] = {k: v.get("seconds") for k, v in steps.data.items()}
     write_json(out / "summary.json", summary)

@@ -80,7 +80,7 @@ def _html(blocks: list[Block], title: str) -> str:
     return "\n".join(parts)
 
 
-def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
+def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default_protocol: dict[str, Any]) -> str:
     """The demo's steps as the CLI commands that do each one by hand (same settings)."""
     q = lambda p: shlex.quote(str(p))  # noqa: E731
     model = f" --model {q(cfg['model_dir'])}" if cfg.get("model_dir") else ""
@@ -101,9 +101,7 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
         model_dir = run_model_dir(out / "run")
     except Exception:  # noqa: BLE001 - a run that never finished: name where its model will be
         model_dir = out / "run" / "width_depth"
-    from .demo import DEMO_PROTOCOL
-
-    p = cfg.get("measure_protocol") or DEMO_PROTOCOL
+    p = cfg.get("measure_protocol") or default_protocol
     protocol = "".join(f" --{k.replace('_', '-')} {p[k]:g}" for k in ("rel_ci", "min_runs", "min_visits", "runs_per_visit",
                                                                      "max_runs", "max_seconds", "chunk_size") if k in p)
     lines = [
@@ -129,7 +127,8 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float) -> str:
     return "\n".join(lines)
 
 
-def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict[str, Any]) -> list[Block]:
+def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict[str, Any],
+                  default_protocol: dict[str, Any]) -> list[Block]:
     metric = s["metric"]
     lat = s["latency_setting"]
     blocks: list[Block] = [("h1", f"dynasearch demo: {s['task']} on {s['backbone']}")]
@@ -180,16 +179,19 @@ def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict
     blocks += [("h2", "Time per step"), ("table", t),
                ("p", f"Total {t['seconds'].sum():.0f} s (all attempts of each step; the install is not included).")]
     blocks += [("h2", "Where everything is"), ("ul", [f"{k}: {v}" for k, v in s["files"].items()])]
-    blocks += [("h2", "Reproduce each step by hand"), ("code", reproduce_commands(out, cfg, s["target_ms"]))]
+    blocks += [("h2", "Reproduce each step by hand"), ("code", reproduce_commands(out, cfg, s["target_ms"], default_protocol))]
     return blocks
 
 
-def write_report(out: str | Path, summary: dict[str, Any], steps: dict[str, Any]) -> tuple[Path, Path]:
+def write_report(out: str | Path, summary: dict[str, Any], steps: dict[str, Any],
+                 default_protocol: dict[str, Any]) -> tuple[Path, Path]:
+    """OUT/report.md and OUT/report.html; `default_protocol`: the timing protocol the demo used when
+    its settings name none (the demo passes it: the report does not import the demo)."""
     from dynabert.io import read_json, write_text
 
     out = Path(out)
     cfg = read_json(out / "demo.json", "demo settings file")
-    blocks = report_blocks(out, summary, steps, cfg)
+    blocks = report_blocks(out, summary, steps, cfg, default_protocol)
     write_text(out / "report.md", _md(blocks, out))
     write_text(out / "report.html", _html(blocks, f"dynasearch demo: {summary['task']}"))
     return out / "report.md", out / "report.html"

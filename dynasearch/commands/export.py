@@ -34,7 +34,7 @@ def run(args) -> int:
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
     from dynabert.io import check_output_dir
-    from search.export import export_subnet, parse_formats
+    from dynabert.export import export_subnet, parse_formats
 
     from .common import print_warnings
 

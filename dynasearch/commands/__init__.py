@@ -1,0 +1,1 @@
+"""One module per `dynasearch` sub-command; see dynasearch/cli.py."""

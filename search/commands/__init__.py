@@ -1,1 +1,0 @@
-"""One module per `dynasearch` sub-command; see search/cli.py."""
