@@ -47,11 +47,17 @@ def read_run_record(run: str | Path) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     rec = read_json(p, "run file", error=ModelLoadError)
+    fmt = rec.get("format", RUN_FORMAT)  # files of the first version may lack it
+    _check(isinstance(fmt, int) and not isinstance(fmt, bool) and 1 <= fmt <= RUN_FORMAT, p, "run file",
+           f"format {fmt!r} is not one this dynasearch reads (1..{RUN_FORMAT}; a newer dynasearch wrote it?)")
     for key, kind in (("task", dict), ("config", dict), ("backbone", dict), ("model_dir", str)):
         _check(isinstance(rec.get(key), kind), p, "run file", f"field '{key}' must be a JSON {'object' if kind is dict else 'string'}; "
                f"got {rec.get(key)!r:.60}")
     _check(isinstance(rec.get("data", {}), dict), p, "run file", "field 'data' must be a JSON object")
     _check(isinstance(rec["task"].get("name"), str), p, "run file", "field 'task.name' must be a string")
+    bad = [k for k, v in rec["backbone"].items() if k != "flavor" and (isinstance(v, bool) or not isinstance(v, int) or v < 0)]
+    _check(not bad, p, "run file", f"field 'backbone.{bad[0] if bad else ''}' must be a non-negative integer; "
+           f"got {rec['backbone'].get(bad[0]) if bad else None!r:.40}")
     return rec
 
 

@@ -275,6 +275,16 @@ def _delimiter(path: Path) -> str:
     return "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
 
 
+def check_data_dir(spec: TaskSpec, data_dir: str | Path | None) -> Path:
+    """The data directory of a task that reads one (GLUE layout); DataError in one line otherwise."""
+    if data_dir is None:
+        raise DataError(f"task {spec.name} needs a data directory (--data-dir) holding {spec.train_file} and {spec.dev_file}")
+    d = Path(data_dir)
+    if not d.is_dir():
+        raise DataError(f"data directory {str(d)!r} does not exist or is not a directory")
+    return d
+
+
 def load_split(spec: TaskSpec, split: str, data_dir: str | Path | None = None, file: str | Path | None = None) -> TaskData:
     """Read the 'train' or 'dev' split. `file` overrides the file name (e.g. an augmented train file)."""
     if split not in ("train", "dev"):
@@ -290,11 +300,7 @@ def load_split(spec: TaskSpec, split: str, data_dir: str | Path | None = None, f
     if file is not None:
         path = Path(file)
     else:
-        if data_dir is None:
-            raise DataError(f"task {spec.name} needs a data directory (--data-dir) holding {spec.train_file} and {spec.dev_file}")
-        d = Path(data_dir)
-        if not d.is_dir():
-            raise DataError(f"data directory {str(d)!r} does not exist or is not a directory")
+        d = check_data_dir(spec, data_dir)
         path = d / (spec.train_file if split == "train" else spec.dev_file)
     if path.is_dir():
         raise DataError(_unreadable(path, IsADirectoryError()))

@@ -38,10 +38,17 @@ COMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are ONE line, as every other error (`--help` shows the usage)."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature; never returns
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; `only` registers just that sub-command (its module alone is imported, so a
     fast command such as `query` does not pay for the others' imports)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dynasearch",
         description="Hardware-aware sub-network search for adaptive-size (DynaBERT) BERT/RoBERTa models.",
     )

@@ -29,6 +29,7 @@ import pandas as pd
 from dynabert.errors import DynasearchError, OutputExistsError
 from dynabert.io import check_writable, read_json, write_json
 from dynabert.killpoints import kill_point
+from dynabert.tasks import GLUE_TASKS, check_data_dir, get_task
 
 STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
@@ -312,6 +313,17 @@ def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
                                    rescore_dev=cfg.eval_dev, study=f"demo-{target:g}ms", progress=progress))
 
 
+def _check_inputs(cfg: DemoConfig) -> None:
+    """Task, model and data found before anything is announced or written (the first step would find
+    them too, after printing that it starts)."""
+    from dynabert.backbone import resolve_model_dir  # imports torch: not at `dynasearch --help` time
+
+    spec = get_task(cfg.task)
+    resolve_model_dir(cfg.model_dir)
+    if spec.name in GLUE_TASKS:
+        check_data_dir(spec, cfg.data_dir)
+
+
 def _prepare_out(cfg: DemoConfig) -> Path:
     out = Path(cfg.out_dir)
     if out.exists() and not out.is_dir():
@@ -340,6 +352,7 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
     """Run (or continue) the demo pipeline; returns the summary also written to OUT/summary.json.
     A run that fails before any step finished leaves no output directory it created (a bad --task,
     --data-dir, --model or --epochs is found in the first step, after the folder exists)."""
+    _check_inputs(cfg)
     out = Path(cfg.out_dir)
     fresh = not out.exists() or (out.is_dir() and not any(out.iterdir()))
     try:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -225,8 +226,6 @@ class Search:
         warnings.warn(msg, stacklevel=3)
 
     def _open_storage(self) -> None:
-        import shutil
-
         from .storage import AccuracyCache, default_storage_url, engine_kwargs, open_storage
 
         if self.cfg.storage not in (None, ":memory:"):
@@ -495,10 +494,17 @@ def _redacted(url: str) -> str:
 def run_search(cfg: SearchConfig) -> SearchOutcome:
     """The whole `dynasearch search`: checks, study (created or resumed), results, verified answer."""
     s = Search(cfg)
+    fresh = not Path(cfg.out).exists()
     try:
         s.prepare()
         s.load()
         s.open_study()
+    except BaseException:
+        s.close()
+        if fresh:  # failed on its inputs (a dev set, weights, a study of other settings): no results directory left
+            shutil.rmtree(cfg.out, ignore_errors=True)
+        raise
+    try:
         s.optimize()
         return s.finish()
     finally:

@@ -14,6 +14,8 @@ _PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*
 def parse_latency(text: str) -> float:
     """Milliseconds from a latency with a unit; SearchError naming the text otherwise."""
     m = _PATTERN.match(str(text))
+    if not m and _PATTERN.match(str(text).strip().lstrip("-")) and str(text).strip().startswith("-"):
+        raise SearchError(f"latency {text!r} is negative; a target is a positive time, e.g. {str(text).strip()[1:]}")
     if not m:
         raise SearchError(f"latency {text!r} is not a number with a unit; write e.g. 12ms, 0.5s or 800us")
     value, unit = float(m.group(1)), m.group(2)

@@ -35,7 +35,7 @@ from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
 from searchkit import FAKE_MACHINE, fit_predictor_dir, predictor_records  # noqa: E402
 
-USAGE = "usage"  # an argparse error: SystemExit(2), usage lines, then the one error line
+USAGE = "usage"  # an argparse error: SystemExit(2) and the one error line (no usage block)
 TRAIN_FAST = ["--batch-size", "16", "--max-seq-length", "32", "--no-progress"]
 MEASURE_FAST = ["--max-runs", "4", "--min-runs", "3", "--max-seconds", "0.1", "--seq-len", "8", "--no-progress"]
 SUBNET_OK = {"layers": [0, 2], "heads": [4, 2], "ffn": [64, 32]}
@@ -188,6 +188,31 @@ def truncated_state(e: Env) -> Path:
 def random_run_json(e: Env) -> Path:
     run = e.run_copy()
     (run / "run.json").write_bytes(bytes(range(256)) * 3)
+    return run
+
+
+def run_with_data_dir(e: Env, data_dir: str) -> Path:
+    run = e.run_copy()
+    rec = json.loads((run / "run.json").read_text())
+    rec["data"]["data_dir"] = data_dir
+    (run / "run.json").write_text(json.dumps(rec))
+    return run
+
+
+def run_json_with(e: Env, **fields) -> Path:
+    """A copy of the shared run whose run.json has `fields` set (a dict value updates that object)."""
+    run = e.run_copy()
+    rec = json.loads((run / "run.json").read_text())
+    for k, v in fields.items():
+        rec[k] = {**rec[k], **v} if isinstance(v, dict) else v
+    (run / "run.json").write_text(json.dumps(rec))
+    return run
+
+
+def run_with_cut_weights(e: Env) -> Path:
+    run = e.run_copy()
+    w = run / json.loads((run / "state.json").read_text())["model"] / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:200])
     return run
 
 
@@ -471,7 +496,7 @@ CASES = [
          r"target 0\.001 ms is below the fastest sub-network of the space \(.*predicted \d", SearchError),
     Case("search-target-without-unit", lambda e: search(e, "--target-latency", "4"), r"latency '4' has no unit", SearchError),
     Case("search-target-unknown-unit", lambda e: search(e, "--target-latency", "4furlongs"), r"unknown unit 'furlongs'", SearchError),
-    Case("search-target-negative", lambda e: search(e, "--target-latency=-4ms"), r"latency '-4ms' is not a number with a unit",
+    Case("search-target-negative", lambda e: search(e, "--target-latency=-4ms"), r"latency '-4ms' is negative; a target is a positive time, e.g. 4ms",
          SearchError),
     Case("search-unknown-sampler", lambda e: search(e, "--sampler", "cmaes"), r"unknown sampler 'cmaes'; allowed: ", SearchError),
     Case("search-trials-zero", lambda e: [*search(e)[:6], "--trials", "0"], r"argument --trials: must be a positive integer; got 0", USAGE),
@@ -865,6 +890,14 @@ CASES = [
     Case("search-non-uniform-export", lambda e: search(e, "--task", "sst2", "--data-dir", e.data,
                                                        run=__import__("exportkit").make_export(e.model, e.tmp / "nu", SUBNET_OK)),
          r"has layers of different widths \(heads \[4, 2\], FFN \[64, 32\]\): the search space needs one width", SearchError),
+    Case("search-run-data-dir-gone-leaves-nothing", lambda e: search(e, run=run_with_data_dir(e, "/nonexistent-data-xyz")),
+         r"data directory '/nonexistent-data-xyz' does not exist or is not a directory", DataError),
+    Case("search-cut-weights-leaves-nothing", lambda e: search(e, run=run_with_cut_weights(e)),
+         r"cannot read .*model\.safetensors", ModelLoadError),
+    Case("search-run-json-newer-format", lambda e: search(e, run=run_json_with(e, format=9)),
+         r"run file .*run\.json is not a valid run file: format 9 is not one this dynasearch reads \(1\.\.1", ModelLoadError),
+    Case("evaluate-run-json-heads-word", lambda e: ["evaluate", run_json_with(e, backbone={"num_heads": "x"}), "--width", "1", "--depth", "1"],
+         r"field 'backbone\.num_heads' must be a non-negative integer; got 'x'", ModelLoadError),
     # (end of search section)
 ]
 
@@ -894,10 +927,9 @@ def test_bad_input(case: Case, shared, tmp_path, capsys, monkeypatch):
     assert code == 2, err
     assert "Traceback" not in err, err
     lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
     if case.error == USAGE:
-        assert lines[0].startswith("usage: dynasearch"), err
-    else:
-        assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+        assert lines[0].endswith(f"(see dynasearch {command} --help)"), err
     line = lines[-1]
     prefix = f"dynasearch {command}: error: "
     assert line.startswith(prefix), err

@@ -127,7 +127,7 @@ def test_demo_takes_corrected_settings_when_nothing_started(tmp_path, tiny_bert_
 @pytest.mark.parametrize("args, message", [
     (["--target-latency", "fast"], r"latency 'fast' is not a number with a unit"),
     (["--target-latency", "4"], r"latency '4' has no unit; write e.g. 4ms"),
-    (["--target-latency=-3ms"], r"latency '-3ms' is not a number with a unit"),
+    (["--target-latency=-3ms"], r"latency '-3ms' is negative; a target is a positive time"),
 ])
 def test_demo_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
