@@ -43,14 +43,20 @@ def main() -> None:
     extras = "dynasearch[demo]" if install_cmd.endswith("install-demo") else "dynasearch[dev,demo]"
     total = install + demo
     lines = [
-        "# `make demo` from a fresh clone (issue 10)", "",
+        "# `make demo` from a fresh clone (issue 10)",
+        "",
         f"- written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit `{a.commit}`; `bench/demo_timing.sh` "
         f"(fresh `git clone`, `{install_cmd}` then `make demo`, under the machine's exclusive lock: nothing else ran)",
-        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}", "",
-        "## Time", "",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}, Python {platform.python_version()}",
+        "",
+        "## Time",
+        "",
         f"Target: the whole demo within 20 minutes, install included: **{total / 60:.1f} min** ({mark(total <= 1200)}; "
-        f"install {install} s, demo {demo} s, exit status {t.get('rc')}).", "",
-        "| step | seconds |", "|---|---|", f"| install (venv, torch, {extras}) | {install} |",
+        f"install {install} s, demo {demo} s, exit status {t.get('rc')}).",
+        "",
+        "| step | seconds |",
+        "|---|---|",
+        f"| install (venv, torch, {extras}) | {install} |",
     ]
     lines += [f"| {k} | {v.get('seconds', 0):.0f} |" for k, v in steps.items()]
     lines += ["", "## Every grid sub-network works", ""]
@@ -58,25 +64,39 @@ def main() -> None:
     teacher = (s.get("teacher") or {}).get(m)
     full = s["full"][m]
     worst = min(r[m] for r in s["grid"])
-    lines.append(f"Majority class on dev: {maj:.2f}%. Target: every grid sub-network >= majority + 8 = {maj + 8:.2f}%: "
-                 f"worst {worst:.2f}% ({mark(worst >= maj + 8)}). Full model {full:.2f}% against its teacher "
-                 f"{teacher if teacher is None else f'{teacher:.2f}'}% (target within 1 point: "
-                 f"{mark(teacher is not None and full >= teacher - 1)}).")
-    lines += ["", f"| width | depth | params | {m} | classes predicted | top class share |", "|---|---|---|---|---|---|"]
+    lines.append(
+        f"Majority class on dev: {maj:.2f}%. Target: every grid sub-network >= majority + 8 = {maj + 8:.2f}%: "
+        f"worst {worst:.2f}% ({mark(worst >= maj + 8)}). Full model {full:.2f}% against its teacher "
+        f"{teacher if teacher is None else f'{teacher:.2f}'}% (target within 1 point: "
+        f"{mark(teacher is not None and full >= teacher - 1)})."
+    )
+    lines += [
+        "",
+        f"| width | depth | params | {m} | classes predicted | top class share |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in s["grid"]:
-        lines.append(f"| {r['width']:g} | {r['depth']:g} | {r['params']:,} | {r[m]:.2f} | {r.get('classes_predicted', '')} | "
-                     f"{r.get('top_class_share', '')} |")
+        lines.append(
+            f"| {r['width']:g} | {r['depth']:g} | {r['params']:,} | {r[m]:.2f} | {r.get('classes_predicted', '')} | "
+            f"{r.get('top_class_share', '')} |"
+        )
     p = s["predictor"]
-    lines += ["", "## Predictor and answer", "",
-              f"- predictor {p['best']}: held-out MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, tau "
-              f"{p['kendall_tau']:.3f} ({p['n_test']} held-out of {p['n_train'] + p['n_test']} timed configs)"]
+    lines += [
+        "",
+        "## Predictor and answer",
+        "",
+        f"- predictor {p['best']}: held-out MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, tau "
+        f"{p['kendall_tau']:.3f} ({p['n_test']} held-out of {p['n_train'] + p['n_test']} timed configs)",
+    ]
     c = s.get("chosen")
     if c:
-        lines.append(f"- target {s['target_ms']:.2f} ms ({s['target_rule']}); answer {c['key']} (layers {c['subnet']['layers']}, "
-                     f"heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}): {m} {c[m]:.2f}, measured {c['measured_ms']:.2f} ms "
-                     f"corrected / {c['measured_raw_ms']:.2f} ms raw, predicted {c['predicted_ms']:.2f} ms, "
-                     f"{c['speedup']:.2f}x faster than the full model ({s['full']['median_ms']:.2f} ms): "
-                     f"meets the target: {mark(c['meets_target'])}")
+        lines.append(
+            f"- target {s['target_ms']:.2f} ms ({s['target_rule']}); answer {c['key']} (layers {c['subnet']['layers']}, "
+            f"heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}): {m} {c[m]:.2f}, measured {c['measured_ms']:.2f} ms "
+            f"corrected / {c['measured_raw_ms']:.2f} ms raw, predicted {c['predicted_ms']:.2f} ms, "
+            f"{c['speedup']:.2f}x faster than the full model ({s['full']['median_ms']:.2f} ms): "
+            f"meets the target: {mark(c['meets_target'])}"
+        )
     else:
         lines.append(f"- target {s['target_ms']:.2f} ms: **no answer** ({s.get('search_message', '')})")
     for w in s.get("warnings", []):

@@ -36,7 +36,9 @@ def main() -> None:
     seconds = time.time() - t0
     df = read_records(path)
     df = df[df["status"] == "ok"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     first = df.iloc[0]
     lines = [
         "# Grid sub-network latency (issue 2 benchmark)",
@@ -57,9 +59,12 @@ def main() -> None:
         d = df[df["batch"] == batch].set_index("key")
         full_key = next(s.key for w, dd, s in grid if w == 1.0 and dd == 1.0)
         full = d.loc[full_key]
-        lines += [f"## Batch {batch}", "",
-                  "| width | depth | layers | heads | FFN | params (M) | GFLOPs | median ms | p90 ms | CV | runs | FLOPs ratio | latency ratio | latency / FLOPs ratio |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## Batch {batch}",
+            "",
+            "| width | depth | layers | heads | FFN | params (M) | GFLOPs | median ms | p90 ms | CV | runs | FLOPs ratio | latency ratio | latency / FLOPs ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         ratios = []
         for w, dd, s in grid:
             r = d.loc[s.key]
@@ -78,10 +83,14 @@ def main() -> None:
         smallest = int(np.argmin(fr_arr))
         faster = int(sum(1 for f, l in ratios if f < 1 and l < 1))
         summary.append((batch, corr, slope, intercept, dev.mean(), dev.max(), faster, len(ratios) - 1))
-        lines += ["", f"Latency ratio vs FLOPs ratio: Pearson r = {corr:.4f}; least-squares fit latency_ratio = "
-                  f"{slope:.3f} x FLOPs_ratio + {intercept:.3f}; |latency ratio / FLOPs ratio - 1| mean {dev.mean():.1%}, "
-                  f"max {dev.max():.1%}. Smallest grid point (width 0.25, depth 0.5): {fr_arr[smallest]:.3f} of the FLOPs, "
-                  f"{lr_arr[smallest]:.3f} of the latency ({1 / lr_arr[smallest]:.1f}x faster than the full model).", ""]
+        lines += [
+            "",
+            f"Latency ratio vs FLOPs ratio: Pearson r = {corr:.4f}; least-squares fit latency_ratio = "
+            f"{slope:.3f} x FLOPs_ratio + {intercept:.3f}; |latency ratio / FLOPs ratio - 1| mean {dev.mean():.1%}, "
+            f"max {dev.max():.1%}. Smallest grid point (width 0.25, depth 0.5): {fr_arr[smallest]:.3f} of the FLOPs, "
+            f"{lr_arr[smallest]:.3f} of the latency ({1 / lr_arr[smallest]:.1f}x faster than the full model).",
+            "",
+        ]
     lines += ["## How close to proportional to FLOPs", ""]
     for batch, corr, slope, intercept, mean_dev, max_dev, faster, others in summary:
         lines.append(

@@ -72,10 +72,14 @@ def analyse(rows: list[list[float]]) -> dict:
     m1, m2 = float(np.median(ms[:half])), float(np.median(ms[half:]))
     waited = (delay_us > 50) | (csw > 0)
     return {
-        "runs": len(ms), "median_ms": float(np.median(ms)), "p10_ms": float(np.percentile(ms, 10)),
-        "p90_ms": float(np.percentile(ms, 90)), "cv": float(ms.std(ddof=1) / ms.mean()),
+        "runs": len(ms),
+        "median_ms": float(np.median(ms)),
+        "p10_ms": float(np.percentile(ms, 10)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "cv": float(ms.std(ddof=1) / ms.mean()),
         "window_drift": float(max(windows) / min(windows) - 1) if len(windows) >= 2 else float("nan"),
-        "halves": abs(m2 / m1 - 1), "waited": float(waited.mean()),
+        "halves": abs(m2 / m1 - 1),
+        "waited": float(waited.mean()),
         "cv_not_waited": float(ms[~waited].std(ddof=1) / ms[~waited].mean()) if (~waited).sum() > 2 else float("nan"),
     }
 
@@ -85,20 +89,29 @@ def main() -> None:
     results = {}
     for threads in (1, 2):
         env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-        out = subprocess.run([sys.executable, "-c", PROBE, str(threads), str(seconds)], capture_output=True, text=True,
-                             env=env, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", PROBE, str(threads), str(seconds)],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        ).stdout
         results[threads] = analyse(json.loads(out))
         print(threads, results[threads], flush=True)
     sys.path.insert(0, str(REPO))
     from predictors._core import machine_info
 
     m = machine_info(with_torch=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     lines = [
-        f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`", "",
+        f"## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`",
+        "",
         f"- machine: {m['cpu_model']}, {m['cpu_cores']} cores usable, {platform.platform()}, Python {m['python']}, "
         f"torch {m['torch_version']}; workload: torch.mm of two 768 x 768 fp32 matrices, back to back, {seconds:.0f} s per "
-        "setting, each in a fresh process, under the machine lock", "",
+        "setting, each in a fresh process, under the machine lock",
+        "",
         "| threads | runs | median ms | p10 / p90 ms | CV of single runs | drift: largest / smallest 5-s window median | "
         "first vs second half median | runs that waited for a CPU in this VM | CV of the other runs |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -109,10 +122,14 @@ def main() -> None:
             f"{r['window_drift']:+.1%} | {r['halves']:.1%} | {r['waited']:.1%} | {r['cv_not_waited']:.1%} |"
         )
     lines.append("")
-    header = "" if OUT.exists() else (
-        "# Host noise: the floor under every latency number\n\n"
-        "Written by `bench/host_noise.py` (see its docstring). A latency median can be no more repeatable than the "
-        "machine's speed: compare the drift and half-to-half columns with the +-3% repeatability target.\n\n"
+    header = (
+        ""
+        if OUT.exists()
+        else (
+            "# Host noise: the floor under every latency number\n\n"
+            "Written by `bench/host_noise.py` (see its docstring). A latency median can be no more repeatable than the "
+            "machine's speed: compare the drift and half-to-half columns with the +-3% repeatability target.\n\n"
+        )
     )
     tmp = OUT.with_suffix(".md.tmp")
     tmp.write_text(header + (OUT.read_text() if OUT.exists() else "") + "\n".join(lines) + "\n")

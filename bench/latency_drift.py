@@ -43,8 +43,7 @@ def configs():
     shape = load_shape(None)
     space = SearchSpace.default(shape)
     pool = uniform_configs(space, N_FIT_B1 + N_HELD_B1, SEED)
-    wide = SearchSpace(shape, tuple(range(1, shape.num_heads + 1)),
-                       tuple(range(64, shape.intermediate_size + 1, 64)))
+    wide = SearchSpace(shape, tuple(range(1, shape.num_heads + 1)), tuple(range(64, shape.intermediate_size + 1, 64)))
     rng = random.Random(SEED + 1)
     off: dict = {}
     while len(off) < N_OFF:
@@ -62,7 +61,7 @@ def plan(batch: int, threads: int, backend: str, layer, pool, off):
         if backend == "onnxruntime" and threads == 1:
             subnets, labels = subnets + off, labels + ["off-choices"] * len(off)
     else:
-        picked = pool[: N_FIT_B8] + pool[N_FIT_B1: N_FIT_B1 + N_HELD_B8]
+        picked = pool[:N_FIT_B8] + pool[N_FIT_B1 : N_FIT_B1 + N_HELD_B8]
         subnets = layer + picked
         labels = ["layer-table"] * len(layer) + ["fit"] * N_FIT_B8 + ["held-out"] * N_HELD_B8
     return subnets, labels
@@ -76,9 +75,19 @@ def protocol(batch: int, threads: int):
     # this 2-vCPU VM nearly every run of a long config sees an involuntary context switch (kernel
     # threads): discarding them threw away 47 of 50 runs of the anchor at batch 8 in a trial, so
     # 2-thread settings keep them (the median and the per-round correction absorb the outliers).
-    return Protocol(rel_ci=0.01, min_runs=8 if batch == 1 else 6, min_visits=4, runs_per_visit=2, max_runs=30,
-                    max_seconds=2.0 if batch == 1 else 0.8, warmup_max_seconds=1.0, rewarm_runs=1,
-                    chunk_size=256, seed=SEED, discard_disturbed=threads == 1)
+    return Protocol(
+        rel_ci=0.01,
+        min_runs=8 if batch == 1 else 6,
+        min_visits=4,
+        runs_per_visit=2,
+        max_runs=30,
+        max_seconds=2.0 if batch == 1 else 0.8,
+        warmup_max_seconds=1.0,
+        rewarm_runs=1,
+        chunk_size=256,
+        seed=SEED,
+        discard_disturbed=threads == 1,
+    )
 
 
 def reference(run_a, backend: str, threads: int, batch: int) -> float | None:
@@ -106,12 +115,24 @@ def main(run: str) -> None:
         st = BackendSettings(backend=backend, threads=threads, batch=batch, seq_len=128)
         subnets, labels = plan(batch, threads, backend, layer, pool, off)
         t0 = time.time()
-        rows = measure(shape, subnets, st, path, protocol(batch, threads), sampler=labels,
-                       reference_ms=reference(run_a, backend, threads, batch), onnx_cache=CACHE, progress=False)
+        rows = measure(
+            shape,
+            subnets,
+            st,
+            path,
+            protocol(batch, threads),
+            sampler=labels,
+            reference_ms=reference(run_a, backend, threads, batch),
+            onnx_cache=CACHE,
+            progress=False,
+        )
         si = rows["speed_index"].iloc[0] if len(rows) else float("nan")
         spread = rows["speed_spread"].iloc[0] if len(rows) else float("nan")
-        print(f"run {run} {backend} t{threads} b{batch}: {len(rows)} configs, speed index {si:.3f}, "
-              f"spread {spread:.3f}, {time.time() - t0:.0f} s", flush=True)
+        print(
+            f"run {run} {backend} t{threads} b{batch}: {len(rows)} configs, speed index {si:.3f}, "
+            f"spread {spread:.3f}, {time.time() - t0:.0f} s",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

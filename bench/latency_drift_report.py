@@ -74,8 +74,7 @@ def evaluate(d: pd.DataFrame, raw: bool) -> dict:
     best = pick_best(results)
     ok = results[results["error"] == ""].set_index("kind", drop=False)
     y = test[LATENCY_COLUMN].to_numpy(float)
-    out.update(results=results, best=best, b=ok.loc[best].to_dict(), test=test,
-               ape=np.abs(preds[best] - y) / y)
+    out.update(results=results, best=best, b=ok.loc[best].to_dict(), test=test, ape=np.abs(preds[best] - y) / y)
     if len(off):
         yo = off[LATENCY_COLUMN].to_numpy(float)
         out["off"] = {k: metrics(yo, p.predict_records(off)) for k, p in fitted.items()}
@@ -100,8 +99,9 @@ def round_factors_of(records_path: Path, g: pd.DataFrame) -> pd.DataFrame | None
             timings.setdefault(key, []).append((rnd, ms))
     f = round_factors(timings)
     rounds = sorted(f)
-    return pd.DataFrame({"round": rounds, "factor": [f[r] for r in rounds],
-                         "t_s": np.cumsum([per_round.get(r, 0.0) for r in rounds])})
+    return pd.DataFrame(
+        {"round": rounds, "factor": [f[r] for r in rounds], "t_s": np.cumsum([per_round.get(r, 0.0) for r in rounds])}
+    )
 
 
 def run_stats(path: Path, g: pd.DataFrame) -> dict:
@@ -110,40 +110,65 @@ def run_stats(path: Path, g: pd.DataFrame) -> dict:
     held = ok[ok["sampler"] == "held-out"]
     ci = (whole["ci_high_ms"] - whole["ci_low_ms"]) / 2 / whole["median_ms"]
     f = round_factors_of(path, g)
-    return {"configs": len(g), "ok": len(ok), "by_sampler": g["sampler"].value_counts().to_dict(),
-            "speed_index": float(g["speed_index"].iloc[0]), "spread": float(g["speed_spread"].iloc[0]),
-            "anchor_ms": float(g["anchor_ms"].iloc[0]), "cv": float(whole["cv"].median()),
-            "held_cv": float(held["cv"].median()), "held_cv90": float(held["cv"].quantile(0.9)),
-            "ci": float(ci.median()), "runs": float(whole["n_runs"].median()), "converged": float(whole["converged"].mean()),
-            "disturbed": float(ok["disturbed_runs"].sum() / max(1, ok["disturbed_runs"].sum() + ok["n_runs"].sum())), "factors": f, "maxmin": float(f["factor"].max() / f["factor"].min()) if f is not None else math.nan,
-            "rounds": len(f) if f is not None else 0, "finished": str(g["timestamp"].max())}
+    return {
+        "configs": len(g),
+        "ok": len(ok),
+        "by_sampler": g["sampler"].value_counts().to_dict(),
+        "speed_index": float(g["speed_index"].iloc[0]),
+        "spread": float(g["speed_spread"].iloc[0]),
+        "anchor_ms": float(g["anchor_ms"].iloc[0]),
+        "cv": float(whole["cv"].median()),
+        "held_cv": float(held["cv"].median()),
+        "held_cv90": float(held["cv"].quantile(0.9)),
+        "ci": float(ci.median()),
+        "runs": float(whole["n_runs"].median()),
+        "converged": float(whole["converged"].mean()),
+        "disturbed": float(ok["disturbed_runs"].sum() / max(1, ok["disturbed_runs"].sum() + ok["n_runs"].sum())),
+        "factors": f,
+        "maxmin": float(f["factor"].max() / f["factor"].min()) if f is not None else math.nan,
+        "rounds": len(f) if f is not None else 0,
+        "finished": str(g["timestamp"].max()),
+    }
 
 
 # ------------------------------------------------------------------------------------ sections
 def header(runs: dict, commit: str, data: Path) -> list[str]:
     first = runs["a"][1].iloc[0]
-    lines = ["# Latency on a drifting machine (issue 9 benchmark): speed-corrected records, two runs", "",
-             f"- report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`, records "
-             f"`{data.relative_to(REPO) if data.is_relative_to(REPO) else data}` (`run-<x>.csv`, raw timings in `run-<x>.raw/`)",
-             f"- machine: {first['cpu_model']}, {first['cpu_cores']} cores usable, {first['os']}, Python {first['python']}; "
-             f"torch {first['torch_version']}, onnxruntime {first['onnxruntime_version']}, numpy {first['numpy_version']}"]
+    lines = [
+        "# Latency on a drifting machine (issue 9 benchmark): speed-corrected records, two runs",
+        "",
+        f"- report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit}`, records "
+        f"`{data.relative_to(REPO) if data.is_relative_to(REPO) else data}` (`run-<x>.csv`, raw timings in `run-<x>.raw/`)",
+        f"- machine: {first['cpu_model']}, {first['cpu_cores']} cores usable, {first['os']}, Python {first['python']}; "
+        f"torch {first['torch_version']}, onnxruntime {first['onnxruntime_version']}, numpy {first['numpy_version']}",
+    ]
     for run, (_, df) in runs.items():
         fp = df.iloc[0]
-        if run != "a" and any(str(fp[c]) != str(first[c]) for c in ("cpu_model", "cpu_cores", "os", "torch_version", "onnxruntime_version")):
-            lines.append(f"- **run {run} ran on another machine or software**: {fp['cpu_model']}, {fp['cpu_cores']} cores, {fp['os']}, "
-                         f"torch {fp['torch_version']}, onnxruntime {fp['onnxruntime_version']}")
+        if run != "a" and any(
+            str(fp[c]) != str(first[c])
+            for c in ("cpu_model", "cpu_cores", "os", "torch_version", "onnxruntime_version")
+        ):
+            lines.append(
+                f"- **run {run} ran on another machine or software**: {fp['cpu_model']}, {fp['cpu_cores']} cores, {fp['os']}, "
+                f"torch {fp['torch_version']}, onnxruntime {fp['onnxruntime_version']}"
+            )
         busy = (df["measure_s"].fillna(0) + df["prepare_s"].fillna(0)).sum() / 60
-        lines.append(f"- run {run}: settings finished {df['timestamp'].min()} to {df['timestamp'].max()} (a row's timestamp is when "
-                     f"its setting finished); {busy:.0f} min of measuring + preparing summed over its configs (anchor excluded)")
+        lines.append(
+            f"- run {run}: settings finished {df['timestamp'].min()} to {df['timestamp'].max()} (a row's timestamp is when "
+            f"its setting finished); {busy:.0f} min of measuring + preparing summed over its configs (anchor excluded)"
+        )
     protos: dict[str, list[str]] = {}
     for s, g in group(runs["a"][1]):
         protos.setdefault(g["protocol"].iloc[0], []).append(name(s))
     for p, ss in protos.items():
         lines.append(f"- protocol (the records' `protocol` column) of {', '.join(ss)}: `{p}`")
-    lines += ["- every config of a setting timed at once in interleaved rounds with the anchor (the full model) in every round; "
-              "per-round speed factors from a robust two-way fit (log time = config + round), corrected median = median of "
-              "timings / their round's factor, divided by the run's speed index (anchor / reference = run a's anchor), so both "
-              "runs are on run a's scale. Predictors fit the corrected medians; raw medians are quoted beside.", ""]
+    lines += [
+        "- every config of a setting timed at once in interleaved rounds with the anchor (the full model) in every round; "
+        "per-round speed factors from a robust two-way fit (log time = config + round), corrected median = median of "
+        "timings / their round's factor, divided by the run's speed index (anchor / reference = run a's anchor), so both "
+        "runs are on run a's scale. Predictors fit the corrected medians; raw medians are quoted beside.",
+        "",
+    ]
     return lines
 
 
@@ -155,45 +180,63 @@ def group(df: pd.DataFrame):
 
 
 def runs_section(stats: dict) -> list[str]:
-    lines = ["## 1. The runs: the machine's speed and the measurements' noise", "",
-             "speed index: the anchor's corrected median against the reference (run a's, so run a is 1.000 by definition); "
-             "spread: 90th / 10th percentile of the run's per-round speed factors (column `speed_spread`); max/min: of the "
-             "same factors, refitted from the raw timings; CV: coefficient of variation of a config's timed runs (whole-model "
-             "configs; held-out ones apart); CI: half-width of the 95% CI of the median, relative; timed runs per config (median) and the "
-             "share of configs whose CI reached the protocol's rel_ci; disturbed: timed runs discarded because another process "
-             "preempted this one (a protocol with discard_disturbed false keeps them and counts none: the 2-thread settings here).", "",
-             "| run | setting | configs (layer / fit / held-out / off) | ok | rounds | speed index | spread p90/p10 | max/min | anchor ms | median CV | held-out CV median / p90 | median CI +- | timed runs | converged | disturbed | finished |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## 1. The runs: the machine's speed and the measurements' noise",
+        "",
+        "speed index: the anchor's corrected median against the reference (run a's, so run a is 1.000 by definition); "
+        "spread: 90th / 10th percentile of the run's per-round speed factors (column `speed_spread`); max/min: of the "
+        "same factors, refitted from the raw timings; CV: coefficient of variation of a config's timed runs (whole-model "
+        "configs; held-out ones apart); CI: half-width of the 95% CI of the median, relative; timed runs per config (median) and the "
+        "share of configs whose CI reached the protocol's rel_ci; disturbed: timed runs discarded because another process "
+        "preempted this one (a protocol with discard_disturbed false keeps them and counts none: the 2-thread settings here).",
+        "",
+        "| run | setting | configs (layer / fit / held-out / off) | ok | rounds | speed index | spread p90/p10 | max/min | anchor ms | median CV | held-out CV median / p90 | median CI +- | timed runs | converged | disturbed | finished |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (run, s), st in stats.items():
         c = st["by_sampler"]
         counts = " / ".join(str(c.get(k, 0)) for k in ("layer-table", "fit", "held-out", "off-choices"))
-        lines.append(f"| {run} | {name(s)} | {counts} | {st['ok']} | {st['rounds']} | {st['speed_index']:.3f} | {st['spread']:.3f} | "
-                     f"{st['maxmin']:.3f} | {st['anchor_ms']:.2f} | {pct(st['cv'], '.2%')} | {pct(st['held_cv'], '.2%')} / "
-                     f"{pct(st['held_cv90'], '.2%')} | {pct(st['ci'], '.2%')} | {st['runs']:.0f} | {st['converged']:.0%} | {pct(st['disturbed'])} | "
-                     f"{st['finished'][11:16]} |")
+        lines.append(
+            f"| {run} | {name(s)} | {counts} | {st['ok']} | {st['rounds']} | {st['speed_index']:.3f} | {st['spread']:.3f} | "
+            f"{st['maxmin']:.3f} | {st['anchor_ms']:.2f} | {pct(st['cv'], '.2%')} | {pct(st['held_cv'], '.2%')} / "
+            f"{pct(st['held_cv90'], '.2%')} | {pct(st['ci'], '.2%')} | {st['runs']:.0f} | {st['converged']:.0%} | {pct(st['disturbed'])} | "
+            f"{st['finished'][11:16]} |"
+        )
     return lines + [""]
 
 
 def predictor_section(ev: dict) -> list[str]:
-    lines = ["## 2. Predictors, per run and setting (held-out random per-layer configs)", "",
-             "Targets on corrected medians, at every setting, <= 100 fitting records (layer-table + fit): MAPE <= 2%, >= 99% of "
-             "held-out configs within +-5%, Kendall tau >= 0.98. 'best': lowest 5-fold cross-validated MAPE on the fitting "
-             "records (chosen without the held-out configs), separately for corrected and raw.", "",
-             "| run | setting | fit / held out | best (corrected) | MAPE % | within +-5% | tau | MAPE <= 2 | +-5% >= 99% | tau >= 0.98 | best (raw) | raw MAPE % | raw within +-5% | raw tau |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## 2. Predictors, per run and setting (held-out random per-layer configs)",
+        "",
+        "Targets on corrected medians, at every setting, <= 100 fitting records (layer-table + fit): MAPE <= 2%, >= 99% of "
+        "held-out configs within +-5%, Kendall tau >= 0.98. 'best': lowest 5-fold cross-validated MAPE on the fitting "
+        "records (chosen without the held-out configs), separately for corrected and raw.",
+        "",
+        "| run | setting | fit / held out | best (corrected) | MAPE % | within +-5% | tau | MAPE <= 2 | +-5% >= 99% | tau >= 0.98 | best (raw) | raw MAPE % | raw within +-5% | raw tau |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (run, s), e in ev.items():
         c, r = e["corrected"], e["raw"]
         if c["error"]:
-            lines.append(f"| {run} | {name(s)} | {c['n_train']} / {c['n_test']} | not evaluated: {c['error']} |" + " |" * 10)
+            lines.append(
+                f"| {run} | {name(s)} | {c['n_train']} / {c['n_test']} | not evaluated: {c['error']} |" + " |" * 10
+            )
             continue
         b, ok = c["b"], predictor_ok(c["b"])
         rb = r.get("b", {})
-        lines.append(f"| {run} | {name(s)} | {c['n_train']} / {c['n_test']} | {c['best']} | {b['mape']:.2f} | {b['within_5']:.1%} | "
-                     f"{b['kendall_tau']:.3f} | {mark(ok['mape'])} | {mark(ok['within_5'])} | {mark(ok['tau'])} | {r.get('best', '')} | "
-                     f"{rb.get('mape', math.nan):.2f} | {pct(rb.get('within_5', math.nan))} | {rb.get('kendall_tau', math.nan):.3f} |")
-    lines += ["", "### Every kind (held-out; CV MAPE on the fitting records)", "",
-              "| run | setting | kind | CV MAPE % | MAPE % | within +-5% | max error % | tau | raw CV MAPE % | raw MAPE % | raw within +-5% | raw tau |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {run} | {name(s)} | {c['n_train']} / {c['n_test']} | {c['best']} | {b['mape']:.2f} | {b['within_5']:.1%} | "
+            f"{b['kendall_tau']:.3f} | {mark(ok['mape'])} | {mark(ok['within_5'])} | {mark(ok['tau'])} | {r.get('best', '')} | "
+            f"{rb.get('mape', math.nan):.2f} | {pct(rb.get('within_5', math.nan))} | {rb.get('kendall_tau', math.nan):.3f} |"
+        )
+    lines += [
+        "",
+        "### Every kind (held-out; CV MAPE on the fitting records)",
+        "",
+        "| run | setting | kind | CV MAPE % | MAPE % | within +-5% | max error % | tau | raw CV MAPE % | raw MAPE % | raw within +-5% | raw tau |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (run, s), e in ev.items():
         if e["corrected"]["error"]:
             continue
@@ -203,21 +246,31 @@ def predictor_section(ev: dict) -> list[str]:
                 lines.append(f"| {run} | {name(s)} | {r['kind']} | failed: {r['error']} |" + " |" * 8)
                 continue
             q = raw.loc[r["kind"]] if r["kind"] in raw.index and not raw.loc[r["kind"], "error"] else None
-            rq = (f"{q['cv_mape']:.2f} | {q['mape']:.2f} | {q['within_5']:.1%} | {q['kendall_tau']:.3f}" if q is not None else " | | | ")
-            lines.append(f"| {run} | {name(s)} | {r['kind']} | {r['cv_mape']:.2f} | {r['mape']:.2f} | {r['within_5']:.1%} | "
-                         f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {rq} |")
+            rq = (
+                f"{q['cv_mape']:.2f} | {q['mape']:.2f} | {q['within_5']:.1%} | {q['kendall_tau']:.3f}"
+                if q is not None
+                else " | | | "
+            )
+            lines.append(
+                f"| {run} | {name(s)} | {r['kind']} | {r['cv_mape']:.2f} | {r['mape']:.2f} | {r['within_5']:.1%} | "
+                f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {rq} |"
+            )
     return lines + [""]
 
 
 def off_section(ev: dict) -> list[str]:
-    lines = ["## 3. Off-choice widths (onnxruntime 1 thread batch 1)", "",
-             "Held-out configs whose per-layer head counts (any of 1-12) or FFN widths (steps of 64) lie OFF the measured "
-             "choice set, predicted by the same fits as section 2 (fitted on the choice set only). Target: MAPE <= 3% for the "
-             "best predictor (chosen as in section 2). No predictor kind refuses unseen widths: `lut` interpolates its table, "
-             "`layer-regression` its hat bases, the trees use summary features, so no allow-unmeasured flag is needed here "
-             "(the search refuses such widths unless `--allow-unmeasured-widths`; that check is the search's, not the predictors').", "",
-             "| run | values | configs | best | MAPE % | max error % | within +-5% | tau | MAPE <= 3 | every kind: MAPE % (max %) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## 3. Off-choice widths (onnxruntime 1 thread batch 1)",
+        "",
+        "Held-out configs whose per-layer head counts (any of 1-12) or FFN widths (steps of 64) lie OFF the measured "
+        "choice set, predicted by the same fits as section 2 (fitted on the choice set only). Target: MAPE <= 3% for the "
+        "best predictor (chosen as in section 2). No predictor kind refuses unseen widths: `lut` interpolates its table, "
+        "`layer-regression` its hat bases, the trees use summary features, so no allow-unmeasured flag is needed here "
+        "(the search refuses such widths unless `--allow-unmeasured-widths`; that check is the search's, not the predictors').",
+        "",
+        "| run | values | configs | best | MAPE % | max error % | within +-5% | tau | MAPE <= 3 | every kind: MAPE % (max %) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for (run, s), e in ev.items():
         for variant in ("corrected", "raw"):
             v = e[variant]
@@ -225,8 +278,10 @@ def off_section(ev: dict) -> list[str]:
                 continue
             m = v["off"].get(v["best"])
             kinds = "; ".join(f"{k} {x['mape']:.2f} ({x['max_ape']:.1f})" for k, x in v["off"].items())
-            lines.append(f"| {run} | {variant} | {v['n_off']} | {v['best']} | {m['mape']:.2f} | {m['max_ape']:.1f} | {m['within_5']:.0%} | "
-                         f"{m['kendall_tau']:.3f} | {mark(m['mape'] <= 3)} | {kinds} |")
+            lines.append(
+                f"| {run} | {variant} | {v['n_off']} | {v['best']} | {m['mape']:.2f} | {m['max_ape']:.1f} | {m['within_5']:.0%} | "
+                f"{m['kendall_tau']:.3f} | {mark(m['mape'] <= 3)} | {kinds} |"
+            )
     return lines + [""]
 
 
@@ -235,13 +290,19 @@ def repeat_section(runs: dict) -> tuple[list[str], dict]:
 
     head = ["## 4. Repeatability: run a against run b, config by config", ""]
     if "b" not in runs:
-        return head + ["run b not measured yet (it is taken >= 1 hour after run a); repeatability is not judged in this report.", ""], {}
+        return head + [
+            "run b not measured yet (it is taken >= 1 hour after run a); repeatability is not judged in this report.",
+            "",
+        ], {}
     a, b = runs["a"][1], runs["b"][1]
-    lines = head + ["Share of configs (same keys in both runs, status ok) whose medians agree within +-3% (relative to their mean). "
-                    "Targets on corrected medians: >= 95% at 1 thread, >= 90% at 2 threads. Run-wide shift: median over the "
-                    "configs of b / a - 1.", "",
-                    "| setting | configs | speed index b | within +-3% corrected | target | raw | shift corrected | shift raw | largest difference corrected / raw |",
-                    "|---|---|---|---|---|---|---|---|---|"]
+    lines = head + [
+        "Share of configs (same keys in both runs, status ok) whose medians agree within +-3% (relative to their mean). "
+        "Targets on corrected medians: >= 95% at 1 thread, >= 90% at 2 threads. Run-wide shift: median over the "
+        "configs of b / a - 1.",
+        "",
+        "| setting | configs | speed index b | within +-3% corrected | target | raw | shift corrected | shift raw | largest difference corrected / raw |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     out = {}
     for s, ga in group(a):
         gb = b[(b["backend"] == s[0]) & (b["threads"] == s[1]) & (b["batch"] == s[2]) & (b["status"] == "ok")]
@@ -255,9 +316,11 @@ def repeat_section(runs: dict) -> tuple[list[str], dict]:
         shift = {c: float(np.median(m[f"{c}_b"] / m[f"{c}_a"])) - 1 for c in ("corrected_median_ms", "median_ms")}
         target = REPEAT_TARGET[int(s[1])]
         out[s] = {"c": rc, "r": rr, "target": target, "shift": shift}
-        lines.append(f"| {name(s)} | {rc['configs']} | {float(gb['speed_index'].iloc[0]):.3f} | {rc['within']:.1%} | "
-                     f">= {target:.0%}: {mark(rc['within'] >= target)} | {rr['within']:.1%} | {shift['corrected_median_ms']:+.2%} | "
-                     f"{shift['median_ms']:+.2%} | {rc['max_rel_diff']:.1%} / {rr['max_rel_diff']:.1%} |")
+        lines.append(
+            f"| {name(s)} | {rc['configs']} | {float(gb['speed_index'].iloc[0]):.3f} | {rc['within']:.1%} | "
+            f">= {target:.0%}: {mark(rc['within'] >= target)} | {rr['within']:.1%} | {shift['corrected_median_ms']:+.2%} | "
+            f"{shift['median_ms']:+.2%} | {rc['max_rel_diff']:.1%} / {rr['max_rel_diff']:.1%} |"
+        )
     return lines + [""], out
 
 
@@ -266,7 +329,11 @@ def missed_by_setting(ev: dict, rep: dict) -> dict:
     for (run, s), e in ev.items():
         c = e["corrected"]
         if not c["error"]:
-            n[s] = n.get(s, 0) + sum(not v for v in predictor_ok(c["b"]).values()) + int("off" in c and c["off"][c["best"]]["mape"] > 3)
+            n[s] = (
+                n.get(s, 0)
+                + sum(not v for v in predictor_ok(c["b"]).values())
+                + int("off" in c and c["off"][c["best"]]["mape"] > 3)
+            )
     for s, r in rep.items():
         n[s] = n.get(s, 0) + int(r["c"]["within"] < r["target"])
     return {s: k for s, k in n.items() if k}
@@ -277,14 +344,35 @@ def why_section(ev: dict, rep: dict, stats: dict, plots: Path) -> list[str]:
     lines = ["## 5. Why targets were missed", ""]
     if not missed:
         return lines + ["Every target evaluated above was met.", ""]
-    worst = max(missed, key=lambda s: (missed[s], max([e["corrected"]["b"]["mape"] for (_, t), e in ev.items() if t == s and "b" in e["corrected"]] or [0])))
-    lines.append("Missed targets per setting: " + ", ".join(f"{name(s)} {k}" for s, k in missed.items()) + f". Worst: **{name(worst)}**.")
-    lines += ["", "Measurement noise against the targets, settings with a missed target: the 95% CI of one config's median "
-              "(median over the configs) against the +-2% MAPE target, with the timed runs behind each median:", ""]
-    lines += [f"- run {run} {name(s)}: CI +-{st['ci']:.1%}, {st['runs']:.0f} timed runs, CV {st['cv']:.1%}, {st['converged']:.0%} converged"
-              for (run, s), st in stats.items() if s in missed]
-    lines += ["", "Per-round speed factors of the worst setting against time (cumulative timed seconds into the setting; the "
-              "untimed warm-up and re-warm runs are not counted), as the mean factor over each tenth of its rounds:", ""]
+    worst = max(
+        missed,
+        key=lambda s: (
+            missed[s],
+            max([e["corrected"]["b"]["mape"] for (_, t), e in ev.items() if t == s and "b" in e["corrected"]] or [0]),
+        ),
+    )
+    lines.append(
+        "Missed targets per setting: "
+        + ", ".join(f"{name(s)} {k}" for s, k in missed.items())
+        + f". Worst: **{name(worst)}**."
+    )
+    lines += [
+        "",
+        "Measurement noise against the targets, settings with a missed target: the 95% CI of one config's median "
+        "(median over the configs) against the +-2% MAPE target, with the timed runs behind each median:",
+        "",
+    ]
+    lines += [
+        f"- run {run} {name(s)}: CI +-{st['ci']:.1%}, {st['runs']:.0f} timed runs, CV {st['cv']:.1%}, {st['converged']:.0%} converged"
+        for (run, s), st in stats.items()
+        if s in missed
+    ]
+    lines += [
+        "",
+        "Per-round speed factors of the worst setting against time (cumulative timed seconds into the setting; the "
+        "untimed warm-up and re-warm runs are not counted), as the mean factor over each tenth of its rounds:",
+        "",
+    ]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,9 +384,11 @@ def why_section(ev: dict, rep: dict, stats: dict, plots: Path) -> list[str]:
         if s != worst or f is None:
             continue
         tenths = [float(np.mean(x)) for x in np.array_split(f["factor"].to_numpy(), min(10, len(f)))]
-        lines.append(f"- run {run}: {st['rounds']} rounds over {f['t_s'].iloc[-1]:.0f} timed s; factor min {f['factor'].min():.3f}, "
-                     f"p10 {f['factor'].quantile(0.1):.3f}, p90 {f['factor'].quantile(0.9):.3f}, max {f['factor'].max():.3f}; by tenth: "
-                     + " ".join(f"{x:.3f}" for x in tenths))
+        lines.append(
+            f"- run {run}: {st['rounds']} rounds over {f['t_s'].iloc[-1]:.0f} timed s; factor min {f['factor'].min():.3f}, "
+            f"p10 {f['factor'].quantile(0.1):.3f}, p90 {f['factor'].quantile(0.9):.3f}, max {f['factor'].max():.3f}; by tenth: "
+            + " ".join(f"{x:.3f}" for x in tenths)
+        )
         ax.plot(f["t_s"], f["factor"], ".-", lw=0.6, ms=3, label=f"run {run} (speed index {st['speed_index']:.3f})")
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set_xlabel("timed seconds into the setting")
@@ -310,8 +400,13 @@ def why_section(ev: dict, rep: dict, stats: dict, plots: Path) -> list[str]:
     png = plots / f"drift_factors_{name(worst).replace(' ', '-')}.png"
     fig.savefig(png, dpi=110)
     plt.close(fig)
-    lines += ["", f"Plot: `{png.name}` in `{plots.relative_to(REPO) if plots.is_relative_to(REPO) else plots}`.", "",
-              "Held-out configs of the worst setting: measurement noise against the best corrected predictor's errors:", ""]
+    lines += [
+        "",
+        f"Plot: `{png.name}` in `{plots.relative_to(REPO) if plots.is_relative_to(REPO) else plots}`.",
+        "",
+        "Held-out configs of the worst setting: measurement noise against the best corrected predictor's errors:",
+        "",
+    ]
     for (run, s), e in ev.items():
         c = e["corrected"]
         if s != worst or c["error"]:
@@ -319,12 +414,21 @@ def why_section(ev: dict, rep: dict, stats: dict, plots: Path) -> list[str]:
         t = c["test"].assign(ape=c["ape"])
         bad = t[t["ape"] > 0.05].sort_values("ape", ascending=False).head(12)  # the 12 worst at most
         ci = (t["ci_high_ms"] - t["ci_low_ms"]) / 2 / t["median_ms"]
-        lines.append(f"- run {run}: {len(t)} held-out configs, CV median {t['cv'].median():.2%}, p90 {t['cv'].quantile(0.9):.2%}, max "
-                     f"{t['cv'].max():.2%}; CI of the median +-{ci.median():.2%} (median), {(ci > 0.02).mean():.0%} wider than +-2%; "
-                     f"{int((t['ape'] > 0.05).sum())} predicted outside +-5%" + (f", the worst: CV {', '.join(f'{v:.1%}' for v in bad['cv'])} and errors "
-                                                           f"{', '.join(f'{100 * v:.1f}%' for v in bad['ape'])}" if len(bad) else ""))
+        lines.append(
+            f"- run {run}: {len(t)} held-out configs, CV median {t['cv'].median():.2%}, p90 {t['cv'].quantile(0.9):.2%}, max "
+            f"{t['cv'].max():.2%}; CI of the median +-{ci.median():.2%} (median), {(ci > 0.02).mean():.0%} wider than +-2%; "
+            f"{int((t['ape'] > 0.05).sum())} predicted outside +-5%"
+            + (
+                f", the worst: CV {', '.join(f'{v:.1%}' for v in bad['cv'])} and errors "
+                f"{', '.join(f'{100 * v:.1f}%' for v in bad['ape'])}"
+                if len(bad)
+                else ""
+            )
+        )
     if any(r["c"]["within"] < r["target"] for r in rep.values()):
-        lines.append("- repeatability: see section 4 (speed index of run b, run-wide shift corrected against raw, largest differences)")
+        lines.append(
+            "- repeatability: see section 4 (speed index of run b, run-wide shift corrected against raw, largest differences)"
+        )
     return lines + [""]
 
 
@@ -337,20 +441,30 @@ def summary(ev: dict, rep: dict, has_b: bool) -> list[str]:
             continue
         ok, rok = predictor_ok(c["b"]), predictor_ok(r["b"]) if "b" in r else {}
         rb = r.get("b", {})
-        lines.append(f"- run {run} {name(s)}: best `{c['best']}` MAPE {c['b']['mape']:.2f}% ({mark(ok['mape'])}), within +-5% "
-                     f"{c['b']['within_5']:.1%} ({mark(ok['within_5'])}), tau {c['b']['kendall_tau']:.3f} ({mark(ok['tau'])}); "
-                     + (f"raw: `{r['best']}` {rb['mape']:.2f}% ({mark(rok['mape'])}), {rb['within_5']:.1%} ({mark(rok['within_5'])}), "
-                        f"tau {rb['kendall_tau']:.3f} ({mark(rok['tau'])})" if rb else "raw: not evaluated"))
+        lines.append(
+            f"- run {run} {name(s)}: best `{c['best']}` MAPE {c['b']['mape']:.2f}% ({mark(ok['mape'])}), within +-5% "
+            f"{c['b']['within_5']:.1%} ({mark(ok['within_5'])}), tau {c['b']['kendall_tau']:.3f} ({mark(ok['tau'])}); "
+            + (
+                f"raw: `{r['best']}` {rb['mape']:.2f}% ({mark(rok['mape'])}), {rb['within_5']:.1%} ({mark(rok['within_5'])}), "
+                f"tau {rb['kendall_tau']:.3f} ({mark(rok['tau'])})"
+                if rb
+                else "raw: not evaluated"
+            )
+        )
         for variant in ("corrected", "raw"):
             v = e[variant]
             if "off" in v:
                 m = v["off"][v["best"]]
-                lines.append(f"  - off-choice widths, {variant}: `{v['best']}` MAPE {m['mape']:.2f}% ({mark(m['mape'] <= 3)}), max error {m['max_ape']:.1f}%")
+                lines.append(
+                    f"  - off-choice widths, {variant}: `{v['best']}` MAPE {m['mape']:.2f}% ({mark(m['mape'] <= 3)}), max error {m['max_ape']:.1f}%"
+                )
     if not has_b:
         lines.append("- repeatability (run a against run b): run b not measured yet, not judged")
     for s, r in rep.items():
-        lines.append(f"- repeatability {name(s)}: {r['c']['within']:.1%} within +-3% corrected (>= {r['target']:.0%}: "
-                     f"{mark(r['c']['within'] >= r['target'])}); raw {r['r']['within']:.1%} ({mark(r['r']['within'] >= r['target'])})")
+        lines.append(
+            f"- repeatability {name(s)}: {r['c']['within']:.1%} within +-3% corrected (>= {r['target']:.0%}: "
+            f"{mark(r['c']['within'] >= r['target'])}); raw {r['r']['within']:.1%} ({mark(r['r']['within'] >= r['target'])})"
+        )
     return lines + [""]
 
 
@@ -358,8 +472,18 @@ def main() -> None:
     from predictors.records import read_records
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO / "bench" / "results" / "latency_records" / "drift", help="folder with run-a.csv (and run-b.csv)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latency.md", help="report file; plots go to latency_plots/ beside it")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=REPO / "bench" / "results" / "latency_records" / "drift",
+        help="folder with run-a.csv (and run-b.csv)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "latency.md",
+        help="report file; plots go to latency_plots/ beside it",
+    )
     args = ap.parse_args()
     data, out = args.data.resolve(), args.out.resolve()
     runs = {}
@@ -369,7 +493,9 @@ def main() -> None:
             runs[run] = (p, read_records(p))
     if "a" not in runs:
         sys.exit(f"no run a records in {data}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     ev, stats = {}, {}
     for run, (path, df) in runs.items():
         for s, g in group(df):
@@ -377,7 +503,13 @@ def main() -> None:
             ev[(run, s)] = {"corrected": evaluate(g, raw=False), "raw": evaluate(g, raw=True)}
             print(f"run {run} {name(s)}: evaluated", file=sys.stderr, flush=True)
     repeat, rep = repeat_section(runs)
-    body = runs_section(stats) + predictor_section(ev) + off_section(ev) + repeat + why_section(ev, rep, stats, out.parent / "latency_plots")
+    body = (
+        runs_section(stats)
+        + predictor_section(ev)
+        + off_section(ev)
+        + repeat
+        + why_section(ev, rep, stats, out.parent / "latency_plots")
+    )
     text = "\n".join(header(runs, commit, data) + summary(ev, rep, "b" in runs) + body)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

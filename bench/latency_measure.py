@@ -26,7 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 # DYNASEARCH_BENCH_SMOKE=DIR: a few configs only, records under DIR (checks the script, quotes nothing).
 SMOKE = os.environ.get("DYNASEARCH_BENCH_SMOKE")
-DATA = Path(SMOKE) if SMOKE else Path(os.environ.get("DYNASEARCH_BENCH_DATA", REPO / "bench" / "results" / "latency_records"))
+DATA = (
+    Path(SMOKE)
+    if SMOKE
+    else Path(os.environ.get("DYNASEARCH_BENCH_DATA", REPO / "bench" / "results" / "latency_records"))
+)
 CACHE = REPO / "bench" / ".cache" / "onnx"
 
 # Sizes chosen so that all phases fit in about 45 minutes on 2 vCPUs (see the report).
@@ -59,9 +63,18 @@ def protocol(batch_tokens: int):
 
     # Every config's timed runs span at least 4 rounds over (up to) 100 configs alive at once, so slow
     # drift of this shared host hits all configs alike; long runs (batch 8) are capped by time.
-    return Protocol(rel_ci=0.01, min_runs=8, min_visits=4, runs_per_visit=2, max_runs=30,
-                    max_seconds=2.0 if batch_tokens <= 128 else 1.5, warmup_max_seconds=1.0, rewarm_runs=1,
-                    chunk_size=CHUNK, seed=SEED)
+    return Protocol(
+        rel_ci=0.01,
+        min_runs=8,
+        min_visits=4,
+        runs_per_visit=2,
+        max_runs=30,
+        max_seconds=2.0 if batch_tokens <= 128 else 1.5,
+        warmup_max_seconds=1.0,
+        rewarm_runs=1,
+        chunk_size=CHUNK,
+        seed=SEED,
+    )
 
 
 PEAK_CODE = r"""
@@ -107,12 +120,19 @@ def phase_peak() -> None:
     a fresh process whose thread count is fixed before import (OpenBLAS and OpenMP read it at start)."""
     out: dict = {"matrix": [1024, 2048], "libraries": ["torch", "onnxruntime", "numpy"]}
     for threads in (1, 2):
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        env = dict(
+            os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)
+        )
         for lib in ("torch", "onnxruntime", "numpy"):
             best = 0.0
             for n in (1024, 2048):
-                res = subprocess.run([sys.executable, "-c", PEAK_CODE, lib, str(threads), str(n)], capture_output=True,
-                                     text=True, env=env, check=True)
+                res = subprocess.run(
+                    [sys.executable, "-c", PEAK_CODE, lib, str(threads), str(n)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
                 best = max(best, float(res.stdout.strip()))
             out[f"{lib}_t{threads}"] = best
         out[f"peak_t{threads}"] = max(out[f"{lib}_t{threads}"] for lib in ("torch", "onnxruntime", "numpy"))
@@ -152,7 +172,7 @@ def phase_single(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
 
 def phase_repeat(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
     _, _, pool = shape_and_pool()
-    configs = pool[N_B1 - N_REPEAT:]  # the held-out end of the pool
+    configs = pool[N_B1 - N_REPEAT :]  # the held-out end of the pool
     DATA.mkdir(parents=True, exist_ok=True)
     subnets = DATA / "repeat_configs.json"
     subnets.write_text(json.dumps([s.to_dict() for s in configs]) + "\n")
@@ -163,10 +183,40 @@ def phase_repeat(backends: tuple[str, ...] = ("onnxruntime", "torch")) -> None:
     for backend in backends:
         for run in (1, 2):
             # A separate process per run: nothing (sessions, caches, allocator state) is shared.
-            cmd = [exe, "measure", "--out", str(DATA / f"{stem}_run{run}.csv"), "--subnets", str(subnets), "--backend", backend,
-                   "--threads", "1", "2", "--batch", "1", "--seq-len", "128", "--rel-ci", "0.01", "--min-runs", "8",
-                   "--min-visits", "4", "--runs-per-visit", "2", "--max-runs", "30", "--max-seconds", "2",
-                   "--chunk-size", str(CHUNK), "--seed", str(run), "--no-progress"]
+            cmd = [
+                exe,
+                "measure",
+                "--out",
+                str(DATA / f"{stem}_run{run}.csv"),
+                "--subnets",
+                str(subnets),
+                "--backend",
+                backend,
+                "--threads",
+                "1",
+                "2",
+                "--batch",
+                "1",
+                "--seq-len",
+                "128",
+                "--rel-ci",
+                "0.01",
+                "--min-runs",
+                "8",
+                "--min-visits",
+                "4",
+                "--runs-per-visit",
+                "2",
+                "--max-runs",
+                "30",
+                "--max-seconds",
+                "2",
+                "--chunk-size",
+                str(CHUNK),
+                "--seed",
+                str(run),
+                "--no-progress",
+            ]
             if backend == "onnxruntime":
                 cmd += ["--onnx-cache", str(CACHE)]
             t0 = time.time()
@@ -187,12 +237,25 @@ def phase_shapes() -> None:
 
     shape, _, pool = shape_and_pool()
     train_pairs, test_pairs = shape_split()
-    fit_configs, test_configs = pool[: N_B1 - N_HELD], pool[N_B1 - N_HELD:]
+    fit_configs, test_configs = pool[: N_B1 - N_HELD], pool[N_B1 - N_HELD :]
     rng = random.Random(SEED)
     path = DATA / "shapes.csv"
-    prot = Protocol(rel_ci=0.01, min_runs=6, min_visits=3, runs_per_visit=2, max_runs=16, max_seconds=1.0,
-                    warmup_max_seconds=0.4, rewarm_runs=1, chunk_size=CHUNK, seed=SEED)
-    per_train = [N_SHAPES_FIT // len(train_pairs) + (1 if i < N_SHAPES_FIT % len(train_pairs) else 0) for i in range(len(train_pairs))]
+    prot = Protocol(
+        rel_ci=0.01,
+        min_runs=6,
+        min_visits=3,
+        runs_per_visit=2,
+        max_runs=16,
+        max_seconds=1.0,
+        warmup_max_seconds=0.4,
+        rewarm_runs=1,
+        chunk_size=CHUNK,
+        seed=SEED,
+    )
+    per_train = [
+        N_SHAPES_FIT // len(train_pairs) + (1 if i < N_SHAPES_FIT % len(train_pairs) else 0)
+        for i in range(len(train_pairs))
+    ]
     per_train = [min(k, len(fit_configs)) for k in per_train]
     plan = [(p, rng.sample(fit_configs, k)) for p, k in zip(train_pairs, per_train)]
     plan += [(p, rng.sample(test_configs, min(N_SHAPES_TEST_PER_PAIR, len(test_configs)))) for p in test_pairs]
@@ -208,9 +271,14 @@ def phase_shapes() -> None:
 
 if __name__ == "__main__":
     phases = {
-        "peak": phase_peak, "single": phase_single, "repeat": phase_repeat, "shapes": phase_shapes,
-        "single-ort": lambda: phase_single(("onnxruntime",)), "single-torch": lambda: phase_single(("torch",)),
-        "repeat-ort": lambda: phase_repeat(("onnxruntime",)), "repeat-torch": lambda: phase_repeat(("torch",)),
+        "peak": phase_peak,
+        "single": phase_single,
+        "repeat": phase_repeat,
+        "shapes": phase_shapes,
+        "single-ort": lambda: phase_single(("onnxruntime",)),
+        "single-torch": lambda: phase_single(("torch",)),
+        "repeat-ort": lambda: phase_repeat(("onnxruntime",)),
+        "repeat-torch": lambda: phase_repeat(("torch",)),
     }
     if len(sys.argv) != 2 or sys.argv[1] not in phases:
         sys.exit(f"usage: latency_measure.py {{{'|'.join(phases)}}}")

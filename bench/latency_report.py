@@ -57,20 +57,27 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
         d = d[d["status"] == "ok"]
         n = MEASURED[int(batch)]
         keys = [s.key for s in pool[:n]]
-        test_keys = set(keys[n - HELD[int(batch)]:])
+        test_keys = set(keys[n - HELD[int(batch)] :])
         fit_keys = set(keys[: n - HELD[int(batch)]])
         test = d[d["key"].isin(test_keys) & (d["sampler"] == "uniform")].reset_index(drop=True)
-        train_all = d[(d["key"].isin(fit_keys) & (d["sampler"] == "uniform")) | d["key"].isin(layer_keys) & (d["sampler"] == "layer-table")]
+        train_all = d[
+            (d["key"].isin(fit_keys) & (d["sampler"] == "uniform"))
+            | d["key"].isin(layer_keys) & (d["sampler"] == "layer-table")
+        ]
         train = cap_rows(train_all.reset_index(drop=True), 100, SEED)
         if len(test) < 10 or len(train) < 30:
-            incomplete.append(f"{backend} {threads} thread(s) batch {batch}: only {len(train)} fitting and {len(test)} "
-                              "held-out records were measured before the deadline; not evaluated")
+            incomplete.append(
+                f"{backend} {threads} thread(s) batch {batch}: only {len(train)} fitting and {len(test)} "
+                "held-out records were measured before the deadline; not evaluated"
+            )
             continue
         results, fitted, preds = evaluate_split(train, test, KINDS, False, SEED)
         y = test["median_ms"].to_numpy(float)
         raw = LookupTablePredictor(calibrate=False).fit(d[d["sampler"] == "layer-table"], conformal=False)
         raw_m = metrics(y, raw.predict_records(test))
-        curve = learning_curve(list(fitted), train, test, [c for c in CURVE if c < len(train)] + [len(train)], False, SEED)
+        curve = learning_curve(
+            list(fitted), train, test, [c for c in CURVE if c < len(train)] + [len(train)], False, SEED
+        )
         curve["setting"] = f"{backend} t{threads} b{batch}"
         curves.append(curve)
         ok = results[results["error"] == ""].set_index("kind", drop=False)
@@ -79,51 +86,85 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
         _plots_dir = plot_dir / name
         _plots_dir.mkdir(exist_ok=True)
         _plots(_plots_dir, test, preds, curve, f"{backend} CPU, {threads} thread(s), batch {batch}, seq 128")
-        summary.append({
-            "backend": backend, "threads": int(threads), "batch": int(batch), "n_train": len(train), "n_test": len(test),
-            "best": best["kind"], "mape": best["mape"], "within_5": best["within_5"], "within_10": best["within_10"],
-            "tau": best["kendall_tau"], "spearman": best["spearman"], "results": results, "raw_lut": raw_m,
-        })
+        summary.append(
+            {
+                "backend": backend,
+                "threads": int(threads),
+                "batch": int(batch),
+                "n_train": len(train),
+                "n_test": len(test),
+                "best": best["kind"],
+                "mape": best["mape"],
+                "within_5": best["within_5"],
+                "within_10": best["within_10"],
+                "tau": best["kendall_tau"],
+                "spearman": best["spearman"],
+                "results": results,
+                "raw_lut": raw_m,
+            }
+        )
         meas = d[d["sampler"] != "layer-table"]
         by_key = d.drop_duplicates("key").set_index("key")
         gflops = {}
-        for label, key, sub in (("full", full_key, SubnetConfig.full(shape)), ("smallest grid (w0.25 d0.5)", small.key, small)):
+        for label, key, sub in (
+            ("full", full_key, SubnetConfig.full(shape)),
+            ("smallest grid (w0.25 d0.5)", small.key, small),
+        ):
             if key in by_key.index:
                 ms = float(by_key.loc[key, "median_ms"])
                 gflops[label] = (ms, count_flops(shape, sub, int(batch), 128) / ms / 1e6)
-        quality.append({
-            "setting": f"{backend} CPU, {threads} thread(s), batch {batch}", "rows": len(d), "median_cv": meas["cv"].median(),
-            "p90_cv": meas["cv"].quantile(0.9), "converged": meas["converged"].mean(), "runs": meas["n_runs"].median(),
-            "ms_range": (meas["median_ms"].min(), meas["median_ms"].max()),
-            "measure_s": meas["measure_s"].mean(), "prepare_s": meas["prepare_s"].median(), "gflops": gflops,
-            "disturbed": meas["disturbed_runs"].sum() / max(1, meas["disturbed_runs"].sum() + meas["n_runs"].sum()),
-            "peak": peak[f"peak_t{threads}"],
-        })
+        quality.append(
+            {
+                "setting": f"{backend} CPU, {threads} thread(s), batch {batch}",
+                "rows": len(d),
+                "median_cv": meas["cv"].median(),
+                "p90_cv": meas["cv"].quantile(0.9),
+                "converged": meas["converged"].mean(),
+                "runs": meas["n_runs"].median(),
+                "ms_range": (meas["median_ms"].min(), meas["median_ms"].max()),
+                "measure_s": meas["measure_s"].mean(),
+                "prepare_s": meas["prepare_s"].median(),
+                "gflops": gflops,
+                "disturbed": meas["disturbed_runs"].sum() / max(1, meas["disturbed_runs"].sum() + meas["n_runs"].sum()),
+                "peak": peak[f"peak_t{threads}"],
+            }
+        )
     # ---- tables
-    lines += ["## 1. Predictors at one input shape (seq 128), held-out random per-layer configs", "",
-              "Targets (best predictor of each backend and thread setting, <= 100 fitting records): MAPE <= 2%, "
-              ">= 99% of held-out predictions within +-5%, Kendall tau >= 0.98. 'best' is chosen WITHOUT the held-out "
-              "configs: the kind with the lowest 5-fold cross-validated MAPE on the fitting records (the table below "
-              "shows every kind's held-out numbers).", "",
-              "| backend | threads | batch | fit / held out | best | MAPE % | within +-5% | within +-10% | Kendall tau | Spearman | MAPE <= 2 | +-5% >= 99% | tau >= 0.98 |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## 1. Predictors at one input shape (seq 128), held-out random per-layer configs",
+        "",
+        "Targets (best predictor of each backend and thread setting, <= 100 fitting records): MAPE <= 2%, "
+        ">= 99% of held-out predictions within +-5%, Kendall tau >= 0.98. 'best' is chosen WITHOUT the held-out "
+        "configs: the kind with the lowest 5-fold cross-validated MAPE on the fitting records (the table below "
+        "shows every kind's held-out numbers).",
+        "",
+        "| backend | threads | batch | fit / held out | best | MAPE % | within +-5% | within +-10% | Kendall tau | Spearman | MAPE <= 2 | +-5% >= 99% | tau >= 0.98 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summary:
         lines.append(
             f"| {s['backend']} | {s['threads']} | {s['batch']} | {s['n_train']} / {s['n_test']} | {s['best']} | {s['mape']:.2f} | "
             f"{s['within_5']:.1%} | {s['within_10']:.1%} | {s['tau']:.3f} | {s['spearman']:.3f} | {mark(s['mape'] <= 2)} | "
             f"{mark(s['within_5'] >= 0.99)} | {mark(s['tau'] >= 0.98)} |"
         )
-    lines += ["", "### Every predictor", "",
-              "`lut raw`: the classical lookup table from the 9 single-layer records alone; `lut`: the same table with a "
-              "two-number calibration on the whole-model fitting records. Interval: split-conformal 90% interval from "
-              "5-fold cross-validation residuals of the fitting records; coverage measured on the held-out configs.", "",
-              "| setting | predictor | CV MAPE % (fitting records) | MAPE % | RMSE ms | within +-5% | within +-10% | max error % | tau | Spearman | 90% interval +-% | its coverage |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "### Every predictor",
+        "",
+        "`lut raw`: the classical lookup table from the 9 single-layer records alone; `lut`: the same table with a "
+        "two-number calibration on the whole-model fitting records. Interval: split-conformal 90% interval from "
+        "5-fold cross-validation residuals of the fitting records; coverage measured on the held-out configs.",
+        "",
+        "| setting | predictor | CV MAPE % (fitting records) | MAPE % | RMSE ms | within +-5% | within +-10% | max error % | tau | Spearman | 90% interval +-% | its coverage |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in summary:
         setting = f"{s['backend']} t{s['threads']} b{s['batch']}"
         r = s["raw_lut"]
-        lines.append(f"| {setting} | lut raw | | {r['mape']:.2f} | {r['rmse_ms']:.3f} | {r['within_5']:.1%} | {r['within_10']:.1%} | "
-                     f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {r['spearman']:.3f} | | |")
+        lines.append(
+            f"| {setting} | lut raw | | {r['mape']:.2f} | {r['rmse_ms']:.3f} | {r['within_5']:.1%} | {r['within_10']:.1%} | "
+            f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {r['spearman']:.3f} | | |"
+        )
         for _, r in s["results"].iterrows():
             if r["error"]:
                 lines.append(f"| {setting} | {r['kind']} | failed: {r['error']} | | | | | | | | | |")
@@ -139,13 +180,22 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
     curve = pd.concat(curves, ignore_index=True)
     curve = curve[curve["error"] == ""]
     sizes = sorted(curve["n_train"].unique())
-    lines += ["", "### Learning curve (held-out MAPE % against fitting records, layer-table records included)", "",
-              "| setting | predictor | " + " | ".join(f"n={n}" for n in sizes) + " |", "|---|---|" + "---|" * len(sizes)]
+    lines += [
+        "",
+        "### Learning curve (held-out MAPE % against fitting records, layer-table records included)",
+        "",
+        "| setting | predictor | " + " | ".join(f"n={n}" for n in sizes) + " |",
+        "|---|---|" + "---|" * len(sizes),
+    ]
     for (setting, kind), g in curve.groupby(["setting", "kind"], sort=False):
         vals = {int(r["n_train"]): r["mape"] for _, r in g.iterrows()}
         lines.append(f"| {setting} | {kind} | " + " | ".join(fmt(vals.get(n)) for n in sizes) + " |")
-    lines += ["", "Plots per setting: `bench/results/latency_plots/<backend>-t<threads>-b<batch>/` "
-              "(predicted_vs_measured.png, errors.png, learning_curve.png).", ""]
+    lines += [
+        "",
+        "Plots per setting: `bench/results/latency_plots/<backend>-t<threads>-b<batch>/` "
+        "(predicted_vs_measured.png, errors.png, learning_curve.png).",
+        "",
+    ]
     return lines, summary, quality
 
 
@@ -168,30 +218,47 @@ def shapes_section(shape) -> tuple[list[str], dict]:
     test = df[in_test & ~df["key"].isin(fit_keys).to_numpy()].reset_index(drop=True)
     kinds = ("layer-regression", "gbdt", "hybrid")
     if train.empty or test.empty:
-        return ["## 2. One predictor across input shapes", "",
-                f"incomplete: {len(train)} fitting and {len(test)} held-out measurements were taken before the time ran out", ""], {}
+        return [
+            "## 2. One predictor across input shapes",
+            "",
+            f"incomplete: {len(train)} fitting and {len(test)} held-out measurements were taken before the time ran out",
+            "",
+        ], {}
     results, fitted, preds = evaluate_split(train, test, kinds, True, SEED)
     curve = learning_curve(list(fitted), train, test, [50, 100, 200, len(train)], True, SEED)
     best = results[results["error"] == ""].set_index("kind", drop=False).loc[pick_best(results)]
-    lines = ["## 2. One predictor across input shapes (onnxruntime CPU, 1 thread)", "",
-             f"Measured pairs: {len(set(zip(train['batch'], train['seq_len'])))} of {len(train_pairs)} fitting, "
-             f"{len(set(zip(test['batch'], test['seq_len'])))} of {len(test_pairs)} held out.", "",
-             f"Fitting: {len(train)} measurements over {len(train_pairs)} (batch, seq) pairs {train_pairs}. Held out: "
-             f"{len(test)} measurements of configs never used for fitting, over {len(test_pairs)} OTHER pairs {test_pairs}. "
-             f"Batch 1-32, seq 16-512, batch x seq <= 2048 tokens (larger inputs take seconds per run on one core; "
-             f"the cap keeps the phase within its time budget). Target: MAPE <= 5% on held-out configs AND shapes.", "",
-             "| predictor | MAPE % | RMSE ms | within +-5% | within +-10% | max error % | tau | Spearman | 90% interval +-% | its coverage | MAPE <= 5 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## 2. One predictor across input shapes (onnxruntime CPU, 1 thread)",
+        "",
+        f"Measured pairs: {len(set(zip(train['batch'], train['seq_len'])))} of {len(train_pairs)} fitting, "
+        f"{len(set(zip(test['batch'], test['seq_len'])))} of {len(test_pairs)} held out.",
+        "",
+        f"Fitting: {len(train)} measurements over {len(train_pairs)} (batch, seq) pairs {train_pairs}. Held out: "
+        f"{len(test)} measurements of configs never used for fitting, over {len(test_pairs)} OTHER pairs {test_pairs}. "
+        f"Batch 1-32, seq 16-512, batch x seq <= 2048 tokens (larger inputs take seconds per run on one core; "
+        f"the cap keeps the phase within its time budget). Target: MAPE <= 5% on held-out configs AND shapes.",
+        "",
+        "| predictor | MAPE % | RMSE ms | within +-5% | within +-10% | max error % | tau | Spearman | 90% interval +-% | its coverage | MAPE <= 5 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in results.iterrows():
         if r["error"]:
             lines.append(f"| {r['kind']} | failed: {r['error']} | | | | | | | | | |")
             continue
-        lines.append(f"| {r['kind']} | {r['mape']:.2f} | {r['rmse_ms']:.2f} | {r['within_5']:.1%} | {r['within_10']:.1%} | {r['max_ape']:.1f} | "
-                     f"{r['kendall_tau']:.3f} | {r['spearman']:.3f} | {fmt(r.get('interval_90_halfwidth_pct'))} | "
-                     f"{fmt(r.get('interval_90_coverage'), '.0%')} | {mark(r['mape'] <= 5)} |")
-    lines += ["", "Learning curve (held-out MAPE %): " + "; ".join(
-        f"{k}: " + ", ".join(f"n={int(r['n_train'])} {r['mape']:.2f}" for _, r in g.iterrows())
-        for k, g in curve[curve["error"] == ""].groupby("kind", sort=False)), ""]
+        lines.append(
+            f"| {r['kind']} | {r['mape']:.2f} | {r['rmse_ms']:.2f} | {r['within_5']:.1%} | {r['within_10']:.1%} | {r['max_ape']:.1f} | "
+            f"{r['kendall_tau']:.3f} | {r['spearman']:.3f} | {fmt(r.get('interval_90_halfwidth_pct'))} | "
+            f"{fmt(r.get('interval_90_coverage'), '.0%')} | {mark(r['mape'] <= 5)} |"
+        )
+    lines += [
+        "",
+        "Learning curve (held-out MAPE %): "
+        + "; ".join(
+            f"{k}: " + ", ".join(f"n={int(r['n_train'])} {r['mape']:.2f}" for _, r in g.iterrows())
+            for k, g in curve[curve["error"] == ""].groupby("kind", sort=False)
+        ),
+        "",
+    ]
     return lines, {"best": best["kind"], "mape": best["mape"]}
 
 
@@ -211,21 +278,27 @@ def repeat_section() -> tuple[list[str], list[dict]]:
     pairs = repeat_pairs()
     if not pairs:
         return ["## 3. Repeatability", "", "not measured", ""], []
-    lines = ["## 3. Repeatability: the same 50 configs in two separate runs (separate processes), batch 1, seq 128", "",
-             "Target: medians agree within +-3% for >= 95% of configs, at every thread setting. Every pair of runs "
-             "taken is listed (run 2 starts right after run 1). 'run-wide shift': median of run 2 / run 1 - 1 over the "
-             "configs, i.e. how much faster or slower the whole machine was in run 2; the last column divides it out "
-             "(a diagnostic, not the target: it separates the protocol's own scatter from the host's speed changes).", "",
-             "| pair | backend | threads | runs (UTC) | configs | within +-3% | median difference | largest difference | "
-             "median CV (run 1 / 2) | run-wide shift | target | within +-3% with the shift divided out |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## 3. Repeatability: the same 50 configs in two separate runs (separate processes), batch 1, seq 128",
+        "",
+        "Target: medians agree within +-3% for >= 95% of configs, at every thread setting. Every pair of runs "
+        "taken is listed (run 2 starts right after run 1). 'run-wide shift': median of run 2 / run 1 - 1 over the "
+        "configs, i.e. how much faster or slower the whole machine was in run 2; the last column divides it out "
+        "(a diagnostic, not the target: it separates the protocol's own scatter from the host's speed changes).",
+        "",
+        "| pair | backend | threads | runs (UTC) | configs | within +-3% | median difference | largest difference | "
+        "median CV (run 1 / 2) | run-wide shift | target | within +-3% with the shift divided out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     out = []
     for k, a_path, b_path in pairs:
         a, b = read_records(a_path), read_records(b_path)
         for (backend, threads), ga in a[a["status"] == "ok"].groupby(["backend", "threads"]):
             gb = b[(b["status"] == "ok") & (b["backend"] == backend) & (b["threads"] == threads)]
             if gb.empty:
-                lines.append(f"| {k} | {backend} | {threads} | second run not measured before the deadline | | | | | | | | |")
+                lines.append(
+                    f"| {k} | {backend} | {threads} | second run not measured before the deadline | | | | | | | | |"
+                )
                 continue
             r = repeatability(ga, gb)
             m = ga[["key", "median_ms"]].merge(gb[["key", "median_ms"]], on="key", suffixes=("_a", "_b"))
@@ -234,9 +307,11 @@ def repeat_section() -> tuple[list[str], list[dict]]:
             r_adj = repeatability(ga, adj)
             when = f"{str(ga['timestamp'].min())[11:16]}-{str(gb['timestamp'].max())[11:16]}"
             out.append({"pair": k, "backend": backend, "threads": int(threads), **r})
-            lines.append(f"| {k} | {backend} | {threads} | {when} | {r['configs']} | {r['within']:.0%} | {r['median_rel_diff']:.2%} | "
-                         f"{r['max_rel_diff']:.1%} | {ga['cv'].median():.1%} / {gb['cv'].median():.1%} | {shift - 1:+.1%} | "
-                         f"{mark(r['within'] >= 0.95)} | {r_adj['within']:.0%} |")
+            lines.append(
+                f"| {k} | {backend} | {threads} | {when} | {r['configs']} | {r['within']:.0%} | {r['median_rel_diff']:.2%} | "
+                f"{r['max_rel_diff']:.1%} | {ga['cv'].median():.1%} / {gb['cv'].median():.1%} | {shift - 1:+.1%} | "
+                f"{mark(r['within'] >= 0.95)} | {r_adj['within']:.0%} |"
+            )
     return lines + [""], out
 
 
@@ -247,12 +322,15 @@ def main() -> None:
     peak = json.loads((DATA / "peak.json").read_text())
     df = read_records(DATA / "single.csv")
     first = df.iloc[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     single, summary, quality = single_section(df, pool, layer, shape, peak)
     shapes, shapes_sum = shapes_section(shape)
     repeat, rep = repeat_section()
     head = [
-        "# Latency measurement and prediction (issue 4 benchmark)", "",
+        "# Latency measurement and prediction (issue 4 benchmark)",
+        "",
         f"- report written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; measurements {df['timestamp'].min()} to "
         f"{df['timestamp'].max()}; commit `{commit}`",
         f"- machine: {first['cpu_model']}, {first['cpu_cores']} cores usable, no GPU, {first['os']}, Python {first['python']}; "
@@ -270,29 +348,41 @@ def main() -> None:
         "and counted (`disturbed_runs`)",
         "- every timing ran under an exclusive machine lock (`flock /tmp/dynasearch-cpu.lock`, one hold for all phases, "
         "`bench/run_latency.sh`); raw records in "
-        "`bench/results/latency_records/` (dynasearch records format)", "",
-        "## Summary against the targets", "",
+        "`bench/results/latency_records/` (dynasearch records format)",
+        "",
+        "## Summary against the targets",
+        "",
     ]
     for s in summary:
-        head.append(f"- {s['backend']} {s['threads']} thread(s) batch {s['batch']}: best `{s['best']}` MAPE {s['mape']:.2f}% "
-                    f"({mark(s['mape'] <= 2)}), within +-5% {s['within_5']:.1%} ({mark(s['within_5'] >= 0.99)}), "
-                    f"tau {s['tau']:.3f} ({mark(s['tau'] >= 0.98)})")
+        head.append(
+            f"- {s['backend']} {s['threads']} thread(s) batch {s['batch']}: best `{s['best']}` MAPE {s['mape']:.2f}% "
+            f"({mark(s['mape'] <= 2)}), within +-5% {s['within_5']:.1%} ({mark(s['within_5'] >= 0.99)}), "
+            f"tau {s['tau']:.3f} ({mark(s['tau'] >= 0.98)})"
+        )
     if shapes_sum:
-        head.append(f"- across shapes: best `{shapes_sum['best']}` MAPE {shapes_sum['mape']:.2f}% on held-out configs and shapes "
-                    f"({mark(shapes_sum['mape'] <= 5)})")
+        head.append(
+            f"- across shapes: best `{shapes_sum['best']}` MAPE {shapes_sum['mape']:.2f}% on held-out configs and shapes "
+            f"({mark(shapes_sum['mape'] <= 5)})"
+        )
     for r in rep:
-        head.append(f"- repeatability (pair {r['pair']}) {r['backend']} {r['threads']} thread(s): {r['within']:.0%} of {r['configs']} within +-3% "
-                    f"({mark(r['within'] >= 0.95)})")
+        head.append(
+            f"- repeatability (pair {r['pair']}) {r['backend']} {r['threads']} thread(s): {r['within']:.0%} of {r['configs']} within +-3% "
+            f"({mark(r['within'] >= 0.95)})"
+        )
     head.append("")
-    perf = ["## 4. Measurement quality, cost and the physical limit", "",
-            f"Peak fp32 matrix multiply (best run of 1024 x 1024 and 2048 x 2048 products through each library's own GEMM, "
-            f"each in a fresh process, measured by this benchmark {peak['date']}), GFLOP/s at 1 / 2 threads: torch "
-            f"{peak['torch_t1']:.0f} / {peak['torch_t2']:.0f}; onnxruntime (MLAS) {peak['onnxruntime_t1']:.0f} / "
-            f"{peak['onnxruntime_t2']:.0f}; numpy (OpenBLAS) {peak['numpy_t1']:.0f} / {peak['numpy_t2']:.0f}. Peak = the best "
-            f"of the three: {peak['peak_t1']:.0f} / {peak['peak_t2']:.0f}. Achieved = encoder FLOPs (2 x multiply-adds) / "
-            "median latency, against the peak at the same thread count.", "",
-            "| setting | records | latency range ms | median CV | p90 CV | converged to +-1% | median timed runs | timed runs discarded as disturbed | measuring s / config | preparing s / config (median) | full model: ms, GFLOP/s, % of peak | smallest grid: ms, GFLOP/s, % of peak |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    perf = [
+        "## 4. Measurement quality, cost and the physical limit",
+        "",
+        f"Peak fp32 matrix multiply (best run of 1024 x 1024 and 2048 x 2048 products through each library's own GEMM, "
+        f"each in a fresh process, measured by this benchmark {peak['date']}), GFLOP/s at 1 / 2 threads: torch "
+        f"{peak['torch_t1']:.0f} / {peak['torch_t2']:.0f}; onnxruntime (MLAS) {peak['onnxruntime_t1']:.0f} / "
+        f"{peak['onnxruntime_t2']:.0f}; numpy (OpenBLAS) {peak['numpy_t1']:.0f} / {peak['numpy_t2']:.0f}. Peak = the best "
+        f"of the three: {peak['peak_t1']:.0f} / {peak['peak_t2']:.0f}. Achieved = encoder FLOPs (2 x multiply-adds) / "
+        "median latency, against the peak at the same thread count.",
+        "",
+        "| setting | records | latency range ms | median CV | p90 CV | converged to +-1% | median timed runs | timed runs discarded as disturbed | measuring s / config | preparing s / config (median) | full model: ms, GFLOP/s, % of peak | smallest grid: ms, GFLOP/s, % of peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for q in quality:
         cells = []
         for label in ("full", "smallest grid (w0.25 d0.5)"):
@@ -301,11 +391,17 @@ def main() -> None:
                 cells.append(f"{ms:.2f} ms, {g:.1f}, {g / q['peak']:.0%}")
             else:
                 cells.append("not measured")
-        perf.append(f"| {q['setting']} | {q['rows']} | {q['ms_range'][0]:.2f}-{q['ms_range'][1]:.1f} | {q['median_cv']:.2%} | "
-                    f"{q['p90_cv']:.2%} | {q['converged']:.0%} | {q['runs']:.0f} | {q['disturbed']:.1%} | {q['measure_s']:.2f} | {q['prepare_s']:.2f} | "
-                    f"{cells[0]} | {cells[1]} |")
-    perf += ["", "Measuring seconds per config include warm-up, the untimed re-warm run of each visit and the timed runs; "
-             "preparing = extraction + (onnxruntime) ONNX export, cached across settings, + session creation.", ""]
+        perf.append(
+            f"| {q['setting']} | {q['rows']} | {q['ms_range'][0]:.2f}-{q['ms_range'][1]:.1f} | {q['median_cv']:.2%} | "
+            f"{q['p90_cv']:.2%} | {q['converged']:.0%} | {q['runs']:.0f} | {q['disturbed']:.1%} | {q['measure_s']:.2f} | {q['prepare_s']:.2f} | "
+            f"{cells[0]} | {cells[1]} |"
+        )
+    perf += [
+        "",
+        "Measuring seconds per config include warm-up, the untimed re-warm run of each visit and the timed runs; "
+        "preparing = extraction + (onnxruntime) ONNX export, cached across settings, + session creation.",
+        "",
+    ]
     text = "\n".join(head + single + shapes + repeat + perf)
     (OUT / "latency_issue4.md").write_text(text)
     print(text)

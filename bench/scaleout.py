@@ -46,16 +46,54 @@ def setup(root: Path) -> dict:
     base = save_hf_model(root / "base", tiny_bert_config())
     data = write_sst2_like(root / "data", n_train=64, n_dev=24)
     run = root / "run"
-    assert main(["train", "--model", str(base), "--task", "sst2", "--data-dir", str(data), "--out", str(run), "--max-steps", "3",
-                 "--max-seq-length", "32", "--batch-size", "16"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(base),
+                "--task",
+                "sst2",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(run),
+                "--max-steps",
+                "3",
+                "--max-seq-length",
+                "32",
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     pred = cf.fit_synthetic_predictor(base, root / "predictor")
     slow = write_sst2_like(root / "slow", n_train=1, n_dev=600, seed=5) / "dev.tsv"
     return {"run": run, "predictor": pred, "slow_dev": slow}
 
 
 def worker(sx: dict, out: Path, url: str, study: str, trials: int, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "dynasearch", "search", str(sx["run"]), "--predictor", str(sx["predictor"]), "--out", str(out),
-           "--storage", url, "--study", study, "--trials", str(trials), "--no-verify", "--quiet", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynasearch",
+        "search",
+        str(sx["run"]),
+        "--predictor",
+        str(sx["predictor"]),
+        "--out",
+        str(out),
+        "--storage",
+        url,
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--no-verify",
+        "--quiet",
+        *extra,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -78,9 +116,15 @@ def study_stats(url: str, study: str) -> dict:
     e.dispose()
     failed = [t for t in s.trials if t.state == TrialState.FAIL]
     lost = [t.number for t in failed if not any(r.system_attrs.get("failed_trial") == t.number for r in complete)]
-    return {"complete": len(complete), "states": states, "span_s": round(span, 2),
-            "trials_per_min": round(60 * len(complete) / span, 1) if span else None, "evaluations": len(keys),
-            "evaluated_twice": len(keys) - len(set(keys)), "failed_not_retried": lost}
+    return {
+        "complete": len(complete),
+        "states": states,
+        "span_s": round(span, 2),
+        "trials_per_min": round(60 * len(complete) / span, 1) if span else None,
+        "evaluations": len(keys),
+        "evaluated_twice": len(keys) - len(set(keys)),
+        "failed_not_retried": lost,
+    }
 
 
 def new_database(admin_url: str, name: str) -> str:
@@ -106,7 +150,9 @@ def throughput(sx: dict, pg_url: str, root: Path, workers: tuple[int, ...], tria
             wall = time.perf_counter() - t0
             bad = [e[-500:] for p, e in zip(procs, errs) if p.returncode != 0]
             st = study_stats(url, "bench")
-            rows.append({"backend": backend, "workers": w, "trials": trials, "wall_s": round(wall, 1), **st, "errors": bad})
+            rows.append(
+                {"backend": backend, "workers": w, "trials": trials, "wall_s": round(wall, 1), **st, "errors": bad}
+            )
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -135,12 +181,15 @@ def storage_overhead(pg_url: str, root: Path, n: int) -> list[dict]:
         return random.random(), random.random()
 
     out = []
-    for name, make in (("memory", lambda: None),
-                       ("sqlite", lambda: open_storage(f"sqlite:///{root / 'overhead.db'}", heartbeat_interval=30)),
-                       ("postgresql", lambda: open_storage(new_database(pg_url, "overhead"), heartbeat_interval=30))):
+    for name, make in (
+        ("memory", lambda: None),
+        ("sqlite", lambda: open_storage(f"sqlite:///{root / 'overhead.db'}", heartbeat_interval=30)),
+        ("postgresql", lambda: open_storage(new_database(pg_url, "overhead"), heartbeat_interval=30)),
+    ):
         storage = make()
-        study = optuna.create_study(storage=storage, directions=["maximize", "minimize"],
-                                    sampler=optuna.samplers.RandomSampler(seed=0))
+        study = optuna.create_study(
+            storage=storage, directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0)
+        )
         study.optimize(objective, n_trials=5)  # warm-up
         t0 = time.perf_counter()
         study.optimize(objective, n_trials=n)
@@ -202,7 +251,9 @@ def sampler_cost(sizes: tuple[int, ...], asks: int, n_layers: int = 12) -> list[
     rng = random.Random(0)
 
     def synth(params):
-        size = sum(params[f"l{i}_heads"] / 12 + params[f"l{i}_ffn"] / 3072 for i in range(n_layers) if params[f"l{i}_keep"])
+        size = sum(
+            params[f"l{i}_heads"] / 12 + params[f"l{i}_ffn"] / 3072 for i in range(n_layers) if params[f"l{i}_keep"]
+        )
         return 80 + size - 0.02 * size * size + rng.gauss(0, 0.3), 1 + size
 
     out = []
@@ -213,8 +264,11 @@ def sampler_cost(sizes: tuple[int, ...], asks: int, n_layers: int = 12) -> list[
             for _ in range(n):
                 p = {k: rng.choice(d.choices) for k, d in dists.items()}
                 v = synth(p)
-                fill.append(optuna.trial.create_trial(params=p, distributions=dists, values=list(v),
-                                                      system_attrs={"constraints:latency": v[1] - 10.0}))
+                fill.append(
+                    optuna.trial.create_trial(
+                        params=p, distributions=dists, values=list(v), system_attrs={"constraints:latency": v[1] - 10.0}
+                    )
+                )
             study.add_trials(fill)
             t0 = time.perf_counter()
             for _ in range(asks):
@@ -235,14 +289,24 @@ def fingerprint() -> dict:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     import optuna
     import sqlalchemy
 
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "commit": commit, "cpu": cpu,
-            "cores": os.cpu_count(), "load_avg_at_start": os.getloadavg(), "python": platform.python_version(),
-            "optuna": optuna.__version__, "sqlalchemy": sqlalchemy.__version__, "postgresql": "15 (Debian), fsync off",
-            "platform": platform.platform()}
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": commit,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "load_avg_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "optuna": optuna.__version__,
+        "sqlalchemy": sqlalchemy.__version__,
+        "postgresql": "15 (Debian), fsync off",
+        "platform": platform.platform(),
+    }
 
 
 def main() -> None:

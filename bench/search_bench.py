@@ -46,30 +46,61 @@ def phase_samplers(a) -> dict:
     for name, seed in plan:
         trials = a.gp_trials if name == "gp" else a.trials
         out_dir = Path(a.work) / "samplers" / f"{name}-s{seed}"
-        cfg = _config(a.run, a.predictor, out_dir, sampler=name, seed=seed, trials=trials, search_dev=a.search_dev,
-                      storage=":memory:", cache=f"sqlite:///{Path(a.work).resolve() / 'cache.db'}", verify=False, bf16=a.bf16)
+        cfg = _config(
+            a.run,
+            a.predictor,
+            out_dir,
+            sampler=name,
+            seed=seed,
+            trials=trials,
+            search_dev=a.search_dev,
+            storage=":memory:",
+            cache=f"sqlite:///{Path(a.work).resolve() / 'cache.db'}",
+            verify=False,
+            bf16=a.bf16,
+        )
         t0 = time.perf_counter()
         out, wall, s = _search_keep(cfg)
         s.close()
         t = out.trials
         first = ~t["key"].duplicated()
-        runs.append({
-            "sampler": name, "seed": seed, "trials": int(len(t)), "distinct": int(first.sum()),
-            "repeat_proposals": int((~first).sum()), "metric": t["metric_search"].tolist(), "latency": t["predicted_ms"].tolist(),
-            "keys": t["key"].tolist(), "optimize_s": wall, "evaluation_s": s.counters.evaluation_s,
-            "evaluations": s.counters.evaluations, "seconds": time.perf_counter() - t0,
-        })
-        print(f"{name} seed {seed}: {len(t)} trials, {int(first.sum())} distinct, {s.counters.evaluations} new evaluations, "
-              f"{wall:.0f} s", flush=True)
+        runs.append(
+            {
+                "sampler": name,
+                "seed": seed,
+                "trials": int(len(t)),
+                "distinct": int(first.sum()),
+                "repeat_proposals": int((~first).sum()),
+                "metric": t["metric_search"].tolist(),
+                "latency": t["predicted_ms"].tolist(),
+                "keys": t["key"].tolist(),
+                "optimize_s": wall,
+                "evaluation_s": s.counters.evaluation_s,
+                "evaluations": s.counters.evaluations,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        print(
+            f"{name} seed {seed}: {len(t)} trials, {int(first.sum())} distinct, {s.counters.evaluations} new evaluations, "
+            f"{wall:.0f} s",
+            flush=True,
+        )
     from search.storage import AccuracyCache
 
     cache = AccuracyCache(f"sqlite:///{Path(a.work).resolve() / 'cache.db'}")
     import sqlalchemy as sa
 
     with cache.engine.connect() as c:
-        n, distinct = c.execute(sa.text("select count(*), count(distinct digest || selection || key) from dynasearch_evaluations")).first()
-    return {"runs": runs, "evaluations_logged": int(n), "distinct_evaluated": int(distinct), "search_dev": a.search_dev,
-            "np": np.__version__}
+        n, distinct = c.execute(
+            sa.text("select count(*), count(distinct digest || selection || key) from dynasearch_evaluations")
+        ).first()
+    return {
+        "runs": runs,
+        "evaluations_logged": int(n),
+        "distinct_evaluated": int(distinct),
+        "search_dev": a.search_dev,
+        "np": np.__version__,
+    }
 
 
 def _measure_front_and_grid(out, s, work: Path, label: str) -> dict:
@@ -83,14 +114,36 @@ def _measure_front_and_grid(out, s, work: Path, label: str) -> dict:
     rows = out.trials.drop_duplicates("key").set_index("key").loc[keys].reset_index()
     subnets = [SubnetConfig.from_json(j) for j in rows["subnet"]]
     t0 = time.perf_counter()
-    got = measure_configs(s.model, s.shape, subnets, s.settings, work / f"perlayer-{label}", "p50", False,
-                          reference_ms=anchor_reference(s.estimator.predictor, s.settings))
+    got = measure_configs(
+        s.model,
+        s.shape,
+        subnets,
+        s.settings,
+        work / f"perlayer-{label}",
+        "p50",
+        False,
+        reference_ms=anchor_reference(s.estimator.predictor, s.settings),
+    )
     rows["measured_ms"] = rows["key"].map({k: m.judged(False) for k, m in got.items()})
     rows["measured_raw_ms"] = rows["key"].map({k: m.raw_ms for k, m in got.items()})
     rows["speed_index"] = rows["key"].map({k: m.speed_index for k, m in got.items()})
     rows["on_front"] = rows["key"].isin(set(front["key"]))
-    return {"rows": rows[["key", "subnet", "grid", "metric_full", "predicted_ms", "measured_ms", "measured_raw_ms", "speed_index",
-                          "on_front"]].to_dict("records"), "measure_s": time.perf_counter() - t0}
+    return {
+        "rows": rows[
+            [
+                "key",
+                "subnet",
+                "grid",
+                "metric_full",
+                "predicted_ms",
+                "measured_ms",
+                "measured_raw_ms",
+                "speed_index",
+                "on_front",
+            ]
+        ].to_dict("records"),
+        "measure_s": time.perf_counter() - t0,
+    }
 
 
 def phase_perlayer(a) -> dict:
@@ -100,9 +153,19 @@ def phase_perlayer(a) -> dict:
             continue
         work = Path(a.work)
         (work / f"perlayer-{label}").mkdir(parents=True, exist_ok=True)
-        cfg = _config(run, a.predictor, work / f"perlayer-{label}", sampler=a.sampler, seed=0, trials=a.trials,
-                      search_dev=a.search_dev, storage=":memory:", cache=f"sqlite:///{work.resolve() / 'cache.db'}",
-                      verify=False, bf16=a.bf16)
+        cfg = _config(
+            run,
+            a.predictor,
+            work / f"perlayer-{label}",
+            sampler=a.sampler,
+            seed=0,
+            trials=a.trials,
+            search_dev=a.search_dev,
+            storage=":memory:",
+            cache=f"sqlite:///{work.resolve() / 'cache.db'}",
+            verify=False,
+            bf16=a.bf16,
+        )
         s_out, wall, s = _search_keep(cfg)
         from search.verify import check_machine, predictor_settings
 
@@ -130,8 +193,22 @@ def _search_keep(cfg):
 
 def phase_cost(a) -> dict:
     out_dir = Path(a.work) / "cost"
-    cmd = [sys.executable, "-m", "dynasearch", "search", str(a.run), "--predictor", str(a.predictor), "--out", str(out_dir),
-           "--target-latency", a.cost_target, "--trials", str(a.trials), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dynasearch",
+        "search",
+        str(a.run),
+        "--predictor",
+        str(a.predictor),
+        "--out",
+        str(out_dir),
+        "--target-latency",
+        a.cost_target,
+        "--trials",
+        str(a.trials),
+        "--quiet",
+    ]
     if a.search_dev:
         cmd += ["--search-dev", str(a.search_dev)]
     if a.bf16:
@@ -143,11 +220,25 @@ def phase_cost(a) -> dict:
     q = []
     for _ in range(5):
         t1 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dynasearch", "query", str(out_dir), "--target-latency", a.cost_target],
-                       capture_output=True, text=True, cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "dynasearch", "query", str(out_dir), "--target-latency", a.cost_target],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            check=True,
+        )
         q.append(time.perf_counter() - t1)
-    return {"wall_s": wall, "rc": p.returncode, "stdout": p.stdout[-3000:], "stderr": p.stderr[-2000:], "timing": meta["timing"],
-            "summary": meta["summary"], "answer": meta["answer"], "query_s": q, "command": " ".join(cmd[1:])}
+    return {
+        "wall_s": wall,
+        "rc": p.returncode,
+        "stdout": p.stdout[-3000:],
+        "stderr": p.stderr[-2000:],
+        "timing": meta["timing"],
+        "summary": meta["summary"],
+        "answer": meta["answer"],
+        "query_s": q,
+        "command": " ".join(cmd[1:]),
+    }
 
 
 def phase_targets(a) -> dict:
@@ -185,10 +276,16 @@ def phase_targets(a) -> dict:
     model = load_model(meta["study"]["model_dir"])
     shape = load_shape(meta["study"]["model_dir"])
     subs = list({a_["key"]: SubnetConfig.from_dict(a_["subnet"]) for a_ in answers}.values())
-    again = measure_configs(model, shape, subs, st, Path(a.work) / "remeasure", "p50", False, reference_ms=anchor_reference(pred, st))
+    again = measure_configs(
+        model, shape, subs, st, Path(a.work) / "remeasure", "p50", False, reference_ms=anchor_reference(pred, st)
+    )
     for a_ in answers:
         m = again[a_["key"]]
-        a_["remeasured_ms"], a_["remeasured_raw_ms"], a_["remeasured_speed_index"] = m.judged(False), m.raw_ms, m.speed_index
+        a_["remeasured_ms"], a_["remeasured_raw_ms"], a_["remeasured_speed_index"] = (
+            m.judged(False),
+            m.raw_ms,
+            m.speed_index,
+        )
     return {"targets": targets, "answers": answers}
 
 
@@ -217,10 +314,21 @@ def main() -> None:
 
     torch.set_num_threads(1)
     t0 = time.time()
-    res = {"samplers": phase_samplers, "perlayer": phase_perlayer, "targets": phase_targets, "cost": phase_cost}[a.phase](a)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    res["_meta"] = {"phase": a.phase, "args": vars(a), "commit": commit, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
-                    "seconds": time.time() - t0, "cpu": _cpu(), "load_before": os.getloadavg()}
+    res = {"samplers": phase_samplers, "perlayer": phase_perlayer, "targets": phase_targets, "cost": phase_cost}[
+        a.phase
+    ](a)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
+    res["_meta"] = {
+        "phase": a.phase,
+        "args": vars(a),
+        "commit": commit,
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
+        "seconds": time.time() - t0,
+        "cpu": _cpu(),
+        "load_before": os.getloadavg(),
+    }
     name = a.phase + (f"-{a.tag}" if a.tag else "")
     tmp = Path(a.work) / f"{name}.json.tmp"
     tmp.write_text(json.dumps(res, indent=1, default=float))

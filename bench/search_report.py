@@ -63,19 +63,27 @@ def samplers_section(r) -> list[str]:
             hv = hypervolume_history(m, t, *ref) / best
             reach = np.nonzero(hv >= 0.95)[0]
             at = lambda n: f"{100 * hv[min(n, len(hv)) - 1]:.1f}%"  # noqa: E731
-            lines.append(f"| {x['sampler']} | {seed} | {x['trials']} | {len(m)} | {x['repeat_proposals']} "
-                         f"({100 * x['repeat_proposals'] / x['trials']:.1f}%) | {at(50)} | {at(100)} | {100 * hv[-1]:.1f}% | "
-                         f"{int(reach[0]) + 1 if len(reach) else 'not reached'} |")
+            lines.append(
+                f"| {x['sampler']} | {seed} | {x['trials']} | {len(m)} | {x['repeat_proposals']} "
+                f"({100 * x['repeat_proposals'] / x['trials']:.1f}%) | {at(50)} | {at(100)} | {100 * hv[-1]:.1f}% | "
+                f"{int(reach[0]) + 1 if len(reach) else 'not reached'} |"
+            )
             per.setdefault(x["sampler"], []).append((hv[-1], int(reach[0]) + 1 if len(reach) else None))
             curves.setdefault(x["sampler"], []).append(hv)
-    lines += ["", "| sampler | runs | median % of best-known at the end | min | max | median evaluations to 95% | "
-              "seconds per trial (median run, evaluation included) |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| sampler | runs | median % of best-known at the end | min | max | median evaluations to 95% | "
+        "seconds per trial (median run, evaluation included) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, v in per.items():
         secs = np.median([x["optimize_s"] / x["trials"] for x in runs if x["sampler"] == name])
         hv = [a for a, _ in v]
         reach = [b for _, b in v if b is not None]
-        lines.append(f"| {name} | {len(v)} | {100 * np.median(hv):.1f}% | {100 * min(hv):.1f}% | {100 * max(hv):.1f}% | "
-                     f"{int(np.median(reach)) if len(reach) == len(v) else f'{len(reach)} of {len(v)} runs reach it'} | {secs:.2f} |")
+        lines.append(
+            f"| {name} | {len(v)} | {100 * np.median(hv):.1f}% | {100 * min(hv):.1f}% | {100 * max(hv):.1f}% | "
+            f"{int(np.median(reach)) if len(reach) == len(v) else f'{len(reach)} of {len(v)} runs reach it'} | {secs:.2f} |"
+        )
     _plot_hv(curves)
     return lines
 
@@ -117,11 +125,15 @@ def perlayer_section(r) -> list[str]:
         gm, gl = np.array([q["metric_full"] for q in g]), np.array([q["measured_ms"] for q in g])
         gfront = [q for q, k in zip(g, pareto_mask(gm, gl)) if k]
         allp = [q for q in rows if q["on_front"]]
-        lines += [f"### Model trained {label} ({x['run']})", "",
-                  f"{len(f)} per-layer front configs (not grid points) and the 12 grid points, timed together in one anchored run "
-                  f"({x['measure_s']:.0f} s). Metric: accuracy on the whole SST-2 dev split (872).", "",
-                  "| grid point on the grid front | accuracy | measured ms | fastest per-layer config at >= that accuracy: ms | latency saved | best per-layer accuracy at <= that latency | accuracy gained |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### Model trained {label} ({x['run']})",
+            "",
+            f"{len(f)} per-layer front configs (not grid points) and the 12 grid points, timed together in one anchored run "
+            f"({x['measure_s']:.0f} s). Metric: accuracy on the whole SST-2 dev split (872).",
+            "",
+            "| grid point on the grid front | accuracy | measured ms | fastest per-layer config at >= that accuracy: ms | latency saved | best per-layer accuracy at <= that latency | accuracy gained |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for q in sorted(gfront, key=lambda q: q["measured_ms"]):
             better = [p for p in allp if p["metric_full"] >= q["metric_full"] and p["key"] != q["key"]]
             faster = [p for p in allp if p["measured_ms"] <= q["measured_ms"] and p["key"] != q["key"]]
@@ -129,30 +141,42 @@ def perlayer_section(r) -> list[str]:
             ff = max(faster, key=lambda p: p["metric_full"]) if faster else None
             saved = f"{100 * (1 - fb['measured_ms'] / q['measured_ms']):+.1f}%" if fb else "none"
             gain = f"{ff['metric_full'] - q['metric_full']:+.2f}" if ff else "none"
-            lines.append(f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms']:.2f} | {saved} | "
-                         f"{ff['metric_full']:.2f} | {gain} |" if fb and ff else
-                         f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms'] if fb else '-'} | {saved} | "
-                         f"{ff['metric_full'] if ff else '-'} | {gain} |")
+            lines.append(
+                f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms']:.2f} | {saved} | "
+                f"{ff['metric_full']:.2f} | {gain} |"
+                if fb and ff
+                else f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms'] if fb else '-'} | {saved} | "
+                f"{ff['metric_full'] if ff else '-'} | {gain} |"
+            )
         pm = np.array([q["predicted_ms"] for q in rows])
         mm = np.array([q["measured_ms"] for q in rows])
         err = np.abs(pm / mm - 1)
-        lines += ["", f"Predicted against measured over these {len(rows)} configs: MAPE {100 * err.mean():.2f}%, "
-                  f"{100 * (err <= 0.05).mean():.0f}% within 5%, speed index of the run "
-                  f"{np.nanmedian([q['speed_index'] or np.nan for q in rows]):.3f}.", ""]
+        lines += [
+            "",
+            f"Predicted against measured over these {len(rows)} configs: MAPE {100 * err.mean():.2f}%, "
+            f"{100 * (err <= 0.05).mean():.0f}% within 5%, speed index of the run "
+            f"{np.nanmedian([q['speed_index'] or np.nan for q in rows]):.3f}.",
+            "",
+        ]
     return lines
 
 
 def targets_section(r) -> list[str]:
-    lines = ["## Target answers (verified)", "",
-             "| target ms | answer | accuracy (dev) | predicted ms | measured ms (corrected) | raw ms | re-measured ms | meets target when re-measured |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Target answers (verified)",
+        "",
+        "| target ms | answer | accuracy (dev) | predicted ms | measured ms (corrected) | raw ms | re-measured ms | meets target when re-measured |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     ok = 0
     for a in r["answers"]:
         meets = a["remeasured_ms"] <= a["target_ms"]
         ok += meets
-        lines.append(f"| {a['target_ms']} | {a['key']} ({len(a['subnet']['layers'])} layers) | {a['metric_full']:.2f} | "
-                     f"{a['predicted_ms']:.2f} | {a['measured_ms']:.2f} | {a['measured_raw_ms']:.2f} | {a['remeasured_ms']:.2f} | "
-                     f"{'yes' if meets else 'NO'} |")
+        lines.append(
+            f"| {a['target_ms']} | {a['key']} ({len(a['subnet']['layers'])} layers) | {a['metric_full']:.2f} | "
+            f"{a['predicted_ms']:.2f} | {a['measured_ms']:.2f} | {a['measured_raw_ms']:.2f} | {a['remeasured_ms']:.2f} | "
+            f"{'yes' if meets else 'NO'} |"
+        )
     lines += ["", f"{ok} of {len(r['answers'])} returned configs meet their target when re-measured.", ""]
     return lines
 
@@ -160,16 +184,23 @@ def targets_section(r) -> list[str]:
 def cost_section(r) -> list[str]:
     t = r["timing"]
     q = sorted(r["query_s"])
-    return ["## Cost of a 200-trial search", "",
-            f"`dynasearch {r['command'].split('dynasearch.cli ', 1)[-1]}` (exit status {r['rc']}): **{r['wall_s']:.0f} s wall** in all "
-            f"(imports, model and dev loading, study, re-scoring, plots and verification included).", "",
-            "| part | seconds |", "|---|---|",
-            f"| accuracy evaluation ({t['evaluations_this_run']} evaluations, {t['cache_hits_this_run']} cache hits) | {t['evaluation_s']:.1f} |",
-            f"| latency prediction | {t['prediction_s']:.1f} |",
-            f"| sampler + Optuna storage (SQLite) | {t['sampler_and_storage_s']:.1f} |",
-            f"| measurement (verification) | {t['measurement_s']:.1f} |",
-            "", f"`dynasearch query RESULTS --target-latency ...` wall time over 5 processes: median {q[2]:.2f} s "
-            f"(min {q[0]:.2f}, max {q[-1]:.2f}); target < 2 s.", ""]
+    return [
+        "## Cost of a 200-trial search",
+        "",
+        f"`dynasearch {r['command'].split('dynasearch.cli ', 1)[-1]}` (exit status {r['rc']}): **{r['wall_s']:.0f} s wall** in all "
+        f"(imports, model and dev loading, study, re-scoring, plots and verification included).",
+        "",
+        "| part | seconds |",
+        "|---|---|",
+        f"| accuracy evaluation ({t['evaluations_this_run']} evaluations, {t['cache_hits_this_run']} cache hits) | {t['evaluation_s']:.1f} |",
+        f"| latency prediction | {t['prediction_s']:.1f} |",
+        f"| sampler + Optuna storage (SQLite) | {t['sampler_and_storage_s']:.1f} |",
+        f"| measurement (verification) | {t['measurement_s']:.1f} |",
+        "",
+        f"`dynasearch query RESULTS --target-latency ...` wall time over 5 processes: median {q[2]:.2f} s "
+        f"(min {q[0]:.2f}, max {q[-1]:.2f}); target < 2 s.",
+        "",
+    ]
 
 
 def main() -> None:
@@ -185,10 +216,14 @@ def main() -> None:
         for p in pieces[:-1]:
             parts[f"samplers-part-{id(p)}"] = p
     metas = [p["_meta"] for p in parts.values() if p]
-    head = ["# Search benchmark (issue 8)", "",
-            f"Machine: {metas[0]['cpu']}; commit(s) {', '.join(sorted({m['commit'] for m in metas}))}; "
-            f"runs started {', '.join(m['started'] for m in metas)}. Written by `bench/search_report.py` from the JSON files of "
-            "`bench/search_bench.py` (phases and their arguments below).", ""]
+    head = [
+        "# Search benchmark (issue 8)",
+        "",
+        f"Machine: {metas[0]['cpu']}; commit(s) {', '.join(sorted({m['commit'] for m in metas}))}; "
+        f"runs started {', '.join(m['started'] for m in metas)}. Written by `bench/search_report.py` from the JSON files of "
+        "`bench/search_bench.py` (phases and their arguments below).",
+        "",
+    ]
     body = []
     if parts["cost"]:
         body += cost_section(parts["cost"])
@@ -198,8 +233,11 @@ def main() -> None:
         body += perlayer_section(parts["perlayer"])
     if parts.get("samplers"):
         body += samplers_section(parts["samplers"])
-    body += ["## Phases run", ""] + [f"- `{m['phase']}`: {m['seconds']:.0f} s, load average before {m['load_before'][0]:.1f}, "
-                                     f"arguments {json.dumps({k: v for k, v in m['args'].items() if k not in ('work',)})}" for m in metas]
+    body += ["## Phases run", ""] + [
+        f"- `{m['phase']}`: {m['seconds']:.0f} s, load average before {m['load_before'][0]:.1f}, "
+        f"arguments {json.dumps({k: v for k, v in m['args'].items() if k not in ('work',)})}"
+        for m in metas
+    ]
     (OUT / "search.md").write_text("\n".join(head + body) + "\n")
     if (work / "cost" / "front.png").is_file():
         shutil.copyfile(work / "cost" / "front.png", OUT / "search_front.png")

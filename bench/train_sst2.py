@@ -69,13 +69,25 @@ NOTES = """## Reading and what I would change
 
 
 def fingerprint() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.processor())
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
+        platform.processor(),
+    )
     import transformers
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+    }
 
 
 def run(out: Path, cfg: TrainConfig, data: Path, model_dir) -> dict:
@@ -108,8 +120,12 @@ def main() -> int:
     ap.add_argument("--group-by-length", action="store_true", help="accuracy runs with length-grouped batches")
     ap.add_argument("--throughput-steps", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train_sst2.md"))
-    ap.add_argument("--phase", choices=("all", "accuracy", "speed", "report"), default="all",
-                    help="accuracy: the training runs and grid scores; speed: throughput and eval cost; report: the .md")
+    ap.add_argument(
+        "--phase",
+        choices=("all", "accuracy", "speed", "report"),
+        default="all",
+        help="accuracy: the training runs and grid scores; speed: throughput and eval cost; report: the .md",
+    )
     args = ap.parse_args()
     data, work = Path(args.data), Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -134,8 +150,14 @@ def main() -> int:
 def accuracy_phase(args, data: Path, work: Path) -> None:
     fp = fingerprint()
     t_start = time.time()
-    base = dict(train_subset=args.budget, max_seq_length=args.max_len, epochs=1.0, learning_rate=args.lr,
-                group_by_length=args.group_by_length, checkpoint_every=10_000)
+    base = dict(
+        train_subset=args.budget,
+        max_seq_length=args.max_len,
+        epochs=1.0,
+        learning_rate=args.lr,
+        group_by_length=args.group_by_length,
+        checkpoint_every=10_000,
+    )
     res: dict = {"fingerprint": fp, "budget": {**base, "batch_size": 32, "seed": 42}}
 
     # 1. teacher; 2. DynaBERT full (rewire, width, width+depth) and without rewiring, from the same teacher.
@@ -158,7 +180,12 @@ def accuracy_phase(args, data: Path, work: Path) -> None:
             for f in tokenizer_files(None):
                 shutil.copy2(f, mdir / f.name)
         for ep in (1, 3):
-            st = run(work / f"alone_{w:g}x{d:g}_{ep}ep", TrainConfig(stages=("teacher",), **{**base, "epochs": float(ep)}), data, mdir)
+            st = run(
+                work / f"alone_{w:g}x{d:g}_{ep}ep",
+                TrainConfig(stages=("teacher",), **{**base, "epochs": float(ep)}),
+                data,
+                mdir,
+            )
             alone[f"{w:g}x{d:g}_{ep}ep"] = st["scores"]["teacher"]["best"]
     res["alone"] = alone
 
@@ -173,8 +200,10 @@ def accuracy_phase(args, data: Path, work: Path) -> None:
     res["dynabert"], _ = grid_scores(work / "dynabert" / "width_depth", dev, shape)
     res["dynabert_w"], _ = grid_scores(work / "dynabert" / "width", dev, shape)
     res["throughput_budget_run"] = {
-        "teacher": teacher_state["throughput"]["teacher"], "width": full_state["throughput"]["width"],
-        "depth": full_state["throughput"]["depth"], "width_no_rewire": norw_state["throughput"]["width"],
+        "teacher": teacher_state["throughput"]["teacher"],
+        "width": full_state["throughput"]["width"],
+        "depth": full_state["throughput"]["depth"],
+        "width_no_rewire": norw_state["throughput"]["width"],
         "depth_no_rewire": norw_state["throughput"]["depth"],
     }
 
@@ -209,13 +238,23 @@ def speed_phase(args, data: Path, work: Path) -> None:
         for stage in ("teacher", "width", "depth"):
             n = args.throughput_steps
             # dev_subset: the end-of-run evaluation is not what is timed here, so keep it short
-            cfg = TrainConfig(stages=(stage,), max_steps=n, train_subset=n * 32, max_seq_length=128,
-                              group_by_length=grouped, checkpoint_every=10_000, dev_subset=64)
+            cfg = TrainConfig(
+                stages=(stage,),
+                max_steps=n,
+                train_subset=n * 32,
+                max_seq_length=128,
+                group_by_length=grouped,
+                checkpoint_every=10_000,
+                dev_subset=64,
+            )
             out = work / f"tp128_{stage}_{'grouped' if grouped else 'random'}"
             src = None if stage == "teacher" else (teacher_dir if stage == "width" else work / "dynabert" / "width")
             st = train(RunInputs(out, get_task("sst2"), src, data), cfg, overwrite=True, progress=False)
             tp[f"{stage}_{'grouped' if grouped else 'random'}"] = st["throughput"][stage]
-            print(f"throughput {stage} grouped={grouped}: {st['throughput'][stage]['examples_per_s']:.2f} ex/s", flush=True)
+            print(
+                f"throughput {stage} grouped={grouped}: {st['throughput'][stage]['examples_per_s']:.2f} ex/s",
+                flush=True,
+            )
     res["throughput_128"] = tp
     res["speed_wall_seconds"] = time.time() - t_start
     (work / "speed.json").write_text(json.dumps(res, indent=2) + "\n")
@@ -228,23 +267,35 @@ def report(r: dict) -> str:
 
     L = []
     L.append("# DynaBERT on SST-2: accuracy per grid sub-network, training throughput, evaluation cost\n")
-    L.append(f"- machine: {fp['cpu']}, {fp['cores']} cores (torch threads {fp['torch_threads']}); torch {fp['torch']}, "
-             f"transformers {fp['transformers']}, Python {fp['python']}")
+    L.append(
+        f"- machine: {fp['cpu']}, {fp['cores']} cores (torch threads {fp['torch_threads']}); torch {fp['torch']}, "
+        f"transformers {fp['transformers']}, Python {fp['python']}"
+    )
     fa = r["fingerprint_accuracy"]
-    L.append(f"- date: {fp['date']}; commit: `{fp['commit']}` (throughput and eval cost); accuracy runs: {fa['date']}, commit `{fa['commit']}`")
-    L.append("- backbone: packaged MiniLM-L6 (6 layers, 12 heads, hidden 384, FFN 1536); data: ../shared/data/glue/SST-2")
-    L.append(f"- budget: {b['train_subset']} training examples (seeded choice), max length {b['max_seq_length']}, batch 32, "
-             f"one epoch per stage, lr {b['learning_rate']}, AdamW, linear decay, no warm-up, seed 42, no data augmentation, "
-             f"{'length-grouped' if b['group_by_length'] else 'uniformly random'} batches; rewiring importance on {r['rewire_holdout']} held-out "
-             f"training examples (dev untouched); dev = the full SST-2 dev set (872)")
-    L.append(f"- wall time: accuracy runs {r['accuracy_wall_seconds'] / 60:.1f} min, speed runs {r['speed_wall_seconds'] / 60:.1f} min; "
-             "each phase ran holding the machine's CPU lock (no other benchmark at the same time). During the "
-             "accuracy runs an unlocked `dynasearch demo` process shared the 2 vCPUs for about 20 minutes "
-             "(05:40-06:00 UTC, the width+depth stage of the full-method run), which slowed that stage several-fold; "
-             "accuracies are unaffected (deterministic), the examples/s quoted from those runs are not clean\n")
+    L.append(
+        f"- date: {fp['date']}; commit: `{fp['commit']}` (throughput and eval cost); accuracy runs: {fa['date']}, commit `{fa['commit']}`"
+    )
+    L.append(
+        "- backbone: packaged MiniLM-L6 (6 layers, 12 heads, hidden 384, FFN 1536); data: ../shared/data/glue/SST-2"
+    )
+    L.append(
+        f"- budget: {b['train_subset']} training examples (seeded choice), max length {b['max_seq_length']}, batch 32, "
+        f"one epoch per stage, lr {b['learning_rate']}, AdamW, linear decay, no warm-up, seed 42, no data augmentation, "
+        f"{'length-grouped' if b['group_by_length'] else 'uniformly random'} batches; rewiring importance on {r['rewire_holdout']} held-out "
+        f"training examples (dev untouched); dev = the full SST-2 dev set (872)"
+    )
+    L.append(
+        f"- wall time: accuracy runs {r['accuracy_wall_seconds'] / 60:.1f} min, speed runs {r['speed_wall_seconds'] / 60:.1f} min; "
+        "each phase ran holding the machine's CPU lock (no other benchmark at the same time). During the "
+        "accuracy runs an unlocked `dynasearch demo` process shared the 2 vCPUs for about 20 minutes "
+        "(05:40-06:00 UTC, the width+depth stage of the full-method run), which slowed that stage several-fold; "
+        "accuracies are unaffected (deterministic), the examples/s quoted from those runs are not clean\n"
+    )
     L.append("## Dev accuracy (%) per grid sub-network\n")
     L.append(f"Teacher (fine-tuned full model): **{r['teacher_acc']:.2f}**\n")
-    L.append("| width | depth | params (M) | teacher sliced naively | DynaBERT_W (width stage) | DynaBERT without rewiring | DynaBERT | trained alone, 1 epoch | trained alone, 3 epochs |")
+    L.append(
+        "| width | depth | params (M) | teacher sliced naively | DynaBERT_W (width stage) | DynaBERT without rewiring | DynaBERT | trained alone, 1 epoch | trained alone, 3 epochs |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|")
     for w, d, sub in paper_grid(shape):
         k = f"{w:g}x{d:g}"
@@ -252,36 +303,58 @@ def report(r: dict) -> str:
         dw = f"{r['dynabert_w'][k]:.2f}" if d == 1.0 else "-"
         a1 = r["alone"].get(f"{k}_1ep")
         a3 = r["alone"].get(f"{k}_3ep")
-        L.append(f"| {w:g} | {d:g} | {p:.1f} | {r['naive'][k]:.2f} | {dw} | {r['no_rewire'][k]:.2f} | **{r['dynabert'][k]:.2f}** | "
-                 f"{'-' if a1 is None else f'{a1:.2f}'} | {'-' if a3 is None else f'{a3:.2f}'} |")
+        L.append(
+            f"| {w:g} | {d:g} | {p:.1f} | {r['naive'][k]:.2f} | {dw} | {r['no_rewire'][k]:.2f} | **{r['dynabert'][k]:.2f}** | "
+            f"{'-' if a1 is None else f'{a1:.2f}'} | {'-' if a3 is None else f'{a3:.2f}'} |"
+        )
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
-    L.append(f"| mean | | | {mean(r['naive']):.2f} | | {mean(r['no_rewire']):.2f} | **{mean(r['dynabert']):.2f}** | | |\n")
+    L.append(
+        f"| mean | | | {mean(r['naive']):.2f} | | {mean(r['no_rewire']):.2f} | **{mean(r['dynabert']):.2f}** | | |\n"
+    )
 
     tp = r["throughput_128"]
     L.append("## Training throughput (examples/s), max length 128, batch 32, SST-2 train\n")
-    L.append("Short timed runs (the loop only: no evaluation or checkpoint time). Ratio = the stage's examples/s over "
-             "plain fine-tuning's (the teacher stage) in the same setting.\n")
-    L.append("| stage | sub-networks / step | reference code | ours, random batches | ratio to fine-tuning | x reference | ours, length-grouped | x reference |")
+    L.append(
+        "Short timed runs (the loop only: no evaluation or checkpoint time). Ratio = the stage's examples/s over "
+        "plain fine-tuning's (the teacher stage) in the same setting.\n"
+    )
+    L.append(
+        "| stage | sub-networks / step | reference code | ours, random batches | ratio to fine-tuning | x reference | ours, length-grouped | x reference |"
+    )
     L.append("|---|---|---|---|---|---|---|---|")
-    names = {"teacher": "plain fine-tuning (teacher)", "width": "width (DynaBERT_W)", "depth": "width + depth (DynaBERT)"}
+    names = {
+        "teacher": "plain fine-tuning (teacher)",
+        "width": "width (DynaBERT_W)",
+        "depth": "width + depth (DynaBERT)",
+    }
     for s in ("teacher", "width", "depth"):
         ref = REFERENCE[128][s]
         a, g = tp[f"{s}_random"]["examples_per_s"], tp[f"{s}_grouped"]["examples_per_s"]
         base = tp["teacher_random"]["examples_per_s"]
-        L.append(f"| {names[s]} | {tp[f'{s}_random']['subnets_per_step']} | {ref:.2f} | {a:.2f} | {a / base:.2f} | {a / ref:.1f}x | {g:.2f} | {g / ref:.1f}x |")
+        L.append(
+            f"| {names[s]} | {tp[f'{s}_random']['subnets_per_step']} | {ref:.2f} | {a:.2f} | {a / base:.2f} | {a / ref:.1f}x | {g:.2f} | {g / ref:.1f}x |"
+        )
     bt = r["throughput_budget_run"]
-    L.append(f"\nDuring the accuracy runs (max length {b['max_seq_length']}, {'length-grouped' if b['group_by_length'] else 'random'} batches): "
-             f"fine-tuning {bt['teacher']['examples_per_s']:.2f}, width {bt['width']['examples_per_s']:.2f}, "
-             f"width+depth {bt['depth']['examples_per_s']:.2f} examples/s (reference at 64: 28.6 / 10.2 / 4.34).\n")
+    L.append(
+        f"\nDuring the accuracy runs (max length {b['max_seq_length']}, {'length-grouped' if b['group_by_length'] else 'random'} batches): "
+        f"fine-tuning {bt['teacher']['examples_per_s']:.2f}, width {bt['width']['examples_per_s']:.2f}, "
+        f"width+depth {bt['depth']['examples_per_s']:.2f} examples/s (reference at 64: 28.6 / 10.2 / 4.34).\n"
+    )
     ev = r["eval_seconds_128"]
     L.append("## Evaluation cost: one sub-network on the full SST-2 dev set (872 examples), max length 128\n")
     eb = r["eval_seconds_128_bf16"]
     da = max(abs(r["eval_acc_128_bf16"][k] - r["eval_acc_128"][k]) for k in ev)
-    L.append(f"Reference code: about {REFERENCE_EVAL_S:.0f} s. Ours (length-sorted batches of 128, inference mode, tokenised once):\n")
+    L.append(
+        f"Reference code: about {REFERENCE_EVAL_S:.0f} s. Ours (length-sorted batches of 128, inference mode, tokenised once):\n"
+    )
     L.append("| precision | full model (1,1) | mean over the 12 grid points | max | smallest (0.25,0.5) |")
     L.append("|---|---|---|---|---|")
-    L.append(f"| float32 (default) | {ev['1x1']:.2f} s | {mean(ev):.2f} s | {max(ev.values()):.2f} s | {ev['0.25x0.5']:.2f} s |")
-    L.append(f"| bfloat16 autocast (`--bf16`) | {eb['1x1']:.2f} s | {mean(eb):.2f} s | {max(eb.values()):.2f} s | {eb['0.25x0.5']:.2f} s |")
+    L.append(
+        f"| float32 (default) | {ev['1x1']:.2f} s | {mean(ev):.2f} s | {max(ev.values()):.2f} s | {ev['0.25x0.5']:.2f} s |"
+    )
+    L.append(
+        f"| bfloat16 autocast (`--bf16`) | {eb['1x1']:.2f} s | {mean(eb):.2f} s | {max(eb.values()):.2f} s | {eb['0.25x0.5']:.2f} s |"
+    )
     L.append(f"\nbfloat16 changes dev accuracy by at most {da:.2f} point over the 12 grid points.\n")
 
     # Targets
@@ -295,17 +368,29 @@ def report(r: dict) -> str:
     L.append("## Targets\n")
     L.append("| target | measured | met |")
     L.append("|---|---|---|")
-    L.append(f"| width+depth stage >= 3x the reference's 2.02 examples/s at length 128 | {tp['depth_random']['examples_per_s']:.2f} examples/s = {tp_ratio:.2f}x (random batches); "
-             f"{tp['depth_grouped']['examples_per_s']:.2f} = {tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth']:.2f}x length-grouped | "
-             f"random batches {'yes' if tp_ratio >= 3 else 'NO'}, grouped {'yes' if tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth'] >= 3 else 'NO'} |")
-    L.append(f"| <= 3 s per sub-network evaluation on SST-2 dev (length 128) | float32: max {max(ev.values()):.2f} s (mean {mean(ev):.2f}); "
-             f"bfloat16: max {max(eb.values()):.2f} s (mean {mean(eb):.2f}) | float32 {'yes' if max(ev.values()) <= 3 else 'NO'}, "
-             f"bfloat16 {'yes' if max(eb.values()) <= 3 else 'NO'} |")
-    L.append(f"| full-size DynaBERT within 0.5 point of the teacher | teacher {r['teacher_acc']:.2f}, DynaBERT (1,1) {dyn['1x1']:.2f} (gap {full_gap:+.2f}) | {'yes' if full_gap <= 0.5 else 'NO'} |")
-    L.append(f"| smallest grid sub-network >= 10 points above naive slicing | (0.25,0.5): {dyn['0.25x0.5']:.2f} vs {naive['0.25x0.5']:.2f} (+{small_gain:.2f}) | {'yes' if small_gain >= 10 else 'NO'} |")
-    L.append(f"| DynaBERT (0.25,0.5) no more than 0.5 below the same shape trained alone | alone 3 epochs {r['alone']['0.25x0.5_3ep']:.2f} (gap {alone_gap:+.2f}); "
-             f"alone 1 epoch {r['alone']['0.25x0.5_1ep']:.2f} (gap {alone_gap1:+.2f}) | {'yes' if alone_gap <= 0.5 else 'NO'} |")
-    L.append(f"| rewiring ablation (reported either way) | mean over the grid: with {mean(dyn):.2f}, without {mean(r['no_rewire']):.2f} ({rw:+.2f}) | reported |")
+    L.append(
+        f"| width+depth stage >= 3x the reference's 2.02 examples/s at length 128 | {tp['depth_random']['examples_per_s']:.2f} examples/s = {tp_ratio:.2f}x (random batches); "
+        f"{tp['depth_grouped']['examples_per_s']:.2f} = {tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth']:.2f}x length-grouped | "
+        f"random batches {'yes' if tp_ratio >= 3 else 'NO'}, grouped {'yes' if tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth'] >= 3 else 'NO'} |"
+    )
+    L.append(
+        f"| <= 3 s per sub-network evaluation on SST-2 dev (length 128) | float32: max {max(ev.values()):.2f} s (mean {mean(ev):.2f}); "
+        f"bfloat16: max {max(eb.values()):.2f} s (mean {mean(eb):.2f}) | float32 {'yes' if max(ev.values()) <= 3 else 'NO'}, "
+        f"bfloat16 {'yes' if max(eb.values()) <= 3 else 'NO'} |"
+    )
+    L.append(
+        f"| full-size DynaBERT within 0.5 point of the teacher | teacher {r['teacher_acc']:.2f}, DynaBERT (1,1) {dyn['1x1']:.2f} (gap {full_gap:+.2f}) | {'yes' if full_gap <= 0.5 else 'NO'} |"
+    )
+    L.append(
+        f"| smallest grid sub-network >= 10 points above naive slicing | (0.25,0.5): {dyn['0.25x0.5']:.2f} vs {naive['0.25x0.5']:.2f} (+{small_gain:.2f}) | {'yes' if small_gain >= 10 else 'NO'} |"
+    )
+    L.append(
+        f"| DynaBERT (0.25,0.5) no more than 0.5 below the same shape trained alone | alone 3 epochs {r['alone']['0.25x0.5_3ep']:.2f} (gap {alone_gap:+.2f}); "
+        f"alone 1 epoch {r['alone']['0.25x0.5_1ep']:.2f} (gap {alone_gap1:+.2f}) | {'yes' if alone_gap <= 0.5 else 'NO'} |"
+    )
+    L.append(
+        f"| rewiring ablation (reported either way) | mean over the grid: with {mean(dyn):.2f}, without {mean(r['no_rewire']):.2f} ({rw:+.2f}) | reported |"
+    )
     L.append("")
     L.append(NOTES)
     return "\n".join(L) + "\n"

@@ -26,7 +26,12 @@ from .modeling import DynaBertConfig, DynaBertForSequenceClassification
 SUPPORTED = ("bert", "roberta", "dynabert")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
 )
 
 # Hugging Face BERT/RoBERTa parameter names -> ours. Applied after stripping "bert."/"roberta.".
@@ -150,14 +155,29 @@ def _layer_widths(state: dict[str, torch.Tensor], n_layers: int, head_dim: int) 
     return heads, ffn
 
 
-def build_config(cfg: dict[str, Any], arch: str, state: dict[str, torch.Tensor], num_labels: int | None) -> DynaBertConfig:
+def build_config(
+    cfg: dict[str, Any], arch: str, state: dict[str, torch.Tensor], num_labels: int | None
+) -> DynaBertConfig:
     keys = (
-        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
-        "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
-        "initializer_range", "layer_norm_eps", "pad_token_id", "classifier_dropout",
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "hidden_act",
+        "hidden_dropout_prob",
+        "attention_probs_dropout_prob",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "initializer_range",
+        "layer_norm_eps",
+        "pad_token_id",
+        "classifier_dropout",
     )
     kw = {k: cfg[k] for k in keys if cfg.get(k) is not None}
-    missing = [k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in kw]
+    missing = [
+        k for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size") if k not in kw
+    ]
     if missing:
         raise ModelLoadError(f"config.json lacks {missing}, needed to build a BERT/RoBERTa")
     if arch == "dynabert":
@@ -216,7 +236,9 @@ def _check_layer_lists(kw: dict[str, Any]) -> None:
             )
 
 
-def load_model(path: str | Path | None = None, num_labels: int | None = None, seed: int = 0) -> DynaBertForSequenceClassification:
+def load_model(
+    path: str | Path | None = None, num_labels: int | None = None, seed: int = 0
+) -> DynaBertForSequenceClassification:
     """Load a model directory (None/"default": the packaged MiniLM-L6) as an adaptive model.
 
     The classification head is taken from the checkpoint when it has one of the right size;
@@ -246,7 +268,8 @@ def load_model(path: str | Path | None = None, num_labels: int | None = None, se
         raise ModelLoadError(f"weights in '{model_dir}' lack {len(missing)} tensor(s), e.g. {missing[:3]}")
     bad = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
-        for k in expected if k in state and state[k].shape != expected[k].shape
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
     ]
     if bad:
         raise ModelLoadError(f"weights in '{model_dir}' do not match config.json: {bad[:3]}")

@@ -44,7 +44,12 @@ class Batch:
         return self.input_ids.shape[0]
 
     def to(self, device) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.input_ids, self.attention_mask, self.token_type_ids, self.labels)))
+        return Batch(
+            *(
+                t.to(device, non_blocking=True)
+                for t in (self.input_ids, self.attention_mask, self.token_type_ids, self.labels)
+            )
+        )
 
 
 def load_tokenizer(model_dir: str | Path):
@@ -120,8 +125,9 @@ def stage_seed(seed: int, stage: str, epoch: int) -> int:
 GROUP_BATCHES = 50  # group_by_length: batches per length-sorted chunk (as Hugging Face's megabatches)
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, stage: str, epoch: int,
-                  lengths: list[int] | None = None) -> list[list[int]]:
+def epoch_batches(
+    n: int, batch_size: int, seed: int, stage: str, epoch: int, lengths: list[int] | None = None
+) -> list[list[int]]:
     """The global batches of one epoch: a seeded permutation cut into batch_size pieces (last kept).
 
     lengths given (group by length): the permutation is cut into chunks of GROUP_BATCHES batches,
@@ -130,12 +136,12 @@ def epoch_batches(n: int, batch_size: int, seed: int, stage: str, epoch: int,
     g = torch.Generator().manual_seed(stage_seed(seed, stage, epoch))
     perm = torch.randperm(n, generator=g).tolist()
     if lengths is None:
-        return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+        return [perm[i : i + batch_size] for i in range(0, n, batch_size)]
     chunk = batch_size * GROUP_BATCHES
     batches = []
     for c in range(0, n, chunk):
-        part = sorted(perm[c:c + chunk], key=lambda i: -lengths[i])
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+        part = sorted(perm[c : c + chunk], key=lambda i: -lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
     order = torch.randperm(len(batches), generator=g).tolist()
     return [batches[i] for i in order]
 
@@ -148,5 +154,5 @@ def shard(batch_idx: list[int], rank: int, world: int) -> list[int]:
 def eval_batches(enc: Encoded, batch_size: int) -> tuple[list[Batch], list[int]]:
     """Length-sorted batches and the example order they hold (to undo the sort)."""
     order = sorted(range(len(enc)), key=lambda i: len(enc.input_ids[i]))
-    batches = [collate(enc, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    batches = [collate(enc, order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
     return batches, order

@@ -59,15 +59,13 @@ def allreduce_grads(params: list[torch.nn.Parameter], info: DistInfo) -> None:
     """Average the gradients across processes in one collective (missing gradients count as 0)."""
     if not info.enabled:
         return
-    flat = torch.cat([
-        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
-    ])
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= info.world
     offset = 0
     for p in params:
         n = p.numel()
-        g = flat[offset:offset + n].view_as(p)
+        g = flat[offset : offset + n].view_as(p)
         if p.grad is None:
             p.grad = g.clone()
         else:

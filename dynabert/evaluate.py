@@ -61,9 +61,17 @@ def seeded_subset(n: int, k: int, seed: int) -> list[int]:
     return sorted(torch.randperm(n, generator=g)[:k].tolist())
 
 
-def load_dev_set(task: TaskSpec, tokenizer_dir: str | Path, *, data_dir: str | Path | None = None,
-                 dev_file: str | Path | None = None, max_seq_length: int = 128, subset: int | None = None,
-                 seed: int = 0, batch_size: int = 128) -> DevSet:
+def load_dev_set(
+    task: TaskSpec,
+    tokenizer_dir: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    dev_file: str | Path | None = None,
+    max_seq_length: int = 128,
+    subset: int | None = None,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> DevSet:
     """The task's dev split tokenised once (tokenizer of `tokenizer_dir`). subset=N keeps N examples
     chosen by `seeded_subset(len, N, seed)` (N >= the split's size: all of them)."""
     from .data import encode, load_tokenizer
@@ -84,8 +92,9 @@ def load_dev_set(task: TaskSpec, tokenizer_dir: str | Path, *, data_dir: str | P
 
 
 @torch.inference_mode()
-def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None,
-            bf16: bool = False) -> np.ndarray:
+def predict(
+    model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None, bf16: bool = False
+) -> np.ndarray:
     """Logits in the original example order. bf16: matrix products in bfloat16 (autocast), about
     twice as fast on CPUs with AVX512-BF16 / AMX, for searches that score hundreds of sub-networks."""
     was_training = model.training
@@ -97,8 +106,10 @@ def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: Subne
     active = subnet.active_spec() if subnet is not None else None
     device_type = next(model.parameters()).device.type
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-        out = [model(b.input_ids, attention_mask=b.attention_mask, token_type_ids=b.token_type_ids, active=active).logits
-               for b in dev.batches]
+        out = [
+            model(b.input_ids, attention_mask=b.attention_mask, token_type_ids=b.token_type_ids, active=active).logits
+            for b in dev.batches
+        ]
     model.train(was_training)
     sorted_logits = torch.cat(out).float().cpu().numpy()
     logits = np.empty_like(sorted_logits)
@@ -106,8 +117,13 @@ def predict(model: DynaBertForSequenceClassification, dev: DevSet, subnet: Subne
     return logits
 
 
-def score_subnet(model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None,
-                 metrics: Sequence[str], bf16: bool = False) -> dict[str, float]:
+def score_subnet(
+    model: DynaBertForSequenceClassification,
+    dev: DevSet,
+    subnet: SubnetConfig | None,
+    metrics: Sequence[str],
+    bf16: bool = False,
+) -> dict[str, float]:
     """Metric name -> percent of one sub-network (None: the model as built) on `dev`: what a search
     calls once per candidate."""
     logits = predict(model, dev, subnet, bf16)
@@ -121,7 +137,10 @@ def prediction_spread(logits) -> dict[str, float]:
     if arr.ndim != 2 or arr.shape[1] < 2 or not len(arr):
         return {}
     counts = np.bincount(arr.argmax(1), minlength=arr.shape[1])
-    return {"classes_predicted": int((counts > 0).sum()), "top_class_share": round(float(counts.max() / counts.sum()), 4)}
+    return {
+        "classes_predicted": int((counts > 0).sum()),
+        "top_class_share": round(float(counts.max() / counts.sum()), 4),
+    }
 
 
 def majority_share(labels) -> float | None:
@@ -154,12 +173,22 @@ def evaluate_subnets(
         sub = as_built if sub is None else sub
         secs = time.perf_counter() - t0
         p = count_params(shape, sub)
-        rows.append({
-            "key": sub.key, "width": math.nan if w is None else w, "depth": math.nan if d is None else d,
-            "layers": ",".join(map(str, sub.layers)), "heads": ",".join(map(str, sub.heads)),
-            "ffn": ",".join(map(str, sub.ffn)), "params": p["total"], "encoder_params": p["encoder"],
-            **scores, **spread, "seconds": round(secs, 4), "examples": dev.n,
-        })
+        rows.append(
+            {
+                "key": sub.key,
+                "width": math.nan if w is None else w,
+                "depth": math.nan if d is None else d,
+                "layers": ",".join(map(str, sub.layers)),
+                "heads": ",".join(map(str, sub.heads)),
+                "ffn": ",".join(map(str, sub.ffn)),
+                "params": p["total"],
+                "encoder_params": p["encoder"],
+                **scores,
+                **spread,
+                "seconds": round(secs, 4),
+                "examples": dev.n,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -237,7 +266,9 @@ def evaluate_run(inputs: EvalInputs):
     model_dir = info.model_dir
     model = load_model(model_dir)
     if model.config.num_labels != task.num_labels:
-        raise DataError(f"model {model_dir} has {model.config.num_labels} output(s) but task {task.name} needs {task.num_labels}")
+        raise DataError(
+            f"model {model_dir} has {model.config.num_labels} output(s) but task {task.name} needs {task.num_labels}"
+        )
     # An exported sub-network is a backbone of its own: the grid and --width/--depth are relative to
     # its own shape, and need one width for all its layers; an explicit subnet must fit each layer.
     # Both are refused here, before the dev set is read.
@@ -252,11 +283,25 @@ def evaluate_run(inputs: EvalInputs):
     max_len = inputs.max_seq_length if inputs.max_seq_length is not None else (info.max_seq_length or 128)
     check_max_length(max_len, model.config)
     data_dir, dev_file = inputs.data_dir, inputs.dev_file
-    if data_dir is None and dev_file is None and info.run_dir is not None and info.task is not None and info.task.name == task.name:
+    if (
+        data_dir is None
+        and dev_file is None
+        and info.run_dir is not None
+        and info.task is not None
+        and info.task.name == task.name
+    ):
         recorded = (read_run_record(info.run_dir) or {}).get("data", {})  # the run's own data, as `search RUN` uses it
         data_dir, dev_file = recorded.get("data_dir"), recorded.get("dev_file")
-    dev = load_dev_set(task, model_dir, data_dir=data_dir, dev_file=dev_file, max_seq_length=max_len,
-                       batch_size=inputs.batch_size, subset=inputs.dev_subset, seed=inputs.dev_seed)
+    dev = load_dev_set(
+        task,
+        model_dir,
+        data_dir=data_dir,
+        dev_file=dev_file,
+        max_seq_length=max_len,
+        batch_size=inputs.batch_size,
+        subset=inputs.dev_subset,
+        seed=inputs.dev_seed,
+    )
     shape = BackboneShape.from_config(model.config)
     if inputs.subnet is None:
         plan = [(w, d, s) for w, d, s in paper_grid(shape)]

@@ -89,12 +89,16 @@ def verify_hf(model: DynaBertForSequenceClassification, out: Path, atol: float =
         with _quiet_transformers():
             again = AutoModelForSequenceClassification.from_pretrained(str(out), trust_remote_code=True).eval()
     except Exception as e:
-        raise ExportError(f"the Hugging Face export does not load back with transformers: {type(e).__name__}: {e}") from e
+        raise ExportError(
+            f"the Hugging Face export does not load back with transformers: {type(e).__name__}: {e}"
+        ) from e
     feeds = sample_inputs(model, 2, 16, seed=3)
     with torch.no_grad():
         diff = float((again(**feeds).logits - model(**feeds).logits).abs().max())
     if not diff <= atol:
-        raise ExportError(f"the reloaded Hugging Face export differs by {diff:.3g} (allowed {atol:g}); export discarded")
+        raise ExportError(
+            f"the reloaded Hugging Face export differs by {diff:.3g} (allowed {atol:g}); export discarded"
+        )
     return diff
 
 
@@ -104,10 +108,15 @@ def random_head_warning(src: str | Path, num_labels: int) -> str:
         default = Path(src).resolve() == backbone.default_backbone_dir().resolve()
     except ModelLoadError:
         default = False
-    what = ("the packaged MiniLM-L6 backbone (no MODEL_DIR given) has no trained classifier head"
-            if default else f"model directory '{src}' has no trained classifier head for {num_labels} labels")
-    return (f"{what}, so the classifier head is randomly initialised and the export's predictions mean nothing; "
-            "pass a trained MODEL_DIR (a stage directory of a `dynasearch train` run, e.g. RUN/width_depth)")
+    what = (
+        "the packaged MiniLM-L6 backbone (no MODEL_DIR given) has no trained classifier head"
+        if default
+        else f"model directory '{src}' has no trained classifier head for {num_labels} labels"
+    )
+    return (
+        f"{what}, so the classifier head is randomly initialised and the export's predictions mean nothing; "
+        "pass a trained MODEL_DIR (a stage directory of a `dynasearch train` run, e.g. RUN/width_depth)"
+    )
 
 
 def _sha256(path: Path) -> str:

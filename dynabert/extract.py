@@ -54,9 +54,14 @@ def check_fits(model: DynaBertForSequenceClassification, subnet: SubnetConfig) -
     subnet.validate(model_shape(model))
     for layer, h, f in subnet.active_spec():
         if h > cfg.layer_heads[layer] or f > cfg.layer_ffn[layer]:
-            note = "" if uniform_widths(cfg) else (
-                f" (its layers have different widths: {_widths(cfg)}; width/depth multipliers, relative to its widest "
-                "layer, do not fit it)")
+            note = (
+                ""
+                if uniform_widths(cfg)
+                else (
+                    f" (its layers have different widths: {_widths(cfg)}; width/depth multipliers, relative to its widest "
+                    "layer, do not fit it)"
+                )
+            )
             raise InvalidSubnetError(
                 f"layer {layer} asks heads={h}, ffn={f} but {_where(model)} has heads={cfg.layer_heads[layer]}, "
                 f"ffn={cfg.layer_ffn[layer]} there{note}"
@@ -73,7 +78,16 @@ def extract_subnet(model: DynaBertForSequenceClassification, subnet: SubnetConfi
     check_fits(model, subnet)
     src_cfg = model.config
     cfg_dict = src_cfg.to_dict()
-    for k in ("layer_heads", "layer_ffn", "source_layers", "num_hidden_layers", "architectures", "auto_map", "model_type", "transformers_version"):
+    for k in (
+        "layer_heads",
+        "layer_ffn",
+        "source_layers",
+        "num_hidden_layers",
+        "architectures",
+        "auto_map",
+        "model_type",
+        "transformers_version",
+    ):
         cfg_dict.pop(k, None)
     # The extracted model is a backbone of its own: its config names its own widest layer (what
     # config-only readers such as `predictors.measure.load_shape` and plain transformers see).
@@ -114,7 +128,9 @@ def extract_subnet(model: DynaBertForSequenceClassification, subnet: SubnetConfi
     return small
 
 
-def random_like(shape: BackboneShape, subnet: SubnetConfig | None = None, seed: int = 0) -> DynaBertForSequenceClassification:
+def random_like(
+    shape: BackboneShape, subnet: SubnetConfig | None = None, seed: int = 0
+) -> DynaBertForSequenceClassification:
     """A randomly initialised model of a backbone shape (optionally already cut to `subnet`).
 
     Latency does not depend on the weights, so measuring needs only the shape."""
@@ -127,10 +143,17 @@ def random_like(shape: BackboneShape, subnet: SubnetConfig | None = None, seed: 
 
 def shape_config(shape: BackboneShape) -> DynaBertConfig:
     return DynaBertConfig(
-        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size, num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads, head_dim=shape.head_dim, intermediate_size=shape.intermediate_size,
-        max_position_embeddings=shape.max_positions, type_vocab_size=shape.type_vocab_size,
-        num_labels=shape.num_labels, flavor=shape.flavor, pad_token_id=1 if shape.flavor == "roberta" else 0,
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        head_dim=shape.head_dim,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_positions,
+        type_vocab_size=shape.type_vocab_size,
+        num_labels=shape.num_labels,
+        flavor=shape.flavor,
+        pad_token_id=1 if shape.flavor == "roberta" else 0,
     )
 
 

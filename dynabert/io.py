@@ -92,7 +92,7 @@ def stale_temporaries(path: str | Path) -> list[Path]:
     for name in names:
         if not name.startswith(prefix):
             continue
-        m = _TEMP.fullmatch(name[len(prefix):])
+        m = _TEMP.fullmatch(name[len(prefix) :])
         if m is None or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
             continue
         if m["tag"] == "old" and not path.exists():
@@ -204,8 +204,9 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     try:  # permission bits do not tell everything (root, /proc, read-only mounts): try it
         os.rmdir(tempfile.mkdtemp(prefix=".dynasearch-probe-", dir=probe))
     except OSError as e:
-        raise OutputExistsError(f"output directory '{path}' is not writable (cannot create anything in '{probe}': "
-                                f"{e.strerror or e})") from None
+        raise OutputExistsError(
+            f"output directory '{path}' is not writable (cannot create anything in '{probe}': {e.strerror or e})"
+        ) from None
     return path
 
 
@@ -237,7 +238,9 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def read_utf8(path: str | Path, what: str, *, error: type[DynasearchError] = DataError, expected: str = "a text file") -> str:
+def read_utf8(
+    path: str | Path, what: str, *, error: type[DynasearchError] = DataError, expected: str = "a text file"
+) -> str:
     """The text of a file dynasearch reads back; unreadable or not UTF-8 raises `error` in ONE line
     naming `what`, the file and (for bad bytes) where."""
     path = Path(path)
@@ -248,8 +251,10 @@ def read_utf8(path: str | Path, what: str, *, error: type[DynasearchError] = Dat
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise error(f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
-                    f"corrupted or not {expected}") from None
+        raise error(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
+            f"corrupted or not {expected}"
+        ) from None
 
 
 def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = DataError, kind: type = dict) -> Any:
@@ -263,11 +268,16 @@ def read_json(path: str | Path, what: str, *, error: type[DynasearchError] = Dat
     except json.JSONDecodeError as e:
         # The file stops early when the error is at its very end, in a string never closed, or at a
         # last token cut short (a number cut after its point, 'tru', '-'): nothing but that token follows.
-        rest = text[e.pos:].strip()
-        cut = (not rest or e.msg.startswith("Unterminated string")
-               or (e.msg != "Extra data" and len(rest) <= 5 and not re.search(r"[\s,:\[\]{}\"]", rest)))
-        raise error(f"{what} {path} is not valid JSON ({'truncated' if cut else 'malformed'}: {e.msg}, "
-                    f"line {e.lineno} column {e.colno})") from None
+        rest = text[e.pos :].strip()
+        cut = (
+            not rest
+            or e.msg.startswith("Unterminated string")
+            or (e.msg != "Extra data" and len(rest) <= 5 and not re.search(r"[\s,:\[\]{}\"]", rest))
+        )
+        raise error(
+            f"{what} {path} is not valid JSON ({'truncated' if cut else 'malformed'}: {e.msg}, "
+            f"line {e.lineno} column {e.colno})"
+        ) from None
     if not isinstance(value, kind):
         raise error(f"{what} {path} must hold a JSON {_JSON_NAMES.get(kind, kind.__name__)}; got {_json_type(value)}")
     return value
@@ -279,4 +289,6 @@ _JSON_NAMES = {dict: "object", list: "array", str: "string"}
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return _JSON_NAMES.get(type(value), {bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__))
+    return _JSON_NAMES.get(
+        type(value), {bool: "boolean", int: "number", float: "number"}.get(type(value), type(value).__name__)
+    )

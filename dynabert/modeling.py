@@ -115,7 +115,11 @@ class Embeddings(nn.Module):
             positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(positions)
+            + self.token_type_embeddings(token_type_ids)
+        )
         return self.dropout(self.LayerNorm(x))
 
 
@@ -225,9 +229,7 @@ class DynaBertForSequenceClassification(DynaBertPreTrainedModel):
     def __init__(self, config: DynaBertConfig):
         super().__init__(config)
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(
-            Layer(config, h, f) for h, f in zip(config.layer_heads, config.layer_ffn)
-        )
+        self.layers = nn.ModuleList(Layer(config, h, f) for h, f in zip(config.layer_heads, config.layer_ffn))
         self.classifier = ClassificationHead(config)
         self.post_init()
 
@@ -251,7 +253,7 @@ class DynaBertForSequenceClassification(DynaBertPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         # Additive mask (B, 1, 1, T): 0 where attended, dtype-min where padding.
-        mask = (1.0 - attention_mask[:, None, None, :].to(self.embeddings.LayerNorm.weight.dtype))
+        mask = 1.0 - attention_mask[:, None, None, :].to(self.embeddings.LayerNorm.weight.dtype)
         mask = mask * torch.finfo(mask.dtype).min
         x = self.embeddings(input_ids, token_type_ids) if embedding_output is None else embedding_output
         hidden = [x] if output_hidden_states else None

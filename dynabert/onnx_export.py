@@ -27,7 +27,9 @@ def input_names(model: DynaBertForSequenceClassification) -> list[str]:
     return names
 
 
-def sample_inputs(model: DynaBertForSequenceClassification, batch: int = 2, seq_len: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+def sample_inputs(
+    model: DynaBertForSequenceClassification, batch: int = 2, seq_len: int = 16, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Random token ids with some padding in every row but the first (the mask path is exercised)."""
     g = torch.Generator().manual_seed(seed)
     cfg = model.config
@@ -41,7 +43,7 @@ def sample_inputs(model: DynaBertForSequenceClassification, batch: int = 2, seq_
     feeds = {"input_ids": ids, "attention_mask": mask}
     if cfg.type_vocab_size > 1:
         tt = torch.zeros(batch, seq_len, dtype=torch.long)
-        tt[:, seq_len // 2:] = 1
+        tt[:, seq_len // 2 :] = 1
         feeds["token_type_ids"] = tt
     return feeds
 
@@ -57,8 +59,15 @@ def _export_raw(model: DynaBertForSequenceClassification, path: Path, opset: int
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, tuple(example[n] for n in names), str(path), input_names=names, output_names=["logits"],
-            dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True, dynamo=False,
+            wrapper,
+            tuple(example[n] for n in names),
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
         )
     _restore_unused_inputs(path, names)
 
@@ -101,7 +110,13 @@ def verify_onnx(model: DynaBertForSequenceClassification, path: str | Path, atol
     return worst
 
 
-def export_onnx(model: DynaBertForSequenceClassification, path: str | Path, opset: int = OPSET, verify: bool = True, atol: float = 1e-4) -> float | None:
+def export_onnx(
+    model: DynaBertForSequenceClassification,
+    path: str | Path,
+    opset: int = OPSET,
+    verify: bool = True,
+    atol: float = 1e-4,
+) -> float | None:
     """Write `path` (model.onnx) atomically; return the verified max abs difference (None if not verified)."""
     path = Path(path)
     model = model.eval()

@@ -19,7 +19,9 @@ from .data import Batch
 from .modeling import DynaBertForSequenceClassification
 
 
-def compute_importance(model: DynaBertForSequenceClassification, batches: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_importance(
+    model: DynaBertForSequenceClassification, batches: Iterable[Batch]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(head importance (L, H), neuron importance (L, I)) summed over the batches."""
     cfg = model.config
     L, H, I, d = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size, cfg.head_dim
@@ -66,7 +68,9 @@ def rewire_(model: DynaBertForSequenceClassification, batches: Iterable[Batch]) 
     """Measure importance on `batches` and rewire the model in place. Returns the orders and scores
     (JSON-ready) for the run's records."""
     cfg = model.config
-    if any(h != cfg.num_attention_heads for h in cfg.layer_heads) or any(f != cfg.intermediate_size for f in cfg.layer_ffn):
+    if any(h != cfg.num_attention_heads for h in cfg.layer_heads) or any(
+        f != cfg.intermediate_size for f in cfg.layer_ffn
+    ):
         raise ValueError("rewiring needs the full-width super-network, not an extracted sub-network")
     heads, neurons = compute_importance(model, batches)
     head_order = torch.argsort(heads, dim=1, descending=True, stable=True)

@@ -48,16 +48,33 @@ def read_run_record(run: str | Path) -> dict[str, Any] | None:
         return None
     rec = read_json(p, "run file", error=ModelLoadError)
     fmt = rec.get("format", RUN_FORMAT)  # files of the first version may lack it
-    _check(isinstance(fmt, int) and not isinstance(fmt, bool) and 1 <= fmt <= RUN_FORMAT, p, "run file",
-           f"format {fmt!r} is not one this dynasearch reads (1..{RUN_FORMAT}; a newer dynasearch wrote it?)")
+    _check(
+        isinstance(fmt, int) and not isinstance(fmt, bool) and 1 <= fmt <= RUN_FORMAT,
+        p,
+        "run file",
+        f"format {fmt!r} is not one this dynasearch reads (1..{RUN_FORMAT}; a newer dynasearch wrote it?)",
+    )
     for key, kind in (("task", dict), ("config", dict), ("backbone", dict), ("model_dir", str)):
-        _check(isinstance(rec.get(key), kind), p, "run file", f"field '{key}' must be a JSON {'object' if kind is dict else 'string'}; "
-               f"got {rec.get(key)!r:.60}")
+        _check(
+            isinstance(rec.get(key), kind),
+            p,
+            "run file",
+            f"field '{key}' must be a JSON {'object' if kind is dict else 'string'}; got {rec.get(key)!r:.60}",
+        )
     _check(isinstance(rec.get("data", {}), dict), p, "run file", "field 'data' must be a JSON object")
     _check(isinstance(rec["task"].get("name"), str), p, "run file", "field 'task.name' must be a string")
-    bad = [k for k, v in rec["backbone"].items() if k != "flavor" and (isinstance(v, bool) or not isinstance(v, int) or v < 0)]
-    _check(not bad, p, "run file", f"field 'backbone.{bad[0] if bad else ''}' must be a non-negative integer; "
-           f"got {rec['backbone'].get(bad[0]) if bad else None!r:.40}")
+    bad = [
+        k
+        for k, v in rec["backbone"].items()
+        if k != "flavor" and (isinstance(v, bool) or not isinstance(v, int) or v < 0)
+    ]
+    _check(
+        not bad,
+        p,
+        "run file",
+        f"field 'backbone.{bad[0] if bad else ''}' must be a non-negative integer; "
+        f"got {rec['backbone'].get(bad[0]) if bad else None!r:.40}",
+    )
     return rec
 
 
@@ -69,7 +86,9 @@ def run_task(run: str | Path) -> TaskSpec | None:
     try:
         return spec_from_dict(rec["task"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelLoadError(f"run file {Path(run) / 'run.json'} is not a valid run file: bad task description ({e!r:.80})") from None
+        raise ModelLoadError(
+            f"run file {Path(run) / 'run.json'} is not a valid run file: bad task description ({e!r:.80})"
+        ) from None
 
 
 def run_config(run: str | Path):
@@ -90,10 +109,18 @@ def read_state(run: str | Path) -> dict[str, Any]:
         return {k: (type(v)() if v is not None else None) for k, v in EMPTY_STATE.items()}
     state = read_json(p, "run state file", error=ModelLoadError)
     done = state.get("completed")
-    _check(isinstance(done, list) and all(isinstance(s, str) and s in STAGES for s in done), p, "run state file",
-           f"'completed' must be a list of stage names ({', '.join(STAGES)}); got {done!r:.60}")
-    _check(state.get("model") is None or state.get("model") in STAGE_DIRS.values(), p, "run state file",
-           f"'model' must be a stage directory name; got {state.get('model')!r:.60}")
+    _check(
+        isinstance(done, list) and all(isinstance(s, str) and s in STAGES for s in done),
+        p,
+        "run state file",
+        f"'completed' must be a list of stage names ({', '.join(STAGES)}); got {done!r:.60}",
+    )
+    _check(
+        state.get("model") is None or state.get("model") in STAGE_DIRS.values(),
+        p,
+        "run state file",
+        f"'model' must be a stage directory name; got {state.get('model')!r:.60}",
+    )
     for key in ("scores", "throughput"):
         _check(isinstance(state.get(key, {}), dict), p, "run state file", f"'{key}' must be a JSON object")
         state.setdefault(key, {})
@@ -106,7 +133,12 @@ def read_stage_info(model_dir: str | Path) -> dict[str, Any] | None:
     if not p.is_file():
         return None
     info = read_json(p, "stage info file", error=ModelLoadError)
-    _check(info.get("stage") in STAGES, p, "stage info file", f"'stage' must be one of {', '.join(STAGES)}; got {info.get('stage')!r:.60}")
+    _check(
+        info.get("stage") in STAGES,
+        p,
+        "stage info file",
+        f"'stage' must be one of {', '.join(STAGES)}; got {info.get('stage')!r:.60}",
+    )
     for key in ("task", "config"):
         _check(isinstance(info.get(key, {}), dict), p, "stage info file", f"'{key}' must be a JSON object")
     return info
@@ -120,7 +152,9 @@ def run_model_dir(run: str | Path, stage: str | None = None) -> Path:
     if not (run / "state.json").is_file():
         if not run.exists():
             raise ModelLoadError(f"'{run}' does not exist (expected a model directory or a training run)")
-        raise ModelLoadError(f"'{run}' is neither a model directory (config.json) nor a finished training run (state.json)")
+        raise ModelLoadError(
+            f"'{run}' is neither a model directory (config.json) nor a finished training run (state.json)"
+        )
     state = read_state(run)
     if stage is None:
         if not state["model"]:
@@ -176,13 +210,31 @@ class RunInputs:
     dev_file: str | Path | None = None
 
 
-def run_record(inputs: RunInputs, spec: TaskSpec, cfg: TrainConfig, shape: BackboneShape, model_dir: Path, n_train: int, n_hold: int) -> dict:
+def run_record(
+    inputs: RunInputs,
+    spec: TaskSpec,
+    cfg: TrainConfig,
+    shape: BackboneShape,
+    model_dir: Path,
+    n_train: int,
+    n_hold: int,
+) -> dict:
     return {
-        "format": RUN_FORMAT, "model_dir": str(model_dir.resolve()), "backbone": shape.to_dict(),
+        "format": RUN_FORMAT,
+        "model_dir": str(model_dir.resolve()),
+        "backbone": shape.to_dict(),
         "task": spec.to_dict(),
-        "data": {k: (str(Path(v).resolve()) if v is not None else None) for k, v in
-                 (("data_dir", inputs.data_dir), ("train_file", inputs.train_file), ("dev_file", inputs.dev_file))},
-        "config": cfg.to_dict(), "train_examples": n_train, "rewire_holdout_examples": n_hold,
+        "data": {
+            k: (str(Path(v).resolve()) if v is not None else None)
+            for k, v in (
+                ("data_dir", inputs.data_dir),
+                ("train_file", inputs.train_file),
+                ("dev_file", inputs.dev_file),
+            )
+        },
+        "config": cfg.to_dict(),
+        "train_examples": n_train,
+        "rewire_holdout_examples": n_hold,
     }
 
 
@@ -191,7 +243,9 @@ def check_resume(out: Path, spec: TaskSpec, model_dir: Path, shape: BackboneShap
     rec = read_run_record(out)
     if rec is None:
         raise OutputExistsError(f"cannot resume: '{out}' holds no run (no run.json); start it without --resume")
-    if rec["task"]["name"] != spec.name or (spec.labels is not None and rec["task"]["labels"] not in (None, list(spec.labels))):
+    if rec["task"]["name"] != spec.name or (
+        spec.labels is not None and rec["task"]["labels"] not in (None, list(spec.labels))
+    ):
         raise DataError(f"cannot resume: run '{out}' trains task {rec['task']['name']!r}, not {spec.name!r}")
     if rec["backbone"] != shape.to_dict() or rec["model_dir"] != str(model_dir.resolve()):
         raise ModelLoadError(
@@ -201,8 +255,14 @@ def check_resume(out: Path, spec: TaskSpec, model_dir: Path, shape: BackboneShap
     return run_config(out)
 
 
-def resume_inputs(out_dir: str | Path, *, model_dir: str | Path | None = None, data_dir: str | Path | None = None,
-                  train_file: str | Path | None = None, dev_file: str | Path | None = None) -> RunInputs:
+def resume_inputs(
+    out_dir: str | Path,
+    *,
+    model_dir: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    train_file: str | Path | None = None,
+    dev_file: str | Path | None = None,
+) -> RunInputs:
     """RunInputs to resume the run in `out_dir` with what its run.json records (task, backbone, data
     files); an argument given overrides the recorded value."""
     rec = read_run_record(out_dir)
@@ -213,11 +273,17 @@ def resume_inputs(out_dir: str | Path, *, model_dir: str | Path | None = None, d
     try:
         spec = spec_from_dict(rec["task"])
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelLoadError(f"run file {Path(out_dir) / 'run.json'} is not a valid run file: bad task description ({e!r:.80})") from None
-    return RunInputs(out_dir, spec, model_dir if model_dir is not None else rec["model_dir"],
-                     data_dir if data_dir is not None else data.get("data_dir"),
-                     train_file if train_file is not None else data.get("train_file"),
-                     dev_file if dev_file is not None else data.get("dev_file"))
+        raise ModelLoadError(
+            f"run file {Path(out_dir) / 'run.json'} is not a valid run file: bad task description ({e!r:.80})"
+        ) from None
+    return RunInputs(
+        out_dir,
+        spec,
+        model_dir if model_dir is not None else rec["model_dir"],
+        data_dir if data_dir is not None else data.get("data_dir"),
+        train_file if train_file is not None else data.get("train_file"),
+        dev_file if dev_file is not None else data.get("dev_file"),
+    )
 
 
 def weight_files(model_dir: str | Path) -> list[Path]:
@@ -253,17 +319,39 @@ def is_dynabert_trained(info: RunInfo, *, need_depth: bool = False) -> str | Non
     d = info.model_dir
     stage_info = read_stage_info(d)
     if stage_info is None:
-        return (f"model dir {d} has no stage.json (not written by `dynasearch train`): nothing says its sub-networks "
-                "were trained, so their metrics may mean nothing")
+        return (
+            f"model dir {d} has no stage.json (not written by `dynasearch train`): nothing says its sub-networks "
+            "were trained, so their metrics may mean nothing"
+        )
     stage = stage_info["stage"]
     if stage in ("teacher", "rewire"):
         what = "teacher" if stage == "teacher" else "rewired"
         return f"model dir {d} is a {what} checkpoint, not a width+depth-trained DynaBERT model: its sub-networks' metrics mean nothing"
     if stage == "width" and need_depth:
-        return (f"model dir {d} is a width-only (DynaBERT_W) checkpoint: its sub-networks that drop layers were never "
-                "trained, so their metrics mean nothing")
+        return (
+            f"model dir {d} is a width-only (DynaBERT_W) checkpoint: its sub-networks that drop layers were never "
+            "trained, so their metrics mean nothing"
+        )
     return None
 
 
-__all__ = ["RUN_FORMAT", "RunInfo", "RunInputs", "check_resume", "resume_inputs", "run_record", "SUBNET_STAGES", "is_dynabert_trained", "is_run", "model_digest", "read_run_record", "read_stage_info",
-           "read_state", "resolve_run", "run_config", "run_model_dir", "run_task", "weight_files"]
+__all__ = [
+    "RUN_FORMAT",
+    "RunInfo",
+    "RunInputs",
+    "check_resume",
+    "resume_inputs",
+    "run_record",
+    "SUBNET_STAGES",
+    "is_dynabert_trained",
+    "is_run",
+    "model_digest",
+    "read_run_record",
+    "read_stage_info",
+    "read_state",
+    "resolve_run",
+    "run_config",
+    "run_model_dir",
+    "run_task",
+    "weight_files",
+]

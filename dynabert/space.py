@@ -44,7 +44,9 @@ class SearchSpace:
             raise InvalidSubnetError(f"min_layers must be in 1..{self.shape.num_layers}; got {self.min_layers}")
 
     @classmethod
-    def default(cls, shape: BackboneShape, widths: tuple[float, ...] = PAPER_WIDTHS, allow_drop: bool = True) -> "SearchSpace":
+    def default(
+        cls, shape: BackboneShape, widths: tuple[float, ...] = PAPER_WIDTHS, allow_drop: bool = True
+    ) -> "SearchSpace":
         """Each layer independently at one of the paper's widths (heads and FFN chosen separately)."""
         heads = {round(shape.num_heads * w) for w in widths}
         ffn = {round(shape.num_heads * w) * shape.intermediate_size // shape.num_heads for w in widths}
@@ -89,4 +91,10 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchSpace":
-        return cls(BackboneShape(**d["shape"]), tuple(d["head_choices"]), tuple(d["ffn_choices"]), d["allow_drop"], d["min_layers"])
+        return cls(
+            BackboneShape(**d["shape"]),
+            tuple(d["head_choices"]),
+            tuple(d["ffn_choices"]),
+            d["allow_drop"],
+            d["min_layers"],
+        )

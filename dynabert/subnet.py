@@ -45,7 +45,10 @@ class BackboneShape:
         was cut from (`num_attention_heads` / `intermediate_size` of older exports still name that
         one). Width and depth multipliers are relative to this shape; they are only meant for a
         model whose layers all have it (`uniform_widths`): see `dynabert.extract.check_uniform`."""
-        heads, ffn = _layer_max(config, "layer_heads", "num_attention_heads"), _layer_max(config, "layer_ffn", "intermediate_size")
+        heads, ffn = (
+            _layer_max(config, "layer_heads", "num_attention_heads"),
+            _layer_max(config, "layer_ffn", "intermediate_size"),
+        )
         return cls(
             num_layers=config.num_hidden_layers,
             num_heads=heads,
@@ -114,7 +117,9 @@ class SubnetConfig:
         for name in ("layers", "heads", "ffn"):
             neg = [v for v in getattr(self, name) if v < 0]
             if neg:
-                raise InvalidSubnetError(f"subnet field '{name}' must be >= 0; got {neg[0]} in {list(getattr(self, name))}")
+                raise InvalidSubnetError(
+                    f"subnet field '{name}' must be >= 0; got {neg[0]} in {list(getattr(self, name))}"
+                )
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -163,7 +168,10 @@ class SubnetConfig:
                     f"subnet field 'layers' holds {layer} (entry {i}); allowed 0..{shape.num_layers - 1} "
                     f"for a {shape.num_layers}-layer backbone"
                 )
-        for field, values, limit in (("heads", self.heads, shape.num_heads), ("ffn", self.ffn, shape.intermediate_size)):
+        for field, values, limit in (
+            ("heads", self.heads, shape.num_heads),
+            ("ffn", self.ffn, shape.intermediate_size),
+        ):
             for layer, v in zip(self.layers, values):
                 if v > limit:
                     raise InvalidSubnetError(
@@ -187,7 +195,9 @@ class SubnetConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SubnetConfig":
         if not isinstance(data, Mapping):
-            raise InvalidSubnetError(f"a subnet must be a JSON object with layers, heads, ffn; got {type(data).__name__}")
+            raise InvalidSubnetError(
+                f"a subnet must be a JSON object with layers, heads, ffn; got {type(data).__name__}"
+            )
         missing = [k for k in ("layers", "heads", "ffn") if k not in data]
         if missing:
             raise InvalidSubnetError(f"subnet JSON lacks field(s) {missing}; required: layers, heads, ffn")
@@ -196,7 +206,9 @@ class SubnetConfig:
             raise InvalidSubnetError(f"subnet JSON has unknown field(s) {extra}; allowed: layers, heads, ffn (and key)")
         sub = cls(data["layers"], data["heads"], data["ffn"])
         if "key" in data and data["key"] != sub.key:
-            raise InvalidSubnetError(f"subnet JSON key {data['key']!r} does not match its content (expected {sub.key!r})")
+            raise InvalidSubnetError(
+                f"subnet JSON key {data['key']!r} does not match its content (expected {sub.key!r})"
+            )
         return sub
 
     @classmethod
@@ -286,10 +298,17 @@ def grid_table(shape: BackboneShape, batch: int = 1, seq_len: int = 128, widths=
     rows = []
     for w, d, s in paper_grid(shape, widths, depths):
         p = count_params(shape, s)
-        rows.append({
-            "width": w, "depth": d, "key": s.key, "layers": ",".join(map(str, s.layers)),
-            "heads": s.heads[0], "ffn": s.ffn[0], "params_M": round(p["total"] / 1e6, 2),
-            "encoder_params_M": round(p["encoder"] / 1e6, 2),
-            "GFLOPs": round(count_flops(shape, s, batch, seq_len) / 1e9, 3),
-        })
+        rows.append(
+            {
+                "width": w,
+                "depth": d,
+                "key": s.key,
+                "layers": ",".join(map(str, s.layers)),
+                "heads": s.heads[0],
+                "ffn": s.ffn[0],
+                "params_M": round(p["total"] / 1e6, 2),
+                "encoder_params_M": round(p["encoder"] / 1e6, 2),
+                "GFLOPs": round(count_flops(shape, s, batch, seq_len) / 1e9, 3),
+            }
+        )
     return pd.DataFrame(rows)

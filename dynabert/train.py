@@ -57,7 +57,9 @@ log = logging.getLogger("dynabert.train")
 # ---------------------------------------------------------------------------- run files
 
 
-def _save_model_dir(model: DynaBertForSequenceClassification, path: Path, tokenizer_src: list[Path], info: dict) -> None:
+def _save_model_dir(
+    model: DynaBertForSequenceClassification, path: Path, tokenizer_src: list[Path], info: dict
+) -> None:
     """A self-contained model dir (config.json, model.safetensors, tokenizer, stage.json), atomically."""
     with atomic_dir(path, overwrite=True) as tmp:
         # Not save_pretrained: it draws a progress bar per call; these two files are all load_model needs.
@@ -91,8 +93,14 @@ class _Logger:
 class Trainer:
     """Holds one run: data, the model being trained, the run directory. Use `train()` below."""
 
-    def __init__(self, inputs: RunInputs, cfg: TrainConfig, info: DistInfo, progress: bool,
-                 on_step: Callable[[str, int], None] | None):
+    def __init__(
+        self,
+        inputs: RunInputs,
+        cfg: TrainConfig,
+        info: DistInfo,
+        progress: bool,
+        on_step: Callable[[str, int], None] | None,
+    ):
         self.inputs, self.cfg, self.info, self.progress, self.on_step = inputs, cfg, info, progress, on_step
         self.out = Path(inputs.out_dir)
         self.device = device_for(info)
@@ -111,9 +119,11 @@ class Trainer:
         perm = torch.randperm(len(train), generator=g).tolist()
         n_hold = min(cfg.rewire_examples, len(train) // 10) if cfg.rewire_data == "heldout" else 0
         hold_idx, rest = perm[:n_hold], perm[n_hold:]
-        train_idx = rest[:cfg.train_subset] if cfg.train_subset else rest
+        train_idx = rest[: cfg.train_subset] if cfg.train_subset else rest
         if not train_idx:
-            raise DataError(f"the training set is empty after holding out {n_hold} example(s) for rewiring ({train.source})")
+            raise DataError(
+                f"the training set is empty after holding out {n_hold} example(s) for rewiring ({train.source})"
+            )
         self.train_enc = encode(train.subset(train_idx), tokenizer, cfg.max_seq_length, regression)
         selection = "all"
         if cfg.dev_subset and cfg.dev_subset < len(dev):
@@ -148,10 +158,18 @@ class Trainer:
             save_tensors(tmp / "optimizer.safetensors", tensors)
             save_tensors(tmp / "rng.safetensors", rng)
             write_json(tmp / "optimizer.json", meta)
-            write_json(tmp / "checkpoint.json", {
-                "stage": stage, "step": step, "total_steps": total, "best": best, "history": history,
-                "backbone": self.shape.to_dict(), "task": self.spec.name,
-            })
+            write_json(
+                tmp / "checkpoint.json",
+                {
+                    "stage": stage,
+                    "step": step,
+                    "total_steps": total,
+                    "best": best,
+                    "history": history,
+                    "backbone": self.shape.to_dict(),
+                    "task": self.spec.name,
+                },
+            )
         kill_point("train-checkpoint")  # test-only: a checkpoint is complete
 
     def load_checkpoint(self, stage: str):
@@ -162,8 +180,10 @@ class Trainer:
         meta = read_json(meta_p, "checkpoint file", error=ModelLoadError)
         missing = [k for k in ("stage", "step", "best", "history", "backbone", "task") if k not in meta]
         if missing or not isinstance(meta["step"], int) or not isinstance(meta["history"], list):
-            raise ModelLoadError(f"checkpoint file {meta_p} is not a valid checkpoint file: "
-                                 + (f"missing {missing}" if missing else "'step' must be an integer and 'history' a list"))
+            raise ModelLoadError(
+                f"checkpoint file {meta_p} is not a valid checkpoint file: "
+                + (f"missing {missing}" if missing else "'step' must be an integer and 'history' a list")
+            )
         if meta["stage"] != stage:
             return None
         if meta["backbone"] != self.shape.to_dict() or meta["task"] != self.spec.name:
@@ -199,8 +219,11 @@ class Trainer:
                 loss.backward()
                 total += loss.item()
             return total
-        lw, hw = ((cfg.width_logit_weight, cfg.width_hidden_weight) if stage == "width"
-                  else (cfg.depth_logit_weight, cfg.depth_hidden_weight))
+        lw, hw = (
+            (cfg.width_logit_weight, cfg.width_hidden_weight)
+            if stage == "width"
+            else (cfg.depth_logit_weight, cfg.depth_hidden_weight)
+        )
         if self.spec.is_regression:
             lw = 0.0  # the reference drops the logit term for STS-B
         t_out = {}
@@ -208,8 +231,13 @@ class Trainer:
             t_emb = teacher.embeddings(b.input_ids, b.token_type_ids)  # eval mode: the same for every width
             for w in teacher_plan(self.shape, stage, cfg):
                 sub = SubnetConfig.from_grid(self.shape, w, 1.0)
-                t_out[w] = teacher(b.input_ids, active=None if w == 1.0 else sub.active_spec(), output_hidden_states=True,
-                                   embedding_output=t_emb, **kw)
+                t_out[w] = teacher(
+                    b.input_ids,
+                    active=None if w == 1.0 else sub.active_spec(),
+                    output_hidden_states=True,
+                    embedding_output=t_emb,
+                    **kw,
+                )
         # The embedding output is never sliced: compute it once per step for all sub-networks, let each
         # sub-network's backward stop at a detached copy, and run the embeddings' backward once with the
         # summed gradient (the word-embedding gradient is a dense vocab x hidden tensor: 12 backward
@@ -247,8 +275,10 @@ class Trainer:
         if not steps or not p or not any(p.values()):
             return ""
         n = steps
-        return (f"; mean loss per step = logit KL {p['logit_kl'] / n:.3f} + teacher entropy (floor) "
-                f"{p['teacher_entropy'] / n:.3f} + hidden MSE {p['hidden_mse'] / n:.3f}")
+        return (
+            f"; mean loss per step = logit KL {p['logit_kl'] / n:.3f} + teacher entropy (floor) "
+            f"{p['teacher_entropy'] / n:.3f} + hidden MSE {p['hidden_mse'] / n:.3f}"
+        )
 
     def run_stage(self, stage: str, state: dict) -> None:
         cfg, info = self.cfg, self.info
@@ -275,11 +305,21 @@ class Trainer:
         sched = make_scheduler(opt, total, cfg, step)
         params = [p for p in self.model.parameters() if p.requires_grad]
         n_sub = len(step_plan(self.shape, stage, cfg, 0))
-        log.info("stage %s: %d steps (%d per epoch), %d train examples, %d sub-network(s) per step, %d process(es), lr %g",
-                 stage, total, per_epoch, n, n_sub, info.world, cfg.lr_for(stage))
+        log.info(
+            "stage %s: %d steps (%d per epoch), %d train examples, %d sub-network(s) per step, %d process(es), lr %g",
+            stage,
+            total,
+            per_epoch,
+            n,
+            n_sub,
+            info.world,
+            cfg.lr_for(stage),
+        )
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=step, desc=stage, disable=not (self.progress and info.is_main), dynamic_ncols=True)
+        bar = tqdm(
+            total=total, initial=step, desc=stage, disable=not (self.progress and info.is_main), dynamic_ncols=True
+        )
         epoch_cache: tuple[int, list] = (-1, [])
         seen, train_secs = 0, 0.0
         self.loss_parts = {"logit_kl": 0.0, "teacher_entropy": 0.0, "hidden_mse": 0.0}
@@ -316,14 +356,25 @@ class Trainer:
                 if score > best:
                     best = score
                     if info.is_main:
-                        _save_model_dir(self.model, self.out / STAGE_DIRS[stage], self.tok_files,
-                                        {"stage": stage, "step": step, "score": score, "scores": scores, **self.provenance()})
+                        _save_model_dir(
+                            self.model,
+                            self.out / STAGE_DIRS[stage],
+                            self.tok_files,
+                            {"stage": stage, "step": step, "score": score, "scores": scores, **self.provenance()},
+                        )
             if step % cfg.checkpoint_every == 0 or step == total:
                 self.save_checkpoint(stage, step, total, opt, best, history)
                 barrier(info)
             if step % 50 == 0 or step == total:
-                log.info("stage %s step %d/%d loss %.4f  %.2f examples/s%s", stage, step, total, loss,
-                         seen / max(train_secs, 1e-9), self._parts_text(parts_steps))
+                log.info(
+                    "stage %s step %d/%d loss %.4f  %.2f examples/s%s",
+                    stage,
+                    step,
+                    total,
+                    loss,
+                    seen / max(train_secs, 1e-9),
+                    self._parts_text(parts_steps),
+                )
             if self.on_step is not None:
                 self.on_step(stage, step)
         bar.close()
@@ -333,10 +384,16 @@ class Trainer:
         self.model = load_model(best_dir).to(self.device)
         if seen:
             # This invocation's steps only (a resumed stage reports what it ran after resuming).
-            state["throughput"][stage] = {"examples_per_s": seen / train_secs, "examples": seen,
-                                          "seconds": train_secs, "subnets_per_step": n_sub}
+            state["throughput"][stage] = {
+                "examples_per_s": seen / train_secs,
+                "examples": seen,
+                "seconds": train_secs,
+                "subnets_per_step": n_sub,
+            }
             if stage in ("width", "depth"):
-                state.setdefault("loss_parts", {})[stage] = {k: v / max(parts_steps, 1) for k, v in self.loss_parts.items()}
+                state.setdefault("loss_parts", {})[stage] = {
+                    k: v / max(parts_steps, 1) for k, v in self.loss_parts.items()
+                }
         state["scores"][stage] = {"best": best, "history": history}
 
     def run_rewire(self, state: dict) -> None:
@@ -344,22 +401,41 @@ class Trainer:
         probe = self.dev.batches[0]
         with torch.inference_mode():
             self.model.eval()
-            before = self.model(probe.input_ids, attention_mask=probe.attention_mask, token_type_ids=probe.token_type_ids).logits
+            before = self.model(
+                probe.input_ids, attention_mask=probe.attention_mask, token_type_ids=probe.token_type_ids
+            ).logits
         record = rewire_(self.model, batches)
         with torch.inference_mode():
-            after = self.model(probe.input_ids, attention_mask=probe.attention_mask, token_type_ids=probe.token_type_ids).logits
+            after = self.model(
+                probe.input_ids, attention_mask=probe.attention_mask, token_type_ids=probe.token_type_ids
+            ).logits
         diff = float((before - after).abs().max())
-        log.info("rewire: importance on %d %s example(s); full-width logits changed by %.2e", len(self.rewire_enc),
-                 "held-out train" if self.cfg.rewire_data == "heldout" else "dev", diff)
+        log.info(
+            "rewire: importance on %d %s example(s); full-width logits changed by %.2e",
+            len(self.rewire_enc),
+            "held-out train" if self.cfg.rewire_data == "heldout" else "dev",
+            diff,
+        )
         record.update({"data": self.cfg.rewire_data, "examples": len(self.rewire_enc), "max_logit_change": diff})
         if self.info.is_main:
-            _save_model_dir(self.model, self.out / STAGE_DIRS["rewire"], self.tok_files, {"stage": "rewire", **record, **self.provenance()})
+            _save_model_dir(
+                self.model,
+                self.out / STAGE_DIRS["rewire"],
+                self.tok_files,
+                {"stage": "rewire", **record, **self.provenance()},
+            )
         barrier(self.info)
         state["scores"]["rewire"] = {"max_logit_change": diff}
 
 
-def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = False, overwrite: bool = False,
-          progress: bool = True, on_step: Callable[[str, int], None] | None = None) -> dict:
+def train(
+    inputs: RunInputs,
+    cfg: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_step: Callable[[str, int], None] | None = None,
+) -> dict:
     """Run the configured stages; returns state.json's content. Under torchrun every process calls this.
 
     on_step(stage, step) is called after every optimizer step (tests use it to interrupt a run).
@@ -402,12 +478,21 @@ def train(inputs: RunInputs, cfg: TrainConfig = TrainConfig(), resume: bool = Fa
         if out.exists() and overwrite:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", run_record(inputs, spec, cfg, shape, model_dir, len(trainer.train_enc), trainer.n_holdout))
+        write_json(
+            out / "run.json", run_record(inputs, spec, cfg, shape, model_dir, len(trainer.train_enc), trainer.n_holdout)
+        )
     barrier(info)
     logger = _Logger(out, info)
     try:
         state = read_state(out)
-        log.info("run %s: task %s, backbone %s, stages %s%s", out, spec.name, model_dir, list(cfg.stages), " (resumed)" if resume else "")
+        log.info(
+            "run %s: task %s, backbone %s, stages %s%s",
+            out,
+            spec.name,
+            model_dir,
+            list(cfg.stages),
+            " (resumed)" if resume else "",
+        )
         for stage in [s for s in STAGES if s in cfg.stages]:
             stage_dir = out / STAGE_DIRS[stage]
             if stage in state["completed"]:

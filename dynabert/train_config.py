@@ -81,9 +81,15 @@ class TrainConfig:
                 raise DataError(f"{name} must be non-empty multipliers in (0, 1]; got {list(vals)}")
             if list(vals) != sorted(vals, reverse=True) or len(set(vals)) != len(vals):
                 raise DataError(f"{name} must be unique and in descending order (largest first); got {list(vals)}")
-        positive = {"learning_rate": self.learning_rate, "batch_size": self.batch_size, "epochs": self.epochs,
-                    "max_seq_length": self.max_seq_length, "checkpoint_every": self.checkpoint_every,
-                    "eval_batch_size": self.eval_batch_size, "rewire_examples": self.rewire_examples}
+        positive = {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "max_seq_length": self.max_seq_length,
+            "checkpoint_every": self.checkpoint_every,
+            "eval_batch_size": self.eval_batch_size,
+            "rewire_examples": self.rewire_examples,
+        }
         for k, v in positive.items():
             if not v > 0:
                 raise DataError(f"{k} must be > 0; got {v}")
@@ -92,7 +98,9 @@ class TrainConfig:
             if v is not None and v < 1:
                 raise DataError(f"{k} must be >= 1 when given; got {v}")
         if isinstance(self.random_subnets, bool) or not isinstance(self.random_subnets, int) or self.random_subnets < 0:
-            raise DataError(f"random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got {self.random_subnets!r}")
+            raise DataError(
+                f"random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got {self.random_subnets!r}"
+            )
         if self.depth_teacher not in ("same-width", "full-width"):
             raise DataError(f"depth_teacher must be 'same-width' or 'full-width'; got {self.depth_teacher!r}")
         if self.rewire_data not in ("heldout", "dev"):

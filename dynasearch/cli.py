@@ -84,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         log = _crash_log(args.command, words)
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        print(f"dynasearch {args.command}: internal error ({type(e).__name__}: {first}); the traceback is in {log}; "
-              "please report it", file=sys.stderr)
+        print(
+            f"dynasearch {args.command}: internal error ({type(e).__name__}: {first}); the traceback is in {log}; "
+            "please report it",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 

@@ -44,8 +44,16 @@ DEMO_STAGE_EPOCHS: tuple[tuple[str, float], ...] = (("width", 0.25), ("depth", 0
 # lets the logits, which decide accuracy, lead a short budget (numbers in bench/results/demo.md).
 DEMO_DEPTH_LOSS: tuple[float, float] = (1.0, 0.1)
 # Timing: short configs converge fast; the caps keep the step near two minutes on 2 cores.
-DEMO_PROTOCOL: dict[str, Any] = dict(rel_ci=0.02, min_runs=6, min_visits=3, runs_per_visit=2, max_runs=20, max_seconds=1.0,
-                                     warmup_max_seconds=0.5, chunk_size=128)
+DEMO_PROTOCOL: dict[str, Any] = dict(
+    rel_ci=0.02,
+    min_runs=6,
+    min_visits=3,
+    runs_per_visit=2,
+    max_runs=20,
+    max_seconds=1.0,
+    warmup_max_seconds=0.5,
+    chunk_size=128,
+)
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,11 @@ class DemoConfig:
 
     def settings(self) -> dict[str, Any]:
         """What a re-run must match (the target may change: the search and export are then redone)."""
-        d = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items() if k not in ("out_dir", "target_ms")}
+        d = {
+            k: (str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(self).items()
+            if k not in ("out_dir", "target_ms")
+        }
         d["stages"] = list(self.stages)
         d["learning_rates"] = [list(p) for p in self.learning_rates]
         d["stage_epochs"] = [list(p) for p in self.stage_epochs]
@@ -107,13 +119,22 @@ class _Steps:
         self.data: dict[str, dict[str, Any]] = read_json(self.path, "demo steps file") if self.path.is_file() else {}
         for step, entry in self.data.items():  # read back: damage is one line naming the step, never a traceback later
             if step not in STEPS:
-                raise DynasearchError(f"demo steps file {self.path}: unknown step {step!r}; allowed: {', '.join(STEPS)} "
-                                      f"(delete the file to redo every step)")
-            if not (isinstance(entry, dict) and isinstance(entry.get("done", False), bool)
-                    and isinstance(entry.get("seconds"), (int, float)) and not isinstance(entry.get("seconds"), bool)
-                    and math.isfinite(entry["seconds"]) and entry["seconds"] >= 0):
-                raise DynasearchError(f"demo steps file {self.path}: step {step!r} must be an object with 'seconds' (a number "
-                                      f">= 0) and 'done' (true or false); got {entry!r:.80} (delete the file to redo every step)")
+                raise DynasearchError(
+                    f"demo steps file {self.path}: unknown step {step!r}; allowed: {', '.join(STEPS)} "
+                    f"(delete the file to redo every step)"
+                )
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("done", False), bool)
+                and isinstance(entry.get("seconds"), (int, float))
+                and not isinstance(entry.get("seconds"), bool)
+                and math.isfinite(entry["seconds"])
+                and entry["seconds"] >= 0
+            ):
+                raise DynasearchError(
+                    f"demo steps file {self.path}: step {step!r} must be an object with 'seconds' (a number "
+                    f">= 0) and 'done' (true or false); got {entry!r:.80} (delete the file to redo every step)"
+                )
 
     def done(self, step: str) -> bool:
         return bool(self.data.get(step, {}).get("done"))
@@ -152,17 +173,35 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
         return
     resume = (run / "run.json").is_file()
     tcfg = TrainConfig(
-        stages=cfg.stages, train_subset=cfg.train_subset, dev_subset=cfg.dev_subset, epochs=cfg.epochs, max_steps=cfg.max_steps,
-        max_seq_length=cfg.max_seq_length, batch_size=cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length,
-        stage_learning_rates=cfg.learning_rates, stage_epochs=cfg.stage_epochs,
-        depth_logit_weight=cfg.depth_loss[0], depth_hidden_weight=cfg.depth_loss[1],
+        stages=cfg.stages,
+        train_subset=cfg.train_subset,
+        dev_subset=cfg.dev_subset,
+        epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        max_seq_length=cfg.max_seq_length,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        group_by_length=cfg.group_by_length,
+        stage_learning_rates=cfg.learning_rates,
+        stage_epochs=cfg.stage_epochs,
+        depth_logit_weight=cfg.depth_loss[0],
+        depth_hidden_weight=cfg.depth_loss[1],
     )
-    budget = ", ".join(f"{st} {tcfg.epochs_for(st):g} epoch(s) at lr {tcfg.lr_for(st):g}" for st in cfg.stages if st != "rewire")
-    _log(f"1/7 training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)}; "
-         f"{cfg.train_subset or 'all'} training examples: {budget})")
+    budget = ", ".join(
+        f"{st} {tcfg.epochs_for(st):g} epoch(s) at lr {tcfg.lr_for(st):g}" for st in cfg.stages if st != "rewire"
+    )
+    _log(
+        f"1/7 training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)}; "
+        f"{cfg.train_subset or 'all'} training examples: {budget})"
+    )
     # A run directory without run.json is a start that died before writing anything useful.
-    train(RunInputs(run, get_task(cfg.task), cfg.model_dir, cfg.data_dir), tcfg, resume=resume,
-          overwrite=not resume and run.exists(), progress=progress)
+    train(
+        RunInputs(run, get_task(cfg.task), cfg.model_dir, cfg.data_dir),
+        tcfg,
+        resume=resume,
+        overwrite=not resume and run.exists(),
+        progress=progress,
+    )
 
 
 def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
@@ -172,15 +211,26 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
     where = f"{cfg.eval_dev} dev examples (seeded)" if cfg.eval_dev else "the whole dev split"
     _log(f"2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on {where}")
     task = get_task(cfg.task)
-    table, csv_path, png_path = evaluate_run(EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval", dev_subset=cfg.eval_dev))
+    table, csv_path, png_path = evaluate_run(
+        EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval", dev_subset=cfg.eval_dev)
+    )
     if "teacher" in cfg.stages:
         from dynabert.runs import run_model_dir
         from dynabert.subnet import SubnetConfig
         from predictors.measure import load_shape
 
         shape = load_shape(run_model_dir(run))  # the teacher has the same architecture
-        evaluate_run(EvalInputs(run, task, cfg.data_dir, stage="teacher", subnet=(SubnetConfig.full(shape), None),
-                                out_dir=out / "eval" / "teacher", dev_subset=cfg.eval_dev))
+        evaluate_run(
+            EvalInputs(
+                run,
+                task,
+                cfg.data_dir,
+                stage="teacher",
+                subnet=(SubnetConfig.full(shape), None),
+                out_dir=out / "eval" / "teacher",
+                dev_subset=cfg.eval_dev,
+            )
+        )
     _log(f"  wrote {csv_path} and {png_path}")
     return table
 
@@ -194,10 +244,17 @@ def length_distribution(cfg: DemoConfig, model_dir: Path) -> dict[str, Any]:
     from dynabert.tasks import get_task, load_split
 
     task = get_task(cfg.task)
-    lengths = np.array(encode(load_split(task, "dev", cfg.data_dir), load_tokenizer(model_dir), 512, task.is_regression).lengths())
+    lengths = np.array(
+        encode(load_split(task, "dev", cfg.data_dir), load_tokenizer(model_dir), 512, task.is_regression).lengths()
+    )
     q = {f"p{p}": int(np.percentile(lengths, p)) for p in (50, 90, 99)}
-    return {**q, "max": int(lengths.max()), "examples": int(len(lengths)), "max_seq_length": cfg.max_seq_length,
-            "truncated_share": round(float((lengths > cfg.max_seq_length).mean()), 4)}
+    return {
+        **q,
+        "max": int(lengths.max()),
+        "examples": int(len(lengths)),
+        "max_seq_length": cfg.max_seq_length,
+        "truncated_share": round(float((lengths > cfg.max_seq_length).mean()), 4),
+    }
 
 
 def _grid_csv(out: Path) -> Path:
@@ -214,8 +271,11 @@ def measure_configs(shape, cfg: DemoConfig):
     from predictors.samplers import layer_table_configs, uniform_configs
 
     space = SearchSpace.default(shape)
-    groups = [("layer-table", layer_table_configs(space)), ("grid", [s for _, _, s in paper_grid(shape)]),
-              ("uniform", uniform_configs(space, cfg.random_configs, cfg.seed))]
+    groups = [
+        ("layer-table", layer_table_configs(space)),
+        ("grid", [s for _, _, s in paper_grid(shape)]),
+        ("uniform", uniform_configs(space, cfg.random_configs, cfg.seed)),
+    ]
     subnets, labels, seen = [], [], set()
     for label, configs in groups:
         for s in configs:
@@ -231,13 +291,26 @@ def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
     from predictors import BackendSettings, Protocol, measure
 
     path = out / "latency" / "records.csv"
-    settings = BackendSettings(cfg.backend, "cpu", cfg.threads, False, "float32", cfg.latency_batch, cfg.latency_seq_len)
+    settings = BackendSettings(
+        cfg.backend, "cpu", cfg.threads, False, "float32", cfg.latency_batch, cfg.latency_seq_len
+    )
     subnets, labels = measure_configs(model_shape(model), cfg)
-    _log(f"3/7 timing {len(subnets)} extracted sub-networks in one interleaved run with the full model as anchor: "
-         f"{cfg.backend} CPU, {cfg.threads} thread(s), batch {cfg.latency_batch}, length {cfg.latency_seq_len}")
+    _log(
+        f"3/7 timing {len(subnets)} extracted sub-networks in one interleaved run with the full model as anchor: "
+        f"{cfg.backend} CPU, {cfg.threads} thread(s), batch {cfg.latency_batch}, length {cfg.latency_seq_len}"
+    )
     protocol = cfg.measure_protocol or Protocol(**DEMO_PROTOCOL, seed=cfg.seed)
-    rows = measure(model_shape(model), subnets, settings, path, protocol, model=model, sampler=labels,
-                   onnx_cache=out / "latency" / "onnx-cache", progress=progress)
+    rows = measure(
+        model_shape(model),
+        subnets,
+        settings,
+        path,
+        protocol,
+        model=model,
+        sampler=labels,
+        onnx_cache=out / "latency" / "onnx-cache",
+        progress=progress,
+    )
     if len(rows):
         _log(f"  speed spread within the run x{float(rows['speed_spread'].iloc[0]):.3f}")
     return path
@@ -251,10 +324,19 @@ def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
     report = fit_and_evaluate(read_records(records), kinds, out_dir=out / "predictor", overwrite=True, plots=True)
     best = report["best"]
     row = report["results"].set_index("kind").loc[best]
-    fit = {"best": best, "n_train": report["n_train"], "n_test": report["n_test"], "mape": float(row["mape"]),
-           "within_5": float(row["within_5"]), "kendall_tau": float(row["kendall_tau"]), "max_ape": float(row["max_ape"])}
-    _log(f"  best predictor {best} (by cross-validation on the fitting part): held-out MAPE {fit['mape']:.2f}%, "
-         f"{100 * fit['within_5']:.0f}% within +-5%, Kendall tau {fit['kendall_tau']:.3f} ({fit['n_test']} held-out configs)")
+    fit = {
+        "best": best,
+        "n_train": report["n_train"],
+        "n_test": report["n_test"],
+        "mape": float(row["mape"]),
+        "within_5": float(row["within_5"]),
+        "kendall_tau": float(row["kendall_tau"]),
+        "max_ape": float(row["max_ape"]),
+    }
+    _log(
+        f"  best predictor {best} (by cross-validation on the fitting part): held-out MAPE {fit['mape']:.2f}%, "
+        f"{100 * fit['within_5']:.0f}% within +-5%, Kendall tau {fit['kendall_tau']:.3f} ({fit['n_test']} held-out configs)"
+    )
     return fit
 
 
@@ -285,8 +367,14 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
 
     info = resolve_run(run)
     task = get_task(cfg.task)
-    dev = load_dev_set(task, info.model_dir, data_dir=cfg.data_dir, max_seq_length=info.max_seq_length or 128,
-                       subset=cfg.eval_dev, seed=RESCORE_SEED)
+    dev = load_dev_set(
+        task,
+        info.model_dir,
+        data_dir=cfg.data_dir,
+        max_seq_length=info.max_seq_length or 128,
+        subset=cfg.eval_dev,
+        seed=RESCORE_SEED,
+    )
     sel = cache_selection(dev, bf16=False)  # the demo's search scores in fp32, as its score step did
     digest = model_digest(info.model_dir)
     cache = AccuracyCache(default_storage_url(results))
@@ -304,13 +392,27 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
 def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
     from search.study import SearchConfig, run_search
 
-    _log(f"5/7 searching grid + per-layer sub-networks ({cfg.sampler}, {cfg.trials} trials, {cfg.search_dev} dev examples "
-         f"per evaluation) for target {target:.2f} ms, then verifying the answer by measurement")
+    _log(
+        f"5/7 searching grid + per-layer sub-networks ({cfg.sampler}, {cfg.trials} trials, {cfg.search_dev} dev examples "
+        f"per evaluation) for target {target:.2f} ms, then verifying the answer by measurement"
+    )
     # One study per target in the same database: another target is a new study (the study's identity
     # holds its target) whose evaluations come from the shared accuracy cache.
-    return run_search(SearchConfig(run=out / "run", predictor=out / "predictor", out=out / "search", target_ms=target,
-                                   trials=cfg.trials, sampler=cfg.sampler, seed=cfg.seed, search_dev=cfg.search_dev,
-                                   rescore_dev=cfg.eval_dev, study=f"demo-{target:g}ms", progress=progress))
+    return run_search(
+        SearchConfig(
+            run=out / "run",
+            predictor=out / "predictor",
+            out=out / "search",
+            target_ms=target,
+            trials=cfg.trials,
+            sampler=cfg.sampler,
+            seed=cfg.seed,
+            search_dev=cfg.search_dev,
+            rescore_dev=cfg.eval_dev,
+            study=f"demo-{target:g}ms",
+            progress=progress,
+        )
+    )
 
 
 def _check_inputs(cfg: DemoConfig) -> None:
@@ -329,12 +431,16 @@ def _prepare_out(cfg: DemoConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"'{out}' is a file; choose another --out")
     if out.exists() and any(out.iterdir()) and not (out / "demo.json").is_file():
-        raise OutputExistsError(f"'{out}' exists and holds something other than a dynasearch demo; choose another --out")
+        raise OutputExistsError(
+            f"'{out}' exists and holds something other than a dynasearch demo; choose another --out"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out)
     except OSError as e:
-        raise OutputExistsError(f"output directory '{out}' cannot be written: {e.strerror or e}; choose another --out") from None
+        raise OutputExistsError(
+            f"output directory '{out}' cannot be written: {e.strerror or e}; choose another --out"
+        ) from None
     saved = out / "demo.json"
     settings = cfg.settings()
     if saved.is_file():
@@ -431,8 +537,17 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     return summary
 
 
-def _summary(cfg: DemoConfig, out: Path, grid: pd.DataFrame, fit: dict, full_ms: float, target: float,
-             meta: dict, answer: dict | None, shape) -> dict[str, Any]:
+def _summary(
+    cfg: DemoConfig,
+    out: Path,
+    grid: pd.DataFrame,
+    fit: dict,
+    full_ms: float,
+    target: float,
+    meta: dict,
+    answer: dict | None,
+    shape,
+) -> dict[str, Any]:
     from dynabert.subnet import SubnetConfig
 
     metric = meta["study"]["metric"]
@@ -447,31 +562,63 @@ def _summary(cfg: DemoConfig, out: Path, grid: pd.DataFrame, fit: dict, full_ms:
         one = grid[grid["classes_predicted"] <= 1]
         if len(one):
             pts = ", ".join(f"{w:g}x{d:g}" for w, d in zip(one["width"], one["depth"]))
-            warnings.append(f"{len(one)} of {len(grid)} grid sub-networks predict a single class on dev ({pts}): "
-                            "they are broken models whatever their accuracy; train longer or with a larger learning rate")
+            warnings.append(
+                f"{len(one)} of {len(grid)} grid sub-networks predict a single class on dev ({pts}): "
+                "they are broken models whatever their accuracy; train longer or with a larger learning rate"
+            )
     if majority is not None:
         low = grid[grid[metric] < majority + 8]
         if len(low):
-            warnings.append(f"{len(low)} grid sub-network(s) score less than 8 points above the majority class ({majority:.1f}%)")
+            warnings.append(
+                f"{len(low)} grid sub-network(s) score less than 8 points above the majority class ({majority:.1f}%)"
+            )
     if teacher is not None and full_score < teacher - 1:
         warnings.append(f"the full model scores {full_score:.2f}, more than 1 point below its teacher ({teacher:.2f})")
     chosen = None
     if answer is not None:
         measured = answer.get("measured_ms")
-        chosen = {"key": answer["key"], "subnet": answer["subnet"], metric: answer.get("metric_full"),
-                  "predicted_ms": answer.get("predicted_ms"), "measured_ms": measured,
-                  "measured_raw_ms": answer.get("measured_raw_ms"), "speed_index": answer.get("speed_index"),
-                  "speedup": full_ms / measured if measured else None, "meets_target": bool(measured is not None and measured <= target)}
+        chosen = {
+            "key": answer["key"],
+            "subnet": answer["subnet"],
+            metric: answer.get("metric_full"),
+            "predicted_ms": answer.get("predicted_ms"),
+            "measured_ms": measured,
+            "measured_raw_ms": answer.get("measured_raw_ms"),
+            "speed_index": answer.get("speed_index"),
+            "speedup": full_ms / measured if measured else None,
+            "meets_target": bool(measured is not None and measured <= target),
+        }
     return {
-        "task": cfg.task, "metric": metric, "backbone": str(cfg.model_dir or "packaged MiniLM-L6"),
-        "dev_majority": majority, "teacher": {metric: teacher}, "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
-        "target_ms": target, "target_rule": "given" if cfg.target_ms is not None else "half of the full model's measured latency",
-        "predictor": fit, "grid": grid.to_dict(orient="records"), "chosen": chosen, "met": meta.get("met"),
-        "search_message": meta.get("message", ""), "warnings": warnings + list(meta.get("warnings", [])),
-        "latency_setting": {"backend": cfg.backend, "threads": cfg.threads, "batch": cfg.latency_batch, "seq_len": cfg.latency_seq_len},
-        "files": {"run": str(out / "run"), "grid": str(_grid_csv(out)), "latency_records": str(out / "latency" / "records.csv"),
-                  "predictor": str(out / "predictor"), "search": str(out / "search"), "export": str(out / "export"),
-                  "report_md": str(out / "report.md"), "report_html": str(out / "report.html")},
+        "task": cfg.task,
+        "metric": metric,
+        "backbone": str(cfg.model_dir or "packaged MiniLM-L6"),
+        "dev_majority": majority,
+        "teacher": {metric: teacher},
+        "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
+        "target_ms": target,
+        "target_rule": "given" if cfg.target_ms is not None else "half of the full model's measured latency",
+        "predictor": fit,
+        "grid": grid.to_dict(orient="records"),
+        "chosen": chosen,
+        "met": meta.get("met"),
+        "search_message": meta.get("message", ""),
+        "warnings": warnings + list(meta.get("warnings", [])),
+        "latency_setting": {
+            "backend": cfg.backend,
+            "threads": cfg.threads,
+            "batch": cfg.latency_batch,
+            "seq_len": cfg.latency_seq_len,
+        },
+        "files": {
+            "run": str(out / "run"),
+            "grid": str(_grid_csv(out)),
+            "latency_records": str(out / "latency" / "records.csv"),
+            "predictor": str(out / "predictor"),
+            "search": str(out / "search"),
+            "export": str(out / "export"),
+            "report_md": str(out / "report.md"),
+            "report_html": str(out / "report.html"),
+        },
     }
 
 
@@ -485,7 +632,9 @@ def _print_summary(s: dict, out: Path, seconds: float) -> None:
     if c is None:
         _log(f"no sub-network met {s['target_ms']:.2f} ms: {s['search_message']}")
     else:
-        _log(f"full model: {metric} {s['full'][metric]:.2f}, {s['full']['median_ms']:.2f} ms; answer for {s['target_ms']:.2f} ms: "
-             f"{c['key']} {metric} {c[metric]:.2f}, measured {c['measured_ms']:.2f} ms ({c['speedup']:.2f}x faster); "
-             f"exported to {out / 'export'}")
+        _log(
+            f"full model: {metric} {s['full'][metric]:.2f}, {s['full']['median_ms']:.2f} ms; answer for {s['target_ms']:.2f} ms: "
+            f"{c['key']} {metric} {c[metric]:.2f}, measured {c['measured_ms']:.2f} ms ({c['speedup']:.2f}x faster); "
+            f"exported to {out / 'export'}"
+        )
     _log(f"report: {out / 'report.md'} and {out / 'report.html'} ({seconds:.0f} s this invocation)")

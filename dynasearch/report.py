@@ -52,10 +52,12 @@ def _md(blocks: list[Block], out: Path) -> str:
 
 
 def _html(blocks: list[Block], title: str) -> str:
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
-             "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}"
-             "pre{background:#f4f4f4;padding:.6rem;overflow-x:auto}img{max-width:100%}.warn{color:#a40}</style></head><body>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:.9rem}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:right}"
+        "pre{background:#f4f4f4;padding:.6rem;overflow-x:auto}img{max-width:100%}.warn{color:#a40}</style></head><body>"
+    ]
     for b in blocks:
         kind = b[0]
         if kind in ("h1", "h2"):
@@ -87,14 +89,17 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default
     data = f" --data-dir {q(cfg['data_dir'])}" if cfg.get("data_dir") else ""
     lrs = ",".join(f"{s}={lr:g}" for s, lr in cfg.get("learning_rates", []))
     eps = ",".join(f"{s}={e:g}" for s, e in cfg.get("stage_epochs", []))
-    train = (f"dynasearch train --out {q(out / 'run')} --task {cfg['task']}{model}{data} --stages {','.join(cfg['stages'])} "
-             f"--epochs {cfg['epochs']:g} --max-seq-length {cfg['max_seq_length']} --batch-size {cfg['batch_size']} --seed {cfg['seed']}"
-             + (f" --train-subset {cfg['train_subset']}" if cfg.get("train_subset") else "")
-             + (f" --dev-subset {cfg['dev_subset']}" if cfg.get("dev_subset") else "")
-             + (f" --max-steps {cfg['max_steps']}" if cfg.get("max_steps") else "")
-             + (" --group-by-length" if cfg.get("group_by_length") else "") + (f" --stage-lr {lrs}" if lrs else "")
-             + (f" --stage-epochs {eps}" if eps else "")
-             + (f" --depth-loss {cfg['depth_loss'][0]:g},{cfg['depth_loss'][1]:g}" if cfg.get("depth_loss") else ""))
+    train = (
+        f"dynasearch train --out {q(out / 'run')} --task {cfg['task']}{model}{data} --stages {','.join(cfg['stages'])} "
+        f"--epochs {cfg['epochs']:g} --max-seq-length {cfg['max_seq_length']} --batch-size {cfg['batch_size']} --seed {cfg['seed']}"
+        + (f" --train-subset {cfg['train_subset']}" if cfg.get("train_subset") else "")
+        + (f" --dev-subset {cfg['dev_subset']}" if cfg.get("dev_subset") else "")
+        + (f" --max-steps {cfg['max_steps']}" if cfg.get("max_steps") else "")
+        + (" --group-by-length" if cfg.get("group_by_length") else "")
+        + (f" --stage-lr {lrs}" if lrs else "")
+        + (f" --stage-epochs {eps}" if eps else "")
+        + (f" --depth-loss {cfg['depth_loss'][0]:g},{cfg['depth_loss'][1]:g}" if cfg.get("depth_loss") else "")
+    )
     from dynabert.runs import run_model_dir
 
     try:
@@ -102,11 +107,16 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default
     except Exception:  # noqa: BLE001 - a run that never finished: name where its model will be
         model_dir = out / "run" / "width_depth"
     p = cfg.get("measure_protocol") or default_protocol
-    protocol = "".join(f" --{k.replace('_', '-')} {p[k]:g}" for k in ("rel_ci", "min_runs", "min_visits", "runs_per_visit",
-                                                                     "max_runs", "max_seconds", "chunk_size") if k in p)
+    protocol = "".join(
+        f" --{k.replace('_', '-')} {p[k]:g}"
+        for k in ("rel_ci", "min_runs", "min_visits", "runs_per_visit", "max_runs", "max_seconds", "chunk_size")
+        if k in p
+    )
     lines = [
-        "# 1. train DynaBERT (teacher, rewiring, width, width+depth)", train,
-        "# 2. score the 12 grid sub-networks on dev", f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}"
+        "# 1. train DynaBERT (teacher, rewiring, width, width+depth)",
+        train,
+        "# 2. score the 12 grid sub-networks on dev",
+        f"dynasearch evaluate {q(out / 'run')} --out {q(out / 'eval')}"
         + (f" --dev-subset {cfg['eval_dev']}" if cfg.get("eval_dev") else ""),
         "# 3. time layer-table, grid and random per-layer configs in one run",
         f"dynasearch measure {q(model_dir)} --out {q(out / 'latency' / 'records.csv')} --sampler layer-table,grid,uniform "
@@ -119,7 +129,8 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default
         f"{target_ms:g}ms --trials {cfg['trials']} --sampler {cfg['sampler']} --seed {cfg['seed']}"
         + (f" --search-dev {cfg['search_dev']}" if cfg.get("search_dev") else "")
         + (f" --rescore-dev {cfg['eval_dev']}" if cfg.get("eval_dev") else ""),
-        "# 6. export the answer", f"dynasearch export --results {q(out / 'search')} --target-latency {target_ms:g}ms "
+        "# 6. export the answer",
+        f"dynasearch export --results {q(out / 'search')} --target-latency {target_ms:g}ms "
         f"--out {q(out / 'export')} --overwrite",
         "# any other target, from the results alone (no torch, seconds)",
         f"dynasearch query {q(out / 'search')} --target-latency {target_ms * 0.8:.3g}ms",
@@ -127,64 +138,122 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default
     return "\n".join(lines)
 
 
-def report_blocks(out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict[str, Any],
-                  default_protocol: dict[str, Any]) -> list[Block]:
+def report_blocks(
+    out: Path, s: dict[str, Any], steps: dict[str, Any], cfg: dict[str, Any], default_protocol: dict[str, Any]
+) -> list[Block]:
     metric = s["metric"]
     lat = s["latency_setting"]
     blocks: list[Block] = [("h1", f"dynasearch demo: {s['task']} on {s['backbone']}")]
     grid = pd.DataFrame(s["grid"])
     n_dev = int(grid["examples"].iloc[0]) if "examples" in grid and len(grid) else None
     epochs = {st: e for st, e in cfg.get("stage_epochs", [])}
-    per_stage = ", ".join(f"{st} {round((cfg.get('train_subset') or 0) * epochs.get(st, cfg.get('epochs', 1))) or 'all'}"
-                          for st in cfg.get("stages", []) if st != "rewire")
-    blocks.append(("p", f"Task {s['task']} ({metric}), backbone {s['backbone']}; training examples per stage: {per_stage}; "
-                        f"scored on {n_dev} dev examples"
-                        + (f" (always predicting the majority class scores {s['dev_majority']:.1f}%)" if s.get("dev_majority") else "")
-                        + f". Latency: {lat['backend']} CPU, {lat['threads']} thread(s), batch {lat['batch']}, length {lat['seq_len']}, "
-                        "of the physically extracted sub-networks on this machine."))
+    per_stage = ", ".join(
+        f"{st} {round((cfg.get('train_subset') or 0) * epochs.get(st, cfg.get('epochs', 1))) or 'all'}"
+        for st in cfg.get("stages", [])
+        if st != "rewire"
+    )
+    blocks.append(
+        (
+            "p",
+            f"Task {s['task']} ({metric}), backbone {s['backbone']}; training examples per stage: {per_stage}; "
+            f"scored on {n_dev} dev examples"
+            + (
+                f" (always predicting the majority class scores {s['dev_majority']:.1f}%)"
+                if s.get("dev_majority")
+                else ""
+            )
+            + f". Latency: {lat['backend']} CPU, {lat['threads']} thread(s), batch {lat['batch']}, length {lat['seq_len']}, "
+            "of the physically extracted sub-networks on this machine.",
+        )
+    )
     tl = s.get("dev_token_lengths")
     if tl:
-        blocks.append(("p", f"Dev texts in tokens: median {tl['p50']}, 90th percentile {tl['p90']}, 99th {tl['p99']}, longest "
-                            f"{tl['max']}; {100 * tl['truncated_share']:.1f}% are cut at the training and scoring length "
-                            f"{tl['max_seq_length']}."))
+        blocks.append(
+            (
+                "p",
+                f"Dev texts in tokens: median {tl['p50']}, 90th percentile {tl['p90']}, 99th {tl['p99']}, longest "
+                f"{tl['max']}; {100 * tl['truncated_share']:.1f}% are cut at the training and scoring length "
+                f"{tl['max_seq_length']}.",
+            )
+        )
     if s["warnings"]:
         blocks += [("h2", "Warnings"), ("ul", list(s["warnings"]))]
     c = s.get("chosen")
     blocks.append(("h2", "Answer"))
     if c is None:
-        blocks.append(("p", f"No sub-network met the target {s['target_ms']:.2f} ms ({s['target_rule']}): {s.get('search_message', '')}"))
+        blocks.append(
+            (
+                "p",
+                f"No sub-network met the target {s['target_ms']:.2f} ms ({s['target_rule']}): {s.get('search_message', '')}",
+            )
+        )
     else:
-        blocks.append(("ul", [
-            f"target {s['target_ms']:.2f} ms ({s['target_rule']}; the full model measured {s['full']['median_ms']:.2f} ms)",
-            f"chosen sub-network {c['key']}: layers {c['subnet']['layers']}, heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}",
-            f"{metric} {_fmt(c[metric])} on the scoring selection of dev (full model {_fmt(s['full'][metric])}, its teacher "
-            f"{_fmt(s.get('teacher', {}).get(metric))})",
-            f"measured {_fmt(c['measured_ms'], 3)} ms speed-corrected ({_fmt(c['measured_raw_ms'], 3)} ms raw, host speed index "
-            f"{_fmt(c.get('speed_index'), 3)}), predicted {_fmt(c['predicted_ms'], 3)} ms: "
-            + ("meets the target" if c["meets_target"] else "MISSES the target"),
-            f"speed-up against the full model: {_fmt(c['speedup'])}x; exported to {s['files']['export']}",
-        ]))
-    blocks += [("h2", "Pareto front"), ("img", out / "search" / "front.png",
-                "searched configs, paper grid, front, measured points, target and answer")]
+        blocks.append(
+            (
+                "ul",
+                [
+                    f"target {s['target_ms']:.2f} ms ({s['target_rule']}; the full model measured {s['full']['median_ms']:.2f} ms)",
+                    f"chosen sub-network {c['key']}: layers {c['subnet']['layers']}, heads {c['subnet']['heads']}, FFN {c['subnet']['ffn']}",
+                    f"{metric} {_fmt(c[metric])} on the scoring selection of dev (full model {_fmt(s['full'][metric])}, its teacher "
+                    f"{_fmt(s.get('teacher', {}).get(metric))})",
+                    f"measured {_fmt(c['measured_ms'], 3)} ms speed-corrected ({_fmt(c['measured_raw_ms'], 3)} ms raw, host speed index "
+                    f"{_fmt(c.get('speed_index'), 3)}), predicted {_fmt(c['predicted_ms'], 3)} ms: "
+                    + ("meets the target" if c["meets_target"] else "MISSES the target"),
+                    f"speed-up against the full model: {_fmt(c['speedup'])}x; exported to {s['files']['export']}",
+                ],
+            )
+        )
+    blocks += [
+        ("h2", "Pareto front"),
+        (
+            "img",
+            out / "search" / "front.png",
+            "searched configs, paper grid, front, measured points, target and answer",
+        ),
+    ]
     blocks.append(("h2", "The 12 grid sub-networks"))
-    cols = [k for k in ("width", "depth", "layers", "heads", "ffn", "params", metric, "classes_predicted", "top_class_share") if k in grid]
+    cols = [
+        k
+        for k in ("width", "depth", "layers", "heads", "ffn", "params", metric, "classes_predicted", "top_class_share")
+        if k in grid
+    ]
     blocks.append(("table", grid[cols]))
-    blocks.append(("img", next(iter(sorted((out / "eval").glob("*-grid.png"))), out / "eval" / "grid.png"), "width x depth heatmap"))
+    blocks.append(
+        (
+            "img",
+            next(iter(sorted((out / "eval").glob("*-grid.png"))), out / "eval" / "grid.png"),
+            "width x depth heatmap",
+        )
+    )
     p = s["predictor"]
-    blocks += [("h2", "Latency predictor"), ("p", (
-        f"Best kind {p['best']} (chosen by cross-validated error on the fitting part): on {p['n_test']} held-out timed configs "
-        f"MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, Kendall tau {p['kendall_tau']:.3f}, largest error "
-        f"{p['max_ape']:.1f}% (fitted on {p['n_train']}). Every predictor's numbers: {s['files']['predictor']}/metrics.csv."))]
+    blocks += [
+        ("h2", "Latency predictor"),
+        (
+            "p",
+            (
+                f"Best kind {p['best']} (chosen by cross-validated error on the fitting part): on {p['n_test']} held-out timed configs "
+                f"MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, Kendall tau {p['kendall_tau']:.3f}, largest error "
+                f"{p['max_ape']:.1f}% (fitted on {p['n_train']}). Every predictor's numbers: {s['files']['predictor']}/metrics.csv."
+            ),
+        ),
+    ]
     t = pd.DataFrame([{"step": k, "seconds": v.get("seconds"), "done": v.get("done", False)} for k, v in steps.items()])
-    blocks += [("h2", "Time per step"), ("table", t),
-               ("p", f"Total {t['seconds'].sum():.0f} s (all attempts of each step; the install is not included).")]
+    blocks += [
+        ("h2", "Time per step"),
+        ("table", t),
+        ("p", f"Total {t['seconds'].sum():.0f} s (all attempts of each step; the install is not included)."),
+    ]
     blocks += [("h2", "Where everything is"), ("ul", [f"{k}: {v}" for k, v in s["files"].items()])]
-    blocks += [("h2", "Reproduce each step by hand"), ("code", reproduce_commands(out, cfg, s["target_ms"], default_protocol))]
+    blocks += [
+        ("h2", "Reproduce each step by hand"),
+        ("code", reproduce_commands(out, cfg, s["target_ms"], default_protocol)),
+    ]
     return blocks
 
 
-def write_report(out: str | Path, summary: dict[str, Any], steps: dict[str, Any],
-                 default_protocol: dict[str, Any]) -> tuple[Path, Path]:
+def write_report(
+    out: str | Path, summary: dict[str, Any], steps: dict[str, Any], default_protocol: dict[str, Any]
+) -> tuple[Path, Path]:
     """OUT/report.md and OUT/report.html; `default_protocol`: the timing protocol the demo used when
     its settings name none (the demo passes it: the report does not import the demo)."""
     from dynabert.io import read_json, write_text

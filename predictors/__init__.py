@@ -18,14 +18,61 @@ from .measure import load_shape, measure
 from .records import read_records, repeatability
 from ._schema import read_raw_timings, raw_timings_path
 from .records import LATENCY_COLUMN
-from .verify import VERIFY_COLUMNS, check_this_machine, machine_matches, predictor_settings, this_machine_target, verify_latency
-from .samplers import SAMPLERS, flop_covering_configs, grid_configs, layer_table_configs, sample_configs, uniform_configs
+from .verify import (
+    VERIFY_COLUMNS,
+    check_this_machine,
+    machine_matches,
+    predictor_settings,
+    this_machine_target,
+    verify_latency,
+)
+from .samplers import (
+    SAMPLERS,
+    flop_covering_configs,
+    grid_configs,
+    layer_table_configs,
+    sample_configs,
+    uniform_configs,
+)
 
 __all__ = [
-    "BACKENDS", "BackendSettings", "LATENCY_COLUMN", "VERIFY_COLUMNS", "check_this_machine", "machine_matches",
-    "predictor_settings", "raw_timings_path", "read_raw_timings", "this_machine_target", "verify_latency", "LatencyPredictor", "MeasurementError", "PREDICTORS", "PredictorError", "Protocol",
-    "RECORD_COLUMNS", "RECORD_FIELDS", "RecordsError", "SAMPLERS", "SCHEMA", "find_predictor", "fit_and_evaluate", "flop_covering_configs",
-    "grid_configs", "layer_table_configs", "load_predictor", "load_shape", "make_backend", "make_predictor", "measure",
-    "metrics", "read_records", "repeatability", "runner_source", "sample_configs", "split_holdout", "uniform_configs",
+    "BACKENDS",
+    "BackendSettings",
+    "LATENCY_COLUMN",
+    "VERIFY_COLUMNS",
+    "check_this_machine",
+    "machine_matches",
+    "predictor_settings",
+    "raw_timings_path",
+    "read_raw_timings",
+    "this_machine_target",
+    "verify_latency",
+    "LatencyPredictor",
+    "MeasurementError",
+    "PREDICTORS",
+    "PredictorError",
+    "Protocol",
+    "RECORD_COLUMNS",
+    "RECORD_FIELDS",
+    "RecordsError",
+    "SAMPLERS",
+    "SCHEMA",
+    "find_predictor",
+    "fit_and_evaluate",
+    "flop_covering_configs",
+    "grid_configs",
+    "layer_table_configs",
+    "load_predictor",
+    "load_shape",
+    "make_backend",
+    "make_predictor",
+    "measure",
+    "metrics",
+    "read_records",
+    "repeatability",
+    "runner_source",
+    "sample_configs",
+    "split_holdout",
+    "uniform_configs",
     "write_kit",
 ]

@@ -30,13 +30,35 @@ Every timed run is logged with its round number, for the per-round speed correct
 from __future__ import annotations
 
 from ._fingerprint import (  # noqa: F401 - re-exported: the protocol's historical home
-    CUDA_PROVIDERS, ORT_DEVICE_PROVIDERS, check_ort_provider, gpu_info, has_gpu, machine_info, max_seq_len, ort_feeds,
-    ort_run_once, ort_session, setting_columns, short_hash, threads_warning,
+    CUDA_PROVIDERS,
+    ORT_DEVICE_PROVIDERS,
+    check_ort_provider,
+    gpu_info,
+    has_gpu,
+    machine_info,
+    max_seq_len,
+    ort_feeds,
+    ort_run_once,
+    ort_session,
+    setting_columns,
+    short_hash,
+    threads_warning,
 )
 from ._schema import (  # noqa: F401
-    RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, anchor_reference, append_rows, done_keys,
-    raw_timings_path, read_raw_timings, read_rows, write_raw_timings,
+    RECORD_COLUMNS,
+    RECORD_FIELDS,
+    RECORD_TYPES,
+    SCHEMA,
+    MeasurementError,
+    anchor_reference,
+    append_rows,
+    done_keys,
+    raw_timings_path,
+    read_raw_timings,
+    read_rows,
+    write_raw_timings,
 )
+
 # </in-package>
 import gc  # noqa: E402
 import json  # noqa: E402
@@ -48,7 +70,18 @@ from typing import Any, Callable, Mapping, Sequence  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-STATS_COLUMNS = ("median_ms", "mean_ms", "p90_ms", "p99_ms", "iqr_ms", "cv", "ci_low_ms", "ci_high_ms", "n_runs", "converged")
+STATS_COLUMNS = (
+    "median_ms",
+    "mean_ms",
+    "p90_ms",
+    "p99_ms",
+    "iqr_ms",
+    "cv",
+    "ci_low_ms",
+    "ci_high_ms",
+    "n_runs",
+    "converged",
+)
 
 
 # ----------------------------------------------------------------------------------- protocol
@@ -203,7 +236,7 @@ def _warm_up(st: _State, p: Protocol) -> None:
         times.append(_time_ms(st.run))
         n = len(times)
         if n >= max(p.warmup_min, 2 * w):
-            prev, last = float(np.median(times[-2 * w:-w])), float(np.median(times[-w:]))
+            prev, last = float(np.median(times[-2 * w : -w])), float(np.median(times[-w:]))
             if abs(last - prev) <= p.warmup_tol * prev:
                 break
         if n >= p.warmup_min and time.perf_counter() - t_start >= p.warmup_max_seconds:
@@ -234,7 +267,12 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
     timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3
     if n >= p.min_runs and st.visits >= p.min_visits and ci_half_width(st.times, p.confidence) <= p.rel_ci:
         st.done, st.converged = True, True
-    elif n >= p.max_runs or (n >= 3 and timed_s >= p.max_seconds) or st.disturbed >= p.max_disturbed or timed_s >= 3 * p.max_seconds:
+    elif (
+        n >= p.max_runs
+        or (n >= 3 and timed_s >= p.max_seconds)
+        or st.disturbed >= p.max_disturbed
+        or timed_s >= 3 * p.max_seconds
+    ):
         st.done = True
         if n < 3:  # a machine this busy leaves too few clean runs: keep the disturbed ones, flagged by the count
             st.times.extend(st.disturbed_times)
@@ -260,8 +298,13 @@ class _Rounds:
         return rnd
 
 
-def _interleave(states: Sequence[_State], protocol: Protocol, rng: random.Random, anchor: _State | None = None,
-                rounds: _Rounds | None = None) -> None:
+def _interleave(
+    states: Sequence[_State],
+    protocol: Protocol,
+    rng: random.Random,
+    anchor: _State | None = None,
+    rounds: _Rounds | None = None,
+) -> None:
     """Warm up, then rounds in random order until every state is done; the anchor (already
     warm, or warmed here on its first chunk) joins every round."""
     rounds = rounds or _Rounds()
@@ -296,7 +339,12 @@ def _interleave(states: Sequence[_State], protocol: Protocol, rng: random.Random
 
 def _result(st: _State, protocol: Protocol) -> dict[str, Any]:
     if st.error or not st.times:
-        return {"error": st.error or "no timed runs", "measure_s": st.busy_s, "warmup_runs": st.warmup_runs, "disturbed_runs": st.disturbed}
+        return {
+            "error": st.error or "no timed runs",
+            "measure_s": st.busy_s,
+            "warmup_runs": st.warmup_runs,
+            "disturbed_runs": st.disturbed,
+        }
     stats = summarize(st.times, protocol.confidence)
     stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s, disturbed_runs=st.disturbed)
     return stats
@@ -307,7 +355,9 @@ def _used(st: _State) -> list[tuple[int, float]]:
     return [(r, ms) for r, ms, d in st.log if st.kept_disturbed or not d]
 
 
-def time_interleaved(runs: Sequence[tuple[str, Callable[[], Any]]], protocol: Protocol, rng: random.Random) -> dict[str, dict[str, Any]]:
+def time_interleaved(
+    runs: Sequence[tuple[str, Callable[[], Any]]], protocol: Protocol, rng: random.Random
+) -> dict[str, dict[str, Any]]:
     """Time every (key, run_once) with the protocol, interleaved in random order across rounds.
 
     Returns key -> stats (see `summarize`) plus warmup_runs, converged, measure_s, or key -> {"error": ...}

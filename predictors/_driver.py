@@ -11,6 +11,7 @@ from __future__ import annotations
 from ._core import STATS_COLUMNS, Protocol, _error_text, _interleave, _result, _Rounds, _State, _used
 from ._schema import RECORD_COLUMNS, SCHEMA
 from ._speed import corrected_median, round_factors, speed_spread
+
 # </in-package>
 import gc  # noqa: E402
 import math  # noqa: E402
@@ -77,7 +78,7 @@ def measure_items(
     prep_s: dict[str, float] = {}
     starts = list(range(0, len(order), protocol.chunk_size)) or [0]
     for n_chunk, start in enumerate(starts):
-        chunk = order[start:start + protocol.chunk_size]
+        chunk = order[start : start + protocol.chunk_size]
         chunk_states: list[_State] = []
         failed: dict[str, dict] = {}
         for it in chunk:
@@ -131,8 +132,9 @@ def _raw_list(states: Mapping[str, _State], a_state: _State | None) -> list[tupl
     return out
 
 
-def _speed_fit(states: Mapping[str, _State], chunks: Sequence[Sequence[str]], a_state: _State | None,
-               reference_ms: float | None) -> dict[str, Any]:
+def _speed_fit(
+    states: Mapping[str, _State], chunks: Sequence[Sequence[str]], a_state: _State | None, reference_ms: float | None
+) -> dict[str, Any]:
     """Round factors of the run so far (one fit tied together by the anchor; without one, one fit
     per chunk: they share no rounds), the anchor's corrected median and the speed index."""
     timings = {k: _used(st) for k, st in states.items()}
@@ -145,15 +147,26 @@ def _speed_fit(states: Mapping[str, _State], chunks: Sequence[Sequence[str]], a_
     factors = round_factors(timings, groups)
     anchor_ms = corrected_median(timings[a_state.key], factors) if has_anchor else math.nan
     ref = reference_ms if reference_ms else anchor_ms
-    return {"factors": factors, "timings": timings, "anchor_ms": anchor_ms,
-            "speed_index": anchor_ms / ref if has_anchor else math.nan,
-            "spread": speed_spread(factors.values()), "anchor_key": a_state.key if has_anchor else ""}
+    return {
+        "factors": factors,
+        "timings": timings,
+        "anchor_ms": anchor_ms,
+        "speed_index": anchor_ms / ref if has_anchor else math.nan,
+        "spread": speed_spread(factors.values()),
+        "anchor_key": a_state.key if has_anchor else "",
+    }
 
 
-def _apply_speed(rows: Mapping[str, dict], states: Mapping[str, _State], a_state: _State | None, speed: Mapping[str, Any]) -> None:
+def _apply_speed(
+    rows: Mapping[str, dict], states: Mapping[str, _State], a_state: _State | None, speed: Mapping[str, Any]
+) -> None:
     for key, row in rows.items():
-        row.update(speed_index=speed["speed_index"], speed_spread=speed["spread"], anchor_key=speed["anchor_key"],
-                   anchor_ms=speed["anchor_ms"])
+        row.update(
+            speed_index=speed["speed_index"],
+            speed_spread=speed["spread"],
+            anchor_key=speed["anchor_key"],
+            anchor_ms=speed["anchor_ms"],
+        )
         t = speed["timings"].get(key)
         if row["status"] != "ok" or not t:
             row["corrected_median_ms"] = ""

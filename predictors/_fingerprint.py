@@ -6,6 +6,7 @@ onnxruntime imported lazily): copied verbatim into the kit's runner (see `_schem
 from __future__ import annotations
 
 from ._schema import MeasurementError
+
 # </in-package>
 import hashlib  # noqa: E402
 import json  # noqa: E402
@@ -33,7 +34,9 @@ def _cpu_model() -> str:
         pass
     if sys.platform == "darwin":
         try:
-            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5).stdout.strip()
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             pass
     return platform.processor() or platform.machine() or "unknown"
@@ -52,8 +55,10 @@ def threads_warning(threads: Sequence[int]) -> str:
     over = sorted({t for t in threads if t > cores})
     if not over:
         return ""
-    return (f"warning: --threads {' '.join(map(str, over))} is more than this machine has: this machine has {cores} "
-            f"core(s) usable; the threads will share cores and the timings measure the contention")
+    return (
+        f"warning: --threads {' '.join(map(str, over))} is more than this machine has: this machine has {cores} "
+        f"core(s) usable; the threads will share cores and the timings measure the contention"
+    )
 
 
 def max_seq_len(shape: Mapping[str, Any]) -> int:
@@ -66,8 +71,10 @@ def check_seq_lens(seq_lens: Sequence[int], shape: Mapping[str, Any]) -> None:
     limit = max_seq_len(shape)
     bad = [s for s in seq_lens if s > limit]
     if bad:
-        raise MeasurementError(f"--seq-len {bad[0]} is longer than the backbone's {limit} positions (max_position_embeddings); "
-                               f"use a sequence length of at most {limit}")
+        raise MeasurementError(
+            f"--seq-len {bad[0]} is longer than the backbone's {limit} positions (max_position_embeddings); "
+            f"use a sequence length of at most {limit}"
+        )
 
 
 def gpu_info() -> tuple[str, str]:
@@ -76,9 +83,16 @@ def gpu_info() -> tuple[str, str]:
     if exe is None:
         return "", ""
     try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
-        ).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError):
         return "", ""
     if not out or "," not in out[0]:
@@ -118,21 +132,45 @@ def machine_info(with_torch: bool) -> dict[str, Any]:
 
 
 def setting_columns(
-    machine: Mapping[str, Any], backend: str, device: str, provider: str, threads: int, spinning: bool,
-    dtype: str, batch: int, seq_len: int, shape_key: str,
+    machine: Mapping[str, Any],
+    backend: str,
+    device: str,
+    provider: str,
+    threads: int,
+    spinning: bool,
+    dtype: str,
+    batch: int,
+    seq_len: int,
+    shape_key: str,
 ) -> dict[str, Any]:
     """Settings + fingerprint columns and the three hashes that group and resume records."""
     backend_version = machine["torch_version"] if backend == "torch" else machine["onnxruntime_version"]
     fingerprint = short_hash(
-        machine["cpu_model"], machine["cpu_cores"], machine["gpu_name"], machine["gpu_driver"],
-        backend, backend_version, device, provider,
+        machine["cpu_model"],
+        machine["cpu_cores"],
+        machine["gpu_name"],
+        machine["gpu_driver"],
+        backend,
+        backend_version,
+        device,
+        provider,
     )
     target_id = short_hash(fingerprint, threads, bool(spinning), dtype, shape_key)
     settings_id = short_hash(target_id, batch, seq_len)
     return dict(
-        machine, backend=backend, device=device, provider=provider, threads=threads, spinning=bool(spinning),
-        dtype=dtype, batch=batch, seq_len=seq_len, shape_key=shape_key,
-        fingerprint=fingerprint, target_id=target_id, settings_id=settings_id,
+        machine,
+        backend=backend,
+        device=device,
+        provider=provider,
+        threads=threads,
+        spinning=bool(spinning),
+        dtype=dtype,
+        batch=batch,
+        seq_len=seq_len,
+        shape_key=shape_key,
+        fingerprint=fingerprint,
+        target_id=target_id,
+        settings_id=settings_id,
     )
 
 
@@ -179,11 +217,15 @@ def ort_session(path: str, provider: str, threads: int, spinning: bool):
     sess = ort.InferenceSession(str(path), opts, providers=[provider])
     if sess.get_providers()[0] != provider:
         # onnxruntime falls back to the CPU silently when a provider fails to load.
-        raise MeasurementError(f"onnxruntime could not use {provider} (session runs on {sess.get_providers()}); not timing a fallback")
+        raise MeasurementError(
+            f"onnxruntime could not use {provider} (session runs on {sess.get_providers()}); not timing a fallback"
+        )
     return sess
 
 
-def ort_feeds(input_names: Sequence[str], batch: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+def ort_feeds(
+    input_names: Sequence[str], batch: int, seq_len: int, vocab_size: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Random token ids, every token real (no padding): the cost of a full batch of this length."""
     rng = np.random.default_rng(seed)
     low = min(1000, vocab_size // 2)

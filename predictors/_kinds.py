@@ -37,8 +37,14 @@ def _shape_terms(batch: float, seq: float, quadratic: bool, across: bool) -> np.
     return np.array([1.0, tokens, tokens * seq]) if quadratic else np.array([1.0, tokens])
 
 
-def layer_features(subnets: Sequence[SubnetConfig], batch: np.ndarray, seq: np.ndarray,
-                   head_knots: np.ndarray, ffn_knots: np.ndarray, across: bool) -> np.ndarray:
+def layer_features(
+    subnets: Sequence[SubnetConfig],
+    batch: np.ndarray,
+    seq: np.ndarray,
+    head_knots: np.ndarray,
+    ffn_knots: np.ndarray,
+    across: bool,
+) -> np.ndarray:
     """Per config: [base terms, sum over layers of hat(heads) x attention terms, hat(ffn) x FFN terms]."""
     rows = []
     for s, b, t in zip(subnets, batch, seq):
@@ -48,7 +54,11 @@ def layer_features(subnets: Sequence[SubnetConfig], batch: np.ndarray, seq: np.n
         ffns = [f for f in s.ffn if f > 0]
         ha = hat_basis(np.array(heads, float), head_knots).sum(0) if heads else np.zeros(len(head_knots))
         fa = hat_basis(np.array(ffns, float), ffn_knots).sum(0) if ffns else np.zeros(len(ffn_knots))
-        rows.append(np.concatenate([_shape_terms(b, t, False, across), np.outer(ha, attn_terms).ravel(), np.outer(fa, ffn_terms).ravel()]))
+        rows.append(
+            np.concatenate(
+                [_shape_terms(b, t, False, across), np.outer(ha, attn_terms).ravel(), np.outer(fa, ffn_terms).ravel()]
+            )
+        )
     return np.array(rows)
 
 
@@ -71,7 +81,9 @@ def relative_nnls(X: np.ndarray, y: np.ndarray, ridge: float = 1e-8) -> np.ndarr
     return beta / scale
 
 
-def summary_features(subnets: Sequence[SubnetConfig], batch: np.ndarray, seq: np.ndarray, shape: BackboneShape) -> np.ndarray:
+def summary_features(
+    subnets: Sequence[SubnetConfig], batch: np.ndarray, seq: np.ndarray, shape: BackboneShape
+) -> np.ndarray:
     """Config-level features for trees: depth, attention/FFN blocks, heads and FFN sums, extremes,
     FLOPs, batch, seq, tokens."""
     rows = []
@@ -79,10 +91,23 @@ def summary_features(subnets: Sequence[SubnetConfig], batch: np.ndarray, seq: np
         heads = [h for h in s.heads if h > 0] or [0]
         ffns = [f for f in s.ffn if f > 0] or [0]
         flops = count_flops(shape, s, int(b), int(t))
-        rows.append([
-            s.depth, sum(h > 0 for h in s.heads), sum(f > 0 for f in s.ffn), sum(s.heads), sum(s.ffn),
-            max(heads), min(heads), max(ffns), min(ffns), math.log(max(flops, 1.0)), b, t, b * t,
-        ])
+        rows.append(
+            [
+                s.depth,
+                sum(h > 0 for h in s.heads),
+                sum(f > 0 for f in s.ffn),
+                sum(s.heads),
+                sum(s.ffn),
+                max(heads),
+                min(heads),
+                max(ffns),
+                min(ffns),
+                math.log(max(flops, 1.0)),
+                b,
+                t,
+                b * t,
+            ]
+        )
     return np.array(rows, dtype=float)
 
 
@@ -138,10 +163,14 @@ class LookupTablePredictor(LatencyPredictor):
         return float(ys[-1] + slope * (v - xs[-1]))
 
     def _raw(self, subnets: Sequence[SubnetConfig]) -> np.ndarray:
-        return np.array([
-            self.base_ + sum(self._interp(h, self.attn_) for h in s.heads if h) + sum(self._interp(f, self.ffn_) for f in s.ffn if f)
-            for s in subnets
-        ])
+        return np.array(
+            [
+                self.base_
+                + sum(self._interp(h, self.attn_) for h in s.heads if h)
+                + sum(self._interp(f, self.ffn_) for f in s.ffn if f)
+                for s in subnets
+            ]
+        )
 
     def _predict(self, subnets, batch, seq) -> np.ndarray:
         return self.calib_[0] + self.calib_[1] * self._raw(subnets)
@@ -199,7 +228,13 @@ class BoostedTreesPredictor(LatencyPredictor):
         self.n_trees, self.learning_rate, self.max_depth, self.min_leaf = n_trees, learning_rate, max_depth, min_leaf
 
     def hyper(self) -> dict[str, Any]:
-        return dict(super().hyper(), n_trees=self.n_trees, learning_rate=self.learning_rate, max_depth=self.max_depth, min_leaf=self.min_leaf)
+        return dict(
+            super().hyper(),
+            n_trees=self.n_trees,
+            learning_rate=self.learning_rate,
+            max_depth=self.max_depth,
+            min_leaf=self.min_leaf,
+        )
 
     def min_records(self, data: Data) -> int:
         return max(10, 2 * self.min_leaf)
@@ -224,15 +259,38 @@ class HybridPredictor(LatencyPredictor):
 
     kind = "hybrid"
 
-    def __init__(self, n_trees: int = 100, learning_rate: float = 0.05, max_depth: int = 2, min_leaf: int = 5, ridge: float = 1e-8, **kw):
+    def __init__(
+        self,
+        n_trees: int = 100,
+        learning_rate: float = 0.05,
+        max_depth: int = 2,
+        min_leaf: int = 5,
+        ridge: float = 1e-8,
+        **kw,
+    ):
         super().__init__(**kw)
-        self.n_trees, self.learning_rate, self.max_depth, self.min_leaf, self.ridge = n_trees, learning_rate, max_depth, min_leaf, ridge
+        self.n_trees, self.learning_rate, self.max_depth, self.min_leaf, self.ridge = (
+            n_trees,
+            learning_rate,
+            max_depth,
+            min_leaf,
+            ridge,
+        )
 
     def hyper(self) -> dict[str, Any]:
-        return dict(super().hyper(), n_trees=self.n_trees, learning_rate=self.learning_rate, max_depth=self.max_depth, min_leaf=self.min_leaf, ridge=self.ridge)
+        return dict(
+            super().hyper(),
+            n_trees=self.n_trees,
+            learning_rate=self.learning_rate,
+            max_depth=self.max_depth,
+            min_leaf=self.min_leaf,
+            ridge=self.ridge,
+        )
 
     def _linear(self) -> LayerRegressionPredictor:
-        lin = LayerRegressionPredictor(ridge=self.ridge, across_shapes=self.across_shapes, cv_folds=self.cv_folds, seed=self.seed)
+        lin = LayerRegressionPredictor(
+            ridge=self.ridge, across_shapes=self.across_shapes, cv_folds=self.cv_folds, seed=self.seed
+        )
         lin.shape_ = self.shape_
         return lin
 
@@ -276,6 +334,6 @@ class HybridPredictor(LatencyPredictor):
     def _set_params(self, params, arrays) -> None:
         self.floor_ = float(params.get("floor", 1e-6))
         self.linear_ = self._linear()
-        self.linear_._set_params({}, {k[len("linear_"):]: v for k, v in arrays.items() if k.startswith("linear_")})
-        trees = {k[len("trees_"):]: v for k, v in arrays.items() if k.startswith("trees_")}
+        self.linear_._set_params({}, {k[len("linear_") :]: v for k, v in arrays.items() if k.startswith("linear_")})
+        trees = {k[len("trees_") :]: v for k, v in arrays.items() if k.startswith("trees_")}
         self.trees_ = TreeEnsemble.from_arrays(params["init"], params["learning_rate"], trees)

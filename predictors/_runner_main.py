@@ -10,14 +10,28 @@ import uuid
 
 from ._driver import Item, measure_items
 from ._fingerprint import (
-    CUDA_PROVIDERS, check_ort_provider, check_seq_lens, machine_info, ort_feeds, ort_run_once, ort_session, setting_columns,
+    CUDA_PROVIDERS,
+    check_ort_provider,
+    check_seq_lens,
+    machine_info,
+    ort_feeds,
+    ort_run_once,
+    ort_session,
+    setting_columns,
     threads_warning,
 )
 from ._schema import (
-    MeasurementError, anchor_reference, append_rows, check_records_path, done_keys, raw_timings_path, read_rows,
+    MeasurementError,
+    anchor_reference,
+    append_rows,
+    check_records_path,
+    done_keys,
+    raw_timings_path,
+    read_rows,
     write_raw_timings,
 )
 from ._core import Protocol
+
 # </in-package>
 # ------------------------------------------------------------------------------- kit runner
 # The part of runner.py below the shared protocol: reads kit.json, times every models/<key>.onnx
@@ -28,7 +42,9 @@ import itertools  # noqa: E402,F811
 import uuid  # noqa: E402,F811
 
 
-def _prepare(path: str, provider: str, threads: int, spinning: bool, inputs: list, batch: int, seq_len: int, vocab: int):
+def _prepare(
+    path: str, provider: str, threads: int, spinning: bool, inputs: list, batch: int, seq_len: int, vocab: int
+):
     def prepare():
         sess = ort_session(path, provider, threads, spinning)
         return ort_run_once(sess, ort_feeds(inputs, batch, seq_len, vocab))
@@ -42,7 +58,8 @@ def _speed_line(rows: list, reference: float | None) -> str:
     if si != si:
         return "  no anchor timed: no speed index"
     line = f"  speed index {si:.3f} (anchor {ok[0]['anchor_key']}: {float(ok[0]['anchor_ms']):.3f} ms" + (
-        f", reference {reference:.3f} ms)" if reference else "; this run is the reference)")
+        f", reference {reference:.3f} ms)" if reference else "; this run is the reference)"
+    )
     if abs(si - 1) > 0.05:
         line += f"\n  warning: this machine ran {abs(si - 1):.1%} {'slower' if si > 1 else 'faster'} than when the reference was measured"
     return line
@@ -61,10 +78,26 @@ def read_kit(kit_dir: str) -> dict:
         raise MeasurementError(f"cannot read the kit file '{path}': {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(kit, dict) or kit.get("kit_version") != KIT_VERSION:
         version = kit.get("kit_version") if isinstance(kit, dict) else None
-        raise MeasurementError(f"kit file '{path}' has kit_version {version!r}; this runner reads version {KIT_VERSION} "
-                               "(write the kit again with `dynasearch kit`)")
-    missing = [k for k in ("threads", "batch", "seq_len", "provider", "spinning", "protocol", "configs", "shape", "shape_key", "vocab_size")
-               if k not in kit]
+        raise MeasurementError(
+            f"kit file '{path}' has kit_version {version!r}; this runner reads version {KIT_VERSION} "
+            "(write the kit again with `dynasearch kit`)"
+        )
+    missing = [
+        k
+        for k in (
+            "threads",
+            "batch",
+            "seq_len",
+            "provider",
+            "spinning",
+            "protocol",
+            "configs",
+            "shape",
+            "shape_key",
+            "vocab_size",
+        )
+        if k not in kit
+    ]
     if missing:
         raise MeasurementError(f"kit file '{path}' lacks key {missing[0]!r}; write the kit again with `dynasearch kit`")
     return kit
@@ -80,13 +113,27 @@ def runner_main(kit_dir: str, argv: list | None = None) -> int:
         description="Time this kit's ONNX models with onnxruntime (needs only Python, numpy, onnxruntime) "
         "and append dynasearch latency records; feed them to `dynasearch fit-predictor`."
     )
-    ap.add_argument("--out", default=os.path.join(kit_dir, "records.csv"), help="records CSV (appended; default: records.csv in the kit)")
-    ap.add_argument("--threads", type=int, nargs="+", default=kit["threads"], help=f"intra-op threads (default {kit['threads']})")
+    ap.add_argument(
+        "--out",
+        default=os.path.join(kit_dir, "records.csv"),
+        help="records CSV (appended; default: records.csv in the kit)",
+    )
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=kit["threads"], help=f"intra-op threads (default {kit['threads']})"
+    )
     ap.add_argument("--batch", type=int, nargs="+", default=kit["batch"], help=f"batch sizes (default {kit['batch']})")
-    ap.add_argument("--seq-len", type=int, nargs="+", default=kit["seq_len"], help=f"sequence lengths (default {kit['seq_len']})")
-    ap.add_argument("--provider", default=kit["provider"], help=f"onnxruntime execution provider (default {kit['provider']})")
-    ap.add_argument("--spinning", choices=["on", "off"], default="on" if kit["spinning"] else "off",
-                    help="onnxruntime intra-op thread spinning (off is the stable setting on few cores)")
+    ap.add_argument(
+        "--seq-len", type=int, nargs="+", default=kit["seq_len"], help=f"sequence lengths (default {kit['seq_len']})"
+    )
+    ap.add_argument(
+        "--provider", default=kit["provider"], help=f"onnxruntime execution provider (default {kit['provider']})"
+    )
+    ap.add_argument(
+        "--spinning",
+        choices=["on", "off"],
+        default="on" if kit["spinning"] else "off",
+        help="onnxruntime intra-op thread spinning (off is the stable setting on few cores)",
+    )
     ap.add_argument("--limit", type=int, default=None, help="measure only the first N configs (a quick trial)")
     ap.add_argument("--no-resume", action="store_true", help="measure again what the records already hold")
     ap.add_argument("--retry-failed", action="store_true", help="measure again configs recorded as failed")
@@ -113,22 +160,48 @@ def runner_main(kit_dir: str, argv: list | None = None) -> int:
         anchor_cfg = kit.get("anchor")
         run_id = uuid.uuid4().hex[:12]
         for threads, batch, seq_len in itertools.product(args.threads, args.batch, args.seq_len):
-            cols = setting_columns(machine, "onnxruntime", device, args.provider, threads, spinning, "float32", batch, seq_len, kit["shape_key"])
+            cols = setting_columns(
+                machine,
+                "onnxruntime",
+                device,
+                args.provider,
+                threads,
+                spinning,
+                "float32",
+                batch,
+                seq_len,
+                kit["shape_key"],
+            )
             done = set() if args.no_resume else done_keys(args.out, cols["settings_id"], args.retry_failed)
 
             def item(c, cols=cols, threads=threads, batch=batch, seq_len=seq_len):
                 row = dict(
-                    cols, run_id=run_id, sampler=c["sampler"], key=c["key"], subnet=c["subnet"], depth=c["depth"],
-                    heads_sum=c["heads_sum"], ffn_sum=c["ffn_sum"], params=c["params"],
-                    flops=c["flops"].get(f"{batch}x{seq_len}", ""), shape=kit["shape"],
+                    cols,
+                    run_id=run_id,
+                    sampler=c["sampler"],
+                    key=c["key"],
+                    subnet=c["subnet"],
+                    depth=c["depth"],
+                    heads_sum=c["heads_sum"],
+                    ffn_sum=c["ffn_sum"],
+                    params=c["params"],
+                    flops=c["flops"].get(f"{batch}x{seq_len}", ""),
+                    shape=kit["shape"],
                 )
                 path = os.path.join(kit_dir, "models", c["key"] + ".onnx")
-                return Item(c["key"], row, _prepare(path, args.provider, threads, spinning, c["inputs"], batch, seq_len, kit["vocab_size"]))
+                return Item(
+                    c["key"],
+                    row,
+                    _prepare(path, args.provider, threads, spinning, c["inputs"], batch, seq_len, kit["vocab_size"]),
+                )
 
             items = [item(c) for c in configs if c["key"] not in done]
             n_done += len(configs) - len(items)
             total, count = len(items), [0]
-            print(f"threads {threads} batch {batch} seq {seq_len}: {total} to measure, {len(configs) - total} already measured in {args.out}", flush=True)
+            print(
+                f"threads {threads} batch {batch} seq {seq_len}: {total} to measure, {len(configs) - total} already measured in {args.out}",
+                flush=True,
+            )
             if not items:
                 continue
             anchor = item(anchor_cfg) if anchor_cfg else None
@@ -139,8 +212,15 @@ def runner_main(kit_dir: str, argv: list | None = None) -> int:
                 count[0] += n
                 print(f"threads {threads} batch {batch} seq {seq_len}: {count[0]}/{total} configs", flush=True)
 
-            rows = measure_items(items, protocol, lambda rows: append_rows(args.out, rows), progress, anchor=anchor,
-                                 reference_ms=reference, on_raw=lambda t, p=raw_path: write_raw_timings(p, t))
+            rows = measure_items(
+                items,
+                protocol,
+                lambda rows: append_rows(args.out, rows),
+                progress,
+                anchor=anchor,
+                reference_ms=reference,
+                on_raw=lambda t, p=raw_path: write_raw_timings(p, t),
+            )
             n_ok += sum(r["status"] == "ok" for r in rows)
             n_failed += sum(r["status"] != "ok" for r in rows)
             print(_speed_line(rows, reference), flush=True)
@@ -155,5 +235,7 @@ def runner_main(kit_dir: str, argv: list | None = None) -> int:
     if n_failed and not n_ok:
         print(f"error: none of the {n_failed} configs could be measured (see the failures above)", file=sys.stderr)
         return 1
-    print(f"measured {n_ok + n_failed} config x setting rows ({n_ok} ok, {n_failed} failed), {n_done} already measured, into {args.out}")
+    print(
+        f"measured {n_ok + n_failed} config x setting rows ({n_ok} ok, {n_failed} failed), {n_done} already measured, into {args.out}"
+    )
     return 0

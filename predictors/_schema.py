@@ -69,10 +69,18 @@ RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("status", "str", "ok or failed"),
     ("error", "str", "why a failed config failed (empty when ok)"),
     ("median_ms", "float", "RAW median latency of the timed runs, milliseconds"),
-    ("corrected_median_ms", "float", "median after the per-round speed correction, on the anchor's reference scale "
-     "(median_ms / run speed factors, divided by speed_index); what predictors fit. Empty: same as median_ms"),
-    ("speed_index", "float", "the run's speed: the anchor's (round-corrected) median / its reference (first run of this "
-     "settings_id); 1.10 = 10% slower than the reference. Empty without an anchor or in old records"),
+    (
+        "corrected_median_ms",
+        "float",
+        "median after the per-round speed correction, on the anchor's reference scale "
+        "(median_ms / run speed factors, divided by speed_index); what predictors fit. Empty: same as median_ms",
+    ),
+    (
+        "speed_index",
+        "float",
+        "the run's speed: the anchor's (round-corrected) median / its reference (first run of this "
+        "settings_id); 1.10 = 10% slower than the reference. Empty without an anchor or in old records",
+    ),
     ("speed_spread", "float", "90th / 10th percentile of the run's per-round speed factors (1.0 = steady machine)"),
     ("anchor_key", "str", "key of the anchor config timed in every round of the run (empty: none)"),
     ("anchor_ms", "float", "the anchor's round-corrected median in this run"),
@@ -115,11 +123,15 @@ def check_records_path(path: str) -> None:
     if not str(path):
         raise MeasurementError("records file path is empty; give a file name such as records.csv")
     if os.path.isdir(path):
-        raise MeasurementError(f"records file '{path}' is a directory; give a file name such as {os.path.join(path, 'records.csv')}")
+        raise MeasurementError(
+            f"records file '{path}' is a directory; give a file name such as {os.path.join(path, 'records.csv')}"
+        )
     if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
         kind = "a character device" if stat.S_ISCHR(os.stat(path).st_mode) else "not a regular file"
-        raise MeasurementError(f"cannot write records file '{path}': it is {kind}, not a records CSV (records are rewritten "
-                               "through a temporary file beside it); give a file name such as records.csv")
+        raise MeasurementError(
+            f"cannot write records file '{path}': it is {kind}, not a records CSV (records are rewritten "
+            "through a temporary file beside it); give a file name such as records.csv"
+        )
     directory = os.path.dirname(os.path.abspath(path))
     probe = directory
     while not os.path.exists(probe):
@@ -144,10 +156,30 @@ def check_records_path(path: str) -> None:
 # Cells every row must fill; `median_ms` is also needed in rows of status ok. Other cells may be
 # empty (a failed row has no latencies, the kit's runner may leave FLOPs out, older rows lack the
 # speed columns); when filled they must hold a value of their column's type.
-_REQUIRED = frozenset((
-    "schema", "run_id", "key", "subnet", "depth", "heads_sum", "ffn_sum", "shape", "backend", "device", "threads", "spinning",
-    "dtype", "batch", "seq_len", "cpu_cores", "fingerprint", "target_id", "settings_id", "status",
-))
+_REQUIRED = frozenset(
+    (
+        "schema",
+        "run_id",
+        "key",
+        "subnet",
+        "depth",
+        "heads_sum",
+        "ffn_sum",
+        "shape",
+        "backend",
+        "device",
+        "threads",
+        "spinning",
+        "dtype",
+        "batch",
+        "seq_len",
+        "cpu_cores",
+        "fingerprint",
+        "target_id",
+        "settings_id",
+        "status",
+    )
+)
 _POSITIVE = frozenset(("threads", "batch", "seq_len", "cpu_cores"))
 _LATENCIES = ("median_ms", "corrected_median_ms")
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
@@ -201,9 +233,11 @@ def _check_subnet_cell(text: str, shape: Mapping[str, Any], cells: Mapping[str, 
     if any(b <= a for a, b in zip(layers, layers[1:])):
         raise _Bad("subnet", f"layers in ascending order without repeats (got {layers})")
     n_layers, n_heads, n_ffn = shape["num_layers"], shape["num_heads"], shape["intermediate_size"]
-    for name, values, limit, what in (("layers", layers, n_layers - 1, f"layer indices 0..{n_layers - 1} (its backbone has {n_layers} layers)"),
-                                      ("heads", heads, n_heads, f"at most {n_heads} heads per layer (its backbone has {n_heads})"),
-                                      ("ffn", ffn, n_ffn, f"at most {n_ffn} FFN neurons per layer (its backbone has {n_ffn})")):
+    for name, values, limit, what in (
+        ("layers", layers, n_layers - 1, f"layer indices 0..{n_layers - 1} (its backbone has {n_layers} layers)"),
+        ("heads", heads, n_heads, f"at most {n_heads} heads per layer (its backbone has {n_heads})"),
+        ("ffn", ffn, n_ffn, f"at most {n_ffn} FFN neurons per layer (its backbone has {n_ffn})"),
+    ):
         over = [v for v in values if v > limit]
         if over:
             raise _Bad("subnet", f"{what}; {name} holds {over[0]}")
@@ -219,7 +253,9 @@ def _check_row(r: Mapping[str, Any], header: Sequence[str]) -> list[str]:
         raise _Bad("", f"{len(header)} cells; the row has {len(header) + len(r[None])}")
     empty = [c for c in header if r.get(c) is None]
     if empty:  # a short row: DictReader fills the missing cells with None
-        raise _Bad("", f"{len(header)} cells; the row has {len(header) - len(empty)} (it is cut: from column {empty[0]!r} on)")
+        raise _Bad(
+            "", f"{len(header)} cells; the row has {len(header) - len(empty)} (it is cut: from column {empty[0]!r} on)"
+        )
     status = r["status"]
     if status not in ("ok", "failed"):
         raise _Bad("status", "ok or failed")
@@ -283,7 +319,9 @@ def read_rows(path: str) -> list[dict[str, str]]:
         raise MeasurementError(f"cannot read records file '{path}': {e.strerror or e}") from None
     if "\0" in text:
         line = text.count("\n", 0, text.index("\0")) + 1
-        raise MeasurementError(f"records file '{path}' line {line} holds a NUL byte: the file is damaged (not a records CSV)")
+        raise MeasurementError(
+            f"records file '{path}' line {line} holds a NUL byte: the file is damaged (not a records CSV)"
+        )
     reader = csv.DictReader(io.StringIO(text))
     try:
         header = tuple(reader.fieldnames or ())
@@ -306,7 +344,9 @@ def read_rows(path: str) -> list[dict[str, str]]:
             where = f"records file '{path}' row {n} (line {reader.line_num})"
             schema = r.get("schema") or ""
             if schema not in (SCHEMA, *OLD_SCHEMAS):
-                raise MeasurementError(f"{where} holds schema {schema!r}; this version reads {SCHEMA} and {', '.join(OLD_SCHEMAS)}")
+                raise MeasurementError(
+                    f"{where} holds schema {schema!r}; this version reads {SCHEMA} and {', '.join(OLD_SCHEMAS)}"
+                )
             try:
                 for col in _check_row(r, header):
                     bad_latency.append((n, reader.line_num, r["key"], col))
@@ -384,7 +424,8 @@ def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return set()
     return {
-        r["key"] for r in read_rows(path)
+        r["key"]
+        for r in read_rows(path)
         if r["settings_id"] == settings_id and (r["status"] == "ok" or not retry_failed)
     }
 
@@ -428,5 +469,7 @@ def read_raw_timings(path: str) -> list[tuple[str, int, int, float, bool]]:
         reader = csv.reader(f)
         header = tuple(next(reader, ()))
         if header != RAW_COLUMNS:
-            raise MeasurementError(f"raw timings file '{path}' has columns {list(header)}; expected {list(RAW_COLUMNS)}")
+            raise MeasurementError(
+                f"raw timings file '{path}' has columns {list(header)}; expected {list(RAW_COLUMNS)}"
+            )
         return [(k, int(r), int(i), float(ms), d == "1") for k, r, i, ms, d in reader]

@@ -11,6 +11,7 @@ by its round's factor. Standalone (numpy only): copied verbatim into the kit's r
 
 # <in-package>
 from __future__ import annotations
+
 # </in-package>
 import math  # noqa: E402
 from typing import Iterable, Mapping, Sequence  # noqa: E402
@@ -18,7 +19,9 @@ from typing import Iterable, Mapping, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def two_way_fit(cells: Mapping[tuple[str, int], float], max_iter: int = 10, huber_k: float = 1.345) -> tuple[dict[str, float], dict[int, float]]:
+def two_way_fit(
+    cells: Mapping[tuple[str, int], float], max_iter: int = 10, huber_k: float = 1.345
+) -> tuple[dict[str, float], dict[int, float]]:
     """(config effect, round effect) of log(cell) = config + round over the observed cells (missing
     cells are fine), by Huber-weighted least squares; round effects have median 0 over the rounds.
 
@@ -51,13 +54,15 @@ def two_way_fit(cells: Mapping[tuple[str, int], float], max_iter: int = 10, hube
         if np.max(np.abs(w_new - w)) < 1e-6:
             break
         w = w_new
-    row = beta[:len(keys)]
-    col = np.concatenate([[0.0], beta[len(keys):]])
+    row = beta[: len(keys)]
+    col = np.concatenate([[0.0], beta[len(keys) :]])
     shift = float(np.median(col))
     return {k: float(row[ki[k]] + shift) for k in keys}, {r: float(col[ri[r]] - shift) for r in rounds}
 
 
-def round_factors(timings: Mapping[str, Sequence[tuple[int, float]]], groups: Iterable[Sequence[str]] | None = None) -> dict[int, float]:
+def round_factors(
+    timings: Mapping[str, Sequence[tuple[int, float]]], groups: Iterable[Sequence[str]] | None = None
+) -> dict[int, float]:
     """Speed factor of every round (1.0 = the group's median round; 1.2 = 20% slower) from each
     config's (round, ms) timings. groups: sets of configs that shared rounds, fitted separately
     (without an anchor, separate chunks share nothing); default: one group."""

@@ -49,21 +49,27 @@ class BackendSettings:
                 raise MeasurementError(f"{name} must be a positive integer; got {v!r}")
         if self.backend == "torch":
             if self.provider:
-                raise MeasurementError(f"execution provider {self.provider!r} is an onnxruntime option; the torch backend takes --device")
+                raise MeasurementError(
+                    f"execution provider {self.provider!r} is an onnxruntime option; the torch backend takes --device"
+                )
             if self.spinning:
                 raise MeasurementError("thread spinning is an onnxruntime option; torch has no such setting")
             if self.dtype not in TORCH_DTYPES:
                 raise MeasurementError(f"unknown dtype {self.dtype!r} for torch; allowed: {', '.join(TORCH_DTYPES)}")
         else:
             if self.dtype != "float32":
-                raise MeasurementError(f"dtype {self.dtype!r} is not supported with onnxruntime; the exported models are float32")
+                raise MeasurementError(
+                    f"dtype {self.dtype!r} is not supported with onnxruntime; the exported models are float32"
+                )
             if not self.provider:
                 object.__setattr__(self, "provider", ORT_DEVICE_PROVIDERS[self.device])
             elif self.device == "cpu" and self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
                 object.__setattr__(self, "device", "cuda")
 
     def with_shape(self, batch: int, seq_len: int) -> "BackendSettings":
-        return BackendSettings(self.backend, self.device, self.threads, self.spinning, self.dtype, batch, seq_len, self.provider)
+        return BackendSettings(
+            self.backend, self.device, self.threads, self.spinning, self.dtype, batch, seq_len, self.provider
+        )
 
 
 class Backend(ABC):
@@ -112,7 +118,10 @@ class TorchBackend(Backend):
         device = torch.device(s.device)
         model = model.to(device=device, dtype=dtype).eval()
         cfg = model.config
-        feeds = {k: torch.from_numpy(v).to(device) for k, v in ort_feeds(input_names(model), s.batch, s.seq_len, cfg.vocab_size).items()}
+        feeds = {
+            k: torch.from_numpy(v).to(device)
+            for k, v in ort_feeds(input_names(model), s.batch, s.seq_len, cfg.vocab_size).items()
+        }
         cuda = device.type == "cuda"
 
         def run_once() -> Any:
@@ -134,7 +143,7 @@ def remove_dead_onnx_folders(root: str | Path | None = None) -> list[Path]:
     do folders of other hosts (a shared /tmp) and untagged ones of older versions."""
     gone = []
     for p in Path(root or tempfile.gettempdir()).glob(ONNX_TMP_PREFIX + "*"):
-        host, _, rest = p.name[len(ONNX_TMP_PREFIX):].partition("-")
+        host, _, rest = p.name[len(ONNX_TMP_PREFIX) :].partition("-")
         if p.is_dir() and process_dead(f"{host}-{rest.partition('-')[0]}"):
             shutil.rmtree(p, ignore_errors=True)
             gone.append(p)

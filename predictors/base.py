@@ -32,7 +32,18 @@ from .samplers import is_layer_table_config
 FORMAT = "dynasearch-latency-predictor"
 VERSION = 1
 # Settings a predictor is tied to: asking with other values raises unless forced.
-TARGET_FIELDS = ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning", "dtype", "shape_key")
+TARGET_FIELDS = (
+    "cpu_model",
+    "cpu_cores",
+    "gpu_name",
+    "backend",
+    "device",
+    "provider",
+    "threads",
+    "spinning",
+    "dtype",
+    "shape_key",
+)
 
 
 @dataclass
@@ -54,7 +65,9 @@ class Data:
     def from_records(cls, df: pd.DataFrame) -> "Data":
         return cls(
             [SubnetConfig.from_json(s) for s in df["subnet"]],
-            df["batch"].to_numpy(dtype=float), df["seq_len"].to_numpy(dtype=float), df[LATENCY_COLUMN].to_numpy(dtype=float),
+            df["batch"].to_numpy(dtype=float),
+            df["seq_len"].to_numpy(dtype=float),
+            df[LATENCY_COLUMN].to_numpy(dtype=float),
         )
 
 
@@ -67,7 +80,9 @@ class LatencyPredictor(ABC):
         self.cv_folds = cv_folds
         self.seed = seed
         if across_shapes and not self.supports_shapes:
-            raise PredictorError(f"predictor {self.kind!r} serves one batch and sequence length; it cannot be fitted across shapes")
+            raise PredictorError(
+                f"predictor {self.kind!r} serves one batch and sequence length; it cannot be fitted across shapes"
+            )
 
     # ---- what subclasses provide
     def hyper(self) -> dict[str, Any]:
@@ -106,7 +121,9 @@ class LatencyPredictor(ABC):
         data = Data.from_records(df)
         need = self.min_records(data)
         if len(data) < need:
-            raise PredictorError(f"too few records to fit predictor {self.kind!r}: {len(data)} given, at least {need} needed")
+            raise PredictorError(
+                f"too few records to fit predictor {self.kind!r}: {len(data)} given, at least {need} needed"
+            )
         self._fit(data)
         self.meta_ = _metadata(df, self.kind, len(data), self.across_shapes)
         self.conformal_scores_ = self._cv_scores(data) if conformal else np.zeros(0)
@@ -139,7 +156,9 @@ class LatencyPredictor(ABC):
     # ---- prediction
     def _check_fitted(self) -> None:
         if not hasattr(self, "meta_"):
-            raise PredictorError(f"predictor {self.kind!r} is not fitted; call fit(records) first, or read one with predictors.load_predictor(dir)")
+            raise PredictorError(
+                f"predictor {self.kind!r} is not fitted; call fit(records) first, or read one with predictors.load_predictor(dir)"
+            )
 
     def check_target(self, target: Mapping[str, Any], force: bool = False) -> None:
         """Refuse (or with force, warn) when `target` (a records row or settings dict) names another
@@ -153,7 +172,9 @@ class LatencyPredictor(ABC):
         if diffs:
             msg = "predictor was fitted for another fingerprint or setting (" + "; ".join(diffs) + ")"
             if not force:
-                raise PredictorError(msg + "; measure this setting and fit a predictor for it (in Python, force=True predicts anyway)")
+                raise PredictorError(
+                    msg + "; measure this setting and fit a predictor for it (in Python, force=True predicts anyway)"
+                )
             warnings.warn(msg + "; predicting anyway (forced)", stacklevel=2)
 
     def _check_shapes(self, batch: np.ndarray, seq: np.ndarray, force: bool) -> None:
@@ -164,8 +185,10 @@ class LatencyPredictor(ABC):
             if other:
                 msg = f"predictor was fitted for (batch, seq_len) {sorted(trained)}; asked {other[:5]}"
                 if not force:
-                    raise PredictorError(msg + "; fit one across shapes (fit-predictor --across-shapes) or measure and fit "
-                                         "this shape (in Python, force=True predicts anyway)")
+                    raise PredictorError(
+                        msg + "; fit one across shapes (fit-predictor --across-shapes) or measure and fit "
+                        "this shape (in Python, force=True predicts anyway)"
+                    )
                 warnings.warn(msg + " (forced)", stacklevel=3)
             return
         bs = [b for b, _ in self.meta_["shapes"]]
@@ -174,11 +197,17 @@ class LatencyPredictor(ABC):
         if outside:
             warnings.warn(
                 f"(batch, seq_len) {outside[:5]} outside the fitted ranges batch {min(bs)}-{max(bs)}, "
-                f"seq_len {min(ss)}-{max(ss)}: extrapolating", stacklevel=3,
+                f"seq_len {min(ss)}-{max(ss)}: extrapolating",
+                stacklevel=3,
             )
 
-    def predict(self, subnets: Sequence[SubnetConfig], batch: int | Sequence[int] | None = None,
-                seq_len: int | Sequence[int] | None = None, force: bool = False) -> np.ndarray:
+    def predict(
+        self,
+        subnets: Sequence[SubnetConfig],
+        batch: int | Sequence[int] | None = None,
+        seq_len: int | Sequence[int] | None = None,
+        force: bool = False,
+    ) -> np.ndarray:
         """Predicted latency in milliseconds, one per sub-network. batch / seq_len default to the
         fitted ones (a predictor fitted on one input shape)."""
         self._check_fitted()
@@ -197,7 +226,10 @@ class LatencyPredictor(ABC):
         for _, row in records.drop_duplicates("target_id").iterrows():
             self.check_target(row, force)
         return self.predict(
-            [SubnetConfig.from_json(s) for s in records["subnet"]], records["batch"].to_numpy(), records["seq_len"].to_numpy(), force=force
+            [SubnetConfig.from_json(s) for s in records["subnet"]],
+            records["batch"].to_numpy(),
+            records["seq_len"].to_numpy(),
+            force=force,
         )
 
     def conformal_quantile(self, coverage: float) -> float:
@@ -208,11 +240,15 @@ class LatencyPredictor(ABC):
         scores = self.conformal_scores_
         n = len(scores)
         if n == 0:
-            raise PredictorError(f"predictor {self.kind!r} has no cross-validation residuals (too few whole-model records) for intervals")
+            raise PredictorError(
+                f"predictor {self.kind!r} has no cross-validation residuals (too few whole-model records) for intervals"
+            )
         rank = math.ceil((n + 1) * coverage)
         return math.inf if rank > n else float(scores[rank - 1])
 
-    def predict_interval(self, subnets: Sequence[SubnetConfig], coverage: float = 0.9, batch=None, seq_len=None, force: bool = False):
+    def predict_interval(
+        self, subnets: Sequence[SubnetConfig], coverage: float = 0.9, batch=None, seq_len=None, force: bool = False
+    ):
         """(prediction, low, high) in ms; the interval covers `coverage` of new measurements if the
         errors are exchangeable with the cross-validation ones (their measured coverage is reported
         by `dynasearch fit-predictor`)."""
@@ -231,8 +267,13 @@ class LatencyPredictor(ABC):
         np.savez(buf, **arrays)
         blob = buf.getvalue()
         doc = {
-            "format": FORMAT, "version": VERSION, "kind": self.kind, "hyper": self.hyper(), "meta": self.meta_,
-            "shape": self.shape_.to_dict(), "params": params,
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": self.kind,
+            "hyper": self.hyper(),
+            "meta": self.meta_,
+            "shape": self.shape_.to_dict(),
+            "params": params,
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
             "arrays_sha256": hashlib.sha256(blob).hexdigest(),
         }
@@ -259,19 +300,32 @@ def _same(a: Any, b: Any) -> bool:
 
 def _metadata(df: pd.DataFrame, kind: str, n: int, across_shapes: bool) -> dict[str, Any]:
     first = df.iloc[0]
-    meta = {f: (bool(first[f]) if f == "spinning" else int(first[f]) if f in ("threads", "cpu_cores") else str(first[f])) for f in TARGET_FIELDS}
+    meta = {
+        f: (bool(first[f]) if f == "spinning" else int(first[f]) if f in ("threads", "cpu_cores") else str(first[f]))
+        for f in TARGET_FIELDS
+    }
     shapes = sorted({(int(b), int(s)) for b, s in zip(df["batch"], df["seq_len"])})
     try:
         version = importlib.metadata.version("dynasearch")
     except importlib.metadata.PackageNotFoundError:
         version = "unknown"
     meta.update(
-        kind=kind, fingerprint=str(first["fingerprint"]), target_id=str(first["target_id"]),
-        gpu_driver=str(first["gpu_driver"]), torch_version=str(first["torch_version"]),
-        onnxruntime_version=str(first["onnxruntime_version"]), numpy_version=np.__version__,
-        dynasearch_version=version, shapes=[list(s) for s in shapes], across_shapes=across_shapes,
-        n_train=n, n_configs=int(df["key"].nunique()), latency_column=LATENCY_COLUMN, widths_seen=widths_seen(df),
-        anchor_reference=anchor_references(df), created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        kind=kind,
+        fingerprint=str(first["fingerprint"]),
+        target_id=str(first["target_id"]),
+        gpu_driver=str(first["gpu_driver"]),
+        torch_version=str(first["torch_version"]),
+        onnxruntime_version=str(first["onnxruntime_version"]),
+        numpy_version=np.__version__,
+        dynasearch_version=version,
+        shapes=[list(s) for s in shapes],
+        across_shapes=across_shapes,
+        n_train=n,
+        n_configs=int(df["key"].nunique()),
+        latency_column=LATENCY_COLUMN,
+        widths_seen=widths_seen(df),
+        anchor_reference=anchor_references(df),
+        created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     return meta
 
@@ -301,5 +355,7 @@ def widths_seen(df: pd.DataFrame) -> dict[str, list[int]]:
     """Sorted distinct per-layer head counts and FFN sizes over the records' configs (whole-model and
     single-layer alike): the widths a predictor was fitted on; others are interpolated."""
     subs = [SubnetConfig.from_json(s) for s in df["subnet"]]
-    return {"heads": sorted({int(h) for s in subs for h in s.heads}), "ffn": sorted({int(f) for s in subs for f in s.ffn})}
-
+    return {
+        "heads": sorted({int(h) for s in subs for h in s.heads}),
+        "ffn": sorted({int(f) for s in subs for f in s.ffn}),
+    }

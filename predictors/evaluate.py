@@ -53,7 +53,11 @@ def _layer_mask(df: pd.DataFrame) -> np.ndarray:
 
 
 def split_holdout(
-    df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, max_train: int | None = None, holdout_shapes: bool = False,
+    df: pd.DataFrame,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    max_train: int | None = None,
+    holdout_shapes: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train / test rows with disjoint configs (and, with holdout_shapes, disjoint (batch, seq_len)
     pairs too). Layer-table rows always go to training (they are the lookup table). max_train caps
@@ -98,7 +102,12 @@ def cap_rows(train: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def learning_curve(
-    kinds: Sequence[str], train: pd.DataFrame, test: pd.DataFrame, sizes: Sequence[int], across_shapes: bool, seed: int = 0,
+    kinds: Sequence[str],
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    sizes: Sequence[int],
+    across_shapes: bool,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """Held-out error against the number of measured configs used for fitting."""
     rows = []
@@ -107,7 +116,11 @@ def learning_curve(
         part = cap_rows(train, n, seed)
         for kind in kinds:
             try:
-                pred = make_predictor(kind, across_shapes=across_shapes, seed=seed).fit(part, conformal=False).predict_records(test)
+                pred = (
+                    make_predictor(kind, across_shapes=across_shapes, seed=seed)
+                    .fit(part, conformal=False)
+                    .predict_records(test)
+                )
             except PredictorError as e:
                 rows.append({"kind": kind, "n_train": n, "error": str(e)})
                 continue
@@ -170,7 +183,11 @@ def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: p
 
 
 def evaluate_split(
-    train: pd.DataFrame, test: pd.DataFrame, kinds: Sequence[str], across_shapes: bool = False, seed: int = 0,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    kinds: Sequence[str],
+    across_shapes: bool = False,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, LatencyPredictor], dict[str, np.ndarray]]:
     """Fit each kind on `train`, evaluate on `test`: (metrics table, fitted predictors, predictions).
     A kind that cannot be fitted (e.g. a lookup table without layer records) gets its error in the
@@ -187,8 +204,13 @@ def evaluate_split(
             continue
         pred = p.predict_records(test)
         scores = p.conformal_scores_
-        row = {"kind": kind, "n_train": len(train), "error": "", **metrics(y, pred),
-               "cv_mape": 100 * float(np.mean(scores)) if len(scores) else float("nan")}
+        row = {
+            "kind": kind,
+            "n_train": len(train),
+            "error": "",
+            **metrics(y, pred),
+            "cv_mape": 100 * float(np.mean(scores)) if len(scores) else float("nan"),
+        }
         for c in COVERAGES:
             try:
                 q = p.conformal_quantile(c)
@@ -247,14 +269,25 @@ def fit_and_evaluate(
     best = pick_best(results)
     first = df.iloc[0]
     report: dict[str, Any] = {
-        "target_id": str(first["target_id"]), "backend": str(first["backend"]), "provider": str(first["provider"]),
-        "device": str(first["device"]), "threads": int(first["threads"]), "spinning": bool(first["spinning"]),
-        "dtype": str(first["dtype"]), "cpu_model": str(first["cpu_model"]),
+        "target_id": str(first["target_id"]),
+        "backend": str(first["backend"]),
+        "provider": str(first["provider"]),
+        "device": str(first["device"]),
+        "threads": int(first["threads"]),
+        "spinning": bool(first["spinning"]),
+        "dtype": str(first["dtype"]),
+        "cpu_model": str(first["cpu_model"]),
         "shapes_train": sorted({(int(b), int(s)) for b, s in zip(train["batch"], train["seq_len"])}),
         "shapes_test": sorted({(int(b), int(s)) for b, s in zip(test["batch"], test["seq_len"])}),
-        "n_train": len(train), "n_test": len(test), "best": best, "across_shapes": across_shapes,
-        "latency_column": LATENCY_COLUMN, "speed_index": _speed_summary(df),
-        "results": results, "learning_curve": curve, "predictors": fitted,
+        "n_train": len(train),
+        "n_test": len(test),
+        "best": best,
+        "across_shapes": across_shapes,
+        "latency_column": LATENCY_COLUMN,
+        "speed_index": _speed_summary(df),
+        "results": results,
+        "learning_curve": curve,
+        "predictors": fitted,
     }
     if out_dir is not None:
         out = Path(out_dir)
@@ -282,8 +315,12 @@ def fit_and_evaluate(
 def _speed_summary(df: pd.DataFrame) -> dict[str, Any]:
     """How the fitting records' runs compare to their reference speed (NaN index: uncorrected runs)."""
     si = df.drop_duplicates("run_id")["speed_index"].astype(float)
-    return {"runs": int(df["run_id"].nunique()), "runs_uncorrected": int(si.isna().sum()),
-            "min": float(si.min()) if si.notna().any() else None, "max": float(si.max()) if si.notna().any() else None}
+    return {
+        "runs": int(df["run_id"].nunique()),
+        "runs_uncorrected": int(si.isna().sum()),
+        "min": float(si.min()) if si.notna().any() else None,
+        "max": float(si.max()) if si.notna().any() else None,
+    }
 
 
 def _readme(report: dict[str, Any]) -> str:
@@ -301,8 +338,21 @@ def _readme(report: dict[str, Any]) -> str:
 
 
 def format_table(results: pd.DataFrame) -> str:
-    cols = ["kind", "n_train", "n", "cv_mape", "mape", "rmse_ms", "within_5", "within_10", "kendall_tau", "spearman",
-            "interval_90_halfwidth_pct", "interval_90_coverage", "error"]
+    cols = [
+        "kind",
+        "n_train",
+        "n",
+        "cv_mape",
+        "mape",
+        "rmse_ms",
+        "within_5",
+        "within_10",
+        "kendall_tau",
+        "spearman",
+        "interval_90_halfwidth_pct",
+        "interval_90_coverage",
+        "error",
+    ]
     shown = results[[c for c in cols if c in results]].copy()
     for c in ("cv_mape", "mape", "rmse_ms", "interval_90_halfwidth_pct"):
         if c in shown:

@@ -44,20 +44,31 @@ class TreeEnsemble:
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
-            "roots": self.roots, "feature": self.feature, "threshold": self.threshold,
-            "left": self.left, "right": self.right, "value": self.value,
+            "roots": self.roots,
+            "feature": self.feature,
+            "threshold": self.threshold,
+            "left": self.left,
+            "right": self.right,
+            "value": self.value,
         }
 
     @classmethod
     def from_arrays(cls, init: float, learning_rate: float, arrays: dict[str, np.ndarray]) -> "TreeEnsemble":
         return cls(
-            float(init), float(learning_rate), arrays["roots"].astype(np.int32), arrays["feature"].astype(np.int32),
-            arrays["threshold"].astype(float), arrays["left"].astype(np.int32), arrays["right"].astype(np.int32),
+            float(init),
+            float(learning_rate),
+            arrays["roots"].astype(np.int32),
+            arrays["feature"].astype(np.int32),
+            arrays["threshold"].astype(float),
+            arrays["left"].astype(np.int32),
+            arrays["right"].astype(np.int32),
             arrays["value"].astype(float),
         )
 
 
-def _best_split(X: np.ndarray, r: np.ndarray, rows: np.ndarray, in_node: np.ndarray, presorted: np.ndarray, min_leaf: int) -> tuple[int, float, float]:
+def _best_split(
+    X: np.ndarray, r: np.ndarray, rows: np.ndarray, in_node: np.ndarray, presorted: np.ndarray, min_leaf: int
+) -> tuple[int, float, float]:
     """(feature, threshold, gain) of the split of `rows` that most reduces the squared error;
     feature -1 if none. presorted[:, j]: all rows sorted by feature j (sorted once per ensemble)."""
     n = len(rows)
@@ -101,7 +112,9 @@ def _grow(X, r, rows, max_depth, min_leaf, nodes, step, presorted) -> int:
     return idx
 
 
-def fit_gbdt(X: np.ndarray, y: np.ndarray, n_trees: int = 300, learning_rate: float = 0.05, max_depth: int = 3, min_leaf: int = 3) -> TreeEnsemble:
+def fit_gbdt(
+    X: np.ndarray, y: np.ndarray, n_trees: int = 300, learning_rate: float = 0.05, max_depth: int = 3, min_leaf: int = 3
+) -> TreeEnsemble:
     """Least-squares boosting: each tree fits the residual of the ensemble so far."""
     X = np.asarray(X, dtype=float)
     y = np.asarray(y, dtype=float)

@@ -73,16 +73,22 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     except OSError as e:
         raise PredictorError(f"cannot read {meta_path}: {e.strerror or e}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise PredictorError(f"{meta_path} is not a dynasearch latency predictor (format {doc.get('format') if isinstance(doc, dict) else None!r})")
+        raise PredictorError(
+            f"{meta_path} is not a dynasearch latency predictor (format {doc.get('format') if isinstance(doc, dict) else None!r})"
+        )
     if doc.get("version") != VERSION:
-        raise PredictorError(f"{meta_path} has predictor format version {doc.get('version')!r}; this dynasearch reads version {VERSION}")
+        raise PredictorError(
+            f"{meta_path} has predictor format version {doc.get('version')!r}; this dynasearch reads version {VERSION}"
+        )
     where = f"predictor file {meta_path}"
     kind = doc.get("kind")
     if kind not in PREDICTORS:
         raise PredictorError(f"{meta_path} holds an unknown predictor kind {kind!r}; known: {', '.join(PREDICTORS)}")
     for k in ("hyper", "meta", "shape", "params", "arrays"):
         if not isinstance(doc.get(k), dict):
-            raise PredictorError(f"{where}: key {k} is {'missing' if k not in doc else json.dumps(doc[k])[:40]}; expected an object")
+            raise PredictorError(
+                f"{where}: key {k} is {'missing' if k not in doc else json.dumps(doc[k])[:40]}; expected an object"
+            )
     hyper_keys = set(PREDICTORS[kind](**{}).hyper())
     check_keys(where, "hyper", doc["hyper"], {k: v for k, v in HYPER_KEYS.items() if k in hyper_keys}, unknown_ok=False)
     meta = doc["meta"]
@@ -90,15 +96,19 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     if meta["kind"] != kind:
         raise PredictorError(f"{where}: key meta.kind is {meta['kind']!r}; expected {kind!r} (the file's kind)")
     if meta["across_shapes"] != doc["hyper"].get("across_shapes", False):
-        raise PredictorError(f"{where}: key meta.across_shapes is {json.dumps(meta['across_shapes'])}; expected "
-                             f"{json.dumps(doc['hyper'].get('across_shapes', False))} (as hyper.across_shapes)")
+        raise PredictorError(
+            f"{where}: key meta.across_shapes is {json.dumps(meta['across_shapes'])}; expected "
+            f"{json.dumps(doc['hyper'].get('across_shapes', False))} (as hyper.across_shapes)"
+        )
     check_keys(where, "shape", doc["shape"], SHAPE_KEYS, required=list(SHAPE_KEYS)[:5], unknown_ok=False)
     check_keys(where, "params", doc["params"], PARAM_KEYS[kind], required=[k for k in PARAM_KEYS[kind] if k != "floor"])
     declared = doc["arrays"]
     needed = (*ARRAY_NAMES[kind], "conformal_scores")
     missing = [a for a in needed if a not in declared]
     if missing:
-        raise PredictorError(f"{where}: key arrays.{missing[0]} is missing (a {kind} predictor has arrays {', '.join(needed)})")
+        raise PredictorError(
+            f"{where}: key arrays.{missing[0]} is missing (a {kind} predictor has arrays {', '.join(needed)})"
+        )
     if not isinstance(doc.get("arrays_sha256"), str):
         raise PredictorError(f"{where}: key arrays_sha256 is missing or not a string")
     if not arr_path.is_file():
@@ -113,15 +123,25 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
         raise PredictorError(f"{arr_path} cannot be read: {type(e).__name__}: {e}") from None
     for name in sorted(set(declared) | set(arrays)):
         a, dec = arrays.get(name), declared.get(name)
-        if a is None or not isinstance(dec, dict) or dec.get("shape") != list(a.shape) or dec.get("dtype") != str(a.dtype):
+        if (
+            a is None
+            or not isinstance(dec, dict)
+            or dec.get("shape") != list(a.shape)
+            or dec.get("dtype") != str(a.dtype)
+        ):
             got = "absent" if a is None else f"shape {list(a.shape)} dtype {a.dtype}"
-            raise PredictorError(f"{where}: key arrays.{name} is {json.dumps(dec)[:60]}; expected what {arr_path.name} holds ({got})")
+            raise PredictorError(
+                f"{where}: key arrays.{name} is {json.dumps(dec)[:60]}; expected what {arr_path.name} holds ({got})"
+            )
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             raise PredictorError(f"{arr_path}: array {name} holds a NaN or an infinite value")
     later = [k for k in META_KEYS_LATER if k not in meta]
     if later:
-        warnings.warn(f"predictor {d} was written by an older dynasearch (its metadata lacks {', '.join(later)}): "
-                      "read as it is; fit it again for what those give (the speed reference, the widths it saw)", stacklevel=2)
+        warnings.warn(
+            f"predictor {d} was written by an older dynasearch (its metadata lacks {', '.join(later)}): "
+            "read as it is; fit it again for what those give (the speed reference, the widths it saw)",
+            stacklevel=2,
+        )
     try:
         pred = PREDICTORS[kind](**doc["hyper"])
         pred.shape_ = BackboneShape(**doc["shape"])
@@ -133,10 +153,14 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     except PredictorError:
         raise
     except Exception as e:
-        raise PredictorError(f"predictor '{d}' cannot be read: its arrays do not fit together ({type(e).__name__}: {e})") from None
+        raise PredictorError(
+            f"predictor '{d}' cannot be read: its arrays do not fit together ({type(e).__name__}: {e})"
+        ) from None
     if not (np.ndim(full) == 1 and len(full) == 1 and np.isfinite(full[0]) and full[0] > 0):
-        raise PredictorError(f"predictor '{d}' is damaged: it prices the full model at {float(np.ravel(full)[0])} ms; "
-                             "expected a finite, positive latency")
+        raise PredictorError(
+            f"predictor '{d}' is damaged: it prices the full model at {float(np.ravel(full)[0])} ms; "
+            "expected a finite, positive latency"
+        )
     return pred
 
 
@@ -156,29 +180,43 @@ def find_predictor(path: str | Path) -> tuple[LatencyPredictor, Path]:
         return load_predictor(p), p
     metrics = p / "metrics.json"
     if not metrics.exists():
-        raise PredictorError(f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs "
-                             "metrics.json naming the best kind and predictors/<kind>/)")
+        raise PredictorError(
+            f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs "
+            "metrics.json naming the best kind and predictors/<kind>/)"
+        )
     doc = read_json(metrics, "predictor metrics file", error=PredictorError)
     if not isinstance(doc, dict):
         raise PredictorError(f"predictor metrics file {metrics} holds {type(doc).__name__}; expected a JSON object")
     if "format" not in doc:
-        warnings.warn(f"{metrics} was written by an older dynasearch (no format key): read as fit-predictor output "
-                      f"version {FIT_VERSION}", stacklevel=2)
+        warnings.warn(
+            f"{metrics} was written by an older dynasearch (no format key): read as fit-predictor output "
+            f"version {FIT_VERSION}",
+            stacklevel=2,
+        )
     elif doc["format"] != FIT_FORMAT:
         raise PredictorError(f"{metrics}: key format is {json.dumps(doc['format'])[:40]}; expected {FIT_FORMAT!r}")
     elif doc.get("version") != FIT_VERSION:
-        raise PredictorError(f"{metrics} has fit-predictor output version {doc.get('version')!r}; this dynasearch reads version {FIT_VERSION}")
+        raise PredictorError(
+            f"{metrics} has fit-predictor output version {doc.get('version')!r}; this dynasearch reads version {FIT_VERSION}"
+        )
     best = doc.get("best")
     kinds_dir = p / "predictors"
-    there = sorted(k.name for k in kinds_dir.iterdir() if (k / "predictor.json").is_file()) if kinds_dir.is_dir() else []
+    there = (
+        sorted(k.name for k in kinds_dir.iterdir() if (k / "predictor.json").is_file()) if kinds_dir.is_dir() else []
+    )
     if not isinstance(best, str) or best not in PREDICTORS:
-        raise PredictorError(f"{metrics}: key best is {json.dumps(best)[:40]}; expected a predictor kind "
-                             f"({', '.join(PREDICTORS)})")
+        raise PredictorError(
+            f"{metrics}: key best is {json.dumps(best)[:40]}; expected a predictor kind ({', '.join(PREDICTORS)})"
+        )
     if not (kinds_dir / best / "predictor.json").is_file():
-        raise PredictorError(f"{metrics} names the best predictor {best!r}, but {kinds_dir / best / 'predictor.json'} is missing "
-                             f"(the output is incomplete); run fit-predictor again, or give one that is there: "
-                             f"{', '.join(str(kinds_dir / k) for k in there) or 'none is'}")
+        raise PredictorError(
+            f"{metrics} names the best predictor {best!r}, but {kinds_dir / best / 'predictor.json'} is missing "
+            f"(the output is incomplete); run fit-predictor again, or give one that is there: "
+            f"{', '.join(str(kinds_dir / k) for k in there) or 'none is'}"
+        )
     pred = load_predictor(kinds_dir / best)
     if pred.kind != best:
-        raise PredictorError(f"{kinds_dir / best / 'predictor.json'} holds a {pred.kind!r} predictor; {metrics} names {best!r}")
+        raise PredictorError(
+            f"{kinds_dir / best / 'predictor.json'} holds a {pred.kind!r} predictor; {metrics} names {best!r}"
+        )
     return pred, kinds_dir / best

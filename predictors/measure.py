@@ -17,7 +17,15 @@ from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_para
 from ._core import Protocol
 from ._driver import Item, measure_items
 from ._fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
-from ._schema import RECORD_COLUMNS, anchor_reference, append_rows, check_records_path, done_keys, raw_timings_path, write_raw_timings
+from ._schema import (
+    RECORD_COLUMNS,
+    anchor_reference,
+    append_rows,
+    check_records_path,
+    done_keys,
+    raw_timings_path,
+    write_raw_timings,
+)
 from .backends import BackendSettings, make_backend
 from .errors import MeasurementError
 from .records import read_records
@@ -48,10 +56,14 @@ def load_shape(model_dir: str | Path | None) -> BackboneShape:
                 # exports of older versions carry at the top level).
                 heads, ffn = max(cfg["layer_heads"]), max(cfg["layer_ffn"])
             return BackboneShape(
-                num_layers=cfg["num_hidden_layers"], num_heads=heads,
-                head_dim=head_dim, hidden_size=cfg["hidden_size"],
-                intermediate_size=ffn, vocab_size=cfg.get("vocab_size", 30522),
-                max_positions=cfg.get("max_position_embeddings", 512), type_vocab_size=cfg.get("type_vocab_size", 2),
+                num_layers=cfg["num_hidden_layers"],
+                num_heads=heads,
+                head_dim=head_dim,
+                hidden_size=cfg["hidden_size"],
+                intermediate_size=ffn,
+                vocab_size=cfg.get("vocab_size", 30522),
+                max_positions=cfg.get("max_position_embeddings", 512),
+                type_vocab_size=cfg.get("type_vocab_size", 2),
                 num_labels=cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2,
                 flavor=cfg.get("flavor") or ("bert" if model_type == "bert" else "roberta"),
             )
@@ -79,7 +91,9 @@ def check_onnx_cache(path: str | Path | None) -> None:
     if not str(path):
         raise MeasurementError("--onnx-cache is empty; give a directory for the exported ONNX files")
     if p.exists() and not p.is_dir():
-        raise MeasurementError(f"ONNX cache '{p}' exists and is not a directory; give a directory for the exported ONNX files")
+        raise MeasurementError(
+            f"ONNX cache '{p}' exists and is not a directory; give a directory for the exported ONNX files"
+        )
     probe = p if p.exists() else p.resolve().parent
     while not probe.exists():
         probe = probe.parent
@@ -88,16 +102,26 @@ def check_onnx_cache(path: str | Path | None) -> None:
     try:
         tempfile.TemporaryDirectory(prefix=".dynasearch-probe-", dir=probe).cleanup()
     except OSError as e:
-        raise MeasurementError(f"ONNX cache '{p}' cannot be {'written' if p.exists() else 'created'}: "
-                               f"{e.strerror or e} (in '{probe}')") from None
+        raise MeasurementError(
+            f"ONNX cache '{p}' cannot be {'written' if p.exists() else 'created'}: {e.strerror or e} (in '{probe}')"
+        ) from None
     if not os.access(probe, os.W_OK):
         raise MeasurementError(f"ONNX cache '{p}' cannot be written (no write permission on '{probe}')")
 
 
-def static_row(shape: BackboneShape, subnet: SubnetConfig, sampler: str, columns: dict[str, Any], run_id: str) -> dict[str, Any]:
+def static_row(
+    shape: BackboneShape, subnet: SubnetConfig, sampler: str, columns: dict[str, Any], run_id: str
+) -> dict[str, Any]:
     return dict(
-        columns, run_id=run_id, sampler=sampler, key=subnet.key, subnet=subnet.to_json(), depth=subnet.depth,
-        heads_sum=sum(subnet.heads), ffn_sum=sum(subnet.ffn), params=count_params(shape, subnet)["total"],
+        columns,
+        run_id=run_id,
+        sampler=sampler,
+        key=subnet.key,
+        subnet=subnet.to_json(),
+        depth=subnet.depth,
+        heads_sum=sum(subnet.heads),
+        ffn_sum=sum(subnet.ffn),
+        params=count_params(shape, subnet)["total"],
         flops=count_flops(shape, subnet, columns["batch"], columns["seq_len"]),
         shape=json.dumps(shape.to_dict(), sort_keys=True),
     )
@@ -177,7 +201,18 @@ def measure(
         try:
             backend.configure()
             machine = machine_info(with_torch=True)
-            columns = setting_columns(machine, st.backend, st.device, st.provider, st.threads, st.spinning, st.dtype, st.batch, st.seq_len, skey)
+            columns = setting_columns(
+                machine,
+                st.backend,
+                st.device,
+                st.provider,
+                st.threads,
+                st.spinning,
+                st.dtype,
+                st.batch,
+                st.seq_len,
+                skey,
+            )
             done = done_keys(records_path, columns["settings_id"], retry_failed) if resume else set()
             todo = [s for s in subnets if s.key not in done]
             skipped += len(subnets) - len(todo)
@@ -196,24 +231,41 @@ def measure(
                     if st.device == "cpu" and st.dtype == "float32":
                         small.embeddings.word_embeddings.weight = full.embeddings.word_embeddings.weight
                     return backend.prepare(small, subnet.key)
+
                 return prepare
 
             items = [Item(s.key, static_row(shape, s, label_of[s.key], columns, run_id), prepare_fn(s)) for s in todo]
             anchor_item = None
             if anchor_cfg is not None:
-                anchor_item = Item(anchor_cfg.key, static_row(shape, anchor_cfg, "anchor", columns, run_id), prepare_fn(anchor_cfg))
-            reference = reference_ms if reference_ms is not None else (
-                anchor_reference(records_path, columns["settings_id"], anchor_cfg.key) if anchor_cfg is not None else None)
+                anchor_item = Item(
+                    anchor_cfg.key, static_row(shape, anchor_cfg, "anchor", columns, run_id), prepare_fn(anchor_cfg)
+                )
+            reference = (
+                reference_ms
+                if reference_ms is not None
+                else (
+                    anchor_reference(records_path, columns["settings_id"], anchor_cfg.key)
+                    if anchor_cfg is not None
+                    else None
+                )
+            )
             raw_path = raw_timings_path(records_path, run_id, columns["settings_id"])
             desc = f"{st.backend}/{st.device} t{st.threads} b{st.batch} s{st.seq_len}"
             with tqdm(total=len(items), desc=desc, unit="config", disable=not progress, leave=False) as bar:
+
                 def write_rows(rows, path=records_path) -> None:
                     append_rows(path, rows)
                     kill_point("measure-chunk-written")  # test-only: a chunk of records is on disk
 
-                written += measure_items(items, protocol, write_rows, bar.update,
-                                         anchor=anchor_item, reference_ms=reference,
-                                         on_raw=lambda t, p=raw_path: write_raw_timings(p, t))
+                written += measure_items(
+                    items,
+                    protocol,
+                    write_rows,
+                    bar.update,
+                    anchor=anchor_item,
+                    reference_ms=reference,
+                    on_raw=lambda t, p=raw_path: write_raw_timings(p, t),
+                )
         finally:
             backend.close()
     if not written:

@@ -26,7 +26,18 @@ from .errors import RecordsError
 LATENCY_COLUMN = "corrected_median_ms"
 
 # Columns that must agree for rows to feed one predictor (besides target_id, their hash).
-TARGET_COLUMNS = ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning", "dtype", "shape_key")
+TARGET_COLUMNS = (
+    "cpu_model",
+    "cpu_cores",
+    "gpu_name",
+    "backend",
+    "device",
+    "provider",
+    "threads",
+    "spinning",
+    "dtype",
+    "shape_key",
+)
 
 
 def schema_markdown() -> str:
@@ -49,7 +60,9 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = False, shape: BackboneShape | None = None) -> pd.DataFrame:
+def read_records(
+    paths: str | Path | Sequence[str | Path], allow_empty: bool = False, shape: BackboneShape | None = None
+) -> pd.DataFrame:
     """THE reader of latency records: one DataFrame from one or more records CSVs.
 
     Every cell is checked (`_schema.read_rows`: columns of this schema, every row whole, numbers
@@ -80,13 +93,18 @@ def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = F
         except (UnicodeDecodeError, OSError, csv.Error) as e:
             raise RecordsError(f"cannot read records file '{p}': {e}") from None
         if not rows and not allow_empty:
-            raise RecordsError(f"records file '{p}' holds no records (it is empty or has only a header); measure into it first")
+            raise RecordsError(
+                f"records file '{p}' holds no records (it is empty or has only a header); measure into it first"
+            )
         _check_rows(p, rows, shape)
         old = [r["schema"] for r in rows if r["schema"] in OLD_SCHEMAS]
         if old:
-            warnings.warn(f"records file '{p}' holds {len(old)} row(s) of the older format {old[0]} (before the speed "
-                          f"correction): read as measured (corrected_median_ms = median_ms, no speed index); this version "
-                          f"writes {SCHEMA}", stacklevel=2)
+            warnings.warn(
+                f"records file '{p}' holds {len(old)} row(s) of the older format {old[0]} (before the speed "
+                f"correction): read as measured (corrected_median_ms = median_ms, no speed index); this version "
+                f"writes {SCHEMA}",
+                stacklevel=2,
+            )
         frames.append(pd.DataFrame(rows, columns=list(RECORD_COLUMNS)))
     df = _typed(pd.concat(frames, ignore_index=True))
     # No correction stored (a run with nothing to correct): the corrected median is the raw one.
@@ -96,7 +114,9 @@ def read_records(paths: str | Path | Sequence[str | Path], allow_empty: bool = F
     missing = df["flops"].isna() & (df["shape"] != "")
     for i in df.index[missing]:
         shape_i = BackboneShape(**json.loads(df.at[i, "shape"]))
-        df.at[i, "flops"] = count_flops(shape_i, SubnetConfig.from_json(df.at[i, "subnet"]), int(df.at[i, "batch"]), int(df.at[i, "seq_len"]))
+        df.at[i, "flops"] = count_flops(
+            shape_i, SubnetConfig.from_json(df.at[i, "subnet"]), int(df.at[i, "batch"]), int(df.at[i, "seq_len"])
+        )
     for col in ("flops", "params"):
         if df[col].notna().all():
             df[col] = df[col].astype("int64")
@@ -118,15 +138,19 @@ def _check_rows(path: Path, rows: list[dict[str, str]], shape: BackboneShape | N
                 raise RecordsError(f"{where}: shape is not a backbone shape ({e})") from None
         row_shape = shapes[r["shape"]]
         if shape is not None and row_shape != shape:
-            raise RecordsError(f"{where}: measured on another backbone ({row_shape.num_layers} layers, {row_shape.num_heads} heads, "
-                               f"FFN {row_shape.intermediate_size}); expected {shape.num_layers} layers, {shape.num_heads} heads, "
-                               f"FFN {shape.intermediate_size}")
+            raise RecordsError(
+                f"{where}: measured on another backbone ({row_shape.num_layers} layers, {row_shape.num_heads} heads, "
+                f"FFN {row_shape.intermediate_size}); expected {shape.num_layers} layers, {shape.num_heads} heads, "
+                f"FFN {shape.intermediate_size}"
+            )
         try:
             sub = SubnetConfig.from_json(r["subnet"]).validate(row_shape)
         except InvalidSubnetError as e:
             raise RecordsError(f"{where}: {e}") from None
         if sub.key != r["key"]:
-            raise RecordsError(f"{where}: key is not the key of its subnet cell {r['subnet']} ({sub.key}); the row is damaged")
+            raise RecordsError(
+                f"{where}: key is not the key of its subnet cell {r['subnet']} ({sub.key}); the row is damaged"
+            )
 
 
 def ok_records(df: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +174,12 @@ def check_one_target(df: pd.DataFrame, allow_shapes: bool) -> None:
     groups = df.groupby("target_id")
     if len(groups) > 1:
         desc = [
-            f"{tid}: " + ", ".join(f"{c}={g[c].iloc[0]}" for c in ("backend", "provider", "device", "threads", "spinning", "dtype", "cpu_model")) + f" ({len(g)} rows)"
+            f"{tid}: "
+            + ", ".join(
+                f"{c}={g[c].iloc[0]}"
+                for c in ("backend", "provider", "device", "threads", "spinning", "dtype", "cpu_model")
+            )
+            + f" ({len(g)} rows)"
             for tid, g in groups
         ]
         raise RecordsError(
@@ -182,7 +211,9 @@ def targets_table(df: pd.DataFrame) -> pd.DataFrame:
     return df.groupby(cols, dropna=False).agg(rows=("key", "size"), shapes=("settings_id", "nunique")).reset_index()
 
 
-def repeatability(a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.03, column: str = "median_ms") -> dict[str, float]:
+def repeatability(
+    a: pd.DataFrame, b: pd.DataFrame, tolerance: float = 0.03, column: str = "median_ms"
+) -> dict[str, float]:
     """Two runs of the same configs: share of configs whose medians (`column`: raw median_ms or
     corrected_median_ms) agree within +-tolerance (relative to their mean), and the median and
     largest relative difference."""
@@ -206,6 +237,17 @@ def as_float(values: Iterable) -> np.ndarray:
 
 
 __all__ = [
-    "LATENCY_COLUMN", "RECORD_COLUMNS", "RECORD_FIELDS", "SCHEMA", "TARGET_COLUMNS", "check_one_target", "ok_records", "read_records",
-    "repeatability", "schema_markdown", "shape_of", "subnets_of", "targets_table",
+    "LATENCY_COLUMN",
+    "RECORD_COLUMNS",
+    "RECORD_FIELDS",
+    "SCHEMA",
+    "TARGET_COLUMNS",
+    "check_one_target",
+    "ok_records",
+    "read_records",
+    "repeatability",
+    "schema_markdown",
+    "shape_of",
+    "subnets_of",
+    "targets_table",
 ]

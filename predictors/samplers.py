@@ -52,18 +52,30 @@ def _skewed_sample(space: SearchSpace, rng: random.Random) -> SubnetConfig:
         weights = [(bias if i >= len(choices) / 2 else 1 - bias) + 0.05 for i in range(len(choices))]
         return rng.choices(choices, weights)[0]
 
-    return SubnetConfig(tuple(layers), tuple(pick(space.head_choices) for _ in layers), tuple(pick(space.ffn_choices) for _ in layers))
+    return SubnetConfig(
+        tuple(layers), tuple(pick(space.head_choices) for _ in layers), tuple(pick(space.ffn_choices) for _ in layers)
+    )
 
 
-def flop_covering_configs(space: SearchSpace, n: int, seed: int = 0, batch: int = 1, seq_len: int = 128) -> list[SubnetConfig]:
+def flop_covering_configs(
+    space: SearchSpace, n: int, seed: int = 0, batch: int = 1, seq_len: int = 128
+) -> list[SubnetConfig]:
     """n distinct configs whose FLOPs are spread evenly from the smallest to the largest config of
     the space: n evenly spaced FLOP targets, each taking the nearest unused candidate from a large
     pool (uniform and skewed samples, the smallest and the full config)."""
     rng = random.Random(seed)
     shape = space.shape
-    smallest = SubnetConfig(tuple(range(space.min_layers)), (min(space.head_choices),) * space.min_layers, (min(space.ffn_choices),) * space.min_layers)
+    smallest = SubnetConfig(
+        tuple(range(space.min_layers)),
+        (min(space.head_choices),) * space.min_layers,
+        (min(space.ffn_choices),) * space.min_layers,
+    )
     largest_layers = tuple(range(shape.num_layers))
-    largest = SubnetConfig(largest_layers, (max(space.head_choices),) * len(largest_layers), (max(space.ffn_choices),) * len(largest_layers))
+    largest = SubnetConfig(
+        largest_layers,
+        (max(space.head_choices),) * len(largest_layers),
+        (max(space.ffn_choices),) * len(largest_layers),
+    )
     pool = {s.key: s for s in (smallest, largest)}
     for _ in range(max(50 * n, 2000)):
         s = space.sample(rng) if rng.random() < 0.5 else _skewed_sample(space, rng)
@@ -96,7 +108,9 @@ def is_layer_table_config(subnet: SubnetConfig) -> bool:
     return subnet.depth == 1 and (subnet.heads[0] == 0 or subnet.ffn[0] == 0)
 
 
-def sample_configs(kind: str, space: SearchSpace, n: int | None = None, seed: int = 0, batch: int = 1, seq_len: int = 128) -> list[SubnetConfig]:
+def sample_configs(
+    kind: str, space: SearchSpace, n: int | None = None, seed: int = 0, batch: int = 1, seq_len: int = 128
+) -> list[SubnetConfig]:
     if kind not in SAMPLERS:
         raise MeasurementError(f"unknown sampler {kind!r}; allowed: {', '.join(SAMPLERS)}")
     if kind == "grid":
@@ -115,7 +129,9 @@ def labels_by_key(subnets: Sequence[SubnetConfig], sampler: str | Sequence[str])
     twice keeps its first label)."""
     labels = [sampler] * len(subnets) if isinstance(sampler, str) else list(sampler)
     if len(labels) != len(subnets):
-        raise MeasurementError(f"{len(labels)} sampler labels for {len(subnets)} configs; give one label or one per config")
+        raise MeasurementError(
+            f"{len(labels)} sampler labels for {len(subnets)} configs; give one label or one per config"
+        )
     out: dict[str, str] = {}
     for s, label in zip(subnets, labels):
         out.setdefault(s.key, label)

@@ -18,8 +18,23 @@ from .base import TARGET_FIELDS, LatencyPredictor
 from .errors import PredictorError
 from .measure import measure, shape_key
 
-VERIFY_COLUMNS = ("key", "subnet", "status", "error", "median_ms", "corrected_median_ms", "speed_index", "speed_spread",
-                  "p90_ms", "ci_low_ms", "ci_high_ms", "n_runs", "anchor_key", "anchor_ms", "run_id")
+VERIFY_COLUMNS = (
+    "key",
+    "subnet",
+    "status",
+    "error",
+    "median_ms",
+    "corrected_median_ms",
+    "speed_index",
+    "speed_spread",
+    "p90_ms",
+    "ci_low_ms",
+    "ci_high_ms",
+    "n_runs",
+    "anchor_key",
+    "anchor_ms",
+    "run_id",
+)
 
 
 def verify_latency(
@@ -44,8 +59,19 @@ def verify_latency(
     subnets = list(subnets)
     if not subnets:
         raise PredictorError("verify_latency needs at least one sub-network")
-    rows = measure(shape, subnets, settings, records_path, protocol, model=model, sampler="verify", anchor=anchor, reference_ms=reference_ms,
-                   resume=False, progress=progress)
+    rows = measure(
+        shape,
+        subnets,
+        settings,
+        records_path,
+        protocol,
+        model=model,
+        sampler="verify",
+        anchor=anchor,
+        reference_ms=reference_ms,
+        resume=False,
+        progress=progress,
+    )
     order = {s.validate(shape).key: i for i, s in enumerate(subnets)}
     rows = rows[rows["key"].isin(order)].copy()
     rows["_order"] = rows["key"].map(order)
@@ -57,20 +83,39 @@ def predictor_settings(predictor: LatencyPredictor) -> BackendSettings:
     across several)."""
     meta = _meta(predictor)
     batch, seq_len = meta["shapes"][0]
-    return BackendSettings(backend=meta["backend"], device=meta["device"], threads=int(meta["threads"]),
-                           spinning=bool(meta["spinning"]), dtype=meta["dtype"], batch=int(batch), seq_len=int(seq_len),
-                           provider=meta["provider"])
+    return BackendSettings(
+        backend=meta["backend"],
+        device=meta["device"],
+        threads=int(meta["threads"]),
+        spinning=bool(meta["spinning"]),
+        dtype=meta["dtype"],
+        batch=int(batch),
+        seq_len=int(seq_len),
+        provider=meta["provider"],
+    )
 
 
 def this_machine_target(predictor: LatencyPredictor, settings: BackendSettings | None = None) -> dict[str, Any]:
     """This machine's fingerprint and setting columns for `settings` (default: the predictor's)."""
     st = settings or predictor_settings(predictor)
     machine = machine_info(with_torch=st.backend == "torch")
-    return setting_columns(machine, st.backend, st.device, st.provider, st.threads, st.spinning, st.dtype, st.batch,
-                           st.seq_len, shape_key(predictor.shape_))
+    return setting_columns(
+        machine,
+        st.backend,
+        st.device,
+        st.provider,
+        st.threads,
+        st.spinning,
+        st.dtype,
+        st.batch,
+        st.seq_len,
+        shape_key(predictor.shape_),
+    )
 
 
-def check_this_machine(predictor: LatencyPredictor, settings: BackendSettings | None = None, force: bool = False) -> None:
+def check_this_machine(
+    predictor: LatencyPredictor, settings: BackendSettings | None = None, force: bool = False
+) -> None:
     """PredictorError (with force: a warning) naming both fingerprints when this machine, under
     `settings` (default: the predictor's), is not the one the predictor was fitted for."""
     target = this_machine_target(predictor, settings)
@@ -80,8 +125,10 @@ def check_this_machine(predictor: LatencyPredictor, settings: BackendSettings | 
     except PredictorError as e:
         fitted = ", ".join(f"{f}={meta[f]!s}" for f in TARGET_FIELDS if f in meta)
         here = ", ".join(f"{f}={target[f]!s}" for f in TARGET_FIELDS if f in target)
-        raise PredictorError(f"{e}. Predictor fingerprint {meta.get('fingerprint', '?')} ({fitted}); "
-                             f"this machine {target['fingerprint']} ({here})") from None
+        raise PredictorError(
+            f"{e}. Predictor fingerprint {meta.get('fingerprint', '?')} ({fitted}); "
+            f"this machine {target['fingerprint']} ({here})"
+        ) from None
 
 
 def machine_matches(predictor: LatencyPredictor, settings: BackendSettings | None = None) -> bool:
@@ -98,4 +145,11 @@ def _meta(predictor: LatencyPredictor) -> dict[str, Any]:
     return predictor.meta_
 
 
-__all__ = ["VERIFY_COLUMNS", "check_this_machine", "machine_matches", "predictor_settings", "this_machine_target", "verify_latency"]
+__all__ = [
+    "VERIFY_COLUMNS",
+    "check_this_machine",
+    "machine_matches",
+    "predictor_settings",
+    "this_machine_target",
+    "verify_latency",
+]

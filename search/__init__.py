@@ -15,10 +15,22 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "SearchConfig": "study", "SearchOutcome": "study", "Search": "study", "run_search": "study", "SAMPLERS": "study",
-    "DEFAULT_SAMPLER": "study", "SpaceOptions": "space", "query": "results", "load_results": "results",
-    "describe_answer": "results", "TRIAL_COLUMNS": "results", "export_from_results": "deploy",
-    "pareto_mask": "pareto", "hypervolume_2d": "pareto", "SearchError": "errors", "ResultsError": "errors",
+    "SearchConfig": "study",
+    "SearchOutcome": "study",
+    "Search": "study",
+    "run_search": "study",
+    "SAMPLERS": "study",
+    "DEFAULT_SAMPLER": "study",
+    "SpaceOptions": "space",
+    "query": "results",
+    "load_results": "results",
+    "describe_answer": "results",
+    "TRIAL_COLUMNS": "results",
+    "export_from_results": "deploy",
+    "pareto_mask": "pareto",
+    "hypervolume_2d": "pareto",
+    "SearchError": "errors",
+    "ResultsError": "errors",
     "parse_latency": "units",
 }
 __all__ = sorted(_LAZY)

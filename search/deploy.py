@@ -11,7 +11,9 @@ from .errors import ResultsError, SearchError
 from .results import answer_row, best_under, check_target, read_results
 
 
-def pick(results_dir: str | Path, target_ms: float | None = None, key: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def pick(
+    results_dir: str | Path, target_ms: float | None = None, key: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(search.json, the chosen answer) by target (as `query`) or by key (any searched config);
     the directory is read once, through `read_results` (ResultsError on any damage), and
     NoAnswerError when no config meets the target."""
@@ -28,8 +30,15 @@ def pick(results_dir: str | Path, target_ms: float | None = None, key: str | Non
     return results.meta, best_under(results, target_ms)
 
 
-def export_from_results(results_dir: str | Path, out: str | Path, *, target_ms: float | None = None, key: str | None = None,
-                        formats: str = "onnx,hf", overwrite: bool = False) -> dict[str, Any]:
+def export_from_results(
+    results_dir: str | Path,
+    out: str | Path,
+    *,
+    target_ms: float | None = None,
+    key: str | None = None,
+    formats: str = "onnx,hf",
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Export the chosen config of a search; returns the manifest."""
     from dynabert.backbone import load_model
     from dynabert.io import check_output_dir
@@ -42,22 +51,38 @@ def export_from_results(results_dir: str | Path, out: str | Path, *, target_ms: 
     meta, ans = pick(results_dir, target_ms, key)
     model_dir = Path(meta["study"]["model_dir"])  # read_results checked it is a non-empty string
     if not (model_dir / "config.json").is_file():
-        raise ResultsError(f"the searched model {model_dir} (from {Path(results_dir) / 'search.json'}) is no longer there")
+        raise ResultsError(
+            f"the searched model {model_dir} (from {Path(results_dir) / 'search.json'}) is no longer there"
+        )
     from dynabert.runs import model_digest
 
     if model_digest(model_dir) != meta["study"]["checkpoint"]:
-        raise ResultsError(f"the model in {model_dir} changed since the search (its weights' digest differs): search again")
+        raise ResultsError(
+            f"the model in {model_dir} changed since the search (its weights' digest differs): search again"
+        )
     model = load_model(model_dir)
     subnet = SubnetConfig.from_dict(ans["subnet"])
-    extra = {"search": {
-        "results_dir": str(Path(results_dir).resolve()), "task": meta["study"]["task"], "metric": meta["study"]["metric"],
-        "metric_full_dev": ans["metric_full"], "metric_search_dev": ans["metric_search"], "predicted_ms": ans["predicted_ms"],
-        "measured_ms": ans["measured_ms"], "measured_raw_ms": ans["measured_raw_ms"], "verified": ans["verified"],
-        "target_ms": target_ms, "latency_setting": meta["study"]["latency"], "fingerprint": meta.get("fingerprint"),
-    }}
+    extra = {
+        "search": {
+            "results_dir": str(Path(results_dir).resolve()),
+            "task": meta["study"]["task"],
+            "metric": meta["study"]["metric"],
+            "metric_full_dev": ans["metric_full"],
+            "metric_search_dev": ans["metric_search"],
+            "predicted_ms": ans["predicted_ms"],
+            "measured_ms": ans["measured_ms"],
+            "measured_raw_ms": ans["measured_raw_ms"],
+            "verified": ans["verified"],
+            "target_ms": target_ms,
+            "latency_setting": meta["study"]["latency"],
+            "fingerprint": meta.get("fingerprint"),
+        }
+    }
     grid = None
     if ans.get("grid"):
         w, d = str(ans["grid"]).split("x")
         grid = (float(w), float(d))
-    manifest = export_subnet(None, subnet, out, formats, overwrite, grid_point=grid, model=model, source_dir=model_dir, extra=extra)
+    manifest = export_subnet(
+        None, subnet, out, formats, overwrite, grid_point=grid, model=model, source_dir=model_dir, extra=extra
+    )
     return manifest

@@ -50,8 +50,17 @@ def cache_selection(dev: Any, bf16: bool) -> str:
 class AccuracyEvaluator:
     """metric(subnet, full=False): percent on the search selection (or the whole dev split)."""
 
-    def __init__(self, model, metrics: Sequence[str], dev_search, dev_full, digest: str, cache: AccuracyCache,
-                 bf16: bool = False, counters: Counters | None = None):
+    def __init__(
+        self,
+        model,
+        metrics: Sequence[str],
+        dev_search,
+        dev_full,
+        digest: str,
+        cache: AccuracyCache,
+        bf16: bool = False,
+        counters: Counters | None = None,
+    ):
         self.model, self.metrics, self.digest, self.cache, self.bf16 = model, tuple(metrics), digest, cache, bf16
         self.dev = {"search": dev_search, "full": dev_full}
         self.counters = counters or Counters()
@@ -91,29 +100,44 @@ class AccuracyEvaluator:
 class LatencyEstimator:
     """Predicted milliseconds of sub-networks at one (batch, seq_len) of a fitted predictor."""
 
-    def __init__(self, predictor, shape: BackboneShape, batch: int | None = None, seq_len: int | None = None,
-                 counters: Counters | None = None, source: str | Path | None = None):
+    def __init__(
+        self,
+        predictor,
+        shape: BackboneShape,
+        batch: int | None = None,
+        seq_len: int | None = None,
+        counters: Counters | None = None,
+        source: str | Path | None = None,
+    ):
         from predictors.errors import PredictorError
 
         self.predictor, self.source = predictor, str(source) if source else None
         self.counters = counters or Counters()
         meta = predictor.meta_
         ps = predictor.shape_
-        diffs = [f"{f} {getattr(ps, f)} vs {getattr(shape, f)}" for f in SHAPE_FIELDS if getattr(ps, f) != getattr(shape, f)]
+        diffs = [
+            f"{f} {getattr(ps, f)} vs {getattr(shape, f)}" for f in SHAPE_FIELDS if getattr(ps, f) != getattr(shape, f)
+        ]
         if diffs:
-            raise SearchError(f"predictor {self.source or ''} was fitted for another backbone ({'; '.join(diffs)}: predictor vs model)")
+            raise SearchError(
+                f"predictor {self.source or ''} was fitted for another backbone ({'; '.join(diffs)}: predictor vs model)"
+            )
         shapes = [tuple(s) for s in meta["shapes"]]
         b0, s0 = shapes[0]
         self.batch = int(b0 if batch is None else batch)
         self.seq_len = int(s0 if seq_len is None else seq_len)
         if not meta.get("across_shapes") and (self.batch, self.seq_len) not in shapes:
-            raise SearchError(f"predictor {self.source or ''} was fitted for (batch, seq_len) {shapes}; asked ({self.batch}, {self.seq_len}): "
-                              "measure that shape and fit again, or fit one across shapes (--across-shapes)")
+            raise SearchError(
+                f"predictor {self.source or ''} was fitted for (batch, seq_len) {shapes}; asked ({self.batch}, {self.seq_len}): "
+                "measure that shape and fit again, or fit one across shapes (--across-shapes)"
+            )
         if meta.get("across_shapes"):
             bs, ss = [b for b, _ in shapes], [s for _, s in shapes]
             if not (min(bs) <= self.batch <= max(bs) and min(ss) <= self.seq_len <= max(ss)):
-                raise SearchError(f"(batch {self.batch}, seq_len {self.seq_len}) is outside the predictor's fitted ranges "
-                                  f"batch {min(bs)}-{max(bs)}, seq_len {min(ss)}-{max(ss)}")
+                raise SearchError(
+                    f"(batch {self.batch}, seq_len {self.seq_len}) is outside the predictor's fitted ranges "
+                    f"batch {min(bs)}-{max(bs)}, seq_len {min(ss)}-{max(ss)}"
+                )
         try:
             predictor.predict([SubnetConfig.full(ps)], self.batch, self.seq_len)
         except PredictorError as e:
@@ -122,8 +146,20 @@ class LatencyEstimator:
     @property
     def setting(self) -> dict[str, Any]:
         m = self.predictor.meta_
-        keys = ("kind", "backend", "device", "provider", "threads", "spinning", "dtype", "cpu_model", "cpu_cores", "gpu_name",
-                "fingerprint", "target_id")
+        keys = (
+            "kind",
+            "backend",
+            "device",
+            "provider",
+            "threads",
+            "spinning",
+            "dtype",
+            "cpu_model",
+            "cpu_cores",
+            "gpu_name",
+            "fingerprint",
+            "target_id",
+        )
         return {**{k: m.get(k) for k in keys}, "batch": self.batch, "seq_len": self.seq_len}
 
     def predict(self, subnets: Sequence[SubnetConfig]) -> np.ndarray:
@@ -151,7 +187,9 @@ class LatencyEstimator:
         cheapest (heads, FFN) pair the predictor prices (checked over every pair and depth, since
         a learned predictor need not be monotone)."""
         cands = []
-        for depth in range(space.min_layers, (space.shape.num_layers if space.allow_drop else space.shape.num_layers) + 1):
+        for depth in range(
+            space.min_layers, (space.shape.num_layers if space.allow_drop else space.shape.num_layers) + 1
+        ):
             if not space.allow_drop and depth != space.shape.num_layers:
                 continue
             for h in space.head_choices:
@@ -171,14 +209,20 @@ def check_widths(estimator: LatencyEstimator, space: SearchSpace, allow_unmeasur
     steps of 64 at 3.6% MAPE (max 10.3%) against 2.0% on its measured widths."""
     missing = estimator.unmeasured_widths(space)
     if missing is None:
-        return (f"predictor {estimator.source or ''} does not record which per-layer widths it was fitted on "
-                "(fitted by an older dynasearch): its error on the space's widths is unknown")
+        return (
+            f"predictor {estimator.source or ''} does not record which per-layer widths it was fitted on "
+            "(fitted by an older dynasearch): its error on the space's widths is unknown"
+        )
     if not missing["heads"] and not missing["ffn"]:
         return None
     seen = estimator.predictor.meta_["widths_seen"]
-    msg = (f"the search space offers widths the predictor never measured (heads {missing['heads'] or 'none'}, "
-           f"FFN {missing['ffn'] or 'none'}; measured heads {seen.get('heads')}, FFN {seen.get('ffn')})")
+    msg = (
+        f"the search space offers widths the predictor never measured (heads {missing['heads'] or 'none'}, "
+        f"FFN {missing['ffn'] or 'none'}; measured heads {seen.get('heads')}, FFN {seen.get('ffn')})"
+    )
     if not allow_unmeasured:
-        raise SearchError(msg + ": measure those widths (dynasearch measure --sampler layer-table with the same choices) and "
-                          "fit again, restrict --head-choices/--ffn-choices, or pass --allow-unmeasured-widths")
+        raise SearchError(
+            msg + ": measure those widths (dynasearch measure --sampler layer-table with the same choices) and "
+            "fit again, restrict --head-choices/--ffn-choices, or pass --allow-unmeasured-widths"
+        )
     return msg + ": its predictions there are extrapolations"

@@ -46,26 +46,45 @@ def trials_table(self: "Search") -> pd.DataFrame:
         ua = t.user_attrs
         if "key" not in ua:  # a trial completed by another tool: decode it ourselves
             s = decode(t.params, self.space)
-            ua = dict(ua, key=s.key, subnet=s.to_json(), predicted_ms=t.values[1], metric_search=t.values[0], cache_hit=False,
-                      feasible=self.cfg.target_ms is None or t.values[1] <= self.cfg.target_ms)
+            ua = dict(
+                ua,
+                key=s.key,
+                subnet=s.to_json(),
+                predicted_ms=t.values[1],
+                metric_search=t.values[0],
+                cache_hit=False,
+                feasible=self.cfg.target_ms is None or t.values[1] <= self.cfg.target_ms,
+            )
         sub = json.loads(ua["subnet"])
         key = ua["key"]
         depth = len(sub["layers"])
-        rows.append({
-            "trial": t.number, "key": key, "subnet": ua["subnet"], "depth": depth,
-            "width": round(float(np.mean(sub["heads"])) / H, 4) if depth else 0.0,
-            "ffn_width": round(float(np.mean(sub["ffn"])) / I, 4) if depth else 0.0,
-            "grid": ua.get("grid", ""), "metric_search": float(t.values[0]), "metric_full": math.nan,
-            "predicted_ms": float(t.values[1]), "measured_ms": math.nan, "measured_raw_ms": math.nan,
-            "feasible": bool(ua.get("feasible", True)), "on_front": False,
-            "duplicate_of": first.get(key, ""), "cache_hit": bool(ua.get("cache_hit", False)),
-        })
+        rows.append(
+            {
+                "trial": t.number,
+                "key": key,
+                "subnet": ua["subnet"],
+                "depth": depth,
+                "width": round(float(np.mean(sub["heads"])) / H, 4) if depth else 0.0,
+                "ffn_width": round(float(np.mean(sub["ffn"])) / I, 4) if depth else 0.0,
+                "grid": ua.get("grid", ""),
+                "metric_search": float(t.values[0]),
+                "metric_full": math.nan,
+                "predicted_ms": float(t.values[1]),
+                "measured_ms": math.nan,
+                "measured_raw_ms": math.nan,
+                "feasible": bool(ua.get("feasible", True)),
+                "on_front": False,
+                "duplicate_of": first.get(key, ""),
+                "cache_hit": bool(ua.get("cache_hit", False)),
+            }
+        )
         first.setdefault(key, t.number)
     df = pd.DataFrame(rows, columns=list(_trial_columns()))
     # The grid label belongs to the config, whichever trial met it first.
     grid_of = df[df["grid"].astype(str) != ""].drop_duplicates("key").set_index("key")["grid"]
     df["grid"] = df["key"].map(grid_of).fillna("")
     return df
+
 
 def finish(self: "Search") -> SearchOutcome:
     from dynabert.subnet import SubnetConfig
@@ -94,12 +113,23 @@ def finish(self: "Search") -> SearchOutcome:
     target = cfg.target_ms
     front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
     if target is not None:
-        cands = front[front["predicted_ms"] <= target].sort_values(["metric_full", "predicted_ms"], ascending=[False, True])
+        cands = front[front["predicted_ms"] <= target].sort_values(
+            ["metric_full", "predicted_ms"], ascending=[False, True]
+        )
         if cfg.verify:
+
             def measure_fn(subnets):
                 t0 = time.perf_counter()
-                got = measure_configs(self.model, self.shape, subnets, self.settings, self.out, percentile, cfg.progress,
-                                      reference_ms=anchor_reference(self.estimator.predictor, self.settings))
+                got = measure_configs(
+                    self.model,
+                    self.shape,
+                    subnets,
+                    self.settings,
+                    self.out,
+                    percentile,
+                    cfg.progress,
+                    reference_ms=anchor_reference(self.estimator.predictor, self.settings),
+                )
                 self.counters.measurement_s += time.perf_counter() - t0
                 return got
 
@@ -111,10 +141,12 @@ def finish(self: "Search") -> SearchOutcome:
                     measured.update(measure_fn([SubnetConfig.from_json(fastest["subnet"])]))
                 m = measured[fastest["key"]]
                 met = False
-                message = (f"no config met {target:g} ms when measured ({len(verdict.tried)} candidate(s) tried); the fastest config "
-                           f"found, {fastest['key']} ({SubnetConfig.from_json(fastest['subnet']).describe()}), has {self.task.metrics[0]} "
-                           f"{fastest['metric_full']:.2f}, predicted {fastest['predicted_ms']:.3f} ms, measured "
-                           f"{m.judged(cfg.raw):.3f} ms")
+                message = (
+                    f"no config met {target:g} ms when measured ({len(verdict.tried)} candidate(s) tried); the fastest config "
+                    f"found, {fastest['key']} ({SubnetConfig.from_json(fastest['subnet']).describe()}), has {self.task.metrics[0]} "
+                    f"{fastest['metric_full']:.2f}, predicted {fastest['predicted_ms']:.3f} ms, measured "
+                    f"{m.judged(cfg.raw):.3f} ms"
+                )
             else:
                 answer = verdict.answer
         else:
@@ -144,33 +176,58 @@ def finish(self: "Search") -> SearchOutcome:
             m = measured[answer["key"]]
             ans["speed_index"] = m.speed_index
     meta = {
-        "format": "dynasearch-search", "version": 1, "study": self.identity(), "study_name": cfg.study,
-        "storage": _redacted(self.url), "results_dir": str(self.out.resolve()),
+        "format": "dynasearch-search",
+        "version": 1,
+        "study": self.identity(),
+        "study_name": cfg.study,
+        "storage": _redacted(self.url),
+        "results_dir": str(self.out.resolve()),
         "summary": {
-            "trials": int(len(trials)), "distinct_configs": int(len(uniq)), "front_size": int(len(front)),
-            "grid_points": int((uniq["grid"] != "").sum()), "cache_hits": int(trials["cache_hit"].sum()),
+            "trials": int(len(trials)),
+            "distinct_configs": int(len(uniq)),
+            "front_size": int(len(front)),
+            "grid_points": int((uniq["grid"] != "").sum()),
+            "cache_hits": int(trials["cache_hit"].sum()),
             **_state_counts(self),
-            "evaluations_logged": evals, "distinct_evaluated": distinct, "repeat_evaluations": evals - distinct,
-            "hypervolume": float(hv[-1]) if len(hv) else 0.0, "hypervolume_reference": {"metric": ref[0], "latency_ms": ref[1]},
+            "evaluations_logged": evals,
+            "distinct_evaluated": distinct,
+            "repeat_evaluations": evals - distinct,
+            "hypervolume": float(hv[-1]) if len(hv) else 0.0,
+            "hypervolume_reference": {"metric": ref[0], "latency_ms": ref[1]},
         },
         "timing": {
-            "evaluation_s": round(self.counters.evaluation_s, 3), "prediction_s": round(self.counters.prediction_s, 3),
-            "measurement_s": round(self.counters.measurement_s, 3), "optimize_s": round(self.counters.extra.get("optimize_s", 0.0), 3),
+            "evaluation_s": round(self.counters.evaluation_s, 3),
+            "prediction_s": round(self.counters.prediction_s, 3),
+            "measurement_s": round(self.counters.measurement_s, 3),
+            "optimize_s": round(self.counters.extra.get("optimize_s", 0.0), 3),
             "sampler_and_storage_s": round(self.counters.extra.get("sampler_and_storage_s", 0.0), 3),
-            "evaluations_this_run": self.counters.evaluations, "cache_hits_this_run": self.counters.cache_hits,
+            "evaluations_this_run": self.counters.evaluations,
+            "cache_hits_this_run": self.counters.cache_hits,
         },
         "rescore_dev": self.evaluator.selection(True),
-        "verified": bool(cfg.verify and target is not None), "raw": cfg.raw, "fingerprint": _fingerprint(self),
-        "answer": ans, "met": met, "message": message, "warnings": self.warnings,
+        "verified": bool(cfg.verify and target is not None),
+        "raw": cfg.raw,
+        "fingerprint": _fingerprint(self),
+        "answer": ans,
+        "met": met,
+        "message": message,
+        "warnings": self.warnings,
     }
     write_results(self.out, meta, trials, front)
     kill_point("results-written")  # test-only: a killed finish must be redone whole by the re-run
-    title = f"{self.task.name}: {self.task.metrics[0]} vs latency ({self.estimator.setting['backend']}, " \
-            f"{self.estimator.setting['threads']} thread(s), batch {self.estimator.batch}, seq {self.estimator.seq_len})"
-    plot_search_front(trials, front, self.out / "front.png", self.task.metrics[0], target, ans["key"] if ans else None, title)
+    title = (
+        f"{self.task.name}: {self.task.metrics[0]} vs latency ({self.estimator.setting['backend']}, "
+        f"{self.estimator.setting['threads']} thread(s), batch {self.estimator.batch}, seq {self.estimator.seq_len})"
+    )
+    plot_search_front(
+        trials, front, self.out / "front.png", self.task.metrics[0], target, ans["key"] if ans else None, title
+    )
     plot_hypervolume(hv, self.out / "hypervolume.png", ref)
-    plot_shapes(front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png")
+    plot_shapes(
+        front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png"
+    )
     return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
+
 
 def _state_counts(self: "Search") -> dict[str, int]:
     """Trials skipped by the budget (PRUNED: the study already had enough) and failed ones
@@ -178,13 +235,31 @@ def _state_counts(self: "Search") -> dict[str, int]:
     from optuna.trial import TrialState
 
     states = [t.state for t in self.study.get_trials(deepcopy=False)]
-    return {"skipped_trials": states.count(TrialState.PRUNED), "failed_trials": states.count(TrialState.FAIL),
-            "running_trials": states.count(TrialState.RUNNING)}
+    return {
+        "skipped_trials": states.count(TrialState.PRUNED),
+        "failed_trials": states.count(TrialState.FAIL),
+        "running_trials": states.count(TrialState.RUNNING),
+    }
+
 
 def _fingerprint(self: "Search") -> dict[str, Any]:
     s = self.estimator.setting
-    return {k: s.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name", "backend", "device", "provider", "threads", "spinning",
-                                  "dtype", "fingerprint", "target_id")} | {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}
+    return {
+        k: s.get(k)
+        for k in (
+            "cpu_model",
+            "cpu_cores",
+            "gpu_name",
+            "backend",
+            "device",
+            "provider",
+            "threads",
+            "spinning",
+            "dtype",
+            "fingerprint",
+            "target_id",
+        )
+    } | {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}
 
 
 def _trial_columns():

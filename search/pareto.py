@@ -21,8 +21,15 @@ def pareto_mask(score: np.ndarray, latency: np.ndarray) -> np.ndarray:
     return keep
 
 
-def plot_front(table: pd.DataFrame, score: str, latency: str, path: str | Path, title: str = "",
-               chosen: str | None = None, label: str | None = None) -> None:
+def plot_front(
+    table: pd.DataFrame,
+    score: str,
+    latency: str,
+    path: str | Path,
+    title: str = "",
+    chosen: str | None = None,
+    label: str | None = None,
+) -> None:
     """Scatter of every point, the front as a step line, `chosen` (a key) circled; PNG written atomically."""
     import matplotlib
 

@@ -27,8 +27,15 @@ def _save(fig, path: str | Path) -> None:
     _plt().close(fig)
 
 
-def plot_search_front(trials: pd.DataFrame, front: pd.DataFrame, path: str | Path, metric: str, target_ms: float | None = None,
-                      answer_key: str | None = None, title: str = "") -> None:
+def plot_search_front(
+    trials: pd.DataFrame,
+    front: pd.DataFrame,
+    path: str | Path,
+    metric: str,
+    target_ms: float | None = None,
+    answer_key: str | None = None,
+    title: str = "",
+) -> None:
     """Every searched config (grey), the 12 grid points (orange squares), the front (blue step,
     whole-dev metric where re-scored), measured latencies (red crosses joined to their prediction),
     the target (dashed line) and the answer (circled)."""
@@ -75,7 +82,9 @@ def plot_hypervolume(hv: np.ndarray, path: str | Path, ref: tuple[float, float],
     _save(fig, path)
 
 
-def plot_shapes(front: pd.DataFrame, num_layers: int, num_heads: int, ffn_size: int, path: str | Path, title: str = "") -> None:
+def plot_shapes(
+    front: pd.DataFrame, num_layers: int, num_heads: int, ffn_size: int, path: str | Path, title: str = ""
+) -> None:
     """Two heatmaps, one row per front config (fastest at the top): heads and FFN neurons kept
     per layer (blank: layer dropped)."""
     plt = _plt()
@@ -91,7 +100,10 @@ def plot_shapes(front: pd.DataFrame, num_layers: int, num_heads: int, ffn_size: 
         labels.append(f"{r['predicted_ms']:.2f} ms, {m:.1f}")
     h = max(2.5, 0.22 * len(f) + 1.4)
     fig, axes = plt.subplots(1, 2, figsize=(2 + 0.5 * num_layers * 2, h), dpi=110, sharey=True)
-    for ax, data, vmax, name in ((axes[0], heads, num_heads, "heads kept"), (axes[1], ffn, ffn_size, "FFN neurons kept")):
+    for ax, data, vmax, name in (
+        (axes[0], heads, num_heads, "heads kept"),
+        (axes[1], ffn, ffn_size, "FFN neurons kept"),
+    ):
         im = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
         ax.set_xticks(range(num_layers), [str(i) for i in range(num_layers)])
         ax.set_xlabel("layer")

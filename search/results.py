@@ -158,11 +158,16 @@ def _read_once(d: Path, meta_path: Path) -> Results:
     if version >= 2:
         for name in TABLES:
             if tables[name][1] != meta["tables"][name]:
-                raise ResultsError(f"{d / name} is not the table the search wrote (its sha256 differs from search.json's "
-                                   f"tables.{name}): it was changed after the search; {REWRITE}")
+                raise ResultsError(
+                    f"{d / name} is not the table the search wrote (its sha256 differs from search.json's "
+                    f"tables.{name}): it was changed after the search; {REWRITE}"
+                )
     else:
-        warnings.warn(f"{meta_path} has results format version {version}, older than this dynasearch's {VERSION}: read "
-                      f"without checking the tables' digests; {REWRITE}", stacklevel=3)
+        warnings.warn(
+            f"{meta_path} has results format version {version}, older than this dynasearch's {VERSION}: read "
+            f"without checking the tables' digests; {REWRITE}",
+            stacklevel=3,
+        )
     return Results(d, meta, space, trials, front, version)
 
 
@@ -175,15 +180,20 @@ def _read_bytes(path: Path) -> bytes | None:
 
 def _check_version(path: Path, meta: Mapping[str, Any]) -> int:
     if meta.get("format") != FORMAT:
-        raise ResultsError(f"{path} is not a dynasearch search results file (format {meta.get('format')!r}; "
-                           f"expected {FORMAT!r})")
+        raise ResultsError(
+            f"{path} is not a dynasearch search results file (format {meta.get('format')!r}; expected {FORMAT!r})"
+        )
     v = _want(path, meta, "version", _is_int(0), "an integer (the results format version)")
     if v > VERSION:
-        raise ResultsError(f"{path} has results format version {v}, newer than this dynasearch reads "
-                           f"({OLDEST_VERSION}..{VERSION}): upgrade dynasearch")
+        raise ResultsError(
+            f"{path} has results format version {v}, newer than this dynasearch reads "
+            f"({OLDEST_VERSION}..{VERSION}): upgrade dynasearch"
+        )
     if v < OLDEST_VERSION:
-        raise ResultsError(f"{path} has results format version {v}, older than this dynasearch reads "
-                           f"({OLDEST_VERSION}..{VERSION}): {REWRITE}")
+        raise ResultsError(
+            f"{path} has results format version {v}, older than this dynasearch reads "
+            f"({OLDEST_VERSION}..{VERSION}): {REWRITE}"
+        )
     return v
 
 
@@ -193,12 +203,24 @@ def _check_meta(path: Path, meta: Mapping[str, Any], version: int) -> SearchSpac
         _want(path, meta, key, lambda v: isinstance(v, str) and v != "", "a non-empty string")
     for key in ("study.latency.batch", "study.latency.seq_len", "summary.trials", "summary.front_size"):
         _want(path, meta, key, _is_int(1), "a positive integer")
-    _want(path, meta, "study.target_ms", lambda v: v is None or _is_positive_number(v), "null or a positive number of milliseconds")
+    _want(
+        path,
+        meta,
+        "study.target_ms",
+        lambda v: v is None or _is_positive_number(v),
+        "null or a positive number of milliseconds",
+    )
     _want(path, meta, "study.percentile", lambda v: v in PERCENTILE_NAMES, f"one of {', '.join(PERCENTILE_NAMES)}")
     for key in ("raw", "met"):
         _want(path, meta, key, lambda v: isinstance(v, bool), "true or false")
     _want(path, meta, "message", lambda v: isinstance(v, str), "a string")
-    _want(path, meta, "warnings", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of strings")
+    _want(
+        path,
+        meta,
+        "warnings",
+        lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+        "a list of strings",
+    )
     _want(path, meta, "fingerprint", lambda v: v is None or isinstance(v, dict), "null or a JSON object")
     _want(path, meta, "answer", lambda v: v is None or isinstance(v, dict), "null or a JSON object")
     if meta["answer"] is not None:
@@ -206,8 +228,13 @@ def _check_meta(path: Path, meta: Mapping[str, Any], version: int) -> SearchSpac
         _want(path, meta, "answer.subnet", lambda v: isinstance(v, dict), "a JSON object")
     if version >= 2:
         for name in TABLES:
-            _want(path, meta, ("tables", name), lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
-                  "a sha256 digest (64 hexadecimal digits)")
+            _want(
+                path,
+                meta,
+                ("tables", name),
+                lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+                "a sha256 digest (64 hexadecimal digits)",
+            )
     return _check_space(path, meta)
 
 
@@ -216,13 +243,17 @@ def _check_space(path: Path, meta: Mapping[str, Any]) -> SearchSpace:
     fields = {f.name: f for f in dataclasses.fields(BackboneShape)}
     unknown = sorted(set(doc) - set(fields))
     if unknown:
-        raise ResultsError(f"{path}: key 'study.space.shape' has unknown key(s) {unknown}; expected {', '.join(fields)}")
+        raise ResultsError(
+            f"{path}: key 'study.space.shape' has unknown key(s) {unknown}; expected {', '.join(fields)}"
+        )
     shape: dict[str, Any] = {}
     for name, f in fields.items():
         if name not in doc and f.default is not dataclasses.MISSING:
             continue  # an optional field an older writer may not have written
         if name == "flavor":
-            shape[name] = _want(path, meta, "study.space.shape.flavor", lambda v: v in FLAVORS, f"one of {', '.join(FLAVORS)}")
+            shape[name] = _want(
+                path, meta, "study.space.shape.flavor", lambda v: v in FLAVORS, f"one of {', '.join(FLAVORS)}"
+            )
         else:
             shape[name] = _want(path, meta, f"study.space.shape.{name}", _is_int(1), "a positive integer")
     choices = lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(0)(c) for c in v)  # noqa: E731
@@ -236,7 +267,9 @@ def _check_space(path: Path, meta: Mapping[str, Any]) -> SearchSpace:
         raise ResultsError(f"{path}: key 'study.space' is not a valid search space: {e}") from None
 
 
-def _want(path: Path, doc: Mapping[str, Any], key: str | tuple[str, ...], ok: Callable[[Any], bool], expected: str) -> Any:
+def _want(
+    path: Path, doc: Mapping[str, Any], key: str | tuple[str, ...], ok: Callable[[Any], bool], expected: str
+) -> Any:
     """doc's value at `key` ('study.latency.batch', or a tuple of parts when a part holds a dot)
     when `ok` accepts it; ResultsError naming the key and what was expected otherwise (absent included)."""
     value: Any = doc
@@ -246,7 +279,7 @@ def _want(path: Path, doc: Mapping[str, Any], key: str | tuple[str, ...], ok: Ca
         if not isinstance(value, dict):
             raise ResultsError(f"{path}: key '{'.'.join(parts[:i])}' must be a JSON object; got {_show_json(value)}")
         if part not in value:
-            where = ".".join(parts[:i + 1])
+            where = ".".join(parts[: i + 1])
             what = expected if where == dotted else f"a JSON object with key '{dotted}': {expected}"
             raise ResultsError(f"{path} lacks key '{where}' ({what})")
         value = value[part]
@@ -279,8 +312,9 @@ _INT = re.compile(r"[-+]?\d+")
 _GRID = re.compile(r"(\d+(?:\.\d+)?)x(\d+(?:\.\d+)?)")
 
 
-def _number(text: str, *, empty_ok: bool = False, positive: bool = False, lo: float | None = None,
-            hi: float | None = None) -> float:
+def _number(
+    text: str, *, empty_ok: bool = False, positive: bool = False, lo: float | None = None, hi: float | None = None
+) -> float:
     if text == "" and empty_ok:
         return math.nan
     # float() also takes 'nan', 'inf', '1_000', ' 1': only plain decimal numbers are written.
@@ -324,8 +358,10 @@ def _subnet(text: str, shape: BackboneShape) -> SubnetConfig:
     try:
         return SubnetConfig.from_dict(data).validate(shape)
     except InvalidSubnetError as e:
-        raise _CellError(f"a sub-network inside the searched backbone ({shape.num_layers} layers, {shape.num_heads} heads, "
-                         f"FFN {shape.intermediate_size}): {e}") from None
+        raise _CellError(
+            f"a sub-network inside the searched backbone ({shape.num_layers} layers, {shape.num_heads} heads, "
+            f"FFN {shape.intermediate_size}): {e}"
+        ) from None
 
 
 def _grid(text: str) -> str:
@@ -350,7 +386,9 @@ def _row(cells: Mapping[str, str], shape: BackboneShape) -> dict[str, Any]:
     sub = cell("subnet", lambda t: _subnet(t, shape))
     out["subnet"] = cells["subnet"]  # the JSON text, as written (answer_row parses it)
     cell("key", lambda t: t if t == sub.key else _fail(f"the key of its subnet, {sub.key}"))
-    cell("depth", lambda t: t if _integer(t) == sub.depth else _fail(f"{sub.depth}, the number of layers of its subnet"))
+    cell(
+        "depth", lambda t: t if _integer(t) == sub.depth else _fail(f"{sub.depth}, the number of layers of its subnet")
+    )
     out["depth"] = sub.depth
     cell("width", lambda t: _number(t, lo=0.0, hi=1.0))
     cell("ffn_width", lambda t: _number(t, lo=0.0, hi=1.0))
@@ -359,8 +397,18 @@ def _row(cells: Mapping[str, str], shape: BackboneShape) -> dict[str, Any]:
     cell("metric_full", lambda t: _number(t, empty_ok=True))
     cell("predicted_ms", lambda t: _number(t, positive=True))
     measured = cell("measured_ms", lambda t: _number(t, empty_ok=True, positive=True))
-    cell("measured_raw_ms", lambda t: _number(t, empty_ok=True, positive=True) if (t == "") == math.isnan(measured)
-         else _fail("an empty cell, as measured_ms is empty" if math.isnan(measured) else "a number, as measured_ms is given"))
+    cell(
+        "measured_raw_ms",
+        lambda t: (
+            _number(t, empty_ok=True, positive=True)
+            if (t == "") == math.isnan(measured)
+            else _fail(
+                "an empty cell, as measured_ms is empty"
+                if math.isnan(measured)
+                else "a number, as measured_ms is given"
+            )
+        ),
+    )
     for col in ("feasible", "on_front", "cache_hit"):
         cell(col, _boolean)
     cell("duplicate_of", lambda t: _integer(t, empty_ok=True))
@@ -379,24 +427,36 @@ def _read_table(path: Path, shape: BackboneShape) -> tuple[pd.DataFrame, str]:
         raise ResultsError(f"{path} is not a regular file (a CSV table of trials is expected)")
     text = read_utf8(path, "results table", error=ResultsError, expected="a CSV table")
     if not text.strip():
-        raise ResultsError(f"{path} is empty; expected a header ({', '.join(TRIAL_COLUMNS[:3])}, ...) and one row per config")
+        raise ResultsError(
+            f"{path} is empty; expected a header ({', '.join(TRIAL_COLUMNS[:3])}, ...) and one row per config"
+        )
     cut = not text.endswith("\n")  # the writer ends every row with a line end: a file without one was cut short
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         lines = list(reader)
     except csv.Error as e:
-        raise ResultsError(f"{path} is not well-formed CSV (line {reader.line_num}: {e})"
-                           + (": truncated" if cut else "")) from None
+        raise ResultsError(
+            f"{path} is not well-formed CSV (line {reader.line_num}: {e})" + (": truncated" if cut else "")
+        ) from None
     header, body = lines[0], lines[1:]
     missing = [c for c in TRIAL_COLUMNS if c not in header]
     unknown = [c for c in header if c not in TRIAL_COLUMNS]
     repeated = sorted({c for c in header if header.count(c) > 1})
     if missing or unknown or repeated:
-        raise ResultsError(f"{path} is not a dynasearch trials table: header line "
-                           + "; ".join(part for part in (f"missing columns {missing[:5]}" if missing else "",
-                                                          f"unknown columns {unknown[:5]}" if unknown else "",
-                                                          f"repeated columns {repeated[:5]}" if repeated else "") if part)
-                           + f" (expected exactly {', '.join(TRIAL_COLUMNS)})" + (": truncated" if cut and not body else ""))
+        raise ResultsError(
+            f"{path} is not a dynasearch trials table: header line "
+            + "; ".join(
+                part
+                for part in (
+                    f"missing columns {missing[:5]}" if missing else "",
+                    f"unknown columns {unknown[:5]}" if unknown else "",
+                    f"repeated columns {repeated[:5]}" if repeated else "",
+                )
+                if part
+            )
+            + f" (expected exactly {', '.join(TRIAL_COLUMNS)})"
+            + (": truncated" if cut and not body else "")
+        )
     if not body:
         raise ResultsError(f"{path} holds no rows (a search writes at least one)")
     rows = []
@@ -409,7 +469,9 @@ def _read_table(path: Path, shape: BackboneShape) -> tuple[pd.DataFrame, str]:
         except _CellError as e:
             col, expected = e.args
             got = cells[header.index(col)]
-            raise ResultsError(f"{path}: row {n}, column '{col}': expected {expected}; got {_show_cell(got)}{end}") from None
+            raise ResultsError(
+                f"{path}: row {n}, column '{col}': expected {expected}; got {_show_cell(got)}{end}"
+            ) from None
     if cut:
         raise ResultsError(f"{path} is truncated: its last row (row {len(body)}) has no line end")
     return pd.DataFrame(rows, columns=list(TRIAL_COLUMNS)), _digest(text)
@@ -434,8 +496,10 @@ def _check_tables(d: Path, meta: Mapping[str, Any], trials: pd.DataFrame, front:
     for p, df, key in ((tp, trials, "trials"), (fp, front, "front_size")):
         want = meta["summary"][key]
         if len(df) != want:
-            raise ResultsError(f"{p} holds {len(df)} row(s); search.json's summary.{key} says {want}: rows were cut or "
-                               f"added after the search; {REWRITE}")
+            raise ResultsError(
+                f"{p} holds {len(df)} row(s); search.json's summary.{key} says {want}: rows were cut or "
+                f"added after the search; {REWRITE}"
+            )
     dup = trials["trial"].duplicated()
     if dup.any():
         n = int(dup.to_numpy().nonzero()[0][0]) + 1
@@ -443,16 +507,22 @@ def _check_tables(d: Path, meta: Mapping[str, Any], trials: pd.DataFrame, front:
     dup = front["key"].duplicated()
     if dup.any():
         n = int(dup.to_numpy().nonzero()[0][0]) + 1
-        raise ResultsError(f"{fp}: row {n} repeats config {front['key'].iloc[n - 1]} (the front lists distinct configs)")
+        raise ResultsError(
+            f"{fp}: row {n} repeats config {front['key'].iloc[n - 1]} (the front lists distinct configs)"
+        )
     off = ~front["on_front"]
     if off.any():
         n = int(off.to_numpy().nonzero()[0][0]) + 1
-        raise ResultsError(f"{fp}: row {n}, column 'on_front': expected True (every front config is on the front); got 'False'")
+        raise ResultsError(
+            f"{fp}: row {n}, column 'on_front': expected True (every front config is on the front); got 'False'"
+        )
     on = set(trials.loc[trials["on_front"], "key"])
     if set(front["key"]) != on:
         extra, lacking = sorted(set(front["key"]) - on), sorted(on - set(front["key"]))
-        raise ResultsError(f"{fp} does not list trials.csv's front configs (on_front True there): "
-                           + (f"not on trials.csv's front: {extra[:3]}" if extra else f"missing: {lacking[:3]}"))
+        raise ResultsError(
+            f"{fp} does not list trials.csv's front configs (on_front True there): "
+            + (f"not on trials.csv's front: {extra[:3]}" if extra else f"missing: {lacking[:3]}")
+        )
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -461,8 +531,10 @@ def write_results(results_dir: str | Path, meta: Mapping[str, Any], trials: pd.D
     search.json, which this writer stamps with FORMAT, VERSION and the tables' digests."""
 
     d = Path(results_dir)
-    texts = {"trials.csv": trials[list(TRIAL_COLUMNS)].to_csv(index=False),
-             "front.csv": front[list(TRIAL_COLUMNS)].to_csv(index=False)}
+    texts = {
+        "trials.csv": trials[list(TRIAL_COLUMNS)].to_csv(index=False),
+        "front.csv": front[list(TRIAL_COLUMNS)].to_csv(index=False),
+    }
     for name, text in texts.items():
         write_text(d / name, text)
     write_json(d / "space.json", meta["study"]["space"])
@@ -482,10 +554,18 @@ def _num(v: Any) -> float | None:
 def answer_row(row: Mapping[str, Any], target_ms: float | None, meta: Mapping[str, Any]) -> dict[str, Any]:
     measured = _num(row.get("measured_ms"))
     return {
-        "key": str(row["key"]), "subnet": json.loads(row["subnet"]), "grid": row.get("grid") if isinstance(row.get("grid"), str) else "",
-        "metric": meta["study"]["metric"], "metric_full": _num(row.get("metric_full")), "metric_search": _num(row.get("metric_search")),
-        "predicted_ms": _num(row.get("predicted_ms")), "measured_ms": measured, "measured_raw_ms": _num(row.get("measured_raw_ms")),
-        "verified": measured is not None, "target_ms": target_ms, "depth": int(row["depth"]),
+        "key": str(row["key"]),
+        "subnet": json.loads(row["subnet"]),
+        "grid": row.get("grid") if isinstance(row.get("grid"), str) else "",
+        "metric": meta["study"]["metric"],
+        "metric_full": _num(row.get("metric_full")),
+        "metric_search": _num(row.get("metric_search")),
+        "predicted_ms": _num(row.get("predicted_ms")),
+        "measured_ms": measured,
+        "measured_raw_ms": _num(row.get("measured_raw_ms")),
+        "verified": measured is not None,
+        "target_ms": target_ms,
+        "depth": int(row["depth"]),
     }
 
 
@@ -504,8 +584,10 @@ def best_under(results: Results, target_ms: float) -> dict[str, Any]:
     if ok.empty:
         i = lat.idxmin()
         f = answer_row(front.loc[i], target_ms, meta)
-        raise NoAnswerError(f"no config of the front meets {target_ms:g} ms; the fastest is {f['key']} ({_shape(f['subnet'])}) at "
-                            f"{lat.loc[i]:.3g} ms ({'measured' if f['verified'] else 'predicted'}), {f['metric']} {metric.loc[i]:.2f}")
+        raise NoAnswerError(
+            f"no config of the front meets {target_ms:g} ms; the fastest is {f['key']} ({_shape(f['subnet'])}) at "
+            f"{lat.loc[i]:.3g} ms ({'measured' if f['verified'] else 'predicted'}), {f['metric']} {metric.loc[i]:.2f}"
+        )
     best = ok.sort_values(["_m", "predicted_ms"], ascending=[False, True]).iloc[0]
     return answer_row(best, target_ms, meta)
 
@@ -528,7 +610,10 @@ def describe_answer(a: Mapping[str, Any]) -> str:
     """Human-readable lines for one answer."""
     metric = a.get("metric_full") if a.get("metric_full") is not None else a.get("metric_search")
     lines = [f"config {a['key']}: {_shape(a['subnet'])}" + (f" (grid point {a['grid']})" if a.get("grid") else "")]
-    lines.append(f"  {a['metric']} {metric:.2f}" + (" (whole dev split)" if a.get("metric_full") is not None else " (search subset)"))
+    lines.append(
+        f"  {a['metric']} {metric:.2f}"
+        + (" (whole dev split)" if a.get("metric_full") is not None else " (search subset)")
+    )
     lat = f"  predicted {a['predicted_ms']:.3f} ms"
     if a.get("verified"):
         lat += f", measured {a['measured_ms']:.3f} ms"

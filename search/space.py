@@ -46,12 +46,16 @@ class SpaceOptions:
         heads = default.head_choices if self.head_choices is None else self.head_choices
         if self.ffn_step is not None:
             if not 1 <= self.ffn_step <= shape.intermediate_size:
-                raise SearchError(f"FFN step must be in 1..{shape.intermediate_size} (the backbone's FFN size); got {self.ffn_step}")
+                raise SearchError(
+                    f"FFN step must be in 1..{shape.intermediate_size} (the backbone's FFN size); got {self.ffn_step}"
+                )
             ffn: tuple[int, ...] = tuple(range(self.ffn_step, shape.intermediate_size + 1, self.ffn_step))
         else:
             ffn = default.ffn_choices if self.ffn_choices is None else self.ffn_choices
         if not 1 <= self.min_layers <= shape.num_layers:
-            raise SearchError(f"min layers must be in 1..{shape.num_layers} (the backbone's layers); got {self.min_layers}")
+            raise SearchError(
+                f"min layers must be in 1..{shape.num_layers} (the backbone's layers); got {self.min_layers}"
+            )
         if all(h == 0 for h in heads) and all(f == 0 for f in ffn):
             raise SearchError("head and FFN choices are all 0: every sub-network would compute nothing")
         try:
@@ -91,7 +95,9 @@ def decode(params: Mapping[str, Any], space: SearchSpace) -> SubnetConfig:
             kept.append(i)
     kept.sort()
     if len(kept) < space.min_layers:
-        raise SearchError(f"parameter set keeps {len(kept)} computing layer(s); the space needs at least {space.min_layers}")
+        raise SearchError(
+            f"parameter set keeps {len(kept)} computing layer(s); the space needs at least {space.min_layers}"
+        )
     return SubnetConfig(tuple(kept), tuple(heads[i] for i in kept), tuple(ffn[i] for i in kept))
 
 

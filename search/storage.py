@@ -91,18 +91,25 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     try:
         u = make_url(url)
     except ArgumentError:
-        raise SearchError(f"storage URL {redact(url)!r} cannot be parsed; expected e.g. sqlite:///results/study.db or "
-                          "postgresql+psycopg://user@host:5432/db") from None
+        raise SearchError(
+            f"storage URL {redact(url)!r} cannot be parsed; expected e.g. sqlite:///results/study.db or "
+            "postgresql+psycopg://user@host:5432/db"
+        ) from None
     backend = u.get_backend_name()
     if backend == "postgres":
         raise SearchError(f"storage URL {redact(url)}: write postgresql+psycopg://, not postgres://")
     if backend not in DRIVERS:
-        raise SearchError(f"storage URL {redact(url)}: database {backend!r} is not supported; use sqlite:///PATH or "
-                          "postgresql+psycopg://user@host:5432/db")
+        raise SearchError(
+            f"storage URL {redact(url)}: database {backend!r} is not supported; use sqlite:///PATH or "
+            "postgresql+psycopg://user@host:5432/db"
+        )
     driver = u.get_driver_name()
     if driver not in DRIVERS[backend]:
-        raise SearchError(f"storage URL {redact(url)}: driver {driver!r} is not supported for {backend}; use "
-                          f"{backend}+{DRIVERS[backend][0]}://" + (" (pip install 'dynasearch[postgres]')" if backend == "postgresql" else ""))
+        raise SearchError(
+            f"storage URL {redact(url)}: driver {driver!r} is not supported for {backend}; use "
+            f"{backend}+{DRIVERS[backend][0]}://"
+            + (" (pip install 'dynasearch[postgres]')" if backend == "postgresql" else "")
+        )
     if backend == "sqlite":
         db = u.database or ""
         if db and db != ":memory:" and not Path(db).parent.is_dir():
@@ -112,7 +119,9 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        raise SearchError(f"storage URL {redact(url)} needs the psycopg driver: pip install 'dynasearch[postgres]'") from None
+        raise SearchError(
+            f"storage URL {redact(url)} needs the psycopg driver: pip install 'dynasearch[postgres]'"
+        ) from None
     return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}, "pool_pre_ping": True}
 
 
@@ -128,7 +137,9 @@ def probe(url: str, deadline_s: float = PROBE_DEADLINE_S) -> None:
 
     def connect() -> None:
         try:
-            engine = sa.create_engine(url, **{k: v for k, v in kwargs.items() if k != "pool_pre_ping"}, poolclass=sa.pool.NullPool)
+            engine = sa.create_engine(
+                url, **{k: v for k, v in kwargs.items() if k != "pool_pre_ping"}, poolclass=sa.pool.NullPool
+            )
             try:
                 with engine.connect() as c:
                     c.execute(sa.text("SELECT 1"))
@@ -142,7 +153,9 @@ def probe(url: str, deadline_s: float = PROBE_DEADLINE_S) -> None:
     t.start()
     t.join(deadline_s)
     if t.is_alive():
-        raise SearchError(f"storage {redact(url)} did not answer within {deadline_s:g} s (is the server running and reachable?)")
+        raise SearchError(
+            f"storage {redact(url)} did not answer within {deadline_s:g} s (is the server running and reachable?)"
+        )
     if "error" in box:
         raise SearchError(f"storage {redact(url)} cannot be reached: {_reason(box['error'], url)}")
 
@@ -178,18 +191,35 @@ def with_retry(fn, what: str, url: str, retry_s: float = RETRY_S):
             if not is_transient(e):
                 raise
             if time.monotonic() - t0 + wait > retry_s:
-                raise SearchError(f"{what}: storage {redact(url)} unreachable for {time.monotonic() - t0:.0f} s "
-                                  f"({_reason(e, url)})") from None
+                raise SearchError(
+                    f"{what}: storage {redact(url)} unreachable for {time.monotonic() - t0:.0f} s ({_reason(e, url)})"
+                ) from None
             time.sleep(wait)
             wait = min(4.0, wait * 2)
 
 
 # Optuna storage calls a worker makes during a trial: each is retried on a lost connection.
 _RETRIED = (
-    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "set_study_user_attr", "get_trial_user_attrs", "get_trial_system_attrs", "create_new_trial", "set_trial_param",
-    "get_trial_param", "set_trial_state_values", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
-    "get_trial_id_from_study_id_trial_number", "get_all_trials", "get_best_trial", "record_heartbeat", "_get_stale_trial_ids",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "set_study_user_attr",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_param",
+    "set_trial_state_values",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_trial_id_from_study_id_trial_number",
+    "get_all_trials",
+    "get_best_trial",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
     "get_all_studies",
 )
 
@@ -241,7 +271,9 @@ def serialize_sqlite(engine) -> None:
     engine.dispose()  # pooled connections were opened without the hooks
 
 
-def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: int | None = None, retry_s: float = RETRY_S):
+def open_storage(
+    url: str, heartbeat_interval: int | None = 30, grace_period: int | None = None, retry_s: float = RETRY_S
+):
     """An Optuna RDBStorage with heartbeats (a killed worker's RUNNING trial is failed after the
     grace period and retried by a live worker) whose calls are retried on a lost connection; a
     clear one-line error within 10 s when the database cannot be reached."""
@@ -265,8 +297,11 @@ def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: in
             with warnings.catch_warnings():  # heartbeats and the retry callback are "experimental" in Optuna 5
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 storage = cls(
-                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval or None,
-                    grace_period=grace_period if heartbeat_interval else None, heartbeat_stale_trial_callback=callback,
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat_interval or None,
+                    grace_period=grace_period if heartbeat_interval else None,
+                    heartbeat_stale_trial_callback=callback,
                 )
             storage.retry_s = retry_s
             if storage.engine.dialect.name == "sqlite":
@@ -275,8 +310,11 @@ def open_storage(url: str, heartbeat_interval: int | None = 30, grace_period: in
         except (SQLAlchemyError, ImportError, ModuleNotFoundError) as e:
             # Workers starting together on a fresh database race to create Optuna's tables: the
             # loser sees "already exists" or a unique violation; the tables are there on a retry.
-            if attempt < 4 and isinstance(e, SQLAlchemyError) and ("already exists" in str(e) or is_transient(e)
-                                                                  or isinstance(e, IntegrityError)):
+            if (
+                attempt < 4
+                and isinstance(e, SQLAlchemyError)
+                and ("already exists" in str(e) or is_transient(e) or isinstance(e, IntegrityError))
+            ):
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise SearchError(f"storage {redact(url)} cannot be opened: {_reason(e, url)}") from None
@@ -330,8 +368,12 @@ def is_claimed(storage, name: str) -> bool:
 
 
 def _claims_table(sa):
-    return sa.Table("dynasearch_studies", sa.MetaData(), sa.Column("name", sa.String(512), primary_key=True),
-                    sa.Column("creator", sa.String(160), nullable=False))
+    return sa.Table(
+        "dynasearch_studies",
+        sa.MetaData(),
+        sa.Column("name", sa.String(512), primary_key=True),
+        sa.Column("creator", sa.String(160), nullable=False),
+    )
 
 
 @dataclass(frozen=True)
@@ -352,7 +394,8 @@ class AccuracyCache:
         self.engine = sa.create_engine(url, **engine_kwargs(url))
         meta = sa.MetaData()
         self.acc = sa.Table(
-            "dynasearch_accuracy", meta,
+            "dynasearch_accuracy",
+            meta,
             sa.Column("digest", sa.String(64), primary_key=True),
             sa.Column("selection", sa.String(64), primary_key=True),
             sa.Column("key", sa.String(32), primary_key=True),
@@ -360,7 +403,8 @@ class AccuracyCache:
             sa.Column("seconds", sa.Float, nullable=False),
         )
         self.log = sa.Table(
-            "dynasearch_evaluations", meta,
+            "dynasearch_evaluations",
+            meta,
             sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
             sa.Column("digest", sa.String(64), nullable=False),
             sa.Column("selection", sa.String(64), nullable=False),
@@ -386,7 +430,8 @@ class AccuracyCache:
     def get(self, digest: str, selection: str, key: str) -> Evaluation | None:
         sa = self._sa
         q = sa.select(self.acc.c.metrics, self.acc.c.seconds).where(
-            self.acc.c.digest == digest, self.acc.c.selection == selection, self.acc.c.key == key)
+            self.acc.c.digest == digest, self.acc.c.selection == selection, self.acc.c.key == key
+        )
 
         def read():
             with self.engine.connect() as c:
@@ -402,14 +447,24 @@ class AccuracyCache:
 
         def log():
             with self.engine.begin() as c:
-                c.execute(sa.insert(self.log).values(digest=digest, selection=selection, key=key, seconds=seconds, worker=worker,
-                                                     created=now))
+                c.execute(
+                    sa.insert(self.log).values(
+                        digest=digest, selection=selection, key=key, seconds=seconds, worker=worker, created=now
+                    )
+                )
 
         def store():
             try:
                 with self.engine.begin() as c:
-                    c.execute(sa.insert(self.acc).values(digest=digest, selection=selection, key=key,
-                                                         metrics=json.dumps(metrics, sort_keys=True), seconds=seconds))
+                    c.execute(
+                        sa.insert(self.acc).values(
+                            digest=digest,
+                            selection=selection,
+                            key=key,
+                            metrics=json.dumps(metrics, sort_keys=True),
+                            seconds=seconds,
+                        )
+                    )
             except sa.exc.IntegrityError:
                 pass  # another worker stored the same config first (a counted race, see evaluation_counts)
 
@@ -420,7 +475,8 @@ class AccuracyCache:
         """(evaluations run, distinct configs evaluated) for one checkpoint and dev selection."""
         sa = self._sa
         q = sa.select(sa.func.count(), sa.func.count(sa.distinct(self.log.c.key))).where(
-            self.log.c.digest == digest, self.log.c.selection == selection)
+            self.log.c.digest == digest, self.log.c.selection == selection
+        )
 
         def read():
             with self.engine.connect() as c:

@@ -40,7 +40,9 @@ RESCORE_SEED = 1  # the seeded dev subset of --rescore-dev (the search subset's 
 STUDY_FORMAT = "dynasearch-study"
 STUDY_ATTR = "dynasearch"
 GRID_ATTR = "dynasearch_grid_queued"  # set once all 12 grid trials are enqueued
-IDENTITY_WAIT_S = 5.0  # a live creator writes its identity (and queues the grid) within milliseconds of creating the study
+IDENTITY_WAIT_S = (
+    5.0  # a live creator writes its identity (and queues the grid) within milliseconds of creating the study
+)
 log = logging.getLogger("search.study")
 
 
@@ -63,7 +65,9 @@ class SearchConfig:
     space: SpaceOptions = field(default_factory=SpaceOptions)
     search_dev: int | None = None  # a seeded subset of dev for the search; the front is re-scored on all
     search_dev_seed: int = 0  # which subset (independent of the sampler's seed, so runs of several seeds compare)
-    rescore_dev: int | None = None  # re-score the front and grid on a seeded subset (seed RESCORE_SEED); None: the whole dev split
+    rescore_dev: int | None = (
+        None  # re-score the front and grid on a seeded subset (seed RESCORE_SEED); None: the whole dev split
+    )
     batch: int | None = None  # latency shape; None: the predictor's
     seq_len: int | None = None
     max_seq_length: int | None = None  # evaluation length; None: the run's, else 128
@@ -94,7 +98,9 @@ class SearchConfig:
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise SearchError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
         if self.raw and not self.verify:
-            raise SearchError("--raw judges the target on raw measured latency, but --no-verify measures nothing; drop one of them")
+            raise SearchError(
+                "--raw judges the target on raw measured latency, but --no-verify measures nothing; drop one of them"
+            )
         if not self.study or not isinstance(self.study, str):
             raise SearchError(f"study name must be a non-empty string; got {self.study!r}")
 
@@ -108,8 +114,14 @@ def _check_positions(max_len: int, model_dir: str | Path) -> None:
 
     raw = read_config(Path(model_dir))
     roberta = raw.get("flavor") == "roberta" or raw.get("model_type") in ("roberta", "xlm-roberta", "camembert")
-    check_max_length(max_len, SimpleNamespace(max_position_embeddings=int(raw.get("max_position_embeddings") or 512),
-                                              flavor="roberta" if roberta else "bert", pad_token_id=int(raw.get("pad_token_id") or 0)))
+    check_max_length(
+        max_len,
+        SimpleNamespace(
+            max_position_embeddings=int(raw.get("max_position_embeddings") or 512),
+            flavor="roberta" if roberta else "bert",
+            pad_token_id=int(raw.get("pad_token_id") or 0),
+        ),
+    )
 
 
 def _check_uniform_backbone(model_dir: str | Path) -> None:
@@ -122,9 +134,11 @@ def _check_uniform_backbone(model_dir: str | Path) -> None:
 
     raw = read_config(Path(model_dir))
     if not uniform_widths(SimpleNamespace(**raw)):
-        raise SearchError(f"model {model_dir} has layers of different widths (heads {raw.get('layer_heads')}, FFN "
-                          f"{raw.get('layer_ffn')}): the search space needs one width for all layers; search the model it "
-                          "was exported from")
+        raise SearchError(
+            f"model {model_dir} has layers of different widths (heads {raw.get('layer_heads')}, FFN "
+            f"{raw.get('layer_ffn')}): the search space needs one width for all layers; search the model it "
+            "was exported from"
+        )
 
 
 def _digest_file(path: Path) -> str:
@@ -153,8 +167,10 @@ def _find_predictor(path: str | Path):
     if not p.exists():
         raise SearchError(f"predictor directory {p} does not exist")
     if not (p / "predictor.json").exists() and not (p / "metrics.json").exists():
-        raise SearchError(f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs metrics.json "
-                          "naming the best kind and predictors/<kind>/)")
+        raise SearchError(
+            f"{p} is not a dynasearch latency predictor (no predictor.json; a fit-predictor output needs metrics.json "
+            "naming the best kind and predictors/<kind>/)"
+        )
     return find_predictor(p)
 
 
@@ -211,8 +227,10 @@ class Search:
         fast, fast_ms = self.estimator.fastest(self.space)
         self.fastest = (fast, fast_ms)
         if cfg.target_ms is not None and cfg.target_ms < fast_ms:
-            raise SearchError(f"target {cfg.target_ms:g} ms is below the fastest sub-network of the space ({fast.describe()}: "
-                              f"predicted {fast_ms:.3f} ms)")
+            raise SearchError(
+                f"target {cfg.target_ms:g} ms is below the fastest sub-network of the space ({fast.describe()}: "
+                f"predicted {fast_ms:.3f} ms)"
+            )
         self.settings = None
         if cfg.verify and cfg.target_ms is not None:
             from .verify import check_machine, predictor_settings
@@ -269,25 +287,43 @@ class Search:
         self.digest = model_digest(self.info.model_dir)
         self.model = load_model(self.info.model_dir).eval()
         if self.model.config.num_labels != self.task.num_labels:
-            raise SearchError(f"model {self.info.model_dir} has {self.model.config.num_labels} output(s) but task {self.task.name} "
-                              f"needs {self.task.num_labels}")
+            raise SearchError(
+                f"model {self.info.model_dir} has {self.model.config.num_labels} output(s) but task {self.task.name} "
+                f"needs {self.task.num_labels}"
+            )
         kw = dict(data_dir=self.data_dir, dev_file=self.dev_file, max_seq_length=self.max_len)
         # Large dev sets (tweets 3.8k, MNLI 9.8k) make re-scoring the front on all of dev cost minutes on a CPU.
         full = load_dev_set(self.task, self.info.model_dir, subset=cfg.rescore_dev, seed=RESCORE_SEED, **kw)
-        search = load_dev_set(self.task, self.info.model_dir, subset=cfg.search_dev, seed=cfg.search_dev_seed, **kw) if cfg.search_dev else full
-        self.evaluator = AccuracyEvaluator(self.model, self.task.metrics, search, full, self.digest, self.cache, cfg.bf16, self.counters)
+        search = (
+            load_dev_set(self.task, self.info.model_dir, subset=cfg.search_dev, seed=cfg.search_dev_seed, **kw)
+            if cfg.search_dev
+            else full
+        )
+        self.evaluator = AccuracyEvaluator(
+            self.model, self.task.metrics, search, full, self.digest, self.cache, cfg.bf16, self.counters
+        )
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study: a resumed study must match all of it."""
         cfg = self.cfg
         return {
-            "format": STUDY_FORMAT, "version": 1, "space": self.space.to_dict(), "task": self.task.name,
-            "metric": self.task.metrics[0], "checkpoint": self.digest, "model_dir": str(Path(self.info.model_dir).resolve()),
-            "predictor": _digest_file(Path(self.predictor_dir) / "predictor.json"), "predictor_dir": str(Path(self.predictor_dir).resolve()),
-            "latency": {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}, "target_ms": cfg.target_ms,
-            "percentile": cfg.percentile, "search_dev": self.evaluator.selection(False), "max_seq_length": self.max_len,
+            "format": STUDY_FORMAT,
+            "version": 1,
+            "space": self.space.to_dict(),
+            "task": self.task.name,
+            "metric": self.task.metrics[0],
+            "checkpoint": self.digest,
+            "model_dir": str(Path(self.info.model_dir).resolve()),
+            "predictor": _digest_file(Path(self.predictor_dir) / "predictor.json"),
+            "predictor_dir": str(Path(self.predictor_dir).resolve()),
+            "latency": {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len},
+            "target_ms": cfg.target_ms,
+            "percentile": cfg.percentile,
+            "search_dev": self.evaluator.selection(False),
+            "max_seq_length": self.max_len,
             "dev": self.evaluator.cache_selection(False),
-            "sampler": cfg.sampler, "seed": cfg.seed,
+            "sampler": cfg.sampler,
+            "seed": cfg.seed,
         }
 
     # ---- the study
@@ -301,8 +337,12 @@ class Search:
         if not self._study_exists():
             claim_study(self.storage, self.cfg.study)  # before the study exists: see _wait_for_identity
         try:
-            study = optuna.create_study(study_name=self.cfg.study, storage=self.storage, directions=directions,
-                                        sampler=make_sampler(self.cfg.sampler, self.cfg.seed, self.cfg.trials))
+            study = optuna.create_study(
+                study_name=self.cfg.study,
+                storage=self.storage,
+                directions=directions,
+                sampler=make_sampler(self.cfg.sampler, self.cfg.seed, self.cfg.trials),
+            )
             created = True
         except optuna.exceptions.DuplicatedStudyError:
             created = False
@@ -322,9 +362,13 @@ class Search:
             # before it is resumed on its other keys (its scores were cached under the old keys, never reused).
             diffs = [k for k in ident_cmp if saved.get(k) != ident_cmp[k] and not (k == "dev" and k not in saved)]
             if diffs:
-                detail = "; ".join(f"{k}: study {_short(saved.get(k))}, asked {_short(ident_cmp[k])}" for k in diffs[:4])
-                raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings ({detail}); "
-                                  "use another --study name (the accuracy cache is shared) or the same options")
+                detail = "; ".join(
+                    f"{k}: study {_short(saved.get(k))}, asked {_short(ident_cmp[k])}" for k in diffs[:4]
+                )
+                raise SearchError(
+                    f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings ({detail}); "
+                    "use another --study name (the accuracy cache is shared) or the same options"
+                )
             self._complete_grid(ident)
             trials = optuna.load_study(study_name=self.cfg.study, storage=self.storage).get_trials(deepcopy=False)
             seed = self.cfg.seed + len(trials)  # a resumed run must not replay the first one's random stream
@@ -335,10 +379,16 @@ class Search:
                 import socket
                 import zlib
 
-                seed = int(np.random.SeedSequence([self.cfg.seed, len(trials), os.getpid(),
-                                                   zlib.crc32(socket.gethostname().encode())]).generate_state(1)[0])
-            study = optuna.load_study(study_name=self.cfg.study, storage=self.storage,
-                                      sampler=make_sampler(self.cfg.sampler, seed, self.cfg.trials))
+                seed = int(
+                    np.random.SeedSequence(
+                        [self.cfg.seed, len(trials), os.getpid(), zlib.crc32(socket.gethostname().encode())]
+                    ).generate_state(1)[0]
+                )
+            study = optuna.load_study(
+                study_name=self.cfg.study,
+                storage=self.storage,
+                sampler=make_sampler(self.cfg.sampler, seed, self.cfg.trials),
+            )
             self.resumed = True
         self.study = study
         return study
@@ -375,8 +425,11 @@ class Search:
                 return
             creator = (attrs.get(STUDY_ATTR) or {}).get("creator")
             if process_dead(creator) or time.monotonic() - t0 > timeout_s:
-                log.warning("study %r: its grid was not wholly queued (the creating run %s stopped); queueing the rest",
-                            self.cfg.study, creator or "?")
+                log.warning(
+                    "study %r: its grid was not wholly queued (the creating run %s stopped); queueing the rest",
+                    self.cfg.study,
+                    creator or "?",
+                )
                 self._enqueue_grid(study)
                 return
             time.sleep(0.25)
@@ -395,13 +448,22 @@ class Search:
             if isinstance(saved, dict) and saved.get("format") == STUDY_FORMAT:
                 return saved
             if time.monotonic() - t0 > timeout_s:
-                if not study.user_attrs and not study.get_trials(deepcopy=False) and is_claimed(self.storage, self.cfg.study):
-                    log.warning("study %r has no dynasearch metadata and no trials (a run was killed while creating it): "
-                                "adopting it", self.cfg.study)
+                if (
+                    not study.user_attrs
+                    and not study.get_trials(deepcopy=False)
+                    and is_claimed(self.storage, self.cfg.study)
+                ):
+                    log.warning(
+                        "study %r has no dynasearch metadata and no trials (a run was killed while creating it): "
+                        "adopting it",
+                        self.cfg.study,
+                    )
                     self._write_identity(study, ident)
                     return {**ident, "creator": process_tag()}
-                raise SearchError(f"study {self.cfg.study!r} in {_redacted(self.url)} was not created by dynasearch search "
-                                  "(no dynasearch metadata); use another --study name")
+                raise SearchError(
+                    f"study {self.cfg.study!r} in {_redacted(self.url)} was not created by dynasearch search "
+                    "(no dynasearch metadata); use another --study name"
+                )
             time.sleep(0.25)
 
     def objective(self, trial) -> tuple[float, float]:
@@ -410,12 +472,19 @@ class Search:
         target = self.cfg.target_ms
         feasible = target is None or pred <= target
         if target is not None:
-            with warnings.catch_warnings():  # a retried trial carries its first try's constraint (same params, same value)
+            with (
+                warnings.catch_warnings()
+            ):  # a retried trial carries its first try's constraint (same params, same value)
                 warnings.filterwarnings("ignore", message="The constraint value is ignored")
                 trial.set_constraint("latency", pred - target)  # every trial, cache hits included
         metric, hit = self.evaluator.score(subnet)
-        for k, v in (("key", subnet.key), ("subnet", subnet.to_json()), ("predicted_ms", pred), ("feasible", feasible),
-                     ("cache_hit", hit)):
+        for k, v in (
+            ("key", subnet.key),
+            ("subnet", subnet.to_json()),
+            ("predicted_ms", pred),
+            ("feasible", feasible),
+            ("cache_hit", hit),
+        ):
             trial.set_user_attr(k, v)
         return metric, pred
 
@@ -432,7 +501,9 @@ class Search:
             return
         bar = tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.cfg.progress)
 
-        budget = TrialBudget(self.cfg.trials)  # exactly `trials` COMPLETE trials, however many workers (search/workers.py)
+        budget = TrialBudget(
+            self.cfg.trials
+        )  # exactly `trials` COMPLETE trials, however many workers (search/workers.py)
 
         def objective(trial):
             claim_trial(trial)
@@ -448,15 +519,20 @@ class Search:
 
         t0, e0, p0 = time.perf_counter(), self.counters.evaluation_s, self.counters.prediction_s
         try:
-            self.study.optimize(objective, n_trials=None, gc_after_trial=False,
-                                callbacks=[MaxTrialsCallback(self.cfg.trials, states=(TrialState.COMPLETE,)), progress],
-                                catch=())
+            self.study.optimize(
+                objective,
+                n_trials=None,
+                gc_after_trial=False,
+                callbacks=[MaxTrialsCallback(self.cfg.trials, states=(TrialState.COMPLETE,)), progress],
+                catch=(),
+            )
         finally:
             bar.close()
             self.counters.extra["optimize_s"] = self.counters.extra.get("optimize_s", 0.0) + time.perf_counter() - t0
             # what the sampler and the storage cost: the optimize loop less its evaluations and predictions
             self.counters.extra["sampler_and_storage_s"] = self.counters.extra.get("sampler_and_storage_s", 0.0) + max(
-                0.0, time.perf_counter() - t0 - (self.counters.evaluation_s - e0) - (self.counters.prediction_s - p0))
+                0.0, time.perf_counter() - t0 - (self.counters.evaluation_s - e0) - (self.counters.prediction_s - p0)
+            )
 
     # ---- results
     def trials_table(self) -> pd.DataFrame:
@@ -468,7 +544,6 @@ class Search:
         from .outcome import finish
 
         return finish(self)
-
 
     def close(self) -> None:
         for obj in (getattr(self, "cache", None),):

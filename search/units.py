@@ -30,5 +30,7 @@ def parse_latency(text: str) -> float:
         raise SearchError(f"latency {text!r} is too large: not a finite number of milliseconds")
     if ms <= 0:
         nonzero = re.search(r"[1-9]", m.group(1).lower().split("e")[0]) is not None  # '1e-400' underflows to 0.0
-        raise SearchError(f"latency {text!r} must be positive; it is {'too small (rounds to 0 ms)' if nonzero else 'zero'}")
+        raise SearchError(
+            f"latency {text!r} must be positive; it is {'too small (rounds to 0 ms)' if nonzero else 'zero'}"
+        )
     return ms

@@ -45,8 +45,10 @@ def check_machine(predictor, settings) -> None:
     try:
         check_this_machine(predictor, settings)
     except PredictorError as e:
-        raise SearchError(f"cannot verify on this machine: {e}; pass --no-verify (answers are then predictions), or search "
-                          "with a predictor fitted here") from None
+        raise SearchError(
+            f"cannot verify on this machine: {e}; pass --no-verify (answers are then predictions), or search "
+            "with a predictor fitted here"
+        ) from None
 
 
 # The speed correction stands for drift (a shared host, turbo, throttling: 10-30% within minutes).
@@ -89,7 +91,9 @@ def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measure
         # The speed correction is one factor per config: apply it to the percentile too.
         corr = math.nan if pd.isna(corr) else raw * float(corr) / float(r["median_ms"])
         speed = r.get("speed_index", math.nan)
-        out[str(r["key"])] = Measured(str(r["key"]), raw, None if pd.isna(corr) else corr, None if pd.isna(speed) else float(speed))
+        out[str(r["key"])] = Measured(
+            str(r["key"]), raw, None if pd.isna(corr) else corr, None if pd.isna(speed) else float(speed)
+        )
     return out
 
 
@@ -106,15 +110,25 @@ def anchor_reference(predictor, settings) -> float | None:
     return None
 
 
-def measure_configs(model, shape: BackboneShape, subnets: Sequence[SubnetConfig], settings, results_dir: str | Path,
-                    percentile: str, progress: bool = True, reference_ms: float | None = None) -> dict[str, Measured]:
+def measure_configs(
+    model,
+    shape: BackboneShape,
+    subnets: Sequence[SubnetConfig],
+    settings,
+    results_dir: str | Path,
+    percentile: str,
+    progress: bool = True,
+    reference_ms: float | None = None,
+) -> dict[str, Measured]:
     """Measure `subnets` (extracted from `model`) interleaved with the anchor (the full model, timed
     in every round: the speed correction), appended to measured.csv. reference_ms: the anchor's
     median on the predictor's scale (its speed index 1.0)."""
     from predictors import verify_latency
 
     path = Path(results_dir) / MEASURED_FILE
-    verify_latency(shape, list(subnets), settings, path, model=model, anchor="full", reference_ms=reference_ms, progress=progress)
+    verify_latency(
+        shape, list(subnets), settings, path, model=model, anchor="full", reference_ms=reference_ms, progress=progress
+    )
     got = read_measured(results_dir, percentile)
     missing = [s.key for s in subnets if s.key not in got]
     if missing:
@@ -130,8 +144,15 @@ class Verdict:
     seconds: float
 
 
-def verify_candidates(candidates: pd.DataFrame, target_ms: float, measure_fn: Callable[[list[SubnetConfig]], dict[str, Measured]],
-                      known: dict[str, Measured], raw: bool = False, group: int = 3, max_candidates: int = 10) -> Verdict:
+def verify_candidates(
+    candidates: pd.DataFrame,
+    target_ms: float,
+    measure_fn: Callable[[list[SubnetConfig]], dict[str, Measured]],
+    known: dict[str, Measured],
+    raw: bool = False,
+    group: int = 3,
+    max_candidates: int = 10,
+) -> Verdict:
     """Take `candidates` (rows with key, subnet, ordered best metric first) in groups of `group`,
     measure each group (skipping keys already measured), return the first that meets the target."""
     t0 = time.perf_counter()
@@ -139,7 +160,7 @@ def verify_candidates(candidates: pd.DataFrame, target_ms: float, measure_fn: Ca
     tried: list[str] = []
     rows = candidates.head(max_candidates).to_dict("records")
     for start in range(0, len(rows), group):
-        chunk = rows[start:start + group]
+        chunk = rows[start : start + group]
         todo = [SubnetConfig.from_json(r["subnet"]) for r in chunk if r["key"] not in measured]
         if todo:
             measured.update(measure_fn(todo))
@@ -157,9 +178,11 @@ def drift_warning(measured: dict[str, Measured]) -> str | None:
     bad = sorted({round(m.speed_index, 3) for m in measured.values() if not m.drift_ok})
     if not bad:
         return None
-    return (f"this machine's speed index against the predictor's records is {bad} (the full model now against then), beyond "
-            f"plausible drift (1/{MAX_DRIFT:g}..{MAX_DRIFT:g}): the target was judged on RAW measured latency; measure this "
-            "machine again and refit the predictor")
+    return (
+        f"this machine's speed index against the predictor's records is {bad} (the full model now against then), beyond "
+        f"plausible drift (1/{MAX_DRIFT:g}..{MAX_DRIFT:g}): the target was judged on RAW measured latency; measure this "
+        "machine again and refit the predictor"
+    )
 
 
 def bias_warning(pred: Sequence[float], meas: Sequence[float]) -> str | None:
@@ -171,9 +194,11 @@ def bias_warning(pred: Sequence[float], meas: Sequence[float]) -> str | None:
     med = float(np.median(ratio))
     # One config is weak evidence (its own noise): warn only on a large gap.
     if (len(pred) == 1 and med > 1.25) or (len(pred) > 1 and med > 1.05 and (ratio > 1).mean() >= 0.75):
-        return (f"measured latencies sit {100 * (med - 1):.1f}% above the predictions (median over {len(pred)} verified configs): "
-                "the machine is slower than when the predictor was fitted, or the predictor is off; refit it with the "
-                "verified rows added (dynasearch fit-predictor RECORDS RESULTS/measured.csv)")
+        return (
+            f"measured latencies sit {100 * (med - 1):.1f}% above the predictions (median over {len(pred)} verified configs): "
+            "the machine is slower than when the predictor was fitted, or the predictor is off; refit it with the "
+            "verified rows added (dynasearch fit-predictor RECORDS RESULTS/measured.csv)"
+        )
     return None
 
 
@@ -195,8 +220,15 @@ def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> di
 
     shape = load_shape(study["model_dir"])
     percentile = study.get("percentile", "p50")
-    got = measure_configs(model, shape, [SubnetConfig.from_dict(answer["subnet"])], settings, results_dir, percentile,
-                          reference_ms=anchor_reference(pred, settings))
+    got = measure_configs(
+        model,
+        shape,
+        [SubnetConfig.from_dict(answer["subnet"])],
+        settings,
+        results_dir,
+        percentile,
+        reference_ms=anchor_reference(pred, settings),
+    )
     m = got[answer["key"]]
     raw = bool(meta.get("raw"))
     for df in (trials, front):

@@ -37,7 +37,9 @@ from optuna.trial import TrialState
 from dynabert.io import process_dead, process_tag
 
 SKIPPED_ATTR = "skipped"
-WORKER_ATTR = "worker"  # "<host>-<pid>#<trial number>": who runs the trial (a retry copy keeps its number, so never matches)
+WORKER_ATTR = (
+    "worker"  # "<host>-<pid>#<trial number>": who runs the trial (a retry copy keeps its number, so never matches)
+)
 log = logging.getLogger("search.workers")
 
 
@@ -71,9 +73,15 @@ def fail_dead_workers(study: Any) -> list[int]:
                     failed.append(t)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass  # another worker failed it first
-    callback = storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
+    callback = (
+        storage.get_heartbeat_stale_trial_callback() if hasattr(storage, "get_heartbeat_stale_trial_callback") else None
+    )
     for t in failed:
-        log.warning("trial %d: its worker %s is gone (killed); failed and queued for a retry", t.number, t.user_attrs[WORKER_ATTR])
+        log.warning(
+            "trial %d: its worker %s is gone (killed); failed and queued for a retry",
+            t.number,
+            t.user_attrs[WORKER_ATTR],
+        )
         if callback is not None:
             callback(study, copy.deepcopy(storage.get_trial(t._trial_id)))
     return [t.number for t in failed]
@@ -102,20 +110,30 @@ class TrialBudget:
         t0 = time.monotonic()
         try:
             while True:
-                fail_dead_workers(study)  # a killed worker's trial ahead of us is retried now, not after the grace period
-                trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING))
+                fail_dead_workers(
+                    study
+                )  # a killed worker's trial ahead of us is retried now, not after the grace period
+                trials = study.get_trials(
+                    deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+                )
                 complete = sum(t.state == TrialState.COMPLETE for t in trials)
                 if complete >= self.total:
                     study.stop()
                     self._skip(trial, f"the study holds its {self.total} trials")
-                ahead = [t for t in trials if t.state != TrialState.COMPLETE and t.number != me.number and rank(t) < my_rank]
+                ahead = [
+                    t for t in trials if t.state != TrialState.COMPLETE and t.number != me.number and rank(t) < my_rank
+                ]
                 if complete + len(ahead) < self.total:
                     return
                 if any(t.state == TrialState.WAITING for t in ahead):
                     self._skip(trial, "a queued trial takes the last place")
                 if time.monotonic() - t0 > max_wait:
-                    log.warning("trial %d: trials %s still RUNNING after %.0f s without finishing or going stale; running anyway",
-                                trial.number, [t.number for t in ahead], max_wait)
+                    log.warning(
+                        "trial %d: trials %s still RUNNING after %.0f s without finishing or going stale; running anyway",
+                        trial.number,
+                        [t.number for t in ahead],
+                        max_wait,
+                    )
                     return
                 time.sleep(self.poll_s)
                 with warnings.catch_warnings():

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def make_export(src: str | Path, out: str | Path, subnet: dict[str, list[int]],
-                edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+def make_export(
+    src: str | Path, out: str | Path, subnet: dict[str, list[int]], edit: Callable[[dict[str, Any]], None] | None = None
+) -> Path:
     """`dynasearch export SRC --subnet ... --format hf --out OUT` without its checks; `edit` may
     change the written config.json in place (e.g. to make an older-style or a damaged export)."""
     from dynabert.backbone import load_model, tokenizer_files

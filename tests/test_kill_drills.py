@@ -45,8 +45,9 @@ def kill_midway(args: list[str], started, delay: float, timeout: float = 120) ->
     import tempfile
 
     log = tempfile.TemporaryFile()  # not a pipe: a chatty child must never block on a full pipe
-    proc = subprocess.Popen([sys.executable, "-m", "dynasearch", *args], cwd=REPO, env=child_env(),
-                            stdout=subprocess.DEVNULL, stderr=log)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dynasearch", *args], cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=log
+    )
     deadline = time.monotonic() + timeout
     try:
         while not started():
@@ -89,8 +90,21 @@ def leftover_temporaries(root: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- train
-TRAIN_OPTS = ["--task", "sst2", "--stages", "teacher,rewire,width,depth", "--max-steps", "3", "--checkpoint-every", "1",
-              "--batch-size", "8", "--max-seq-length", "32", "--no-progress"]
+TRAIN_OPTS = [
+    "--task",
+    "sst2",
+    "--stages",
+    "teacher,rewire,width,depth",
+    "--max-steps",
+    "3",
+    "--checkpoint-every",
+    "1",
+    "--batch-size",
+    "8",
+    "--max-seq-length",
+    "32",
+    "--no-progress",
+]
 
 
 def safetensors_equal(a: Path, b: Path) -> list[str]:
@@ -114,8 +128,15 @@ def kill_at(args: list[str], point: str) -> str:
     """Run the CLI in a child that SIGKILLs itself at a named point (dynabert.killpoints, test-only)."""
     from dynabert.killpoints import ENV
 
-    p = subprocess.run([sys.executable, "-m", "dynasearch", *args], cwd=REPO, env={**child_env(), ENV: point},
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "dynasearch", *args],
+        cwd=REPO,
+        env={**child_env(), ENV: point},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == -signal.SIGKILL, f"not killed at {point} (exit {p.returncode}): {p.stderr[-2000:]}"
     return f"killed at {point}"
 
@@ -151,8 +172,25 @@ def test_train_killed_then_resumed_equals_an_uninterrupted_run(point, train_ref,
 
 
 # -------------------------------------------------------------------------------------------- measure
-MEASURE_OPTS = ["--backend", "torch", "--sampler", "uniform", "--n", "9", "--chunk-size", "3", "--max-runs", "4", "--min-runs", "3",
-                "--max-seconds", "0.1", "--seq-len", "16", "--no-progress"]
+MEASURE_OPTS = [
+    "--backend",
+    "torch",
+    "--sampler",
+    "uniform",
+    "--n",
+    "9",
+    "--chunk-size",
+    "3",
+    "--max-runs",
+    "4",
+    "--min-runs",
+    "3",
+    "--max-seconds",
+    "0.1",
+    "--seq-len",
+    "16",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")

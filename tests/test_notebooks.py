@@ -15,7 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
 
 from searchkit import FAKE_MACHINE, REPO, predictor_records  # noqa: E402
 
-pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
+pytest_plugins = [
+    "searchkit"
+]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 NOTEBOOKS = REPO / "notebooks"
 
@@ -47,8 +49,11 @@ def test_notebooks_are_committed_without_outputs(name):
 
 
 def test_quickstart_notebook(sk_results, tmp_path):
-    nb = execute("01_quickstart.ipynb", {"RESULTS": str(sk_results), "TARGET_MS": 4.0, "EXPORT_DIR": str(tmp_path / "deploy"),
-                                         "EXPORT_FORMATS": "hf"}, tmp_path)
+    nb = execute(
+        "01_quickstart.ipynb",
+        {"RESULTS": str(sk_results), "TARGET_MS": 4.0, "EXPORT_DIR": str(tmp_path / "deploy"), "EXPORT_FORMATS": "hf"},
+        tmp_path,
+    )
     text = outputs_text(nb)
     assert "not verified" in text
     assert any(o.get("data", {}).get("image/png") for c in nb.cells for o in c.get("outputs", []))  # the front plot
@@ -59,10 +64,25 @@ def test_new_hardware_notebook(sk_base, sk_run, tmp_path, fast_tmp):
     from predictors._core import append_rows
 
     records = tmp_path / "records.csv"
-    append_rows(str(records), predictor_records(sk_base))  # another device's records (fake fingerprint): no verification
-    nb = execute("02_new_hardware.ipynb", {
-        "MODEL_DIR": str(sk_base), "RUN": str(sk_run), "RECORDS": str(records), "WORK": str(fast_tmp / "work"), "SEQ_LEN": 16,
-        "N_CONFIGS": 8, "TRIALS": 14, "TARGET_MS": 4.0, "VERIFY": False, "FAST": True}, tmp_path)
+    append_rows(
+        str(records), predictor_records(sk_base)
+    )  # another device's records (fake fingerprint): no verification
+    nb = execute(
+        "02_new_hardware.ipynb",
+        {
+            "MODEL_DIR": str(sk_base),
+            "RUN": str(sk_run),
+            "RECORDS": str(records),
+            "WORK": str(fast_tmp / "work"),
+            "SEQ_LEN": 16,
+            "N_CONFIGS": 8,
+            "TRIALS": 14,
+            "TARGET_MS": 4.0,
+            "VERIFY": False,
+            "FAST": True,
+        },
+        tmp_path,
+    )
     text = outputs_text(nb)
     assert "held-out metrics" in text and FAKE_MACHINE["cpu_model"] in text
     meta = json.loads((fast_tmp / "work" / "results" / "search.json").read_text())

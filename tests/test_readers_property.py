@@ -40,8 +40,11 @@ WORDS = ["abc", "", "nan", "inf", "-1", "1e400", "[99]", '{"layers": [0]', "null
 @st.composite
 def damage(draw, kind: str):
     """(description, function bytes -> bytes) for a file of `kind` ("csv", "json" or "bin")."""
-    ops = ["truncate", "flip"] + (["drop-column", "word-in-cell", "cut-last-row"] if kind == "csv" else []) + (
-        ["drop-key", "word-in-value"] if kind == "json" else [])
+    ops = (
+        ["truncate", "flip"]
+        + (["drop-column", "word-in-cell", "cut-last-row"] if kind == "csv" else [])
+        + (["drop-key", "word-in-value"] if kind == "json" else [])
+    )
     op = draw(st.sampled_from(ops))
     frac = draw(st.floats(0.0, 1.0))
     seed = draw(st.integers(0, 2**31 - 1))
@@ -66,7 +69,7 @@ def damage(draw, kind: str):
             rows = list(csv.reader(io.StringIO(data.decode())))
             col = rng.randrange(len(rows[0]))
             if op == "drop-column":
-                rows = [r[:col] + r[col + 1:] for r in rows]
+                rows = [r[:col] + r[col + 1 :] for r in rows]
             else:
                 r = rng.randrange(1, len(rows)) if len(rows) > 1 else 0
                 rows[r][col] = word
@@ -97,8 +100,10 @@ def _json_paths(doc, prefix=()):
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def check(argv: list, inputs: Path, out: Path | None, how: str, capsys, allowed=(0, 2)) -> None:
@@ -130,8 +135,13 @@ def fresh(workdir: Path, src: Path, name: str) -> Path:
     return dst
 
 
-HYP = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, print_blob=True,
-               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+HYP = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 # ------------------------------------------------------------------------------------------- readers
@@ -144,8 +154,14 @@ def test_results_directory_damage(sk_results, workdir, capsys, file, data):
     how = f"{file}: {how}"
     check(["query", res, "--target-latency", "4ms"], res, None, how, capsys, allowed=(0, 1, 2))
     out = res.parent / "export"
-    check(["export", "--results", res, "--target-latency", "4ms", "--format", "hf", "--out", out], res, out, how, capsys,
-          allowed=(0, 1, 2))
+    check(
+        ["export", "--results", res, "--target-latency", "4ms", "--format", "hf", "--out", out],
+        res,
+        out,
+        how,
+        capsys,
+        allowed=(0, 1, 2),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +180,13 @@ def test_records_damage(records_file, workdir, capsys, data):
     rec = fresh(workdir, records_file, "records.csv")
     rec.write_bytes(apply(rec.read_bytes()))
     out = rec.parent / "fit"
-    check(["fit-predictor", rec, "--out", out, "--no-plots", "--kind", "lut"], rec.parent, out, f"records.csv: {how}", capsys)
+    check(
+        ["fit-predictor", rec, "--out", out, "--no-plots", "--kind", "lut"],
+        rec.parent,
+        out,
+        f"records.csv: {how}",
+        capsys,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +203,14 @@ def test_predictor_directory_damage(sk_run, predictor_dir, workdir, capsys, file
     out = pred.parent / "res"
     # A target below any sub-network's latency: an intact predictor is read, priced and refused in one line
     # before anything is written, so every example stays fast; a damaged one must be refused as such.
-    check(search_args(sk_run, pred, out, "--trials", 12, "--no-verify", "--target-latency", "1e-9ms"), pred.parent, out,
-          f"{file}: {how}", capsys, allowed=(2,))
+    check(
+        search_args(sk_run, pred, out, "--trials", 12, "--no-verify", "--target-latency", "1e-9ms"),
+        pred.parent,
+        out,
+        f"{file}: {how}",
+        capsys,
+        allowed=(2,),
+    )
 
 
 def test_the_damage_is_real(sk_results, workdir):

@@ -26,15 +26,62 @@ def test_train_measure_fit_search_export(tmp_path, capsys):
     t0 = time.monotonic()
     base = make_model_dir(tmp_path / "base")
     data = make_sst2_dir(tmp_path / "data", n_train=64, n_dev=32)
-    assert run("train", "--model", base, "--task", "sst2", "--data-dir", data, "--out", tmp_path / "run", "--max-steps", 2,
-               "--max-seq-length", 32, "--batch-size", 16, "--no-progress") == 0
+    assert (
+        run(
+            "train",
+            "--model",
+            base,
+            "--task",
+            "sst2",
+            "--data-dir",
+            data,
+            "--out",
+            tmp_path / "run",
+            "--max-steps",
+            2,
+            "--max-seq-length",
+            32,
+            "--batch-size",
+            16,
+            "--no-progress",
+        )
+        == 0
+    )
     records = tmp_path / "records.csv"
-    assert run("measure", tmp_path / "run" / "width_depth", "--sampler", "layer-table,uniform", "--n", 8, "--seq-len", 16,
-               "--out", records, "--no-progress", *FAST_PROTOCOL) == 0
+    assert (
+        run(
+            "measure",
+            tmp_path / "run" / "width_depth",
+            "--sampler",
+            "layer-table,uniform",
+            "--n",
+            8,
+            "--seq-len",
+            16,
+            "--out",
+            records,
+            "--no-progress",
+            *FAST_PROTOCOL,
+        )
+        == 0
+    )
     assert run("fit-predictor", records, "--out", tmp_path / "pred", "--kind", "layer-regression", "--no-plots") == 0
     results = tmp_path / "results"
-    rc = run("search", tmp_path / "run", "--predictor", tmp_path / "pred", "--out", results, "--trials", 16,
-             "--target-latency", "1s", "--max-candidates", 2, "--quiet")
+    rc = run(
+        "search",
+        tmp_path / "run",
+        "--predictor",
+        tmp_path / "pred",
+        "--out",
+        results,
+        "--trials",
+        16,
+        "--target-latency",
+        "1s",
+        "--max-candidates",
+        2,
+        "--quiet",
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     meta = json.loads((results / "search.json").read_text())

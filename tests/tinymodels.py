@@ -35,8 +35,13 @@ def tiny_bert_config(layers: int = 3, hidden: int = 32, heads: int = 4, ffn: int
     from transformers import BertConfig
 
     return BertConfig(
-        vocab_size=len(TINY_VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=ffn, max_position_embeddings=64, num_labels=num_labels,
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=64,
+        num_labels=num_labels,
     )
 
 
@@ -44,9 +49,17 @@ def tiny_roberta_config(layers: int = 3, hidden: int = 32, heads: int = 4, ffn: 
     from transformers import RobertaConfig
 
     return RobertaConfig(
-        vocab_size=len(TINY_VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=ffn, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
-        bos_token_id=0, eos_token_id=2, num_labels=num_labels,
+        vocab_size=len(TINY_VOCAB),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=66,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=num_labels,
     )
 
 
@@ -83,9 +96,17 @@ def subnets(shape: BackboneShape):
 
 def tiny_random_model(flavor: str = "bert"):
     """A random 4-layer adaptive model (hidden 32, 4 heads of 8, FFN 64)."""
-    shape = BackboneShape(num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64,
-                          vocab_size=100, max_positions=64, type_vocab_size=1 if flavor == "roberta" else 2,
-                          flavor=flavor)
+    shape = BackboneShape(
+        num_layers=4,
+        num_heads=4,
+        head_dim=8,
+        hidden_size=32,
+        intermediate_size=64,
+        vocab_size=100,
+        max_positions=64,
+        type_vocab_size=1 if flavor == "roberta" else 2,
+        flavor=flavor,
+    )
     return random_like(shape, seed=3)
 
 

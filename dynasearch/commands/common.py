@@ -41,7 +41,9 @@ def add_subnet_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("sub-network (grid point or JSON file)")
     g.add_argument("--width", type=fraction, help="width multiplier in (0, 1] (heads = round(H*W))")
     g.add_argument("--depth", type=fraction, help="depth multiplier in (0, 1] (layers = round(L*D))")
-    g.add_argument("--subnet", metavar="FILE.json", help='sub-network file: {"layers": [...], "heads": [...], "ffn": [...]}')
+    g.add_argument(
+        "--subnet", metavar="FILE.json", help='sub-network file: {"layers": [...], "heads": [...], "ffn": [...]}'
+    )
 
 
 def subnet_from_args(args: argparse.Namespace, shape, parser_error) -> tuple:

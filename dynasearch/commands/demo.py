@@ -23,22 +23,47 @@ def register(sub) -> None:
     add_model_arg(p, positional=False)
     p.add_argument("--task", default=d.task, help="task name (default: tweets; any task of `dynasearch train`)")
     p.add_argument("--data-dir", default=None, help="task data folder (GLUE tasks)")
-    p.add_argument("--target-latency", default=None, metavar="LAT",
-                   help="latency target with a unit, e.g. 12ms (default: half the full model's measured latency)")
-    p.add_argument("--train-subset", type=positive_int, default=d.train_subset,
-                   help=f"training examples per stage (default {d.train_subset})")
-    p.add_argument("--dev-subset", type=positive_int, default=d.dev_subset,
-                   help=f"dev examples used to select checkpoints during training (default {d.dev_subset}; final scoring uses all)")
+    p.add_argument(
+        "--target-latency",
+        default=None,
+        metavar="LAT",
+        help="latency target with a unit, e.g. 12ms (default: half the full model's measured latency)",
+    )
+    p.add_argument(
+        "--train-subset",
+        type=positive_int,
+        default=d.train_subset,
+        help=f"training examples per stage (default {d.train_subset})",
+    )
+    p.add_argument(
+        "--dev-subset",
+        type=positive_int,
+        default=d.dev_subset,
+        help=f"dev examples used to select checkpoints during training (default {d.dev_subset}; final scoring uses all)",
+    )
     p.add_argument("--epochs", type=float, default=d.epochs, help=f"epochs per stage (default {d.epochs:g})")
     p.add_argument("--max-steps", type=positive_int, default=None, help="steps per stage (overrides --epochs)")
     p.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
     p.add_argument("--trials", type=positive_int, default=d.trials, help=f"search trials (default {d.trials})")
-    p.add_argument("--search-dev", type=positive_int, default=d.search_dev,
-                   help=f"dev examples per search evaluation (default {d.search_dev}; the front is re-scored on all)")
-    p.add_argument("--eval-dev", type=positive_int, default=d.eval_dev, metavar="N",
-                   help=f"dev examples (seeded) that score the grid, the teacher and the search's front (default {d.eval_dev})")
-    p.add_argument("--random-configs", type=positive_int, default=d.random_configs,
-                   help=f"random per-layer configs timed for the predictor (default {d.random_configs})")
+    p.add_argument(
+        "--search-dev",
+        type=positive_int,
+        default=d.search_dev,
+        help=f"dev examples per search evaluation (default {d.search_dev}; the front is re-scored on all)",
+    )
+    p.add_argument(
+        "--eval-dev",
+        type=positive_int,
+        default=d.eval_dev,
+        metavar="N",
+        help=f"dev examples (seeded) that score the grid, the teacher and the search's front (default {d.eval_dev})",
+    )
+    p.add_argument(
+        "--random-configs",
+        type=positive_int,
+        default=d.random_configs,
+        help=f"random per-layer configs timed for the predictor (default {d.random_configs})",
+    )
     p.add_argument("--threads", type=positive_int, default=d.threads, help="inference threads for timing (default 1)")
     p.add_argument("--latency-seq-len", type=positive_int, default=d.latency_seq_len)
     p.add_argument("--latency-batch", type=positive_int, default=d.latency_batch)
@@ -52,10 +77,22 @@ def run(args) -> int:
 
     target = parse_latency(args.target_latency) if args.target_latency is not None else None
     cfg = DemoConfig(
-        out_dir=args.out, model_dir=args.model_dir, task=args.task, data_dir=args.data_dir, target_ms=target,
-        train_subset=args.train_subset, dev_subset=args.dev_subset, epochs=args.epochs, max_steps=args.max_steps,
-        max_seq_length=args.max_seq_length, trials=args.trials, search_dev=args.search_dev, eval_dev=args.eval_dev,
-        random_configs=args.random_configs, threads=args.threads, latency_batch=args.latency_batch,
+        out_dir=args.out,
+        model_dir=args.model_dir,
+        task=args.task,
+        data_dir=args.data_dir,
+        target_ms=target,
+        train_subset=args.train_subset,
+        dev_subset=args.dev_subset,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_seq_length=args.max_seq_length,
+        trials=args.trials,
+        search_dev=args.search_dev,
+        eval_dev=args.eval_dev,
+        random_configs=args.random_configs,
+        threads=args.threads,
+        latency_batch=args.latency_batch,
         latency_seq_len=args.latency_seq_len,
     )
     summary = run_demo(cfg, progress=not args.no_progress)

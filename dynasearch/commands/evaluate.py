@@ -17,13 +17,20 @@ def register(sub) -> None:
     p.add_argument("run", metavar="RUN", help="run directory or model directory")
     add_task_args(p)
     p.add_argument("--stage", help="which finished stage of RUN to evaluate (default: the latest)")
-    p.add_argument("--grid", action="store_true", help="all paper grid points (the default without --subnet/--width/--depth)")
+    p.add_argument(
+        "--grid", action="store_true", help="all paper grid points (the default without --subnet/--width/--depth)"
+    )
     add_subnet_args(p, required=False)
     p.add_argument("--max-seq-length", type=int, default=None, help="default: the run's, else 128")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval)")
-    p.add_argument("--dev-subset", type=positive_int, default=None, metavar="N",
-                   help="score a seeded subset of N dev examples (the one `search --rescore-dev N` uses; default: all)")
+    p.add_argument(
+        "--dev-subset",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="score a seeded subset of N dev examples (the one `search --rescore-dev N` uses; default: all)",
+    )
     p.add_argument("--bf16", action="store_true", help="bfloat16 matrix products: faster on CPUs with AVX512-BF16/AMX")
     p.set_defaults(func=run, _parser=p)
 
@@ -50,8 +57,19 @@ def run(args) -> int:
 
         shape = model_shape(load_model(run_model_dir(args.run, args.stage)))
         subnet = subnet_from_args(args, shape, args._parser.error)
-    inputs = EvalInputs(args.run, task, args.data_dir, args.dev_file, args.stage, args.max_seq_length, args.batch_size,
-                        subnet, Path(args.out) if args.out else None, args.bf16, args.dev_subset)
+    inputs = EvalInputs(
+        args.run,
+        task,
+        args.data_dir,
+        args.dev_file,
+        args.stage,
+        args.max_seq_length,
+        args.batch_size,
+        subnet,
+        Path(args.out) if args.out else None,
+        args.bf16,
+        args.dev_subset,
+    )
     table, csv_path, png_path = evaluate_run(inputs)
     metric = task.metrics[0]
     cols = ["width", "depth", "params", *[m for m in task.metrics], "seconds"]

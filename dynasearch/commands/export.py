@@ -19,11 +19,18 @@ def register(sub) -> None:
     p.add_argument("--format", default="onnx,hf", help="comma-separated: onnx, hf (default both)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--num-labels", type=int, default=None, help="labels of the classifier head (default: from the checkpoint)")
+    p.add_argument(
+        "--num-labels", type=int, default=None, help="labels of the classifier head (default: from the checkpoint)"
+    )
     r = p.add_argument_group("a config chosen from a search's results")
-    r.add_argument("--results", metavar="RESULTS", help="results directory of `dynasearch search` (the model is the searched one)")
-    r.add_argument("--target-latency", metavar="LAT",
-                   help="with --results: the best config under this latency (e.g. 8ms), as `query` (exit status 1 when none meets it)")
+    r.add_argument(
+        "--results", metavar="RESULTS", help="results directory of `dynasearch search` (the model is the searched one)"
+    )
+    r.add_argument(
+        "--target-latency",
+        metavar="LAT",
+        help="with --results: the best config under this latency (e.g. 8ms), as `query` (exit status 1 when none meets it)",
+    )
     r.add_argument("--key", help="with --results: the config with this key (see RESULTS/trials.csv)")
     p.set_defaults(func=run, _parser=p)
 
@@ -43,7 +50,9 @@ def run(args) -> int:
     model = load_model(args.model_dir, num_labels=args.num_labels)
     subnet, grid_point = subnet_from_args(args, model_shape(model), args._parser.error)
     with print_warnings():  # a random classifier head (no trained MODEL_DIR) is one 'warning: ...' line
-        manifest = export_subnet(None, subnet, args.out, args.format, args.overwrite, grid_point=grid_point, model=model)
+        manifest = export_subnet(
+            None, subnet, args.out, args.format, args.overwrite, grid_point=grid_point, model=model
+        )
     p = manifest["parameters"]["total"]
     print(f"exported subnet {manifest['subnet_key']} ({subnet.describe()}) to {args.out}")
     print(f"  parameters {p:,}  encoder GFLOPs (b1, s128) {manifest['flops']['encoder_flops_batch1_seq128'] / 1e9:.3f}")
@@ -64,19 +73,24 @@ def run_from_results(args) -> int:
     if args.results is None:
         args._parser.error("--target-latency and --key choose a config from --results RESULTS")
     if args.model_dir is not None or args.width is not None or args.depth is not None or args.subnet is not None:
-        args._parser.error("--results exports the searched model's config: give no MODEL_DIR, --width, --depth or --subnet")
+        args._parser.error(
+            "--results exports the searched model's config: give no MODEL_DIR, --width, --depth or --subnet"
+        )
     if (args.target_latency is None) == (args.key is None):
         args._parser.error("with --results, give exactly one of --target-latency LAT or --key KEY")
     target = parse_latency(args.target_latency) if args.target_latency is not None else None
     try:
         with print_warnings():  # an older results format is one 'warning: ...' line
-            m = export_from_results(args.results, args.out, target_ms=target, key=args.key, formats=args.format,
-                                    overwrite=args.overwrite)
+            m = export_from_results(
+                args.results, args.out, target_ms=target, key=args.key, formats=args.format, overwrite=args.overwrite
+            )
     except NoAnswerError as e:  # it ran and no config meets the target: exit 1, as `search` does (2 is for bad input)
         print(f"dynasearch export: no answer: {e}", file=sys.stderr)
         return 1
     s = m["search"]
-    lat = f"predicted {s['predicted_ms']:.3f} ms" + (f", measured {s['measured_ms']:.3f} ms" if s["verified"] else " (not verified)")
+    lat = f"predicted {s['predicted_ms']:.3f} ms" + (
+        f", measured {s['measured_ms']:.3f} ms" if s["verified"] else " (not verified)"
+    )
     metric = s["metric_full_dev"] if s["metric_full_dev"] is not None else s["metric_search_dev"]
     print(f"exported config {m['subnet_key']} to {args.out}: {s['metric']} {metric:.2f}, {lat}")
     for k, v in m["checks"].items():

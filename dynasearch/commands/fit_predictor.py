@@ -25,14 +25,20 @@ def register(sub) -> None:
         "--across-shapes), fits each predictor kind on the fitting part, and writes DIR/metrics.csv, metrics.json, "
         "predictions.csv, learning_curve.csv, plots and DIR/predictors/<kind>/ (JSON + arrays).",
     )
-    p.add_argument("records", nargs="+", metavar="RECORDS.csv", help="records from `dynasearch measure` or a kit's runner")
+    p.add_argument(
+        "records", nargs="+", metavar="RECORDS.csv", help="records from `dynasearch measure` or a kit's runner"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.add_argument("--kind", default="all", help="comma-separated: lut, layer-regression, gbdt, hybrid, or all (default)")
+    p.add_argument(
+        "--kind", default="all", help="comma-separated: lut, layer-regression, gbdt, hybrid, or all (default)"
+    )
     p.add_argument("--target", metavar="TARGET_ID", help="use only records of this target_id (fingerprint + settings)")
     p.add_argument("--batch", type=positive_int, help="use only records of this batch size")
     p.add_argument("--seq-len", type=positive_int, help="use only records of this sequence length")
-    p.add_argument("--across-shapes", action="store_true", help="one predictor over several batch sizes and sequence lengths")
+    p.add_argument(
+        "--across-shapes", action="store_true", help="one predictor over several batch sizes and sequence lengths"
+    )
     p.add_argument("--test-fraction", type=_fraction, default=0.3, help="share of configs held out (default 0.3)")
     p.add_argument("--max-train", type=positive_int, help="use at most this many records for fitting")
     p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
@@ -47,9 +53,11 @@ def _select(df, column: str, value, option: str):
     picked = df[df[column] == value]
     if picked.empty:
         present = sorted(set(df[column].tolist()))
-        raise RecordsError(f"no records with {column} {value!r} ({option} {value}); the records hold {column} "
-                           f"{', '.join(repr(v) if isinstance(v, str) else str(v) for v in present[:12])}"
-                           + (" ..." if len(present) > 12 else ""))
+        raise RecordsError(
+            f"no records with {column} {value!r} ({option} {value}); the records hold {column} "
+            f"{', '.join(repr(v) if isinstance(v, str) else str(v) for v in present[:12])}"
+            + (" ..." if len(present) > 12 else "")
+        )
     return picked
 
 
@@ -78,8 +86,10 @@ def _run(args) -> int:
         one_shape = [k for k in kinds if not PREDICTORS[k].supports_shapes]
         kinds = [k for k in kinds if PREDICTORS[k].supports_shapes]
         if not kinds:
-            raise PredictorError(f"predictor kind {', '.join(one_shape)} serves one batch and sequence length; --across-shapes "
-                                 f"fits {', '.join(k for k, c in PREDICTORS.items() if c.supports_shapes)}")
+            raise PredictorError(
+                f"predictor kind {', '.join(one_shape)} serves one batch and sequence length; --across-shapes "
+                f"fits {', '.join(k for k, c in PREDICTORS.items() if c.supports_shapes)}"
+            )
     df = read_records(args.records)
     if args.target:
         df = _select(df, "target_id", args.target, "--target")
@@ -87,16 +97,35 @@ def _run(args) -> int:
         df = _select(df, "batch", args.batch, "--batch")
     if args.seq_len:
         df = _select(df, "seq_len", args.seq_len, "--seq-len")
-    report = fit_and_evaluate(df, kinds, args.out, test_fraction=args.test_fraction, seed=args.seed, max_train=args.max_train,
-                              across_shapes=args.across_shapes, overwrite=args.overwrite, plots=not args.no_plots)
-    print(f"{report['backend']} {report['provider'] or report['device']}, threads {report['threads']}, "
-          f"spinning {'on' if report['spinning'] else 'off'}; shapes fitted {report['shapes_train'][:6]}"
-          f"{' ...' if len(report['shapes_train']) > 6 else ''}, held out {report['shapes_test'][:6]}")
+    report = fit_and_evaluate(
+        df,
+        kinds,
+        args.out,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        max_train=args.max_train,
+        across_shapes=args.across_shapes,
+        overwrite=args.overwrite,
+        plots=not args.no_plots,
+    )
+    print(
+        f"{report['backend']} {report['provider'] or report['device']}, threads {report['threads']}, "
+        f"spinning {'on' if report['spinning'] else 'off'}; shapes fitted {report['shapes_train'][:6]}"
+        f"{' ...' if len(report['shapes_train']) > 6 else ''}, held out {report['shapes_test'][:6]}"
+    )
     si = report["speed_index"]
-    print(f"fitting on {report['latency_column']} (speed-corrected medians; raw median_ms kept in the records)"
-          + (f"; runs' speed index {si['min']:.3f}-{si['max']:.3f}" if si["min"] is not None else "")
-          + (f"; {si['runs_uncorrected']} of {si['runs']} run(s) uncorrected (no anchor or older records)" if si["runs_uncorrected"] else ""))
+    print(
+        f"fitting on {report['latency_column']} (speed-corrected medians; raw median_ms kept in the records)"
+        + (f"; runs' speed index {si['min']:.3f}-{si['max']:.3f}" if si["min"] is not None else "")
+        + (
+            f"; {si['runs_uncorrected']} of {si['runs']} run(s) uncorrected (no anchor or older records)"
+            if si["runs_uncorrected"]
+            else ""
+        )
+    )
     print(f"fitted on {report['n_train']} records, evaluated on {report['n_test']} held-out records:")
     print(format_table(report["results"]))
-    print(f"best: {report['best']}; saved to {report['out_dir']} (predictors/<kind>/, metrics.csv, learning_curve.csv, plots)")
+    print(
+        f"best: {report['best']}; saved to {report['out_dir']} (predictors/<kind>/, metrics.csv, learning_curve.csv, plots)"
+    )
     return 0

@@ -26,7 +26,15 @@ def _join(values) -> str:
 def run(args) -> int:
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
-    from dynabert.subnet import PAPER_WIDTHS, SubnetConfig, count_flops, count_params, grid_table, grid_widths, uniform_widths
+    from dynabert.subnet import (
+        PAPER_WIDTHS,
+        SubnetConfig,
+        count_flops,
+        count_params,
+        grid_table,
+        grid_widths,
+        uniform_widths,
+    )
 
     model = load_model(args.model_dir)
     shape = model_shape(model)
@@ -41,18 +49,25 @@ def run(args) -> int:
     if not uniform:
         print(f"layers     heads {_join(cfg.layer_heads)}; FFN {_join(cfg.layer_ffn)} (per layer: not uniform)")
     if list(cfg.source_layers) != list(range(cfg.num_hidden_layers)):
-        print(f"cut from   layers {_join(cfg.source_layers)} of the model it was extracted from "
-              f"(an exported sub-network: a backbone of its own)")
+        print(
+            f"cut from   layers {_join(cfg.source_layers)} of the model it was extracted from "
+            f"(an exported sub-network: a backbone of its own)"
+        )
     head = "initialised (no trained classifier in the checkpoint)" if model.head_initialized else "from checkpoint"
     print(f"head       {shape.num_labels} labels, {head}")
     if not uniform or shape.num_heads < 1:
         built = SubnetConfig(tuple(range(cfg.num_hidden_layers)), tuple(cfg.layer_heads), tuple(cfg.layer_ffn))
         p = count_params(shape, built)
         flops = count_flops(shape, built, args.batch, args.seq_len)
-        print(f"as built   {p['total'] / 1e6:.2f} M parameters, encoder GFLOPs {flops / 1e9:.3f} "
-              f"(batch {args.batch}, sequence length {args.seq_len})")
-        why = ("its layers have different widths, and width/depth multipliers need one width for every layer"
-               if not uniform else "it has no attention heads, and width multipliers keep round(heads * width) heads")
+        print(
+            f"as built   {p['total'] / 1e6:.2f} M parameters, encoder GFLOPs {flops / 1e9:.3f} "
+            f"(batch {args.batch}, sequence length {args.seq_len})"
+        )
+        why = (
+            "its layers have different widths, and width/depth multipliers need one width for every layer"
+            if not uniform
+            else "it has no attention heads, and width multipliers keep round(heads * width) heads"
+        )
         print(f"\npaper grid: none: {why}; give sub-networks of it as --subnet JSON files that fit each layer.")
         return 0
     widths = grid_widths(shape)
@@ -61,5 +76,7 @@ def run(args) -> int:
     print(table.to_string(index=False))
     dropped = [w for w in PAPER_WIDTHS if w not in widths]
     if dropped:
-        print(f"(width {', '.join(f'{w:g}' for w in dropped)} left out: it keeps round({shape.num_heads} * width) = 0 heads)")
+        print(
+            f"(width {', '.join(f'{w:g}' for w in dropped)} left out: it keeps round({shape.num_heads} * width) = 0 heads)"
+        )
     return 0

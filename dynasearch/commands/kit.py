@@ -17,9 +17,15 @@ def register(sub) -> None:
     add_model_arg(p)
     p.add_argument("--out", required=True, metavar="DIR", help="kit directory (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing kit directory")
-    p.add_argument("--provider", default="CPUExecutionProvider", help="runner's default execution provider (default CPUExecutionProvider)")
+    p.add_argument(
+        "--provider",
+        default="CPUExecutionProvider",
+        help="runner's default execution provider (default CPUExecutionProvider)",
+    )
     p.add_argument("--threads", type=positive_int, nargs="+", default=[1], help="runner's default threads (default 1)")
-    p.add_argument("--spinning", choices=["on", "off"], default="off", help="runner's default thread spinning (default off)")
+    p.add_argument(
+        "--spinning", choices=["on", "off"], default="off", help="runner's default thread spinning (default off)"
+    )
     p.add_argument("--batch", type=positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
     p.add_argument("--seq-len", type=positive_int, nargs="+", default=[128], help="sequence lengths (default 128)")
     p.add_argument("--no-verify", action="store_true", help="skip checking each ONNX file against PyTorch")
@@ -38,9 +44,21 @@ def run(args) -> int:
     protocol = protocol_from_args(args)
     shape = load_shape(args.model_dir)
     subnets, sampler = configs_from_args(args, shape)
-    out = write_kit(args.out, shape, subnets, sampler=sampler, batches=args.batch, seq_lens=args.seq_len, threads=args.threads,
-                    provider=args.provider, spinning=args.spinning == "on", protocol=protocol, verify=not args.no_verify,
-                    overwrite=args.overwrite, progress=not args.no_progress)
+    out = write_kit(
+        args.out,
+        shape,
+        subnets,
+        sampler=sampler,
+        batches=args.batch,
+        seq_lens=args.seq_len,
+        threads=args.threads,
+        provider=args.provider,
+        spinning=args.spinning == "on",
+        protocol=protocol,
+        verify=not args.no_verify,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(f"wrote a kit of {len(subnets)} configs to {out}")
     print(f"  on the device: cd {out.name} && python runner.py   (needs python, numpy, onnxruntime)")
     print(f"  then: dynasearch fit-predictor {out.name}/records.csv --out predictor")

@@ -20,13 +20,18 @@ def positive_float(text: str) -> float:
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("which sub-networks")
-    g.add_argument("--sampler", default="uniform",
-                   help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
-                        "layer-table (single-layer configs for the lookup-table predictor); several separated by commas "
-                        "are measured in one run, e.g. layer-table,uniform; default uniform")
+    g.add_argument(
+        "--sampler",
+        default="uniform",
+        help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
+        "layer-table (single-layer configs for the lookup-table predictor); several separated by commas "
+        "are measured in one run, e.g. layer-table,uniform; default uniform",
+    )
     g.add_argument("--n", type=positive_int, default=50, help="configs to sample (uniform, flops; default 50)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    g.add_argument("--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects")
+    g.add_argument(
+        "--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects"
+    )
 
 
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
@@ -34,22 +39,57 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
 
     d = Protocol()
     g = p.add_argument_group("timing protocol")
-    g.add_argument("--rel-ci", type=positive_float, default=d.rel_ci, help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})")
-    g.add_argument("--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})")
-    g.add_argument("--min-visits", type=positive_int, default=d.min_visits,
-                   help=f"rounds a config's timed runs must span before it may stop early (default {d.min_visits})")
-    g.add_argument("--runs-per-visit", type=positive_int, default=d.runs_per_visit,
-                   help=f"timed runs each time a config's turn comes (default {d.runs_per_visit})")
-    g.add_argument("--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})")
-    g.add_argument("--max-seconds", type=positive_float, default=d.max_seconds, help=f"timed seconds per config at most (default {d.max_seconds})")
-    g.add_argument("--chunk-size", type=positive_int, default=d.chunk_size, help=f"configs interleaved at once (default {d.chunk_size})")
+    g.add_argument(
+        "--rel-ci",
+        type=positive_float,
+        default=d.rel_ci,
+        help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})",
+    )
+    g.add_argument(
+        "--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})"
+    )
+    g.add_argument(
+        "--min-visits",
+        type=positive_int,
+        default=d.min_visits,
+        help=f"rounds a config's timed runs must span before it may stop early (default {d.min_visits})",
+    )
+    g.add_argument(
+        "--runs-per-visit",
+        type=positive_int,
+        default=d.runs_per_visit,
+        help=f"timed runs each time a config's turn comes (default {d.runs_per_visit})",
+    )
+    g.add_argument(
+        "--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})"
+    )
+    g.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=d.max_seconds,
+        help=f"timed seconds per config at most (default {d.max_seconds})",
+    )
+    g.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=d.chunk_size,
+        help=f"configs interleaved at once (default {d.chunk_size})",
+    )
 
 
 def protocol_from_args(args):
     from predictors._core import Protocol
 
-    return Protocol(rel_ci=args.rel_ci, min_runs=args.min_runs, min_visits=args.min_visits, runs_per_visit=args.runs_per_visit,
-                    max_runs=args.max_runs, max_seconds=args.max_seconds, chunk_size=args.chunk_size, seed=args.seed)
+    return Protocol(
+        rel_ci=args.rel_ci,
+        min_runs=args.min_runs,
+        min_visits=args.min_visits,
+        runs_per_visit=args.runs_per_visit,
+        max_runs=args.max_runs,
+        max_seconds=args.max_seconds,
+        chunk_size=args.chunk_size,
+        seed=args.seed,
+    )
 
 
 def configs_from_args(args, shape) -> tuple[list, list[str]]:
@@ -92,8 +132,10 @@ def sampler_names(text: str) -> list[str]:
     names = [n.strip() for n in str(text).split(",")]
     bad = [n for n in names if n not in SAMPLERS]
     if bad:
-        raise MeasurementError(f"unknown sampler {', '.join(repr(n) for n in bad)} in --sampler {text!r}; allowed: "
-                               f"{', '.join(SAMPLERS)} (several separated by commas)")
+        raise MeasurementError(
+            f"unknown sampler {', '.join(repr(n) for n in bad)} in --sampler {text!r}; allowed: "
+            f"{', '.join(SAMPLERS)} (several separated by commas)"
+        )
     return names
 
 
@@ -119,14 +161,27 @@ def register(sub) -> None:
     g.add_argument("--backend", default="onnxruntime", help="onnxruntime (default) or torch")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     g.add_argument("--provider", default="", help="onnxruntime execution provider (default: from --device)")
-    g.add_argument("--threads", type=positive_int, nargs="+", default=[1], help="intra-op threads, one or more settings (default 1)")
-    g.add_argument("--spinning", choices=["on", "off"], default="off", help="onnxruntime thread spinning (default off: on few shared cores it ruins timings)")
+    g.add_argument(
+        "--threads",
+        type=positive_int,
+        nargs="+",
+        default=[1],
+        help="intra-op threads, one or more settings (default 1)",
+    )
+    g.add_argument(
+        "--spinning",
+        choices=["on", "off"],
+        default="off",
+        help="onnxruntime thread spinning (default off: on few shared cores it ruins timings)",
+    )
     g.add_argument("--dtype", default="float32", help="float32 (default); torch also float16, bfloat16")
     g.add_argument("--batch", type=positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
     g.add_argument("--seq-len", type=positive_int, nargs="+", default=[128], help="sequence lengths (default 128)")
     add_config_args(p)
     add_protocol_args(p)
-    p.add_argument("--onnx-cache", metavar="DIR", help="keep exported ONNX files here for later runs (default: temporary)")
+    p.add_argument(
+        "--onnx-cache", metavar="DIR", help="keep exported ONNX files here for later runs (default: temporary)"
+    )
     p.add_argument("--no-resume", action="store_true", help="measure again configs the records already hold")
     p.add_argument("--retry-failed", action="store_true", help="measure again configs recorded as failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -168,22 +223,38 @@ def _run(args) -> int:
     protocol = protocol_from_args(args)
     shape = load_shape(args.model_dir)
     subnets, sampler = configs_from_args(args, shape)
-    rows = measure(shape, subnets, settings, args.out, protocol, sampler=sampler, onnx_cache=args.onnx_cache,
-                   resume=not args.no_resume, retry_failed=args.retry_failed, progress=not args.no_progress)
+    rows = measure(
+        shape,
+        subnets,
+        settings,
+        args.out,
+        protocol,
+        sampler=sampler,
+        onnx_cache=args.onnx_cache,
+        resume=not args.no_resume,
+        retry_failed=args.retry_failed,
+        progress=not args.no_progress,
+    )
     skipped = rows.attrs.get("already_measured", 0)
     n_ok = int((rows["status"] == "ok").sum()) if len(rows) else 0
     n_failed = len(rows) - n_ok
     if not len(rows):
-        print(f"nothing to measure: {skipped} config x setting rows already measured in {args.out} (--no-resume measures them again)")
+        print(
+            f"nothing to measure: {skipped} config x setting rows already measured in {args.out} (--no-resume measures them again)"
+        )
         return 0
-    print(f"measured {len(rows)} config x setting rows ({n_ok} ok, {n_failed} failed) into {args.out}"
-          + (f"; {skipped} already measured" if skipped else ""))
+    print(
+        f"measured {len(rows)} config x setting rows ({n_ok} ok, {n_failed} failed) into {args.out}"
+        + (f"; {skipped} already measured" if skipped else "")
+    )
     if n_ok:
         ok = rows[rows["status"] == "ok"]
-        print(f"  median latency {ok['median_ms'].min():.3f}-{ok['median_ms'].max():.3f} ms raw, "
-              f"{ok['corrected_median_ms'].min():.3f}-{ok['corrected_median_ms'].max():.3f} ms speed-corrected, "
-              f"median CV {ok['cv'].median():.3%}, converged {ok['converged'].mean():.0%}, "
-              f"{ok['measure_s'].mean() + ok['prepare_s'].mean():.2f} s per config")
+        print(
+            f"  median latency {ok['median_ms'].min():.3f}-{ok['median_ms'].max():.3f} ms raw, "
+            f"{ok['corrected_median_ms'].min():.3f}-{ok['corrected_median_ms'].max():.3f} ms speed-corrected, "
+            f"median CV {ok['cv'].median():.3%}, converged {ok['converged'].mean():.0%}, "
+            f"{ok['measure_s'].mean() + ok['prepare_s'].mean():.2f} s per config"
+        )
         for sid, g in ok.groupby("settings_id", sort=False):
             first = g.iloc[0]
             si, spread = float(first["speed_index"]), float(first["speed_spread"])
@@ -192,11 +263,16 @@ def _run(args) -> int:
                 print(f"{label} no anchor timed, so no speed index (round speed spread {spread:.3f})")
                 continue
             ref = float(first["anchor_ms"]) / si
-            print(f"{label} speed index {si:.3f} (anchor {first['anchor_key']} {float(first['anchor_ms']):.3f} ms, "
-                  f"reference {ref:.3f} ms); speed spread over the run's rounds {spread:.3f}")
+            print(
+                f"{label} speed index {si:.3f} (anchor {first['anchor_key']} {float(first['anchor_ms']):.3f} ms, "
+                f"reference {ref:.3f} ms); speed spread over the run's rounds {spread:.3f}"
+            )
             if abs(si - 1) > 0.05:
-                print(f"warning: {label.strip()} this machine ran {abs(si - 1):.1%} {'slower' if si > 1 else 'faster'} than when "
-                      f"the reference run was measured; corrected latencies are scaled back to the reference", file=sys.stderr)
+                print(
+                    f"warning: {label.strip()} this machine ran {abs(si - 1):.1%} {'slower' if si > 1 else 'faster'} than when "
+                    f"the reference run was measured; corrected latencies are scaled back to the reference",
+                    file=sys.stderr,
+                )
     if n_failed:
         for _, r in rows[rows["status"] != "ok"].head(5).iterrows():
             print(f"  failed {r['key']}: {r['error']}")

@@ -38,7 +38,9 @@ def run(args) -> int:
 
                 ans = verify_results_answer(args.results, ans)
                 if ans["measured_ms"] > target:  # it is now measured: the next query skips it
-                    print(f"config {ans['key']} measured {ans['measured_ms']:.3f} ms, missing {target:g} ms; trying the next one")
+                    print(
+                        f"config {ans['key']} measured {ans['measured_ms']:.3f} ms, missing {target:g} ms; trying the next one"
+                    )
                     ans = best_under(read_results(args.results), target)
     except NoAnswerError as e:  # the query ran and found nothing: exit 1, as `search` does (2 is for bad input)
         print(f"dynasearch query: no answer: {e}", file=sys.stderr)

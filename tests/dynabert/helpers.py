@@ -11,13 +11,38 @@ from dynabert.extract import shape_config
 from dynabert.modeling import DynaBertForSequenceClassification
 from dynabert.subnet import BackboneShape
 
-WORDS = ["good", "great", "bad", "awful", "the", "a", "movie", "film", "plot", "was", "is", "very", "quite", "and", "but"]
+WORDS = [
+    "good",
+    "great",
+    "bad",
+    "awful",
+    "the",
+    "a",
+    "movie",
+    "film",
+    "plot",
+    "was",
+    "is",
+    "very",
+    "quite",
+    "and",
+    "but",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-TINY = BackboneShape(num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64,
-                     vocab_size=len(SPECIAL) + len(WORDS), max_positions=64)
+TINY = BackboneShape(
+    num_layers=4,
+    num_heads=4,
+    head_dim=8,
+    hidden_size=32,
+    intermediate_size=64,
+    vocab_size=len(SPECIAL) + len(WORDS),
+    max_positions=64,
+)
 
 
-def make_model_dir(path: Path, shape: BackboneShape = TINY, dropout: float = 0.1, seed: int = 0, num_labels: int = 2) -> Path:
+def make_model_dir(
+    path: Path, shape: BackboneShape = TINY, dropout: float = 0.1, seed: int = 0, num_labels: int = 2
+) -> Path:
     """A saved tiny random model plus a WordPiece tokenizer over WORDS."""
     from transformers import BertTokenizerFast
 

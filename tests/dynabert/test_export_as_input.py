@@ -34,8 +34,18 @@ FAST = ["--batch-size", "16", "--max-seq-length", "32", "--no-progress"]
 REPO = Path(__file__).resolve().parents[2]
 # The tiny source: 4 layers, hidden 32, 8 heads of 4, FFN 64. Its export at width 0.5, depth 0.5:
 # layers 0 and 2, 4 heads, FFN 32 -- a 2-layer, 4-head, FFN-32 backbone of its own.
-EXPORT_SHAPE = BackboneShape(num_layers=2, num_heads=4, head_dim=4, hidden_size=32, intermediate_size=32,
-                             vocab_size=100, max_positions=64, type_vocab_size=2, num_labels=2, flavor="bert")
+EXPORT_SHAPE = BackboneShape(
+    num_layers=2,
+    num_heads=4,
+    head_dim=4,
+    hidden_size=32,
+    intermediate_size=32,
+    vocab_size=100,
+    max_positions=64,
+    type_vocab_size=2,
+    num_labels=2,
+    flavor="bert",
+)
 ITSELF = {"layers": [0, 1], "heads": [4, 4], "ffn": [32, 32]}
 
 
@@ -76,7 +86,10 @@ def assets(tmp_path_factory):
 def small(assets):
     """`dynasearch export SRC --width 0.5 --depth 0.5 --format hf --out small`."""
     out = assets["root"] / "small"
-    assert main(["export", str(assets["src"]), "--width", "0.5", "--depth", "0.5", "--format", "hf", "--out", str(out)]) == 0
+    assert (
+        main(["export", str(assets["src"]), "--width", "0.5", "--depth", "0.5", "--format", "hf", "--out", str(out)])
+        == 0
+    )
     return out
 
 
@@ -91,14 +104,26 @@ def _cli(capsys, *argv) -> str:
 def _subprocess_cli(*argv) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "dynasearch", *map(str, argv)], cwd=REPO, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "dynasearch", *map(str, argv)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # ---------------------------------------------------------------------------- its own shape
 def test_export_config_names_its_own_shape(small):
     cfg = json.loads((small / "config.json").read_text())
-    assert (cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["intermediate_size"], cfg["head_dim"]) == (2, 4, 32, 4)
+    assert (cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["intermediate_size"], cfg["head_dim"]) == (
+        2,
+        4,
+        32,
+        4,
+    )
     assert cfg["layer_heads"] == [4, 4] and cfg["layer_ffn"] == [32, 32] and cfg["source_layers"] == [0, 2]
     assert "auto_map" in cfg  # still loads with plain transformers (trust_remote_code)
 
@@ -115,6 +140,7 @@ def test_shape_of_an_export_is_its_own(small):
 
 def test_older_export_naming_its_source_shape_loads_as_its_own(assets, tmp_path):
     """Exports written before this fix kept num_attention_heads / intermediate_size of the source."""
+
     def older(cfg):
         cfg.update(num_attention_heads=8, intermediate_size=64)
 
@@ -139,8 +165,22 @@ def test_info_shows_the_exports_own_shape_and_grid(small, capsys):
 def test_round_trip_train_evaluate_export(small, assets, tmp_path, capsys):
     run, data = tmp_path / "run", assets["data"]
     # train: in a child process with stdin closed (/dev/null), as the new user's log was captured
-    p = _subprocess_cli("train", "--model", small, "--task", "sst2", "--data-dir", data, "--out", run,
-                        "--stages", "teacher", "--max-steps", "2", *FAST)
+    p = _subprocess_cli(
+        "train",
+        "--model",
+        small,
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--out",
+        run,
+        "--stages",
+        "teacher",
+        "--max-steps",
+        "2",
+        *FAST,
+    )
     assert p.returncode == 0, p.stderr
     assert PROMPT not in p.stdout + p.stderr and "custom code" not in p.stdout + p.stderr
     assert PROMPT not in (run / "train.log").read_text()
@@ -168,7 +208,9 @@ def test_round_trip_train_evaluate_export(small, assets, tmp_path, capsys):
     with torch.no_grad():
         assert torch.allclose(teacher(**feeds).logits, reloaded(**feeds).logits, atol=1e-6)
     half = tmp_path / "half"
-    out = _cli(capsys, "export", run / "teacher", "--width", "0.5", "--depth", "0.5", "--format", "hf,onnx", "--out", half)
+    out = _cli(
+        capsys, "export", run / "teacher", "--width", "0.5", "--depth", "0.5", "--format", "hf,onnx", "--out", half
+    )
     assert "layers 0 heads 2 ffn 16" in out
     manifest = json.loads((half / "manifest.json").read_text())
     assert manifest["subnet"] == {"layers": [0], "heads": [2], "ffn": [16]}
@@ -181,16 +223,47 @@ def test_every_stage_trains_on_a_uniform_export(small, assets, tmp_path, capsys)
     from predictors.measure import load_shape
 
     run = tmp_path / "run"
-    _cli(capsys, "train", "--model", small, "--task", "sst2", "--data-dir", assets["data"], "--out", run,
-         "--max-steps", "1", *FAST)
+    _cli(
+        capsys,
+        "train",
+        "--model",
+        small,
+        "--task",
+        "sst2",
+        "--data-dir",
+        assets["data"],
+        "--out",
+        run,
+        "--max-steps",
+        "1",
+        *FAST,
+    )
     assert load_shape(run / "width_depth") == EXPORT_SHAPE  # what `search RUN` and `measure` read
     assert model_shape(load_model(run / "rewired")) == EXPORT_SHAPE
 
 
 def test_measure_records_the_exports_shape(small, tmp_path, capsys):
     records = tmp_path / "r.csv"
-    _cli(capsys, "measure", small, "--out", records, "--backend", "torch", "--sampler", "grid", "--max-runs", "4",
-         "--min-runs", "3", "--max-seconds", "0.1", "--seq-len", "8", "--no-progress")
+    _cli(
+        capsys,
+        "measure",
+        small,
+        "--out",
+        records,
+        "--backend",
+        "torch",
+        "--sampler",
+        "grid",
+        "--max-runs",
+        "4",
+        "--min-runs",
+        "3",
+        "--max-seconds",
+        "0.1",
+        "--seq-len",
+        "8",
+        "--no-progress",
+    )
     rows = pd.read_csv(records)
     assert {json.loads(s)["num_heads"] for s in rows["shape"]} == {4}
     assert max(max(json.loads(s)["heads"]) for s in rows["subnet"]) == 4
@@ -232,8 +305,23 @@ def test_info_on_a_non_uniform_export_lists_its_layers_and_no_grid(mixed, capsys
 
 def test_non_uniform_export_teacher_stage_and_fitting_subnets_work(mixed, assets, tmp_path, capsys):
     run, data = tmp_path / "run", assets["data"]
-    _cli(capsys, "train", "--model", mixed, "--task", "sst2", "--data-dir", data, "--out", run,
-         "--stages", "teacher", "--max-steps", "1", *FAST)
+    _cli(
+        capsys,
+        "train",
+        "--model",
+        mixed,
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--out",
+        run,
+        "--stages",
+        "teacher",
+        "--max-steps",
+        "1",
+        *FAST,
+    )
     fits = tmp_path / "fits.json"
     fits.write_text(json.dumps({"layers": [0, 1], "heads": [4, 2], "ffn": [32, 8]}))
     _cli(capsys, "evaluate", run, "--data-dir", data, "--subnet", fits)
@@ -258,7 +346,9 @@ def test_grid_leaves_out_widths_that_keep_no_head():
     two = BackboneShape(num_layers=2, num_heads=2, head_dim=8, hidden_size=32, intermediate_size=32)
     assert grid_widths(two) == (1.0, 0.75, 0.5)
     assert len(paper_grid(two)) == 9
-    with pytest.raises(InvalidSubnetError, match=r"keeps round\(2 \* 0.25\) = 0 heads; for 2 heads the width must be above 0.25"):
+    with pytest.raises(
+        InvalidSubnetError, match=r"keeps round\(2 \* 0.25\) = 0 heads; for 2 heads the width must be above 0.25"
+    ):
         SubnetConfig.from_grid(two, 0.25, 1.0)
     none = BackboneShape(num_layers=2, num_heads=0, head_dim=8, hidden_size=32, intermediate_size=32)
     with pytest.raises(InvalidSubnetError, match="no attention heads in any layer"):

@@ -33,7 +33,9 @@ def test_correlations_match_scipy():
     m = compute_metrics(["pearson", "spearman"], pred[:, None], gold)
     assert m["pearson"] == pytest.approx(100 * pearsonr(pred, gold)[0], abs=1e-9)
     assert m["spearman"] == pytest.approx(100 * spearmanr(pred, gold)[0], abs=1e-9)
-    assert compute_metrics(["pearson"], np.array([[1.0], [2.0], [3.0]]), [3.0, 2.0, 1.0])["pearson"] == pytest.approx(-100)
+    assert compute_metrics(["pearson"], np.array([[1.0], [2.0], [3.0]]), [3.0, 2.0, 1.0])["pearson"] == pytest.approx(
+        -100
+    )
 
 
 def test_unknown_metric_raises():

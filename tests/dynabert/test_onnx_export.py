@@ -20,7 +20,9 @@ MODELS = {f: tiny_random_model(f) for f in ("bert", "roberta")}
 def test_onnx_equals_pytorch_property(flavor, tmp_path_factory):
     model = MODELS[flavor]
 
-    @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    )
     @given(subnets(model_shape(model)))
     @example(SubnetConfig((0,), (0,), (0,)))  # no attention anywhere: attention_mask unread
     def check(subnet):
@@ -39,8 +41,10 @@ def test_onnx_equals_pytorch_property(flavor, tmp_path_factory):
     check()
 
 
-@pytest.mark.parametrize("flavor, names", [("bert", ["input_ids", "attention_mask", "token_type_ids"]),
-                                           ("roberta", ["input_ids", "attention_mask"])])
+@pytest.mark.parametrize(
+    "flavor, names",
+    [("bert", ["input_ids", "attention_mask", "token_type_ids"]), ("roberta", ["input_ids", "attention_mask"])],
+)
 def test_onnx_interface(flavor, names, tmp_path):
     path = tmp_path / "model.onnx"
     export_onnx(MODELS[flavor], path)

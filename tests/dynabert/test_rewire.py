@@ -7,7 +7,9 @@ from dynabert.extract import random_like
 from dynabert.rewire import compute_importance, rewire_
 from dynabert.subnet import BackboneShape, SubnetConfig
 
-SHAPE = BackboneShape(num_layers=3, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=50, max_positions=64)
+SHAPE = BackboneShape(
+    num_layers=3, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=50, max_positions=64
+)
 
 
 def batches(n=24, seed=0):
@@ -43,8 +45,10 @@ def test_rewired_importance_is_sorted_and_changes_subnetworks():
     assert (heads1[:, :-1] >= heads1[:, 1:] - 1e-7).all()
     half = SubnetConfig.from_grid(SHAPE, 0.5, 1.0).active_spec()
     b = data[0]
-    assert not torch.allclose(model(b.input_ids, attention_mask=b.attention_mask, active=half).logits,
-                              orig(b.input_ids, attention_mask=b.attention_mask, active=half).logits)
+    assert not torch.allclose(
+        model(b.input_ids, attention_mask=b.attention_mask, active=half).logits,
+        orig(b.input_ids, attention_mask=b.attention_mask, active=half).logits,
+    )
 
 
 def test_gradients_zeroed_per_batch():

@@ -23,8 +23,11 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     model, data = make_model_dir(root / "model"), make_sst2_dir(root / "data", n_train=48, n_dev=16)
     out = root / "run"
-    train(RunInputs(out, get_task("sst2"), model, data), TrainConfig(stages=("teacher", "rewire", "width", "depth"), **FAST),
-          progress=False)
+    train(
+        RunInputs(out, get_task("sst2"), model, data),
+        TrainConfig(stages=("teacher", "rewire", "width", "depth"), **FAST),
+        progress=False,
+    )
     return out
 
 
@@ -36,7 +39,9 @@ def copy_run(run, tmp_path):
 
 def test_resolve_a_run_and_its_stages(run):
     info = resolve_run(run)
-    assert info == RunInfo(run / "width_depth", run, get_task("sst2"), 24, "depth", ("teacher", "rewire", "width", "depth"))
+    assert info == RunInfo(
+        run / "width_depth", run, get_task("sst2"), 24, "depth", ("teacher", "rewire", "width", "depth")
+    )
     teacher = resolve_run(run, "teacher")
     assert teacher.model_dir == run / "teacher" and teacher.stage == "teacher" and teacher.task.name == "sst2"
     with pytest.raises(ModelLoadError, match=r"has no finished stage 'final'; finished: \['teacher'"):
@@ -59,8 +64,10 @@ def test_is_dynabert_trained(run, tmp_path):
     assert is_dynabert_trained(resolve_run(run, "width")) is None
     assert "width-only (DynaBERT_W)" in is_dynabert_trained(resolve_run(run, "width"), need_depth=True)
     reason = is_dynabert_trained(resolve_run(run, "teacher"))
-    assert reason == (f"model dir {run / 'teacher'} is a teacher checkpoint, not a width+depth-trained DynaBERT model: "
-                      "its sub-networks' metrics mean nothing")
+    assert reason == (
+        f"model dir {run / 'teacher'} is a teacher checkpoint, not a width+depth-trained DynaBERT model: "
+        "its sub-networks' metrics mean nothing"
+    )
     assert "is a rewired checkpoint" in is_dynabert_trained(resolve_run(run, "rewire"))
     assert "has no stage.json" in is_dynabert_trained(resolve_run(make_model_dir(tmp_path / "m")))
 
@@ -76,15 +83,30 @@ def test_model_digest_is_of_the_weights_only(run, tmp_path):
         model_digest(tmp_path)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("state.json", b'{"completed": ["teacher", "rew', r"run state file .*state.json is not valid JSON \(truncated"),
-    ("state.json", b"\xff\xfe\x00garbage", r"run state file .*state.json is not UTF-8 text \(byte 0xff at offset 0\)"),
-    ("state.json", b'{"completed": "teacher", "model": "teacher"}', r"state.json is not a valid run state file: 'completed' must be a list"),
-    ("state.json", b'[1, 2]', r"run state file .*state.json must hold a JSON object; got array"),
-    ("run.json", bytes(range(128, 256)), r"run file .*run.json is not UTF-8 text"),
-    ("run.json", b'{"task": "sst2"}', r"run.json is not a valid run file: field 'task' must be a JSON object"),
-    ("width_depth/stage.json", b'{"stage": 3}', r"stage.json is not a valid stage info file: 'stage' must be one of"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("state.json", b'{"completed": ["teacher", "rew', r"run state file .*state.json is not valid JSON \(truncated"),
+        (
+            "state.json",
+            b"\xff\xfe\x00garbage",
+            r"run state file .*state.json is not UTF-8 text \(byte 0xff at offset 0\)",
+        ),
+        (
+            "state.json",
+            b'{"completed": "teacher", "model": "teacher"}',
+            r"state.json is not a valid run state file: 'completed' must be a list",
+        ),
+        ("state.json", b"[1, 2]", r"run state file .*state.json must hold a JSON object; got array"),
+        ("run.json", bytes(range(128, 256)), r"run file .*run.json is not UTF-8 text"),
+        ("run.json", b'{"task": "sst2"}', r"run.json is not a valid run file: field 'task' must be a JSON object"),
+        (
+            "width_depth/stage.json",
+            b'{"stage": 3}',
+            r"stage.json is not a valid stage info file: 'stage' must be one of",
+        ),
+    ],
+)
 def test_broken_run_files_give_one_line(run, tmp_path, name, content, message):
     broken = copy_run(run, tmp_path)
     (broken / name).write_bytes(content)
@@ -123,7 +145,9 @@ def test_read_json_one_helper(tmp_path):
 def test_subnet_file_with_non_utf8_tail(tmp_path):
     p = tmp_path / "sub.json"
     p.write_bytes(b'{"layers":[0],"heads":[1],"ffn":[4]}\n\xff\xfe')
-    with pytest.raises(InvalidSubnetError, match=r"subnet file .*sub.json is not UTF-8 text \(byte 0xff at offset 37\)"):
+    with pytest.raises(
+        InvalidSubnetError, match=r"subnet file .*sub.json is not UTF-8 text \(byte 0xff at offset 37\)"
+    ):
         SubnetConfig.load(p)
     p.write_bytes(b'{"layers":[0],"heads":[1],"ffn":[4')
     with pytest.raises(InvalidSubnetError, match=r"subnet file .*sub.json is not valid JSON \(truncated"):

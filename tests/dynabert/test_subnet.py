@@ -5,7 +5,12 @@ import pytest
 
 from dynabert.errors import InvalidSubnetError
 from dynabert.subnet import (
-    BackboneShape, SubnetConfig, count_flops, count_params, grid_table, paper_grid,
+    BackboneShape,
+    SubnetConfig,
+    count_flops,
+    count_params,
+    grid_table,
+    paper_grid,
 )
 
 BERT_BASE = BackboneShape(num_layers=12, num_heads=12, head_dim=64, hidden_size=768, intermediate_size=3072)
@@ -62,7 +67,12 @@ def test_paper_grid_order_and_size():
 # ------------------------------------------------------------------ sizes (algorithm notes table)
 @pytest.mark.parametrize(
     "w, d, total_m, encoder_m, gflops",
-    [(1, 1, 109.5, 85.1, 22.35), (0.5, 1, 67.0, 42.5, 11.17), (1, 0.5, 67.0, 42.5, 11.17), (0.25, 0.5, 35.1, 10.7, 2.79)],
+    [
+        (1, 1, 109.5, 85.1, 22.35),
+        (0.5, 1, 67.0, 42.5, 11.17),
+        (1, 0.5, 67.0, 42.5, 11.17),
+        (0.25, 0.5, 35.1, 10.7, 2.79),
+    ],
 )
 def test_sizes_match_paper_table(w, d, total_m, encoder_m, gflops):
     s = SubnetConfig.from_grid(BERT_BASE, w, d)

@@ -9,7 +9,9 @@ import pytest
 from dynabert.errors import DataError
 from dynabert.tasks import TWEETS, csv_task, get_task, load_split, load_task
 
-GLUE = Path(os.environ.get("DYNASEARCH_GLUE_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue"))
+GLUE = Path(
+    os.environ.get("DYNASEARCH_GLUE_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "glue")
+)
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason=f"GLUE data not found at {GLUE}")
 
 
@@ -69,7 +71,9 @@ def test_qnli_dev_slice(tmp_path):
 
 
 def test_cola_no_header(tmp_path):
-    (tmp_path / "train.tsv").write_text("gj04\t1\t\tOur friends won't buy this analysis.\nclc95\t0\t*\tThey drank the pub.\n")
+    (tmp_path / "train.tsv").write_text(
+        "gj04\t1\t\tOur friends won't buy this analysis.\nclc95\t0\t*\tThey drank the pub.\n"
+    )
     (tmp_path / "dev.tsv").write_text("gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\n")
     spec, train, dev = load_task(get_task("cola"), tmp_path)
     assert train.texts == ["Our friends won't buy this analysis.", "They drank the pub."]
@@ -80,14 +84,28 @@ def test_rte_mnli_qqp_layouts(tmp_path):
     rte = tmp_path / "RTE"
     rte.mkdir()
     for f in ("train.tsv", "dev.tsv"):
-        (rte / f).write_text("index\tsentence1\tsentence2\tlabel\n0\tA dog runs.\tAn animal moves.\tentailment\n"
-                             "1\tA cat.\tNo cat.\tnot_entailment\n")
+        (rte / f).write_text(
+            "index\tsentence1\tsentence2\tlabel\n0\tA dog runs.\tAn animal moves.\tentailment\n"
+            "1\tA cat.\tNo cat.\tnot_entailment\n"
+        )
     _, train, _ = load_task(get_task("rte"), rte)
     assert train.labels == [0, 1] and train.pairs == ["An animal moves.", "No cat."]
     mnli = tmp_path / "MNLI"
     mnli.mkdir()
-    cols = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
-            "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+    cols = [
+        "index",
+        "promptID",
+        "pairID",
+        "genre",
+        "sentence1_binary_parse",
+        "sentence2_binary_parse",
+        "sentence1_parse",
+        "sentence2_parse",
+        "sentence1",
+        "sentence2",
+        "label1",
+        "gold_label",
+    ]
     row = ["0", "1", "1n", "fiction", "(", "(", "(", "(", "He came.", "He left.", "neutral", "contradiction"]
     for f in ("train.tsv", "dev_matched.tsv", "dev_mismatched.tsv"):
         (mnli / f).write_text("\t".join(cols) + "\n" + "\t".join(row) + "\n")

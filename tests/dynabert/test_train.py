@@ -22,8 +22,11 @@ FAST = dict(batch_size=16, max_seq_length=32, epochs=1.0, learning_rate=1e-3, ev
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("assets")
-    return {"model": make_model_dir(root / "model"), "model_nodrop": make_model_dir(root / "model0", dropout=0.0),
-            "data": make_sst2_dir(root / "data", n_train=160, n_dev=48)}
+    return {
+        "model": make_model_dir(root / "model"),
+        "model_nodrop": make_model_dir(root / "model0", dropout=0.0),
+        "data": make_sst2_dir(root / "data", n_train=160, n_dev=48),
+    }
 
 
 def weights(run: Path, sub: str) -> dict:
@@ -32,8 +35,12 @@ def weights(run: Path, sub: str) -> dict:
 
 def test_whole_pipeline_learns_and_writes_a_run(assets, tmp_path):
     run = tmp_path / "run"
-    cfg = TrainConfig(stages=("teacher", "rewire", "width", "depth", "final"), epochs=5.0, learning_rate=4e-3,
-                      **{k: v for k, v in FAST.items() if k not in ("epochs", "learning_rate")})
+    cfg = TrainConfig(
+        stages=("teacher", "rewire", "width", "depth", "final"),
+        epochs=5.0,
+        learning_rate=4e-3,
+        **{k: v for k, v in FAST.items() if k not in ("epochs", "learning_rate")},
+    )
     state = train(RunInputs(run, get_task("sst2"), assets["model"], assets["data"]), cfg, progress=False)
     assert state["completed"] == ["teacher", "rewire", "width", "depth", "final"]
     for d in ("teacher", "rewired", "width", "width_depth", "final", "checkpoint"):
@@ -62,7 +69,9 @@ class Recorder:
         rec = self
 
         def forward(model, input_ids, *a, active=None, **kw):
-            rec.calls.append((torch.is_grad_enabled(), None if active is None else tuple(active), torch.is_inference_mode_enabled()))
+            rec.calls.append(
+                (torch.is_grad_enabled(), None if active is None else tuple(active), torch.is_inference_mode_enabled())
+            )
             return orig(model, input_ids, *a, active=active, **kw)
 
         monkeypatch.setattr(DynaBertForSequenceClassification, "forward", forward)
@@ -71,7 +80,12 @@ class Recorder:
 @pytest.mark.parametrize("teacher_mode", ["same-width", "full-width"])
 def test_subnetworks_per_step_order_and_count(assets, tmp_path, monkeypatch, teacher_mode):
     rec = Recorder(monkeypatch)
-    cfg = TrainConfig(stages=("width", "depth"), max_steps=2, depth_teacher=teacher_mode, **{k: v for k, v in FAST.items() if k != "epochs"})
+    cfg = TrainConfig(
+        stages=("width", "depth"),
+        max_steps=2,
+        depth_teacher=teacher_mode,
+        **{k: v for k, v in FAST.items() if k != "epochs"},
+    )
     train(RunInputs(tmp_path / "run", get_task("sst2"), assets["model"], assets["data"]), cfg, progress=False)
     train_calls = [(g, a) for g, a, inf in rec.calls if not inf]
     grid = lambda w, d: tuple(SubnetConfig.from_grid(TINY, w, d).active_spec())  # noqa: E731
@@ -93,7 +107,9 @@ def test_hidden_state_mapping():
 
 
 def _cfg(**kw):
-    base = dict(stages=("teacher", "width"), max_steps=6, checkpoint_every=3, **{k: v for k, v in FAST.items() if k != "epochs"})
+    base = dict(
+        stages=("teacher", "width"), max_steps=6, checkpoint_every=3, **{k: v for k, v in FAST.items() if k != "epochs"}
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -118,11 +134,17 @@ def test_resume_equals_straight_run(assets, tmp_path):
     assert json.loads((broken / "checkpoint" / "checkpoint.json").read_text())["step"] == 3
     state = train(inputs(broken), TrainConfig(), resume=True, progress=False)  # config comes from run.json
     assert state["completed"] == ["teacher", "width"]
-    a, b = load_file(str(straight / "checkpoint" / "model.safetensors")), load_file(str(broken / "checkpoint" / "model.safetensors"))
+    a, b = (
+        load_file(str(straight / "checkpoint" / "model.safetensors")),
+        load_file(str(broken / "checkpoint" / "model.safetensors")),
+    )
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
-    oa, ob = load_file(str(straight / "checkpoint" / "optimizer.safetensors")), load_file(str(broken / "checkpoint" / "optimizer.safetensors"))
+    oa, ob = (
+        load_file(str(straight / "checkpoint" / "optimizer.safetensors")),
+        load_file(str(broken / "checkpoint" / "optimizer.safetensors")),
+    )
     for k in oa:
         torch.testing.assert_close(oa[k], ob[k], rtol=1e-5, atol=1e-7, msg=k)
     sa = json.loads((straight / "state.json").read_text())["scores"]
@@ -132,8 +154,11 @@ def test_resume_equals_straight_run(assets, tmp_path):
 
 def test_best_checkpoint_is_kept(assets, tmp_path):
     run = tmp_path / "run"
-    state = train(RunInputs(run, get_task("sst2"), assets["model"], assets["data"]),
-                  _cfg(stages=("teacher",), max_steps=9, eval_every=3), progress=False)
+    state = train(
+        RunInputs(run, get_task("sst2"), assets["model"], assets["data"]),
+        _cfg(stages=("teacher",), max_steps=9, eval_every=3),
+        progress=False,
+    )
     hist = state["scores"]["teacher"]["history"]
     best = max(hist, key=lambda h: h["score"])
     assert json.loads((run / "teacher" / "stage.json").read_text())["step"] == best["step"]
@@ -142,7 +167,11 @@ def test_best_checkpoint_is_kept(assets, tmp_path):
 # ---------------------------------------------------------------- bad input
 def test_max_length_above_positions(assets, tmp_path):
     with pytest.raises(DataError, match=r"max sequence length 100 is outside 2..64"):
-        train(RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]), _cfg(max_seq_length=100), progress=False)
+        train(
+            RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
+            _cfg(max_seq_length=100),
+            progress=False,
+        )
     assert not (tmp_path / "r").exists()
 
 
@@ -157,7 +186,11 @@ def test_output_holding_another_run(assets, tmp_path):
 
 def test_resume_other_task_or_backbone(assets, tmp_path):
     run = tmp_path / "run"
-    train(RunInputs(run, get_task("sst2"), assets["model"], assets["data"]), _cfg(stages=("teacher",), max_steps=1), progress=False)
+    train(
+        RunInputs(run, get_task("sst2"), assets["model"], assets["data"]),
+        _cfg(stages=("teacher",), max_steps=1),
+        progress=False,
+    )
     before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoint").iterdir()}
     mrpc_dir = tmp_path / "mrpc"
     mrpc_dir.mkdir()
@@ -190,8 +223,11 @@ def test_bad_config_values():
 
 
 def test_dev_subset_scores_on_that_many_examples(assets, tmp_path):
-    state = train(RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
-                  _cfg(stages=("teacher",), max_steps=1, dev_subset=7), progress=False)
+    state = train(
+        RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
+        _cfg(stages=("teacher",), max_steps=1, dev_subset=7),
+        progress=False,
+    )
     acc = state["scores"]["teacher"]["best"]
     assert abs(acc * 7 / 100 - round(acc * 7 / 100)) < 1e-6  # a multiple of 1/7
     with pytest.raises(DataError, match="dev_subset must be >= 1 when given; got 0"):
@@ -206,15 +242,21 @@ def test_random_subnets_add_to_the_grid_each_step(assets, tmp_path, monkeypatch)
     from dynabert.space import SearchSpace
 
     rec = Recorder(monkeypatch)
-    cfg = TrainConfig(stages=("depth",), max_steps=2, random_subnets=2, **{k: v for k, v in FAST.items() if k != "epochs"})
+    cfg = TrainConfig(
+        stages=("depth",), max_steps=2, random_subnets=2, **{k: v for k, v in FAST.items() if k != "epochs"}
+    )
     train(RunInputs(tmp_path / "run", get_task("sst2"), assets["model"], assets["data"]), cfg, progress=False)
     calls = [(g, a) for g, a, inf in rec.calls if not inf]
-    grid = [tuple(SubnetConfig.from_grid(TINY, w, d).active_spec()) for d in (1.0, 0.75, 0.5) for w in (1.0, 0.75, 0.5, 0.25)]
+    grid = [
+        tuple(SubnetConfig.from_grid(TINY, w, d).active_spec())
+        for d in (1.0, 0.75, 0.5)
+        for w in (1.0, 0.75, 0.5, 0.25)
+    ]
     per_step = len(calls) // 2
     assert per_step == 4 + 12 + 2  # teacher at each width (no grad), then 12 + 2 forward+backward
     space = SearchSpace.default(TINY)
     for step in (0, 1):
-        part = calls[step * per_step:(step + 1) * per_step]
+        part = calls[step * per_step : (step + 1) * per_step]
         assert [g for g, _ in part] == [False] * 4 + [True] * 14
         assert [a for _, a in part[4:16]] == grid
         randoms = [s for _, _, s in random_plan(TINY, "depth", cfg, step)]
@@ -251,13 +293,23 @@ def test_random_subnets_resume_equals_straight_run(assets, tmp_path):
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "2", True])
 def test_random_subnets_must_be_a_count(bad):
-    with pytest.raises(DataError, match=rf"random_subnets must be an integer >= 0 \(random per-layer sub-networks per step\); got {bad!r}"):
+    with pytest.raises(
+        DataError,
+        match=rf"random_subnets must be an integer >= 0 \(random per-layer sub-networks per step\); got {bad!r}",
+    ):
         TrainConfig(random_subnets=bad)
 
 
 def test_stage_budgets_override_the_global_ones():
-    cfg = TrainConfig(learning_rate=2e-5, stage_learning_rates={"depth": 1e-4}, epochs=3.0, stage_epochs=[["width", 0.25]])
-    assert (cfg.lr_for("depth"), cfg.lr_for("width"), cfg.epochs_for("width"), cfg.epochs_for("teacher")) == (1e-4, 2e-5, 0.25, 3.0)
+    cfg = TrainConfig(
+        learning_rate=2e-5, stage_learning_rates={"depth": 1e-4}, epochs=3.0, stage_epochs=[["width", 0.25]]
+    )
+    assert (cfg.lr_for("depth"), cfg.lr_for("width"), cfg.epochs_for("width"), cfg.epochs_for("teacher")) == (
+        1e-4,
+        2e-5,
+        0.25,
+        3.0,
+    )
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # run.json round trip
     with pytest.raises(DataError, match=r"stage_learning_rates: unknown stage\(s\) \['distil'\]"):
         TrainConfig(stage_learning_rates={"distil": 1e-4})
@@ -267,9 +319,11 @@ def test_stage_budgets_override_the_global_ones():
 
 def test_stage_epochs_set_the_steps_and_loss_parts_are_kept(assets, tmp_path):
     base = {k: v for k, v in FAST.items()}
-    state = train(RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
-                  TrainConfig(stages=("teacher", "width"), stage_epochs={"width": 0.5}, width_hidden_weight=0.0, **base),
-                  progress=False)
+    state = train(
+        RunInputs(tmp_path / "r", get_task("sst2"), assets["model"], assets["data"]),
+        TrainConfig(stages=("teacher", "width"), stage_epochs={"width": 0.5}, width_hidden_weight=0.0, **base),
+        progress=False,
+    )
     t_steps = state["scores"]["teacher"]["history"][-1]["step"]
     assert state["scores"]["width"]["history"][-1]["step"] == -(-t_steps // 2)  # ceil(0.5 * steps per epoch)
     parts = state["loss_parts"]["width"]

@@ -50,8 +50,10 @@ def test_internal_error_is_one_line_naming_its_log(tmp_path, capsys, monkeypatch
     assert main(["info"]) == EXIT_INTERNAL
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    m = re.match(r"dynasearch info: internal error \(RuntimeError: an internal bug\); the traceback is in (\S+); please report it$",
-                 err[0])
+    m = re.match(
+        r"dynasearch info: internal error \(RuntimeError: an internal bug\); the traceback is in (\S+); please report it$",
+        err[0],
+    )
     assert m, err[0]
     log = Path(m.group(1).rstrip(";"))
     assert log.parent == tmp_path / "logs" and "Traceback" in log.read_text() and "an internal bug" in log.read_text()
@@ -69,8 +71,12 @@ def test_closed_output_pipe_is_quiet(tiny_bert_dir):
     """`dynasearch info | head`: the reader left before the output; no traceback, status 141."""
     from dynasearch.cli import EXIT_PIPE
 
-    p = subprocess.Popen([sys.executable, "-m", "dynasearch", "info", str(tiny_bert_dir)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "dynasearch", "info", str(tiny_bert_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     p.stdout.close()  # before the child has printed anything (its start-up takes far longer)
     err = p.stderr.read()
     assert p.wait(60) == EXIT_PIPE, err

@@ -28,14 +28,34 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # Timing and fitting cut to what a tiny model needs (the CLI's defaults are for the real one).
-FAST = Protocol(rel_ci=0.05, min_runs=3, min_visits=1, runs_per_visit=2, max_runs=6, max_seconds=0.2, warmup_max=3,
-                warmup_max_seconds=0.05, chunk_size=64)
+FAST = Protocol(
+    rel_ci=0.05,
+    min_runs=3,
+    min_visits=1,
+    runs_per_visit=2,
+    max_runs=6,
+    max_seconds=0.2,
+    warmup_max=3,
+    warmup_max_seconds=0.05,
+    chunk_size=64,
+)
 
 
 def tiny_cfg(out, data, tiny_bert_dir, **kw) -> DemoConfig:
-    return DemoConfig(out_dir=out, model_dir=tiny_bert_dir, task="sst2", data_dir=data, max_steps=2, max_seq_length=32,
-                      latency_seq_len=16, random_configs=6, trials=10, measure_protocol=FAST,
-                      predictor_kinds=("layer-regression",), **kw)
+    return DemoConfig(
+        out_dir=out,
+        model_dir=tiny_bert_dir,
+        task="sst2",
+        data_dir=data,
+        max_steps=2,
+        max_seq_length=32,
+        latency_seq_len=16,
+        random_configs=6,
+        trials=10,
+        measure_protocol=FAST,
+        predictor_kinds=("layer-regression",),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +90,15 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
     grid = pd.read_csv(next((out / "eval").glob("*-grid.csv")))
     assert len(grid) == 12 and {"classes_predicted", "top_class_share", "dev_majority_share"} <= set(grid.columns)
     report = (out / "report.md").read_text()
-    for part in ("## Pareto front", "## The 12 grid sub-networks", "## Latency predictor", "## Time per step",
-                 "dynasearch train --out", "dynasearch search", "dynasearch export --results"):
+    for part in (
+        "## Pareto front",
+        "## The 12 grid sub-networks",
+        "## Latency predictor",
+        "## Time per step",
+        "dynasearch train --out",
+        "dynasearch search",
+        "dynasearch export --results",
+    ):
         assert part in report
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table" in html
@@ -88,8 +115,10 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
     assert "training: already done" in logged and "1/7" not in logged and "3/7" not in logged  # not redone
 
     # The same command again: nothing re-trained, re-timed, re-searched or re-exported.
-    before = {p: p.stat().st_mtime_ns for p in (out / "latency" / "records.csv", out / "search" / "trials.csv",
-                                                 out / "export" / "manifest.json")}
+    before = {
+        p: p.stat().st_mtime_ns
+        for p in (out / "latency" / "records.csv", out / "search" / "trials.csv", out / "export" / "manifest.json")
+    }
     run_demo(tiny_cfg(out, data, tiny_bert_dir, target_ms=1000.0), progress=False)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     steps = json.loads((out / "steps.json").read_text())
@@ -124,11 +153,14 @@ def test_demo_takes_corrected_settings_when_nothing_started(tmp_path, tiny_bert_
     assert saved["task"] == cfg.task and {k: v for k, v in saved.items() if k != "target_ms"} == cfg.settings()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--target-latency", "fast"], r"latency 'fast' is not a number with a unit"),
-    (["--target-latency", "4"], r"latency '4' has no unit; write e.g. 4ms"),
-    (["--target-latency=-3ms"], r"latency '-3ms' is negative; a target is a positive time"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target-latency", "fast"], r"latency 'fast' is not a number with a unit"),
+        (["--target-latency", "4"], r"latency '4' has no unit; write e.g. 4ms"),
+        (["--target-latency=-3ms"], r"latency '-3ms' is negative; a target is a positive time"),
+    ],
+)
 def test_demo_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert main(["demo", "--out", str(tmp_path / "d"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -153,15 +185,19 @@ def test_demo_kill_drill(kill, demo_run, tmp_path, tiny_bert_dir):
     so), or at a seeded random moment after training started (DYNASEARCH_DRILL_SEED replays it)."""
     clean, data, _ = demo_run
     out = tmp_path / "killed"
-    code = (f"from predictors import Protocol\nfrom dynasearch.demo import DemoConfig, run_demo\n"
-            f"run_demo(DemoConfig(out_dir={str(out)!r}, model_dir={str(tiny_bert_dir)!r}, task='sst2', data_dir={str(data)!r}, "
-            f"max_steps=2, max_seq_length=32, latency_seq_len=16, random_configs=6, trials=10, target_ms=1000.0, "
-            f"measure_protocol=Protocol(**{dataclasses.asdict(FAST)!r}), predictor_kinds=('layer-regression',)), progress=False)\n")
+    code = (
+        f"from predictors import Protocol\nfrom dynasearch.demo import DemoConfig, run_demo\n"
+        f"run_demo(DemoConfig(out_dir={str(out)!r}, model_dir={str(tiny_bert_dir)!r}, task='sst2', data_dir={str(data)!r}, "
+        f"max_steps=2, max_seq_length=32, latency_seq_len=16, random_configs=6, trials=10, target_ms=1000.0, "
+        f"measure_protocol=Protocol(**{dataclasses.asdict(FAST)!r}), predictor_kinds=('layer-regression',)), progress=False)\n"
+    )
     cmd = [sys.executable, "-c", code]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     how = f"killed at {kill}"
     if kill == "random":
-        delay = random.Random(DRILL_SEED).uniform(0.5, 15.0)  # somewhere in training, scoring, timing, fitting or the search
+        delay = random.Random(DRILL_SEED).uniform(
+            0.5, 15.0
+        )  # somewhere in training, scoring, timing, fitting or the search
         how = f"seed {DRILL_SEED}: killed {delay:.2f} s after training started"
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
@@ -181,6 +217,8 @@ def test_demo_kill_drill(kill, demo_run, tmp_path, tiny_bert_dir):
     b = pd.read_csv(next((clean / "eval").glob("*-grid.csv")))
     assert a["key"].tolist() == b["key"].tolist() and a["accuracy"].tolist() == b["accuracy"].tolist(), how
     rec = pd.read_csv(out / "latency" / "records.csv")
-    assert not rec["key"].duplicated().any() and set(rec["key"]) == set(pd.read_csv(clean / "latency" / "records.csv")["key"]), how
+    assert not rec["key"].duplicated().any() and set(rec["key"]) == set(
+        pd.read_csv(clean / "latency" / "records.csv")["key"]
+    ), how
     assert len(pd.read_csv(out / "search" / "trials.csv")) == 10, how
     assert json.loads((out / "export" / "manifest.json").read_text())["search"]["target_ms"] == 1000.0

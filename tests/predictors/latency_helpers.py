@@ -11,10 +11,19 @@ from predictors._core import RECORD_COLUMNS, SCHEMA, append_rows, setting_column
 from predictors.measure import shape_key, static_row
 from predictors.records import read_records
 
-SHAPE = BackboneShape(num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64)
+SHAPE = BackboneShape(
+    num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64
+)
 MACHINE = {
-    "cpu_model": "Test CPU", "cpu_cores": 2, "gpu_name": "", "gpu_driver": "", "os": "test-os", "python": "3.11",
-    "numpy_version": "2", "torch_version": "2.13", "onnxruntime_version": "1.32",
+    "cpu_model": "Test CPU",
+    "cpu_cores": 2,
+    "gpu_name": "",
+    "gpu_driver": "",
+    "os": "test-os",
+    "python": "3.11",
+    "numpy_version": "2",
+    "torch_version": "2.13",
+    "onnxruntime_version": "1.32",
 }
 
 
@@ -31,18 +40,44 @@ def additive_ms(s: SubnetConfig, batch: int = 1, seq: int = 16) -> float:
     return v
 
 
-def rows(subnets: Iterable[SubnetConfig], fn: Callable[[SubnetConfig, int, int], float], batch: int = 1, seq: int = 16,
-         threads: int = 1, sampler: str = "uniform", machine: dict | None = None, backend: str = "onnxruntime") -> list[dict]:
+def rows(
+    subnets: Iterable[SubnetConfig],
+    fn: Callable[[SubnetConfig, int, int], float],
+    batch: int = 1,
+    seq: int = 16,
+    threads: int = 1,
+    sampler: str = "uniform",
+    machine: dict | None = None,
+    backend: str = "onnxruntime",
+) -> list[dict]:
     provider = "CPUExecutionProvider" if backend == "onnxruntime" else ""
-    cols = setting_columns(machine or MACHINE, backend, "cpu", provider, threads, False, "float32", batch, seq, shape_key(SHAPE))
+    cols = setting_columns(
+        machine or MACHINE, backend, "cpu", provider, threads, False, "float32", batch, seq, shape_key(SHAPE)
+    )
     out = []
     for s in subnets:
         r = {c: "" for c in RECORD_COLUMNS}
         r.update(static_row(SHAPE, s, sampler, cols, "test"))
         ms = fn(s, batch, seq)
-        r.update(schema=SCHEMA, timestamp="2026-01-01T00:00:00Z", status="ok", median_ms=ms, mean_ms=ms, p90_ms=ms, p99_ms=ms,
-                 iqr_ms=0.0, cv=0.0, ci_low_ms=ms, ci_high_ms=ms, n_runs=5, warmup_runs=3, converged=True, measure_s=0.1,
-                 prepare_s=0.1, protocol="{}")
+        r.update(
+            schema=SCHEMA,
+            timestamp="2026-01-01T00:00:00Z",
+            status="ok",
+            median_ms=ms,
+            mean_ms=ms,
+            p90_ms=ms,
+            p99_ms=ms,
+            iqr_ms=0.0,
+            cv=0.0,
+            ci_low_ms=ms,
+            ci_high_ms=ms,
+            n_runs=5,
+            warmup_runs=3,
+            converged=True,
+            measure_s=0.1,
+            prepare_s=0.1,
+            protocol="{}",
+        )
         out.append(r)
     return out
 

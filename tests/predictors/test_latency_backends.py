@@ -43,14 +43,17 @@ def test_cuda_provider_without_gpu():
         make_backend(BackendSettings(provider="CUDAExecutionProvider"))
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"threads": 0}, "threads must be a positive integer"),
-    ({"batch": -1}, "batch must be a positive integer"),
-    ({"backend": "onnxruntime", "dtype": "float16"}, "not supported with onnxruntime"),
-    ({"backend": "torch", "dtype": "int3"}, "unknown dtype 'int3'"),
-    ({"backend": "torch", "spinning": True}, "spinning is an onnxruntime option"),
-    ({"backend": "torch", "provider": "CPUExecutionProvider"}, "is an onnxruntime option"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"threads": 0}, "threads must be a positive integer"),
+        ({"batch": -1}, "batch must be a positive integer"),
+        ({"backend": "onnxruntime", "dtype": "float16"}, "not supported with onnxruntime"),
+        ({"backend": "torch", "dtype": "int3"}, "unknown dtype 'int3'"),
+        ({"backend": "torch", "spinning": True}, "spinning is an onnxruntime option"),
+        ({"backend": "torch", "provider": "CPUExecutionProvider"}, "is an onnxruntime option"),
+    ],
+)
 def test_bad_settings(kw, match):
     with pytest.raises(MeasurementError, match=match):
         BackendSettings(**kw)

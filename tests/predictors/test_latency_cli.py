@@ -24,8 +24,14 @@ def tiny_dir(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                     max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertForSequenceClassification(cfg).save_pretrained(str(d))
     return d
 
@@ -34,13 +40,29 @@ def tiny_dir(tmp_path_factory):
 def synthetic(tmp_path):
     space = SearchSpace.default(SHAPE)
     path = tmp_path / "records.csv"
-    records(path, rows(layer_table_configs(space), additive_ms, sampler="layer-table") + rows(uniform_configs(space, 40, seed=1), additive_ms))
+    records(
+        path,
+        rows(layer_table_configs(space), additive_ms, sampler="layer-table")
+        + rows(uniform_configs(space, 40, seed=1), additive_ms),
+    )
     return path
 
 
 def test_measure_cli_and_resume(tiny_dir, tmp_path, capsys):
     out = tmp_path / "r.csv"
-    args = ["measure", str(tiny_dir), "--out", str(out), "--sampler", "uniform", "--n", "3", "--backend", "torch", *FAST]
+    args = [
+        "measure",
+        str(tiny_dir),
+        "--out",
+        str(out),
+        "--sampler",
+        "uniform",
+        "--n",
+        "3",
+        "--backend",
+        "torch",
+        *FAST,
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "measured 3 config" in text and "speed index 1.000" in text  # the first run is the reference
@@ -53,7 +75,19 @@ def test_measure_cli_and_resume(tiny_dir, tmp_path, capsys):
 
 def test_measure_cli_several_samplers_in_one_run(tiny_dir, tmp_path, capsys):
     out = tmp_path / "r.csv"
-    args = ["measure", str(tiny_dir), "--out", str(out), "--sampler", "layer-table,uniform", "--n", "3", "--backend", "torch", *FAST]
+    args = [
+        "measure",
+        str(tiny_dir),
+        "--out",
+        str(out),
+        "--sampler",
+        "layer-table,uniform",
+        "--n",
+        "3",
+        "--backend",
+        "torch",
+        *FAST,
+    ]
     assert main(args) == 0
     df = read_records(out)
     from predictors.measure import load_shape
@@ -81,7 +115,9 @@ def test_fit_predictor_cli(synthetic, tmp_path, capsys):
     assert meta["latency_column"] == "corrected_median_ms"
     assert meta["widths_seen"] == {"heads": [0, 1, 2, 3, 4], "ffn": [0, 16, 32, 48, 64]}
     assert (out / "metrics.csv").is_file() and (out / "learning_curve.csv").is_file()
-    assert all((out / "predictors" / k / "predictor.json").is_file() for k in ("lut", "layer-regression", "gbdt", "hybrid"))
+    assert all(
+        (out / "predictors" / k / "predictor.json").is_file() for k in ("lut", "layer-regression", "gbdt", "hybrid")
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     best = min((m for m in metrics["metrics"] if not m["error"]), key=lambda m: m["mape"])
     assert best["mape"] < 1e-4  # the synthetic function is additive
@@ -93,7 +129,9 @@ def test_fit_predictor_cli(synthetic, tmp_path, capsys):
 def test_kit_cli(tiny_dir, tmp_path, capsys):
     out = tmp_path / "kit"
     assert main(["kit", str(tiny_dir), "--out", str(out), "--n", "2", "--seq-len", "8", "--no-progress"]) == 0
-    assert (out / "runner.py").is_file() and len(list((out / "models").glob("*.onnx"))) == 3  # 2 + the anchor (full model)
+    assert (out / "runner.py").is_file() and len(
+        list((out / "models").glob("*.onnx"))
+    ) == 3  # 2 + the anchor (full model)
     assert json.loads((out / "kit.json").read_text())["anchor"]["sampler"] == "anchor"
 
 
@@ -102,13 +140,16 @@ def err_of(capsys, args):
     return code, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra,match", [
-    (["--backend", "tensorflow"], "unknown backend 'tensorflow'; allowed: torch, onnxruntime"),
-    (["--provider", "FooExecutionProvider"], "unknown onnxruntime execution provider 'FooExecutionProvider'"),
-    (["--sampler", "random"], "unknown sampler 'random'"),
-    (["--sampler", "uniform,,grid"], "unknown sampler ''"),
-    (["--backend", "torch", "--dtype", "int3"], "unknown dtype 'int3'"),
-])
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--backend", "tensorflow"], "unknown backend 'tensorflow'; allowed: torch, onnxruntime"),
+        (["--provider", "FooExecutionProvider"], "unknown onnxruntime execution provider 'FooExecutionProvider'"),
+        (["--sampler", "random"], "unknown sampler 'random'"),
+        (["--sampler", "uniform,,grid"], "unknown sampler ''"),
+        (["--backend", "torch", "--dtype", "int3"], "unknown dtype 'int3'"),
+    ],
+)
 def test_measure_bad_inputs(tiny_dir, tmp_path, capsys, extra, match):
     code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), *extra, *FAST])
     assert code == 2 and match in err
@@ -128,7 +169,10 @@ def test_measure_bad_protocol_counts(tmp_path, capsys, flag, value):
 @pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_measure_cuda_without_gpu(tiny_dir, tmp_path, capsys, backend):
-    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), "--backend", backend, "--device", "cuda", *FAST])
+    code, err = err_of(
+        capsys,
+        ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), "--backend", backend, "--device", "cuda", *FAST],
+    )
     assert code == 2 and "CUDA asked for on a machine without a GPU" in err
 
 
@@ -147,7 +191,14 @@ def test_fit_predictor_another_schema(tmp_path, capsys):
 
 
 def test_fit_predictor_mixed_fingerprints(synthetic, tmp_path, capsys):
-    records(synthetic, rows(uniform_configs(SearchSpace.default(SHAPE), 5, seed=9), additive_ms, machine=dict(MACHINE, cpu_model="Other")))
+    records(
+        synthetic,
+        rows(
+            uniform_configs(SearchSpace.default(SHAPE), 5, seed=9),
+            additive_ms,
+            machine=dict(MACHINE, cpu_model="Other"),
+        ),
+    )
     code, err = err_of(capsys, ["fit-predictor", str(synthetic), "--out", str(tmp_path / "o")])
     assert code == 2 and "mixed fingerprints or settings" in err and not (tmp_path / "o").exists()
 
@@ -155,7 +206,9 @@ def test_fit_predictor_mixed_fingerprints(synthetic, tmp_path, capsys):
 def test_fit_predictor_too_few_records(tmp_path, capsys):
     path = tmp_path / "r.csv"
     records(path, rows(uniform_configs(SearchSpace.default(SHAPE), 4, seed=1), additive_ms))
-    code, err = err_of(capsys, ["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--kind", "layer-regression,gbdt"])
+    code, err = err_of(
+        capsys, ["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--kind", "layer-regression,gbdt"]
+    )
     assert code == 2 and "too few records" in err and not (tmp_path / "o").exists()
 
 
@@ -194,7 +247,12 @@ def test_fit_predictor_across_shapes(tmp_path, capsys):
     records(path, r)
     assert main(["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--no-plots"]) == 2
     assert "--across-shapes" in capsys.readouterr().err
-    assert main(["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--no-plots", "--across-shapes", "--kind", "all"]) == 0
+    assert (
+        main(
+            ["fit-predictor", str(path), "--out", str(tmp_path / "o"), "--no-plots", "--across-shapes", "--kind", "all"]
+        )
+        == 0
+    )
     m = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert not set(map(tuple, m["shapes_train"])) & set(map(tuple, m["shapes_test"]))
     assert {x["kind"] for x in m["metrics"]} == {"layer-regression", "gbdt", "hybrid"}  # lut serves one shape only
@@ -203,10 +261,13 @@ def test_fit_predictor_across_shapes(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ robustness: bad inputs, exit 2
-@pytest.mark.parametrize("out,match", [
-    ("/proc/x.csv", "cannot write records file '/proc/x.csv'"),
-    ("{tmp}", "is a directory"),
-])
+@pytest.mark.parametrize(
+    "out,match",
+    [
+        ("/proc/x.csv", "cannot write records file '/proc/x.csv'"),
+        ("{tmp}", "is a directory"),
+    ],
+)
 def test_measure_unwritable_output_refused_before_timing(tiny_dir, tmp_path, capsys, monkeypatch, out, match):
     import importlib
 
@@ -217,7 +278,9 @@ def test_measure_unwritable_output_refused_before_timing(tiny_dir, tmp_path, cap
 
 
 def test_measure_seq_len_beyond_positions(tiny_dir, tmp_path, capsys):
-    code, err = err_of(capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), *FAST, "--seq-len", "100000"])
+    code, err = err_of(
+        capsys, ["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), *FAST, "--seq-len", "100000"]
+    )
     assert code == 2 and "--seq-len 100000 is longer than the backbone's 64 positions" in err
     assert not (tmp_path / "r.csv").exists()
 
@@ -237,12 +300,28 @@ def test_measure_exits_nonzero_when_nothing_succeeded(tiny_dir, tmp_path, capsys
 def test_measure_too_many_threads_warns(tiny_dir, tmp_path, capsys):
     from predictors.backends import available_threads
 
-    code = main(["measure", str(tiny_dir), "--out", str(tmp_path / "r.csv"), "--n", "1", "--backend", "torch", *FAST, "--threads", "999"])
+    code = main(
+        [
+            "measure",
+            str(tiny_dir),
+            "--out",
+            str(tmp_path / "r.csv"),
+            "--n",
+            "1",
+            "--backend",
+            "torch",
+            *FAST,
+            "--threads",
+            "999",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0 and f"this machine has {available_threads()} core(s)" in err and "--threads 999" in err
 
 
-@pytest.mark.parametrize("content,match", [("", "holds no records"), ("HEADER", "holds no records"), ("DIR", "is a directory")])
+@pytest.mark.parametrize(
+    "content,match", [("", "holds no records"), ("HEADER", "holds no records"), ("DIR", "is a directory")]
+)
 def test_fit_predictor_empty_or_directory_records(tmp_path, capsys, content, match):
     from predictors import RECORD_COLUMNS
 
@@ -269,10 +348,18 @@ def test_fit_predictor_nan_message_is_plain(synthetic, tmp_path, capsys):
 
 
 def test_kit_unwritable_output_refused(tiny_dir, capsys):
-    code, err = err_of(capsys, ["kit", str(tiny_dir), "--out", "/proc/x", "--n", "1", "--seq-len", "8", "--no-progress"])
+    code, err = err_of(
+        capsys, ["kit", str(tiny_dir), "--out", "/proc/x", "--n", "1", "--seq-len", "8", "--no-progress"]
+    )
     assert code == 2 and "/proc/x" in err and len(err.strip().splitlines()) == 1
 
 
 def test_kit_seq_len_beyond_positions(tiny_dir, tmp_path, capsys):
-    code, err = err_of(capsys, ["kit", str(tiny_dir), "--out", str(tmp_path / "k"), "--n", "1", "--seq-len", "100000", "--no-progress"])
-    assert code == 2 and "--seq-len 100000 is longer than the backbone's 64 positions" in err and not (tmp_path / "k").exists()
+    code, err = err_of(
+        capsys, ["kit", str(tiny_dir), "--out", str(tmp_path / "k"), "--n", "1", "--seq-len", "100000", "--no-progress"]
+    )
+    assert (
+        code == 2
+        and "--seq-len 100000 is longer than the backbone's 64 positions" in err
+        and not (tmp_path / "k").exists()
+    )

@@ -103,20 +103,27 @@ def test_runner_keeps_raw_timings_and_a_speed_index(kit):
     assert len(raw) == 1 and anchor in raw[0].read_text()
 
 
-@pytest.mark.parametrize("args,match", [
-    (["--seq-len", "100000"], "--seq-len 100000 is longer than the backbone's 64 positions"),
-    (["--out", "/proc/x.csv"], "cannot write records file '/proc/x.csv'"),
-    (["--out", "/tmp"], "is a directory"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--seq-len", "100000"], "--seq-len 100000 is longer than the backbone's 64 positions"),
+        (["--out", "/proc/x.csv"], "cannot write records file '/proc/x.csv'"),
+        (["--out", "/tmp"], "is a directory"),
+    ],
+)
 def test_runner_refuses_bad_inputs_before_timing(kit, args, match):
     out, res = run_runner(kit, *args)
     assert out["code"] == 2 and match in res.stderr and "threads 1 batch" not in res.stdout
 
 
-@pytest.mark.parametrize("damage,match", [
-    (lambda b: b[:-300], r"row 1 \(line 2\): protocol is '\{.*'; expected JSON \(the cell is cut or not JSON\)"),
-    (lambda b: b.replace(b",ok,", b",okay,", 1), r"row 1 \(line 2\): status is 'okay'; expected ok or failed"),
-], ids=["cut-last-row", "word-in-status"])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (lambda b: b[:-300], r"row 1 \(line 2\): protocol is '\{.*'; expected JSON \(the cell is cut or not JSON\)"),
+        (lambda b: b.replace(b",ok,", b",okay,", 1), r"row 1 \(line 2\): status is 'okay'; expected ok or failed"),
+    ],
+    ids=["cut-last-row", "word-in-status"],
+)
 def test_runner_refuses_damaged_records_before_timing(kit, tmp_path, damage, match):
     """The runner appends to its --out through the same row check as `dynasearch measure`: a damaged
     file is one line and exit 2, and is left as it was."""
@@ -135,11 +142,15 @@ def test_runner_refuses_damaged_records_before_timing(kit, tmp_path, damage, mat
     assert bad.read_bytes() == before and not (tmp_path / "bad.raw").exists()
 
 
-@pytest.mark.parametrize("damage,match", [
-    (lambda t: t[: len(t) // 2], r"cannot read the kit file '.*kit\.json': "),
-    (lambda t: t.replace('"kit_version": 2', '"kit_version": 9'), r"kit_version 9; this runner reads version 2"),
-    (lambda t: t.replace('"configs"', '"konfigs"'), r"lacks key 'configs'"),
-], ids=["cut", "unknown-version", "missing-key"])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        (lambda t: t[: len(t) // 2], r"cannot read the kit file '.*kit\.json': "),
+        (lambda t: t.replace('"kit_version": 2', '"kit_version": 9'), r"kit_version 9; this runner reads version 2"),
+        (lambda t: t.replace('"configs"', '"konfigs"'), r"lacks key 'configs'"),
+    ],
+    ids=["cut", "unknown-version", "missing-key"],
+)
 def test_runner_refuses_a_damaged_kit_file(kit, tmp_path, damage, match):
     import re
 
@@ -154,7 +165,15 @@ def test_runner_refuses_a_damaged_kit_file(kit, tmp_path, damage, match):
 def test_runner_exits_nonzero_when_nothing_succeeded(tmp_path):
     subs = uniform_configs(SearchSpace.default(SHAPE), 2, seed=4)
     k = tmp_path / "kit"
-    write_kit(k, SHAPE, subs, seq_lens=[8], protocol=Protocol(min_runs=3, max_runs=3, warmup_min=1, warmup_max=1), anchor=None, progress=False)
+    write_kit(
+        k,
+        SHAPE,
+        subs,
+        seq_lens=[8],
+        protocol=Protocol(min_runs=3, max_runs=3, warmup_min=1, warmup_max=1),
+        anchor=None,
+        progress=False,
+    )
     for f in (k / "models").glob("*.onnx"):
         f.write_bytes(b"not an onnx file")
     out, res = run_runner(k)

@@ -62,12 +62,14 @@ def test_pick_best_uses_cross_validated_error_not_held_out():
 
     from predictors.evaluate import pick_best
 
-    table = pd.DataFrame([
-        {"kind": "lut", "error": "", "cv_mape": 3.0, "mape": 0.5},  # best held out, worse in CV: not picked
-        {"kind": "layer-regression", "error": "", "cv_mape": 1.0, "mape": 2.0},
-        {"kind": "gbdt", "error": "too few records", "cv_mape": float("nan"), "mape": float("nan")},
-        {"kind": "hybrid", "error": "", "cv_mape": float("nan"), "mape": 0.1},
-    ])
+    table = pd.DataFrame(
+        [
+            {"kind": "lut", "error": "", "cv_mape": 3.0, "mape": 0.5},  # best held out, worse in CV: not picked
+            {"kind": "layer-regression", "error": "", "cv_mape": 1.0, "mape": 2.0},
+            {"kind": "gbdt", "error": "too few records", "cv_mape": float("nan"), "mape": float("nan")},
+            {"kind": "hybrid", "error": "", "cv_mape": float("nan"), "mape": 0.1},
+        ]
+    )
     assert pick_best(table) == "layer-regression"
     # No kind has CV scores: the held-out MAPE decides.
     assert pick_best(table.assign(cv_mape=float("nan"))) == "hybrid"

@@ -69,7 +69,9 @@ def test_layer_regression_across_shapes(tmp_path):
 
 def test_hat_basis_interpolates_and_extrapolates():
     knots = np.array([2.0, 4.0])
-    np.testing.assert_allclose(hat_basis(np.array([1.0, 2.0, 3.0, 6.0]), knots), [[0.5, 0], [1, 0], [0.5, 0.5], [-1, 2]])
+    np.testing.assert_allclose(
+        hat_basis(np.array([1.0, 2.0, 3.0, 6.0]), knots), [[0.5, 0], [1, 0], [0.5, 0.5], [-1, 2]]
+    )
 
 
 def test_save_load_round_trip(additive, tmp_path):
@@ -199,8 +201,10 @@ def test_metadata_names_widths_settings_and_machine(additive, tmp_path):
     from predictors import BackendSettings, check_this_machine, machine_matches, predictor_settings
 
     p = make_predictor("layer-regression").fit(additive)
-    assert p.meta_["widths_seen"] == {"heads": sorted({h for s in LAYER + TRAIN for h in s.heads}),
-                                      "ffn": sorted({f for s in LAYER + TRAIN for f in s.ffn})}
+    assert p.meta_["widths_seen"] == {
+        "heads": sorted({h for s in LAYER + TRAIN for h in s.heads}),
+        "ffn": sorted({f for s in LAYER + TRAIN for f in s.ffn}),
+    }
     assert p.meta_["latency_column"] == "corrected_median_ms"
     p.save(tmp_path / "p")
     loaded = load_predictor(tmp_path / "p")
@@ -208,7 +212,9 @@ def test_metadata_names_widths_settings_and_machine(additive, tmp_path):
     assert predictor_settings(loaded) == BackendSettings(backend="onnxruntime", threads=1, batch=1, seq_len=16)
     # The records were made on "Test CPU": this machine is another one, and the message names both.
     assert not machine_matches(loaded)
-    with pytest.raises(PredictorError, match=r"cpu_model: predictor 'Test CPU'.*Predictor fingerprint \w+ .*this machine \w+ "):
+    with pytest.raises(
+        PredictorError, match=r"cpu_model: predictor 'Test CPU'.*Predictor fingerprint \w+ .*this machine \w+ "
+    ):
         check_this_machine(loaded)
     # An older predictor file without widths_seen still loads (the key is simply absent), and says so.
     doc = json.loads((tmp_path / "p" / "predictor.json").read_text())
@@ -222,8 +228,12 @@ def test_anchor_reference_from_the_full_model_row_of_unanchored_records(tmp_path
     """Older records carry no anchor: the full model's own (corrected) median becomes the reference
     a search's verification measures against; without the full model there is none."""
     full = SubnetConfig.full(SHAPE)
-    df = records(tmp_path / "r.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN + [full], additive_ms))
+    df = records(
+        tmp_path / "r.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN + [full], additive_ms)
+    )
     p = make_predictor("layer-regression").fit(df)
-    assert p.meta_["anchor_reference"] == [{"batch": 1, "seq_len": 16, "key": full.key, "ms": pytest.approx(additive_ms(full))}]
+    assert p.meta_["anchor_reference"] == [
+        {"batch": 1, "seq_len": 16, "key": full.key, "ms": pytest.approx(additive_ms(full))}
+    ]
     df2 = records(tmp_path / "r2.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN, additive_ms))
     assert make_predictor("layer-regression").fit(df2).meta_["anchor_reference"] == []

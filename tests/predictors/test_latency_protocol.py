@@ -17,8 +17,17 @@ from predictors.samplers import layer_table_configs, uniform_configs
 
 from latency_helpers import SHAPE
 
-FAST = Protocol(min_runs=3, max_runs=6, max_seconds=0.2, runs_per_visit=2, warmup_min=1, warmup_max=4, warmup_window=1,
-                warmup_max_seconds=0.05, chunk_size=3)
+FAST = Protocol(
+    min_runs=3,
+    max_runs=6,
+    max_seconds=0.2,
+    runs_per_visit=2,
+    warmup_min=1,
+    warmup_max=4,
+    warmup_window=1,
+    warmup_max_seconds=0.05,
+    chunk_size=3,
+)
 
 
 def test_median_ci_order_statistics():
@@ -36,8 +45,18 @@ def test_summarize_hand_computed():
     assert s["cv"] == pytest.approx(np.std([1, 2, 3, 4], ddof=1) / 2.5)
 
 
-@pytest.mark.parametrize("field,value", [("rel_ci", 0), ("rel_ci", 1.5), ("min_runs", 0), ("max_runs", 2),
-                                         ("max_seconds", -1), ("chunk_size", 0), ("confidence", 1.0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("rel_ci", 0),
+        ("rel_ci", 1.5),
+        ("min_runs", 0),
+        ("max_runs", 2),
+        ("max_seconds", -1),
+        ("chunk_size", 0),
+        ("confidence", 1.0),
+    ],
+)
 def test_protocol_rejects_bad_settings(field, value):
     kw = {"min_runs": 3} if field == "max_runs" else {}
     with pytest.raises(MeasurementError, match=field):
@@ -55,11 +74,23 @@ def test_stops_at_cap_interleaves_and_records_failures():
             calls.append(name)
             if fail_after is not None and count[0] > fail_after:
                 raise RuntimeError("out of memory (simulated)")
+
         return run
 
-    p = Protocol(min_runs=3, max_runs=9, max_seconds=100, rel_ci=1e-9, runs_per_visit=3, rewarm_runs=1,
-                 warmup_min=2, warmup_max=2, warmup_window=1)
-    out = time_interleaved([("a", runner("a")), ("b", runner("b")), ("bad", runner("bad", fail_after=3))], p, random.Random(0))
+    p = Protocol(
+        min_runs=3,
+        max_runs=9,
+        max_seconds=100,
+        rel_ci=1e-9,
+        runs_per_visit=3,
+        rewarm_runs=1,
+        warmup_min=2,
+        warmup_max=2,
+        warmup_window=1,
+    )
+    out = time_interleaved(
+        [("a", runner("a")), ("b", runner("b")), ("bad", runner("bad", fail_after=3))], p, random.Random(0)
+    )
     assert out["a"]["n_runs"] == 9 and out["b"]["n_runs"] == 9  # rel_ci unreachable: the cap stops them
     assert out["a"]["converged"] is False and out["a"]["warmup_runs"] == 2
     assert "out of memory" in out["bad"]["error"]
@@ -82,8 +113,17 @@ def test_convergence_needs_runs_from_min_visits_rounds(min_visits, expected_runs
     from predictors import _core
 
     monkeypatch.setattr(_core, "_time_ms", lambda run: (run(), 1.0)[1])
-    p = Protocol(min_runs=2, min_visits=min_visits, max_runs=40, rel_ci=0.01, runs_per_visit=2, rewarm_runs=0,
-                 warmup_min=1, warmup_max=1, discard_disturbed=False)
+    p = Protocol(
+        min_runs=2,
+        min_visits=min_visits,
+        max_runs=40,
+        rel_ci=0.01,
+        runs_per_visit=2,
+        rewarm_runs=0,
+        warmup_min=1,
+        warmup_max=1,
+        discard_disturbed=False,
+    )
     out = time_interleaved([("a", lambda: None)], p, random.Random(0))
     assert out["a"]["converged"] is True and out["a"]["n_runs"] == expected_runs
 
@@ -99,7 +139,7 @@ def test_failed_preparation_becomes_a_failed_row():
     def bad():
         raise MemoryError("simulated")
 
-    items = [Item("good", {"key": "good"}, lambda: (lambda: None)), Item("bad", {"key": "bad"}, bad)]
+    items = [Item("good", {"key": "good"}, lambda: lambda: None), Item("bad", {"key": "bad"}, bad)]
     rows = measure_items(items, FAST, written.append)
     by = {r["key"]: r for r in rows}
     assert by["good"]["status"] == "ok" and by["good"]["n_runs"] >= 3
@@ -112,7 +152,10 @@ def test_measure_tiny_backbone_and_resume(tmp_path, backend):
     space = SearchSpace.default(SHAPE)
     subnets = uniform_configs(space, 3, seed=0) + layer_table_configs(space)[:1]
     path = tmp_path / "records.csv"
-    settings = [BackendSettings(backend=backend, batch=1, seq_len=8), BackendSettings(backend=backend, batch=2, seq_len=8)]
+    settings = [
+        BackendSettings(backend=backend, batch=1, seq_len=8),
+        BackendSettings(backend=backend, batch=2, seq_len=8),
+    ]
     rows = measure(SHAPE, subnets, settings, path, FAST, progress=False)
     assert len(rows) == 8 and (rows["status"] == "ok").all()
     assert (rows["median_ms"] > 0).all() and (rows["n_runs"] >= 3).all()
@@ -129,7 +172,14 @@ def test_measure_refuses_records_of_another_schema(tmp_path):
     path = tmp_path / "other.csv"
     path.write_text("a,b\n1,2\n")
     with pytest.raises(RecordsError, match="another schema"):
-        measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=8), path, FAST, progress=False)
+        measure(
+            SHAPE,
+            uniform_configs(SearchSpace.default(SHAPE), 1),
+            BackendSettings(backend="torch", seq_len=8),
+            path,
+            FAST,
+            progress=False,
+        )
 
 
 def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
@@ -171,12 +221,29 @@ def test_preempted_runs_are_discarded_and_counted(monkeypatch):
         if state["i"] % 4 == 0:
             switches[0] += 1  # every 4th run: another process took the core meanwhile
 
-    p = Protocol(min_runs=3, max_runs=8, max_seconds=100, rel_ci=1e-9, runs_per_visit=4, rewarm_runs=0,
-                 warmup_min=0, warmup_max=0)
+    p = Protocol(
+        min_runs=3,
+        max_runs=8,
+        max_seconds=100,
+        rel_ci=1e-9,
+        runs_per_visit=4,
+        rewarm_runs=0,
+        warmup_min=0,
+        warmup_max=0,
+    )
     out = time_interleaved([("a", run)], p, random.Random(0))
     assert out["a"]["n_runs"] == 8 and out["a"]["disturbed_runs"] == 2
-    always = Protocol(min_runs=3, max_runs=8, max_seconds=100, rel_ci=1e-9, runs_per_visit=2, rewarm_runs=0,
-                      warmup_min=0, warmup_max=0, max_disturbed=6)
+    always = Protocol(
+        min_runs=3,
+        max_runs=8,
+        max_seconds=100,
+        rel_ci=1e-9,
+        runs_per_visit=2,
+        rewarm_runs=0,
+        warmup_min=0,
+        warmup_max=0,
+        max_disturbed=6,
+    )
 
     def busy():
         switches[0] += 1
@@ -213,11 +280,24 @@ def test_measure_times_the_anchor_and_verify_reports_speed(tmp_path):
 
 def test_measure_rejects_sequences_beyond_the_positions(tmp_path):
     with pytest.raises(MeasurementError, match="--seq-len 65 is longer than the backbone's 64 positions"):
-        measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=65),
-                tmp_path / "r.csv", FAST, progress=False)
+        measure(
+            SHAPE,
+            uniform_configs(SearchSpace.default(SHAPE), 1),
+            BackendSettings(backend="torch", seq_len=65),
+            tmp_path / "r.csv",
+            FAST,
+            progress=False,
+        )
 
 
 def test_measure_rejects_a_bad_anchor(tmp_path):
     with pytest.raises(MeasurementError, match="anchor must be 'full', a SubnetConfig or None; got 'biggest'"):
-        measure(SHAPE, uniform_configs(SearchSpace.default(SHAPE), 1), BackendSettings(backend="torch", seq_len=8),
-                tmp_path / "r.csv", FAST, anchor="biggest", progress=False)
+        measure(
+            SHAPE,
+            uniform_configs(SearchSpace.default(SHAPE), 1),
+            BackendSettings(backend="torch", seq_len=8),
+            tmp_path / "r.csv",
+            FAST,
+            anchor="biggest",
+            progress=False,
+        )

@@ -73,11 +73,17 @@ def test_mixed_shapes_need_across_shapes(tmp_path):
     check_one_target(df, allow_shapes=True)
 
 
-@pytest.mark.parametrize("bad,match", [
-    (float("nan"), r"row 3 \(line 4\): median_ms is ''; expected a value"),  # NaN is written as an empty cell
-    (0.0, r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=0\.0; first at row 3 \(line 4\)"),
-    (-1.5, r"NaN, zero or negative latency, e\.g\. key \w+ median_ms=-1\.5; first at row 3"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (float("nan"), r"row 3 \(line 4\): median_ms is ''; expected a value"),  # NaN is written as an empty cell
+        (
+            0.0,
+            r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=0\.0; first at row 3 \(line 4\)",
+        ),
+        (-1.5, r"NaN, zero or negative latency, e\.g\. key \w+ median_ms=-1\.5; first at row 3"),
+    ],
+)
 def test_bad_latencies_refused(tmp_path, bad, match):
     r = rows(SUBNETS, additive_ms)
     r[2]["median_ms"] = bad

@@ -8,7 +8,13 @@ import pytest
 from dynabert.space import SearchSpace
 from dynabert.subnet import count_flops
 from predictors import MeasurementError, sample_configs
-from predictors.samplers import flop_covering_configs, grid_configs, is_layer_table_config, layer_table_configs, uniform_configs
+from predictors.samplers import (
+    flop_covering_configs,
+    grid_configs,
+    is_layer_table_config,
+    layer_table_configs,
+    uniform_configs,
+)
 
 from latency_helpers import SHAPE
 

@@ -11,7 +11,14 @@ import pytest
 
 from predictors import Protocol, read_records
 from predictors._driver import Item, measure_items
-from predictors._schema import OLD_SCHEMAS, RECORD_COLUMNS, SPEED_COLUMNS, append_rows, read_raw_timings, write_raw_timings
+from predictors._schema import (
+    OLD_SCHEMAS,
+    RECORD_COLUMNS,
+    SPEED_COLUMNS,
+    append_rows,
+    read_raw_timings,
+    write_raw_timings,
+)
 from predictors._speed import two_way_fit, round_factors
 
 from latency_helpers import additive_ms, rows
@@ -36,8 +43,20 @@ class FakeClock:
 
 
 # Every config gets exactly 4 visits (the CI cannot converge: rel_ci is tiny) of 2 timed runs.
-PROTOCOL = Protocol(min_runs=8, max_runs=8, min_visits=4, rel_ci=1e-9, runs_per_visit=2, rewarm_runs=0, max_seconds=1e9,
-                    warmup_min=1, warmup_max=1, warmup_window=1, chunk_size=3, discard_disturbed=False)
+PROTOCOL = Protocol(
+    min_runs=8,
+    max_runs=8,
+    min_visits=4,
+    rel_ci=1e-9,
+    runs_per_visit=2,
+    rewarm_runs=0,
+    max_seconds=1e9,
+    warmup_min=1,
+    warmup_max=1,
+    warmup_window=1,
+    chunk_size=3,
+    discard_disturbed=False,
+)
 
 
 def run_fake(monkeypatch, factor, reference=None):
@@ -49,11 +68,19 @@ def run_fake(monkeypatch, factor, reference=None):
     def item(key):
         def run():
             clock.current = key
+
         return Item(key, {"key": key, "run_id": "r", "settings_id": "s"}, lambda: run)
 
     raw: list = []
-    out = measure_items([item(k) for k in TRUE_MS], PROTOCOL, lambda r: None, anchor=item("anchor"), reference_ms=reference,
-                        on_raw=lambda t: raw.__setitem__(slice(None), t), on_round=clock.set_round)
+    out = measure_items(
+        [item(k) for k in TRUE_MS],
+        PROTOCOL,
+        lambda r: None,
+        anchor=item("anchor"),
+        reference_ms=reference,
+        on_raw=lambda t: raw.__setitem__(slice(None), t),
+        on_round=clock.set_round,
+    )
     return {r["key"]: r for r in out}, raw
 
 
@@ -95,6 +122,7 @@ def test_no_anchor_corrects_within_each_chunk(monkeypatch):
     def item(key):
         def run():
             clock.current = key
+
         return Item(key, {"key": key}, lambda: run)
 
     out = measure_items([item(k) for k in TRUE_MS], PROTOCOL, lambda r: None, on_round=clock.set_round)
@@ -108,7 +136,9 @@ def test_two_way_fit_recovers_two_way_effects():
     rnd = {0: 0.0, 1: 0.3, 2: -0.1, 3: 0.0}
     cells = {(k, r): float(np.exp(config[k] + rnd[r])) for k in config for r in rnd if (k, r) != ("c", 2)}
     rows_, rounds = two_way_fit(cells)
-    assert rounds[1] - rounds[0] == pytest.approx(0.3, abs=1e-9) and rounds[2] - rounds[0] == pytest.approx(-0.1, abs=1e-9)
+    assert rounds[1] - rounds[0] == pytest.approx(0.3, abs=1e-9) and rounds[2] - rounds[0] == pytest.approx(
+        -0.1, abs=1e-9
+    )
     assert rows_["b"] - rows_["a"] == pytest.approx(1.0, abs=1e-9)
     cells[("a", 3)] *= 3.0  # one wild cell (x3) moves the effects by a few percent at most
     rows_, rounds = two_way_fit(cells)
@@ -146,7 +176,9 @@ def test_old_schema_records_load_as_uncorrected(tmp_path):
     for x in r:
         w.writerow([OLD_SCHEMAS[0] if c == "schema" else x[c] for c in old_cols])
     path.write_text(buf.getvalue())
-    with pytest.warns(UserWarning, match=r"holds 3 row\(s\) of the older format dynasearch-latency-records/1 .*read as measured"):
+    with pytest.warns(
+        UserWarning, match=r"holds 3 row\(s\) of the older format dynasearch-latency-records/1 .*read as measured"
+    ):
         df = read_records(path)
     assert list(df.columns) == list(RECORD_COLUMNS)
     assert df["corrected_median_ms"].tolist() == pytest.approx(df["median_ms"].tolist())

@@ -18,7 +18,13 @@ import pytest
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
 from predictors import (
-    MeasurementError, PredictorError, RecordsError, find_predictor, load_predictor, make_predictor, read_records,
+    MeasurementError,
+    PredictorError,
+    RecordsError,
+    find_predictor,
+    load_predictor,
+    make_predictor,
+    read_records,
 )
 from predictors._schema import append_rows, check_records_path, read_rows
 from predictors.measure import check_onnx_cache
@@ -57,15 +63,39 @@ def drop(col):
 
 
 RECORD_DAMAGE = [
-    ("corrected-word", cell("corrected_median_ms", "abc"), r"r\.csv' row 3 \(line 4\): corrected_median_ms is 'abc'; expected a number"),
+    (
+        "corrected-word",
+        cell("corrected_median_ms", "abc"),
+        r"r\.csv' row 3 \(line 4\): corrected_median_ms is 'abc'; expected a number",
+    ),
     ("speed-index-word", cell("speed_index", "abc"), r"row 3 \(line 4\): speed_index is 'abc'; expected a number"),
-    ("median-inf", cell("median_ms", "inf"), r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=inf; first at row 3"),
+    (
+        "median-inf",
+        cell("median_ms", "inf"),
+        r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=inf; first at row 3",
+    ),
     ("p90-nan", cell("p90_ms", "nan"), r"row 3 \(line 4\): p90_ms is 'nan'; expected a finite number"),
-    ("heads-99", cell("subnet", '{"layers":[0],"heads":[99],"ffn":[0]}'), r"row 3 \(line 4\): subnet is .*at most 4 heads per layer .*heads holds 99"),
+    (
+        "heads-99",
+        cell("subnet", '{"layers":[0],"heads":[99],"ffn":[0]}'),
+        r"row 3 \(line 4\): subnet is .*at most 4 heads per layer .*heads holds 99",
+    ),
     ("ffn-over", cell("subnet", '{"layers":[0],"heads":[1],"ffn":[65]}'), r"at most 64 FFN neurons per layer"),
-    ("layers-unsorted", cell("subnet", '{"layers":[1,0],"heads":[1,1],"ffn":[8,8]}'), r"layers in ascending order without repeats"),
-    ("subnet-lengths", cell("subnet", '{"layers":[0,1],"heads":[1],"ffn":[8,8]}'), r"lists of non-negative integers of one length"),
-    ("subnet-cut", cell("subnet", '{"layers":[0'), r"subnet is '\{\"layers\":\[0'; expected JSON \(the cell is cut or not JSON\)"),
+    (
+        "layers-unsorted",
+        cell("subnet", '{"layers":[1,0],"heads":[1,1],"ffn":[8,8]}'),
+        r"layers in ascending order without repeats",
+    ),
+    (
+        "subnet-lengths",
+        cell("subnet", '{"layers":[0,1],"heads":[1],"ffn":[8,8]}'),
+        r"lists of non-negative integers of one length",
+    ),
+    (
+        "subnet-cut",
+        cell("subnet", '{"layers":[0'),
+        r"subnet is '\{\"layers\":\[0'; expected JSON \(the cell is cut or not JSON\)",
+    ),
     ("shape-word", cell("shape", "tiny"), r"shape is 'tiny'; expected JSON"),
     ("protocol-list", cell("protocol", "[1]"), r"protocol is '\[1\]'; expected a JSON object"),
     ("threads-word", cell("threads", "one"), r"threads is 'one'; expected an integer"),
@@ -76,11 +106,23 @@ RECORD_DAMAGE = [
     ("target-empty", cell("target_id", ""), r"target_id is ''; expected a value \(the cell is empty\)"),
     ("heads-sum", cell("heads_sum", "99"), r"heads_sum is '99'; expected \d+ to agree with the subnet cell"),
     ("key-other", cell("key", "0123456789ab"), r"row 3 \(key 0123456789ab\): key is not the key of its subnet cell"),
-    ("schema-9", cell("schema", "dynasearch-latency-records/9"), r"row 3 \(line 4\) holds schema 'dynasearch-latency-records/9'"),
-    ("no-corrected-column", drop("corrected_median_ms"), r"another schema .*missing columns \['corrected_median_ms'\], unknown columns \[\]"),
+    (
+        "schema-9",
+        cell("schema", "dynasearch-latency-records/9"),
+        r"row 3 \(line 4\) holds schema 'dynasearch-latency-records/9'",
+    ),
+    (
+        "no-corrected-column",
+        drop("corrected_median_ms"),
+        r"another schema .*missing columns \['corrected_median_ms'\], unknown columns \[\]",
+    ),
     ("no-key-column", drop("key"), r"missing columns \['key'\]"),
     ("extra-cell", lambda t: t[2].append("x"), r"row 2 \(line 3\): expected 55 cells; the row has 56"),
-    ("short-row", lambda t: t[2].__delitem__(slice(10, None)), r"row 2 \(line 3\): expected 55 cells; the row has 10 \(it is cut: from column 'flops' on\)"),
+    (
+        "short-row",
+        lambda t: t[2].__delitem__(slice(10, None)),
+        r"row 2 \(line 3\): expected 55 cells; the row has 10 \(it is cut: from column 'flops' on\)",
+    ),
 ]
 
 
@@ -97,8 +139,11 @@ def test_damaged_records_are_one_line_naming_file_row_and_expectation(good, name
 def test_cut_last_row_is_refused(good, cut):
     data = good.read_bytes()
     good.write_bytes(data[:-cut])
-    match = {300: r"expected 55 cells; the row has \d+ \(it is cut", 1: r"the last one, is cut: the file does not end with a line end",
-             2: r"protocol is '\{'; expected JSON"}[cut]
+    match = {
+        300: r"expected 55 cells; the row has \d+ \(it is cut",
+        1: r"the last one, is cut: the file does not end with a line end",
+        2: r"protocol is '\{'; expected JSON",
+    }[cut]
     with pytest.raises(RecordsError, match=match):
         read_records(good)
     with pytest.raises(MeasurementError, match=match):  # the kit's runner reads through the same check
@@ -138,8 +183,13 @@ def test_byte_order_mark_and_crlf_line_ends_are_no_damage(good):
 
 def test_shape_argument_refuses_rows_of_another_backbone(good):
     assert len(read_records(good, shape=SHAPE)) == 6
-    other = BackboneShape(num_layers=2, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64)
-    with pytest.raises(RecordsError, match=r"row 1 \(key \w+\): measured on another backbone \(4 layers, 4 heads, FFN 64\); expected 2 layers"):
+    other = BackboneShape(
+        num_layers=2, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64
+    )
+    with pytest.raises(
+        RecordsError,
+        match=r"row 1 \(key \w+\): measured on another backbone \(4 layers, 4 heads, FFN 64\); expected 2 layers",
+    ):
         read_records(good, shape=other)
 
 
@@ -160,7 +210,9 @@ def test_records_and_cache_paths_that_cannot_be_written(tmp_path):
     with pytest.raises(MeasurementError, match="records file path is empty"):
         check_records_path("")
     (tmp_path / "f").write_text("x")
-    with pytest.raises(MeasurementError, match=r"cannot write records file '.*f/r\.csv': '.*f' is a file, not a directory"):
+    with pytest.raises(
+        MeasurementError, match=r"cannot write records file '.*f/r\.csv': '.*f' is a file, not a directory"
+    ):
         check_records_path(str(tmp_path / "f" / "r.csv"))
     with pytest.raises(MeasurementError, match=r"ONNX cache '.*f' exists and is not a directory"):
         check_onnx_cache(tmp_path / "f")
@@ -193,6 +245,7 @@ def damaged(saved, tmp_path, fn, kind="layer-regression"):
 def set_key(section, key, value):
     def fn(doc):
         (doc[section] if section else doc)[key] = value
+
     return fn
 
 
@@ -201,15 +254,26 @@ def del_key(section, key):
 
 
 PREDICTOR_DAMAGE = [
-    ("threads-word", set_key("meta", "threads", "one"), r"predictor\.json: key meta\.threads is \"one\"; expected a positive integer"),
+    (
+        "threads-word",
+        set_key("meta", "threads", "one"),
+        r"predictor\.json: key meta\.threads is \"one\"; expected a positive integer",
+    ),
     ("cpu-cores-float", set_key("meta", "cpu_cores", 2.5), r"key meta\.cpu_cores is 2\.5; expected a positive integer"),
     ("spinning-word", set_key("meta", "spinning", "no"), r"key meta\.spinning is \"no\"; expected true or false"),
     ("backend-number", set_key("meta", "backend", 3), r"key meta\.backend is 3; expected a string"),
     ("shapes-empty", set_key("meta", "shapes", []), r"key meta\.shapes is \[\]; expected a non-empty list"),
-    ("widths-damaged", set_key("meta", "widths_seen", {"heads": ["x"]}), r"key meta\.widths_seen is .*expected an object with lists"),
+    (
+        "widths-damaged",
+        set_key("meta", "widths_seen", {"heads": ["x"]}),
+        r"key meta\.widths_seen is .*expected an object with lists",
+    ),
     ("latency-column", set_key("meta", "latency_column", "p90_ms"), r"key meta\.latency_column is \"p90_ms\""),
-    ("anchor-nan", set_key("meta", "anchor_reference", [{"batch": 1, "seq_len": 16, "key": "k", "ms": float("nan")}]),
-     r"key meta\.anchor_reference is .*ms a positive number"),
+    (
+        "anchor-nan",
+        set_key("meta", "anchor_reference", [{"batch": 1, "seq_len": 16, "key": "k", "ms": float("nan")}]),
+        r"key meta\.anchor_reference is .*ms a positive number",
+    ),
     ("meta-missing-threads", del_key("meta", "threads"), r"key meta\.threads is missing"),
     ("meta-not-object", set_key("", "meta", [1]), r"key meta is \[1\]; expected an object"),
     ("kind-disagrees", set_key("meta", "kind", "gbdt"), r"key meta\.kind is 'gbdt'; expected 'layer-regression'"),
@@ -217,10 +281,18 @@ PREDICTOR_DAMAGE = [
     ("hyper-unknown", set_key("hyper", "depth", 3), r"unknown key hyper\.depth"),
     ("hyper-type", set_key("hyper", "cv_folds", "5"), r"key hyper\.cv_folds is \"5\"; expected a positive integer"),
     ("shape-missing", del_key("shape", "num_layers"), r"key shape\.num_layers is missing"),
-    ("shape-flavor", set_key("shape", "flavor", "gpt2"), r"key shape\.flavor is \"gpt2\"; expected 'bert' or 'roberta'"),
+    (
+        "shape-flavor",
+        set_key("shape", "flavor", "gpt2"),
+        r"key shape\.flavor is \"gpt2\"; expected 'bert' or 'roberta'",
+    ),
     ("shape-unknown", set_key("shape", "layers", 4), r"unknown key shape\.layers"),
     ("array-missing", lambda d: d["arrays"].pop("coef"), r"key arrays\.coef is missing"),
-    ("array-declared", lambda d: d["arrays"]["coef"].update(dtype="int8"), r"key arrays\.coef is .*expected what arrays\.npz holds"),
+    (
+        "array-declared",
+        lambda d: d["arrays"]["coef"].update(dtype="int8"),
+        r"key arrays\.coef is .*expected what arrays\.npz holds",
+    ),
     ("sha-missing", del_key("", "arrays_sha256"), r"key arrays_sha256 is missing"),
     ("sha-other", set_key("", "arrays_sha256", "0" * 64), r"checksum differs"),
     ("format-other", set_key("", "format", "x"), r"is not a dynasearch latency predictor \(format 'x'\)"),
@@ -269,7 +341,9 @@ def test_consistent_but_wrong_arrays(saved, tmp_path):
         load_predictor(d)
     d = shutil.copytree(saved["layer-regression"], tmp_path / "neg")
     rewrite_arrays(d, lambda a: a.update(coef=-a["coef"]))
-    with pytest.raises(PredictorError, match=r"prices the full model at -[\d.]+ ms; expected a finite, positive latency"):
+    with pytest.raises(
+        PredictorError, match=r"prices the full model at -[\d.]+ ms; expected a finite, positive latency"
+    ):
         load_predictor(d)
 
 
@@ -283,7 +357,9 @@ def fit_output(tmp_path, saved, doc, kinds=("layer-regression",)):
 
 
 def test_fit_output_names_its_best_predictor(saved, tmp_path):
-    out = fit_output(tmp_path / "a", saved, {"format": "dynasearch-predictor-fit", "version": 1, "best": "layer-regression"})
+    out = fit_output(
+        tmp_path / "a", saved, {"format": "dynasearch-predictor-fit", "version": 1, "best": "layer-regression"}
+    )
     pred, where = find_predictor(out)
     assert pred.kind == "layer-regression" and where == out / "predictors" / "layer-regression"
     assert load_predictor(out).kind == "layer-regression"  # the one reader takes either
@@ -292,27 +368,44 @@ def test_fit_output_names_its_best_predictor(saved, tmp_path):
         find_predictor(out)  # the current version: no warning
 
 
-@pytest.mark.parametrize("doc,match", [
-    ({"format": "dynasearch-predictor-fit", "version": 1, "best": "gbdt"},
-     r"metrics\.json names the best predictor 'gbdt', but .*predictors/gbdt/predictor\.json is missing .*give one that is there: "
-     r".*predictors/layer-regression"),
-    ({"format": "dynasearch-predictor-fit", "version": 1, "best": "mlp"}, r"metrics\.json: key best is \"mlp\"; expected a predictor kind"),
-    ({"format": "dynasearch-predictor-fit", "version": 1}, r"metrics\.json: key best is null"),
-    ({"format": "dynasearch-predictor-fit", "version": 2, "best": "layer-regression"},
-     r"has fit-predictor output version 2; this dynasearch reads version 1"),
-    ({"format": "other", "best": "layer-regression"}, r"metrics\.json: key format is \"other\"; expected 'dynasearch-predictor-fit'"),
-    ('{"best": "layer', r"predictor metrics file .*metrics\.json is not valid JSON \(truncated"),
-    ("[1]", r"must hold a JSON object"),
-])
+@pytest.mark.parametrize(
+    "doc,match",
+    [
+        (
+            {"format": "dynasearch-predictor-fit", "version": 1, "best": "gbdt"},
+            r"metrics\.json names the best predictor 'gbdt', but .*predictors/gbdt/predictor\.json is missing .*give one that is there: "
+            r".*predictors/layer-regression",
+        ),
+        (
+            {"format": "dynasearch-predictor-fit", "version": 1, "best": "mlp"},
+            r"metrics\.json: key best is \"mlp\"; expected a predictor kind",
+        ),
+        ({"format": "dynasearch-predictor-fit", "version": 1}, r"metrics\.json: key best is null"),
+        (
+            {"format": "dynasearch-predictor-fit", "version": 2, "best": "layer-regression"},
+            r"has fit-predictor output version 2; this dynasearch reads version 1",
+        ),
+        (
+            {"format": "other", "best": "layer-regression"},
+            r"metrics\.json: key format is \"other\"; expected 'dynasearch-predictor-fit'",
+        ),
+        ('{"best": "layer', r"predictor metrics file .*metrics\.json is not valid JSON \(truncated"),
+        ("[1]", r"must hold a JSON object"),
+    ],
+)
 def test_damaged_fit_output(saved, tmp_path, doc, match):
     with pytest.raises(PredictorError, match=match):
         find_predictor(fit_output(tmp_path, saved, doc))
 
 
 def test_fit_output_kind_disagrees_and_older_output(saved, tmp_path):
-    out = fit_output(tmp_path / "a", saved, {"format": "dynasearch-predictor-fit", "version": 1, "best": "gbdt"}, kinds=())
+    out = fit_output(
+        tmp_path / "a", saved, {"format": "dynasearch-predictor-fit", "version": 1, "best": "gbdt"}, kinds=()
+    )
     shutil.copytree(saved["lut"], out / "predictors" / "gbdt")
-    with pytest.raises(PredictorError, match=r"predictors/gbdt/predictor\.json holds a 'lut' predictor; .*metrics\.json names 'gbdt'"):
+    with pytest.raises(
+        PredictorError, match=r"predictors/gbdt/predictor\.json holds a 'lut' predictor; .*metrics\.json names 'gbdt'"
+    ):
         find_predictor(out)
     old = fit_output(tmp_path / "b", saved, {"best": "layer-regression"})
     with pytest.warns(UserWarning, match=r"metrics\.json was written by an older dynasearch \(no format key\)"):
@@ -334,10 +427,15 @@ def test_fit_and_evaluate_writes_a_versioned_metrics_file(tmp_path):
 def test_settings_compare_as_values_and_the_message_names_no_cli_option(saved):
     """A records column read as float (2.0) is the setting 2; a real difference names no `force` option the CLI lacks."""
     p = load_predictor(saved["layer-regression"])
-    same = dict(p.meta_, cpu_cores=float(p.meta_["cpu_cores"]), threads=np.float64(p.meta_["threads"]), spinning=np.bool_(False))
+    same = dict(
+        p.meta_, cpu_cores=float(p.meta_["cpu_cores"]), threads=np.float64(p.meta_["threads"]), spinning=np.bool_(False)
+    )
     p.check_target(same)
-    with pytest.raises(PredictorError, match=r"\(threads: predictor 1, asked 2\.0\); measure this setting and fit a predictor for it "
-                                             r"\(in Python, force=True predicts anyway\)$"):
+    with pytest.raises(
+        PredictorError,
+        match=r"\(threads: predictor 1, asked 2\.0\); measure this setting and fit a predictor for it "
+        r"\(in Python, force=True predicts anyway\)$",
+    ):
         p.check_target(dict(same, threads=2.0))
     with pytest.warns(UserWarning, match="predicting anyway"):
         p.check_target(dict(same, threads=2), force=True)

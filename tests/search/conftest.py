@@ -62,7 +62,9 @@ class PostgresServer:
         return subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=timeout)
 
     def start(self) -> None:
-        r = self._run(str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        r = self._run(
+            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"
+        )
         if r.returncode != 0:
             raise RuntimeError(f"initdb failed: {r.stderr.strip()[-800:]}")
         self.launch()
@@ -71,7 +73,9 @@ class PostgresServer:
         """pg_ctl start on the data directory made by start() (again after stop(): same port)."""
         # -k: the Unix socket in our own directory (not /var/run/postgresql); fsync off: a throwaway server.
         opts = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off -c max_connections=200"
-        r = self._run(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", "start")
+        r = self._run(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w", "-t", "60", "start"
+        )
         if r.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
             raise RuntimeError(f"pg_ctl start failed: {r.stdout.strip()[-400:]} {r.stderr.strip()[-400:]} {log[-800:]}")
@@ -198,18 +202,48 @@ def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Pa
 
     shape = load_shape(model_dir)
     space = SearchSpace.default(shape)
-    machine = {"cpu_model": "Test CPU", "cpu_cores": 2, "gpu_name": "", "gpu_driver": "", "os": "test-os", "python": "3.11",
-               "numpy_version": "2", "torch_version": "2.13", "onnxruntime_version": "1.32"}
-    cols = setting_columns(machine, "onnxruntime", "cpu", "CPUExecutionProvider", 1, False, "float32", 1, 16, shape_key(shape))
+    machine = {
+        "cpu_model": "Test CPU",
+        "cpu_cores": 2,
+        "gpu_name": "",
+        "gpu_driver": "",
+        "os": "test-os",
+        "python": "3.11",
+        "numpy_version": "2",
+        "torch_version": "2.13",
+        "onnxruntime_version": "1.32",
+    }
+    cols = setting_columns(
+        machine, "onnxruntime", "cpu", "CPUExecutionProvider", 1, False, "float32", 1, 16, shape_key(shape)
+    )
     rows = []
-    for sampler, subnets in (("layer-table", layer_table_configs(space)), ("uniform", uniform_configs(space, 40, seed=1))):
+    for sampler, subnets in (
+        ("layer-table", layer_table_configs(space)),
+        ("uniform", uniform_configs(space, 40, seed=1)),
+    ):
         for s in subnets:
             r = {c: "" for c in RECORD_COLUMNS}
             r.update(static_row(shape, s, sampler, cols, "test"))
             ms = synthetic_latency_ms(s, 1, 16)
-            r.update(schema=SCHEMA, timestamp="2026-01-01T00:00:00Z", status="ok", median_ms=ms, mean_ms=ms, p90_ms=ms, p99_ms=ms,
-                     iqr_ms=0.0, cv=0.0, ci_low_ms=ms, ci_high_ms=ms, n_runs=5, warmup_runs=3, converged=True, measure_s=0.1,
-                     prepare_s=0.1, protocol="{}")
+            r.update(
+                schema=SCHEMA,
+                timestamp="2026-01-01T00:00:00Z",
+                status="ok",
+                median_ms=ms,
+                mean_ms=ms,
+                p90_ms=ms,
+                p99_ms=ms,
+                iqr_ms=0.0,
+                cv=0.0,
+                ci_low_ms=ms,
+                ci_high_ms=ms,
+                n_runs=5,
+                warmup_runs=3,
+                converged=True,
+                measure_s=0.1,
+                prepare_s=0.1,
+                protocol="{}",
+            )
             rows.append(r)
     out.mkdir(parents=True, exist_ok=True)
     append_rows(str(out / "records.csv"), rows)
@@ -231,8 +265,25 @@ def searchable(tmp_path_factory):
     base = save_hf_model(root / "base", tiny_bert_config())
     data = write_sst2_like(root / "data", n_train=64, n_dev=24)
     run = root / "run"
-    rc = main(["train", "--model", str(base), "--task", "sst2", "--data-dir", str(data), "--out", str(run), "--max-steps", "3",
-               "--max-seq-length", "32", "--batch-size", "16"])
+    rc = main(
+        [
+            "train",
+            "--model",
+            str(base),
+            "--task",
+            "sst2",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(run),
+            "--max-steps",
+            "3",
+            "--max-seq-length",
+            "32",
+            "--batch-size",
+            "16",
+        ]
+    )
     assert rc == 0, "training the tiny run failed"
     pred = fit_synthetic_predictor(base, root / "predictor")
     return SimpleNamespace(run=run, data=data, predictor=pred)

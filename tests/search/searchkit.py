@@ -25,8 +25,15 @@ from helpers import make_model_dir, make_sst2_dir  # noqa: E402
 
 SEQ = 16  # the synthetic predictor's sequence length
 FAKE_MACHINE = {
-    "cpu_model": "Test CPU", "cpu_cores": 2, "gpu_name": "", "gpu_driver": "", "os": "test-os", "python": "3.11",
-    "numpy_version": "2", "torch_version": "2.13", "onnxruntime_version": "1.32",
+    "cpu_model": "Test CPU",
+    "cpu_cores": 2,
+    "gpu_name": "",
+    "gpu_driver": "",
+    "os": "test-os",
+    "python": "3.11",
+    "numpy_version": "2",
+    "torch_version": "2.13",
+    "onnxruntime_version": "1.32",
 }
 
 
@@ -60,16 +67,42 @@ def predictor_records(model_dir: Path, machine: dict | None = None, n_random: in
         if c.key not in seen:
             seen.add(c.key)
             uniq.append(c)
-    cols = setting_columns(machine or FAKE_MACHINE, "onnxruntime", "cpu", "CPUExecutionProvider", 1, False, "float32", 1, SEQ,
-                           shape_key(shape))
+    cols = setting_columns(
+        machine or FAKE_MACHINE,
+        "onnxruntime",
+        "cpu",
+        "CPUExecutionProvider",
+        1,
+        False,
+        "float32",
+        1,
+        SEQ,
+        shape_key(shape),
+    )
     out = []
     for s in uniq:
         r = {c: "" for c in RECORD_COLUMNS}
         r.update(static_row(shape, s, "uniform", cols, "test"))
         ms = fn(s, 1, SEQ)
-        r.update(schema=SCHEMA, timestamp="2026-01-01T00:00:00Z", status="ok", median_ms=ms, mean_ms=ms, p90_ms=ms, p99_ms=ms,
-                 iqr_ms=0.0, cv=0.0, ci_low_ms=ms, ci_high_ms=ms, n_runs=5, warmup_runs=3, converged=True, measure_s=0.1,
-                 prepare_s=0.1, protocol="{}")
+        r.update(
+            schema=SCHEMA,
+            timestamp="2026-01-01T00:00:00Z",
+            status="ok",
+            median_ms=ms,
+            mean_ms=ms,
+            p90_ms=ms,
+            p99_ms=ms,
+            iqr_ms=0.0,
+            cv=0.0,
+            ci_low_ms=ms,
+            ci_high_ms=ms,
+            n_runs=5,
+            warmup_runs=3,
+            converged=True,
+            measure_s=0.1,
+            prepare_s=0.1,
+            protocol="{}",
+        )
         out.append(r)
     return out
 
@@ -100,8 +133,24 @@ def cli(*args) -> int:
 
 
 def train_run(base: Path, data: Path, run: Path) -> Path:
-    rc = cli("train", "--model", base, "--task", "sst2", "--data-dir", data, "--out", run, "--max-steps", 3,
-             "--max-seq-length", 32, "--batch-size", 16, "--no-progress")
+    rc = cli(
+        "train",
+        "--model",
+        base,
+        "--task",
+        "sst2",
+        "--data-dir",
+        data,
+        "--out",
+        run,
+        "--max-steps",
+        3,
+        "--max-seq-length",
+        32,
+        "--batch-size",
+        16,
+        "--no-progress",
+    )
     assert rc == 0, "training the tiny run failed"
     return run
 
@@ -115,7 +164,9 @@ def count_grid_trials(results: Path, study: str = "dynasearch") -> int:
     with sqlite3.connect(results / "study.db") as c:
         return c.execute(
             "SELECT COUNT(*) FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id "
-            "JOIN studies s ON t.study_id = s.study_id WHERE a.key = 'grid' AND s.study_name = ?", (study,)).fetchone()[0]
+            "JOIN studies s ON t.study_id = s.study_id WHERE a.key = 'grid' AND s.study_name = ?",
+            (study,),
+        ).fetchone()[0]
 
 
 def complete_trials(db: Path, study: str = "dynasearch") -> int:
@@ -123,8 +174,11 @@ def complete_trials(db: Path, study: str = "dynasearch") -> int:
         return 0
     try:
         with sqlite3.connect(db, timeout=5) as c:
-            return c.execute("SELECT COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
-                             "WHERE s.study_name = ? AND t.state = 'COMPLETE'", (study,)).fetchone()[0]
+            return c.execute(
+                "SELECT COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
+                "WHERE s.study_name = ? AND t.state = 'COMPLETE'",
+                (study,),
+            ).fetchone()[0]
     except sqlite3.OperationalError:
         return 0
 
@@ -207,7 +261,27 @@ def copy_results(src: Path, dst: Path) -> Path:
 
 
 __all__ = [
-    "FAKE_MACHINE", "SEQ", "additive_ms", "cli", "complete_trials", "copy_results", "fast_tmp", "sk_fast", "count_grid_trials", "fit_predictor_dir", "make_model_dir",
-    "make_sst2_dir", "predictor_records", "search_args", "sk_base", "sk_data", "sk_local_predictor", "sk_predictor",
-    "sk_results", "sk_run", "subprocess_env", "this_machine", "train_run",
+    "FAKE_MACHINE",
+    "SEQ",
+    "additive_ms",
+    "cli",
+    "complete_trials",
+    "copy_results",
+    "fast_tmp",
+    "sk_fast",
+    "count_grid_trials",
+    "fit_predictor_dir",
+    "make_model_dir",
+    "make_sst2_dir",
+    "predictor_records",
+    "search_args",
+    "sk_base",
+    "sk_data",
+    "sk_local_predictor",
+    "sk_predictor",
+    "sk_results",
+    "sk_run",
+    "subprocess_env",
+    "this_machine",
+    "train_run",
 ]

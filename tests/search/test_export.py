@@ -22,8 +22,15 @@ def test_export_reloads_with_plain_transformers(flavor, tmp_path, tiny_bert_dir,
     sub = SubnetConfig((0, 2), (3, 1), (40, 0))
     manifest = export_subnet(src, sub, tmp_path / "out")
     out = tmp_path / "out"
-    assert {"model.onnx", "config.json", "model.safetensors", "modeling_dynabert.py", "subnet.json",
-            "manifest.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    assert {
+        "model.onnx",
+        "config.json",
+        "model.safetensors",
+        "modeling_dynabert.py",
+        "subnet.json",
+        "manifest.json",
+        "tokenizer.json",
+    } <= {p.name for p in out.iterdir()}
     assert SubnetConfig.load(out / "subnet.json") == sub
     assert manifest["subnet_key"] == sub.key and manifest["checks"]["onnx_max_abs_diff"] <= 1e-4
     assert json.loads((out / "manifest.json").read_text())["parameters"]["total"] == manifest["parameters"]["total"]
@@ -41,7 +48,12 @@ def run_cli(*args):
 
 
 def test_cli_export_grid_point(tmp_path, tiny_bert_dir, capsys):
-    assert run_cli("export", tiny_bert_dir, "--width", "0.5", "--depth", "0.5", "--format", "onnx", "--out", tmp_path / "o") == 0
+    assert (
+        run_cli(
+            "export", tiny_bert_dir, "--width", "0.5", "--depth", "0.5", "--format", "onnx", "--out", tmp_path / "o"
+        )
+        == 0
+    )
     names = {p.name for p in (tmp_path / "o").iterdir()}
     assert "model.onnx" in names and "model.safetensors" not in names
     m = json.loads((tmp_path / "o" / "manifest.json").read_text())
@@ -55,7 +67,12 @@ def test_cli_overwrite(tmp_path, tiny_bert_dir, capsys):
     assert run_cli("export", tiny_bert_dir, "--width", "0.25", "--depth", "1", "--format", "hf", "--out", out) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert json.loads((out / "subnet.json").read_text())["heads"][0] == 4  # untouched
-    assert run_cli("export", tiny_bert_dir, "--width", "0.25", "--depth", "1", "--format", "hf", "--out", out, "--overwrite") == 0
+    assert (
+        run_cli(
+            "export", tiny_bert_dir, "--width", "0.25", "--depth", "1", "--format", "hf", "--out", out, "--overwrite"
+        )
+        == 0
+    )
     assert json.loads((out / "subnet.json").read_text())["heads"][0] == 1
 
 
@@ -80,16 +97,21 @@ class _noop:
 
 def test_cli_missing_model_dir(tmp_path, capsys):
     out = tmp_path / "o"
-    assert_cli_error(capsys, ["export", tmp_path / "nope", "--width", "1", "--depth", "1", "--out", out],
-                     "model directory", out)
+    assert_cli_error(
+        capsys, ["export", tmp_path / "nope", "--width", "1", "--depth", "1", "--out", out], "model directory", out
+    )
 
 
 def test_cli_other_architecture(tmp_path, capsys):
     (tmp_path / "gpt2").mkdir()
     (tmp_path / "gpt2" / "config.json").write_text('{"model_type": "gpt2"}')
     out = tmp_path / "o"
-    assert_cli_error(capsys, ["export", tmp_path / "gpt2", "--width", "1", "--depth", "1", "--out", out],
-                     "'gpt2' model; supported: bert, roberta", out)
+    assert_cli_error(
+        capsys,
+        ["export", tmp_path / "gpt2", "--width", "1", "--depth", "1", "--out", out],
+        "'gpt2' model; supported: bert, roberta",
+        out,
+    )
 
 
 @pytest.mark.parametrize("flag, value", [("--width", "0"), ("--width", "1.5"), ("--depth", "-1"), ("--depth", "abc")])
@@ -132,8 +154,12 @@ def test_cli_needs_a_subnet(tmp_path, tiny_bert_dir, capsys):
 
 def test_cli_unknown_format(tmp_path, tiny_bert_dir, capsys):
     out = tmp_path / "o"
-    assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "onnx,tflite",
-                              "--out", out], "unknown export format(s) ['tflite']; allowed: onnx, hf", out)
+    assert_cli_error(
+        capsys,
+        ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "onnx,tflite", "--out", out],
+        "unknown export format(s) ['tflite']; allowed: onnx, hf",
+        out,
+    )
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
@@ -142,8 +168,9 @@ def test_cli_unwritable_output(tmp_path, tiny_bert_dir, capsys):
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
     try:
-        assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", locked / "o"],
-                         "not writable")
+        assert_cli_error(
+            capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", locked / "o"], "not writable"
+        )
     finally:
         locked.chmod(stat.S_IRWXU)
 
@@ -154,13 +181,18 @@ def test_unwritable_output_check(tmp_path, monkeypatch, tiny_bert_dir, capsys):
 
     monkeypatch.setattr(dio.os, "access", lambda path, mode: False)
     out = tmp_path / "o"
-    assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", out], "not writable", out)
+    assert_cli_error(
+        capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", out], "not writable", out
+    )
 
 
 def test_cli_output_is_a_file(tmp_path, tiny_bert_dir, capsys):
     (tmp_path / "o").write_text("x")
-    assert_cli_error(capsys, ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", tmp_path / "o"],
-                     "exists and is not a directory")
+    assert_cli_error(
+        capsys,
+        ["export", tiny_bert_dir, "--width", "1", "--depth", "1", "--out", tmp_path / "o"],
+        "exists and is not a directory",
+    )
 
 
 def test_hf_export_reloads_and_matches_property(tmp_path_factory):
@@ -209,6 +241,7 @@ def test_later_export_removes_only_stale_temporaries_of_dead_runs(tmp_path, tiny
     dead = _dead_pid()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+
         def leftover(name: str) -> Path:
             d = tmp_path / name
             d.mkdir()
@@ -253,8 +286,13 @@ def test_killed_export_leftover_is_removed_by_the_next_export(tmp_path, tiny_ber
     out = tmp_path / "o"
     args = ["export", str(tiny_bert_dir), "--width", "1", "--depth", "1", "--format", "onnx,hf", "--out", str(out)]
     for _attempt in range(3):
-        proc = subprocess.Popen([sys.executable, "-m", "dynasearch", *args], cwd=repo, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dynasearch", *args],
+            cwd=repo,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         try:
             while not list(tmp_path.glob(f".o.*-{proc.pid}-*.tmp")) and proc.poll() is None:
@@ -303,7 +341,9 @@ def test_export_without_model_dir_warns_of_the_random_head(headless_dir, tmp_pat
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("warning: the packaged MiniLM-L6 backbone (no MODEL_DIR given) has no trained classifier head")
+    assert lines[0].startswith(
+        "warning: the packaged MiniLM-L6 backbone (no MODEL_DIR given) has no trained classifier head"
+    )
     assert "the classifier head is randomly initialised" in lines[0] and "; pass a trained MODEL_DIR" in lines[0]
     assert json.loads((out / "manifest.json").read_text())["head_initialized"] is True
 
@@ -311,11 +351,15 @@ def test_export_without_model_dir_warns_of_the_random_head(headless_dir, tmp_pat
 def test_export_of_a_headless_model_dir_warns_and_a_trained_one_does_not(headless_dir, tiny_bert_dir, tmp_path, capsys):
     from dynabert.export import random_head_warning
 
-    assert run_cli("export", headless_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "a") == 0
+    assert (
+        run_cli("export", headless_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "a") == 0
+    )
     err = capsys.readouterr().err.strip()
     assert err == f"warning: {random_head_warning(headless_dir, 2)}"
     assert f"model directory '{headless_dir}' has no trained classifier head for 2 labels" in err
-    assert run_cli("export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "b") == 0
+    assert (
+        run_cli("export", tiny_bert_dir, "--width", "1", "--depth", "1", "--format", "hf", "--out", tmp_path / "b") == 0
+    )
     assert capsys.readouterr().err == ""
     with pytest.warns(UserWarning, match=r"classifier head is randomly initialised"):
         export_subnet(headless_dir, SubnetConfig((0,), (1,), (8,)), tmp_path / "c", "hf")

@@ -16,7 +16,9 @@ from search.errors import NoAnswerError, ResultsError, SearchError
 from search.results import VERSION, load_results, query, read_results, write_results
 from searchkit import REPO, cli, copy_results, subprocess_env  # noqa: E402
 
-pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
+pytest_plugins = [
+    "searchkit"
+]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 NO_TORCH = """
 import json, sys
@@ -29,8 +31,14 @@ print(json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)
 
 def test_query_answers_without_importing_torch(sk_results):
     t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", NO_TORCH, str(sk_results)], cwd=REPO, env=subprocess_env(), capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(sk_results)],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     wall = time.monotonic() - t0
     status = json.loads(p.stderr.strip().splitlines()[-1])
     assert status == {"rc": 0, "heavy": []}, p.stderr
@@ -91,10 +99,14 @@ def test_query_after_a_measured_miss_exits_1(sk_results, fast_tmp, capsys):
     target = f"{float(front['predicted_ms'].max()) * 2:.6f}ms"
     assert cli("query", d, "--target-latency", target) == 1
     err = capsys.readouterr().err
-    assert err.startswith("dynasearch query: no answer: ") and "(measured)" in err and len(err.strip().splitlines()) == 1, err
+    assert (
+        err.startswith("dynasearch query: no answer: ") and "(measured)" in err and len(err.strip().splitlines()) == 1
+    ), err
 
 
-@pytest.mark.parametrize("target, message", [("4", "has no unit"), ("4 parsecs", "unknown unit"), ("-4ms", "not a number with a unit")])
+@pytest.mark.parametrize(
+    "target, message", [("4", "has no unit"), ("4 parsecs", "unknown unit"), ("-4ms", "not a number with a unit")]
+)
 def test_query_bad_target(target, message, sk_results, capsys):
     assert cli("query", sk_results, f"--target-latency={target}") == 2
     err = capsys.readouterr().err.strip()
@@ -131,7 +143,9 @@ def empty_trials(d: Path):
     return "trials.csv"
 
 
-@pytest.mark.parametrize("damage", [corrupt_search_json, foreign_search_json, corrupt_trials, foreign_front, missing_front, empty_trials])
+@pytest.mark.parametrize(
+    "damage", [corrupt_search_json, foreign_search_json, corrupt_trials, foreign_front, missing_front, empty_trials]
+)
 def test_query_damaged_results(damage, sk_results, fast_tmp, capsys):
     d = copy_results(sk_results, fast_tmp / "r")
     name = damage(d)
@@ -145,8 +159,10 @@ def test_query_damaged_results(damage, sk_results, fast_tmp, capsys):
 def test_query_foreign_and_missing_directories(tmp_path, capsys):
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "notes.txt").write_text("hello")
-    for d, message in ((tmp_path / "foreign", "not a dynasearch search results directory (no search.json)"),
-                       (tmp_path / "missing", "does not exist")):
+    for d, message in (
+        (tmp_path / "foreign", "not a dynasearch search results directory (no search.json)"),
+        (tmp_path / "missing", "does not exist"),
+    ):
         assert cli("query", d, "--target-latency", "4ms") == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err and str(d) in err
@@ -184,6 +200,7 @@ def set_cell(name: str, column: str, value: str, row: int = 1):
         rows = table_rows(d, name)
         rows[row][rows[0].index(column)] = value
         put_rows(d, name, rows)
+
     return damage
 
 
@@ -192,6 +209,7 @@ def edit_meta(edit):
         meta = json.loads((d / "search.json").read_text())
         edit(meta)
         (d / "search.json").write_text(json.dumps(meta))
+
     return damage
 
 
@@ -199,7 +217,8 @@ def drop_column(name: str, column: str):
     def damage(d: Path):
         rows = table_rows(d, name)
         i = rows[0].index(column)
-        put_rows(d, name, [r[:i] + r[i + 1:] for r in rows])
+        put_rows(d, name, [r[:i] + r[i + 1 :] for r in rows])
+
     return damage
 
 
@@ -211,83 +230,255 @@ def as_version_1(d: Path):
 HEADS_99 = json.dumps({"layers": [0], "heads": [99], "ffn": [16]})
 READER_DAMAGE = [
     # search.json: keys present with their types
-    ("no-study", edit_meta(lambda m: m.pop("study")), r"search\.json lacks key 'study' \(a JSON object with key 'study\.task'"),
-    ("no-metric", edit_meta(lambda m: m["study"].pop("metric")), r"search\.json lacks key 'study\.metric' \(a non-empty string\)"),
-    ("empty-metric", edit_meta(lambda m: m["study"].update(metric="")), r"key 'study\.metric' must be a non-empty string; got \"\""),
+    (
+        "no-study",
+        edit_meta(lambda m: m.pop("study")),
+        r"search\.json lacks key 'study' \(a JSON object with key 'study\.task'",
+    ),
+    (
+        "no-metric",
+        edit_meta(lambda m: m["study"].pop("metric")),
+        r"search\.json lacks key 'study\.metric' \(a non-empty string\)",
+    ),
+    (
+        "empty-metric",
+        edit_meta(lambda m: m["study"].update(metric="")),
+        r"key 'study\.metric' must be a non-empty string; got \"\"",
+    ),
     ("no-model-dir", edit_meta(lambda m: m["study"].pop("model_dir")), r"lacks key 'study\.model_dir'"),
-    ("latency-a-list", edit_meta(lambda m: m["study"].update(latency=[1, 16])), r"key 'study\.latency' must be a JSON object; got \[1, 16\]"),
-    ("seq-len-zero", edit_meta(lambda m: m["study"]["latency"].update(seq_len=0)), r"'study\.latency\.seq_len' must be a positive integer; got 0"),
-    ("target-inf", edit_meta(lambda m: m["study"].update(target_ms=float("inf"))), r"'study\.target_ms' must be null or a positive number.*got inf"),
-    ("percentile", edit_meta(lambda m: m["study"].update(percentile="p99")), r"'study\.percentile' must be one of p50, p90; got \"p99\""),
+    (
+        "latency-a-list",
+        edit_meta(lambda m: m["study"].update(latency=[1, 16])),
+        r"key 'study\.latency' must be a JSON object; got \[1, 16\]",
+    ),
+    (
+        "seq-len-zero",
+        edit_meta(lambda m: m["study"]["latency"].update(seq_len=0)),
+        r"'study\.latency\.seq_len' must be a positive integer; got 0",
+    ),
+    (
+        "target-inf",
+        edit_meta(lambda m: m["study"].update(target_ms=float("inf"))),
+        r"'study\.target_ms' must be null or a positive number.*got inf",
+    ),
+    (
+        "percentile",
+        edit_meta(lambda m: m["study"].update(percentile="p99")),
+        r"'study\.percentile' must be one of p50, p90; got \"p99\"",
+    ),
     ("raw-a-word", edit_meta(lambda m: m.update(raw="no")), r"key 'raw' must be true or false; got \"no\""),
-    ("summary-trials-a-float", edit_meta(lambda m: m["summary"].update(trials=30.0)), r"'summary\.trials' must be a positive integer; got 30\.0"),
-    ("shape-unknown-key", edit_meta(lambda m: m["study"]["space"]["shape"].update(color=1)),
-     r"'study\.space\.shape' has unknown key\(s\) \['color'\]"),
-    ("shape-flavor", edit_meta(lambda m: m["study"]["space"]["shape"].update(flavor="gpt2")),
-     r"'study\.space\.shape\.flavor' must be one of bert, roberta; got \"gpt2\""),
-    ("shape-bool-layers", edit_meta(lambda m: m["study"]["space"]["shape"].update(num_layers=True)),
-     r"'study\.space\.shape\.num_layers' must be a positive integer; got true"),
-    ("ffn-choice-beyond", edit_meta(lambda m: m["study"]["space"].update(ffn_choices=[16, 9999])),
-     r"'study\.space' is not a valid search space: FFN choices \[9999\] outside 0\.\.64"),
+    (
+        "summary-trials-a-float",
+        edit_meta(lambda m: m["summary"].update(trials=30.0)),
+        r"'summary\.trials' must be a positive integer; got 30\.0",
+    ),
+    (
+        "shape-unknown-key",
+        edit_meta(lambda m: m["study"]["space"]["shape"].update(color=1)),
+        r"'study\.space\.shape' has unknown key\(s\) \['color'\]",
+    ),
+    (
+        "shape-flavor",
+        edit_meta(lambda m: m["study"]["space"]["shape"].update(flavor="gpt2")),
+        r"'study\.space\.shape\.flavor' must be one of bert, roberta; got \"gpt2\"",
+    ),
+    (
+        "shape-bool-layers",
+        edit_meta(lambda m: m["study"]["space"]["shape"].update(num_layers=True)),
+        r"'study\.space\.shape\.num_layers' must be a positive integer; got true",
+    ),
+    (
+        "ffn-choice-beyond",
+        edit_meta(lambda m: m["study"]["space"].update(ffn_choices=[16, 9999])),
+        r"'study\.space' is not a valid search space: FFN choices \[9999\] outside 0\.\.64",
+    ),
     ("answer-without-key", edit_meta(lambda m: m.update(answer={"subnet": {}})), r"lacks key 'answer\.key'"),
-    ("digest-not-hex", edit_meta(lambda m: m["tables"].update({"front.csv": "abc"})),
-     r"key 'tables\.front\.csv' must be a sha256 digest \(64 hexadecimal digits\); got \"abc\""),
+    (
+        "digest-not-hex",
+        edit_meta(lambda m: m["tables"].update({"front.csv": "abc"})),
+        r"key 'tables\.front\.csv' must be a sha256 digest \(64 hexadecimal digits\); got \"abc\"",
+    ),
     # versions
-    ("newer-version", edit_meta(lambda m: m.update(version=VERSION + 1)),
-     rf"results format version {VERSION + 1}, newer than this dynasearch reads \(1\.\.{VERSION}\): upgrade dynasearch"),
-    ("version-zero", edit_meta(lambda m: m.update(version=0)), r"results format version 0, older than this dynasearch reads"),
+    (
+        "newer-version",
+        edit_meta(lambda m: m.update(version=VERSION + 1)),
+        rf"results format version {VERSION + 1}, newer than this dynasearch reads \(1\.\.{VERSION}\): upgrade dynasearch",
+    ),
+    (
+        "version-zero",
+        edit_meta(lambda m: m.update(version=0)),
+        r"results format version 0, older than this dynasearch reads",
+    ),
     ("version-missing", edit_meta(lambda m: m.pop("version")), r"lacks key 'version' \(an integer"),
     # cells: numbers that are numbers and finite, latencies present and positive
-    ("measured-a-word", set_cell("front.csv", "measured_ms", "abc"),
-     r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'$"),
-    ("measured-inf", set_cell("front.csv", "measured_ms", "inf"), r"row 1, column 'measured_ms': expected a finite number or an empty cell"),
-    ("measured-zero", set_cell("front.csv", "measured_ms", "0"), r"row 1, column 'measured_ms': expected a number > 0; got '0'"),
-    ("measured-without-raw", set_cell("front.csv", "measured_ms", "1.5"),
-     r"row 1, column 'measured_raw_ms': expected a number, as measured_ms is given; got an empty cell"),
-    ("predicted-empty", set_cell("trials.csv", "predicted_ms", "", row=5), r"trials\.csv: row 5, column 'predicted_ms': expected a number; got an empty cell"),
-    ("predicted-nan", set_cell("trials.csv", "predicted_ms", "NaN", row=2), r"row 2, column 'predicted_ms': expected a finite number; got 'NaN'"),
-    ("predicted-underscore", set_cell("trials.csv", "predicted_ms", "1_000", row=2), r"row 2, column 'predicted_ms': expected a number; got '1_000'"),
-    ("metric-empty", set_cell("front.csv", "metric_search", ""), r"row 1, column 'metric_search': expected a number; got an empty cell"),
-    ("width-above-one", set_cell("trials.csv", "width", "1.5"), r"row 1, column 'width': expected a number in \[0, 1\]; got '1\.5'"),
-    ("trial-a-float", set_cell("trials.csv", "trial", "0.5"), r"trials\.csv: row 1, column 'trial': expected an integer >= 0; got '0\.5'"),
-    ("bool-lowercase", set_cell("trials.csv", "cache_hit", "false", row=7), r"row 7, column 'cache_hit': expected True or False; got 'false'"),
-    ("grid-word", set_cell("trials.csv", "grid", "full"), r"row 1, column 'grid': expected empty or a grid point 'WxD'"),
-    ("duplicate-of-word", set_cell("trials.csv", "duplicate_of", "x"), r"column 'duplicate_of': expected an integer >= 0 or an empty cell"),
+    (
+        "measured-a-word",
+        set_cell("front.csv", "measured_ms", "abc"),
+        r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'$",
+    ),
+    (
+        "measured-inf",
+        set_cell("front.csv", "measured_ms", "inf"),
+        r"row 1, column 'measured_ms': expected a finite number or an empty cell",
+    ),
+    (
+        "measured-zero",
+        set_cell("front.csv", "measured_ms", "0"),
+        r"row 1, column 'measured_ms': expected a number > 0; got '0'",
+    ),
+    (
+        "measured-without-raw",
+        set_cell("front.csv", "measured_ms", "1.5"),
+        r"row 1, column 'measured_raw_ms': expected a number, as measured_ms is given; got an empty cell",
+    ),
+    (
+        "predicted-empty",
+        set_cell("trials.csv", "predicted_ms", "", row=5),
+        r"trials\.csv: row 5, column 'predicted_ms': expected a number; got an empty cell",
+    ),
+    (
+        "predicted-nan",
+        set_cell("trials.csv", "predicted_ms", "NaN", row=2),
+        r"row 2, column 'predicted_ms': expected a finite number; got 'NaN'",
+    ),
+    (
+        "predicted-underscore",
+        set_cell("trials.csv", "predicted_ms", "1_000", row=2),
+        r"row 2, column 'predicted_ms': expected a number; got '1_000'",
+    ),
+    (
+        "metric-empty",
+        set_cell("front.csv", "metric_search", ""),
+        r"row 1, column 'metric_search': expected a number; got an empty cell",
+    ),
+    (
+        "width-above-one",
+        set_cell("trials.csv", "width", "1.5"),
+        r"row 1, column 'width': expected a number in \[0, 1\]; got '1\.5'",
+    ),
+    (
+        "trial-a-float",
+        set_cell("trials.csv", "trial", "0.5"),
+        r"trials\.csv: row 1, column 'trial': expected an integer >= 0; got '0\.5'",
+    ),
+    (
+        "bool-lowercase",
+        set_cell("trials.csv", "cache_hit", "false", row=7),
+        r"row 7, column 'cache_hit': expected True or False; got 'false'",
+    ),
+    (
+        "grid-word",
+        set_cell("trials.csv", "grid", "full"),
+        r"row 1, column 'grid': expected empty or a grid point 'WxD'",
+    ),
+    (
+        "duplicate-of-word",
+        set_cell("trials.csv", "duplicate_of", "x"),
+        r"column 'duplicate_of': expected an integer >= 0 or an empty cell",
+    ),
     # JSON cells that parse, sub-networks inside the backbone, keys and depths that match them
-    ("subnet-empty", set_cell("front.csv", "subnet", ""), r"row 1, column 'subnet': expected a sub-network as JSON .*got an empty cell"),
-    ("subnet-cut", set_cell("front.csv", "subnet", '{"layers":[0],"he'), r"row 1, column 'subnet': .*it is not valid JSON"),
-    ("subnet-heads-99", set_cell("front.csv", "subnet", HEADS_99),
-     r"column 'subnet': expected a sub-network inside the searched backbone \(4 layers, 4 heads, FFN 64\): .*'heads' asks 99"),
+    (
+        "subnet-empty",
+        set_cell("front.csv", "subnet", ""),
+        r"row 1, column 'subnet': expected a sub-network as JSON .*got an empty cell",
+    ),
+    (
+        "subnet-cut",
+        set_cell("front.csv", "subnet", '{"layers":[0],"he'),
+        r"row 1, column 'subnet': .*it is not valid JSON",
+    ),
+    (
+        "subnet-heads-99",
+        set_cell("front.csv", "subnet", HEADS_99),
+        r"column 'subnet': expected a sub-network inside the searched backbone \(4 layers, 4 heads, FFN 64\): .*'heads' asks 99",
+    ),
     ("subnet-a-list", set_cell("trials.csv", "subnet", "[0, 1]"), r"column 'subnet': .*must be a JSON object"),
-    ("key-mismatch", set_cell("trials.csv", "key", "000000000000", row=3), r"trials\.csv: row 3, column 'key': expected the key of its subnet"),
-    ("depth-mismatch", set_cell("trials.csv", "depth", "2", row=1), r"row 1, column 'depth': expected 4, the number of layers of its subnet"),
+    (
+        "key-mismatch",
+        set_cell("trials.csv", "key", "000000000000", row=3),
+        r"trials\.csv: row 3, column 'key': expected the key of its subnet",
+    ),
+    (
+        "depth-mismatch",
+        set_cell("trials.csv", "depth", "2", row=1),
+        r"row 1, column 'depth': expected 4, the number of layers of its subnet",
+    ),
     # columns, rows, files
-    ("drop-subnet", drop_column("front.csv", "subnet"), r"front\.csv is not a dynasearch trials table: header line missing columns \['subnet'\]"),
-    ("extra-column", lambda d: put_rows(d, "trials.csv", [r + ["x"] for r in table_rows(d, "trials.csv")]),
-     r"trials\.csv is not a dynasearch trials table: header line unknown columns \['x'\]"),
-    ("repeated-column", lambda d: put_rows(d, "front.csv", [r[:-1] + [r[0]] if i == 0 else r for i, r in enumerate(table_rows(d, "front.csv"))]),
-     r"front\.csv is not a dynasearch trials table: header line missing columns \['cache_hit'\]; repeated columns \['trial'\]"),
-    ("short-row", lambda d: put_rows(d, "trials.csv", [r[:-2] if i == 4 else r for i, r in enumerate(table_rows(d, "trials.csv"))]),
-     r"trials\.csv: row 4 has 14 cell\(s\); expected 16, one per column$"),
-    ("cut-mid-row", lambda d: (d / "trials.csv").write_bytes((d / "trials.csv").read_bytes()[:-3]),
-     r"trials\.csv: row 30, column 'cache_hit': expected True or False; got '(Fa|Tr)' \(the file ends in this row without a line end: truncated\)"),
-    ("cut-in-quotes", lambda d: (d / "front.csv").write_bytes((d / "front.csv").read_bytes().split(b'"{')[0] + b'"{""lay'),
-     r"front\.csv is not well-formed CSV \(line 2: unexpected end of data\): truncated"),
-    ("cut-whole-row", lambda d: (d / "trials.csv").write_text("".join((d / "trials.csv").read_text().splitlines(True)[:-1])),
-     r"trials\.csv holds 29 row\(s\); search\.json's summary\.trials says 30: rows were cut"),
-    ("no-line-end", lambda d: (d / "front.csv").write_text((d / "front.csv").read_text().rstrip("\n")),
-     r"front\.csv is truncated: its last row \(row \d+\) has no line end"),
-    ("not-utf8", lambda d: (d / "trials.csv").write_bytes((d / "trials.csv").read_bytes().replace(b"True", b"Tr\xe9e", 1)),
-     r"trials\.csv is not UTF-8 text \(byte 0xe9 at offset \d+\): corrupted"),
+    (
+        "drop-subnet",
+        drop_column("front.csv", "subnet"),
+        r"front\.csv is not a dynasearch trials table: header line missing columns \['subnet'\]",
+    ),
+    (
+        "extra-column",
+        lambda d: put_rows(d, "trials.csv", [r + ["x"] for r in table_rows(d, "trials.csv")]),
+        r"trials\.csv is not a dynasearch trials table: header line unknown columns \['x'\]",
+    ),
+    (
+        "repeated-column",
+        lambda d: put_rows(
+            d, "front.csv", [r[:-1] + [r[0]] if i == 0 else r for i, r in enumerate(table_rows(d, "front.csv"))]
+        ),
+        r"front\.csv is not a dynasearch trials table: header line missing columns \['cache_hit'\]; repeated columns \['trial'\]",
+    ),
+    (
+        "short-row",
+        lambda d: put_rows(
+            d, "trials.csv", [r[:-2] if i == 4 else r for i, r in enumerate(table_rows(d, "trials.csv"))]
+        ),
+        r"trials\.csv: row 4 has 14 cell\(s\); expected 16, one per column$",
+    ),
+    (
+        "cut-mid-row",
+        lambda d: (d / "trials.csv").write_bytes((d / "trials.csv").read_bytes()[:-3]),
+        r"trials\.csv: row 30, column 'cache_hit': expected True or False; got '(Fa|Tr)' \(the file ends in this row without a line end: truncated\)",
+    ),
+    (
+        "cut-in-quotes",
+        lambda d: (d / "front.csv").write_bytes((d / "front.csv").read_bytes().split(b'"{')[0] + b'"{""lay'),
+        r"front\.csv is not well-formed CSV \(line 2: unexpected end of data\): truncated",
+    ),
+    (
+        "cut-whole-row",
+        lambda d: (d / "trials.csv").write_text("".join((d / "trials.csv").read_text().splitlines(True)[:-1])),
+        r"trials\.csv holds 29 row\(s\); search\.json's summary\.trials says 30: rows were cut",
+    ),
+    (
+        "no-line-end",
+        lambda d: (d / "front.csv").write_text((d / "front.csv").read_text().rstrip("\n")),
+        r"front\.csv is truncated: its last row \(row \d+\) has no line end",
+    ),
+    (
+        "not-utf8",
+        lambda d: (d / "trials.csv").write_bytes((d / "trials.csv").read_bytes().replace(b"True", b"Tr\xe9e", 1)),
+        r"trials\.csv is not UTF-8 text \(byte 0xe9 at offset \d+\): corrupted",
+    ),
     ("repeated-trial", set_cell("trials.csv", "trial", "0", row=2), r"trials\.csv: row 2 repeats trial number 0"),
-    ("front-off-front", set_cell("front.csv", "on_front", "False"), r"front\.csv: row 1, column 'on_front': expected True"),
-    ("digit-changed", set_cell("trials.csv", "metric_search", "99.5", row=6),
-     r"trials\.csv is not the table the search wrote \(its sha256 differs from search\.json's tables\.trials\.csv\)"),
-    ("trials-a-directory", lambda d: ((d / "trials.csv").unlink(), (d / "trials.csv").mkdir()), r"trials\.csv is not a regular file"),
-    ("search-json-a-directory", lambda d: ((d / "search.json").unlink(), (d / "search.json").mkdir()),
-     r"cannot read search results file .*search\.json: Is a directory"),
-    ("older-version-damaged", lambda d: (as_version_1(d), set_cell("front.csv", "predicted_ms", "x")(d)),
-     r"front\.csv: row 1, column 'predicted_ms': expected a number; got 'x' \(results format version 1, written by an older dynasearch\)$"),
+    (
+        "front-off-front",
+        set_cell("front.csv", "on_front", "False"),
+        r"front\.csv: row 1, column 'on_front': expected True",
+    ),
+    (
+        "digit-changed",
+        set_cell("trials.csv", "metric_search", "99.5", row=6),
+        r"trials\.csv is not the table the search wrote \(its sha256 differs from search\.json's tables\.trials\.csv\)",
+    ),
+    (
+        "trials-a-directory",
+        lambda d: ((d / "trials.csv").unlink(), (d / "trials.csv").mkdir()),
+        r"trials\.csv is not a regular file",
+    ),
+    (
+        "search-json-a-directory",
+        lambda d: ((d / "search.json").unlink(), (d / "search.json").mkdir()),
+        r"cannot read search results file .*search\.json: Is a directory",
+    ),
+    (
+        "older-version-damaged",
+        lambda d: (as_version_1(d), set_cell("front.csv", "predicted_ms", "x")(d)),
+        r"front\.csv: row 1, column 'predicted_ms': expected a number; got 'x' \(results format version 1, written by an older dynasearch\)$",
+    ),
 ]
 
 
@@ -301,7 +492,10 @@ def test_reader_names_the_damage(damage, message, sk_results, fast_tmp, capsys):
         read_results(d)
     before = snapshot(d)
     out = fast_tmp / "deploy"
-    for argv in (["query", d, "--target-latency", "4ms"], ["export", "--results", d, "--key", "abc", "--format", "hf", "--out", out]):
+    for argv in (
+        ["query", d, "--target-latency", "4ms"],
+        ["export", "--results", d, "--key", "abc", "--format", "hf", "--out", out],
+    ):
         capsys.readouterr()
         assert cli(*argv) == 2
         err = capsys.readouterr().err
@@ -313,7 +507,11 @@ def test_reader_names_the_damage(damage, message, sk_results, fast_tmp, capsys):
 
 def test_reader_types_what_it_reads(sk_results):
     r = read_results(sk_results)
-    assert r.version == VERSION and len(r.trials) == r.meta["summary"]["trials"] and len(r.front) == r.meta["summary"]["front_size"]
+    assert (
+        r.version == VERSION
+        and len(r.trials) == r.meta["summary"]["trials"]
+        and len(r.front) == r.meta["summary"]["front_size"]
+    )
     assert set(r.meta["tables"]) == {"trials.csv", "front.csv"}
     t = r.trials
     assert t["trial"].dtype.kind == "i" and t["predicted_ms"].dtype.kind == "f" and t["on_front"].dtype == bool
@@ -340,8 +538,11 @@ def test_written_results_read_back_the_same(sk_results, fast_tmp):
 def test_older_version_is_read_with_a_warning(sk_results, fast_tmp, capsys):
     d = copy_results(sk_results, fast_tmp / "r")
     as_version_1(d)
-    with pytest.warns(UserWarning, match=r"search\.json has results format version 1, older than this dynasearch's 2: read without "
-                                         r"checking the tables' digests"):
+    with pytest.warns(
+        UserWarning,
+        match=r"search\.json has results format version 1, older than this dynasearch's 2: read without "
+        r"checking the tables' digests",
+    ):
         r = read_results(d)
     assert r.version == 1 and r.trials.equals(read_results(sk_results).trials)
     set_cell("trials.csv", "metric_search", "99.5", row=6)(d)  # undetectable without digests: still read
@@ -388,13 +589,16 @@ def test_query_a_regular_file_is_not_a_directory(tmp_path, capsys):
     assert "is not a directory" in err and "does not exist" not in err
 
 
-@pytest.mark.parametrize("text, message", [
-    ("1e400ms", r"latency '1e400ms' is too large: not a finite number of milliseconds"),
-    ("1e308s", r"latency '1e308s' is too large"),  # finite as a number, not once in milliseconds
-    ("0ms", r"latency '0ms' must be positive; it is zero"),
-    ("0.000s", r"must be positive; it is zero"),
-    ("1e-400ms", r"latency '1e-400ms' must be positive; it is too small \(rounds to 0 ms\)"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("1e400ms", r"latency '1e400ms' is too large: not a finite number of milliseconds"),
+        ("1e308s", r"latency '1e308s' is too large"),  # finite as a number, not once in milliseconds
+        ("0ms", r"latency '0ms' must be positive; it is zero"),
+        ("0.000s", r"must be positive; it is zero"),
+        ("1e-400ms", r"latency '1e-400ms' must be positive; it is too small \(rounds to 0 ms\)"),
+    ],
+)
 def test_latency_beyond_a_float(text, message):
     from search.units import parse_latency
 
@@ -405,5 +609,9 @@ def test_latency_beyond_a_float(text, message):
 def test_latency_still_parses():
     from search.units import parse_latency
 
-    assert parse_latency("12ms") == 12.0 and parse_latency("0.5s") == 500.0 and parse_latency("800us") == pytest.approx(0.8)
+    assert (
+        parse_latency("12ms") == 12.0
+        and parse_latency("0.5s") == 500.0
+        and parse_latency("800us") == pytest.approx(0.8)
+    )
     assert parse_latency("1e3ms") == 1000.0

@@ -24,8 +24,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def worker_cmd(sx, out: Path, url: str, study: str, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dynasearch", "search", str(sx.run), "--predictor", str(sx.predictor), "--out", str(out),
-            "--storage", url, "--study", study, "--trials", str(trials), "--no-verify", "--quiet", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dynasearch",
+        "search",
+        str(sx.run),
+        "--predictor",
+        str(sx.predictor),
+        "--out",
+        str(out),
+        "--storage",
+        url,
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--no-verify",
+        "--quiet",
+        *extra,
+    ]
 
 
 def start(cmd: list[str]) -> subprocess.Popen:
@@ -89,7 +107,12 @@ def check_study_ends_exactly(url: str, study_name: str, trials: int) -> dict:
         assert len(workers) == len(set(workers)), (k, workers)
     # every completed config was evaluated (or answered from the cache) once
     assert {t.user_attrs["key"] for t in complete} <= set(keys) | set()
-    return {"states": by_state, "evaluations": len(keys), "distinct": len(set(keys)), "races": len(keys) - len(set(keys))}
+    return {
+        "states": by_state,
+        "evaluations": len(keys),
+        "distinct": len(set(keys)),
+        "races": len(keys) - len(set(keys)),
+    }
 
 
 def run_two_workers(sx, tmp_path: Path, url: str, trials: int = 30) -> dict:
@@ -122,9 +145,14 @@ def test_killed_worker_trial_is_retried(searchable, tmp_path, pg_database):
 
     url, trials = pg_database, 6
     slow = ("--heartbeat", "1", "--max-seq-length", "32")
-    a = subprocess.Popen(worker_cmd(searchable, tmp_path / "a", url, "kill", trials, *slow), cwd=REPO,
-                         env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **{ENV: "trial-evaluating@3"}),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(
+        worker_cmd(searchable, tmp_path / "a", url, "kill", trials, *slow),
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", **{ENV: "trial-evaluating@3"}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     rc, _, err = finish(a)
     assert rc == -signal.SIGKILL, f"the worker was not killed at its 3rd evaluation (exit {rc}): {err[-2000:]}"
     left = load(url, "kill").get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -146,8 +174,17 @@ def test_killed_worker_trial_is_retried(searchable, tmp_path, pg_database):
 def _search(sx, tmp_path, url, study, **kw):
     from search.study import Search, SearchConfig
 
-    cfg = SearchConfig(run=sx.run, predictor=sx.predictor, out=tmp_path / "r", storage=url, study=study, trials=3, verify=False,
-                       progress=False, **kw)
+    cfg = SearchConfig(
+        run=sx.run,
+        predictor=sx.predictor,
+        out=tmp_path / "r",
+        storage=url,
+        study=study,
+        trials=3,
+        verify=False,
+        progress=False,
+        **kw,
+    )
     s = Search(cfg)
     try:
         s.prepare()
@@ -211,12 +248,15 @@ def test_silent_server_fails_within_10s():
         assert "s3cret" not in str(e.value)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("mysql://root:pw@localhost/db", "database 'mysql' is not supported"),
-    ("postgres://u@localhost/db", "write postgresql\\+psycopg://"),
-    ("postgresql+psycopg2://u:pw@localhost/db", "driver 'psycopg2' is not supported"),
-    ("not a url", "cannot be parsed"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("mysql://root:pw@localhost/db", "database 'mysql' is not supported"),
+        ("postgres://u@localhost/db", "write postgresql\\+psycopg://"),
+        ("postgresql+psycopg2://u:pw@localhost/db", "driver 'psycopg2' is not supported"),
+        ("not a url", "cannot be parsed"),
+    ],
+)
 def test_unsupported_urls(url, message):
     with pytest.raises(SearchError, match=message) as e:
         open_storage(url)
@@ -261,8 +301,17 @@ def test_dashboard_serves_our_study(searchable, tmp_path):
 
     def get(path: str) -> tuple[str, bytes]:
         status = {}
-        env = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "localhost", "SERVER_PORT": "80",
-               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr, "SCRIPT_NAME": ""}
+        env = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "SERVER_NAME": "localhost",
+            "SERVER_PORT": "80",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "SCRIPT_NAME": "",
+        }
         body = b"".join(app(env, lambda s, h, exc_info=None: status.setdefault("s", s)))
         return status["s"], body
 

@@ -17,7 +17,9 @@ from search.errors import SearchError
 from search.study import SearchConfig, run_search
 from searchkit import cli, fit_predictor_dir, make_model_dir, search_args  # noqa: E402
 
-pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
+pytest_plugins = [
+    "searchkit"
+]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 
 def nothing_written(out: Path) -> bool:
@@ -42,8 +44,11 @@ def not_a_predictor(sk_fast):
 
 # (name, extra args or replacements, message pieces)
 BAD = [
-    ("target below the fastest", ["--target-latency", "1us"],
-     ["target 0.001 ms is below the fastest sub-network of the space (", "predicted 1."]),
+    (
+        "target below the fastest",
+        ["--target-latency", "1us"],
+        ["target 0.001 ms is below the fastest sub-network of the space (", "predicted 1."],
+    ),
     ("target without unit", ["--target-latency", "4"], ["latency '4' has no unit"]),
     ("unknown unit", ["--target-latency", "4furlongs"], ["unknown unit 'furlongs'"]),
     ("unknown sampler", ["--sampler", "cmaes"], ["unknown sampler 'cmaes'; allowed: nsga2, tpe, gp, random"]),
@@ -54,15 +59,35 @@ BAD = [
     ("untrained checkpoint", {"run": "BASE", "task": "sst2"}, ["has no stage.json", "--allow-untrained"]),
     ("unparseable storage", ["--storage", "::not a url::"], ["storage URL '::not a url::' cannot be parsed"]),
     ("unsupported storage", ["--storage", "mysql://u@h/db"], ["database 'mysql' is not supported"]),
-    ("storage folder missing", ["--storage", "sqlite:////nonexistent-dir-xyz/study.db"], ["/nonexistent-dir-xyz does not exist"]),
+    (
+        "storage folder missing",
+        ["--storage", "sqlite:////nonexistent-dir-xyz/study.db"],
+        ["/nonexistent-dir-xyz does not exist"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("name, change, pieces", BAD, ids=[b[0] for b in BAD])
-def test_search_bad_input(name, change, pieces, sk_run, sk_base, sk_data, sk_predictor, other_backbone_predictor,
-                          not_a_predictor, fast_tmp, capsys):
+def test_search_bad_input(
+    name,
+    change,
+    pieces,
+    sk_run,
+    sk_base,
+    sk_data,
+    sk_predictor,
+    other_backbone_predictor,
+    not_a_predictor,
+    fast_tmp,
+    capsys,
+):
     out = fast_tmp / "results"
-    subs = {"OTHER": other_backbone_predictor, "MISSING": fast_tmp / "MISSING", "NOTPRED": not_a_predictor, "BASE": sk_base}
+    subs = {
+        "OTHER": other_backbone_predictor,
+        "MISSING": fast_tmp / "MISSING",
+        "NOTPRED": not_a_predictor,
+        "BASE": sk_base,
+    }
     run, pred, extra = sk_run, sk_predictor, ["--trials", 12, "--no-verify"]
     if isinstance(change, dict):
         run = subs.get(change.get("run"), run)
@@ -83,7 +108,9 @@ def test_search_bad_input(name, change, pieces, sk_run, sk_base, sk_data, sk_pre
 
 
 def test_target_below_fastest_names_the_fastest_config(sk_run, sk_predictor, fast_tmp):
-    with pytest.raises(SearchError, match=r"below the fastest sub-network of the space \(layers 0 heads \d+ ffn \d+: predicted \d"):
+    with pytest.raises(
+        SearchError, match=r"below the fastest sub-network of the space \(layers 0 heads \d+ ffn \d+: predicted \d"
+    ):
         run_search(SearchConfig(run=sk_run, predictor=sk_predictor, out=fast_tmp / "r", target_ms=0.5, verify=False))
     assert not (fast_tmp / "r").exists()
 
@@ -101,8 +128,23 @@ def test_trials_zero(sk_run, sk_predictor, fast_tmp, capsys):
 
 def test_untrained_checkpoint_allowed_with_a_warning(sk_base, sk_data, sk_predictor, fast_tmp, capsys):
     out = fast_tmp / "r"
-    rc = cli(*search_args(sk_base, sk_predictor, out, "--task", "sst2", "--data-dir", sk_data, "--trials", 12, "--no-verify",
-                          "--allow-untrained", "--max-seq-length", 32))
+    rc = cli(
+        *search_args(
+            sk_base,
+            sk_predictor,
+            out,
+            "--task",
+            "sst2",
+            "--data-dir",
+            sk_data,
+            "--trials",
+            12,
+            "--no-verify",
+            "--allow-untrained",
+            "--max-seq-length",
+            32,
+        )
+    )
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "warning:" in cap.err and "has no stage.json" in cap.err and "--allow-untrained" in cap.err
@@ -113,8 +155,18 @@ def test_unreachable_storage_fails_fast_without_the_password(sk_run, sk_predicto
     pytest.importorskip("psycopg")
     out = fast_tmp / "r"
     t0 = time.monotonic()
-    rc = cli(*search_args(sk_run, sk_predictor, out, "--trials", 12, "--no-verify", "--storage",
-                          "postgresql+psycopg://u:secret@127.0.0.1:1/x"))
+    rc = cli(
+        *search_args(
+            sk_run,
+            sk_predictor,
+            out,
+            "--trials",
+            12,
+            "--no-verify",
+            "--storage",
+            "postgresql+psycopg://u:secret@127.0.0.1:1/x",
+        )
+    )
     secs = time.monotonic() - t0
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
@@ -151,7 +203,9 @@ def test_export_by_target(sk_results, fast_tmp, capsys):
     assert m["subnet_key"] == ans["key"]
     s = m["search"]
     assert s["target_ms"] == 4.0 and s["predicted_ms"] == pytest.approx(ans["predicted_ms"]) and s["verified"] is False
-    assert s["metric"] == "accuracy" and s["task"] == "sst2" and s["metric_full_dev"] == pytest.approx(ans["metric_full"])
+    assert (
+        s["metric"] == "accuracy" and s["task"] == "sst2" and s["metric_full_dev"] == pytest.approx(ans["metric_full"])
+    )
     assert {"measured_ms", "latency_setting", "fingerprint", "results_dir"} <= set(s)
     meta = json.loads((sk_results / "search.json").read_text())
     subnet = SubnetConfig.from_dict(ans["subnet"])
@@ -173,11 +227,14 @@ def test_export_by_key(sk_results, fast_tmp):
     assert logits_match(out, Path(meta["study"]["model_dir"]), SubnetConfig.from_json(row["subnet"])) <= 1e-5
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--target-latency", "4ms", "--key", "abc"], "exactly one of --target-latency LAT or --key KEY"),
-    ([], "exactly one of --target-latency LAT or --key KEY"),
-    (["--key", "abc", "--width", "0.5"], "give no MODEL_DIR, --width, --depth or --subnet"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target-latency", "4ms", "--key", "abc"], "exactly one of --target-latency LAT or --key KEY"),
+        ([], "exactly one of --target-latency LAT or --key KEY"),
+        (["--key", "abc", "--width", "0.5"], "give no MODEL_DIR, --width, --depth or --subnet"),
+    ],
+)
 def test_export_results_bad_arguments(args, message, sk_results, fast_tmp, capsys):
     out = fast_tmp / "deploy"
     with pytest.raises(SystemExit) as e:

@@ -31,14 +31,24 @@ TRIALS = 16
 def child(args: list, kill_at: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONWARNINGS="ignore", **{ENV: kill_at})
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return subprocess.run([sys.executable, "-m", "dynasearch", *[str(a) for a in args]], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "dynasearch", *[str(a) for a in args]],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def study_state(db: Path, study: str = "dynasearch") -> dict[str, int]:
     with sqlite3.connect(db) as c:
-        rows = c.execute("SELECT t.state, COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
-                         "WHERE s.study_name = ? GROUP BY t.state", (study,)).fetchall()
+        rows = c.execute(
+            "SELECT t.state, COUNT(*) FROM trials t JOIN studies s ON t.study_id = s.study_id "
+            "WHERE s.study_name = ? GROUP BY t.state",
+            (study,),
+        ).fetchall()
     return {str(state): int(n) for state, n in rows}
 
 
@@ -46,9 +56,14 @@ def grid_trials(db: Path, study: str = "dynasearch") -> list[str]:
     """The grid label of every trial that carries one, less the FAILed tries of a killed run (each is
     retried as a copy that keeps its label)."""
     with sqlite3.connect(db) as c:
-        return [g for (g,) in c.execute(
-            "SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id JOIN studies s "
-            "ON t.study_id = s.study_id WHERE a.key = 'grid' AND s.study_name = ? AND t.state != 'FAIL'", (study,))]
+        return [
+            g
+            for (g,) in c.execute(
+                "SELECT a.value_json FROM trial_user_attributes a JOIN trials t ON a.trial_id = t.trial_id JOIN studies s "
+                "ON t.study_id = s.study_id WHERE a.key = 'grid' AND s.study_name = ? AND t.state != 'FAIL'",
+                (study,),
+            )
+        ]
 
 
 def evaluations(db: Path) -> list[str]:
@@ -56,19 +71,26 @@ def evaluations(db: Path) -> list[str]:
         return [k for (k,) in c.execute("SELECT key FROM dynasearch_evaluations")]
 
 
-@pytest.mark.parametrize("point", ["study-created", "study-identity", "grid-enqueued@5", "trial-evaluating@3", "cache-put@2",
-                                   "results-written"])
+@pytest.mark.parametrize(
+    "point",
+    ["study-created", "study-identity", "grid-enqueued@5", "trial-evaluating@3", "cache-put@2", "results-written"],
+)
 def test_search_killed_at_a_named_point_is_resumed_by_the_same_command(point, sk_run, sk_predictor, sk_fast, tmp_path):
     out = tmp_path / "r"
-    args = search_args(sk_run, sk_predictor, out, "--trials", TRIALS, "--no-verify", "--target-latency", "4ms",
-                       "--sampler", "random")
+    args = search_args(
+        sk_run, sk_predictor, out, "--trials", TRIALS, "--no-verify", "--target-latency", "4ms", "--sampler", "random"
+    )
     killed = child(args, point)
-    assert killed.returncode == -signal.SIGKILL, f"not killed at {point}: exit {killed.returncode}\n{killed.stderr[-2000:]}"
+    assert killed.returncode == -signal.SIGKILL, (
+        f"not killed at {point}: exit {killed.returncode}\n{killed.stderr[-2000:]}"
+    )
     assert (out / "study.db").is_file()
     assert cli(*args) == 0  # the same command again
     assert study_state(out / "study.db").get("COMPLETE") == TRIALS, study_state(out / "study.db")
     grid = grid_trials(out / "study.db")
-    assert len(grid) == 12 and len(set(grid)) == 12, f"{point}: grid trials (a killed one's failed try aside): {sorted(grid)}"
+    assert len(grid) == 12 and len(set(grid)) == 12, (
+        f"{point}: grid trials (a killed one's failed try aside): {sorted(grid)}"
+    )
     keys = evaluations(out / "study.db")
     assert len(keys) == len(set(keys)), f"{point}: a sub-network was evaluated twice: {sorted(keys)}"
     trials = pd.read_csv(out / "trials.csv")
@@ -86,7 +108,9 @@ def test_study_of_another_tool_is_refused_even_when_empty(sk_run, sk_predictor, 
     monkeypatch.setattr(Search, "_wait_for_identity", lambda self, ident, timeout_s=0.3: wait(self, ident, timeout_s))
     out = tmp_path / "r"
     out.mkdir()
-    optuna.create_study(study_name="dynasearch", storage=f"sqlite:///{out / 'study.db'}", directions=["maximize", "minimize"])
+    optuna.create_study(
+        study_name="dynasearch", storage=f"sqlite:///{out / 'study.db'}", directions=["maximize", "minimize"]
+    )
     with pytest.raises(SearchError, match="was not created by dynasearch search"):
         run_search(SearchConfig(run=sk_run, predictor=sk_predictor, out=out, trials=13, verify=False, progress=False))
 
@@ -95,10 +119,14 @@ def test_killed_trial_is_retried_at_once_not_after_the_grace_period(sk_run, sk_p
     """A search killed mid-trial (heartbeat 60 s: Optuna would wait 180 s for it to go stale): the
     re-run sees that the trial's worker process is gone, fails it and retries it at once."""
     out = tmp_path / "r"
-    args = search_args(sk_run, sk_predictor, out, "--trials", TRIALS, "--no-verify", "--sampler", "random", "--heartbeat", 60)
+    args = search_args(
+        sk_run, sk_predictor, out, "--trials", TRIALS, "--no-verify", "--sampler", "random", "--heartbeat", 60
+    )
     assert child(args, "trial-evaluating@2").returncode == -signal.SIGKILL
     again = child(args, "")  # the same command, nothing killed (a guard timeout of 300 s, far below 3 x 60 s per trial)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "its worker" in again.stderr and "is gone (killed); failed and queued for a retry" in again.stderr, again.stderr[-2000:]
+    assert "its worker" in again.stderr and "is gone (killed); failed and queued for a retry" in again.stderr, (
+        again.stderr[-2000:]
+    )
     state = study_state(out / "study.db")
     assert state.get("COMPLETE") == TRIALS and state.get("FAIL") == 1 and "RUNNING" not in state, state

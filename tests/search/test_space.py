@@ -14,9 +14,13 @@ from search.errors import SearchError
 from search.space import SpaceOptions, decode, encode, grid_points, param_names
 from searchkit import cli, count_grid_trials, search_args  # noqa: E402
 
-pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
+pytest_plugins = [
+    "searchkit"
+]  # its session fixtures, shared by every module (importing them would copy them per module)
 
-SHAPE = BackboneShape(num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=20, max_positions=64)
+SHAPE = BackboneShape(
+    num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=20, max_positions=64
+)
 
 
 def params(keep, heads, ffn):
@@ -82,13 +86,16 @@ def test_repair_skips_empty_layers():
     assert got.layers == (1, 3)  # layer 0 computes nothing, so layer 1 is the lowest repairable one
 
 
-@pytest.mark.parametrize("opts, message", [
-    (SpaceOptions(ffn_choices=(32,), ffn_step=16), "either FFN choices or an FFN step"),
-    (SpaceOptions(ffn_step=65), "FFN step must be in 1..64"),
-    (SpaceOptions(min_layers=5), "min layers must be in 1..4"),
-    (SpaceOptions(head_choices=(0,), ffn_choices=(0,)), "all 0"),
-    (SpaceOptions(head_choices=(5,)), r"head choices \[5\] outside 0..4"),
-])
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (SpaceOptions(ffn_choices=(32,), ffn_step=16), "either FFN choices or an FFN step"),
+        (SpaceOptions(ffn_step=65), "FFN step must be in 1..64"),
+        (SpaceOptions(min_layers=5), "min layers must be in 1..4"),
+        (SpaceOptions(head_choices=(0,), ffn_choices=(0,)), "all 0"),
+        (SpaceOptions(head_choices=(5,)), r"head choices \[5\] outside 0..4"),
+    ],
+)
 def test_bad_space_options(opts, message):
     with pytest.raises(SearchError, match=message):
         opts.build(SHAPE)

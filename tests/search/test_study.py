@@ -22,7 +22,9 @@ from search.study import Search, SearchConfig, run_search
 from dynabert.subnet import SubnetConfig
 from searchkit import REPO, cli, complete_trials, copy_results, search_args, subprocess_env  # noqa: E402
 
-pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
+pytest_plugins = [
+    "searchkit"
+]  # its session fixtures, shared by every module (importing them would copy them per module)
 
 CONSTRAINT = "constraints:latency"  # where Optuna 5's trial.set_constraint("latency", v) stores v (system_attrs)
 
@@ -58,8 +60,25 @@ def test_cache_prevents_re_evaluation(sk_results, sk_run, sk_predictor, fast_tmp
     assert again["timing"]["evaluations_this_run"] == 0
     assert again["summary"]["evaluations_logged"] == first["evaluations_logged"]
     # Another study in the same storage shares the cache: its 12 grid points cost nothing.
-    assert cli(*search_args(sk_run, sk_predictor, res, "--trials", 14, "--no-verify", "--study", "second",
-                            "--sampler", "random", "--seed", "3")) == 0
+    assert (
+        cli(
+            *search_args(
+                sk_run,
+                sk_predictor,
+                res,
+                "--trials",
+                14,
+                "--no-verify",
+                "--study",
+                "second",
+                "--sampler",
+                "random",
+                "--seed",
+                "3",
+            )
+        )
+        == 0
+    )
     second = meta(res)
     assert second["timing"]["cache_hits_this_run"] >= 12
     assert second["timing"]["evaluations_this_run"] <= 2
@@ -73,8 +92,17 @@ def test_cache_prevents_re_evaluation(sk_results, sk_run, sk_predictor, fast_tmp
 
 
 def test_equal_decoded_configs_are_evaluated_once(sk_run, sk_predictor, fast_tmp):
-    cfg = SearchConfig(run=sk_run, predictor=sk_predictor, out=fast_tmp / "r", trials=14, sampler="random", verify=False,
-                       target_ms=4.0, progress=False, heartbeat_interval=1)
+    cfg = SearchConfig(
+        run=sk_run,
+        predictor=sk_predictor,
+        out=fast_tmp / "r",
+        trials=14,
+        sampler="random",
+        verify=False,
+        target_ms=4.0,
+        progress=False,
+        heartbeat_interval=1,
+    )
     s = Search(cfg)
     try:
         s.prepare()
@@ -104,15 +132,26 @@ def test_equal_decoded_configs_are_evaluated_once(sk_run, sk_predictor, fast_tmp
 
 def test_resume_after_sigkill_loses_and_repeats_nothing(sk_run, sk_predictor, fast_tmp):
     out = fast_tmp / "r"
-    args = [str(a) for a in search_args(sk_run, sk_predictor, out, "--trials", 60, "--no-verify", "--sampler", "random",
-                                        "--target-latency", "4ms")]
-    proc = subprocess.Popen([sys.executable, "-m", "dynasearch", *args], cwd=REPO, env=subprocess_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [
+        str(a)
+        for a in search_args(
+            sk_run, sk_predictor, out, "--trials", 60, "--no-verify", "--sampler", "random", "--target-latency", "4ms"
+        )
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dynasearch", *args],
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     db = out / "study.db"
     deadline = time.monotonic() + 180
     try:
         while complete_trials(db) < 16:
-            assert proc.poll() is None, f"the search ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+            assert proc.poll() is None, (
+                f"the search ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+            )
             assert time.monotonic() < deadline, "the search did not start within 180 s"
             time.sleep(0.05)
     finally:
@@ -120,14 +159,20 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(sk_run, sk_predictor, fa
         proc.wait(30)
     assert proc.returncode == -signal.SIGKILL
     with sqlite3.connect(db) as c:
-        done_before = dict(c.execute("SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a "
-                                     "ON a.trial_id = t.trial_id WHERE t.state = 'COMPLETE' AND a.key = 'key'").fetchall())
+        done_before = dict(
+            c.execute(
+                "SELECT t.number, a.value_json FROM trials t JOIN trial_user_attributes a "
+                "ON a.trial_id = t.trial_id WHERE t.state = 'COMPLETE' AND a.key = 'key'"
+            ).fetchall()
+        )
     assert 16 <= len(done_before) < 60
     assert cli(*args) == 0  # the same command again
     study = load_study(out)
     states = [t.state for t in study.trials]
     assert states.count(optuna.trial.TrialState.COMPLETE) == 60
-    after = {t.number: json.dumps(t.user_attrs["key"]) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    after = {
+        t.number: json.dumps(t.user_attrs["key"]) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE
+    }
     assert {n: after.get(n) for n in done_before} == done_before  # nothing finished was lost
     s = meta(out)["summary"]
     assert s["trials"] == 60
@@ -136,20 +181,28 @@ def test_resume_after_sigkill_loses_and_repeats_nothing(sk_run, sk_predictor, fa
     assert trials["trial"].is_unique and len(trials) == 60
 
 
-@pytest.mark.parametrize("change, field", [
-    (dict(sampler="random"), "sampler"),
-    (dict(space=SpaceOptions(head_choices=(2, 4))), "space"),
-    (dict(target_ms=5.0), "target_ms"),
-    (dict(predictor="LOCAL"), "predictor"),
-])
-def test_a_study_with_other_settings_is_refused(change, field, sk_results, sk_run, sk_predictor, sk_local_predictor, fast_tmp):
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (dict(sampler="random"), "sampler"),
+        (dict(space=SpaceOptions(head_choices=(2, 4))), "space"),
+        (dict(target_ms=5.0), "target_ms"),
+        (dict(predictor="LOCAL"), "predictor"),
+    ],
+)
+def test_a_study_with_other_settings_is_refused(
+    change, field, sk_results, sk_run, sk_predictor, sk_local_predictor, fast_tmp
+):
     res = copy_results(sk_results, fast_tmp / "r")
     if change.get("predictor") == "LOCAL":
         change = dict(change, predictor=sk_local_predictor)
     base = dict(run=sk_run, predictor=sk_predictor, out=res, trials=31, verify=False, target_ms=4.0, progress=False)
     before = (res / "trials.csv").read_bytes()
-    with pytest.raises(SearchError, match=rf"study 'dynasearch' in sqlite:///.*study\.db was created with other settings "
-                                          rf"\(.*{field}: study .*, asked .*\); use another --study name"):
+    with pytest.raises(
+        SearchError,
+        match=rf"study 'dynasearch' in sqlite:///.*study\.db was created with other settings "
+        rf"\(.*{field}: study .*, asked .*\); use another --study name",
+    ):
         run_search(SearchConfig(**{**base, **change}))
     assert (res / "trials.csv").read_bytes() == before
     assert len(load_study(res).trials) == 30
@@ -162,9 +215,14 @@ def test_cache_keys_every_score_input(sk_run, sk_predictor, fast_tmp):
 
     res = fast_tmp / "r"
     runs = {}
-    for study, extra in (("len16", ["--max-seq-length", 16]), ("len32", ["--max-seq-length", 32]),
-                         ("len32-bf16", ["--max-seq-length", 32, "--bf16"])):
-        assert cli(*search_args(sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", study, *extra)) == 0
+    for study, extra in (
+        ("len16", ["--max-seq-length", 16]),
+        ("len32", ["--max-seq-length", 32]),
+        ("len32-bf16", ["--max-seq-length", 32, "--bf16"]),
+    ):
+        assert (
+            cli(*search_args(sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", study, *extra)) == 0
+        )
         runs[study] = meta(res)
     for study, m in runs.items():  # each scored its own 12 grid points: nothing borrowed from the other settings
         assert m["timing"]["evaluations_this_run"] >= 12, (study, m["timing"])
@@ -174,8 +232,14 @@ def test_cache_keys_every_score_input(sk_run, sk_predictor, fast_tmp):
         rows = dict(c.execute("SELECT selection, COUNT(*) FROM dynasearch_accuracy GROUP BY selection").fetchall())
     assert set(rows) == selections and all(n >= 12 for n in rows.values()), rows
     # The same search again is answered from the cache: the key is stable across runs.
-    assert cli(*search_args(sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", "len16",
-                            "--max-seq-length", 16)) == 0
+    assert (
+        cli(
+            *search_args(
+                sk_run, sk_predictor, res, "--trials", 12, "--no-verify", "--study", "len16", "--max-seq-length", 16
+            )
+        )
+        == 0
+    )
     assert meta(res)["timing"]["evaluations_this_run"] == 0
 
 

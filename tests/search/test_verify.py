@@ -16,14 +16,22 @@ from search.errors import SearchError
 from search.verify import Measured, bias_warning, verify_candidates
 from searchkit import additive_ms, cli, fit_predictor_dir, search_args, this_machine  # noqa: E402
 
-pytest_plugins = ["searchkit"]  # its session fixtures, shared by every module (importing them would copy them per module)
+pytest_plugins = [
+    "searchkit"
+]  # its session fixtures, shared by every module (importing them would copy them per module)
 
-SUBS = [SubnetConfig((0, 1, 2), (4, 4, 4), (64, 64, 64)), SubnetConfig((0, 1), (4, 2), (64, 32)), SubnetConfig((0,), (2,), (32,)),
-        SubnetConfig((1,), (1,), (16,))]
+SUBS = [
+    SubnetConfig((0, 1, 2), (4, 4, 4), (64, 64, 64)),
+    SubnetConfig((0, 1), (4, 2), (64, 32)),
+    SubnetConfig((0,), (2,), (32,)),
+    SubnetConfig((1,), (1,), (16,)),
+]
 
 
 def candidates(subs=SUBS) -> pd.DataFrame:
-    return pd.DataFrame([{"key": s.key, "subnet": s.to_json(), "metric_full": 90 - i, "predicted_ms": 5.0} for i, s in enumerate(subs)])
+    return pd.DataFrame(
+        [{"key": s.key, "subnet": s.to_json(), "metric_full": 90 - i, "predicted_ms": 5.0} for i, s in enumerate(subs)]
+    )
 
 
 class FakeMeasure:
@@ -88,7 +96,9 @@ def test_verify_refuses_another_machine(sk_run, sk_predictor, fast_tmp, capsys):
 def test_search_target_latency_returns_a_verified_answer(sk_run, sk_local_predictor, fast_tmp, capsys):
     out = fast_tmp / "r"
     t0 = time.monotonic()
-    rc = cli(*search_args(sk_run, sk_local_predictor, out, "--trials", 14, "--target-latency", "4ms", "--max-candidates", 3))
+    rc = cli(
+        *search_args(sk_run, sk_local_predictor, out, "--trials", 14, "--target-latency", "4ms", "--max-candidates", 3)
+    )
     secs = time.monotonic() - t0
     text = capsys.readouterr().out
     assert rc == 0, text
@@ -108,12 +118,18 @@ def test_search_target_latency_returns_a_verified_answer(sk_run, sk_local_predic
 @pytest.fixture(scope="session")
 def optimistic_predictor(sk_base, sk_fast):
     """Predicts 1000x faster than the tiny model runs on this machine: nothing can meet its answers."""
-    return fit_predictor_dir(sk_base, sk_fast / "optimistic", machine=this_machine(), fn=lambda s, b, q: additive_ms(s, b, q) / 1000)
+    return fit_predictor_dir(
+        sk_base, sk_fast / "optimistic", machine=this_machine(), fn=lambda s, b, q: additive_ms(s, b, q) / 1000
+    )
 
 
 def test_nothing_meets_the_target(sk_run, optimistic_predictor, fast_tmp, capsys):
     out = fast_tmp / "r"
-    rc = cli(*search_args(sk_run, optimistic_predictor, out, "--trials", 12, "--target-latency", "4us", "--max-candidates", 2))
+    rc = cli(
+        *search_args(
+            sk_run, optimistic_predictor, out, "--trials", 12, "--target-latency", "4us", "--max-candidates", 2
+        )
+    )
     cap = capsys.readouterr()
     assert rc == 1
     assert "no config met 0.004 ms when measured" in cap.out and "the fastest config found" in cap.out
