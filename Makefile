@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 OUT    ?= runs/demo
 
-.PHONY: demo test install install-demo clean
+.PHONY: demo test lint install install-demo clean
 
 $(BIN)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,12 @@ install-demo: $(BIN)/.installed-demo
 demo: $(BIN)/.installed-demo
 	$(BIN)/dynasearch demo --out $(OUT)
 
-test: $(BIN)/.installed
+# The linter and the formatter's check first (config in pyproject.toml), then the whole suite.
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
 
 clean:

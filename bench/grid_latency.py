@@ -81,7 +81,7 @@ def main() -> None:
         dev = np.abs(lr_arr / fr_arr - 1)
         corr = float(np.corrcoef(fr_arr, lr_arr)[0, 1])
         smallest = int(np.argmin(fr_arr))
-        faster = int(sum(1 for f, l in ratios if f < 1 and l < 1))
+        faster = int(sum(1 for f, lat in ratios if f < 1 and lat < 1))
         summary.append((batch, corr, slope, intercept, dev.mean(), dev.max(), faster, len(ratios) - 1))
         lines += [
             "",
@@ -92,7 +92,7 @@ def main() -> None:
             "",
         ]
     lines += ["## How close to proportional to FLOPs", ""]
-    for batch, corr, slope, intercept, mean_dev, max_dev, faster, others in summary:
+    for batch, corr, _slope, intercept, mean_dev, max_dev, faster, others in summary:
         lines.append(
             f"- batch {batch}: {faster} of the {others} smaller sub-networks are faster than the full model; latency tracks FLOPs "
             f"(r = {corr:.3f}), with a fixed part (intercept {intercept:.3f} of the full model's latency: embeddings, "

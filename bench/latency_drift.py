@@ -100,6 +100,7 @@ def reference(run_a, backend: str, threads: int, batch: int) -> float | None:
 
 def main(run: str) -> None:
     import pandas as pd
+
     from predictors import BackendSettings, measure
 
     shape, layer, pool, off = configs()

@@ -271,7 +271,7 @@ def off_section(ev: dict) -> list[str]:
         "| run | values | configs | best | MAPE % | max error % | within +-5% | tau | MAPE <= 3 | every kind: MAPE % (max %) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (run, s), e in ev.items():
+    for (run, _s), e in ev.items():
         for variant in ("corrected", "raw"):
             v = e[variant]
             if "off" not in v:
@@ -326,7 +326,7 @@ def repeat_section(runs: dict) -> tuple[list[str], dict]:
 
 def missed_by_setting(ev: dict, rep: dict) -> dict:
     n: dict = {}
-    for (run, s), e in ev.items():
+    for (_run, s), e in ev.items():
         c = e["corrected"]
         if not c["error"]:
             n[s] = (

@@ -40,8 +40,8 @@ def mark(ok: bool) -> str:
 
 def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str], list[dict], list[dict]]:
     from dynabert.subnet import SubnetConfig, count_flops
-    from predictors.evaluate import _plots, cap_rows, evaluate_split, learning_curve, metrics, pick_best
     from predictors._kinds import LookupTablePredictor
+    from predictors.evaluate import _plots, cap_rows, evaluate_split, learning_curve, metrics, pick_best
 
     lines: list[str] = []
     summary = []

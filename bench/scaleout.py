@@ -39,8 +39,9 @@ def _conftest():
 
 
 def setup(root: Path) -> dict:
-    from dynasearch.cli import main
     from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
+
+    from dynasearch.cli import main
 
     cf = _conftest()
     base = save_hf_model(root / "base", tiny_bert_config())
@@ -286,7 +287,7 @@ def sampler_cost(sizes: tuple[int, ...], asks: int, n_layers: int = 12) -> list[
 def fingerprint() -> dict:
     cpu = ""
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
     except (OSError, StopIteration):
         pass
     commit = subprocess.run(

@@ -62,7 +62,7 @@ def samplers_section(r) -> list[str]:
             m, t = np.asarray(x["metric"])[first], np.asarray(x["latency"])[first]
             hv = hypervolume_history(m, t, *ref) / best
             reach = np.nonzero(hv >= 0.95)[0]
-            at = lambda n: f"{100 * hv[min(n, len(hv)) - 1]:.1f}%"  # noqa: E731
+            at = lambda n, hv=hv: f"{100 * hv[min(n, len(hv)) - 1]:.1f}%"  # noqa: E731
             lines.append(
                 f"| {x['sampler']} | {seed} | {x['trials']} | {len(m)} | {x['repeat_proposals']} "
                 f"({100 * x['repeat_proposals'] / x['trials']:.1f}%) | {at(50)} | {at(100)} | {100 * hv[-1]:.1f}% | "

@@ -43,7 +43,7 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(
             *(
                 t.to(device, non_blocking=True)

@@ -41,7 +41,7 @@ def hidden_pairs(subnet: SubnetConfig | None, num_layers: int) -> list[tuple[int
     """(student index, teacher index) of matched hidden states: the student's input to its j-th kept
     layer <-> the teacher's input to that original layer; final output <-> final output."""
     layers = list(range(num_layers)) if subnet is None else list(subnet.layers)
-    return [(j, l) for j, l in enumerate(layers)] + [(len(layers), num_layers)]
+    return list(enumerate(layers)) + [(len(layers), num_layers)]
 
 
 def random_plan(shape: BackboneShape, stage: str, cfg: TrainConfig, step: int) -> Plan:

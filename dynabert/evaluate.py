@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class DevSet:
         self.max_seq_length = max_seq_length
         self.digest = _encoded_digest(enc, max_seq_length)
 
-    def to(self, device) -> "DevSet":
+    def to(self, device) -> DevSet:
         self.batches = [b.to(device) for b in self.batches]
         return self
 

@@ -18,8 +18,8 @@ import importlib.metadata
 import platform
 import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

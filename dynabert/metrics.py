@@ -6,7 +6,7 @@ Pearson and Spearman correlation for STS-B.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

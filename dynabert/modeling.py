@@ -17,7 +17,7 @@ the residual stream passes through that sub-block unchanged (nothing runs on emp
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -11,7 +11,7 @@ Permuting rows/columns consistently does not change what the full network comput
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -22,12 +22,12 @@ from .modeling import DynaBertForSequenceClassification
 def compute_importance(
     model: DynaBertForSequenceClassification, batches: Iterable[Batch]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(head importance (L, H), neuron importance (L, I)) summed over the batches."""
+    """(head importance (L, H), neuron importance (L, F)) summed over the batches."""
     cfg = model.config
-    L, H, I, d = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size, cfg.head_dim
+    L, H, F, d = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size, cfg.head_dim
     dev = next(model.parameters()).device
     heads = torch.zeros(L, H, device=dev)
-    neurons = torch.zeros(L, I, device=dev)
+    neurons = torch.zeros(L, F, device=dev)
     was_training = model.training
     model.eval()
     for batch in batches:

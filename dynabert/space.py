@@ -46,7 +46,7 @@ class SearchSpace:
     @classmethod
     def default(
         cls, shape: BackboneShape, widths: tuple[float, ...] = PAPER_WIDTHS, allow_drop: bool = True
-    ) -> "SearchSpace":
+    ) -> SearchSpace:
         """Each layer independently at one of the paper's widths (heads and FFN chosen separately)."""
         heads = {round(shape.num_heads * w) for w in widths}
         ffn = {round(shape.num_heads * w) * shape.intermediate_size // shape.num_heads for w in widths}
@@ -90,7 +90,7 @@ class SearchSpace:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchSpace":
+    def from_dict(cls, d: dict[str, Any]) -> SearchSpace:
         return cls(
             BackboneShape(**d["shape"]),
             tuple(d["head_choices"]),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .errors import InvalidSubnetError
 
@@ -36,7 +37,7 @@ class BackboneShape:
     flavor: str = "bert"  # "bert" or "roberta"
 
     @classmethod
-    def from_config(cls, config: Any) -> "BackboneShape":
+    def from_config(cls, config: Any) -> BackboneShape:
         """From a DynaBertConfig / BertConfig / RobertaConfig: the model's OWN shape.
 
         A model that is itself an extracted sub-network (a `dynasearch export`, a stage of a run
@@ -123,12 +124,12 @@ class SubnetConfig:
 
     # ---------------------------------------------------------------- construction
     @classmethod
-    def full(cls, shape: BackboneShape) -> "SubnetConfig":
+    def full(cls, shape: BackboneShape) -> SubnetConfig:
         n = shape.num_layers
         return cls(tuple(range(n)), (shape.num_heads,) * n, (shape.intermediate_size,) * n)
 
     @classmethod
-    def from_grid(cls, shape: BackboneShape, width: float, depth: float) -> "SubnetConfig":
+    def from_grid(cls, shape: BackboneShape, width: float, depth: float) -> SubnetConfig:
         """The paper's (width multiplier, depth multiplier) rule, as the reference code computes it.
 
         heads = round(H * m_w) (Python's round: half to even), FFN = heads / H * I (FFN tied to the
@@ -160,7 +161,7 @@ class SubnetConfig:
         return cls(layers, (heads,) * n_keep, (ffn,) * n_keep)
 
     # ---------------------------------------------------------------- validation
-    def validate(self, shape: BackboneShape) -> "SubnetConfig":
+    def validate(self, shape: BackboneShape) -> SubnetConfig:
         """Raise InvalidSubnetError naming the field, the value and the allowed range; return self."""
         for i, layer in enumerate(self.layers):
             if not 0 <= layer < shape.num_layers:
@@ -193,7 +194,7 @@ class SubnetConfig:
         return hashlib.blake2b(self.to_json().encode(), digest_size=6).hexdigest()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SubnetConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SubnetConfig:
         if not isinstance(data, Mapping):
             raise InvalidSubnetError(
                 f"a subnet must be a JSON object with layers, heads, ffn; got {type(data).__name__}"
@@ -212,7 +213,7 @@ class SubnetConfig:
         return sub
 
     @classmethod
-    def from_json(cls, text: str) -> "SubnetConfig":
+    def from_json(cls, text: str) -> SubnetConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -220,7 +221,7 @@ class SubnetConfig:
         return cls.from_dict(data)
 
     @classmethod
-    def load(cls, path) -> "SubnetConfig":
+    def load(cls, path) -> SubnetConfig:
         from .io import read_json  # one reader for every JSON file: unreadable, non-UTF-8, truncated
 
         data = read_json(path, "subnet file", error=InvalidSubnetError, kind=object)

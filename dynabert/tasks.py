@@ -18,9 +18,9 @@ import hashlib
 import importlib.util
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from .errors import DataError
 
@@ -180,7 +180,7 @@ class TaskData:
     def __len__(self) -> int:
         return len(self.texts)
 
-    def subset(self, idx: Sequence[int]) -> "TaskData":
+    def subset(self, idx: Sequence[int]) -> TaskData:
         return TaskData(
             [self.texts[i] for i in idx],
             None if self.pairs is None else [self.pairs[i] for i in idx],

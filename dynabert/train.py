@@ -29,8 +29,8 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -259,8 +259,8 @@ class Trainer:
                 self.loss_parts["logit_kl"] += lw * (sce.item() - ent) * scale
             if hw:
                 hidden = s.logits.new_zeros(())
-                for j, l in hidden_pairs(sub, L):
-                    hidden = hidden + masked_mse(s.hidden_states[j], t.hidden_states[l], b.attention_mask)
+                for j, k in hidden_pairs(sub, L):
+                    hidden = hidden + masked_mse(s.hidden_states[j], t.hidden_states[k], b.attention_mask)
                 loss = loss + hw * hidden
                 self.loss_parts["hidden_mse"] += hw * hidden.item() * scale
             loss = loss * scale

@@ -360,7 +360,6 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
     from dynabert.evaluate import load_dev_set
     from dynabert.runs import model_digest, resolve_run
     from dynabert.tasks import get_task
-
     from search.objectives import cache_selection
     from search.storage import AccuracyCache, default_storage_url
     from search.study import RESCORE_SEED
@@ -473,8 +472,8 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     from dynabert.backbone import load_model
     from dynabert.extract import model_shape
     from dynabert.runs import run_model_dir
-
     from search.deploy import export_from_results
+
     from .report import write_report
 
     t_start = time.perf_counter()

@@ -7,7 +7,7 @@ Dependencies point one way: dynabert <- predictors <- search.
 """
 
 from ._core import Protocol
-from ._schema import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA
+from ._schema import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA, raw_timings_path, read_raw_timings
 from .backends import BACKENDS, BackendSettings, make_backend
 from .base import LatencyPredictor
 from .errors import MeasurementError, PredictorError, RecordsError
@@ -15,17 +15,7 @@ from .evaluate import fit_and_evaluate, metrics, split_holdout
 from .kit import runner_source, write_kit
 from .latency import PREDICTORS, find_predictor, load_predictor, make_predictor
 from .measure import load_shape, measure
-from .records import read_records, repeatability
-from ._schema import read_raw_timings, raw_timings_path
-from .records import LATENCY_COLUMN
-from .verify import (
-    VERIFY_COLUMNS,
-    check_this_machine,
-    machine_matches,
-    predictor_settings,
-    this_machine_target,
-    verify_latency,
-)
+from .records import LATENCY_COLUMN, read_records, repeatability
 from .samplers import (
     SAMPLERS,
     flop_covering_configs,
@@ -33,6 +23,14 @@ from .samplers import (
     layer_table_configs,
     sample_configs,
     uniform_configs,
+)
+from .verify import (
+    VERIFY_COLUMNS,
+    check_this_machine,
+    machine_matches,
+    predictor_settings,
+    this_machine_target,
+    verify_latency,
 )
 
 __all__ = [

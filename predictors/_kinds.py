@@ -4,7 +4,8 @@ lookup table, layer regression (relative NNLS over hat bases), boosted trees, hy
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,9 +12,10 @@ import os
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from dynabert.io import process_dead, process_tag
 
@@ -66,7 +67,7 @@ class BackendSettings:
             elif self.device == "cpu" and self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
                 object.__setattr__(self, "device", "cuda")
 
-    def with_shape(self, batch: int, seq_len: int) -> "BackendSettings":
+    def with_shape(self, batch: int, seq_len: int) -> BackendSettings:
         return BackendSettings(
             self.backend, self.device, self.threads, self.spinning, self.dtype, batch, seq_len, self.provider
         )
@@ -83,13 +84,13 @@ class Backend(ABC):
     @abstractmethod
     def check(self) -> None: ...
 
-    def configure(self) -> None:
+    def configure(self) -> None:  # noqa: B027 - optional hook: most backends set nothing
         """Process-wide settings (thread pools)."""
 
     @abstractmethod
     def prepare(self, model: Any, key: str) -> Callable[[], Any]: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends make no files
         """Release files the backend made."""
 
 

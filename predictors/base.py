@@ -15,9 +15,10 @@ import io
 import math
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -58,11 +59,11 @@ class Data:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, idx: np.ndarray) -> "Data":
+    def take(self, idx: np.ndarray) -> Data:
         return Data([self.subnets[i] for i in idx], self.batch[idx], self.seq[idx], self.y[idx])
 
     @classmethod
-    def from_records(cls, df: pd.DataFrame) -> "Data":
+    def from_records(cls, df: pd.DataFrame) -> Data:
         return cls(
             [SubnetConfig.from_json(s) for s in df["subnet"]],
             df["batch"].to_numpy(dtype=float),
@@ -110,7 +111,7 @@ class LatencyPredictor(ABC):
         return np.array([is_layer_table_config(s) for s in data.subnets], dtype=bool)
 
     # ---- fitting
-    def fit(self, records: pd.DataFrame, conformal: bool = True) -> "LatencyPredictor":
+    def fit(self, records: pd.DataFrame, conformal: bool = True) -> LatencyPredictor:
         """Fit on records of one target (status ok rows). conformal=False skips the cross-validation
         that the prediction intervals need (learning curves use that)."""
         df = ok_records(records)

@@ -53,7 +53,7 @@ class TreeEnsemble:
         }
 
     @classmethod
-    def from_arrays(cls, init: float, learning_rate: float, arrays: dict[str, np.ndarray]) -> "TreeEnsemble":
+    def from_arrays(cls, init: float, learning_rate: float, arrays: dict[str, np.ndarray]) -> TreeEnsemble:
         return cls(
             float(init),
             float(learning_rate),

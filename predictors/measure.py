@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -221,7 +222,7 @@ def measure(
             if full is None:
                 full = model if model is not None else random_like(shape)
 
-            def prepare_fn(subnet: SubnetConfig, backend=backend, st=st):
+            def prepare_fn(subnet: SubnetConfig, backend=backend, st=st, full=full):
                 def prepare():
                     small = extract_subnet(full, subnet)
                     # Every extracted model reads the same (unsliced) word-embedding rows: share the

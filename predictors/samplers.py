@@ -4,7 +4,7 @@ FLOP range, and the single-layer configs a lookup table is built from."""
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops

@@ -4,8 +4,9 @@ predictor was fitted for, and whether this machine is the one it was fitted on."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 

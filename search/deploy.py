@@ -41,10 +41,9 @@ def export_from_results(
 ) -> dict[str, Any]:
     """Export the chosen config of a search; returns the manifest."""
     from dynabert.backbone import load_model
+    from dynabert.export import export_subnet, parse_formats
     from dynabert.io import check_output_dir
     from dynabert.subnet import SubnetConfig
-
-    from dynabert.export import export_subnet, parse_formats
 
     parse_formats(formats)
     check_output_dir(out, overwrite)  # before any slow work

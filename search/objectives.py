@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
+from dynabert.killpoints import kill_point
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
-
-from dynabert.killpoints import kill_point
 
 from .errors import SearchError
 from .storage import AccuracyCache

@@ -36,12 +36,12 @@ class SearchOutcome:
     warnings: list[str]
 
 
-def trials_table(self: "Search") -> pd.DataFrame:
+def trials_table(self: Search) -> pd.DataFrame:
     from optuna.trial import TrialState
 
     rows = []
     first: dict[str, int] = {}
-    H, I = self.shape.num_heads, self.shape.intermediate_size
+    H, F = self.shape.num_heads, self.shape.intermediate_size
     for t in sorted(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
         ua = t.user_attrs
         if "key" not in ua:  # a trial completed by another tool: decode it ourselves
@@ -65,7 +65,7 @@ def trials_table(self: "Search") -> pd.DataFrame:
                 "subnet": ua["subnet"],
                 "depth": depth,
                 "width": round(float(np.mean(sub["heads"])) / H, 4) if depth else 0.0,
-                "ffn_width": round(float(np.mean(sub["ffn"])) / I, 4) if depth else 0.0,
+                "ffn_width": round(float(np.mean(sub["ffn"])) / F, 4) if depth else 0.0,
                 "grid": ua.get("grid", ""),
                 "metric_search": float(t.values[0]),
                 "metric_full": math.nan,
@@ -86,7 +86,7 @@ def trials_table(self: "Search") -> pd.DataFrame:
     return df
 
 
-def finish(self: "Search") -> SearchOutcome:
+def finish(self: Search) -> SearchOutcome:
     from dynabert.subnet import SubnetConfig
 
     from .pareto import hypervolume_history, pareto_mask
@@ -229,7 +229,7 @@ def finish(self: "Search") -> SearchOutcome:
     return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
 
 
-def _state_counts(self: "Search") -> dict[str, int]:
+def _state_counts(self: Search) -> dict[str, int]:
     """Trials skipped by the budget (PRUNED: the study already had enough) and failed ones
     (a dead worker's trial, failed by the heartbeat check and retried)."""
     from optuna.trial import TrialState
@@ -242,7 +242,7 @@ def _state_counts(self: "Search") -> dict[str, int]:
     }
 
 
-def _fingerprint(self: "Search") -> dict[str, Any]:
+def _fingerprint(self: Search) -> dict[str, Any]:
     s = self.estimator.setting
     return {
         k: s.get(k)

@@ -16,8 +16,9 @@ spellings of that architecture share one key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from dynabert.errors import InvalidSubnetError
 from dynabert.space import SearchSpace

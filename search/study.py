@@ -31,8 +31,8 @@ from dynabert.killpoints import kill_point
 
 from .errors import SearchError
 from .outcome import SearchOutcome
-from .storage import claim_study, is_claimed
 from .space import SpaceOptions, encode, grid_points, suggest
+from .storage import claim_study, is_claimed
 
 SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # the benchmark's winner (bench/results/search.md): 98.9% median of the best-known hypervolume
@@ -540,7 +540,7 @@ class Search:
 
         return trials_table(self)
 
-    def finish(self) -> "SearchOutcome":
+    def finish(self) -> SearchOutcome:
         from .outcome import finish
 
         return finish(self)

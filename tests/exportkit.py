@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def make_export(
@@ -15,9 +16,9 @@ def make_export(
     """`dynasearch export SRC --subnet ... --format hf --out OUT` without its checks; `edit` may
     change the written config.json in place (e.g. to make an older-style or a damaged export)."""
     from dynabert.backbone import load_model, tokenizer_files
+    from dynabert.export import save_hf
     from dynabert.extract import extract_subnet
     from dynabert.subnet import SubnetConfig
-    from dynabert.export import save_hf
 
     out = Path(out)
     out.mkdir(parents=True)

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
 from dynabert.errors import DataError, ExportError, InvalidSubnetError, ModelLoadError, OutputExistsError
-from predictors.errors import MeasurementError, PredictorError, RecordsError
 from dynasearch import cli
+from predictors.errors import MeasurementError, PredictorError, RecordsError
 from search.errors import ResultsError, SearchError
-from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
 from searchkit import FAKE_MACHINE, fit_predictor_dir, predictor_records  # noqa: E402

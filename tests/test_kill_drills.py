@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tinymodels import write_sst2_like
 
 from dynasearch.cli import main
-from tinymodels import write_sst2_like
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("DYNASEARCH_DRILL_SEED", time.time_ns() % 100_000))

@@ -27,8 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
-from dynasearch.cli import main  # noqa: E402
 from searchkit import cli, fit_predictor_dir, predictor_records, search_args  # noqa: E402
+
+from dynasearch.cli import main  # noqa: E402
 
 pytest_plugins = ["searchkit"]  # sk_run, sk_base, sk_results (session fixtures)
 

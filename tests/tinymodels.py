@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from dynabert.extract import random_like
 from dynabert.subnet import BackboneShape, SubnetConfig
 
-
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DYNASEARCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 

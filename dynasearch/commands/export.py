@@ -39,9 +39,9 @@ def run(args) -> int:
     if args.results is not None or args.target_latency is not None or args.key is not None:
         return run_from_results(args)
     from dynabert.backbone import load_model
+    from dynabert.export import export_subnet, parse_formats
     from dynabert.extract import model_shape
     from dynabert.io import check_output_dir
-    from dynabert.export import export_subnet, parse_formats
 
     from .common import print_warnings
 

@@ -69,11 +69,11 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    from dynabert.io import check_output_dir
     from predictors.errors import PredictorError
     from predictors.evaluate import fit_and_evaluate, format_table
     from predictors.latency import PREDICTORS
     from predictors.records import read_records
-    from dynabert.io import check_output_dir
 
     check_output_dir(args.out, args.overwrite)
     kinds = list(PREDICTORS) if args.kind == "all" else [k.strip() for k in args.kind.split(",") if k.strip()]

@@ -255,7 +255,7 @@ def _run(args) -> int:
             f"median CV {ok['cv'].median():.3%}, converged {ok['converged'].mean():.0%}, "
             f"{ok['measure_s'].mean() + ok['prepare_s'].mean():.2f} s per config"
         )
-        for sid, g in ok.groupby("settings_id", sort=False):
+        for _sid, g in ok.groupby("settings_id", sort=False):
             first = g.iloc[0]
             si, spread = float(first["speed_index"]), float(first["speed_spread"])
             label = f"  threads {first['threads']} batch {first['batch']} seq {first['seq_len']}:"

@@ -5,10 +5,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.dynabert.test_distributed import CFG  # noqa: E402
-
 from dynabert.tasks import get_task  # noqa: E402
 from dynabert.train import RunInputs, train  # noqa: E402
+from tests.dynabert.test_distributed import CFG  # noqa: E402
 
 if __name__ == "__main__":
     model, data, out = sys.argv[1:4]

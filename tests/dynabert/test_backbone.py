@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from tinymodels import random_ids, tiny_bert_config, write_tiny_tokenizer
+
 from dynabert.backbone import load_model, read_weights
 from dynabert.errors import ModelLoadError
 from dynabert.extract import extract_subnet, model_shape

@@ -20,14 +20,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from exportkit import make_export
+from tinymodels import random_ids, save_hf_model, tiny_bert_config, write_sst2_like
 
 from dynabert.backbone import load_model
 from dynabert.errors import InvalidSubnetError
 from dynabert.extract import check_uniform, extract_subnet, model_shape
 from dynabert.subnet import BackboneShape, SubnetConfig, grid_widths, paper_grid, uniform_widths
-from exportkit import make_export
 from dynasearch.cli import main
-from tinymodels import random_ids, save_hf_model, tiny_bert_config, write_sst2_like
 
 PROMPT = "Do you wish to run the custom code"
 FAST = ["--batch-size", "16", "--max-seq-length", "32", "--no-progress"]

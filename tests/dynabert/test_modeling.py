@@ -3,12 +3,11 @@
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
-
 from tinymodels import random_ids, subnets, tiny_random_model
-from dynabert.backbone import load_model
-from dynabert.extract import extract_subnet, model_shape, random_like
-from dynabert.subnet import BackboneShape, SubnetConfig, count_params, paper_grid
 
+from dynabert.backbone import load_model
+from dynabert.extract import extract_subnet, model_shape
+from dynabert.subnet import SubnetConfig, count_params, paper_grid
 
 MODELS = {f: tiny_random_model(f) for f in ("bert", "roberta")}
 

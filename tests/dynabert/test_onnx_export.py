@@ -6,12 +6,12 @@ import onnxruntime as ort
 import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
+from tinymodels import subnets, tiny_random_model
 
 from dynabert.errors import ExportError
 from dynabert.extract import extract_subnet, model_shape
 from dynabert.onnx_export import export_onnx, sample_inputs
 from dynabert.subnet import SubnetConfig
-from tinymodels import subnets, tiny_random_model
 
 MODELS = {f: tiny_random_model(f) for f in ("bert", "roberta")}
 

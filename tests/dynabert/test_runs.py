@@ -1,6 +1,5 @@
 """Run directories: resolve_run, model_digest, is_dynabert_trained, and every broken run file."""
 
-import json
 import shutil
 
 import pytest

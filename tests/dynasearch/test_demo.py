@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tinymodels import write_sst2_like
 
 from dynabert.backbone import load_model
 from dynabert.errors import OutputExistsError
 from dynabert.extract import model_shape
-from predictors import Protocol
 from dynasearch.cli import main
 from dynasearch.demo import DemoConfig, measure_configs, run_demo
+from predictors import Protocol
 from search.pareto import pareto_mask
-from tinymodels import write_sst2_like
 
 REPO = Path(__file__).resolve().parents[2]
 

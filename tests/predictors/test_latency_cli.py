@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
+from latency_helpers import MACHINE, SHAPE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
+from dynasearch.cli import main
 from predictors import read_records
 from predictors._core import has_gpu
 from predictors.samplers import layer_table_configs, uniform_configs
-from dynasearch.cli import main
-
-from latency_helpers import MACHINE, SHAPE, additive_ms, records, rows
 
 FAST = ["--max-runs", "4", "--min-runs", "3", "--max-seconds", "0.1", "--seq-len", "8", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from transformers import BertConfig, BertForSequenceClassification
     import torch
+    from transformers import BertConfig, BertForSequenceClassification
 
     d = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
@@ -217,7 +216,8 @@ def test_fit_predictor_bad_latencies(synthetic, tmp_path, capsys, bad):
     lines = synthetic.read_text().splitlines()
     header = lines[0].split(",")
     i = header.index("median_ms")
-    import csv, io
+    import csv
+    import io
 
     rows_ = list(csv.reader(io.StringIO(synthetic.read_text())))
     rows_[3][i] = bad
@@ -335,7 +335,8 @@ def test_fit_predictor_empty_or_directory_records(tmp_path, capsys, content, mat
 
 
 def test_fit_predictor_nan_message_is_plain(synthetic, tmp_path, capsys):
-    import csv, io
+    import csv
+    import io
 
     rows_ = list(csv.reader(io.StringIO(synthetic.read_text())))
     i = rows_[0].index("median_ms")

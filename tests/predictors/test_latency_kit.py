@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-
-from dynabert.space import SearchSpace
-from dynabert.errors import OutputExistsError
-from predictors import MeasurementError, Protocol, RECORD_COLUMNS, read_records, runner_source, write_kit
-from predictors.samplers import uniform_configs
-
 from latency_helpers import SHAPE
+
+from dynabert.errors import OutputExistsError
+from dynabert.space import SearchSpace
+from predictors import RECORD_COLUMNS, MeasurementError, Protocol, read_records, runner_source, write_kit
+from predictors.samplers import uniform_configs
 
 # Block every heavy or project import, run runner.py, then report what got imported.
 BLOCKED = ("torch", "pandas", "dynabert", "predictors", "search", "scipy", "transformers")

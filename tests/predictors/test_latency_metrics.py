@@ -6,12 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from latency_helpers import SHAPE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
 from predictors import RecordsError, metrics, split_holdout
 from predictors.samplers import layer_table_configs, uniform_configs
-
-from latency_helpers import SHAPE, additive_ms, records, rows
 
 
 def test_metrics_hand_computed():

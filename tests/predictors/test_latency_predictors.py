@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from latency_helpers import SHAPE, additive_ms, records, rows
 
 from dynabert.errors import OutputExistsError
 from dynabert.space import SearchSpace
@@ -15,8 +16,6 @@ from dynabert.subnet import SubnetConfig
 from predictors import PREDICTORS, PredictorError, load_predictor, make_predictor
 from predictors._kinds import hat_basis
 from predictors.samplers import layer_table_configs, uniform_configs
-
-from latency_helpers import SHAPE, additive_ms, records, rows
 
 SPACE = SearchSpace.default(SHAPE)
 TRAIN = uniform_configs(SPACE, 60, seed=1)

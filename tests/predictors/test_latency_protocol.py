@@ -8,14 +8,13 @@ import random
 
 import numpy as np
 import pytest
+from latency_helpers import SHAPE
 
 from dynabert.space import SearchSpace
 from predictors import BackendSettings, MeasurementError, Protocol, RecordsError, measure, read_records
 from predictors._core import ci_half_width, median_ci, summarize, time_interleaved
 from predictors._driver import Item, measure_items
 from predictors.samplers import layer_table_configs, uniform_configs
-
-from latency_helpers import SHAPE
 
 FAST = Protocol(
     min_runs=3,

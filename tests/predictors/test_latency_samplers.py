@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from latency_helpers import SHAPE
 
 from dynabert.space import SearchSpace
 from dynabert.subnet import count_flops
@@ -15,8 +16,6 @@ from predictors.samplers import (
     layer_table_configs,
     uniform_configs,
 )
-
-from latency_helpers import SHAPE
 
 SPACE = SearchSpace.default(SHAPE)
 

@@ -8,6 +8,7 @@ import importlib
 
 import numpy as np
 import pytest
+from latency_helpers import additive_ms, rows
 
 from predictors import Protocol, read_records
 from predictors._driver import Item, measure_items
@@ -19,9 +20,7 @@ from predictors._schema import (
     read_raw_timings,
     write_raw_timings,
 )
-from predictors._speed import two_way_fit, round_factors
-
-from latency_helpers import additive_ms, rows
+from predictors._speed import round_factors, two_way_fit
 
 TRUE_MS = {f"c{i}": 1.0 + i for i in range(9)}  # what each config costs on an undisturbed machine
 ANCHOR_MS = 12.0
@@ -155,10 +154,10 @@ def test_raw_timings_round_trip(tmp_path):
 
 
 def test_old_schema_records_load_as_uncorrected(tmp_path):
+    from latency_helpers import SHAPE
+
     from dynabert.space import SearchSpace
     from predictors.samplers import uniform_configs
-
-    from latency_helpers import SHAPE
 
     r = rows(uniform_configs(SearchSpace.default(SHAPE), 3, seed=0), additive_ms)
     old_cols = [c for c in RECORD_COLUMNS if c not in SPEED_COLUMNS]

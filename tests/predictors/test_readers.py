@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from latency_helpers import SHAPE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
@@ -29,8 +30,6 @@ from predictors import (
 from predictors._schema import append_rows, check_records_path, read_rows
 from predictors.measure import check_onnx_cache
 from predictors.samplers import layer_table_configs, uniform_configs
-
-from latency_helpers import SHAPE, additive_ms, records, rows
 
 SPACE = SearchSpace.default(SHAPE)
 TRAIN = uniform_configs(SPACE, 30, seed=1)

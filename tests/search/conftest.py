@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -258,8 +257,9 @@ def searchable(tmp_path_factory):
     search with --no-verify)."""
     from types import SimpleNamespace
 
-    from dynasearch.cli import main
     from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
+
+    from dynasearch.cli import main
 
     root = tmp_path_factory.mktemp("searchable")
     base = save_hf_model(root / "base", tiny_bert_config())

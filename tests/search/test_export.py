@@ -10,10 +10,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from dynabert.backbone import load_model
+from dynabert.export import export_subnet
 from dynabert.extract import extract_subnet
 from dynabert.subnet import SubnetConfig
 from dynasearch.cli import main
-from dynabert.export import export_subnet
 
 
 @pytest.mark.parametrize("flavor", ["bert", "roberta"])
@@ -197,10 +197,10 @@ def test_cli_output_is_a_file(tmp_path, tiny_bert_dir, capsys):
 
 def test_hf_export_reloads_and_matches_property(tmp_path_factory):
     from hypothesis import HealthCheck, given, settings
-
-    from dynabert.extract import model_shape
-    from dynabert.export import save_hf, verify_hf
     from tinymodels import random_ids, subnets, tiny_random_model
+
+    from dynabert.export import save_hf, verify_hf
+    from dynabert.extract import model_shape
 
     for flavor in ("bert", "roberta"):
         model = tiny_random_model(flavor)
@@ -208,7 +208,7 @@ def test_hf_export_reloads_and_matches_property(tmp_path_factory):
         @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
         @given(subnets(model_shape(model)))
         def check(subnet):
-            small = extract_subnet(model, subnet).eval()
+            small = extract_subnet(model, subnet).eval()  # noqa: B023 - check() runs within this iteration
             out = tmp_path_factory.mktemp("hf")
             save_hf(small, out)
             assert verify_hf(small, out) <= 1e-5
@@ -321,9 +321,8 @@ def test_killed_export_leftover_is_removed_by_the_next_export(tmp_path, tiny_ber
 @pytest.fixture(scope="module")
 def headless_dir(tmp_path_factory):
     """A BERT backbone without a classification head (as the packaged MiniLM-L6 is)."""
-    from transformers import BertModel
-
     from tinymodels import tiny_bert_config, write_tiny_tokenizer
+    from transformers import BertModel
 
     d = tmp_path_factory.mktemp("headless")
     torch.manual_seed(0)

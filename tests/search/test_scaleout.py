@@ -118,7 +118,7 @@ def check_study_ends_exactly(url: str, study_name: str, trials: int) -> dict:
 def run_two_workers(sx, tmp_path: Path, url: str, trials: int = 30) -> dict:
     procs = [start(worker_cmd(sx, tmp_path / f"w{i}", url, "shared", trials)) for i in range(2)]
     results = [finish(p) for p in procs]
-    for rc, out, err in results:
+    for rc, _out, err in results:
         assert rc == 0, err[-2000:]
     return check_study_ends_exactly(url, "shared", trials)
 

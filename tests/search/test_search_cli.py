@@ -12,10 +12,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 
+from searchkit import cli, fit_predictor_dir, make_model_dir, search_args  # noqa: E402
+
 from dynabert.subnet import SubnetConfig
 from search.errors import SearchError
 from search.study import SearchConfig, run_search
-from searchkit import cli, fit_predictor_dir, make_model_dir, search_args  # noqa: E402
 
 pytest_plugins = [
     "searchkit"

@@ -21,8 +21,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 
-from dynabert.killpoints import ENV  # noqa: E402
 from searchkit import REPO, cli, search_args  # noqa: E402
+
+from dynabert.killpoints import ENV  # noqa: E402
 
 pytest_plugins = ["searchkit"]  # its session fixtures (sk_run, sk_predictor)
 TRIALS = 16

@@ -9,10 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit (tests/ is on the path, tests/search is not)
 
+from searchkit import cli, count_grid_trials, search_args  # noqa: E402
+
 from dynabert.subnet import BackboneShape, SubnetConfig
 from search.errors import SearchError
 from search.space import SpaceOptions, decode, encode, grid_points, param_names
-from searchkit import cli, count_grid_trials, search_args  # noqa: E402
 
 pytest_plugins = [
     "searchkit"

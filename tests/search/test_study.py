@@ -15,12 +15,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 
+from searchkit import REPO, cli, complete_trials, copy_results, search_args, subprocess_env  # noqa: E402
+
+from dynabert.subnet import SubnetConfig
 from search.errors import SearchError
 from search.space import SpaceOptions, encode
 from search.storage import AccuracyCache, default_storage_url
 from search.study import Search, SearchConfig, run_search
-from dynabert.subnet import SubnetConfig
-from searchkit import REPO, cli, complete_trials, copy_results, search_args, subprocess_env  # noqa: E402
 
 pytest_plugins = [
     "searchkit"

@@ -11,10 +11,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 
-from dynabert.subnet import SubnetConfig
-from search.errors import SearchError
-from search.verify import Measured, bias_warning, verify_candidates
 from searchkit import additive_ms, cli, fit_predictor_dir, search_args, this_machine  # noqa: E402
+
+from dynabert.subnet import SubnetConfig
+from search.verify import Measured, bias_warning, verify_candidates
 
 pytest_plugins = [
     "searchkit"
