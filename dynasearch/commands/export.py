@@ -42,12 +42,17 @@ def run(args) -> int:
     from dynabert.export import export_subnet, parse_formats
     from dynabert.extract import model_shape
     from dynabert.io import check_output_dir
+    from dynabert.runs import is_run, run_model_dir
 
     from .common import print_warnings
 
     parse_formats(args.format)
     check_output_dir(args.out, args.overwrite)
-    model = load_model(args.model_dir, num_labels=args.num_labels)
+    # A training run exports its latest finished stage, as `evaluate RUN` and `search RUN` read it.
+    model_dir = (
+        run_model_dir(args.model_dir) if args.model_dir is not None and is_run(args.model_dir) else args.model_dir
+    )
+    model = load_model(model_dir, num_labels=args.num_labels)
     subnet, grid_point = subnet_from_args(args, model_shape(model), args._parser.error)
     with print_warnings():  # a random classifier head (no trained MODEL_DIR) is one 'warning: ...' line
         manifest = export_subnet(

@@ -81,3 +81,43 @@ def test_closed_output_pipe_is_quiet(tiny_bert_dir):
     err = p.stderr.read()
     assert p.wait(60) == EXIT_PIPE, err
     assert "Traceback" not in err and "Error" not in err, err
+
+
+def test_export_takes_a_training_run(tiny_bert_dir, tmp_path):
+    """`dynasearch export RUN` exports the run's latest finished stage (as evaluate and search read it)."""
+    import json
+
+    from tinymodels import write_sst2_like
+
+    data = write_sst2_like(tmp_path / "data", n_train=16, n_dev=8)
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(tiny_bert_dir),
+                "--task",
+                "sst2",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(run),
+                "--stages",
+                "teacher",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "8",
+                "--max-seq-length",
+                "16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["export", str(run), "--width", "1", "--depth", "1", "--format", "hf", "--out", str(tmp_path / "x")]) == 0
+    )
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert "teacher" in json.dumps(manifest)  # exported from the run's teacher stage, not refused as "no config.json"
