@@ -99,6 +99,7 @@ def main() -> None:
         results[threads] = analyse(json.loads(out))
         print(threads, results[threads], flush=True)
     sys.path.insert(0, str(REPO))
+    from dynabert.io import write_text
     from predictors._core import machine_info
 
     m = machine_info(with_torch=True)
@@ -131,9 +132,7 @@ def main() -> None:
             "machine's speed: compare the drift and half-to-half columns with the +-3% repeatability target.\n\n"
         )
     )
-    tmp = OUT.with_suffix(".md.tmp")
-    tmp.write_text(header + (OUT.read_text() if OUT.exists() else "") + "\n".join(lines) + "\n")
-    os.replace(tmp, OUT)
+    write_text(OUT, header + (OUT.read_text() if OUT.exists() else "") + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -330,9 +330,9 @@ def main() -> None:
         "load_before": os.getloadavg(),
     }
     name = a.phase + (f"-{a.tag}" if a.tag else "")
-    tmp = Path(a.work) / f"{name}.json.tmp"
-    tmp.write_text(json.dumps(res, indent=1, default=float))
-    tmp.replace(Path(a.work) / f"{name}.json")
+    from dynabert.io import write_text
+
+    write_text(Path(a.work) / f"{name}.json", json.dumps(res, indent=1, default=float))
 
 
 def _cpu() -> str:

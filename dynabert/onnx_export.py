@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 import torch
 
 from .errors import ExportError
-from .io import make_readable
+from .io import atomic_path
 from .modeling import DynaBertForSequenceClassification, OnnxWrapper
 
 OPSET = 17
@@ -121,18 +119,12 @@ def export_onnx(
     path = Path(path)
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
     try:
-        _export_raw(model, Path(tmp), opset)
-        diff = verify_onnx(model, tmp, atol) if verify else None
-        make_readable(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            _export_raw(model, tmp, opset)
+            diff = verify_onnx(model, tmp, atol) if verify else None
         return diff
     except ExportError:
         raise
     except Exception as e:
         raise ExportError(f"ONNX export failed: {type(e).__name__}: {e}") from e
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
