@@ -212,7 +212,7 @@ def check_output_dir(path: str | Path, overwrite: bool) -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise OutputExistsError(f"output directory '{path}' is not writable (no write permission on '{probe}')")
     try:  # permission bits do not tell everything (root, /proc, read-only mounts): try it
-        os.rmdir(tempfile.mkdtemp(prefix=".dynasearch-probe-", dir=probe))
+        check_writable(probe)
     except OSError as e:
         raise OutputExistsError(
             f"output directory '{path}' is not writable (cannot create anything in '{probe}': {e.strerror or e})"

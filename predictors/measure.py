@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from dynabert.io import check_writable
 from dynabert.killpoints import kill_point
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
 
@@ -84,7 +85,6 @@ def check_onnx_cache(path: str | Path | None) -> None:
     """Refuse, before anything is measured or written, an ONNX cache that is not a directory or
     cannot be created or written (it is created on first use)."""
     import os
-    import tempfile
 
     if path is None:
         return
@@ -101,7 +101,7 @@ def check_onnx_cache(path: str | Path | None) -> None:
     if not probe.is_dir():
         raise MeasurementError(f"ONNX cache '{p}' cannot be created: '{probe}' is a file, not a directory")
     try:
-        tempfile.TemporaryDirectory(prefix=".dynasearch-probe-", dir=probe).cleanup()
+        check_writable(probe)
     except OSError as e:
         raise MeasurementError(
             f"ONNX cache '{p}' cannot be {'written' if p.exists() else 'created'}: {e.strerror or e} (in '{probe}')"

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dynabert.io import process_dead, process_tag
+from dynabert.io import check_writable, process_dead, process_tag
 from dynabert.killpoints import kill_point
 
 from .errors import SearchError
@@ -259,9 +259,7 @@ class Search:
     def _open_storage_in(self, default_storage_url, open_storage, AccuracyCache) -> None:  # noqa: N803
         try:
             self.out.mkdir(parents=True, exist_ok=True)
-            probe = self.out / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            check_writable(self.out)
         except OSError as e:
             raise SearchError(f"results directory {self.out} cannot be written: {e.strerror or e}") from None
         self.url = self.cfg.storage or default_storage_url(self.out)
