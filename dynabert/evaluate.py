@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checks import positive_int
 from .data import Encoded, eval_batches
 from .errors import DataError
 from .metrics import compute_metrics
@@ -78,8 +79,8 @@ def load_dev_set(
     from .tasks import load_split
 
     for name, v in (("subset", subset), ("max_seq_length", max_seq_length), ("batch_size", batch_size)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise DataError(f"{name} must be an integer >= 1; got {v!r}")
+        if v is not None:
+            positive_int(name, v, DataError, rule="an integer >= 1")
     data = load_split(task, "dev", data_dir, dev_file)
     if len(data) == 0:
         raise DataError(f"the dev set of task {task.name} is empty ({data.source})")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dynabert.checks import one_of, positive_int
 from dynabert.io import process_dead, process_tag
 
 from ._core import ORT_DEVICE_PROVIDERS, MeasurementError, has_gpu, ort_feeds, ort_run_once, ort_session
@@ -40,14 +41,10 @@ class BackendSettings:
     provider: str = ""
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise MeasurementError(f"unknown backend {self.backend!r}; allowed: {', '.join(BACKENDS)}")
-        if self.device not in DEVICES:
-            raise MeasurementError(f"unknown device {self.device!r}; allowed: {', '.join(DEVICES)}")
+        one_of("backend", self.backend, BACKENDS, MeasurementError)
+        one_of("device", self.device, DEVICES, MeasurementError)
         for name in ("threads", "batch", "seq_len"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise MeasurementError(f"{name} must be a positive integer; got {v!r}")
+            positive_int(name, getattr(self, name), MeasurementError)
         if self.backend == "torch":
             if self.provider:
                 raise MeasurementError(

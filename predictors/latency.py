@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dynabert.checks import one_of
 from dynabert.io import read_json
 from dynabert.subnet import BackboneShape, SubnetConfig
 
@@ -44,8 +45,7 @@ PREDICTORS: dict[str, type[LatencyPredictor]] = {
 
 
 def make_predictor(kind: str, **kw) -> LatencyPredictor:
-    if kind not in PREDICTORS:
-        raise PredictorError(f"unknown predictor kind {kind!r}; allowed: {', '.join(PREDICTORS)}")
+    one_of("predictor kind", kind, PREDICTORS, PredictorError)
     return PREDICTORS[kind](**kw)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynabert.checks import one_of, positive_int
 from dynabert.io import check_writable, process_dead, process_tag
 from dynabert.killpoints import kill_point
 
@@ -85,18 +86,14 @@ class SearchConfig:
     progress: bool = True
 
     def check(self) -> None:
-        if isinstance(self.trials, bool) or not isinstance(self.trials, int) or self.trials < 1:
-            raise SearchError(f"trials must be a positive integer (the study's total); got {self.trials!r}")
-        if self.sampler not in SAMPLERS:
-            raise SearchError(f"unknown sampler {self.sampler!r}; allowed: {', '.join(SAMPLERS)}")
-        if self.percentile not in ("p50", "p90"):
-            raise SearchError(f"unknown percentile {self.percentile!r}; allowed: p50, p90")
+        positive_int("trials", self.trials, SearchError, rule="a positive integer (the study's total)")
+        one_of("sampler", self.sampler, SAMPLERS, SearchError)
+        one_of("percentile", self.percentile, ("p50", "p90"), SearchError)
         if self.target_ms is not None and not (math.isfinite(self.target_ms) and self.target_ms > 0):
             raise SearchError(f"target latency must be a positive number of milliseconds; got {self.target_ms!r}")
         for name in ("search_dev", "rescore_dev", "batch", "seq_len", "max_seq_length", "max_candidates"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise SearchError(f"{name.replace('_', '-')} must be a positive integer; got {v!r}")
+            if getattr(self, name) is not None:
+                positive_int(name.replace("_", "-"), getattr(self, name), SearchError)
         if self.raw and not self.verify:
             raise SearchError(
                 "--raw judges the target on raw measured latency, but --no-verify measures nothing; drop one of them"

@@ -34,6 +34,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from dynabert.checks import positive_int
 from dynabert.io import process_dead, process_tag
 
 SKIPPED_ATTR = "skipped"
@@ -91,8 +92,7 @@ class TrialBudget:
     """The study's total of COMPLETE trials, shared by every worker (see the module doc)."""
 
     def __init__(self, total: int, poll_s: float = 0.5, max_wait_s: float | None = None):
-        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-            raise ValueError(f"total must be a positive integer; got {total!r}")
+        positive_int("total", total, ValueError)
         self.total, self.poll_s, self.max_wait_s = total, poll_s, max_wait_s
         self.skipped = 0
         self.waited_s = 0.0
