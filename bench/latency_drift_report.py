@@ -373,12 +373,9 @@ def why_section(ev: dict, rep: dict, stats: dict, plots: Path) -> list[str]:
         "untimed warm-up and re-warm runs are not counted), as the mean factor over each tenth of its rounds:",
         "",
     ]
-    import matplotlib
+    from dynabert.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for (run, s), st in stats.items():
         f = st["factors"]
         if s != worst or f is None:
@@ -396,10 +393,8 @@ def why_section(ev: dict, rep: dict, stats: dict, plots: Path) -> list[str]:
     ax.set_title(f"per-round speed factors, {name(worst)}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    plots.mkdir(parents=True, exist_ok=True)
     png = plots / f"drift_factors_{name(worst).replace(' ', '-')}.png"
-    fig.savefig(png, dpi=110)
-    plt.close(fig)
+    save_figure(fig, png, dpi=110)
     lines += [
         "",
         f"Plot: `{png.name}` in `{plots.relative_to(REPO) if plots.is_relative_to(REPO) else plots}`.",

@@ -89,12 +89,9 @@ def samplers_section(r) -> list[str]:
 
 
 def _plot_hv(curves) -> None:
-    import matplotlib
+    from dynabert.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(6.4, 4.0), dpi=120)
     for i, (name, cs) in enumerate(curves.items()):
         n = min(len(c) for c in cs)
         med = np.median(np.stack([c[:n] for c in cs]), axis=0)
@@ -108,8 +105,7 @@ def _plot_hv(curves) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(OUT / "search_hypervolume.png")
-    plt.close(fig)
+    save_figure(fig, OUT / "search_hypervolume.png")
 
 
 def perlayer_section(r) -> list[str]:

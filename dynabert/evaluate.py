@@ -20,6 +20,7 @@ import torch
 from .checks import positive_int
 from .data import Encoded, eval_batches
 from .errors import DataError
+from .figures import pyplot, save_figure
 from .metrics import compute_metrics
 from .modeling import DynaBertForSequenceClassification
 from .subnet import BackboneShape, SubnetConfig, count_params
@@ -195,13 +196,7 @@ def evaluate_subnets(
 
 def heatmap(table, metric: str, path: str | Path, title: str = "") -> None:
     """Width x depth heatmap of one metric (grid rows only), written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    from .io import atomic_file
-
+    plt = pyplot()
     grid = table.dropna(subset=["width", "depth"])
     if grid.empty:
         return
@@ -218,9 +213,7 @@ def heatmap(table, metric: str, path: str | Path, title: str = "") -> None:
     ax.set_title(title or metric)
     fig.colorbar(im, ax=ax, label=metric)
     fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_table(table, out_dir: str | Path, stem: str, metric: str, title: str = "") -> tuple[Path, Path]:

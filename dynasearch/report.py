@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from dynabert.tables import frame_table
+
 Block = tuple  # ("h1"|"h2"|"p"|"ul"|"code"|"table"|"img", payload...)
 
 
@@ -39,11 +41,7 @@ def _md(blocks: list[Block], out: Path) -> str:
         elif kind == "code":
             lines += ["```bash", b[1], "```", ""]
         elif kind == "table":
-            df: pd.DataFrame = b[1]
-            lines.append("| " + " | ".join(map(str, df.columns)) + " |")
-            lines.append("|" + "---|" * len(df.columns))
-            lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-            lines.append("")
+            lines += [frame_table(b[1], _fmt), ""]
         elif kind == "img":
             path: Path = b[1]
             rel = path.relative_to(out) if path.is_relative_to(out) else path

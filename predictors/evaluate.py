@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynabert.figures import pyplot, save_figure
 from dynabert.subnet import SubnetConfig
 
 from .base import LatencyPredictor
@@ -130,11 +131,7 @@ def learning_curve(
 
 
 def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: pd.DataFrame, title: str) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     y = test[LATENCY_COLUMN].to_numpy(float)
     files = []
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -148,8 +145,7 @@ def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: p
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "predicted_vs_measured.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "predicted_vs_measured.png", dpi=110)
     files.append("predicted_vs_measured.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -163,8 +159,7 @@ def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: p
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "errors.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "errors.png", dpi=110)
     files.append("errors.png")
 
     if not curve.empty and "mape" in curve:
@@ -177,8 +172,7 @@ def _plots(out: Path, test: pd.DataFrame, preds: dict[str, np.ndarray], curve: p
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "learning_curve.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / "learning_curve.png", dpi=110)
         files.append("learning_curve.png")
     return files
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 
 
 def pareto_mask(score: np.ndarray, latency: np.ndarray) -> np.ndarray:
@@ -19,45 +16,6 @@ def pareto_mask(score: np.ndarray, latency: np.ndarray) -> np.ndarray:
         dominated_by = (score >= score[i]) & (latency <= latency[i]) & ((score > score[i]) | (latency < latency[i]))
         keep[i] = not dominated_by.any()
     return keep
-
-
-def plot_front(
-    table: pd.DataFrame,
-    score: str,
-    latency: str,
-    path: str | Path,
-    title: str = "",
-    chosen: str | None = None,
-    label: str | None = None,
-) -> None:
-    """Scatter of every point, the front as a step line, `chosen` (a key) circled; PNG written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from dynabert.io import atomic_file
-
-    front = table[pareto_mask(table[score].to_numpy(), table[latency].to_numpy())].sort_values(latency)
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    ax.scatter(table[latency], table[score], s=22, color="0.6", label="sub-networks")
-    ax.step(front[latency], front[score], where="post", color="tab:blue", lw=1.5)
-    ax.scatter(front[latency], front[score], s=30, color="tab:blue", label="Pareto front")
-    if label and label in table:
-        for _, r in front.iterrows():
-            ax.annotate(str(r[label]), (r[latency], r[score]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    if chosen is not None and (table["key"] == chosen).any():
-        r = table[table["key"] == chosen].iloc[0]
-        ax.scatter([r[latency]], [r[score]], s=160, facecolors="none", edgecolors="tab:red", lw=1.8, label="chosen")
-    ax.set_xlabel(latency.replace("_", " "))
-    ax.set_ylabel(score)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
 
 
 def hypervolume_2d(score: np.ndarray, latency: np.ndarray, ref_score: float, ref_latency: float) -> float:

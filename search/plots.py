@@ -9,22 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: str | Path) -> None:
-    from dynabert.io import atomic_file
-
-    with atomic_file(path, "wb") as f:
-        fig.savefig(f, format="png")
-    _plt().close(fig)
+from dynabert.figures import pyplot, save_figure
 
 
 def plot_search_front(
@@ -39,7 +24,7 @@ def plot_search_front(
     """Every searched config (grey), the 12 grid points (orange squares), the front (blue step,
     whole-dev metric where re-scored), measured latencies (red crosses joined to their prediction),
     the target (dashed line) and the answer (circled)."""
-    plt = _plt()
+    plt = pyplot()
     uniq = trials.drop_duplicates("key")
     fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
     ax.scatter(uniq["predicted_ms"], uniq["metric_search"], s=10, color="0.7", label=f"searched ({len(uniq)} configs)")
@@ -67,11 +52,11 @@ def plot_search_front(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_hypervolume(hv: np.ndarray, path: str | Path, ref: tuple[float, float], title: str = "") -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 3.8), dpi=120)
     ax.plot(np.arange(1, len(hv) + 1), hv, color="tab:blue")
     ax.set_xlabel("distinct configs evaluated")
@@ -79,7 +64,7 @@ def plot_hypervolume(hv: np.ndarray, path: str | Path, ref: tuple[float, float],
     ax.set_title(title or f"reference point: metric {ref[0]:.2f}, latency {ref[1]:.3g} ms", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_shapes(
@@ -87,7 +72,7 @@ def plot_shapes(
 ) -> None:
     """Two heatmaps, one row per front config (fastest at the top): heads and FFN neurons kept
     per layer (blank: layer dropped)."""
-    plt = _plt()
+    plt = pyplot()
     f = front.sort_values("predicted_ms")
     heads = np.full((len(f), num_layers), np.nan)
     ffn = np.full((len(f), num_layers), np.nan)
@@ -112,4 +97,4 @@ def plot_shapes(
     axes[0].set_yticks(range(len(f)), labels, fontsize=6)
     fig.suptitle(title or "Pareto front configs (predicted latency, metric); blank = layer dropped", fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
