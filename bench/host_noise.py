@@ -100,7 +100,7 @@ def main() -> None:
         print(threads, results[threads], flush=True)
     sys.path.insert(0, str(REPO))
     from dynabert.io import write_text
-    from predictors._core import machine_info
+    from predictors.runtime.fingerprint import machine_info
 
     m = machine_info(with_torch=True)
     commit = subprocess.run(

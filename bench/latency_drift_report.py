@@ -86,7 +86,7 @@ def round_factors_of(records_path: Path, g: pd.DataFrame) -> pd.DataFrame | None
     run made: every config's undisturbed timings, one two-way fit tied by the anchor), with the
     cumulative timed seconds at the end of each round as the time axis."""
     from predictors import raw_timings_path, read_raw_timings
-    from predictors._speed import round_factors
+    from predictors.runtime.speed import round_factors
 
     path = Path(raw_timings_path(str(records_path), str(g["run_id"].iloc[0]), str(g["settings_id"].iloc[0])))
     if not path.exists():

@@ -1,8 +1,9 @@
-"""One exception hierarchy for every user-facing error. The CLI prints the message and exits 2."""
+"""One exception hierarchy for every user-facing error. The CLI prints the message and exits 2.
 
+The root, DynasearchError, is defined in the device runtime (`predictors.runtime.errors`, standard
+library only) so the kit's runner, which has no dynabert, raises the same MeasurementError."""
 
-class DynasearchError(Exception):
-    """Base class: the message names the bad value and what is allowed."""
+from predictors.runtime.errors import DynasearchError
 
 
 class InvalidSubnetError(DynasearchError, ValueError):

@@ -1,76 +1,87 @@
 """predictors: measuring latency on target hardware and predicting it.
 
-One timing protocol for every backend (`_core`), backends that only prepare and run a model
-(`backends`), config samplers, the records table, the measurement kit for other devices, latency
-predictors (lookup table, layer regression, boosted trees, hybrid) and their evaluation.
-Dependencies point one way: dynabert <- predictors <- search.
+One timing protocol for every backend (`runtime.protocol`; `runtime` is the device runtime the
+kit ships as is), backends that only prepare and run a model (`backends`), config samplers, the
+records table, the measurement kit for other devices, latency predictors (lookup table, layer
+regression, boosted trees, hybrid) and their evaluation.
+Dependencies point one way: predictors.runtime <- dynabert <- predictors <- search (the runtime
+needs only the standard library, numpy and onnxruntime; `dynabert.errors` builds on its error root).
+
+Names are imported lazily (PEP 562), as in `dynabert`: `import predictors.runtime.errors` (which
+`dynabert.errors` does) must not pull in pandas or the rest of this package.
 """
 
-from ._core import Protocol
-from ._schema import RECORD_COLUMNS, RECORD_FIELDS, SCHEMA, raw_timings_path, read_raw_timings
-from .backends import BACKENDS, BackendSettings, make_backend
-from .base import LatencyPredictor
-from .errors import MeasurementError, PredictorError, RecordsError
-from .evaluate import fit_and_evaluate, metrics, split_holdout
-from .kit import runner_source, write_kit
-from .latency import PREDICTORS, find_predictor, load_predictor, make_predictor
-from .measure import load_shape, measure
-from .records import LATENCY_COLUMN, read_records, repeatability
-from .samplers import (
-    SAMPLERS,
-    flop_covering_configs,
-    grid_configs,
-    layer_table_configs,
-    sample_configs,
-    uniform_configs,
-)
-from .verify import (
-    VERIFY_COLUMNS,
-    check_this_machine,
-    machine_matches,
-    predictor_settings,
-    this_machine_target,
-    verify_latency,
-)
+from __future__ import annotations
 
-__all__ = [
-    "BACKENDS",
-    "BackendSettings",
-    "LATENCY_COLUMN",
-    "VERIFY_COLUMNS",
-    "check_this_machine",
-    "machine_matches",
-    "predictor_settings",
-    "raw_timings_path",
-    "read_raw_timings",
-    "this_machine_target",
-    "verify_latency",
-    "LatencyPredictor",
-    "MeasurementError",
-    "PREDICTORS",
-    "PredictorError",
-    "Protocol",
-    "RECORD_COLUMNS",
-    "RECORD_FIELDS",
-    "RecordsError",
-    "SAMPLERS",
-    "SCHEMA",
-    "find_predictor",
-    "fit_and_evaluate",
-    "flop_covering_configs",
-    "grid_configs",
-    "layer_table_configs",
-    "load_predictor",
-    "load_shape",
-    "make_backend",
-    "make_predictor",
-    "measure",
-    "metrics",
-    "read_records",
-    "repeatability",
-    "runner_source",
-    "sample_configs",
-    "split_holdout",
-    "uniform_configs",
-    "write_kit",
-]
+import importlib
+import sys
+import types
+from typing import Any
+
+_LAZY = {
+    "Protocol": "runtime.protocol",
+    "MeasurementError": "runtime.errors",
+    "RECORD_COLUMNS": "runtime.schema",
+    "RECORD_FIELDS": "runtime.schema",
+    "SCHEMA": "runtime.schema",
+    "raw_timings_path": "runtime.schema",
+    "read_raw_timings": "runtime.schema",
+    "BACKENDS": "backends",
+    "BackendSettings": "backends",
+    "make_backend": "backends",
+    "LatencyPredictor": "base",
+    "PredictorError": "errors",
+    "RecordsError": "errors",
+    "fit_and_evaluate": "evaluate",
+    "metrics": "evaluate",
+    "split_holdout": "evaluate",
+    "write_kit": "kit",
+    "PREDICTORS": "latency",
+    "find_predictor": "latency",
+    "load_predictor": "latency",
+    "make_predictor": "latency",
+    "load_shape": "measure",
+    "measure": "measure",
+    "LATENCY_COLUMN": "records",
+    "read_records": "records",
+    "repeatability": "records",
+    "SAMPLERS": "samplers",
+    "flop_covering_configs": "samplers",
+    "grid_configs": "samplers",
+    "layer_table_configs": "samplers",
+    "sample_configs": "samplers",
+    "uniform_configs": "samplers",
+    "VERIFY_COLUMNS": "verify",
+    "check_this_machine": "verify",
+    "machine_matches": "verify",
+    "predictor_settings": "verify",
+    "this_machine_target": "verify",
+    "verify_latency": "verify",
+}
+
+__all__ = sorted(_LAZY)
+
+
+class _Package(types.ModuleType):
+    """`predictors.measure` is the function, as it was when this file imported it eagerly: the
+    import system sets a package's attribute to a submodule it loads, which would hide the
+    function of the same name once anything imports the submodule `predictors.measure`."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (name in _LAZY and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # the next access skips this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,8 +1,7 @@
-"""Errors of the latency tools; each derives from DynasearchError, so the CLI exits with status 2."""
+"""Errors of the latency tools; each derives from DynasearchError, so the CLI exits with status 2.
+MeasurementError, which the device runtime raises too, lives in `predictors.runtime.errors`."""
 
 from dynabert.errors import DynasearchError
-
-from ._core import MeasurementError
 
 
 class RecordsError(DynasearchError, ValueError):
@@ -14,4 +13,4 @@ class PredictorError(DynasearchError, ValueError):
     another fingerprint or setting without force."""
 
 
-__all__ = ["MeasurementError", "PredictorError", "RecordsError"]
+__all__ = ["PredictorError", "RecordsError"]

@@ -16,10 +16,13 @@ from dynabert.io import check_writable
 from dynabert.killpoints import kill_point
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
 
-from ._core import Protocol
-from ._driver import Item, measure_items
-from ._fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
-from ._schema import (
+from .backends import BackendSettings, make_backend
+from .records import read_records
+from .runtime.driver import Item, measure_items
+from .runtime.errors import MeasurementError
+from .runtime.fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
+from .runtime.protocol import Protocol
+from .runtime.schema import (
     RECORD_COLUMNS,
     anchor_reference,
     append_rows,
@@ -28,9 +31,6 @@ from ._schema import (
     raw_timings_path,
     write_raw_timings,
 )
-from .backends import BackendSettings, make_backend
-from .errors import MeasurementError
-from .records import read_records
 from .samplers import labels_by_key
 
 

@@ -2,7 +2,7 @@
 
 One CSV file, one row per (sub-network, settings); the columns and their meaning are
 `RECORD_FIELDS` (documented in README and `dynasearch measure --help`). Written only through
-`_core.append_rows` (atomic rewrite), so the library and the kit's runner write the same format.
+`runtime.schema.append_rows` (atomic rewrite), so the library and the kit's runner write the same format.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
-from ._schema import OLD_SCHEMAS, RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, MeasurementError, read_rows
 from .errors import RecordsError
+from .runtime.errors import MeasurementError
+from .runtime.schema import OLD_SCHEMAS, RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, read_rows
 
 # What predictors fit and are judged on: the speed-corrected median (raw median where a run was
 # not corrected: old records, or a run without rounds to correct).
@@ -65,7 +66,7 @@ def read_records(
 ) -> pd.DataFrame:
     """THE reader of latency records: one DataFrame from one or more records CSVs.
 
-    Every cell is checked (`_schema.read_rows`: columns of this schema, every row whole, numbers
+    Every cell is checked (`runtime.schema.read_rows`: columns of this schema, every row whole, numbers
     that are numbers and finite, latencies of ok rows > 0, JSON cells that parse, each row's
     sub-network inside its backbone shape, its key that sub-network's key); with `shape`, every row
     must also be for that backbone. Any damage: RecordsError, one line naming the file, the row

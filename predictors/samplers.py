@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
-from .errors import MeasurementError
+from .runtime.errors import MeasurementError
 
 SAMPLERS = ("grid", "uniform", "flops", "layer-table")
 

@@ -12,12 +12,12 @@ import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig
 
-from ._core import Protocol
-from ._fingerprint import machine_info, setting_columns
 from .backends import BackendSettings
 from .base import TARGET_FIELDS, LatencyPredictor
 from .errors import PredictorError
 from .measure import measure, shape_key
+from .runtime.fingerprint import machine_info, setting_columns
+from .runtime.protocol import Protocol
 
 VERIFY_COLUMNS = (
     "key",

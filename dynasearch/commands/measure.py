@@ -35,7 +35,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_protocol_args(p: argparse.ArgumentParser) -> None:
-    from predictors._core import Protocol
+    from predictors.runtime.protocol import Protocol
 
     d = Protocol()
     g = p.add_argument_group("timing protocol")
@@ -78,7 +78,7 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def protocol_from_args(args):
-    from predictors._core import Protocol
+    from predictors.runtime.protocol import Protocol
 
     return Protocol(
         rel_ci=args.rel_ci,
@@ -126,7 +126,7 @@ def configs_from_args(args, shape) -> tuple[list, list[str]]:
 
 def sampler_names(text: str) -> list[str]:
     """'layer-table,uniform' -> ['layer-table', 'uniform']; unknown or empty names: MeasurementError."""
-    from predictors.errors import MeasurementError
+    from predictors.runtime.errors import MeasurementError
     from predictors.samplers import SAMPLERS
 
     names = [n.strip() for n in str(text).split(",")]
@@ -200,11 +200,11 @@ def _run(args) -> int:
     import math
     import sys
 
-    from predictors._fingerprint import threads_warning
-    from predictors._schema import check_records_path
     from predictors.backends import BackendSettings, make_backend
     from predictors.measure import check_onnx_cache, load_shape, measure
     from predictors.records import read_records
+    from predictors.runtime.fingerprint import threads_warning
+    from predictors.runtime.schema import check_records_path
 
     if not args.subnets:
         sampler_names(args.sampler)

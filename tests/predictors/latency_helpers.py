@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable
 import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig
-from predictors._core import RECORD_COLUMNS, SCHEMA, append_rows, setting_columns
 from predictors.measure import shape_key, static_row
 from predictors.records import read_records
+from predictors.runtime.fingerprint import setting_columns
+from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA, append_rows
 
 SHAPE = BackboneShape(
     num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64

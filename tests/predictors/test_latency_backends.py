@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from predictors import BackendSettings, MeasurementError, make_backend
-from predictors._core import has_gpu
+from predictors.runtime.fingerprint import has_gpu
 
 no_gpu = pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
 

@@ -12,8 +12,8 @@ from latency_helpers import SHAPE
 
 from dynabert.space import SearchSpace
 from predictors import BackendSettings, MeasurementError, Protocol, RecordsError, measure, read_records
-from predictors._core import ci_half_width, median_ci, summarize, time_interleaved
-from predictors._driver import Item, measure_items
+from predictors.runtime.driver import Item, measure_items
+from predictors.runtime.protocol import ci_half_width, median_ci, summarize, time_interleaved
 from predictors.samplers import layer_table_configs, uniform_configs
 
 FAST = Protocol(
@@ -109,9 +109,9 @@ def test_converges_on_constant_timings():
 def test_convergence_needs_runs_from_min_visits_rounds(min_visits, expected_runs, monkeypatch):
     # Constant 1 ms runs (a fake clock) converge as soon as the rules allow: after min_runs runs AND
     # min_visits rounds.
-    from predictors import _core
+    from predictors.runtime import protocol
 
-    monkeypatch.setattr(_core, "_time_ms", lambda run: (run(), 1.0)[1])
+    monkeypatch.setattr(protocol, "_time_ms", lambda run: (run(), 1.0)[1])
     p = Protocol(
         min_runs=2,
         min_visits=min_visits,
@@ -210,7 +210,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 def test_preempted_runs_are_discarded_and_counted(monkeypatch):
     import importlib
 
-    core = importlib.import_module("predictors._core")
+    core = importlib.import_module("predictors.runtime.protocol")
     switches = [0]
     monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
     state = {"i": 0}

@@ -7,8 +7,8 @@ from latency_helpers import MACHINE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
 from predictors import RECORD_COLUMNS, RecordsError, read_records
-from predictors._core import RECORD_FIELDS, append_rows
 from predictors.records import check_one_target, ok_records, repeatability, schema_markdown
+from predictors.runtime.schema import RECORD_FIELDS, append_rows
 from predictors.samplers import uniform_configs
 
 SUBNETS = uniform_configs(SearchSpace.default(__import__("latency_helpers").SHAPE), 6, seed=3)

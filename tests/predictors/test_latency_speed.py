@@ -11,8 +11,8 @@ import pytest
 from latency_helpers import additive_ms, rows
 
 from predictors import Protocol, read_records
-from predictors._driver import Item, measure_items
-from predictors._schema import (
+from predictors.runtime.driver import Item, measure_items
+from predictors.runtime.schema import (
     OLD_SCHEMAS,
     RECORD_COLUMNS,
     SPEED_COLUMNS,
@@ -20,7 +20,7 @@ from predictors._schema import (
     read_raw_timings,
     write_raw_timings,
 )
-from predictors._speed import round_factors, two_way_fit
+from predictors.runtime.speed import round_factors, two_way_fit
 
 TRUE_MS = {f"c{i}": 1.0 + i for i in range(9)}  # what each config costs on an undisturbed machine
 ANCHOR_MS = 12.0
@@ -59,7 +59,7 @@ PROTOCOL = Protocol(
 
 
 def run_fake(monkeypatch, factor, reference=None):
-    core = importlib.import_module("predictors._core")
+    core = importlib.import_module("predictors.runtime.protocol")
     clock = FakeClock(factor)
     monkeypatch.setattr(core, "_time_ms", clock.time_ms)
     monkeypatch.setattr(core, "_preemptions", lambda: 0)
@@ -113,7 +113,7 @@ def test_speed_index_equals_the_injected_factor(monkeypatch):
 
 
 def test_no_anchor_corrects_within_each_chunk(monkeypatch):
-    core = importlib.import_module("predictors._core")
+    core = importlib.import_module("predictors.runtime.protocol")
     clock = FakeClock(lambda r: 1.4 if r % 4 == 1 else 1.0)
     monkeypatch.setattr(core, "_time_ms", clock.time_ms)
     monkeypatch.setattr(core, "_preemptions", lambda: 0)

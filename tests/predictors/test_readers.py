@@ -27,8 +27,8 @@ from predictors import (
     make_predictor,
     read_records,
 )
-from predictors._schema import append_rows, check_records_path, read_rows
 from predictors.measure import check_onnx_cache
+from predictors.runtime.schema import append_rows, check_records_path, read_rows
 from predictors.samplers import layer_table_configs, uniform_configs
 
 SPACE = SearchSpace.default(SHAPE)

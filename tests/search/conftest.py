@@ -194,9 +194,10 @@ def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Pa
     """A predictor fitted on synthetic records of the model's own backbone shape (fake machine)."""
     from dynabert.space import SearchSpace
     from predictors import make_predictor
-    from predictors._core import RECORD_COLUMNS, SCHEMA, append_rows, setting_columns
     from predictors.measure import load_shape, shape_key, static_row
     from predictors.records import read_records
+    from predictors.runtime.fingerprint import setting_columns
+    from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA, append_rows
     from predictors.samplers import layer_table_configs, uniform_configs
 
     shape = load_shape(model_dir)

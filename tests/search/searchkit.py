@@ -53,8 +53,9 @@ def predictor_records(model_dir: Path, machine: dict | None = None, n_random: in
     """Records rows (as `dynasearch measure` writes them) for the tiny model's shape: the layer table
     of the default space plus random configs, latency `fn`."""
     from dynabert.space import SearchSpace
-    from predictors._core import RECORD_COLUMNS, SCHEMA, setting_columns
     from predictors.measure import load_shape, shape_key, static_row
+    from predictors.runtime.fingerprint import setting_columns
+    from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA
     from predictors.samplers import layer_table_configs
 
     shape = load_shape(model_dir)
@@ -110,7 +111,7 @@ def predictor_records(model_dir: Path, machine: dict | None = None, n_random: in
 def fit_predictor_dir(model_dir: Path, out: Path, machine: dict | None = None, fn=additive_ms) -> Path:
     """A fitted layer-regression predictor saved in `out` (records in out.parent/records.csv)."""
     from predictors import make_predictor, read_records
-    from predictors._core import append_rows
+    from predictors.runtime.schema import append_rows
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rec = out.parent / f"{out.name}-records.csv"
@@ -121,7 +122,7 @@ def fit_predictor_dir(model_dir: Path, out: Path, machine: dict | None = None, f
 
 
 def this_machine() -> dict:
-    from predictors._core import machine_info
+    from predictors.runtime.fingerprint import machine_info
 
     return machine_info(with_torch=True)
 

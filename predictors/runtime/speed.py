@@ -6,17 +6,15 @@ in every round. A robust two-way model on the per-(config, round) medians,
 fitted by Huber-weighted least squares (a few odd cells barely move it; why not Tukey's median
 polish: see `two_way_fit`), gives each round a speed factor exp(round effect), normalised so the
 run's median round is 1.0. A config's corrected median is the median of its timings each divided
-by its round's factor. Standalone (numpy only): copied verbatim into the kit's runner (see `_schema.py`).
+by its round's factor. Part of the device runtime (numpy only; see `predictors.runtime`).
 """
 
-# <in-package>
 from __future__ import annotations
 
-# </in-package>
-import math  # noqa: E402
-from typing import Iterable, Mapping, Sequence  # noqa: E402
+import math
+from typing import Iterable, Mapping, Sequence
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def two_way_fit(

@@ -1,23 +1,21 @@
 """The environment fingerprint (CPU, cores, GPU, library versions, settings hashes) and the
-onnxruntime session every onnxruntime timing uses. Standalone (standard library + numpy;
-onnxruntime imported lazily): copied verbatim into the kit's runner (see `_schema.py`)."""
+onnxruntime session every onnxruntime timing uses. Part of the device runtime (standard library +
+numpy; onnxruntime imported lazily; see `predictors.runtime`)."""
 
-# <in-package>
 from __future__ import annotations
 
-from ._schema import MeasurementError
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from typing import Any, Callable, Mapping, Sequence
 
-# </in-package>
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from typing import Any, Callable, Mapping, Sequence  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
+from .errors import MeasurementError
 
 
 def short_hash(*parts: Any) -> str:

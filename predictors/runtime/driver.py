@@ -1,24 +1,22 @@
 """The driver: measures configs chunk by chunk with an ANCHOR config timed in every round of every
-chunk, and applies the per-round speed correction of `_speed.py` over the whole run: per config
+chunk, and applies the per-round speed correction of `speed.py` over the whole run: per config
 the raw median and the corrected one, the run's speed index (the anchor's corrected median against
 its reference, the first run's) and speed spread; every timed run goes to `on_raw` (the
-raw-timings file). Standalone (numpy only): copied verbatim into the kit's runner (see `_schema.py`).
+raw-timings file). Part of the device runtime (numpy only; see `predictors.runtime`).
 """
 
-# <in-package>
 from __future__ import annotations
 
-from ._core import STATS_COLUMNS, Protocol, _error_text, _interleave, _result, _Rounds, _State, _used
-from ._schema import RECORD_COLUMNS, SCHEMA
-from ._speed import corrected_median, round_factors, speed_spread
+import gc
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
-# </in-package>
-import gc  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any, Callable, Mapping, Sequence  # noqa: E402
+from .protocol import STATS_COLUMNS, Protocol, _error_text, _interleave, _result, _Rounds, _State, _used
+from .schema import RECORD_COLUMNS, SCHEMA
+from .speed import corrected_median, round_factors, speed_spread
 
 
 # ----------------------------------------------------------------------------------- driver

@@ -1,4 +1,10 @@
-# <in-package>
+"""The kit's runner: reads kit.json, times every models/<key>.onnx with onnxruntime under the same
+protocol as `dynasearch measure` (the kit's anchor in every round), appends dynasearch records and
+keeps the raw timings beside them. The kit's runner.py calls `main(kit folder)`.
+
+Part of the device runtime (standard library, numpy, onnxruntime; see `predictors.runtime`).
+"""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +14,9 @@ import os
 import sys
 import uuid
 
-from ._driver import Item, measure_items
-from ._fingerprint import (
+from .driver import Item, measure_items
+from .errors import MeasurementError
+from .fingerprint import (
     CUDA_PROVIDERS,
     check_ort_provider,
     check_seq_lens,
@@ -20,8 +27,8 @@ from ._fingerprint import (
     setting_columns,
     threads_warning,
 )
-from ._schema import (
-    MeasurementError,
+from .protocol import Protocol
+from .schema import (
     anchor_reference,
     append_rows,
     check_records_path,
@@ -30,16 +37,6 @@ from ._schema import (
     read_rows,
     write_raw_timings,
 )
-from ._core import Protocol
-
-# </in-package>
-# ------------------------------------------------------------------------------- kit runner
-# The part of runner.py below the shared protocol: reads kit.json, times every models/<key>.onnx
-# with onnxruntime under the same protocol as `dynasearch measure` (the kit's anchor in every
-# round), appends dynasearch records and keeps the raw timings beside them.
-import argparse  # noqa: E402,F811
-import itertools  # noqa: E402,F811
-import uuid  # noqa: E402,F811
 
 
 def _prepare(
@@ -103,7 +100,8 @@ def read_kit(kit_dir: str) -> dict:
     return kit
 
 
-def runner_main(kit_dir: str, argv: list | None = None) -> int:
+def main(kit_dir: str, argv: list | None = None) -> int:
+    """Run the kit in kit_dir with these arguments (default: sys.argv); the exit status."""
     try:
         kit = read_kit(kit_dir)
     except MeasurementError as e:

@@ -1,10 +1,7 @@
 """The one timing protocol: statistics, warm-up, interleaved rounds, stopping rules.
 
-Standalone on purpose: this file needs only the Python standard library and numpy (onnxruntime is
-imported lazily, torch never). `dynasearch kit` copies it verbatim (with `_schema.py`,
-`_fingerprint.py`, `_speed.py`, `_driver.py`; minus the blocks marked `in-package`) into the kit's `runner.py`,
-so a device without torch times its models with the very same loop and writes the very same
-records format. Do not import torch or pandas here.
+Part of the device runtime (standard library + numpy; see `predictors.runtime`): a device without
+torch times its models with the very same loop. Do not import torch or pandas here.
 
 The protocol (`time_interleaved`), for a chunk of prepared configs:
 1. warm-up, each config in turn: run until the median of the last `warmup_window` runs is within
@@ -23,52 +20,22 @@ A timed run during which the process was preempted (an involuntary context switc
 process took the core) is discarded and counted in `disturbed_runs`, so a shared machine yields
 clean medians or says how busy it was. The Python garbage collector is off while timing.
 Every timed run is logged with its round number, for the per-round speed correction
-(`_speed.py`) that the driver (`_driver.py`) applies.
+(`speed.py`) that the driver (`driver.py`) applies.
 """
 
-# <in-package>
 from __future__ import annotations
 
-from ._fingerprint import (  # noqa: F401 - re-exported: the protocol's historical home
-    CUDA_PROVIDERS,
-    ORT_DEVICE_PROVIDERS,
-    check_ort_provider,
-    gpu_info,
-    has_gpu,
-    machine_info,
-    max_seq_len,
-    ort_feeds,
-    ort_run_once,
-    ort_session,
-    setting_columns,
-    short_hash,
-    threads_warning,
-)
-from ._schema import (  # noqa: F401
-    RECORD_COLUMNS,
-    RECORD_FIELDS,
-    RECORD_TYPES,
-    SCHEMA,
-    MeasurementError,
-    anchor_reference,
-    append_rows,
-    done_keys,
-    raw_timings_path,
-    read_raw_timings,
-    read_rows,
-    write_raw_timings,
-)
+import gc
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Mapping, Sequence
 
-# </in-package>
-import gc  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import random  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass, field, fields  # noqa: E402
-from typing import Any, Callable, Mapping, Sequence  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
+from .errors import MeasurementError
 
 STATS_COLUMNS = (
     "median_ms",

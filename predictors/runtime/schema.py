@@ -1,10 +1,8 @@
 """The latency records schema and its files: the records CSV (read, upgraded from older schema
 versions, rewritten atomically) and the raw-timings CSV kept beside it.
 
-Standalone on purpose (standard library + numpy, like every `_*.py` module the kit's runner is
-generated from): `dynasearch kit` copies this file, `_fingerprint.py`, `_speed.py`, `_core.py` and
-`_runner_main.py` verbatim (minus each block marked `in-package`) into the kit's `runner.py`, so a
-device without torch writes the very same records. Do not import torch or pandas here.
+Part of the device runtime (standard library only; see `predictors.runtime`): the kit's runner
+writes the very same records. Do not import torch or pandas here.
 """
 
 from __future__ import annotations
@@ -17,19 +15,11 @@ import os
 import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
+from .errors import MeasurementError
+
 SCHEMA = "dynasearch-latency-records/2"
 # Older versions this one reads (and upgrades on the next write): /1 had no speed correction.
 OLD_SCHEMAS = ("dynasearch-latency-records/1",)
-
-# <in-package>
-from dynabert.errors import DynasearchError as _ErrorBase  # noqa: E402
-# </in-package>
-
-
-class MeasurementError(_ErrorBase):  # type: ignore[misc,valid-type]
-    """A measurement cannot be set up: unknown backend or provider, CUDA without a GPU, bad protocol
-    values, a records file of another schema, an output that cannot be written."""
-
 
 # (column, type, meaning). One row per (config, settings, run); `key` + `settings_id` identify a config.
 RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
