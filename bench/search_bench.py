@@ -167,9 +167,10 @@ def phase_perlayer(a) -> dict:
             bf16=a.bf16,
         )
         s_out, wall, s = _search_keep(cfg)
-        from search.verify import check_machine, predictor_settings
+        from predictors import predictor_settings
+        from search.verify import check_machine
 
-        s.settings = predictor_settings(s.estimator.predictor, s.estimator.batch, s.estimator.seq_len)
+        s.settings = predictor_settings(s.estimator.predictor, batch=s.estimator.batch, seq_len=s.estimator.seq_len)
         check_machine(s.estimator.predictor, s.settings)
         res[label] = _measure_front_and_grid(s_out, s, work, label) | {"optimize_s": wall, "run": str(run)}
         s.close()
@@ -266,13 +267,13 @@ def phase_targets(a) -> dict:
     # Re-measure every returned config once more, in one run (anchored): does it still meet its target?
     from dynabert.backbone import load_model
     from dynabert.subnet import SubnetConfig
-    from predictors import load_predictor
+    from predictors import load_predictor, predictor_settings
     from predictors.measure import load_shape
-    from search.verify import anchor_reference, measure_configs, predictor_settings
+    from search.verify import anchor_reference, measure_configs
 
     meta = json.loads((res_dir / "search.json").read_text())
     pred = load_predictor(meta["study"]["predictor_dir"])
-    st = predictor_settings(pred, meta["study"]["latency"]["batch"], meta["study"]["latency"]["seq_len"])
+    st = predictor_settings(pred, batch=meta["study"]["latency"]["batch"], seq_len=meta["study"]["latency"]["seq_len"])
     model = load_model(meta["study"]["model_dir"])
     shape = load_shape(meta["study"]["model_dir"])
     subs = list({a_["key"]: SubnetConfig.from_dict(a_["subnet"]) for a_ in answers}.values())

@@ -45,7 +45,7 @@ _LAZY = {
     "LATENCY_COLUMN": "records",
     "read_records": "records",
     "repeatability": "records",
-    "SAMPLERS": "samplers",
+    "CONFIG_SAMPLERS": "samplers",
     "flop_covering_configs": "samplers",
     "grid_configs": "samplers",
     "layer_table_configs": "samplers",

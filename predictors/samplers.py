@@ -12,6 +12,7 @@ from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 from .runtime.errors import MeasurementError
 
 SAMPLERS = ("grid", "uniform", "flops", "layer-table")
+CONFIG_SAMPLERS = SAMPLERS  # the public name, predictors.CONFIG_SAMPLERS (the search's: search.OPTUNA_SAMPLERS)
 
 
 def _unique(subnets: list[SubnetConfig]) -> list[SubnetConfig]:

@@ -79,19 +79,21 @@ def verify_latency(
     return rows.sort_values("_order")[list(VERIFY_COLUMNS)].reset_index(drop=True)
 
 
-def predictor_settings(predictor: LatencyPredictor) -> BackendSettings:
-    """The BackendSettings a fitted predictor was fitted for (its first input shape when fitted
-    across several)."""
+def predictor_settings(
+    predictor: LatencyPredictor, batch: int | None = None, seq_len: int | None = None
+) -> BackendSettings:
+    """The BackendSettings a fitted predictor was fitted for, at (batch, seq_len) when given (default:
+    its first input shape when fitted across several)."""
     meta = _meta(predictor)
-    batch, seq_len = meta["shapes"][0]
+    fitted_batch, fitted_seq_len = meta["shapes"][0]
     return BackendSettings(
         backend=meta["backend"],
         device=meta["device"],
         threads=int(meta["threads"]),
         spinning=bool(meta["spinning"]),
         dtype=meta["dtype"],
-        batch=int(batch),
-        seq_len=int(seq_len),
+        batch=int(fitted_batch if batch is None else batch),
+        seq_len=int(fitted_seq_len if seq_len is None else seq_len),
         provider=meta["provider"],
     )
 

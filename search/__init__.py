@@ -19,7 +19,7 @@ _LAZY = {
     "SearchOutcome": "study",
     "Search": "study",
     "run_search": "study",
-    "SAMPLERS": "study",
+    "OPTUNA_SAMPLERS": "study",
     "DEFAULT_SAMPLER": "study",
     "SpaceOptions": "space",
     "query": "results",

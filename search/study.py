@@ -35,7 +35,7 @@ from .outcome import SearchOutcome
 from .space import SpaceOptions, encode, grid_points, suggest
 from .storage import claim_study, is_claimed
 
-SAMPLERS = ("nsga2", "tpe", "gp", "random")
+OPTUNA_SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # the benchmark's winner (bench/results/search.md): 98.9% median of the best-known hypervolume
 RESCORE_SEED = 1  # the seeded dev subset of --rescore-dev (the search subset's default seed is 0)
 STUDY_FORMAT = "dynasearch-study"
@@ -87,7 +87,7 @@ class SearchConfig:
 
     def check(self) -> None:
         positive_int("trials", self.trials, SearchError, rule="a positive integer (the study's total)")
-        one_of("sampler", self.sampler, SAMPLERS, SearchError)
+        one_of("sampler", self.sampler, OPTUNA_SAMPLERS, SearchError)
         one_of("percentile", self.percentile, ("p50", "p90"), SearchError)
         if self.target_ms is not None and not (math.isfinite(self.target_ms) and self.target_ms > 0):
             raise SearchError(f"target latency must be a positive number of milliseconds; got {self.target_ms!r}")
@@ -230,9 +230,11 @@ class Search:
             )
         self.settings = None
         if cfg.verify and cfg.target_ms is not None:
-            from .verify import check_machine, predictor_settings
+            from predictors import predictor_settings
 
-            self.settings = predictor_settings(pred, self.estimator.batch, self.estimator.seq_len)
+            from .verify import check_machine
+
+            self.settings = predictor_settings(pred, batch=self.estimator.batch, seq_len=self.estimator.seq_len)
             check_machine(pred, self.settings)
         self._open_storage()
 
@@ -581,4 +583,4 @@ def run_search(cfg: SearchConfig) -> SearchOutcome:
         s.close()
 
 
-__all__ = ["DEFAULT_SAMPLER", "SAMPLERS", "Search", "SearchConfig", "SearchOutcome", "run_search"]
+__all__ = ["DEFAULT_SAMPLER", "OPTUNA_SAMPLERS", "Search", "SearchConfig", "SearchOutcome", "run_search"]

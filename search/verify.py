@@ -29,15 +29,6 @@ PERCENTILES = {"p50": "median_ms", "p90": "p90_ms"}
 MEASURED_FILE = "measured.csv"
 
 
-def predictor_settings(predictor, batch: int, seq_len: int):
-    """The BackendSettings a predictor was fitted for, at (batch, seq_len)."""
-    import dataclasses
-
-    from predictors import predictor_settings as fitted_settings
-
-    return dataclasses.replace(fitted_settings(predictor), batch=int(batch), seq_len=int(seq_len))
-
-
 def check_machine(predictor, settings) -> None:
     """Refuse, naming both fingerprints, when this machine is not the one the predictor was fitted on."""
     from predictors import check_this_machine
@@ -207,14 +198,14 @@ def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> di
     """Measure one answer of `query` on this machine (with the search's predictor setting) and
     record it in the results (measured.csv, trials.csv, front.csv); returns the answer, measured."""
     from dynabert.backbone import load_model
-    from predictors import load_predictor
+    from predictors import load_predictor, predictor_settings
 
     from .results import load_results, write_results
 
     meta, trials, front = load_results(results_dir)
     study = meta["study"]
     pred = load_predictor(study["predictor_dir"])
-    settings = predictor_settings(pred, study["latency"]["batch"], study["latency"]["seq_len"])
+    settings = predictor_settings(pred, batch=study["latency"]["batch"], seq_len=study["latency"]["seq_len"])
     check_machine(pred, settings)
     model = load_model(study["model_dir"])
     from predictors.measure import load_shape

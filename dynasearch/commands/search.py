@@ -18,7 +18,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def register(sub) -> None:
-    from search.study import DEFAULT_SAMPLER, SAMPLERS
+    from search.study import DEFAULT_SAMPLER, OPTUNA_SAMPLERS
 
     p = sub.add_parser(
         "search",
@@ -51,7 +51,7 @@ def register(sub) -> None:
     )
     p.add_argument("--trials", type=positive_int, default=200, help="the study's total number of trials (default 200)")
     p.add_argument(
-        "--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(SAMPLERS)} (default {DEFAULT_SAMPLER})"
+        "--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(OPTUNA_SAMPLERS)} (default {DEFAULT_SAMPLER})"
     )
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("search space")
