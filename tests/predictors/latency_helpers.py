@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import pandas as pd
+from fakes import FAKE_MACHINE as MACHINE
+from fakes import additive_ms  # noqa: F401 - the test modules import it from here
 
 from dynabert.subnet import BackboneShape, SubnetConfig
 from predictors.measure import shape_key, static_row
@@ -15,30 +17,6 @@ from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA, append_rows
 SHAPE = BackboneShape(
     num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64
 )
-MACHINE = {
-    "cpu_model": "Test CPU",
-    "cpu_cores": 2,
-    "gpu_name": "",
-    "gpu_driver": "",
-    "os": "test-os",
-    "python": "3.11",
-    "numpy_version": "2",
-    "torch_version": "2.13",
-    "onnxruntime_version": "1.32",
-}
-
-
-def additive_ms(s: SubnetConfig, batch: int = 1, seq: int = 16) -> float:
-    """Known answer: base + per attention block (0.3 + 0.05 per head) + per FFN block (0.2 + 0.01 per neuron),
-    every term scaled by tokens the way layer-regression's features are."""
-    t = batch * seq / 16
-    v = 1.0 + 0.1 * t
-    for h, f in zip(s.heads, s.ffn):
-        if h:
-            v += 0.3 + 0.05 * h * t + 0.001 * h * t * seq
-        if f:
-            v += 0.2 + 0.01 * f * t
-    return v
 
 
 def rows(

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from fakes import synthetic_latency_ms
 
 PG_BIN = Path(os.environ.get("DYNASEARCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -182,14 +183,6 @@ _counter = _count()
 
 
 # ------------------------------------------------------------------ a tiny searchable run
-def synthetic_latency_ms(s, batch: int, seq: int) -> float:
-    """A known, additive latency (ms) for the synthetic predictor."""
-    v = 1.0
-    for h, f in zip(s.heads, s.ffn):
-        v += (0.3 + 0.05 * h if h else 0.0) + (0.2 + 0.01 * f if f else 0.0)
-    return v
-
-
 def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Path:
     """A predictor fitted on synthetic records of the model's own backbone shape (fake machine)."""
     from dynabert.space import SearchSpace

@@ -21,32 +21,10 @@ REPO = TESTS.parent
 sys.path.insert(0, str(TESTS / "dynabert"))
 sys.path.insert(0, str(TESTS / "predictors"))
 
+from fakes import FAKE_MACHINE, additive_ms  # noqa: E402
 from helpers import make_model_dir, make_sst2_dir  # noqa: E402
 
 SEQ = 16  # the synthetic predictor's sequence length
-FAKE_MACHINE = {
-    "cpu_model": "Test CPU",
-    "cpu_cores": 2,
-    "gpu_name": "",
-    "gpu_driver": "",
-    "os": "test-os",
-    "python": "3.11",
-    "numpy_version": "2",
-    "torch_version": "2.13",
-    "onnxruntime_version": "1.32",
-}
-
-
-def additive_ms(s, batch: int = 1, seq: int = SEQ) -> float:
-    """A known latency: base + per attention block + per FFN block (layer-regression fits it exactly)."""
-    t = batch * seq / 16
-    v = 1.0 + 0.1 * t
-    for h, f in zip(s.heads, s.ffn):
-        if h:
-            v += 0.3 + 0.05 * h * t + 0.001 * h * t * seq
-        if f:
-            v += 0.2 + 0.01 * f * t
-    return v
 
 
 def predictor_records(model_dir: Path, machine: dict | None = None, n_random: int = 40, seed: int = 0, fn=additive_ms):

@@ -1,0 +1,37 @@
+"""Fakes shared by the test packages, one home each: the fake machine fingerprint of synthetic
+records and the known latency functions that synthetic predictors are fitted on."""
+
+from __future__ import annotations
+
+FAKE_MACHINE = {
+    "cpu_model": "Test CPU",
+    "cpu_cores": 2,
+    "gpu_name": "",
+    "gpu_driver": "",
+    "os": "test-os",
+    "python": "3.11",
+    "numpy_version": "2",
+    "torch_version": "2.13",
+    "onnxruntime_version": "1.32",
+}
+
+
+def additive_ms(s, batch: int = 1, seq: int = 16) -> float:
+    """Known answer: base + per attention block (0.3 + 0.05 per head) + per FFN block (0.2 + 0.01 per neuron),
+    every term scaled by tokens the way layer-regression's features are (layer-regression fits it exactly)."""
+    t = batch * seq / 16
+    v = 1.0 + 0.1 * t
+    for h, f in zip(s.heads, s.ffn):
+        if h:
+            v += 0.3 + 0.05 * h * t + 0.001 * h * t * seq
+        if f:
+            v += 0.2 + 0.01 * f * t
+    return v
+
+
+def synthetic_latency_ms(s, batch: int, seq: int) -> float:
+    """A known, additive latency (ms) that does not depend on the input shape (the search tests' predictor)."""
+    v = 1.0
+    for h, f in zip(s.heads, s.ffn):
+        v += (0.3 + 0.05 * h if h else 0.0) + (0.2 + 0.01 * f if f else 0.0)
+    return v
