@@ -3,17 +3,12 @@ whole tool, as a user runs it: train -> measure (real, tiny) -> fit-predictor ->
 target (verified by measurement) -> export --results -> reload the export and compare logits."""
 
 import json
-import sys
 import time
-from pathlib import Path
 
 import torch
+from tinymodels import make_model_dir, make_sst2_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dynabert"))
-
-from helpers import make_model_dir, make_sst2_dir  # noqa: E402
-
-from dynasearch.cli import main  # noqa: E402
+from dynasearch.cli import main
 
 FAST_PROTOCOL = ["--max-seconds", "0.3", "--min-runs", "3", "--min-visits", "1", "--max-runs", "10"]
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/ (tinymodels), after the repository
 
 from dynabert.tasks import get_task  # noqa: E402
 from dynabert.train import RunInputs, train  # noqa: E402

@@ -5,10 +5,9 @@ import json
 
 import pandas as pd
 import pytest
+from tinymodels import make_model_dir, make_sst2_dir
 
 from dynasearch.cli import main
-
-from .helpers import make_model_dir, make_sst2_dir
 
 FAST = ["--batch-size", "16", "--max-seq-length", "32", "--lr", "4e-3", "--no-progress"]
 

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from tinymodels import make_model_dir, make_sst2_dir
 
 from dynabert.tasks import get_task
 from dynabert.train import RunInputs, train
 from dynabert.train_config import TrainConfig
-
-from .helpers import make_model_dir, make_sst2_dir
 
 # Odd batch size: the two processes get 9 and 8 examples, so the loss scaling by share size is tested.
 CFG = TrainConfig(

@@ -1,14 +1,13 @@
 """The evaluation core a search calls: load_dev_set (once) and score_subnet (per candidate)."""
 
 import pytest
+from tinymodels import TINY, make_model_dir, make_sst2_dir
 
 from dynabert.backbone import load_model
 from dynabert.errors import DataError
 from dynabert.evaluate import evaluate_subnets, load_dev_set, score_subnet, seeded_subset
 from dynabert.subnet import SubnetConfig
 from dynabert.tasks import get_task
-
-from .helpers import TINY, make_model_dir, make_sst2_dir
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+from tinymodels import make_model_dir, make_sst2_dir
 
 from dynabert.errors import DataError, InvalidSubnetError, ModelLoadError
 from dynabert.io import read_json
@@ -11,8 +12,6 @@ from dynabert.subnet import SubnetConfig
 from dynabert.tasks import get_task
 from dynabert.train import RunInputs, train
 from dynabert.train_config import TrainConfig
-
-from .helpers import make_model_dir, make_sst2_dir
 
 FAST = dict(batch_size=16, max_seq_length=24, learning_rate=1e-3, eval_batch_size=64, max_steps=1)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tinymodels import TINY, make_model_dir, make_sst2_dir
 
 from dynabert.errors import DataError, ModelLoadError, OutputExistsError
 from dynabert.modeling import DynaBertForSequenceClassification
@@ -13,8 +14,6 @@ from dynabert.subnet import SubnetConfig
 from dynabert.tasks import get_task
 from dynabert.train import RunInputs, hidden_pairs, train
 from dynabert.train_config import TrainConfig
-
-from .helpers import TINY, make_model_dir, make_sst2_dir
 
 FAST = dict(batch_size=16, max_seq_length=32, epochs=1.0, learning_rate=1e-3, eval_batch_size=64)
 

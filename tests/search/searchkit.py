@@ -18,11 +18,10 @@ import pytest
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 REPO = TESTS.parent
-sys.path.insert(0, str(TESTS / "dynabert"))
 sys.path.insert(0, str(TESTS / "predictors"))
 
 from fakes import FAKE_MACHINE, additive_ms  # noqa: E402
-from helpers import make_model_dir, make_sst2_dir  # noqa: E402
+from tinymodels import make_model_dir, make_sst2_dir  # noqa: E402
 
 SEQ = 16  # the synthetic predictor's sequence length
 

@@ -29,7 +29,7 @@ def nothing_written(out: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def other_backbone_predictor(sk_fast):
-    from helpers import TINY
+    from tinymodels import TINY
 
     model = make_model_dir(sk_fast / "other-model", dataclasses.replace(TINY, num_layers=2, intermediate_size=48))
     return fit_predictor_dir(model, sk_fast / "other-pred")
