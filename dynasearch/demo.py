@@ -24,12 +24,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dynabert.errors import DynasearchError, OutputExistsError
 from dynabert.io import check_writable, read_json, write_json
 from dynabert.killpoints import kill_point
-from dynabert.tasks import GLUE_TASKS, check_data_dir, get_task
+from dynabert.runs import RunInputs, model_digest, read_state, resolve_run, run_model_dir
+from dynabert.space import SearchSpace
+from dynabert.subnet import SubnetConfig, paper_grid
+from dynabert.tasks import GLUE_TASKS, check_data_dir, get_task, load_split
+from dynabert.train_config import TrainConfig
+from predictors import (
+    BackendSettings,
+    Protocol,
+    fit_and_evaluate,
+    layer_table_configs,
+    load_shape,
+    read_records,
+    uniform_configs,
+)
+from predictors.measure import measure  # the function: once imported, `predictors.measure` is the module
+from search.deploy import export_from_results
+from search.objectives import cache_selection
+from search.results import load_results
+from search.storage import AccuracyCache, default_storage_url
+from search.study import RESCORE_SEED, SearchConfig, run_search
+
+from .report import write_report
 
 STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
@@ -163,10 +185,7 @@ class _Steps:
 
 
 def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
-    from dynabert.runs import RunInputs, read_state
-    from dynabert.tasks import get_task
-    from dynabert.train import train
-    from dynabert.train_config import TrainConfig
+    from dynabert.train import train  # torch: not on the --help path
 
     if set(cfg.stages) <= set(read_state(run)["completed"]):
         _log(f"training: already done ({run})")
@@ -205,8 +224,7 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
 
 
 def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
-    from dynabert.evaluate import EvalInputs, evaluate_run
-    from dynabert.tasks import get_task
+    from dynabert.evaluate import EvalInputs, evaluate_run  # torch: not on the --help path
 
     where = f"{cfg.eval_dev} dev examples (seeded)" if cfg.eval_dev else "the whole dev split"
     _log(f"2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on {where}")
@@ -215,10 +233,6 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
         EvalInputs(run, task, cfg.data_dir, out_dir=out / "eval", dev_subset=cfg.eval_dev)
     )
     if "teacher" in cfg.stages:
-        from dynabert.runs import run_model_dir
-        from dynabert.subnet import SubnetConfig
-        from predictors.measure import load_shape
-
         shape = load_shape(run_model_dir(run))  # the teacher has the same architecture
         evaluate_run(
             EvalInputs(
@@ -238,10 +252,7 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
 def length_distribution(cfg: DemoConfig, model_dir: Path) -> dict[str, Any]:
     """Token lengths of the dev texts (untruncated, up to the backbone's 512): what --max-seq-length
     cuts off. Short corpora (tweets) train and run much faster at a short length."""
-    import numpy as np
-
-    from dynabert.data import encode, load_tokenizer
-    from dynabert.tasks import get_task, load_split
+    from dynabert.data import encode, load_tokenizer  # torch: not on the --help path
 
     task = get_task(cfg.task)
     lengths = np.array(
@@ -266,10 +277,6 @@ def _grid_csv(out: Path) -> Path:
 
 def measure_configs(shape, cfg: DemoConfig):
     """The configs the demo times, with their labels: layer-table, paper grid, random per-layer."""
-    from dynabert.space import SearchSpace
-    from dynabert.subnet import paper_grid
-    from predictors.samplers import layer_table_configs, uniform_configs
-
     space = SearchSpace.default(shape)
     groups = [
         ("layer-table", layer_table_configs(space)),
@@ -287,8 +294,7 @@ def measure_configs(shape, cfg: DemoConfig):
 
 
 def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
-    from dynabert.extract import model_shape
-    from predictors import BackendSettings, Protocol, measure
+    from dynabert.extract import model_shape  # torch: not on the --help path
 
     path = out / "latency" / "records.csv"
     settings = BackendSettings(
@@ -317,9 +323,6 @@ def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
 
 
 def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
-    from predictors.evaluate import fit_and_evaluate
-    from predictors.records import read_records
-
     _log("4/7 fitting the latency predictors (30% of the timed configs held out)")
     report = fit_and_evaluate(read_records(records), kinds, out_dir=out / "predictor", overwrite=True, plots=True)
     best = report["best"]
@@ -342,9 +345,6 @@ def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
 
 def full_latency(records: Path, shape) -> float:
     """The full model's speed-corrected median (raw where uncorrected) from the demo's records."""
-    from dynabert.subnet import SubnetConfig
-    from predictors.records import read_records
-
     df = read_records(records)
     row = df[(df["key"] == SubnetConfig.full(shape).key) & (df["status"] == "ok")]
     if row.empty:
@@ -357,12 +357,7 @@ def full_latency(records: Path, shape) -> float:
 def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results: Path) -> int:
     """Put the score step's grid scores into the search's accuracy cache: the search re-scores the grid
     on the same checkpoint, dev selection and length, and would spend a minute repeating them."""
-    from dynabert.evaluate import load_dev_set
-    from dynabert.runs import model_digest, resolve_run
-    from dynabert.tasks import get_task
-    from search.objectives import cache_selection
-    from search.storage import AccuracyCache, default_storage_url
-    from search.study import RESCORE_SEED
+    from dynabert.evaluate import load_dev_set  # torch: not on the --help path
 
     info = resolve_run(run)
     task = get_task(cfg.task)
@@ -389,8 +384,6 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
 
 
 def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
-    from search.study import SearchConfig, run_search
-
     _log(
         f"5/7 searching grid + per-layer sub-networks ({cfg.sampler}, {cfg.trials} trials, {cfg.search_dev} dev examples "
         f"per evaluation) for target {target:.2f} ms, then verifying the answer by measurement"
@@ -417,7 +410,7 @@ def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
 def _check_inputs(cfg: DemoConfig) -> None:
     """Task, model and data found before anything is announced or written (the first step would find
     them too, after printing that it starts)."""
-    from dynabert.backbone import resolve_model_dir  # imports torch: not at `dynasearch --help` time
+    from dynabert.backbone import resolve_model_dir  # torch: not on the --help path
 
     spec = get_task(cfg.task)
     resolve_model_dir(cfg.model_dir)
@@ -469,12 +462,8 @@ def run_demo(cfg: DemoConfig = DemoConfig(), progress: bool = True) -> dict:
 
 
 def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
-    from dynabert.backbone import load_model
-    from dynabert.extract import model_shape
-    from dynabert.runs import run_model_dir
-    from search.deploy import export_from_results
-
-    from .report import write_report
+    from dynabert.backbone import load_model  # torch: not on the --help path
+    from dynabert.extract import model_shape  # torch: not on the --help path
 
     t_start = time.perf_counter()
     out = _prepare_out(cfg)
@@ -513,8 +502,6 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
         steps.finish("search", target_ms=target, met=outcome.met)
         for w in outcome.warnings:
             _log(f"  warning: {w}")
-    from search.results import load_results
-
     meta, _, front = load_results(out / "search")
     answer = meta.get("answer")
     if answer is None:
@@ -547,8 +534,6 @@ def _summary(
     answer: dict | None,
     shape,
 ) -> dict[str, Any]:
-    from dynabert.subnet import SubnetConfig
-
     metric = meta["study"]["metric"]
     full_key = SubnetConfig.full(shape).key
     full_row = grid[grid["key"] == full_key]

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from dynabert.io import read_json, write_text
+from dynabert.runs import run_model_dir
 from dynabert.tables import frame_table
 
 Block = tuple  # ("h1"|"h2"|"p"|"ul"|"code"|"table"|"img", payload...)
@@ -98,8 +100,6 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default
         + (f" --stage-epochs {eps}" if eps else "")
         + (f" --depth-loss {cfg['depth_loss'][0]:g},{cfg['depth_loss'][1]:g}" if cfg.get("depth_loss") else "")
     )
-    from dynabert.runs import run_model_dir
-
     try:
         model_dir = run_model_dir(out / "run")
     except Exception:  # noqa: BLE001 - a run that never finished: name where its model will be
@@ -254,8 +254,6 @@ def write_report(
 ) -> tuple[Path, Path]:
     """OUT/report.md and OUT/report.html; `default_protocol`: the timing protocol the demo used when
     its settings name none (the demo passes it: the report does not import the demo)."""
-    from dynabert.io import read_json, write_text
-
     out = Path(out)
     cfg = read_json(out / "demo.json", "demo settings file")
     blocks = report_blocks(out, summary, steps, cfg, default_protocol)

@@ -231,6 +231,26 @@ def pick_best(results: pd.DataFrame) -> str:
     return str(ok.sort_values("mape").iloc[0]["kind"])
 
 
+def predictor_kinds(text: str, across_shapes: bool = False) -> list[str]:
+    """The predictor kinds a comma-separated list names ('all': every kind); with `across_shapes`,
+    those of them that serve several input shapes. PredictorError when none is left or a name is unknown."""
+    kinds = list(PREDICTORS) if text == "all" else [k.strip() for k in text.split(",") if k.strip()]
+    if not kinds:
+        raise PredictorError(f"--kind {text!r} names no predictor kind; allowed: {', '.join(PREDICTORS)} or all")
+    bad = [k for k in kinds if k not in PREDICTORS]
+    if bad:
+        raise PredictorError(f"unknown predictor kind(s) {bad}; allowed: {', '.join(PREDICTORS)}")
+    if across_shapes:
+        one_shape = [k for k in kinds if not PREDICTORS[k].supports_shapes]
+        kinds = [k for k in kinds if PREDICTORS[k].supports_shapes]
+        if not kinds:
+            raise PredictorError(
+                f"predictor kind {', '.join(one_shape)} serves one batch and sequence length; --across-shapes "
+                f"fits {', '.join(k for k, c in PREDICTORS.items() if c.supports_shapes)}"
+            )
+    return kinds
+
+
 def fit_and_evaluate(
     records: pd.DataFrame,
     kinds: Sequence[str] = tuple(PREDICTORS),

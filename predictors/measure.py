@@ -5,6 +5,7 @@ under the same fingerprint and settings; a config that crashes is recorded as fa
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -276,3 +277,19 @@ def measure(
         out = all_rows[all_rows["run_id"] == run_id].reset_index(drop=True)
     out.attrs["already_measured"] = skipped
     return out
+
+
+# A run whose speed index is further than this from 1 ran on a machine noticeably faster or slower
+# than the reference run's: worth a warning, as its raw latencies are not comparable.
+SPEED_WARN = 0.05
+
+
+def speed_index_warning(speed_index: float, label: str) -> str | None:
+    """The one-line warning for a run whose speed index (anchor now against the reference run's) is
+    beyond SPEED_WARN, or None; `label` names the settings ('threads 1 batch 1 seq 128:')."""
+    if not math.isfinite(speed_index) or abs(speed_index - 1) <= SPEED_WARN:
+        return None
+    return (
+        f"warning: {label} this machine ran {abs(speed_index - 1):.1%} {'slower' if speed_index > 1 else 'faster'} "
+        f"than when the reference run was measured; corrected latencies are scaled back to the reference"
+    )

@@ -195,6 +195,33 @@ def check_one_target(df: pd.DataFrame, allow_shapes: bool) -> None:
         )
 
 
+def select_records(
+    df: pd.DataFrame, target_id: str | None = None, batch: int | None = None, seq_len: int | None = None
+) -> pd.DataFrame:
+    """The rows of one target_id, batch size and sequence length (each only when given); RecordsError
+    naming the asked value and the values present when no row has it."""
+    for column, value, option in (
+        ("target_id", target_id, "--target"),
+        ("batch", batch, "--batch"),
+        ("seq_len", seq_len, "--seq-len"),
+    ):
+        if value:
+            df = _select(df, column, value, option)
+    return df
+
+
+def _select(df: pd.DataFrame, column: str, value, option: str) -> pd.DataFrame:
+    picked = df[df[column] == value]
+    if picked.empty:
+        present = sorted(set(df[column].tolist()))
+        raise RecordsError(
+            f"no records with {column} {value!r} ({option} {value}); the records hold {column} "
+            f"{', '.join(repr(v) if isinstance(v, str) else str(v) for v in present[:12])}"
+            + (" ..." if len(present) > 12 else "")
+        )
+    return picked
+
+
 def subnets_of(df: pd.DataFrame) -> list[SubnetConfig]:
     return [SubnetConfig.from_json(s) for s in df["subnet"]]
 
@@ -248,6 +275,7 @@ __all__ = [
     "read_records",
     "repeatability",
     "schema_markdown",
+    "select_records",
     "shape_of",
     "subnets_of",
     "targets_table",

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
+from dynabert.errors import InvalidSubnetError
+from dynabert.io import read_json
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
@@ -137,3 +140,45 @@ def labels_by_key(subnets: Sequence[SubnetConfig], sampler: str | Sequence[str])
     for s, label in zip(subnets, labels):
         out.setdefault(s.key, label)
     return out
+
+
+def sampler_names(text: str) -> list[str]:
+    """'layer-table,uniform' -> ['layer-table', 'uniform']; unknown or empty names: MeasurementError."""
+    names = [n.strip() for n in str(text).split(",")]
+    bad = [n for n in names if n not in SAMPLERS]
+    if bad:
+        raise MeasurementError(
+            f"unknown sampler {', '.join(repr(n) for n in bad)} in --sampler {text!r}; allowed: "
+            f"{', '.join(SAMPLERS)} (several separated by commas)"
+        )
+    return names
+
+
+def select_configs(
+    samplers: str, shape: BackboneShape, n: int, seed: int = 0, batch: int = 1, seq_len: int = 128
+) -> tuple[list[SubnetConfig], list[str]]:
+    """(subnets, one sampler label each) drawn by the samplers `samplers` names ('layer-table,uniform':
+    several separated by commas, measured in one run) over the default space of `shape`; a config two
+    samplers drew is listed once, under the first one's label."""
+    subnets, labels, seen = [], [], set()
+    for name in sampler_names(samplers):
+        for s in sample_configs(name, SearchSpace.default(shape), n, seed, batch, seq_len):
+            if s.key not in seen:
+                seen.add(s.key)
+                subnets.append(s)
+                labels.append(name)
+    return subnets, labels
+
+
+def read_subnet_file(path: str | Path, shape: BackboneShape) -> list[SubnetConfig]:
+    """The sub-networks of a JSON file (one {layers, heads, ffn} object or a list of them), each
+    checked against `shape`; InvalidSubnetError, one line naming the file, otherwise."""
+    # The one JSON reader: unreadable, a directory, not UTF-8, truncated -> one line naming the file.
+    data = read_json(path, "subnet file", error=InvalidSubnetError, kind=object)
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise InvalidSubnetError(f"subnet file {path} holds an empty list; give at least one sub-network")
+    try:
+        return [SubnetConfig.from_dict(d).validate(shape) for d in items]
+    except InvalidSubnetError as e:
+        raise InvalidSubnetError(f"{path}: {e}") from None

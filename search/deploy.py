@@ -7,6 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from dynabert.io import check_output_dir
+from dynabert.runs import model_digest
+from dynabert.subnet import SubnetConfig
+
 from .errors import ResultsError, SearchError
 from .results import answer_row, best_under, check_target, read_results
 
@@ -40,10 +44,8 @@ def export_from_results(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Export the chosen config of a search; returns the manifest."""
-    from dynabert.backbone import load_model
-    from dynabert.export import export_subnet, parse_formats
-    from dynabert.io import check_output_dir
-    from dynabert.subnet import SubnetConfig
+    from dynabert.backbone import load_model  # torch: not on the query path
+    from dynabert.export import export_subnet, parse_formats  # torch: not on the query path
 
     parse_formats(formats)
     check_output_dir(out, overwrite)  # before any slow work
@@ -53,8 +55,6 @@ def export_from_results(
         raise ResultsError(
             f"the searched model {model_dir} (from {Path(results_dir) / 'search.json'}) is no longer there"
         )
-    from dynabert.runs import model_digest
-
     if model_digest(model_dir) != meta["study"]["checkpoint"]:
         raise ResultsError(
             f"the model in {model_dir} changed since the search (its weights' digest differs): search again"

@@ -20,6 +20,7 @@ import numpy as np
 from dynabert.killpoints import kill_point
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
+from predictors.errors import PredictorError
 
 from .errors import SearchError
 from .storage import AccuracyCache
@@ -78,7 +79,7 @@ class AccuracyEvaluator:
 
     def score(self, subnet: SubnetConfig, full: bool = False) -> tuple[float, bool]:
         """(primary metric in percent, True when answered from the cache)."""
-        from dynabert.evaluate import score_subnet
+        from dynabert.evaluate import score_subnet  # torch: not on the --help path
 
         dev = self.dev["full" if full else "search"]
         selection = cache_selection(dev, self.bf16)
@@ -109,8 +110,6 @@ class LatencyEstimator:
         counters: Counters | None = None,
         source: str | Path | None = None,
     ):
-        from predictors.errors import PredictorError
-
         self.predictor, self.source = predictor, str(source) if source else None
         self.counters = counters or Counters()
         meta = predictor.meta_

@@ -16,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 from dynabert.killpoints import kill_point
+from dynabert.subnet import SubnetConfig
 
 from .errors import SearchError
+from .pareto import hypervolume_history, pareto_mask
+from .plots import plot_hypervolume, plot_search_front, plot_shapes
+from .results import TRIAL_COLUMNS, answer_row, write_results
 from .space import decode
+from .storage import redact
+from .verify import anchor_reference, bias_warning, drift_warning, measure_configs, read_measured, verify_candidates
 
 if TYPE_CHECKING:
-    from .study import Search
+    from .study import Search  # type only: study imports this module
 
 
 @dataclass
@@ -37,7 +43,7 @@ class SearchOutcome:
 
 
 def trials_table(self: Search) -> pd.DataFrame:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optuna: not on the --help path
 
     rows = []
     first: dict[str, int] = {}
@@ -87,13 +93,6 @@ def trials_table(self: Search) -> pd.DataFrame:
 
 
 def finish(self: Search) -> SearchOutcome:
-    from dynabert.subnet import SubnetConfig
-
-    from .pareto import hypervolume_history, pareto_mask
-    from .plots import plot_hypervolume, plot_search_front, plot_shapes
-    from .results import answer_row, write_results
-    from .verify import anchor_reference, bias_warning, drift_warning, measure_configs, read_measured, verify_candidates
-
     cfg = self.cfg
     trials = trials_table(self)
     if trials.empty:
@@ -232,7 +231,7 @@ def finish(self: Search) -> SearchOutcome:
 def _state_counts(self: Search) -> dict[str, int]:
     """Trials skipped by the budget (PRUNED: the study already had enough) and failed ones
     (a dead worker's trial, failed by the heartbeat check and retried)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optuna: not on the --help path
 
     states = [t.state for t in self.study.get_trials(deepcopy=False)]
     return {
@@ -263,12 +262,8 @@ def _fingerprint(self: Search) -> dict[str, Any]:
 
 
 def _trial_columns():
-    from .results import TRIAL_COLUMNS
-
     return TRIAL_COLUMNS
 
 
 def _redacted(url: str) -> str:
-    from .storage import redact
-
     return redact(url)

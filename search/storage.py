@@ -15,6 +15,8 @@ import datetime as _dt
 import json
 import os
 import socket
+import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg",)}
 def redact(url: str) -> str:
     """The URL without its password, for messages."""
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # sqlalchemy: not on the --help path
 
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -43,7 +45,7 @@ def _reason(e: BaseException, url: str) -> str:
     text = str(getattr(e, "orig", None) or e).strip()
     reason = text.splitlines()[0] if text else type(e).__name__
     try:
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import make_url  # sqlalchemy: not on the --help path
 
         pw = make_url(url).password
         if pw:
@@ -68,8 +70,8 @@ def _sqlite_pragmas() -> None:
     global _PRAGMAS_SET
     if _PRAGMAS_SET:
         return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    from sqlalchemy import event  # sqlalchemy: not on the --help path
+    from sqlalchemy.engine import Engine  # sqlalchemy: not on the --help path
 
     @event.listens_for(Engine, "connect")
     def _on_connect(dbapi_conn, record) -> None:  # noqa: ANN001
@@ -85,8 +87,8 @@ def _sqlite_pragmas() -> None:
 def engine_kwargs(url: str) -> dict[str, Any]:
     """Checked URL -> SQLAlchemy engine arguments (timeouts so nothing hangs; pre-ping so a pooled
     connection that the server dropped is replaced instead of failing the next statement)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    from sqlalchemy.engine import make_url  # sqlalchemy: not on the --help path
+    from sqlalchemy.exc import ArgumentError  # sqlalchemy: not on the --help path
 
     try:
         u = make_url(url)
@@ -117,7 +119,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
         _sqlite_pragmas()
         return {"connect_args": {"timeout": 60}}
     try:
-        import psycopg  # noqa: F401
+        import psycopg  # noqa: F401 - optional driver, probed for a postgresql URL only
     except ImportError:
         raise SearchError(
             f"storage URL {redact(url)} needs the psycopg driver: pip install 'dynasearch[postgres]'"
@@ -128,9 +130,7 @@ def engine_kwargs(url: str) -> dict[str, Any]:
 def probe(url: str, deadline_s: float = PROBE_DEADLINE_S) -> None:
     """Connect once and run SELECT 1 within `deadline_s` (a thread, so a driver or a name lookup
     that hangs cannot hold the worker); SearchError naming the redacted URL otherwise."""
-    import threading
-
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # sqlalchemy: not on the --help path
 
     kwargs = engine_kwargs(url)
     box: dict[str, BaseException | bool] = {}
@@ -162,7 +162,7 @@ def probe(url: str, deadline_s: float = PROBE_DEADLINE_S) -> None:
 
 def is_transient(e: BaseException) -> bool:
     """A lost or refused connection (worth retrying), not a bad statement or a constraint."""
-    from sqlalchemy import exc
+    from sqlalchemy import exc  # sqlalchemy: not on the --help path
 
     seen = set()
     while e is not None and id(e) not in seen:
@@ -180,8 +180,6 @@ def is_transient(e: BaseException) -> bool:
 def with_retry(fn, what: str, url: str, retry_s: float = RETRY_S):
     """fn() retried with back-off (0.25 s doubling to 4 s) while it fails on a lost connection, for
     up to `retry_s` seconds; then one SearchError naming what failed and the redacted URL."""
-    import time
-
     t0 = time.monotonic()
     wait = 0.25
     while True:
@@ -225,7 +223,7 @@ _RETRIED = (
 
 
 def _retrying_storage_class():
-    import optuna
+    import optuna  # optuna: not on the --help path
 
     class RetryingRDBStorage(optuna.storages.RDBStorage):
         """RDBStorage whose calls survive a database that goes away for a few seconds (a restart,
@@ -258,7 +256,7 @@ def serialize_sqlite(engine) -> None:
     begins a transaction only at the first write: both run it and the second to finish crashes
     with "Trial#N has already finished". Transactions queue on the lock (60 s busy timeout):
     fine for the few workers one machine runs; use PostgreSQL beyond that."""
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # sqlalchemy: not on the --help path
 
     @sa.event.listens_for(engine, "connect")
     def _no_pysqlite_begin(dbapi_connection, record):
@@ -277,10 +275,8 @@ def open_storage(
     """An Optuna RDBStorage with heartbeats (a killed worker's RUNNING trial is failed after the
     grace period and retried by a live worker) whose calls are retried on a lost connection; a
     clear one-line error within 10 s when the database cannot be reached."""
-    import time
-
-    import optuna
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    import optuna  # optuna: not on the --help path
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError  # sqlalchemy: not on the --help path
 
     kwargs = engine_kwargs(url)
     if not url.startswith("sqlite"):
@@ -326,7 +322,7 @@ def claim_study(storage, name: str) -> None:
     `dynasearch_studies` in the storage's database). Optuna cannot create a study and its
     attributes in one transaction; this row lets a re-run tell our own study killed before its
     identity was written (adopt it) from another tool's study (refuse it). No-op without a database."""
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # sqlalchemy: not on the --help path
 
     engine = getattr(storage, "engine", None)
     if engine is None:
@@ -353,7 +349,7 @@ def claim_study(storage, name: str) -> None:
 
 def is_claimed(storage, name: str) -> bool:
     """Whether dynasearch once started creating study `name` in this storage (see claim_study)."""
-    import sqlalchemy as sa
+    import sqlalchemy as sa  # sqlalchemy: not on the --help path
 
     engine = getattr(storage, "engine", None)
     if engine is None or not sa.inspect(engine).has_table("dynasearch_studies"):
@@ -387,7 +383,7 @@ class AccuracyCache:
     call is retried with back-off while the connection is lost (`retry_s`), then fails clearly."""
 
     def __init__(self, url: str, retry_s: float = RETRY_S):
-        import sqlalchemy as sa
+        import sqlalchemy as sa  # sqlalchemy: not on the --help path
 
         self._sa = sa
         self.url, self.retry_s = url, retry_s

@@ -16,24 +16,35 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
+import socket
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from dynabert.checks import one_of, positive_int
 from dynabert.io import check_writable, process_dead, process_tag
 from dynabert.killpoints import kill_point
+from dynabert.runs import is_dynabert_trained, model_digest, read_run_record, resolve_run
+from dynabert.subnet import uniform_widths
+from dynabert.tasks import get_task
+from predictors import find_predictor, load_shape, predictor_settings
 
 from .errors import SearchError
-from .outcome import SearchOutcome
+from .objectives import AccuracyEvaluator, Counters, LatencyEstimator, check_widths
+from .outcome import SearchOutcome, finish, trials_table
 from .space import SpaceOptions, encode, grid_points, suggest
-from .storage import claim_study, is_claimed
+from .storage import AccuracyCache, claim_study, default_storage_url, engine_kwargs, is_claimed, open_storage, redact
+from .verify import check_machine
 
 OPTUNA_SAMPLERS = ("nsga2", "tpe", "gp", "random")
 DEFAULT_SAMPLER = "tpe"  # the benchmark's winner (bench/results/search.md): 98.9% median of the best-known hypervolume
@@ -104,10 +115,8 @@ class SearchConfig:
 
 def _check_positions(max_len: int, model_dir: str | Path) -> None:
     """The evaluation length fits the backbone's position table (as `train` checks), from config.json alone."""
-    from types import SimpleNamespace
-
-    from dynabert.backbone import read_config
-    from dynabert.data import check_max_length
+    from dynabert.backbone import read_config  # torch: not on the --help path
+    from dynabert.data import check_max_length  # torch: not on the --help path
 
     raw = read_config(Path(model_dir))
     roberta = raw.get("flavor") == "roberta" or raw.get("model_type") in ("roberta", "xlm-roberta", "camembert")
@@ -124,10 +133,7 @@ def _check_positions(max_len: int, model_dir: str | Path) -> None:
 def _check_uniform_backbone(model_dir: str | Path) -> None:
     """The search space and its grid need one width for every layer: an export of a per-layer
     sub-network (layers of different widths) is refused in one line, before anything is written."""
-    from types import SimpleNamespace
-
-    from dynabert.backbone import read_config
-    from dynabert.subnet import uniform_widths
+    from dynabert.backbone import read_config  # torch: not on the --help path
 
     raw = read_config(Path(model_dir))
     if not uniform_widths(SimpleNamespace(**raw)):
@@ -143,7 +149,7 @@ def _digest_file(path: Path) -> str:
 
 
 def make_sampler(name: str, seed: int, trials: int):
-    import optuna
+    import optuna  # optuna: not on the --help path
 
     if name == "nsga2":
         # Small generations: 200 evaluations give 10 generations of 20 (50 would give 4).
@@ -158,8 +164,6 @@ def make_sampler(name: str, seed: int, trials: int):
 def _find_predictor(path: str | Path):
     """A predictor directory, or a fit-predictor output (its metrics.json names the best kind):
     `predictors.find_predictor` is the one reader of both (PredictorError naming file and key)."""
-    from predictors import find_predictor
-
     p = Path(path)
     if not p.exists():
         raise SearchError(f"predictor directory {p} does not exist")
@@ -179,18 +183,10 @@ class Search:
         self.cfg = cfg
         self.warnings: list[str] = []
         self.out = Path(cfg.out)
-        from .objectives import Counters
-
         self.counters = Counters()
 
     # ---- cheap checks, no model weights read
     def prepare(self) -> None:
-        from dynabert.runs import is_dynabert_trained, read_run_record, resolve_run
-        from dynabert.tasks import get_task
-        from predictors.measure import load_shape
-
-        from .objectives import LatencyEstimator, check_widths
-
         cfg = self.cfg
         self.info = resolve_run(cfg.run, cfg.stage)
         _check_uniform_backbone(self.info.model_dir)
@@ -230,10 +226,6 @@ class Search:
             )
         self.settings = None
         if cfg.verify and cfg.target_ms is not None:
-            from predictors import predictor_settings
-
-            from .verify import check_machine
-
             self.settings = predictor_settings(pred, batch=self.estimator.batch, seq_len=self.estimator.seq_len)
             check_machine(pred, self.settings)
         self._open_storage()
@@ -243,8 +235,6 @@ class Search:
         warnings.warn(msg, stacklevel=3)
 
     def _open_storage(self) -> None:
-        from .storage import AccuracyCache, default_storage_url, engine_kwargs, open_storage
-
         if self.cfg.storage not in (None, ":memory:"):
             engine_kwargs(self.cfg.storage)  # a URL that cannot work: refuse before creating anything
         created = not self.out.exists()
@@ -263,7 +253,7 @@ class Search:
             raise SearchError(f"results directory {self.out} cannot be written: {e.strerror or e}") from None
         self.url = self.cfg.storage or default_storage_url(self.out)
         if self.url == ":memory:":  # benchmarks and notebooks: no storage round trips, nothing to resume
-            import optuna
+            import optuna  # optuna: not on the --help path
 
             self.storage = optuna.storages.InMemoryStorage()
             cache_url = self.cfg.cache or default_storage_url(self.out)
@@ -274,11 +264,8 @@ class Search:
 
     # ---- the model and dev sets (slow)
     def load(self) -> None:
-        from dynabert.backbone import load_model
-        from dynabert.evaluate import load_dev_set
-        from dynabert.runs import model_digest
-
-        from .objectives import AccuracyEvaluator
+        from dynabert.backbone import load_model  # torch: not on the --help path
+        from dynabert.evaluate import load_dev_set  # torch: not on the --help path
 
         cfg = self.cfg
         self.digest = model_digest(self.info.model_dir)
@@ -325,7 +312,7 @@ class Search:
 
     # ---- the study
     def open_study(self):
-        import optuna
+        import optuna  # optuna: not on the --help path
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         ident = self.identity()
@@ -372,10 +359,6 @@ class Search:
             if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
                 # Other workers are live (or a dead one's trial awaits its retry): workers joining at
                 # the same moment see the same count, so mix in who we are, or they propose alike.
-                import os
-                import socket
-                import zlib
-
                 seed = int(
                     np.random.SeedSequence(
                         [self.cfg.seed, len(trials), os.getpid(), zlib.crc32(socket.gethostname().encode())]
@@ -412,7 +395,7 @@ class Search:
     def _complete_grid(self, ident: dict[str, Any], timeout_s: float = IDENTITY_WAIT_S) -> None:
         """A study whose grid is not marked whole: its creator is still queueing it (wait), or was
         killed doing so (its process is gone, or the wait ran out): queue what is missing."""
-        import optuna
+        import optuna  # optuna: not on the --help path
 
         t0 = time.monotonic()
         while True:
@@ -436,7 +419,7 @@ class Search:
         study, so a study without one is either being created (wait) or was created by a run killed
         in between. An empty study without attributes that dynasearch claimed before creating it
         (storage.claim_study) is adopted as ours; anything else is another tool's study: refused."""
-        import optuna
+        import optuna  # optuna: not on the --help path
 
         t0 = time.monotonic()
         while True:
@@ -486,11 +469,10 @@ class Search:
         return metric, pred
 
     def optimize(self) -> None:
-        from optuna.study import MaxTrialsCallback
-        from optuna.trial import TrialState
-        from tqdm import tqdm
+        from optuna.study import MaxTrialsCallback  # optuna: not on the --help path
+        from optuna.trial import TrialState  # optuna: not on the --help path
 
-        from .workers import TrialBudget, claim_trial
+        from .workers import TrialBudget, claim_trial  # imports optuna: not on the --help path
 
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         remaining = max(0, self.cfg.trials - done)
@@ -533,13 +515,9 @@ class Search:
 
     # ---- results
     def trials_table(self) -> pd.DataFrame:
-        from .outcome import trials_table
-
         return trials_table(self)
 
     def finish(self) -> SearchOutcome:
-        from .outcome import finish
-
         return finish(self)
 
     def close(self) -> None:
@@ -558,8 +536,6 @@ def _short(v: Any) -> str:
 
 
 def _redacted(url: str) -> str:
-    from .storage import redact
-
     return redact(url)
 
 

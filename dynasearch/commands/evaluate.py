@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_subnet_args, positive_int
-from .train import add_task_args, task_from_args
+from .common import add_subnet_args, add_task_args, positive_int, task_from_args
 
 
 def register(sub) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .common import positive_int
+from dynabert.io import check_output_dir
+
+from .common import positive_int, print_warnings
 
 
 def _fraction(text: str) -> float:
@@ -46,57 +48,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _select(df, column: str, value, option: str):
-    """Rows whose `column` is `value`; RecordsError naming the asked value and those present when none is."""
-    from predictors.errors import RecordsError
-
-    picked = df[df[column] == value]
-    if picked.empty:
-        present = sorted(set(df[column].tolist()))
-        raise RecordsError(
-            f"no records with {column} {value!r} ({option} {value}); the records hold {column} "
-            f"{', '.join(repr(v) if isinstance(v, str) else str(v) for v in present[:12])}"
-            + (" ..." if len(present) > 12 else "")
-        )
-    return picked
-
-
 def run(args) -> int:
-    from .common import print_warnings
-
     with print_warnings():  # an older records format is one 'warning: ...' line
         return _run(args)
 
 
 def _run(args) -> int:
-    from dynabert.io import check_output_dir
-    from predictors.errors import PredictorError
-    from predictors.evaluate import fit_and_evaluate, format_table
-    from predictors.latency import PREDICTORS
-    from predictors.records import read_records
+    from predictors import (  # predictors (pandas): not on the query path
+        fit_and_evaluate,
+        format_table,
+        predictor_kinds,
+        read_records,
+        select_records,
+    )
 
     check_output_dir(args.out, args.overwrite)
-    kinds = list(PREDICTORS) if args.kind == "all" else [k.strip() for k in args.kind.split(",") if k.strip()]
-    if not kinds:
-        raise PredictorError(f"--kind {args.kind!r} names no predictor kind; allowed: {', '.join(PREDICTORS)} or all")
-    bad = [k for k in kinds if k not in PREDICTORS]
-    if bad:
-        raise PredictorError(f"unknown predictor kind(s) {bad}; allowed: {', '.join(PREDICTORS)}")
-    if args.across_shapes:
-        one_shape = [k for k in kinds if not PREDICTORS[k].supports_shapes]
-        kinds = [k for k in kinds if PREDICTORS[k].supports_shapes]
-        if not kinds:
-            raise PredictorError(
-                f"predictor kind {', '.join(one_shape)} serves one batch and sequence length; --across-shapes "
-                f"fits {', '.join(k for k, c in PREDICTORS.items() if c.supports_shapes)}"
-            )
-    df = read_records(args.records)
-    if args.target:
-        df = _select(df, "target_id", args.target, "--target")
-    if args.batch:
-        df = _select(df, "batch", args.batch, "--batch")
-    if args.seq_len:
-        df = _select(df, "seq_len", args.seq_len, "--seq-len")
+    kinds = predictor_kinds(args.kind, args.across_shapes)
+    df = select_records(read_records(args.records), args.target, args.batch, args.seq_len)
     report = fit_and_evaluate(
         df,
         kinds,

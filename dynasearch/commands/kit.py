@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from .common import add_model_arg, positive_int
-from .measure import add_config_args, add_protocol_args, configs_from_args, protocol_from_args, sampler_names
+from .common import (
+    add_config_args,
+    add_model_arg,
+    add_protocol_args,
+    configs_from_args,
+    positive_int,
+    protocol_from_args,
+)
 
 
 def register(sub) -> None:
@@ -36,8 +42,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from predictors.kit import write_kit
-    from predictors.measure import load_shape
+    from predictors import load_shape, sampler_names, write_kit  # predictors (pandas): not on the query path
 
     if not args.subnets:
         sampler_names(args.sampler)

@@ -3,144 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import os
+import sys
 
-from .common import add_model_arg, positive_int
-
-
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
-    return v
-
-
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("which sub-networks")
-    g.add_argument(
-        "--sampler",
-        default="uniform",
-        help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
-        "layer-table (single-layer configs for the lookup-table predictor); several separated by commas "
-        "are measured in one run, e.g. layer-table,uniform; default uniform",
-    )
-    g.add_argument("--n", type=positive_int, default=50, help="configs to sample (uniform, flops; default 50)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    g.add_argument(
-        "--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects"
-    )
-
-
-def add_protocol_args(p: argparse.ArgumentParser) -> None:
-    from predictors.runtime.protocol import Protocol
-
-    d = Protocol()
-    g = p.add_argument_group("timing protocol")
-    g.add_argument(
-        "--rel-ci",
-        type=positive_float,
-        default=d.rel_ci,
-        help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})",
-    )
-    g.add_argument(
-        "--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})"
-    )
-    g.add_argument(
-        "--min-visits",
-        type=positive_int,
-        default=d.min_visits,
-        help=f"rounds a config's timed runs must span before it may stop early (default {d.min_visits})",
-    )
-    g.add_argument(
-        "--runs-per-visit",
-        type=positive_int,
-        default=d.runs_per_visit,
-        help=f"timed runs each time a config's turn comes (default {d.runs_per_visit})",
-    )
-    g.add_argument(
-        "--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})"
-    )
-    g.add_argument(
-        "--max-seconds",
-        type=positive_float,
-        default=d.max_seconds,
-        help=f"timed seconds per config at most (default {d.max_seconds})",
-    )
-    g.add_argument(
-        "--chunk-size",
-        type=positive_int,
-        default=d.chunk_size,
-        help=f"configs interleaved at once (default {d.chunk_size})",
-    )
-
-
-def protocol_from_args(args):
-    from predictors.runtime.protocol import Protocol
-
-    return Protocol(
-        rel_ci=args.rel_ci,
-        min_runs=args.min_runs,
-        min_visits=args.min_visits,
-        runs_per_visit=args.runs_per_visit,
-        max_runs=args.max_runs,
-        max_seconds=args.max_seconds,
-        chunk_size=args.chunk_size,
-        seed=args.seed,
-    )
-
-
-def configs_from_args(args, shape) -> tuple[list, list[str]]:
-    """(subnets, one sampler label each) from --subnets FILE or --sampler/--n/--seed; --sampler may
-    name several samplers separated by commas (e.g. layer-table,uniform), measured in one run."""
-    from dynabert.errors import InvalidSubnetError
-    from dynabert.io import read_json
-    from dynabert.space import SearchSpace
-    from dynabert.subnet import SubnetConfig
-    from predictors.samplers import sample_configs
-
-    if args.subnets:
-        # The one JSON reader: unreadable, a directory, not UTF-8, truncated -> one line naming the file.
-        data = read_json(args.subnets, "subnet file", error=InvalidSubnetError, kind=object)
-        items = data if isinstance(data, list) else [data]
-        if not items:
-            raise InvalidSubnetError(f"subnet file {args.subnets} holds an empty list; give at least one sub-network")
-        try:
-            subnets = [SubnetConfig.from_dict(d).validate(shape) for d in items]
-        except InvalidSubnetError as e:
-            raise InvalidSubnetError(f"{args.subnets}: {e}") from None
-        return subnets, ["file"] * len(subnets)
-    first = args.batch[0] if isinstance(args.batch, list) else args.batch
-    seq = args.seq_len[0] if isinstance(args.seq_len, list) else args.seq_len
-    subnets, labels, seen = [], [], set()
-    for name in sampler_names(args.sampler):
-        for s in sample_configs(name, SearchSpace.default(shape), args.n, args.seed, first, seq):
-            if s.key not in seen:  # a config two samplers drew is measured once, under the first one's label
-                seen.add(s.key)
-                subnets.append(s)
-                labels.append(name)
-    return subnets, labels
-
-
-def sampler_names(text: str) -> list[str]:
-    """'layer-table,uniform' -> ['layer-table', 'uniform']; unknown or empty names: MeasurementError."""
-    from predictors.runtime.errors import MeasurementError
-    from predictors.samplers import SAMPLERS
-
-    names = [n.strip() for n in str(text).split(",")]
-    bad = [n for n in names if n not in SAMPLERS]
-    if bad:
-        raise MeasurementError(
-            f"unknown sampler {', '.join(repr(n) for n in bad)} in --sampler {text!r}; allowed: "
-            f"{', '.join(SAMPLERS)} (several separated by commas)"
-        )
-    return names
+from .common import (
+    add_config_args,
+    add_model_arg,
+    add_protocol_args,
+    configs_from_args,
+    positive_int,
+    print_warnings,
+    protocol_from_args,
+)
 
 
 def register(sub) -> None:
-    from predictors.records import schema_markdown
+    from predictors import schema_markdown  # predictors (pandas): not on the query path
 
     p = sub.add_parser(
         "measure",
@@ -189,22 +69,23 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .common import print_warnings
-
     with print_warnings():  # an older records format is one 'warning: ...' line
         return _run(args)
 
 
 def _run(args) -> int:
-    import itertools
-    import math
-    import sys
-
-    from predictors.backends import BackendSettings, make_backend
-    from predictors.measure import check_onnx_cache, load_shape, measure
-    from predictors.records import read_records
-    from predictors.runtime.fingerprint import threads_warning
-    from predictors.runtime.schema import check_records_path
+    from predictors import (  # predictors (pandas): not on the query path
+        BackendSettings,
+        check_onnx_cache,
+        check_records_path,
+        load_shape,
+        make_backend,
+        read_records,
+        sampler_names,
+        speed_index_warning,
+        threads_warning,
+    )
+    from predictors.measure import measure  # the function: once imported, `predictors.measure` is the module
 
     if not args.subnets:
         sampler_names(args.sampler)
@@ -267,12 +148,9 @@ def _run(args) -> int:
                 f"{label} speed index {si:.3f} (anchor {first['anchor_key']} {float(first['anchor_ms']):.3f} ms, "
                 f"reference {ref:.3f} ms); speed spread over the run's rounds {spread:.3f}"
             )
-            if abs(si - 1) > 0.05:
-                print(
-                    f"warning: {label.strip()} this machine ran {abs(si - 1):.1%} {'slower' if si > 1 else 'faster'} than when "
-                    f"the reference run was measured; corrected latencies are scaled back to the reference",
-                    file=sys.stderr,
-                )
+            warning = speed_index_warning(si, label.strip())
+            if warning:
+                print(warning, file=sys.stderr)
     if n_failed:
         for _, r in rows[rows["status"] != "ok"].head(5).iterrows():
             print(f"  failed {r['key']}: {r['error']}")

