@@ -41,10 +41,10 @@ from predictors import (
     fit_and_evaluate,
     layer_table_configs,
     load_shape,
+    measure,
     read_records,
     uniform_configs,
 )
-from predictors.measure import measure  # the function: once imported, `predictors.measure` is the module
 from search.deploy import export_from_results
 from search.objectives import cache_selection
 from search.results import load_results

@@ -80,12 +80,12 @@ def _run(args) -> int:
         check_records_path,
         load_shape,
         make_backend,
+        measure,
         read_records,
         sampler_names,
         speed_index_warning,
         threads_warning,
     )
-    from predictors.measure import measure  # the function: once imported, `predictors.measure` is the module
 
     if not args.subnets:
         sampler_names(args.sampler)
