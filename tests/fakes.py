@@ -35,3 +35,52 @@ def synthetic_latency_ms(s, batch: int, seq: int) -> float:
     for h, f in zip(s.heads, s.ffn):
         v += (0.3 + 0.05 * h if h else 0.0) + (0.2 + 0.01 * f if f else 0.0)
     return v
+
+
+def fake_rows(
+    shape,
+    subnets,
+    fn,
+    batch: int = 1,
+    seq: int = 16,
+    threads: int = 1,
+    sampler: str = "uniform",
+    machine: dict | None = None,
+    backend: str = "onnxruntime",
+) -> list[dict]:
+    """Records rows (as `dynasearch measure` writes them) for `subnets` of `shape`, measured on a fake
+    machine (FAKE_MACHINE unless given) with latency fn(subnet, batch, seq), every percentile equal."""
+    from predictors.measure import shape_key, static_row
+    from predictors.runtime.fingerprint import setting_columns
+    from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA
+
+    provider = "CPUExecutionProvider" if backend == "onnxruntime" else ""
+    cols = setting_columns(
+        machine or FAKE_MACHINE, backend, "cpu", provider, threads, False, "float32", batch, seq, shape_key(shape)
+    )
+    out = []
+    for s in subnets:
+        r = {c: "" for c in RECORD_COLUMNS}
+        r.update(static_row(shape, s, sampler, cols, "test"))
+        ms = fn(s, batch, seq)
+        r.update(
+            schema=SCHEMA,
+            timestamp="2026-01-01T00:00:00Z",
+            status="ok",
+            median_ms=ms,
+            mean_ms=ms,
+            p90_ms=ms,
+            p99_ms=ms,
+            iqr_ms=0.0,
+            cv=0.0,
+            ci_low_ms=ms,
+            ci_high_ms=ms,
+            n_runs=5,
+            warmup_runs=3,
+            converged=True,
+            measure_s=0.1,
+            prepare_s=0.1,
+            protocol="{}",
+        )
+        out.append(r)
+    return out

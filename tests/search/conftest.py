@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from fakes import synthetic_latency_ms
+from fakes import fake_rows, synthetic_latency_ms
 
 PG_BIN = Path(os.environ.get("DYNASEARCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -187,57 +187,19 @@ def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Pa
     """A predictor fitted on synthetic records of the model's own backbone shape (fake machine)."""
     from dynabert.space import SearchSpace
     from predictors import make_predictor
-    from predictors.measure import load_shape, shape_key, static_row
+    from predictors.measure import load_shape
     from predictors.records import read_records
-    from predictors.runtime.fingerprint import setting_columns
-    from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA, append_rows
+    from predictors.runtime.schema import append_rows
     from predictors.samplers import layer_table_configs, uniform_configs
 
     shape = load_shape(model_dir)
     space = SearchSpace.default(shape)
-    machine = {
-        "cpu_model": "Test CPU",
-        "cpu_cores": 2,
-        "gpu_name": "",
-        "gpu_driver": "",
-        "os": "test-os",
-        "python": "3.11",
-        "numpy_version": "2",
-        "torch_version": "2.13",
-        "onnxruntime_version": "1.32",
-    }
-    cols = setting_columns(
-        machine, "onnxruntime", "cpu", "CPUExecutionProvider", 1, False, "float32", 1, 16, shape_key(shape)
-    )
     rows = []
     for sampler, subnets in (
         ("layer-table", layer_table_configs(space)),
         ("uniform", uniform_configs(space, 40, seed=1)),
     ):
-        for s in subnets:
-            r = {c: "" for c in RECORD_COLUMNS}
-            r.update(static_row(shape, s, sampler, cols, "test"))
-            ms = synthetic_latency_ms(s, 1, 16)
-            r.update(
-                schema=SCHEMA,
-                timestamp="2026-01-01T00:00:00Z",
-                status="ok",
-                median_ms=ms,
-                mean_ms=ms,
-                p90_ms=ms,
-                p99_ms=ms,
-                iqr_ms=0.0,
-                cv=0.0,
-                ci_low_ms=ms,
-                ci_high_ms=ms,
-                n_runs=5,
-                warmup_runs=3,
-                converged=True,
-                measure_s=0.1,
-                prepare_s=0.1,
-                protocol="{}",
-            )
-            rows.append(r)
+        rows += fake_rows(shape, subnets, synthetic_latency_ms, sampler=sampler)
     out.mkdir(parents=True, exist_ok=True)
     append_rows(str(out / "records.csv"), rows)
     pred = make_predictor(kind).fit(read_records(out / "records.csv"))

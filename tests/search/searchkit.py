@@ -20,7 +20,7 @@ TESTS = HERE.parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS / "predictors"))
 
-from fakes import FAKE_MACHINE, additive_ms  # noqa: E402
+from fakes import FAKE_MACHINE, additive_ms, fake_rows  # noqa: E402
 from tinymodels import make_model_dir, make_sst2_dir  # noqa: E402
 
 SEQ = 16  # the synthetic predictor's sequence length
@@ -30,9 +30,7 @@ def predictor_records(model_dir: Path, machine: dict | None = None, n_random: in
     """Records rows (as `dynasearch measure` writes them) for the tiny model's shape: the layer table
     of the default space plus random configs, latency `fn`."""
     from dynabert.space import SearchSpace
-    from predictors.measure import load_shape, shape_key, static_row
-    from predictors.runtime.fingerprint import setting_columns
-    from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA
+    from predictors.measure import load_shape
     from predictors.samplers import layer_table_configs
 
     shape = load_shape(model_dir)
@@ -45,44 +43,7 @@ def predictor_records(model_dir: Path, machine: dict | None = None, n_random: in
         if c.key not in seen:
             seen.add(c.key)
             uniq.append(c)
-    cols = setting_columns(
-        machine or FAKE_MACHINE,
-        "onnxruntime",
-        "cpu",
-        "CPUExecutionProvider",
-        1,
-        False,
-        "float32",
-        1,
-        SEQ,
-        shape_key(shape),
-    )
-    out = []
-    for s in uniq:
-        r = {c: "" for c in RECORD_COLUMNS}
-        r.update(static_row(shape, s, "uniform", cols, "test"))
-        ms = fn(s, 1, SEQ)
-        r.update(
-            schema=SCHEMA,
-            timestamp="2026-01-01T00:00:00Z",
-            status="ok",
-            median_ms=ms,
-            mean_ms=ms,
-            p90_ms=ms,
-            p99_ms=ms,
-            iqr_ms=0.0,
-            cv=0.0,
-            ci_low_ms=ms,
-            ci_high_ms=ms,
-            n_runs=5,
-            warmup_runs=3,
-            converged=True,
-            measure_s=0.1,
-            prepare_s=0.1,
-            protocol="{}",
-        )
-        out.append(r)
-    return out
+    return fake_rows(shape, uniq, fn, seq=SEQ, machine=machine)
 
 
 def fit_predictor_dir(model_dir: Path, out: Path, machine: dict | None = None, fn=additive_ms) -> Path:
