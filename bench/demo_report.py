@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--commit", required=True)
     ap.add_argument("--out", required=True, type=Path)
     a = ap.parse_args()
+    from dynabert.tables import markdown_table
+
     t = dict(line.split("=", 1) for line in a.timing.read_text().split() if "=" in line)
     s = json.loads((a.demo / "summary.json").read_text())
     steps = json.loads((a.demo / "steps.json").read_text())
@@ -54,11 +56,12 @@ def main() -> None:
         f"Target: the whole demo within 20 minutes, install included: **{total / 60:.1f} min** ({mark(total <= 1200)}; "
         f"install {install} s, demo {demo} s, exit status {t.get('rc')}).",
         "",
-        "| step | seconds |",
-        "|---|---|",
-        f"| install (venv, torch, {extras}) | {install} |",
+        markdown_table(
+            ("step", "seconds"),
+            [(f"install (venv, torch, {extras})", install)]
+            + [(k, f"{v.get('seconds', 0):.0f}") for k, v in steps.items()],
+        ),
     ]
-    lines += [f"| {k} | {v.get('seconds', 0):.0f} |" for k, v in steps.items()]
     lines += ["", "## Every grid sub-network works", ""]
     maj = s.get("dev_majority")
     teacher = (s.get("teacher") or {}).get(m)
@@ -70,16 +73,18 @@ def main() -> None:
         f"{teacher if teacher is None else f'{teacher:.2f}'}% (target within 1 point: "
         f"{mark(teacher is not None and full >= teacher - 1)})."
     )
-    lines += [
-        "",
-        f"| width | depth | params | {m} | classes predicted | top class share |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in s["grid"]:
-        lines.append(
-            f"| {r['width']:g} | {r['depth']:g} | {r['params']:,} | {r[m]:.2f} | {r.get('classes_predicted', '')} | "
-            f"{r.get('top_class_share', '')} |"
+    grid = [
+        (
+            f"{r['width']:g}",
+            f"{r['depth']:g}",
+            f"{r['params']:,}",
+            f"{r[m]:.2f}",
+            r.get("classes_predicted", ""),
+            r.get("top_class_share", ""),
         )
+        for r in s["grid"]
+    ]
+    lines += ["", markdown_table(("width", "depth", "params", m, "classes predicted", "top class share"), grid)]
     p = s["predictor"]
     lines += [
         "",
