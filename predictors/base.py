@@ -27,24 +27,13 @@ from dynabert.io import atomic_dir, write_json
 from dynabert.subnet import SubnetConfig
 
 from .errors import PredictorError
-from .records import LATENCY_COLUMN, check_one_target, ok_records, shape_of
+from .records import LATENCY_COLUMN, TARGET_COLUMNS, check_one_target, ok_records, shape_of
 from .samplers import is_layer_table_config
 
 FORMAT = "dynasearch-latency-predictor"
 VERSION = 1
-# Settings a predictor is tied to: asking with other values raises unless forced.
-TARGET_FIELDS = (
-    "cpu_model",
-    "cpu_cores",
-    "gpu_name",
-    "backend",
-    "device",
-    "provider",
-    "threads",
-    "spinning",
-    "dtype",
-    "shape_key",
-)
+# Settings a predictor is tied to (asking with other values raises unless forced): the records' target columns.
+TARGET_FIELDS = TARGET_COLUMNS
 
 
 @dataclass
