@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
+from dynabert.tables import markdown_table
 
 from .errors import RecordsError
 from .runtime.errors import MeasurementError
@@ -42,9 +43,7 @@ TARGET_COLUMNS = (
 
 
 def schema_markdown() -> str:
-    lines = ["| column | type | meaning |", "|---|---|---|"]
-    lines += [f"| `{n}` | {t} | {d} |" for n, t, d in RECORD_FIELDS]
-    return "\n".join(lines)
+    return markdown_table(["column", "type", "meaning"], ((f"`{n}`", t, d) for n, t, d in RECORD_FIELDS))
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
