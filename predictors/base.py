@@ -2,7 +2,8 @@
 hyper-parameters only, `fit` returns self, learned attributes end in `_`): the records a predictor
 sees (`Data`), fitting with cross-validated relative residuals for split-conformal intervals,
 prediction with the fingerprint, setting and input-shape checks, saving as predictor.json +
-arrays.npz, and the metadata it keeps of what it was fitted on. The kinds are in `_kinds.py`; the
+arrays.npz, and the metadata it keeps of what it was fitted on (`meta_`, the saved JSON; read it
+typed as `predictor.fitted_on`, a `FittedOn`). The kinds are in `_kinds.py`; the
 reader and the kinds table in `latency.py`.
 """
 
@@ -26,6 +27,7 @@ import pandas as pd
 from dynabert.io import atomic_dir, write_json
 from dynabert.subnet import SubnetConfig
 
+from ._predictor_file import META_KEYS, META_KEYS_LATER, check_keys
 from .errors import PredictorError
 from .records import LATENCY_COLUMN, TARGET_COLUMNS, check_one_target, ok_records, shape_of
 from .samplers import is_layer_table_config
@@ -34,6 +36,104 @@ FORMAT = "dynasearch-latency-predictor"
 VERSION = 1
 # Settings a predictor is tied to (asking with other values raises unless forced): the records' target columns.
 TARGET_FIELDS = TARGET_COLUMNS
+
+
+@dataclass(frozen=True)
+class AnchorReference:
+    """The anchor config's reference median (ms) at one input shape: the scale a predictor's
+    speed-corrected latencies are on (see `anchor_references`)."""
+
+    batch: int
+    seq_len: int
+    key: str
+    ms: float
+
+
+@dataclass(frozen=True)
+class WidthsSeen:
+    """Sorted distinct per-layer head counts and FFN sizes a predictor was fitted on (`widths_seen`)."""
+
+    heads: tuple[int, ...]
+    ffn: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class FittedOn:
+    """What a fitted latency predictor was fitted on, typed: the target (fingerprint and setting),
+    the input shapes, the widths its records held and the anchor references. Read from the saved
+    metadata (`meta_`, predictor.json's "meta", whose format this does not change) by `from_meta`.
+
+    widths_seen is None and anchor_references empty for a predictor written before they were kept."""
+
+    kind: str
+    fingerprint: str
+    target_id: str
+    backend: str
+    device: str
+    provider: str
+    threads: int
+    spinning: bool
+    dtype: str
+    cpu_model: str
+    cpu_cores: int
+    gpu_name: str
+    shape_key: str
+    shapes: tuple[tuple[int, int], ...]  # sorted (batch, seq_len) pairs of the fitting records
+    across_shapes: bool
+    widths_seen: WidthsSeen | None
+    anchor_references: tuple[AnchorReference, ...]
+
+    @classmethod
+    def from_meta(cls, meta: Any, where: str = "predictor metadata") -> FittedOn:
+        """The typed view of a predictor's metadata dict. A malformed one raises PredictorError, one
+        line naming `where` and the bad key (the checks `load_predictor` applies to predictor.json)."""
+        check_keys(where, "meta", meta, {**META_KEYS, **META_KEYS_LATER}, required=list(META_KEYS))
+        widths = meta.get("widths_seen")
+        return cls(
+            kind=meta["kind"],
+            fingerprint=meta["fingerprint"],
+            target_id=meta["target_id"],
+            backend=meta["backend"],
+            device=meta["device"],
+            provider=meta["provider"],
+            threads=int(meta["threads"]),
+            spinning=bool(meta["spinning"]),
+            dtype=meta["dtype"],
+            cpu_model=meta["cpu_model"],
+            cpu_cores=int(meta["cpu_cores"]),
+            gpu_name=meta["gpu_name"],
+            shape_key=meta["shape_key"],
+            shapes=tuple((int(b), int(s)) for b, s in meta["shapes"]),
+            across_shapes=bool(meta["across_shapes"]),
+            widths_seen=None
+            if widths is None
+            else WidthsSeen(tuple(int(h) for h in widths["heads"]), tuple(int(f) for f in widths["ffn"])),
+            anchor_references=tuple(
+                AnchorReference(int(a["batch"]), int(a["seq_len"]), str(a["key"]), float(a["ms"]))
+                for a in meta.get("anchor_reference") or []
+            ),
+        )
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return tuple(b for b, _ in self.shapes)
+
+    @property
+    def seq_lens(self) -> tuple[int, ...]:
+        return tuple(s for _, s in self.shapes)
+
+    @property
+    def target(self) -> dict[str, Any]:
+        """The target fields (TARGET_FIELDS: the records' target columns) and their values."""
+        return {f: getattr(self, f) for f in TARGET_FIELDS}
+
+    def anchor_ms(self, batch: int, seq_len: int, key: str) -> float | None:
+        """The reference median (ms) of anchor `key` at (batch, seq_len); None when the fitting
+        records had none there (no anchor, another shape, or a predictor written before)."""
+        for a in self.anchor_references:
+            if (a.batch, a.seq_len, a.key) == (batch, seq_len, key):
+                return a.ms
+        return None
 
 
 @dataclass
@@ -142,6 +242,12 @@ class LatencyPredictor(ABC):
             pred = sub._predict(held.subnets, held.batch, held.seq)
             scores.append(np.abs(held.y / pred - 1.0))
         return np.sort(np.concatenate(scores)) if scores else np.zeros(0)
+
+    @property
+    def fitted_on(self) -> FittedOn:
+        """What this predictor was fitted on, typed (read from `meta_`, the saved metadata)."""
+        self._check_fitted()
+        return FittedOn.from_meta(self.meta_)
 
     # ---- prediction
     def _check_fitted(self) -> None:

@@ -112,7 +112,7 @@ class LatencyEstimator:
     ):
         self.predictor, self.source = predictor, str(source) if source else None
         self.counters = counters or Counters()
-        meta = predictor.meta_
+        fitted = predictor.fitted_on
         ps = predictor.shape_
         diffs = [
             f"{f} {getattr(ps, f)} vs {getattr(shape, f)}" for f in SHAPE_FIELDS if getattr(ps, f) != getattr(shape, f)
@@ -121,17 +121,17 @@ class LatencyEstimator:
             raise SearchError(
                 f"predictor {self.source or ''} was fitted for another backbone ({'; '.join(diffs)}: predictor vs model)"
             )
-        shapes = [tuple(s) for s in meta["shapes"]]
+        shapes = list(fitted.shapes)
         b0, s0 = shapes[0]
         self.batch = int(b0 if batch is None else batch)
         self.seq_len = int(s0 if seq_len is None else seq_len)
-        if not meta.get("across_shapes") and (self.batch, self.seq_len) not in shapes:
+        if not fitted.across_shapes and (self.batch, self.seq_len) not in shapes:
             raise SearchError(
                 f"predictor {self.source or ''} was fitted for (batch, seq_len) {shapes}; asked ({self.batch}, {self.seq_len}): "
                 "measure that shape and fit again, or fit one across shapes (--across-shapes)"
             )
-        if meta.get("across_shapes"):
-            bs, ss = [b for b, _ in shapes], [s for _, s in shapes]
+        if fitted.across_shapes:
+            bs, ss = fitted.batches, fitted.seq_lens
             if not (min(bs) <= self.batch <= max(bs) and min(ss) <= self.seq_len <= max(ss)):
                 raise SearchError(
                     f"(batch {self.batch}, seq_len {self.seq_len}) is outside the predictor's fitted ranges "
@@ -144,7 +144,7 @@ class LatencyEstimator:
 
     @property
     def setting(self) -> dict[str, Any]:
-        m = self.predictor.meta_
+        fitted = self.predictor.fitted_on
         keys = (
             "kind",
             "backend",
@@ -159,7 +159,7 @@ class LatencyEstimator:
             "fingerprint",
             "target_id",
         )
-        return {**{k: m.get(k) for k in keys}, "batch": self.batch, "seq_len": self.seq_len}
+        return {**{k: getattr(fitted, k) for k in keys}, "batch": self.batch, "seq_len": self.seq_len}
 
     def predict(self, subnets: Sequence[SubnetConfig]) -> np.ndarray:
         t0 = time.perf_counter()
@@ -172,12 +172,12 @@ class LatencyEstimator:
     def unmeasured_widths(self, space: SearchSpace) -> dict[str, list[int]] | None:
         """Widths the space offers that the predictor never measured (None: the predictor does not
         record what it was fitted on). A zero width (the sub-block skipped) needs no measurement."""
-        seen = self.predictor.meta_.get("widths_seen")
-        if not seen:
+        seen = self.predictor.fitted_on.widths_seen
+        if seen is None:
             return None
         out = {
-            "heads": [h for h in space.head_choices if h and h not in set(seen.get("heads", []))],
-            "ffn": [f for f in space.ffn_choices if f and f not in set(seen.get("ffn", []))],
+            "heads": [h for h in space.head_choices if h and h not in set(seen.heads)],
+            "ffn": [f for f in space.ffn_choices if f and f not in set(seen.ffn)],
         }
         return out
 
@@ -214,10 +214,10 @@ def check_widths(estimator: LatencyEstimator, space: SearchSpace, allow_unmeasur
         )
     if not missing["heads"] and not missing["ffn"]:
         return None
-    seen = estimator.predictor.meta_["widths_seen"]
+    seen = estimator.predictor.fitted_on.widths_seen
     msg = (
         f"the search space offers widths the predictor never measured (heads {missing['heads'] or 'none'}, "
-        f"FFN {missing['ffn'] or 'none'}; measured heads {seen.get('heads')}, FFN {seen.get('ffn')})"
+        f"FFN {missing['ffn'] or 'none'}; measured heads {list(seen.heads)}, FFN {list(seen.ffn)})"
     )
     if not allow_unmeasured:
         raise SearchError(

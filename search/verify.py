@@ -96,13 +96,9 @@ def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measure
 
 def anchor_reference(predictor, settings) -> float | None:
     """The anchor (full model) reference median the predictor's corrected latencies are on, at the
-    verification shape; None when its records had no anchor (then measured.csv's first run is the
-    reference)."""
-    full = SubnetConfig.full(predictor.shape_).key
-    for a in predictor.meta_.get("anchor_reference") or []:
-        if (a["batch"], a["seq_len"], a["key"]) == (settings.batch, settings.seq_len, full):
-            return float(a["ms"])
-    return None
+    verification shape (`FittedOn.anchor_ms` of the full model's key); None when its records had
+    no anchor (then measured.csv's first run is the reference)."""
+    return predictor.fitted_on.anchor_ms(settings.batch, settings.seq_len, SubnetConfig.full(predictor.shape_).key)
 
 
 def measure_configs(
