@@ -33,6 +33,7 @@ from dynabert.data import encode, load_tokenizer  # noqa: E402
 from dynabert.evaluate import DevSet, evaluate_subnets  # noqa: E402
 from dynabert.extract import extract_subnet  # noqa: E402
 from dynabert.subnet import BackboneShape, SubnetConfig, paper_grid  # noqa: E402
+from dynabert.tables import markdown_table  # noqa: E402
 from dynabert.tasks import get_task, load_split  # noqa: E402
 from dynabert.train import RunInputs, train  # noqa: E402
 from dynabert.train_config import TrainConfig  # noqa: E402
@@ -293,23 +294,49 @@ def report(r: dict) -> str:
     )
     L.append("## Dev accuracy (%) per grid sub-network\n")
     L.append(f"Teacher (fine-tuned full model): **{r['teacher_acc']:.2f}**\n")
-    L.append(
-        "| width | depth | params (M) | teacher sliced naively | DynaBERT_W (width stage) | DynaBERT without rewiring | DynaBERT | trained alone, 1 epoch | trained alone, 3 epochs |"
-    )
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    grid = []
     for w, d, sub in paper_grid(shape):
         k = f"{w:g}x{d:g}"
         p = count_params(shape, sub)["total"] / 1e6
         dw = f"{r['dynabert_w'][k]:.2f}" if d == 1.0 else "-"
         a1 = r["alone"].get(f"{k}_1ep")
         a3 = r["alone"].get(f"{k}_3ep")
-        L.append(
-            f"| {w:g} | {d:g} | {p:.1f} | {r['naive'][k]:.2f} | {dw} | {r['no_rewire'][k]:.2f} | **{r['dynabert'][k]:.2f}** | "
-            f"{'-' if a1 is None else f'{a1:.2f}'} | {'-' if a3 is None else f'{a3:.2f}'} |"
+        grid.append(
+            (
+                f"{w:g}",
+                f"{d:g}",
+                f"{p:.1f}",
+                f"{r['naive'][k]:.2f}",
+                dw,
+                f"{r['no_rewire'][k]:.2f}",
+                f"**{r['dynabert'][k]:.2f}**",
+                "-" if a1 is None else f"{a1:.2f}",
+                "-" if a3 is None else f"{a3:.2f}",
+            )
         )
     mean = lambda d: sum(d.values()) / len(d)  # noqa: E731
+    # The mean row is written apart: its blank cells are "| |", which markdown_table would render "|  |".
+    mean_row = (
+        f"| mean | | | {mean(r['naive']):.2f} | | {mean(r['no_rewire']):.2f} | **{mean(r['dynabert']):.2f}** | | |"
+    )
     L.append(
-        f"| mean | | | {mean(r['naive']):.2f} | | {mean(r['no_rewire']):.2f} | **{mean(r['dynabert']):.2f}** | | |\n"
+        markdown_table(
+            (
+                "width",
+                "depth",
+                "params (M)",
+                "teacher sliced naively",
+                "DynaBERT_W (width stage)",
+                "DynaBERT without rewiring",
+                "DynaBERT",
+                "trained alone, 1 epoch",
+                "trained alone, 3 epochs",
+            ),
+            grid,
+        )
+        + "\n"
+        + mean_row
+        + "\n"
     )
 
     tp = r["throughput_128"]
@@ -318,22 +345,43 @@ def report(r: dict) -> str:
         "Short timed runs (the loop only: no evaluation or checkpoint time). Ratio = the stage's examples/s over "
         "plain fine-tuning's (the teacher stage) in the same setting.\n"
     )
-    L.append(
-        "| stage | sub-networks / step | reference code | ours, random batches | ratio to fine-tuning | x reference | ours, length-grouped | x reference |"
-    )
-    L.append("|---|---|---|---|---|---|---|---|")
     names = {
         "teacher": "plain fine-tuning (teacher)",
         "width": "width (DynaBERT_W)",
         "depth": "width + depth (DynaBERT)",
     }
+    stages = []
     for s in ("teacher", "width", "depth"):
         ref = REFERENCE[128][s]
         a, g = tp[f"{s}_random"]["examples_per_s"], tp[f"{s}_grouped"]["examples_per_s"]
         base = tp["teacher_random"]["examples_per_s"]
-        L.append(
-            f"| {names[s]} | {tp[f'{s}_random']['subnets_per_step']} | {ref:.2f} | {a:.2f} | {a / base:.2f} | {a / ref:.1f}x | {g:.2f} | {g / ref:.1f}x |"
+        stages.append(
+            (
+                names[s],
+                tp[f"{s}_random"]["subnets_per_step"],
+                f"{ref:.2f}",
+                f"{a:.2f}",
+                f"{a / base:.2f}",
+                f"{a / ref:.1f}x",
+                f"{g:.2f}",
+                f"{g / ref:.1f}x",
+            )
         )
+    L.append(
+        markdown_table(
+            (
+                "stage",
+                "sub-networks / step",
+                "reference code",
+                "ours, random batches",
+                "ratio to fine-tuning",
+                "x reference",
+                "ours, length-grouped",
+                "x reference",
+            ),
+            stages,
+        )
+    )
     bt = r["throughput_budget_run"]
     L.append(
         f"\nDuring the accuracy runs (max length {b['max_seq_length']}, {'length-grouped' if b['group_by_length'] else 'random'} batches): "
@@ -347,13 +395,14 @@ def report(r: dict) -> str:
     L.append(
         f"Reference code: about {REFERENCE_EVAL_S:.0f} s. Ours (length-sorted batches of 128, inference mode, tokenised once):\n"
     )
-    L.append("| precision | full model (1,1) | mean over the 12 grid points | max | smallest (0.25,0.5) |")
-    L.append("|---|---|---|---|---|")
     L.append(
-        f"| float32 (default) | {ev['1x1']:.2f} s | {mean(ev):.2f} s | {max(ev.values()):.2f} s | {ev['0.25x0.5']:.2f} s |"
-    )
-    L.append(
-        f"| bfloat16 autocast (`--bf16`) | {eb['1x1']:.2f} s | {mean(eb):.2f} s | {max(eb.values()):.2f} s | {eb['0.25x0.5']:.2f} s |"
+        markdown_table(
+            ("precision", "full model (1,1)", "mean over the 12 grid points", "max", "smallest (0.25,0.5)"),
+            (
+                (label, f"{e['1x1']:.2f} s", f"{mean(e):.2f} s", f"{max(e.values()):.2f} s", f"{e['0.25x0.5']:.2f} s")
+                for label, e in (("float32 (default)", ev), ("bfloat16 autocast (`--bf16`)", eb))
+            ),
+        )
     )
     L.append(f"\nbfloat16 changes dev accuracy by at most {da:.2f} point over the 12 grid points.\n")
 
@@ -366,31 +415,43 @@ def report(r: dict) -> str:
     rw = mean(dyn) - mean(r["no_rewire"])
     tp_ratio = tp["depth_random"]["examples_per_s"] / REFERENCE[128]["depth"]
     L.append("## Targets\n")
-    L.append("| target | measured | met |")
-    L.append("|---|---|---|")
-    L.append(
-        f"| width+depth stage >= 3x the reference's 2.02 examples/s at length 128 | {tp['depth_random']['examples_per_s']:.2f} examples/s = {tp_ratio:.2f}x (random batches); "
-        f"{tp['depth_grouped']['examples_per_s']:.2f} = {tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth']:.2f}x length-grouped | "
-        f"random batches {'yes' if tp_ratio >= 3 else 'NO'}, grouped {'yes' if tp['depth_grouped']['examples_per_s'] / REFERENCE[128]['depth'] >= 3 else 'NO'} |"
-    )
-    L.append(
-        f"| <= 3 s per sub-network evaluation on SST-2 dev (length 128) | float32: max {max(ev.values()):.2f} s (mean {mean(ev):.2f}); "
-        f"bfloat16: max {max(eb.values()):.2f} s (mean {mean(eb):.2f}) | float32 {'yes' if max(ev.values()) <= 3 else 'NO'}, "
-        f"bfloat16 {'yes' if max(eb.values()) <= 3 else 'NO'} |"
-    )
-    L.append(
-        f"| full-size DynaBERT within 0.5 point of the teacher | teacher {r['teacher_acc']:.2f}, DynaBERT (1,1) {dyn['1x1']:.2f} (gap {full_gap:+.2f}) | {'yes' if full_gap <= 0.5 else 'NO'} |"
-    )
-    L.append(
-        f"| smallest grid sub-network >= 10 points above naive slicing | (0.25,0.5): {dyn['0.25x0.5']:.2f} vs {naive['0.25x0.5']:.2f} (+{small_gain:.2f}) | {'yes' if small_gain >= 10 else 'NO'} |"
-    )
-    L.append(
-        f"| DynaBERT (0.25,0.5) no more than 0.5 below the same shape trained alone | alone 3 epochs {r['alone']['0.25x0.5_3ep']:.2f} (gap {alone_gap:+.2f}); "
-        f"alone 1 epoch {r['alone']['0.25x0.5_1ep']:.2f} (gap {alone_gap1:+.2f}) | {'yes' if alone_gap <= 0.5 else 'NO'} |"
-    )
-    L.append(
-        f"| rewiring ablation (reported either way) | mean over the grid: with {mean(dyn):.2f}, without {mean(r['no_rewire']):.2f} ({rw:+.2f}) | reported |"
-    )
+    grouped = tp["depth_grouped"]["examples_per_s"] / REFERENCE[128]["depth"]
+    targets = [
+        (
+            "width+depth stage >= 3x the reference's 2.02 examples/s at length 128",
+            f"{tp['depth_random']['examples_per_s']:.2f} examples/s = {tp_ratio:.2f}x (random batches); "
+            f"{tp['depth_grouped']['examples_per_s']:.2f} = {grouped:.2f}x length-grouped",
+            f"random batches {'yes' if tp_ratio >= 3 else 'NO'}, grouped {'yes' if grouped >= 3 else 'NO'}",
+        ),
+        (
+            "<= 3 s per sub-network evaluation on SST-2 dev (length 128)",
+            f"float32: max {max(ev.values()):.2f} s (mean {mean(ev):.2f}); "
+            f"bfloat16: max {max(eb.values()):.2f} s (mean {mean(eb):.2f})",
+            f"float32 {'yes' if max(ev.values()) <= 3 else 'NO'}, bfloat16 {'yes' if max(eb.values()) <= 3 else 'NO'}",
+        ),
+        (
+            "full-size DynaBERT within 0.5 point of the teacher",
+            f"teacher {r['teacher_acc']:.2f}, DynaBERT (1,1) {dyn['1x1']:.2f} (gap {full_gap:+.2f})",
+            "yes" if full_gap <= 0.5 else "NO",
+        ),
+        (
+            "smallest grid sub-network >= 10 points above naive slicing",
+            f"(0.25,0.5): {dyn['0.25x0.5']:.2f} vs {naive['0.25x0.5']:.2f} (+{small_gain:.2f})",
+            "yes" if small_gain >= 10 else "NO",
+        ),
+        (
+            "DynaBERT (0.25,0.5) no more than 0.5 below the same shape trained alone",
+            f"alone 3 epochs {r['alone']['0.25x0.5_3ep']:.2f} (gap {alone_gap:+.2f}); "
+            f"alone 1 epoch {r['alone']['0.25x0.5_1ep']:.2f} (gap {alone_gap1:+.2f})",
+            "yes" if alone_gap <= 0.5 else "NO",
+        ),
+        (
+            "rewiring ablation (reported either way)",
+            f"mean over the grid: with {mean(dyn):.2f}, without {mean(r['no_rewire']):.2f} ({rw:+.2f})",
+            "reported",
+        ),
+    ]
+    L.append(markdown_table(("target", "measured", "met"), targets))
     L.append("")
     L.append(NOTES)
     return "\n".join(L) + "\n"
