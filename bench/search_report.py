@@ -16,6 +16,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from dynabert.tables import markdown_table  # noqa: E402
+
 OUT = REPO / "bench" / "results"
 
 
@@ -47,9 +50,8 @@ def samplers_section(r) -> list[str]:
         "already has (free: answered by the cache, no evaluation). GP ran one seed of 60 trials (its cost per trial grows "
         "with the study; see the last column).",
         "",
-        "| sampler | seed | trials | evaluations | repeated proposals | % of best-known @50 evals | @100 | at the end | evaluations to 95% |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     per, curves = {}, {}
     for seed in sorted({x["seed"] for x in runs}):
         rs = [x for x in runs if x["seed"] == seed]
@@ -63,27 +65,59 @@ def samplers_section(r) -> list[str]:
             hv = hypervolume_history(m, t, *ref) / best
             reach = np.nonzero(hv >= 0.95)[0]
             at = lambda n, hv=hv: f"{100 * hv[min(n, len(hv)) - 1]:.1f}%"  # noqa: E731
-            lines.append(
-                f"| {x['sampler']} | {seed} | {x['trials']} | {len(m)} | {x['repeat_proposals']} "
-                f"({100 * x['repeat_proposals'] / x['trials']:.1f}%) | {at(50)} | {at(100)} | {100 * hv[-1]:.1f}% | "
-                f"{int(reach[0]) + 1 if len(reach) else 'not reached'} |"
+            table.append(
+                (
+                    x["sampler"],
+                    seed,
+                    x["trials"],
+                    len(m),
+                    f"{x['repeat_proposals']} ({100 * x['repeat_proposals'] / x['trials']:.1f}%)",
+                    at(50),
+                    at(100),
+                    f"{100 * hv[-1]:.1f}%",
+                    int(reach[0]) + 1 if len(reach) else "not reached",
+                )
             )
             per.setdefault(x["sampler"], []).append((hv[-1], int(reach[0]) + 1 if len(reach) else None))
             curves.setdefault(x["sampler"], []).append(hv)
-    lines += [
-        "",
-        "| sampler | runs | median % of best-known at the end | min | max | median evaluations to 95% | "
-        "seconds per trial (median run, evaluation included) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = (
+        "sampler",
+        "seed",
+        "trials",
+        "evaluations",
+        "repeated proposals",
+        "% of best-known @50 evals",
+        "@100",
+        "at the end",
+        "evaluations to 95%",
+    )
+    lines += [markdown_table(header, table), ""]
+    table = []
     for name, v in per.items():
         secs = np.median([x["optimize_s"] / x["trials"] for x in runs if x["sampler"] == name])
         hv = [a for a, _ in v]
         reach = [b for _, b in v if b is not None]
-        lines.append(
-            f"| {name} | {len(v)} | {100 * np.median(hv):.1f}% | {100 * min(hv):.1f}% | {100 * max(hv):.1f}% | "
-            f"{int(np.median(reach)) if len(reach) == len(v) else f'{len(reach)} of {len(v)} runs reach it'} | {secs:.2f} |"
+        table.append(
+            (
+                name,
+                len(v),
+                f"{100 * np.median(hv):.1f}%",
+                f"{100 * min(hv):.1f}%",
+                f"{100 * max(hv):.1f}%",
+                int(np.median(reach)) if len(reach) == len(v) else f"{len(reach)} of {len(v)} runs reach it",
+                f"{secs:.2f}",
+            )
         )
+    header = (
+        "sampler",
+        "runs",
+        "median % of best-known at the end",
+        "min",
+        "max",
+        "median evaluations to 95%",
+        "seconds per trial (median run, evaluation included)",
+    )
+    lines.append(markdown_table(header, table))
     _plot_hv(curves)
     return lines
 
@@ -127,9 +161,8 @@ def perlayer_section(r) -> list[str]:
             f"{len(f)} per-layer front configs (not grid points) and the 12 grid points, timed together in one anchored run "
             f"({x['measure_s']:.0f} s). Metric: accuracy on the whole SST-2 dev split (872).",
             "",
-            "| grid point on the grid front | accuracy | measured ms | fastest per-layer config at >= that accuracy: ms | latency saved | best per-layer accuracy at <= that latency | accuracy gained |",
-            "|---|---|---|---|---|---|---|",
         ]
+        table = []
         for q in sorted(gfront, key=lambda q: q["measured_ms"]):
             better = [p for p in allp if p["metric_full"] >= q["metric_full"] and p["key"] != q["key"]]
             faster = [p for p in allp if p["measured_ms"] <= q["measured_ms"] and p["key"] != q["key"]]
@@ -137,13 +170,28 @@ def perlayer_section(r) -> list[str]:
             ff = max(faster, key=lambda p: p["metric_full"]) if faster else None
             saved = f"{100 * (1 - fb['measured_ms'] / q['measured_ms']):+.1f}%" if fb else "none"
             gain = f"{ff['metric_full'] - q['metric_full']:+.2f}" if ff else "none"
-            lines.append(
-                f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms']:.2f} | {saved} | "
-                f"{ff['metric_full']:.2f} | {gain} |"
-                if fb and ff
-                else f"| {q['grid']} | {q['metric_full']:.2f} | {q['measured_ms']:.2f} | {fb['measured_ms'] if fb else '-'} | {saved} | "
-                f"{ff['metric_full'] if ff else '-'} | {gain} |"
+            both = fb and ff
+            table.append(
+                (
+                    q["grid"],
+                    f"{q['metric_full']:.2f}",
+                    f"{q['measured_ms']:.2f}",
+                    f"{fb['measured_ms']:.2f}" if both else (fb["measured_ms"] if fb else "-"),
+                    saved,
+                    f"{ff['metric_full']:.2f}" if both else (ff["metric_full"] if ff else "-"),
+                    gain,
+                )
             )
+        header = (
+            "grid point on the grid front",
+            "accuracy",
+            "measured ms",
+            "fastest per-layer config at >= that accuracy: ms",
+            "latency saved",
+            "best per-layer accuracy at <= that latency",
+            "accuracy gained",
+        )
+        lines.append(markdown_table(header, table))
         pm = np.array([q["predicted_ms"] for q in rows])
         mm = np.array([q["measured_ms"] for q in rows])
         err = np.abs(pm / mm - 1)
@@ -158,21 +206,34 @@ def perlayer_section(r) -> list[str]:
 
 
 def targets_section(r) -> list[str]:
-    lines = [
-        "## Target answers (verified)",
-        "",
-        "| target ms | answer | accuracy (dev) | predicted ms | measured ms (corrected) | raw ms | re-measured ms | meets target when re-measured |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    table = []
     ok = 0
     for a in r["answers"]:
         meets = a["remeasured_ms"] <= a["target_ms"]
         ok += meets
-        lines.append(
-            f"| {a['target_ms']} | {a['key']} ({len(a['subnet']['layers'])} layers) | {a['metric_full']:.2f} | "
-            f"{a['predicted_ms']:.2f} | {a['measured_ms']:.2f} | {a['measured_raw_ms']:.2f} | {a['remeasured_ms']:.2f} | "
-            f"{'yes' if meets else 'NO'} |"
+        table.append(
+            (
+                a["target_ms"],
+                f"{a['key']} ({len(a['subnet']['layers'])} layers)",
+                f"{a['metric_full']:.2f}",
+                f"{a['predicted_ms']:.2f}",
+                f"{a['measured_ms']:.2f}",
+                f"{a['measured_raw_ms']:.2f}",
+                f"{a['remeasured_ms']:.2f}",
+                "yes" if meets else "NO",
+            )
         )
+    header = (
+        "target ms",
+        "answer",
+        "accuracy (dev)",
+        "predicted ms",
+        "measured ms (corrected)",
+        "raw ms",
+        "re-measured ms",
+        "meets target when re-measured",
+    )
+    lines = ["## Target answers (verified)", "", markdown_table(header, table)]
     lines += ["", f"{ok} of {len(r['answers'])} returned configs meet their target when re-measured.", ""]
     return lines
 
@@ -186,12 +247,18 @@ def cost_section(r) -> list[str]:
         f"`dynasearch {r['command'].split('dynasearch.cli ', 1)[-1]}` (exit status {r['rc']}): **{r['wall_s']:.0f} s wall** in all "
         f"(imports, model and dev loading, study, re-scoring, plots and verification included).",
         "",
-        "| part | seconds |",
-        "|---|---|",
-        f"| accuracy evaluation ({t['evaluations_this_run']} evaluations, {t['cache_hits_this_run']} cache hits) | {t['evaluation_s']:.1f} |",
-        f"| latency prediction | {t['prediction_s']:.1f} |",
-        f"| sampler + Optuna storage (SQLite) | {t['sampler_and_storage_s']:.1f} |",
-        f"| measurement (verification) | {t['measurement_s']:.1f} |",
+        markdown_table(
+            ("part", "seconds"),
+            [
+                (
+                    f"accuracy evaluation ({t['evaluations_this_run']} evaluations, {t['cache_hits_this_run']} cache hits)",
+                    f"{t['evaluation_s']:.1f}",
+                ),
+                ("latency prediction", f"{t['prediction_s']:.1f}"),
+                ("sampler + Optuna storage (SQLite)", f"{t['sampler_and_storage_s']:.1f}"),
+                ("measurement (verification)", f"{t['measurement_s']:.1f}"),
+            ],
+        ),
         "",
         f"`dynasearch query RESULTS --target-latency ...` wall time over 5 processes: median {q[2]:.2f} s "
         f"(min {q[0]:.2f}, max {q[-1]:.2f}); target < 2 s.",
