@@ -1,6 +1,7 @@
 """What predictor.json holds, checked key by key on load (`load_predictor`): the type of every
 key of hyper, meta, shape and params, and the arrays each kind saves. A failed check is one
-PredictorError line naming the file and the key."""
+PredictorError line naming the file and the key. `FittedOn.from_meta` (predictors.base) applies the
+meta checks, on load and to a fitted predictor's `meta_`."""
 
 from __future__ import annotations
 

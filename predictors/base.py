@@ -431,7 +431,12 @@ def anchor_references(df: pd.DataFrame) -> list[dict[str, Any]]:
     corrected medians are on the scale of: anchor_ms / speed_index of every anchored run; for
     records without an anchor (older ones), the full model's own corrected median when it was
     measured among them (it is the default anchor). A later measurement against the same
-    reference (a search's verification) is on the predictor's scale."""
+    reference (a search's verification) is on the predictor's scale.
+
+    Kept in the metadata as "anchor_reference"; read back as `FittedOn.anchor_ms` (the search's
+    `search.verify.anchor_reference` is that for the full model at the verification shape). The
+    device runtime's `runtime.schema.anchor_reference` is another thing: the reference a new
+    measurement is corrected against, read from a records file's first run."""
     out: dict[tuple[int, int, str], float] = {}
     if "anchor_ms" in df and "speed_index" in df:
         a = pd.to_numeric(df["anchor_ms"], errors="coerce")

@@ -35,8 +35,8 @@ from dynabert.io import read_json
 from dynabert.subnet import BackboneShape, SubnetConfig
 
 from ._kinds import BoostedTreesPredictor, HybridPredictor, LayerRegressionPredictor, LookupTablePredictor
-from ._predictor_file import ARRAY_NAMES, HYPER_KEYS, META_KEYS, META_KEYS_LATER, PARAM_KEYS, SHAPE_KEYS, check_keys
-from .base import FORMAT, VERSION, LatencyPredictor
+from ._predictor_file import ARRAY_NAMES, HYPER_KEYS, META_KEYS_LATER, PARAM_KEYS, SHAPE_KEYS, check_keys
+from .base import FORMAT, VERSION, FittedOn, LatencyPredictor
 from .errors import PredictorError
 
 PREDICTORS: dict[str, type[LatencyPredictor]] = {
@@ -92,7 +92,7 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
     hyper_keys = set(PREDICTORS[kind](**{}).hyper())
     check_keys(where, "hyper", doc["hyper"], {k: v for k, v in HYPER_KEYS.items() if k in hyper_keys}, unknown_ok=False)
     meta = doc["meta"]
-    check_keys(where, "meta", meta, {**META_KEYS, **META_KEYS_LATER}, required=list(META_KEYS))
+    FittedOn.from_meta(meta, where)  # every key of meta checked
     if meta["kind"] != kind:
         raise PredictorError(f"{where}: key meta.kind is {meta['kind']!r}; expected {kind!r} (the file's kind)")
     if meta["across_shapes"] != doc["hyper"].get("across_shapes", False):

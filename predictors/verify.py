@@ -84,17 +84,17 @@ def predictor_settings(
 ) -> BackendSettings:
     """The BackendSettings a fitted predictor was fitted for, at (batch, seq_len) when given (default:
     its first input shape when fitted across several)."""
-    meta = _meta(predictor)
-    fitted_batch, fitted_seq_len = meta["shapes"][0]
+    fitted = predictor.fitted_on
+    fitted_batch, fitted_seq_len = fitted.shapes[0]
     return BackendSettings(
-        backend=meta["backend"],
-        device=meta["device"],
-        threads=int(meta["threads"]),
-        spinning=bool(meta["spinning"]),
-        dtype=meta["dtype"],
+        backend=fitted.backend,
+        device=fitted.device,
+        threads=fitted.threads,
+        spinning=fitted.spinning,
+        dtype=fitted.dtype,
         batch=int(fitted_batch if batch is None else batch),
         seq_len=int(fitted_seq_len if seq_len is None else seq_len),
-        provider=meta["provider"],
+        provider=fitted.provider,
     )
 
 
@@ -122,15 +122,14 @@ def check_this_machine(
     """PredictorError (with force: a warning) naming both fingerprints when this machine, under
     `settings` (default: the predictor's), is not the one the predictor was fitted for."""
     target = this_machine_target(predictor, settings)
-    meta = _meta(predictor)
+    fitted = predictor.fitted_on
     try:
         predictor.check_target(target, force=force)
     except PredictorError as e:
-        fitted = ", ".join(f"{f}={meta[f]!s}" for f in TARGET_FIELDS if f in meta)
+        there = ", ".join(f"{f}={v!s}" for f, v in fitted.target.items())
         here = ", ".join(f"{f}={target[f]!s}" for f in TARGET_FIELDS if f in target)
         raise PredictorError(
-            f"{e}. Predictor fingerprint {meta.get('fingerprint', '?')} ({fitted}); "
-            f"this machine {target['fingerprint']} ({here})"
+            f"{e}. Predictor fingerprint {fitted.fingerprint} ({there}); this machine {target['fingerprint']} ({here})"
         ) from None
 
 
@@ -141,11 +140,6 @@ def machine_matches(predictor: LatencyPredictor, settings: BackendSettings | Non
     except PredictorError:
         return False
     return True
-
-
-def _meta(predictor: LatencyPredictor) -> dict[str, Any]:
-    predictor._check_fitted()
-    return predictor.meta_
 
 
 __all__ = [

@@ -422,7 +422,11 @@ def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:
 
 def anchor_reference(path: str, settings_id: str, anchor_key: str) -> float | None:
     """The anchor's reference median for a settings_id: its anchor_ms in the first run of the
-    records that timed this anchor (None when no run has)."""
+    records file at `path` that timed this anchor (None when no run has): what a new measurement
+    is corrected against. Not to be confused with `predictors.base.anchor_references` (per input
+    shape, the reference the records a predictor is fitted on are on the scale of, kept in its
+    metadata) or `FittedOn.anchor_ms` / `search.verify.anchor_reference` (read that back from a
+    fitted predictor); the runtime imports nothing outside predictors/runtime/, so it reads the file."""
     if not anchor_key or not os.path.exists(path) or os.path.getsize(path) == 0:
         return None
     for r in read_rows(path):

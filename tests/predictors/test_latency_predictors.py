@@ -236,3 +236,82 @@ def test_anchor_reference_from_the_full_model_row_of_unanchored_records(tmp_path
     ]
     df2 = records(tmp_path / "r2.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN, additive_ms))
     assert make_predictor("layer-regression").fit(df2).meta_["anchor_reference"] == []
+
+
+def test_fitted_on_is_the_metadata_typed(tmp_path):
+    """predictor.fitted_on reads meta_ (the saved JSON) as a FittedOn: the same after a save and load;
+    anchor_ms finds the reference of one (batch, seq_len, key) and None elsewhere."""
+    from predictors import AnchorReference, FittedOn, WidthsSeen
+
+    full = SubnetConfig.full(SHAPE)
+    df = records(
+        tmp_path / "r.csv", rows(LAYER, additive_ms, sampler="layer-table") + rows(TRAIN + [full], additive_ms)
+    )
+    p = make_predictor("layer-regression").fit(df)
+    fo = p.fitted_on
+    assert isinstance(fo, FittedOn)
+    assert (fo.kind, fo.backend, fo.threads, fo.spinning) == ("layer-regression", "onnxruntime", 1, False)
+    assert (fo.fingerprint, fo.target_id) == (p.meta_["fingerprint"], p.meta_["target_id"])
+    assert (fo.shapes, fo.batches, fo.seq_lens, fo.across_shapes) == (((1, 16),), (1,), (16,), False)
+    assert fo.widths_seen == WidthsSeen(
+        tuple(sorted({h for s in LAYER + TRAIN for h in s.heads})),
+        tuple(sorted({f for s in LAYER + TRAIN for f in s.ffn})),
+    )
+    assert fo.anchor_references == (AnchorReference(1, 16, full.key, pytest.approx(additive_ms(full))),)
+    assert fo.anchor_ms(1, 16, full.key) == pytest.approx(additive_ms(full))
+    assert fo.anchor_ms(2, 16, full.key) is None and fo.anchor_ms(1, 16, "other") is None
+    assert fo.target == {f: p.meta_[f] for f in fo.target}
+    with pytest.raises(AttributeError):
+        fo.threads = 2  # frozen
+    p.save(tmp_path / "p")
+    assert load_predictor(tmp_path / "p").fitted_on == fo
+    # An older file without widths_seen and anchor_reference: None and no reference.
+    doc = json.loads((tmp_path / "p" / "predictor.json").read_text())
+    del doc["meta"]["widths_seen"], doc["meta"]["anchor_reference"]
+    (tmp_path / "p" / "predictor.json").write_text(json.dumps(doc))
+    with pytest.warns(UserWarning, match="written by an older dynasearch"):
+        old = load_predictor(tmp_path / "p").fitted_on
+    assert old.widths_seen is None and old.anchor_references == () and old.anchor_ms(1, 16, full.key) is None
+    with pytest.raises(PredictorError, match=r"predictor 'layer-regression' is not fitted"):
+        _ = make_predictor("layer-regression").fitted_on
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            lambda m: dict(m, threads="one"),
+            r'^predictor metadata: key meta\.threads is "one"; expected a positive integer$',
+        ),
+        (
+            lambda m: dict(m, spinning="off"),
+            r'^predictor metadata: key meta\.spinning is "off"; expected true or false$',
+        ),
+        (
+            lambda m: {k: v for k, v in m.items() if k != "fingerprint"},
+            r"^predictor metadata: key meta\.fingerprint is missing$",
+        ),
+        (
+            lambda m: dict(m, shapes=[[1]]),
+            r"^predictor metadata: key meta\.shapes is \[\[1\]\]; expected a non-empty list",
+        ),
+        (
+            lambda m: dict(m, widths_seen={"heads": [1]}),
+            r"^predictor metadata: key meta\.widths_seen is .*'heads' and 'ffn'",
+        ),
+        (
+            lambda m: dict(m, anchor_reference=[{"batch": 1, "seq_len": 16, "key": "k", "ms": -1}]),
+            r"^predictor metadata: key meta\.anchor_reference is .*ms a positive number$",
+        ),
+        (lambda m: [m], r"^predictor metadata: key meta is list; expected an object$"),
+    ],
+)
+def test_fitted_on_from_meta_refuses_malformed_metadata(additive, change, match):
+    from predictors import FittedOn
+
+    meta = make_predictor("layer-regression").fit(additive, conformal=False).meta_
+    assert FittedOn.from_meta(meta).fingerprint == meta["fingerprint"]
+    with pytest.raises(PredictorError, match=match):
+        FittedOn.from_meta(change(meta))
+    with pytest.raises(PredictorError, match=r"^predictor file x\.json: key meta\.threads is 0;"):
+        FittedOn.from_meta(dict(meta, threads=0), where="predictor file x.json")
