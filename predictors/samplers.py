@@ -14,8 +14,8 @@ from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 
 from .runtime.errors import MeasurementError
 
-SAMPLERS = ("grid", "uniform", "flops", "layer-table")
-CONFIG_SAMPLERS = SAMPLERS  # the public name, predictors.CONFIG_SAMPLERS (the search's: search.OPTUNA_SAMPLERS)
+# Which configs `measure` times (the search's own samplers are search.OPTUNA_SAMPLERS).
+CONFIG_SAMPLERS = ("grid", "uniform", "flops", "layer-table")
 
 
 def _unique(subnets: list[SubnetConfig]) -> list[SubnetConfig]:
@@ -115,8 +115,8 @@ def is_layer_table_config(subnet: SubnetConfig) -> bool:
 def sample_configs(
     kind: str, space: SearchSpace, n: int | None = None, seed: int = 0, batch: int = 1, seq_len: int = 128
 ) -> list[SubnetConfig]:
-    if kind not in SAMPLERS:
-        raise MeasurementError(f"unknown sampler {kind!r}; allowed: {', '.join(SAMPLERS)}")
+    if kind not in CONFIG_SAMPLERS:
+        raise MeasurementError(f"unknown sampler {kind!r}; allowed: {', '.join(CONFIG_SAMPLERS)}")
     if kind == "grid":
         return grid_configs(space.shape)
     if kind == "layer-table":
@@ -145,11 +145,11 @@ def labels_by_key(subnets: Sequence[SubnetConfig], sampler: str | Sequence[str])
 def sampler_names(text: str) -> list[str]:
     """'layer-table,uniform' -> ['layer-table', 'uniform']; unknown or empty names: MeasurementError."""
     names = [n.strip() for n in str(text).split(",")]
-    bad = [n for n in names if n not in SAMPLERS]
+    bad = [n for n in names if n not in CONFIG_SAMPLERS]
     if bad:
         raise MeasurementError(
             f"unknown sampler {', '.join(repr(n) for n in bad)} in --sampler {text!r}; allowed: "
-            f"{', '.join(SAMPLERS)} (several separated by commas)"
+            f"{', '.join(CONFIG_SAMPLERS)} (several separated by commas)"
         )
     return names
 
