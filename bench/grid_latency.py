@@ -21,6 +21,7 @@ OUT = REPO / "bench" / "results"
 def main() -> None:
     from dynabert.space import SearchSpace
     from dynabert.subnet import count_flops, count_params, paper_grid
+    from dynabert.tables import markdown_table
     from predictors import BackendSettings, Protocol, measure, read_records
     from predictors.measure import load_shape
 
@@ -62,20 +63,49 @@ def main() -> None:
         lines += [
             f"## Batch {batch}",
             "",
-            "| width | depth | layers | heads | FFN | params (M) | GFLOPs | median ms | p90 ms | CV | runs | FLOPs ratio | latency ratio | latency / FLOPs ratio |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        ratios = []
+        ratios, table = [], []
         for w, dd, s in grid:
             r = d.loc[s.key]
             fl = count_flops(shape, s, batch, 128)
             fr = fl / count_flops(shape, subnets_full(shape), batch, 128)
             lr = r["median_ms"] / full["median_ms"]
             ratios.append((fr, lr))
-            lines.append(
-                f"| {w} | {dd} | {s.depth} | {s.heads[0]} | {s.ffn[0]} | {count_params(shape, s)['total'] / 1e6:.1f} | {fl / 1e9:.3f} | "
-                f"{r['median_ms']:.3f} | {r['p90_ms']:.3f} | {r['cv']:.1%} | {int(r['n_runs'])} | {fr:.3f} | {lr:.3f} | {lr / fr:.2f} |"
+            table.append(
+                (
+                    w,
+                    dd,
+                    s.depth,
+                    s.heads[0],
+                    s.ffn[0],
+                    f"{count_params(shape, s)['total'] / 1e6:.1f}",
+                    f"{fl / 1e9:.3f}",
+                    f"{r['median_ms']:.3f}",
+                    f"{r['p90_ms']:.3f}",
+                    f"{r['cv']:.1%}",
+                    int(r["n_runs"]),
+                    f"{fr:.3f}",
+                    f"{lr:.3f}",
+                    f"{lr / fr:.2f}",
+                )
             )
+        header = (
+            "width",
+            "depth",
+            "layers",
+            "heads",
+            "FFN",
+            "params (M)",
+            "GFLOPs",
+            "median ms",
+            "p90 ms",
+            "CV",
+            "runs",
+            "FLOPs ratio",
+            "latency ratio",
+            "latency / FLOPs ratio",
+        )
+        lines.append(markdown_table(header, table))
         fr_arr, lr_arr = np.array(ratios).T
         slope, intercept = np.polyfit(fr_arr, lr_arr, 1)
         dev = np.abs(lr_arr / fr_arr - 1)
