@@ -100,6 +100,7 @@ def main() -> None:
         print(threads, results[threads], flush=True)
     sys.path.insert(0, str(REPO))
     from dynabert.io import write_text
+    from dynabert.tables import markdown_table
     from predictors.runtime.fingerprint import machine_info
 
     m = machine_info(with_torch=True)
@@ -113,16 +114,35 @@ def main() -> None:
         f"torch {m['torch_version']}; workload: torch.mm of two 768 x 768 fp32 matrices, back to back, {seconds:.0f} s per "
         "setting, each in a fresh process, under the machine lock",
         "",
-        "| threads | runs | median ms | p10 / p90 ms | CV of single runs | drift: largest / smallest 5-s window median | "
-        "first vs second half median | runs that waited for a CPU in this VM | CV of the other runs |",
-        "|---|---|---|---|---|---|---|---|---|",
+        markdown_table(
+            (
+                "threads",
+                "runs",
+                "median ms",
+                "p10 / p90 ms",
+                "CV of single runs",
+                "drift: largest / smallest 5-s window median",
+                "first vs second half median",
+                "runs that waited for a CPU in this VM",
+                "CV of the other runs",
+            ),
+            (
+                (
+                    threads,
+                    r["runs"],
+                    f"{r['median_ms']:.2f}",
+                    f"{r['p10_ms']:.2f} / {r['p90_ms']:.2f}",
+                    f"{r['cv']:.1%}",
+                    f"{r['window_drift']:+.1%}",
+                    f"{r['halves']:.1%}",
+                    f"{r['waited']:.1%}",
+                    f"{r['cv_not_waited']:.1%}",
+                )
+                for threads, r in results.items()
+            ),
+        ),
+        "",
     ]
-    for threads, r in results.items():
-        lines.append(
-            f"| {threads} | {r['runs']} | {r['median_ms']:.2f} | {r['p10_ms']:.2f} / {r['p90_ms']:.2f} | {r['cv']:.1%} | "
-            f"{r['window_drift']:+.1%} | {r['halves']:.1%} | {r['waited']:.1%} | {r['cv_not_waited']:.1%} |"
-        )
-    lines.append("")
     header = (
         ""
         if OUT.exists()
