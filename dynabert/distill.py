@@ -2,21 +2,26 @@
 
 Plans (see ../shared/docs/dynabert-algorithm.md): teacher = the full model; width = each width at
 full depth (largest first); depth and final = depth outer / width inner, the 12 grid sub-networks.
-`random_subnets = N` (depth stage only) adds N per-layer sub-networks drawn from
-`SearchSpace.default(shape, cfg.widths)` to every step, AFTER the 12 grid ones: the paper's grid
-training is unchanged and the random ones add coverage of the per-layer space a search explores
-(the sandwich rule's largest and smallest are always in the grid). They are drawn from an RNG
-seeded by (seed, stage, global step), so a resumed run draws the same ones with no extra state;
-their teacher is the width-stage model at full width (as `depth_teacher="full-width"`).
+Training for the searched space: `space_samples = N` adds N configs drawn from the training's
+`SearchSpace` (cfg.space: choices, drop rule, min layers) to every step of the width stage (at
+full depth) and the width+depth stage, AFTER the fixed ones: the paper's widths / 12 grid points
+(sampling "grid": the paper's training is kept and the samples add coverage of the space), or the
+space's largest and smallest (sampling "sandwich", as once-for-all and HAT train). The earlier
+`random_subnets = N` is the width+depth stage only, from the paper's per-layer widths. Samples
+come from an RNG seeded by (seed, stage, global step), so a resumed run and every torchrun rank
+draw the same ones with no extra state; their teacher is the full-width model of the stage's
+teacher (as `depth_teacher="full-width"`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import torch
 import torch.nn.functional as F
 
+from .errors import DataError
 from .space import SearchSpace
 from .subnet import BackboneShape, SubnetConfig
 from .train_config import TrainConfig
@@ -44,43 +49,68 @@ def hidden_pairs(subnet: SubnetConfig | None, num_layers: int) -> list[tuple[int
     return list(enumerate(layers)) + [(len(layers), num_layers)]
 
 
+def training_space(shape: BackboneShape, cfg: TrainConfig) -> SearchSpace:
+    """The space a training samples from (`cfg.space`; DataError when it does not fit the backbone)."""
+    return cfg.space_spec().build(shape, DataError)
+
+
 def random_plan(shape: BackboneShape, stage: str, cfg: TrainConfig, step: int) -> Plan:
-    """The random per-layer sub-networks of global step `step` (0-based): (None, None, subnet) x N."""
+    """The sampled sub-networks of global step `step` (0-based): (None, None, subnet) x N.
+    `space_samples` in the width stage (full depth) and the width+depth stage; the earlier
+    `random_subnets` in the width+depth stage only, from the paper's per-layer widths."""
+    # A str seed is hashed with SHA-512 by random.seed: the same draw in every process and every run.
+    if cfg.space_samples and stage in ("width", "depth"):
+        rng = random.Random(f"dynabert-space-samples/{cfg.seed}/{stage}/{step}")
+        space = training_space(shape, cfg)
+        full = stage == "width"
+        return [(None, None, space.sample(rng, cfg.space_bias, full)) for _ in range(cfg.space_samples)]
     if stage != "depth" or not cfg.random_subnets:
         return []
-    # A str seed is hashed with SHA-512 by random.seed: the same draw in every process and every run.
     rng = random.Random(f"dynabert-random-subnets/{cfg.seed}/{stage}/{step}")
     space = SearchSpace.default(shape, cfg.widths)
     return [(None, None, space.sample(rng)) for _ in range(cfg.random_subnets)]
 
 
-def step_plan(shape: BackboneShape, stage: str, cfg: TrainConfig, step: int | None = None) -> Plan:
-    """The sub-networks one optimizer step trains, in order: (width, depth, subnet); width and depth
-    are None for random per-layer ones. step None: the fixed part only (grid / widths)."""
+def fixed_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> Plan:
+    """The sub-networks every step of a stage trains: the paper's (each width at full depth; the 12
+    grid points, depth outer / width inner), or under sampling "sandwich" the space's largest and
+    smallest (full depth in the width stage)."""
     if stage == "teacher":
         return [(1.0, 1.0, SubnetConfig.full(shape))]
+    if cfg.sampling == "sandwich" and stage in ("width", "depth"):
+        space = training_space(shape, cfg)
+        return [(1.0, 1.0, space.largest()), (None, None, space.smallest(full_depth=stage == "width"))]
     if stage == "width":
         return [(w, 1.0, SubnetConfig.from_grid(shape, w, 1.0)) for w in cfg.widths]
     if stage in ("depth", "final"):
-        grid = [(w, d, SubnetConfig.from_grid(shape, w, d)) for d in cfg.depths for w in cfg.widths]
-        return grid + (random_plan(shape, stage, cfg, step) if step is not None else [])
+        return [(w, d, SubnetConfig.from_grid(shape, w, d)) for d in cfg.depths for w in cfg.widths]
     raise ValueError(f"stage {stage!r} does not train")
+
+
+def step_plan(shape: BackboneShape, stage: str, cfg: TrainConfig, step: int | None = None) -> Plan:
+    """The sub-networks one optimizer step trains, in order: (width, depth, subnet); width and depth
+    are None for sampled per-layer ones (their teacher is the full-width model). step None: the
+    fixed part only."""
+    fixed = fixed_plan(shape, stage, cfg)
+    return fixed + (random_plan(shape, stage, cfg, step) if step is not None else [])
 
 
 def teacher_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> list[float]:
     """Widths at which the frozen teacher runs (full depth) once per step (1.0 always included when
-    random sub-networks are trained: it is their teacher)."""
-    if stage == "width" or (stage == "depth" and cfg.depth_teacher == "full-width"):
+    sampled sub-networks are trained: it is their teacher)."""
+    if stage == "width" or (stage == "depth" and (cfg.depth_teacher == "full-width" or cfg.sampling == "sandwich")):
         return [1.0]
     if stage == "depth":
-        return list(cfg.widths) if 1.0 in cfg.widths or not cfg.random_subnets else [1.0, *cfg.widths]
+        sampled = cfg.random_subnets or cfg.space_samples
+        return list(cfg.widths) if 1.0 in cfg.widths or not sampled else [1.0, *cfg.widths]
     return []
 
 
 def eval_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> Plan:
-    """Sub-networks scored on dev in a stage: the fixed ones it trains (never the random ones, which
-    change every step). The teacher stage scores the model as built (None), which also covers a model
-    that is already an extracted sub-network."""
+    """Sub-networks scored on dev in a stage: the paper's fixed ones (widths at full depth; the 12
+    grid points), whatever the sampling, so checkpoints of every training are selected and compared
+    on the same sub-networks. The teacher stage scores the model as built (None), which also covers
+    a model that is already an extracted sub-network."""
     if stage == "teacher":
         return [(1.0, 1.0, None)]
-    return step_plan(shape, stage, cfg)
+    return fixed_plan(shape, stage, dataclasses.replace(cfg, sampling="grid", space_samples=0))

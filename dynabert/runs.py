@@ -14,12 +14,14 @@ tells whether a model's sub-networks were trained at all. Every run file goes th
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import DataError, ModelLoadError, OutputExistsError
 from .io import read_json
+from .space import SearchSpace
 from .subnet import BackboneShape
 from .tasks import TaskSpec, spec_from_dict
 from .train_config import STAGE_DIRS, STAGES, TrainConfig
@@ -355,3 +357,17 @@ __all__ = [
     "run_task",
     "weight_files",
 ]
+
+
+def trained_space(config: Mapping[str, Any] | None, shape: BackboneShape) -> SearchSpace | None:
+    """The space a run's training sampled from (its run.json `config`): `space_samples` configs of
+    `space` per step, or the earlier `random_subnets` (the paper's per-layer widths, width+depth
+    stage only); None when it trained the paper's fixed sub-networks only."""
+    if not config:
+        return None
+    cfg = TrainConfig.from_dict(dict(config))
+    if cfg.space_samples:
+        return cfg.space_spec().build(shape)
+    if cfg.random_subnets:
+        return SearchSpace.default(shape, cfg.widths)
+    return None

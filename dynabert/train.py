@@ -36,7 +36,7 @@ import torch
 
 from .backbone import load_model, resolve_model_dir, tokenizer_files
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
-from .distill import eval_plan, hidden_pairs, masked_mse, soft_cross_entropy, step_plan, teacher_plan
+from .distill import eval_plan, hidden_pairs, masked_mse, soft_cross_entropy, step_plan, teacher_plan, training_space
 from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env, shutdown
 from .errors import DataError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from .evaluate import DevSet, evaluate_subnets, seeded_subset
@@ -469,6 +469,8 @@ def train(
                 f"width multiplier(s) {bad} keep round({shape.num_heads} * width) = 0 heads of this {shape.num_heads}-head "
                 f"model; pass --widths without them (e.g. --widths {','.join(f'{w:g}' for w in kept) or '1'})"
             )
+    if cfg.space_samples and any(s in cfg.stages for s in ("width", "depth")):
+        training_space(shape, cfg)  # a space that does not fit the backbone: refused before anything is written
     check_max_length(cfg.max_seq_length, model.config)
     torch.manual_seed(cfg.seed)
     trainer = Trainer(inputs, cfg, info, progress, on_step)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .checks import one_of
 from .errors import DataError
+from .space import DROP_RULES, SAMPLE_BIASES, SpaceSpec
 from .subnet import PAPER_DEPTHS, PAPER_WIDTHS
 
 STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth", "final")
 STAGE_DIRS = {"teacher": "teacher", "rewire": "rewired", "width": "width", "depth": "width_depth", "final": "final"}
 DEFAULT_STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth")
+SAMPLINGS: tuple[str, ...] = ("grid", "sandwich")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,17 @@ class TrainConfig:
     # 12 grid ones, taught by the full-width teacher; 0 = the paper. For searches over the per-layer
     # space. Drawn from an RNG seeded by (seed, stage, step): resume reproduces them (see distill.py).
     random_subnets: int = 0
+    # Training for the searched space (issue 17): every width-stage and width+depth-stage step also
+    # trains `space_samples` configs drawn from `space` (a SpaceSpec dict: head/FFN choices, drop rule,
+    # min layers; None = the paper's widths per layer, any layer droppable), full depth in the width
+    # stage. `sampling`: "grid" keeps the paper's fixed sub-networks (widths / the 12 grid points) in
+    # every step; "sandwich" trains the space's largest and smallest instead (once-for-all, HAT).
+    # `space_bias`: "uniform" per-layer choices or "mid" (weighted toward the middle choices).
+    # Seeded by (seed, stage, step): resume and every torchrun rank draw the same configs.
+    space: dict | None = None
+    space_samples: int = 0
+    sampling: str = "grid"
+    space_bias: str = "uniform"
     rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
     rewire_examples: int = 1024  # size of the held-out part (at most a tenth of train)
     eval_every: int | None = None  # steps between dev evaluations; None: at the end of every epoch
@@ -101,6 +115,29 @@ class TrainConfig:
             raise DataError(
                 f"random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got {self.random_subnets!r}"
             )
+        if isinstance(self.space_samples, bool) or not isinstance(self.space_samples, int) or self.space_samples < 0:
+            raise DataError(
+                f"space_samples must be an integer >= 0 (configs of the space per step); got {self.space_samples!r}"
+            )
+        if self.space_samples and self.random_subnets:
+            raise DataError(
+                "give space_samples (width and width+depth stages, any space) or random_subnets (the earlier, "
+                "depth-stage-only form), not both"
+            )
+        one_of("sampling", self.sampling, SAMPLINGS, DataError)
+        one_of("space bias", self.space_bias, SAMPLE_BIASES, DataError)
+        if self.sampling == "sandwich" and not self.space_samples:
+            raise DataError("sampling 'sandwich' needs space_samples >= 1 (the configs between largest and smallest)")
+        if self.space is not None:
+            if isinstance(self.space, SpaceSpec):
+                object.__setattr__(self, "space", self.space.to_dict())
+            if not isinstance(self.space, dict):
+                raise DataError(f"space must be a space description (a dict); got {self.space!r}")
+            one_of("drop rule", self.space.get("drop_rule", "any"), DROP_RULES, DataError)
+            try:
+                SpaceSpec.from_dict(self.space)
+            except (TypeError, ValueError) as e:
+                raise DataError(f"space {self.space!r} is malformed ({e})") from None
         if self.depth_teacher not in ("same-width", "full-width"):
             raise DataError(f"depth_teacher must be 'same-width' or 'full-width'; got {self.depth_teacher!r}")
         if self.rewire_data not in ("heldout", "dev"):
@@ -114,6 +151,10 @@ class TrainConfig:
     def epochs_for(self, stage: str) -> float:
         return dict(self.stage_epochs).get(stage, self.epochs)
 
+    def space_spec(self) -> SpaceSpec:
+        """The space the distillation samples from (the paper's per-layer widths when None)."""
+        return SpaceSpec() if self.space is None else SpaceSpec.from_dict(self.space)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -123,4 +164,4 @@ class TrainConfig:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
 
 
-__all__ = ["DEFAULT_STAGES", "STAGES", "STAGE_DIRS", "TrainConfig"]
+__all__ = ["DEFAULT_STAGES", "SAMPLINGS", "STAGES", "STAGE_DIRS", "TrainConfig"]

@@ -34,7 +34,7 @@ import pandas as pd
 
 from dynabert.errors import InvalidSubnetError
 from dynabert.io import read_json, read_utf8, write_json, write_text
-from dynabert.space import SearchSpace
+from dynabert.space import DROP_RULES, SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
 
 from .errors import NoAnswerError, ResultsError, SearchError
@@ -262,8 +262,11 @@ def _check_space(path: Path, meta: Mapping[str, Any]) -> SearchSpace:
     ffn = _want(path, meta, "study.space.ffn_choices", choices, "a non-empty list of integers >= 0")
     allow_drop = _want(path, meta, "study.space.allow_drop", lambda v: isinstance(v, bool), "true or false")
     min_layers = _want(path, meta, "study.space.min_layers", _is_int(1), "a positive integer")
+    rule = "any" if allow_drop else "none"  # results written before drop rules: allow_drop said it all
+    if "drop_rule" in (meta.get("study") or {}).get("space", {}):
+        rule = _want(path, meta, "study.space.drop_rule", lambda v: v in DROP_RULES, f"one of {', '.join(DROP_RULES)}")
     try:
-        return SearchSpace(BackboneShape(**shape), tuple(heads), tuple(ffn), allow_drop, min_layers)
+        return SearchSpace(BackboneShape(**shape), tuple(heads), tuple(ffn), allow_drop, min_layers, rule)
     except InvalidSubnetError as e:
         raise ResultsError(f"{path}: key 'study.space' is not a valid search space: {e}") from None
 

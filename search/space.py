@@ -17,63 +17,45 @@ spellings of that architecture share one key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from dynabert.errors import InvalidSubnetError
-from dynabert.space import SearchSpace
+from dynabert.space import SearchSpace, SpaceSpec
 from dynabert.subnet import PAPER_DEPTHS, PAPER_WIDTHS, BackboneShape, SubnetConfig, paper_grid
 
 from .errors import SearchError
 
 
-@dataclass(frozen=True)
-class SpaceOptions:
-    """What a user chooses about the space; None means the paper's widths applied per layer.
+class SpaceOptions(SpaceSpec):
+    """dynabert.space.SpaceSpec whose `build` raises SearchError (what `dynasearch search` takes)."""
 
-    ffn_step: FFN choices are every multiple of the step up to the backbone's FFN size (e.g. 128
-    for hardware-friendly shapes); exclusive with ffn_choices."""
+    def build(self, shape: BackboneShape, error: type[Exception] = SearchError) -> SearchSpace:
+        return super().build(shape, error)
 
-    head_choices: tuple[int, ...] | None = None
-    ffn_choices: tuple[int, ...] | None = None
-    ffn_step: int | None = None
-    allow_drop: bool = True
-    min_layers: int = 1
 
-    def build(self, shape: BackboneShape) -> SearchSpace:
-        if self.ffn_choices is not None and self.ffn_step is not None:
-            raise SearchError("give either FFN choices or an FFN step, not both")
-        default = SearchSpace.default(shape)
-        heads = default.head_choices if self.head_choices is None else self.head_choices
-        if self.ffn_step is not None:
-            if not 1 <= self.ffn_step <= shape.intermediate_size:
-                raise SearchError(
-                    f"FFN step must be in 1..{shape.intermediate_size} (the backbone's FFN size); got {self.ffn_step}"
-                )
-            ffn: tuple[int, ...] = tuple(range(self.ffn_step, shape.intermediate_size + 1, self.ffn_step))
-        else:
-            ffn = default.ffn_choices if self.ffn_choices is None else self.ffn_choices
-        if not 1 <= self.min_layers <= shape.num_layers:
-            raise SearchError(
-                f"min layers must be in 1..{shape.num_layers} (the backbone's layers); got {self.min_layers}"
-            )
-        if all(h == 0 for h in heads) and all(f == 0 for f in ffn):
-            raise SearchError("head and FFN choices are all 0: every sub-network would compute nothing")
-        try:
-            return SearchSpace(shape, tuple(heads), tuple(ffn), self.allow_drop, self.min_layers)
-        except InvalidSubnetError as e:
-            raise SearchError(str(e)) from None
+def _pattern(layers) -> str:
+    return ",".join(map(str, layers))
 
 
 def param_names(space: SearchSpace) -> list[str]:
-    return [f"l{i}_{p}" for i in range(space.shape.num_layers) for p in ("keep", "heads", "ffn")]
+    per_layer = [f"l{i}_{p}" for i in range(space.shape.num_layers) for p in ("keep", "heads", "ffn")]
+    if space.keep_patterns() is not None and space.drop_rule != "none":
+        return ["keep"] + [n for n in per_layer if not n.endswith("_keep")]
+    return per_layer
 
 
 def suggest(trial: Any, space: SearchSpace) -> SubnetConfig:
-    """Suggest the full parameter set on an Optuna trial and decode it."""
+    """Suggest the full parameter set on an Optuna trial and decode it. The drop rule decides the
+    kept layers' parameters: one `keep` choice among the rule's patterns ("grid"), or a keep flag
+    per layer (layer 0's fixed True under "not-first", every layer's under "none")."""
     params: dict[str, Any] = {}
+    pats = space.keep_patterns()
+    if pats is not None and space.drop_rule != "none":
+        params["keep"] = trial.suggest_categorical("keep", [_pattern(p) for p in pats])
     for i in range(space.shape.num_layers):
-        params[f"l{i}_keep"] = trial.suggest_categorical(f"l{i}_keep", [True, False] if space.allow_drop else [True])
+        if "keep" not in params:
+            fixed = not space.allow_drop or (i == 0 and space.drop_rule == "not-first")
+            params[f"l{i}_keep"] = trial.suggest_categorical(f"l{i}_keep", [True] if fixed else [True, False])
         params[f"l{i}_heads"] = trial.suggest_categorical(f"l{i}_heads", list(space.head_choices))
         params[f"l{i}_ffn"] = trial.suggest_categorical(f"l{i}_ffn", list(space.ffn_choices))
     return decode(params, space)
@@ -83,11 +65,23 @@ def decode(params: Mapping[str, Any], space: SearchSpace) -> SubnetConfig:
     """Parameter set -> SubnetConfig (repaired to `min_layers` kept layers, see the module doc)."""
     n = space.shape.num_layers
     try:
-        keep = [bool(params[f"l{i}_keep"]) for i in range(n)]
         heads = [int(params[f"l{i}_heads"]) for i in range(n)]
         ffn = [int(params[f"l{i}_ffn"]) for i in range(n)]
+        if "keep" in params:
+            kept_set = {int(x) for x in str(params["keep"]).split(",") if x != ""}
+            keep = [i in kept_set for i in range(n)]
+        else:
+            keep = [bool(params[f"l{i}_keep"]) for i in range(n)]
     except KeyError as e:
         raise SearchError(f"parameter set lacks {e.args[0]!r}; expected {', '.join(param_names(space))}") from None
+    except ValueError:
+        raise SearchError(f"parameter 'keep' must be layer indices like '0,2,4'; got {params['keep']!r}") from None
+    required = [i for i in range(n) if keep[i]] if "keep" in params else [0] if space.drop_rule == "not-first" else []
+    for i in required:
+        if not (heads[i] or ffn[i]):
+            # a layer the rule keeps must compute: a zero-width layer is a dropped one (see the module doc)
+            ffn[i] = next((f for f in space.ffn_choices if f), ffn[i])
+            heads[i] = heads[i] if ffn[i] else next((h for h in space.head_choices if h), heads[i])
     kept = [i for i in range(n) if keep[i] and (heads[i] or ffn[i])]
     for i in range(n):  # repair: lowest-index computing layers first
         if len(kept) >= space.min_layers:
@@ -99,7 +93,12 @@ def decode(params: Mapping[str, Any], space: SearchSpace) -> SubnetConfig:
         raise SearchError(
             f"parameter set keeps {len(kept)} computing layer(s); the space needs at least {space.min_layers}"
         )
-    return SubnetConfig(tuple(kept), tuple(heads[i] for i in kept), tuple(ffn[i] for i in kept))
+    subnet = SubnetConfig(tuple(kept), tuple(heads[i] for i in kept), tuple(ffn[i] for i in kept))
+    if not space.layers_allowed(subnet.layers):
+        raise SearchError(
+            f"parameter set keeps layers {list(subnet.layers)}, which drop rule {space.drop_rule!r} does not allow"
+        )
+    return subnet
 
 
 def encode(subnet: SubnetConfig, space: SearchSpace) -> dict[str, Any]:
@@ -109,9 +108,13 @@ def encode(subnet: SubnetConfig, space: SearchSpace) -> dict[str, Any]:
         raise SearchError(f"sub-network {subnet.describe()} is outside the search space")
     params: dict[str, Any] = {}
     width = dict(zip(subnet.layers, zip(subnet.heads, subnet.ffn)))
+    grid_rule = space.keep_patterns() is not None and space.drop_rule != "none"
+    if grid_rule:
+        params["keep"] = _pattern(subnet.layers)
     for i in range(space.shape.num_layers):
         h, f = width.get(i, (space.head_choices[-1], space.ffn_choices[-1]))
-        params[f"l{i}_keep"] = i in width
+        if not grid_rule:
+            params[f"l{i}_keep"] = i in width
         params[f"l{i}_heads"] = h
         params[f"l{i}_ffn"] = f
     return params

@@ -32,9 +32,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from dynabert.checks import one_of, positive_int
+from dynabert.errors import DynasearchError
 from dynabert.io import check_writable, process_dead, process_tag
 from dynabert.killpoints import kill_point
-from dynabert.runs import is_dynabert_trained, model_digest, read_run_record, resolve_run
+from dynabert.runs import is_dynabert_trained, model_digest, read_run_record, resolve_run, trained_space
 from dynabert.subnet import uniform_widths
 from dynabert.tasks import get_task
 from predictors import find_predictor, load_shape, predictor_settings
@@ -212,6 +213,17 @@ class Search:
         _check_positions(self.max_len, self.info.model_dir)
         self.shape = load_shape(self.info.model_dir)
         self.space = cfg.space.build(self.shape)
+        try:
+            self.trained_space = trained_space((rec or {}).get("config"), self.shape)
+        except DynasearchError as e:  # a run.json config this version cannot read: say so, search anyway
+            self.trained_space = None
+            self._warn(f"the space run {cfg.run} was trained for cannot be read ({e})")
+        if self.trained_space is not None and not self.trained_space.covers(self.space):
+            self._warn(
+                f"searching a space the model was not trained for: searched {self.space.describe()}; trained for "
+                f"{self.trained_space.describe()} (configs outside it were never trained; search that space, or "
+                "train with these options)"
+            )
         pred, self.predictor_dir = _find_predictor(cfg.predictor)
         self.estimator = LatencyEstimator(pred, self.shape, cfg.batch, cfg.seq_len, self.counters, self.predictor_dir)
         note = check_widths(self.estimator, self.space, cfg.allow_unmeasured_widths)

@@ -210,3 +210,49 @@ def print_warnings():
             yield
         finally:
             warnings.showwarning = old
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers >= 0 (a space's head or FFN choices)."""
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers; got {text!r}") from None
+    if not vals or any(v < 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0; got {text!r}")
+    return vals
+
+
+def add_space_args(g) -> None:
+    """The search-space options, the same for `train` (the space it trains for) and `search`."""
+    from dynabert.space import DROP_RULES  # no torch: dynabert.space is plain Python
+
+    g.add_argument(
+        "--head-choices",
+        type=int_list,
+        default=None,
+        help="heads a kept layer may keep, e.g. 3,6,9,12 (default: the paper's widths)",
+    )
+    g.add_argument(
+        "--ffn-choices",
+        type=int_list,
+        default=None,
+        help="FFN neurons a kept layer may keep (default: the paper's widths)",
+    )
+    g.add_argument(
+        "--ffn-step", type=positive_int, default=None, help="FFN choices = every multiple of STEP (e.g. 128)"
+    )
+    g.add_argument(
+        "--drop-rule",
+        choices=DROP_RULES,
+        default="any",
+        help="which layers may be dropped: any; not-first (never layer 0); grid (only the paper's depth patterns); "
+        "none (default any)",
+    )
+    g.add_argument("--min-layers", type=positive_int, default=1, help="at least this many layers kept (default 1)")
+
+
+def space_spec_from_args(args, cls, no_drop: bool = False):
+    """A dynabert.space.SpaceSpec (or its subclass `cls`) from add_space_args' options."""
+    rule = "none" if no_drop else args.drop_rule
+    return cls(args.head_choices, args.ffn_choices, args.ffn_step, rule != "none", args.min_layers, rule)

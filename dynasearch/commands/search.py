@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .common import positive_int
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0; got {text!r}")
-    return vals
+from .common import add_space_args, positive_int, space_spec_from_args
 
 
 def register(sub) -> None:
@@ -55,23 +43,8 @@ def register(sub) -> None:
     )
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("search space")
-    g.add_argument(
-        "--head-choices",
-        type=_int_list,
-        default=None,
-        help="heads a kept layer may keep, e.g. 3,6,9,12 (default: the paper's widths)",
-    )
-    g.add_argument(
-        "--ffn-choices",
-        type=_int_list,
-        default=None,
-        help="FFN neurons a kept layer may keep (default: the paper's widths)",
-    )
-    g.add_argument(
-        "--ffn-step", type=positive_int, default=None, help="FFN choices = every multiple of STEP (e.g. 128)"
-    )
-    g.add_argument("--no-drop", action="store_true", help="keep every layer (search widths only)")
-    g.add_argument("--min-layers", type=positive_int, default=1, help="at least this many layers kept (default 1)")
+    add_space_args(g)
+    g.add_argument("--no-drop", action="store_true", help="keep every layer (search widths only; = --drop-rule none)")
     g.add_argument(
         "--allow-unmeasured-widths", action="store_true", help="search widths the predictor never measured (warns)"
     )
@@ -157,7 +130,7 @@ def run(args) -> int:
         trials=args.trials,
         sampler=args.sampler,
         seed=args.seed,
-        space=SpaceOptions(args.head_choices, args.ffn_choices, args.ffn_step, not args.no_drop, args.min_layers),
+        space=space_spec_from_args(args, SpaceOptions, args.no_drop),
         search_dev=args.search_dev,
         search_dev_seed=args.search_dev_seed,
         rescore_dev=args.rescore_dev,

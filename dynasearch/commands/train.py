@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 
-from .common import add_model_arg, add_task_args, positive_int, task_from_args
+from .common import add_model_arg, add_space_args, add_task_args, positive_int, space_spec_from_args, task_from_args
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -21,7 +21,8 @@ def _stages(text: str) -> tuple[str, ...]:
 
 
 def register(sub) -> None:
-    from dynabert.train_config import DEFAULT_STAGES, STAGES, TrainConfig
+    from dynabert.space import SAMPLE_BIASES
+    from dynabert.train_config import DEFAULT_STAGES, SAMPLINGS, STAGES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -109,6 +110,32 @@ def register(sub) -> None:
         help="width+depth stage: also train N random per-layer sub-networks per step, after the 12 grid ones "
         "(full-width teacher; default 0 = the paper). For searches over the per-layer space",
     )
+    sp = p.add_argument_group(
+        "training for the searched space",
+        "every width-stage and width+depth-stage step also trains N configs sampled from this space (the one "
+        "`dynasearch search` should then search: it warns when searching another)",
+    )
+    sp.add_argument(
+        "--space-samples",
+        type=int,
+        default=d.space_samples,
+        metavar="N",
+        help="configs of the space sampled per step, seeded by (seed, stage, step) (default 0 = the paper)",
+    )
+    sp.add_argument(
+        "--sampling",
+        choices=SAMPLINGS,
+        default=d.sampling,
+        help="grid: the paper's fixed sub-networks plus the samples; sandwich: the space's largest and smallest plus "
+        "the samples (default grid)",
+    )
+    sp.add_argument(
+        "--space-bias",
+        choices=SAMPLE_BIASES,
+        default=d.space_bias,
+        help="per-layer choices sampled uniformly or weighted toward the middle ones (default uniform)",
+    )
+    add_space_args(sp)
     h.add_argument(
         "--depth-teacher",
         choices=("same-width", "full-width"),
@@ -155,10 +182,18 @@ def _stage_values(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def run(args) -> int:
+    from dynabert.errors import DataError
     from dynabert.runs import RunInputs, resume_inputs
+    from dynabert.space import SpaceSpec
     from dynabert.train import train
     from dynabert.train_config import TrainConfig
 
+    given = [f for f in ("head_choices", "ffn_choices", "ffn_step") if getattr(args, f) is not None]
+    given += [f for f, v in (("drop_rule", "any"), ("min_layers", 1)) if getattr(args, f) != v]
+    if given and not args.space_samples:
+        raise DataError(
+            f"--{given[0].replace('_', '-')} describes the space --space-samples N samples from; give --space-samples too"
+        )
     for name in ("width_loss", "depth_loss"):
         if len(getattr(args, name)) != 2:
             args._parser.error(f"--{name.replace('_', '-')} takes two numbers LOGIT,HIDDEN")
@@ -185,6 +220,10 @@ def run(args) -> int:
         depth_hidden_weight=args.depth_loss[1],
         depth_teacher=args.depth_teacher,
         random_subnets=args.random_subnets,
+        space=space_spec_from_args(args, SpaceSpec).to_dict() if args.space_samples else None,
+        space_samples=args.space_samples,
+        sampling=args.sampling,
+        space_bias=args.space_bias,
         rewire_data=args.rewire_data,
         rewire_examples=args.rewire_examples,
         eval_every=args.eval_every,

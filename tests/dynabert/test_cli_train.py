@@ -437,3 +437,24 @@ def test_random_subnets_option(assets, tmp_path, capsys):
     assert main([*base, "--out", str(run), "--stages", "depth", "--max-steps", "1", "--random-subnets", "3"]) == 0
     assert json.loads((run / "run.json").read_text())["config"]["random_subnets"] == 3
     assert json.loads((run / "state.json").read_text())["throughput"]["depth"]["subnets_per_step"] == 15
+
+
+def test_space_training_options(assets, tmp_path, capsys):
+    base = ["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), *FAST]
+    bad = tmp_path / "bad"
+    assert main([*base, "--out", str(bad), "--head-choices", "1,2"]) == 2
+    assert "--head-choices describes the space --space-samples N samples from; give --space-samples too" in _err(capsys)
+    assert main([*base, "--out", str(bad), "--space-samples", "2", "--head-choices", "1,9"]) == 2
+    assert "head choices [9] outside 0..4" in _err(capsys)
+    with pytest.raises(SystemExit) as exc:  # an argparse error: exit status 2, one line
+        main([*base, "--out", str(bad), "--space-samples", "2", "--drop-rule", "last"])
+    assert exc.value.code == 2 and "argument --drop-rule: invalid choice: 'last'" in _err(capsys)
+    assert main([*base, "--out", str(bad), "--sampling", "sandwich"]) == 2
+    assert "sampling 'sandwich' needs space_samples >= 1" in _err(capsys)
+    assert not bad.exists()
+    run = tmp_path / "run"
+    args = ["--stages", "width,depth", "--max-steps", "1", "--space-samples", "2", "--sampling", "sandwich"]
+    assert main([*base, "--out", str(run), *args, "--head-choices", "1,2,4", "--drop-rule", "not-first"]) == 0
+    cfg = json.loads((run / "run.json").read_text())["config"]
+    assert cfg["space"]["head_choices"] == [1, 2, 4] and cfg["space"]["drop_rule"] == "not-first"
+    assert json.loads((run / "state.json").read_text())["throughput"]["depth"]["subnets_per_step"] == 4
