@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dynabert.tables import markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -138,15 +140,42 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
         "configs: the kind with the lowest 5-fold cross-validated MAPE on the fitting records (the table below "
         "shows every kind's held-out numbers).",
         "",
-        "| backend | threads | batch | fit / held out | best | MAPE % | within +-5% | within +-10% | Kendall tau | Spearman | MAPE <= 2 | +-5% >= 99% | tau >= 0.98 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        markdown_table(
+            (
+                "backend",
+                "threads",
+                "batch",
+                "fit / held out",
+                "best",
+                "MAPE %",
+                "within +-5%",
+                "within +-10%",
+                "Kendall tau",
+                "Spearman",
+                "MAPE <= 2",
+                "+-5% >= 99%",
+                "tau >= 0.98",
+            ),
+            (
+                (
+                    s["backend"],
+                    s["threads"],
+                    s["batch"],
+                    f"{s['n_train']} / {s['n_test']}",
+                    s["best"],
+                    f"{s['mape']:.2f}",
+                    f"{s['within_5']:.1%}",
+                    f"{s['within_10']:.1%}",
+                    f"{s['tau']:.3f}",
+                    f"{s['spearman']:.3f}",
+                    mark(s["mape"] <= 2),
+                    mark(s["within_5"] >= 0.99),
+                    mark(s["tau"] >= 0.98),
+                )
+                for s in summary
+            ),
+        ),
     ]
-    for s in summary:
-        lines.append(
-            f"| {s['backend']} | {s['threads']} | {s['batch']} | {s['n_train']} / {s['n_test']} | {s['best']} | {s['mape']:.2f} | "
-            f"{s['within_5']:.1%} | {s['within_10']:.1%} | {s['tau']:.3f} | {s['spearman']:.3f} | {mark(s['mape'] <= 2)} | "
-            f"{mark(s['within_5'] >= 0.99)} | {mark(s['tau'] >= 0.98)} |"
-        )
     lines += [
         "",
         "### Every predictor",
@@ -184,12 +213,12 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
         "",
         "### Learning curve (held-out MAPE % against fitting records, layer-table records included)",
         "",
-        "| setting | predictor | " + " | ".join(f"n={n}" for n in sizes) + " |",
-        "|---|---|" + "---|" * len(sizes),
     ]
+    table = []
     for (setting, kind), g in curve.groupby(["setting", "kind"], sort=False):
         vals = {int(r["n_train"]): r["mape"] for _, r in g.iterrows()}
-        lines.append(f"| {setting} | {kind} | " + " | ".join(fmt(vals.get(n)) for n in sizes) + " |")
+        table.append([setting, kind] + [fmt(vals.get(n)) for n in sizes])
+    lines.append(markdown_table(["setting", "predictor"] + [f"n={n}" for n in sizes], table))
     lines += [
         "",
         "Plots per setting: `bench/results/latency_plots/<backend>-t<threads>-b<batch>/` "
@@ -380,9 +409,8 @@ def main() -> None:
         f"of the three: {peak['peak_t1']:.0f} / {peak['peak_t2']:.0f}. Achieved = encoder FLOPs (2 x multiply-adds) / "
         "median latency, against the peak at the same thread count.",
         "",
-        "| setting | records | latency range ms | median CV | p90 CV | converged to +-1% | median timed runs | timed runs discarded as disturbed | measuring s / config | preparing s / config (median) | full model: ms, GFLOP/s, % of peak | smallest grid: ms, GFLOP/s, % of peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for q in quality:
         cells = []
         for label in ("full", "smallest grid (w0.25 d0.5)"):
@@ -391,11 +419,37 @@ def main() -> None:
                 cells.append(f"{ms:.2f} ms, {g:.1f}, {g / q['peak']:.0%}")
             else:
                 cells.append("not measured")
-        perf.append(
-            f"| {q['setting']} | {q['rows']} | {q['ms_range'][0]:.2f}-{q['ms_range'][1]:.1f} | {q['median_cv']:.2%} | "
-            f"{q['p90_cv']:.2%} | {q['converged']:.0%} | {q['runs']:.0f} | {q['disturbed']:.1%} | {q['measure_s']:.2f} | {q['prepare_s']:.2f} | "
-            f"{cells[0]} | {cells[1]} |"
+        table.append(
+            (
+                q["setting"],
+                q["rows"],
+                f"{q['ms_range'][0]:.2f}-{q['ms_range'][1]:.1f}",
+                f"{q['median_cv']:.2%}",
+                f"{q['p90_cv']:.2%}",
+                f"{q['converged']:.0%}",
+                f"{q['runs']:.0f}",
+                f"{q['disturbed']:.1%}",
+                f"{q['measure_s']:.2f}",
+                f"{q['prepare_s']:.2f}",
+                cells[0],
+                cells[1],
+            )
         )
+    header = (
+        "setting",
+        "records",
+        "latency range ms",
+        "median CV",
+        "p90 CV",
+        "converged to +-1%",
+        "median timed runs",
+        "timed runs discarded as disturbed",
+        "measuring s / config",
+        "preparing s / config (median)",
+        "full model: ms, GFLOP/s, % of peak",
+        "smallest grid: ms, GFLOP/s, % of peak",
+    )
+    perf.append(markdown_table(header, table))
     perf += [
         "",
         "Measuring seconds per config include warm-up, the untimed re-warm run of each visit and the timed runs; "
