@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dynabert.tables import markdown_table
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -190,19 +192,50 @@ def runs_section(stats: dict) -> list[str]:
         "share of configs whose CI reached the protocol's rel_ci; disturbed: timed runs discarded because another process "
         "preempted this one (a protocol with discard_disturbed false keeps them and counts none: the 2-thread settings here).",
         "",
-        "| run | setting | configs (layer / fit / held-out / off) | ok | rounds | speed index | spread p90/p10 | max/min | anchor ms | median CV | held-out CV median / p90 | median CI +- | timed runs | converged | disturbed | finished |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for (run, s), st in stats.items():
         c = st["by_sampler"]
         counts = " / ".join(str(c.get(k, 0)) for k in ("layer-table", "fit", "held-out", "off-choices"))
-        lines.append(
-            f"| {run} | {name(s)} | {counts} | {st['ok']} | {st['rounds']} | {st['speed_index']:.3f} | {st['spread']:.3f} | "
-            f"{st['maxmin']:.3f} | {st['anchor_ms']:.2f} | {pct(st['cv'], '.2%')} | {pct(st['held_cv'], '.2%')} / "
-            f"{pct(st['held_cv90'], '.2%')} | {pct(st['ci'], '.2%')} | {st['runs']:.0f} | {st['converged']:.0%} | {pct(st['disturbed'])} | "
-            f"{st['finished'][11:16]} |"
+        table.append(
+            (
+                run,
+                name(s),
+                counts,
+                st["ok"],
+                st["rounds"],
+                f"{st['speed_index']:.3f}",
+                f"{st['spread']:.3f}",
+                f"{st['maxmin']:.3f}",
+                f"{st['anchor_ms']:.2f}",
+                pct(st["cv"], ".2%"),
+                f"{pct(st['held_cv'], '.2%')} / {pct(st['held_cv90'], '.2%')}",
+                pct(st["ci"], ".2%"),
+                f"{st['runs']:.0f}",
+                f"{st['converged']:.0%}",
+                pct(st["disturbed"]),
+                st["finished"][11:16],
+            )
         )
-    return lines + [""]
+    header = (
+        "run",
+        "setting",
+        "configs (layer / fit / held-out / off)",
+        "ok",
+        "rounds",
+        "speed index",
+        "spread p90/p10",
+        "max/min",
+        "anchor ms",
+        "median CV",
+        "held-out CV median / p90",
+        "median CI +-",
+        "timed runs",
+        "converged",
+        "disturbed",
+        "finished",
+    )
+    return lines + [markdown_table(header, table), ""]
 
 
 def predictor_section(ev: dict) -> list[str]:
@@ -268,9 +301,8 @@ def off_section(ev: dict) -> list[str]:
         "`layer-regression` its hat bases, the trees use summary features, so no allow-unmeasured flag is needed here "
         "(the search refuses such widths unless `--allow-unmeasured-widths`; that check is the search's, not the predictors').",
         "",
-        "| run | values | configs | best | MAPE % | max error % | within +-5% | tau | MAPE <= 3 | every kind: MAPE % (max %) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table = []
     for (run, _s), e in ev.items():
         for variant in ("corrected", "raw"):
             v = e[variant]
@@ -278,11 +310,33 @@ def off_section(ev: dict) -> list[str]:
                 continue
             m = v["off"].get(v["best"])
             kinds = "; ".join(f"{k} {x['mape']:.2f} ({x['max_ape']:.1f})" for k, x in v["off"].items())
-            lines.append(
-                f"| {run} | {variant} | {v['n_off']} | {v['best']} | {m['mape']:.2f} | {m['max_ape']:.1f} | {m['within_5']:.0%} | "
-                f"{m['kendall_tau']:.3f} | {mark(m['mape'] <= 3)} | {kinds} |"
+            table.append(
+                (
+                    run,
+                    variant,
+                    v["n_off"],
+                    v["best"],
+                    f"{m['mape']:.2f}",
+                    f"{m['max_ape']:.1f}",
+                    f"{m['within_5']:.0%}",
+                    f"{m['kendall_tau']:.3f}",
+                    mark(m["mape"] <= 3),
+                    kinds,
+                )
             )
-    return lines + [""]
+    header = (
+        "run",
+        "values",
+        "configs",
+        "best",
+        "MAPE %",
+        "max error %",
+        "within +-5%",
+        "tau",
+        "MAPE <= 3",
+        "every kind: MAPE % (max %)",
+    )
+    return lines + [markdown_table(header, table), ""]
 
 
 def repeat_section(runs: dict) -> tuple[list[str], dict]:
