@@ -93,6 +93,97 @@ def load_dev_set(
     return DevSet(enc, batch_size, selection, max_seq_length)
 
 
+@dataclass
+class DevParts:
+    """A dev split cut for a search: `rank` (the examples configs are ranked on, optionally cut into
+    `chunks` for racing) and `report` (the examples the front is reported on). `held_out`: True when
+    report and rank share no example (the winner's curse stays out of the reported front)."""
+
+    rank: DevSet
+    chunks: list[DevSet]
+    report: DevSet
+    held_out: bool
+
+
+def _take(enc: Encoded, idx: Sequence[int]) -> Encoded:
+    return Encoded(
+        [enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx], enc.labels[list(idx)], enc.pad_id
+    )
+
+
+def load_dev_parts(
+    task: TaskSpec,
+    tokenizer_dir: str | Path,
+    *,
+    rank: int | None,
+    rank_seed: int = 0,
+    report_subset: int | None = None,
+    report_seed: int = 1,
+    chunk_fractions: Sequence[float] | None = None,
+    data_dir: str | Path | None = None,
+    dev_file: str | Path | None = None,
+    max_seq_length: int = 128,
+    batch_size: int = 128,
+) -> DevParts:
+    """The dev split tokenised once and cut: rank = `seeded_subset(len, rank, rank_seed)` (None or
+    >= the split: all of it), report = the rest (when rank is the whole split: the same examples),
+    optionally a seeded subset of it (`report_subset`, seed `report_seed`); chunks: the rank part in
+    a seeded order cut at the cumulative `chunk_fractions` (None: one chunk, the rank part itself)."""
+    from .data import encode, load_tokenizer
+    from .tasks import load_split
+
+    for name, v in (("rank", rank), ("report_subset", report_subset), ("max_seq_length", max_seq_length)):
+        if v is not None:
+            positive_int(name, v, DataError, rule="an integer >= 1")
+    data = load_split(task, "dev", data_dir, dev_file)
+    n = len(data)
+    if n == 0:
+        raise DataError(f"the dev set of task {task.name} is empty ({data.source})")
+    enc = encode(data, load_tokenizer(tokenizer_dir), max_seq_length, task.is_regression)
+    if rank is not None and rank < n:
+        rank_idx = seeded_subset(n, rank, rank_seed)
+        chosen = set(rank_idx)
+        report_idx = [i for i in range(n) if i not in chosen]
+        rank_sel, report_sel, held_out = f"subset-{rank}-seed{rank_seed}", f"rest-{len(report_idx)}", True
+    else:
+        rank_idx, report_idx = list(range(n)), list(range(n))
+        rank_sel, report_sel, held_out = "all", "all", False
+    if report_subset is not None and report_subset < len(report_idx):
+        report_idx = [report_idx[i] for i in seeded_subset(len(report_idx), report_subset, report_seed)]
+        report_sel = (
+            f"{report_sel}-subset-{report_subset}-seed{report_seed}"
+            if held_out
+            else f"subset-{report_subset}-seed{report_seed}"
+        )
+    report_set = DevSet(_take(enc, report_idx) if report_sel != "all" else enc, batch_size, report_sel, max_seq_length)
+    if not held_out:  # ranked on what is reported (a subset of it when report_subset is given)
+        rank_idx, rank_sel = report_idx, report_sel
+    rank_set = DevSet(_take(enc, rank_idx), batch_size, rank_sel, max_seq_length) if held_out else report_set
+    chunks = [rank_set]
+    if chunk_fractions is not None and len(rank_idx) >= 2 * len(chunk_fractions):
+        # A seeded order, not the file's: files may be sorted by label (the tweets corpus is).
+        g = torch.Generator().manual_seed(rank_seed + 2)
+        order = [rank_idx[i] for i in torch.randperm(len(rank_idx), generator=g).tolist()]
+        chunks, start = [], 0
+        for i, k in enumerate(chunk_sizes(len(order), chunk_fractions)):
+            idx = sorted(order[start : start + k])
+            start += k
+            chunks.append(DevSet(_take(enc, idx), batch_size, f"{rank_sel}-chunk{i}-{k}", max_seq_length))
+    return DevParts(rank_set, chunks, report_set, held_out)
+
+
+def chunk_sizes(n: int, fractions: Sequence[float]) -> list[int]:
+    """Sizes of the chunks n examples are cut into at the cumulative `fractions` (they add up to n;
+    no empty chunk)."""
+    sizes, done = [], 0
+    for i in range(len(fractions)):
+        k = n - done if i == len(fractions) - 1 else round(n * sum(fractions[: i + 1])) - done
+        if k > 0:
+            sizes.append(k)
+            done += k
+    return sizes or [n]
+
+
 @torch.inference_mode()
 def predict(
     model: DynaBertForSequenceClassification, dev: DevSet, subnet: SubnetConfig | None, bf16: bool = False

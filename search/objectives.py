@@ -23,6 +23,7 @@ from dynabert.subnet import BackboneShape, SubnetConfig
 from predictors.errors import PredictorError
 
 from .errors import SearchError
+from .racing import RACEABLE_METRICS, RaceResult, race
 from .storage import AccuracyCache
 
 SHAPE_FIELDS = ("num_layers", "num_heads", "head_dim", "hidden_size", "intermediate_size")
@@ -49,7 +50,11 @@ def cache_selection(dev: Any, bf16: bool) -> str:
 
 
 class AccuracyEvaluator:
-    """metric(subnet, full=False): percent on the search selection (or the whole dev split)."""
+    """metric(subnet, full=False): percent on the ranking examples (or, full=True, the report ones).
+
+    chunks: the ranking examples cut for racing (search/racing.py); None or one chunk: every config
+    is scored on all of them at once. A score on chunks is their example-weighted mean (exact for
+    accuracy, the only metric raced)."""
 
     def __init__(
         self,
@@ -61,27 +66,35 @@ class AccuracyEvaluator:
         cache: AccuracyCache,
         bf16: bool = False,
         counters: Counters | None = None,
+        chunks: Sequence[Any] | None = None,
     ):
         self.model, self.metrics, self.digest, self.cache, self.bf16 = model, tuple(metrics), digest, cache, bf16
         self.dev = {"search": dev_search, "full": dev_full}
         self.counters = counters or Counters()
+        self.chunks = list(chunks) if chunks and len(chunks) > 1 and self.metric in RACEABLE_METRICS else None
 
     @property
     def metric(self) -> str:
         return self.metrics[0]
 
+    @property
+    def racing(self) -> bool:
+        return self.chunks is not None
+
     def selection(self, full: bool = False) -> str:
         return self.dev["full" if full else "search"].selection
 
     def cache_selection(self, full: bool = False) -> str:
-        """The cache's selection key of the search (or full) dev set: see `cache_selection`."""
+        """The cache's selection key of the search (or full) dev set: see `cache_selection`. Racing
+        scores the ranking part chunk by chunk: every evaluation starts with the first chunk, whose
+        key counts the evaluations."""
+        if not full and self.chunks:
+            return cache_selection(self.chunks[0], self.bf16)
         return cache_selection(self.dev["full" if full else "search"], self.bf16)
 
-    def score(self, subnet: SubnetConfig, full: bool = False) -> tuple[float, bool]:
-        """(primary metric in percent, True when answered from the cache)."""
+    def _score_on(self, dev, subnet: SubnetConfig) -> tuple[float, bool]:
         from dynabert.evaluate import score_subnet  # torch: not on the --help path
 
-        dev = self.dev["full" if full else "search"]
         selection = cache_selection(dev, self.bf16)
         hit = self.cache.get(self.digest, selection, subnet.key)
         if hit is not None and self.metric in hit.metrics:
@@ -95,7 +108,26 @@ class AccuracyEvaluator:
         self.cache.put(self.digest, selection, subnet.key, scores, secs)
         self.counters.evaluations += 1
         self.counters.evaluation_s += secs
+        self.counters.extra["examples_scored"] = self.counters.extra.get("examples_scored", 0) + dev.n
         return float(scores[self.metric]), False
+
+    def score(self, subnet: SubnetConfig, full: bool = False) -> tuple[float, bool]:
+        """(primary metric in percent, True when answered from the cache): on the report examples
+        (full), or on every ranking example (all chunks when racing)."""
+        if full or not self.chunks:
+            return self._score_on(self.dev["full" if full else "search"], subnet)
+        r = self.rank(subnet, None)
+        return r.metric, r.cached
+
+    def rank(self, subnet: SubnetConfig, best_at_latency: float | None) -> RaceResult:
+        """The ranking score of a proposal, raced against the front at its latency (racing.race)."""
+        if not self.chunks:
+            value, hit = self._score_on(self.dev["search"], subnet)
+            return RaceResult(value, self.dev["search"].n, False, 1, hit)
+        r = race(lambda i: self._score_on(self.chunks[i], subnet), [c.n for c in self.chunks], best_at_latency)
+        if r.stopped and not r.cached:
+            self.counters.extra["stopped_early"] = self.counters.extra.get("stopped_early", 0) + 1
+        return r
 
 
 class LatencyEstimator:

@@ -82,10 +82,13 @@ def trials_table(self: Search) -> pd.DataFrame:
                 "on_front": False,
                 "duplicate_of": first.get(key, ""),
                 "cache_hit": bool(ua.get("cache_hit", False)),
+                "examples": ua.get("examples", math.nan),
+                "stopped": bool(ua.get("stopped", False)),
             }
         )
         first.setdefault(key, t.number)
-    df = pd.DataFrame(rows, columns=list(_trial_columns()))
+    # examples and stopped (racing) stay in memory: search.json's summary counts them, trials.csv keeps its columns
+    df = pd.DataFrame(rows, columns=[*_trial_columns(), "examples", "stopped"])
     # The grid label belongs to the config, whichever trial met it first.
     grid_of = df[df["grid"].astype(str) != ""].drop_duplicates("key").set_index("key")["grid"]
     df["grid"] = df["key"].map(grid_of).fillna("")
@@ -98,13 +101,18 @@ def finish(self: Search) -> SearchOutcome:
     if trials.empty:
         raise SearchError(f"study {cfg.study!r} has no finished trials")
     uniq = trials.drop_duplicates("key").reset_index(drop=True)
-    on_front = pareto_mask(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy())
-    front_keys = set(uniq.loc[on_front, "key"])
-    rescore = uniq[uniq["key"].isin(front_keys) | (uniq["grid"] != "")]
+    on_search_front = pareto_mask(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy())
+    search_front_keys = set(uniq.loc[on_search_front, "key"])
+    rescore = uniq[uniq["key"].isin(search_front_keys) | (uniq["grid"] != "")].reset_index(drop=True)
     full = {}
     for _, r in rescore.iterrows():
         full[r["key"]], _ = self.evaluator.score(SubnetConfig.from_json(r["subnet"]), full=True)
     trials["metric_full"] = trials["key"].map(full)
+    # The front the user sees is the front of the REPORTED metric: a config the ranking put on its
+    # front but that the report examples score below a faster one (the grid points included) is
+    # dominated there and leaves the front (front.csv, front.png and the answer alike).
+    reported = pareto_mask(rescore["key"].map(full).to_numpy(dtype=float), rescore["predicted_ms"].to_numpy())
+    front_keys = set(rescore.loc[reported, "key"])
     trials["on_front"] = trials["key"].isin(front_keys)
     percentile = cfg.percentile
     measured = read_measured(self.out, percentile) if (self.out / "measured.csv").is_file() else {}
@@ -185,6 +193,8 @@ def finish(self: Search) -> SearchOutcome:
             "trials": int(len(trials)),
             "distinct_configs": int(len(uniq)),
             "front_size": int(len(front)),
+            "search_front_size": int(len(search_front_keys)),
+            **_ranking_counts(self, trials),
             "grid_points": int((uniq["grid"] != "").sum()),
             "cache_hits": int(trials["cache_hit"].sum()),
             **_state_counts(self),
@@ -226,6 +236,26 @@ def finish(self: Search) -> SearchOutcome:
         front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png"
     )
     return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
+
+
+def _ranking_counts(self: Search, trials: pd.DataFrame) -> dict[str, Any]:
+    """What the ranking cost and on which examples the front is reported (search.json summary)."""
+    ev = self.evaluator
+    ex = pd.to_numeric(trials.get("examples", pd.Series(dtype=float)), errors="coerce")
+    per_key = trials.assign(_ex=ex).groupby("key")["_ex"].max()
+    stopped = trials.groupby("key")["stopped"].all() if "stopped" in trials else pd.Series(dtype=bool)
+    parts = getattr(self, "dev_parts", None)
+    return {
+        "configs_proposed": int(len(trials)),
+        "configs_evaluated": int(len(per_key)),
+        "examples_scored_ranking": int(per_key.fillna(0).sum()),
+        "stopped_early": int(stopped.sum()),
+        "racing": bool(ev.racing),
+        "rank_examples": int(ev.dev["search"].n),
+        "report_examples": int(ev.dev["full"].n),
+        "report_held_out": bool(parts.held_out) if parts is not None else False,
+        "budget_stopped": bool(self.counters.extra.get("budget_stopped", False)),
+    }
 
 
 def _state_counts(self: Search) -> dict[str, int]:

@@ -61,7 +61,7 @@ TRIAL_FIELDS: tuple[tuple[str, str], ...] = (
     ("ffn_width", "mean kept FFN neurons per kept layer / backbone FFN size"),
     ("grid", "'WxD' when the config is a paper grid point, else empty"),
     ("metric_search", "primary task metric (percent) on the search dev selection"),
-    ("metric_full", "the same on the whole dev split (front and grid configs only)"),
+    ("metric_full", "the same on the report examples (front and grid configs only; search.json summary says which)"),
     ("predicted_ms", "predicted latency at the predictor's setting"),
     ("measured_ms", "measured latency (the search's percentile; speed-corrected when available) if verified"),
     ("measured_raw_ms", "the raw measured latency, if verified"),

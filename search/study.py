@@ -43,6 +43,7 @@ from predictors import find_predictor, load_shape, predictor_settings
 from .errors import SearchError
 from .objectives import AccuracyEvaluator, Counters, LatencyEstimator, check_widths
 from .outcome import SearchOutcome, finish, trials_table
+from .racing import CHUNK_FRACTIONS, RACEABLE_METRICS, best_at_latency
 from .space import SpaceOptions, encode, grid_points, suggest
 from .storage import AccuracyCache, claim_study, default_storage_url, engine_kwargs, is_claimed, open_storage, redact
 from .verify import check_machine
@@ -76,11 +77,14 @@ class SearchConfig:
     sampler: str = DEFAULT_SAMPLER
     seed: int = 0
     space: SpaceOptions = field(default_factory=SpaceOptions)
-    search_dev: int | None = None  # a seeded subset of dev for the search; the front is re-scored on all
+    # A seeded subset of dev the search ranks configs on; the front is then reported on the REST of dev
+    # (examples the ranking never saw). None: ranked and reported on the same examples (the whole split).
+    search_dev: int | None = None
     search_dev_seed: int = 0  # which subset (independent of the sampler's seed, so runs of several seeds compare)
-    rescore_dev: int | None = (
-        None  # re-score the front and grid on a seeded subset (seed RESCORE_SEED); None: the whole dev split
-    )
+    # Report the front and grid on a seeded subset (seed RESCORE_SEED) of the report examples; None: all of them.
+    rescore_dev: int | None = None
+    racing: bool = False  # score proposals on growing chunks of the ranking examples, stop clearly worse ones
+    evaluations: int | None = None  # budget: distinct configs whose evaluation started (None: --trials only)
     batch: int | None = None  # latency shape; None: the predictor's
     seq_len: int | None = None
     max_seq_length: int | None = None  # evaluation length; None: the run's, else 128
@@ -103,7 +107,15 @@ class SearchConfig:
         one_of("percentile", self.percentile, ("p50", "p90"), SearchError)
         if self.target_ms is not None and not (math.isfinite(self.target_ms) and self.target_ms > 0):
             raise SearchError(f"target latency must be a positive number of milliseconds; got {self.target_ms!r}")
-        for name in ("search_dev", "rescore_dev", "batch", "seq_len", "max_seq_length", "max_candidates"):
+        for name in (
+            "search_dev",
+            "rescore_dev",
+            "batch",
+            "seq_len",
+            "max_seq_length",
+            "max_candidates",
+            "evaluations",
+        ):
             if getattr(self, name) is not None:
                 positive_int(name.replace("_", "-"), getattr(self, name), SearchError)
         if self.raw and not self.verify:
@@ -277,7 +289,7 @@ class Search:
     # ---- the model and dev sets (slow)
     def load(self) -> None:
         from dynabert.backbone import load_model  # torch: not on the --help path
-        from dynabert.evaluate import load_dev_set  # torch: not on the --help path
+        from dynabert.evaluate import load_dev_parts  # torch: not on the --help path
 
         cfg = self.cfg
         self.digest = model_digest(self.info.model_dir)
@@ -287,16 +299,34 @@ class Search:
                 f"model {self.info.model_dir} has {self.model.config.num_labels} output(s) but task {self.task.name} "
                 f"needs {self.task.num_labels}"
             )
-        kw = dict(data_dir=self.data_dir, dev_file=self.dev_file, max_seq_length=self.max_len)
-        # Large dev sets (tweets 3.8k, MNLI 9.8k) make re-scoring the front on all of dev cost minutes on a CPU.
-        full = load_dev_set(self.task, self.info.model_dir, subset=cfg.rescore_dev, seed=RESCORE_SEED, **kw)
-        search = (
-            load_dev_set(self.task, self.info.model_dir, subset=cfg.search_dev, seed=cfg.search_dev_seed, **kw)
-            if cfg.search_dev
-            else full
+        parts = load_dev_parts(
+            self.task,
+            self.info.model_dir,
+            rank=cfg.search_dev,
+            rank_seed=cfg.search_dev_seed,
+            report_subset=cfg.rescore_dev,
+            report_seed=RESCORE_SEED,
+            chunk_fractions=CHUNK_FRACTIONS if cfg.racing else None,
+            data_dir=self.data_dir,
+            dev_file=self.dev_file,
+            max_seq_length=self.max_len,
         )
+        self.dev_parts = parts
+        if cfg.racing and self.task.metrics[0] not in RACEABLE_METRICS:
+            self._warn(
+                f"--racing scores a mean over examples; {self.task.metrics[0]} is not one: every config is scored "
+                "on all the ranking examples"
+            )
         self.evaluator = AccuracyEvaluator(
-            self.model, self.task.metrics, search, full, self.digest, self.cache, cfg.bf16, self.counters
+            self.model,
+            self.task.metrics,
+            parts.rank,
+            parts.report,
+            self.digest,
+            self.cache,
+            cfg.bf16,
+            self.counters,
+            chunks=parts.chunks,
         )
 
     def identity(self) -> dict[str, Any]:
@@ -320,7 +350,7 @@ class Search:
             "dev": self.evaluator.cache_selection(False),
             "sampler": cfg.sampler,
             "seed": cfg.seed,
-        }
+        } | ({"racing": True} if self.evaluator.racing else {})  # absent when off: studies made before it resume
 
     # ---- the study
     def open_study(self):
@@ -460,6 +490,8 @@ class Search:
 
     def objective(self, trial) -> tuple[float, float]:
         subnet = suggest(trial, self.space)
+        self._check_evaluation_budget(trial, subnet.key)
+        trial.set_user_attr("key", subnet.key)  # first: other workers count it against --evaluations
         pred = float(self.estimator.predict([subnet])[0])
         target = self.cfg.target_ms
         feasible = target is None or pred <= target
@@ -469,16 +501,52 @@ class Search:
             ):  # a retried trial carries its first try's constraint (same params, same value)
                 warnings.filterwarnings("ignore", message="The constraint value is ignored")
                 trial.set_constraint("latency", pred - target)  # every trial, cache hits included
-        metric, hit = self.evaluator.score(subnet)
+        best = best_at_latency(self._ranked_points(), pred) if self.evaluator.racing else None
+        r = self.evaluator.rank(subnet, best)
         for k, v in (
-            ("key", subnet.key),
             ("subnet", subnet.to_json()),
             ("predicted_ms", pred),
             ("feasible", feasible),
-            ("cache_hit", hit),
+            ("cache_hit", r.cached),
+            ("examples", r.examples),
+            ("stopped", r.stopped),
         ):
             trial.set_user_attr(k, v)
-        return metric, pred
+        return r.metric, pred
+
+    def _ranked_points(self) -> list[tuple[float, float]]:
+        """(ranking metric, predicted ms) of the finished trials scored on every ranking example."""
+        from optuna.trial import TrialState  # optuna: not on the --help path
+
+        return [
+            (t.values[0], t.values[1])
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if not t.user_attrs.get("stopped")
+        ]
+
+    def _check_evaluation_budget(self, trial, key: str) -> None:
+        """--evaluations N: a proposal of a config the study has not met yet, once N distinct configs'
+        evaluations have started (by any worker), is skipped and the study stops."""
+        if self.cfg.evaluations is None:
+            return
+        import optuna  # optuna: not on the --help path
+        from optuna.trial import TrialState  # optuna: not on the --help path
+
+        from .workers import SKIPPED_ATTR  # imports optuna: not on the --help path
+
+        started = {
+            t.user_attrs["key"]
+            for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)
+            )
+            if "key" in t.user_attrs and t.number != trial.number  # FAIL: a killed worker's evaluation started too
+        }
+        if key not in started and len(started) >= self.cfg.evaluations:
+            self.study.stop()
+            why = f"the study has evaluated its {self.cfg.evaluations} distinct configs (--evaluations)"
+            trial.set_user_attr(SKIPPED_ATTR, why)
+            self.counters.extra["budget_stopped"] = True
+            raise optuna.TrialPruned(why)
 
     def optimize(self) -> None:
         from optuna.study import MaxTrialsCallback  # optuna: not on the --help path

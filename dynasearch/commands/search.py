@@ -37,7 +37,19 @@ def register(sub) -> None:
     p.add_argument(
         "--percentile", default="p50", choices=("p50", "p90"), help="which measured latency must meet the target"
     )
-    p.add_argument("--trials", type=positive_int, default=200, help="the study's total number of trials (default 200)")
+    p.add_argument(
+        "--trials",
+        type=positive_int,
+        default=200,
+        help="the study's total number of trials, repeated proposals included (default 200)",
+    )
+    p.add_argument(
+        "--evaluations",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="stop once N distinct configs have been evaluated (stopped early or not), whatever --trials says",
+    )
     p.add_argument(
         "--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(OPTUNA_SAMPLERS)} (default {DEFAULT_SAMPLER})"
     )
@@ -54,14 +66,21 @@ def register(sub) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="score configs on a seeded subset of N dev examples (the front is re-scored on all of dev)",
+        help="rank configs on a seeded subset of N dev examples and report the front on the REST of dev (examples the "
+        "ranking never saw); default: rank and report on the whole split",
+    )
+    e.add_argument(
+        "--racing",
+        action="store_true",
+        help="score a proposal on a quarter, then half of the ranking examples and stop it when it is clearly below the "
+        "front at its latency (accuracy only; see docs/search.md)",
     )
     e.add_argument(
         "--rescore-dev",
         type=positive_int,
         default=None,
         metavar="N",
-        help="re-score the front and grid on a seeded subset of N dev examples (default: the whole dev split)",
+        help="report the front and grid on a seeded subset of N of the report examples (default: all of them)",
     )
     e.add_argument("--search-dev-seed", type=int, default=0, help="which seeded subset --search-dev takes (default 0)")
     e.add_argument(
@@ -134,6 +153,8 @@ def run(args) -> int:
         search_dev=args.search_dev,
         search_dev_seed=args.search_dev_seed,
         rescore_dev=args.rescore_dev,
+        racing=args.racing,
+        evaluations=args.evaluations,
         batch=args.batch,
         seq_len=args.seq_len,
         max_seq_length=args.max_seq_length,
