@@ -333,6 +333,10 @@ class EvalInputs:
     bf16: bool = False  # bfloat16 matrix products (faster on recent CPUs; metrics may move by ~0.1 point)
     dev_subset: int | None = None  # score a seeded subset of dev (large dev sets on a CPU); None: all of it
     dev_seed: int = 1  # the subset's seed (1: the selection `search --rescore-dev` re-scores on)
+    # Score the examples a `search --search-dev N` (seed `exclude_seed`) reports on: dev less its N
+    # ranking examples (then dev_subset is a seeded subset of that rest, as `--rescore-dev` takes it).
+    exclude_subset: int | None = None
+    exclude_seed: int = 0
 
 
 def evaluate_run(inputs: EvalInputs):
@@ -377,16 +381,30 @@ def evaluate_run(inputs: EvalInputs):
     ):
         recorded = (read_run_record(info.run_dir) or {}).get("data", {})  # the run's own data, as `search RUN` uses it
         data_dir, dev_file = recorded.get("data_dir"), recorded.get("dev_file")
-    dev = load_dev_set(
-        task,
-        model_dir,
-        data_dir=data_dir,
-        dev_file=dev_file,
-        max_seq_length=max_len,
-        batch_size=inputs.batch_size,
-        subset=inputs.dev_subset,
-        seed=inputs.dev_seed,
-    )
+    if inputs.exclude_subset is not None:
+        dev = load_dev_parts(
+            task,
+            model_dir,
+            rank=inputs.exclude_subset,
+            rank_seed=inputs.exclude_seed,
+            report_subset=inputs.dev_subset,
+            report_seed=inputs.dev_seed,
+            data_dir=data_dir,
+            dev_file=dev_file,
+            max_seq_length=max_len,
+            batch_size=inputs.batch_size,
+        ).report
+    else:
+        dev = load_dev_set(
+            task,
+            model_dir,
+            data_dir=data_dir,
+            dev_file=dev_file,
+            max_seq_length=max_len,
+            batch_size=inputs.batch_size,
+            subset=inputs.dev_subset,
+            seed=inputs.dev_seed,
+        )
     shape = BackboneShape.from_config(model.config)
     if inputs.subnet is None:
         plan = [(w, d, s) for w, d, s in paper_grid(shape)]

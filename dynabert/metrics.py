@@ -59,3 +59,21 @@ def compute_metrics(names: Sequence[str], logits: np.ndarray, gold: Sequence) ->
             raise ValueError(f"unknown metric {n!r}; known: {', '.join(METRICS)}")
         out[n] = 100.0 * fns[n](pred, gold_a.astype(np.float64) if regression else gold_a)
     return out
+
+
+def paired_bootstrap(
+    correct_a: Sequence[float], correct_b: Sequence[float], resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """(mean difference a - b, lower, upper) in points (percent) of two per-example scores on the SAME
+    examples (1/0 correctness for accuracy): the percentile interval of the difference over
+    `resamples` resamplings of the examples, both configs resampled together (paired)."""
+    a, b = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired scores need two equal non-empty 1-D arrays; got shapes {a.shape} and {b.shape}")
+    d = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(d), size=(resamples, len(d)))
+    means = d[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(means, [tail, 1 - tail])
+    return 100 * float(d.mean()), 100 * float(lo), 100 * float(hi)

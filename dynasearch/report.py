@@ -198,6 +198,7 @@ def report_blocks(
                     f"{_fmt(c.get('speed_index'), 3)}), predicted {_fmt(c['predicted_ms'], 3)} ms: "
                     + ("meets the target" if c["meets_target"] else "MISSES the target"),
                     f"speed-up against the full model: {_fmt(c['speedup'])}x; exported to {s['files']['export']}",
+                    *_against_grid(s, metric),
                 ],
             )
         )
@@ -260,3 +261,28 @@ def write_report(
     write_text(out / "report.md", _md(blocks, out))
     write_text(out / "report.html", _html(blocks, f"dynasearch demo: {summary['task']}"))
     return out / "report.md", out / "report.html"
+
+
+def _against_grid(s: dict, metric: str) -> list[str]:
+    """The answer against the best paper grid point under the target (demo.against_grid)."""
+    a = s.get("against_grid")
+    if not a:
+        return []
+    kind = "a paper grid point" if a["answer_is_grid"] else "a per-layer sub-network (not a grid point)"
+    g = a.get("grid")
+    if g is None:
+        return [f"the answer is {kind}; no grid point is predicted under the target"]
+    if a["answer_is_grid"] and g["key"] == (s.get("chosen") or {}).get("key"):
+        return [f"the answer is {kind}: grid point {g['label']}, the best one under the target"]
+    lo, hi = a["metric_diff_95"]
+    ratio = a.get("latency_ratio")
+    speed = (
+        f", {100 * (1 - ratio):.0f}% faster"
+        if ratio and ratio < 1
+        else (f", {100 * (ratio - 1):.0f}% slower" if ratio else "")
+    )
+    return [
+        f"the answer is {kind}; against the best grid point under the target, {g['label']} ({metric} {_fmt(g[metric])}, "
+        f"predicted {_fmt(g['predicted_ms'], 3)} ms): {a['metric_diff']:+.2f} points [{lo:+.2f}, {hi:+.2f}] (paired bootstrap "
+        f"95% over {a['examples']} report examples){speed}"
+    ]

@@ -210,6 +210,7 @@ def finish(self: Search) -> SearchOutcome:
             "measurement_s": round(self.counters.measurement_s, 3),
             "optimize_s": round(self.counters.extra.get("optimize_s", 0.0), 3),
             "sampler_and_storage_s": round(self.counters.extra.get("sampler_and_storage_s", 0.0), 3),
+            "wall_s": round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3),
             "evaluations_this_run": self.counters.evaluations,
             "cache_hits_this_run": self.counters.cache_hits,
         },

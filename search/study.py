@@ -197,6 +197,7 @@ class Search:
         self.warnings: list[str] = []
         self.out = Path(cfg.out)
         self.counters = Counters()
+        self.started = time.perf_counter()  # search.json's timing.wall_s: this invocation, checks to results
 
     # ---- cheap checks, no model weights read
     def prepare(self) -> None:

@@ -184,8 +184,20 @@ def report(out) -> int:
         f"front of {s['front_size']}; {s['evaluations_logged']} evaluations, {s['repeat_evaluations']} repeated"
     )
     print(
-        f"  time: evaluation {t['evaluation_s']:.1f} s, prediction {t['prediction_s']:.1f} s, sampler+storage "
-        f"{t['sampler_and_storage_s']:.1f} s, measurement {t['measurement_s']:.1f} s"
+        f"  ranking: {s['configs_proposed']} configs proposed, {s['configs_evaluated']} evaluated"
+        + (f" ({s['stopped_early']} stopped early by racing)" if s.get("racing") else "")
+        + f", {s['examples_scored_ranking']} examples scored; ranked on {s['rank_examples']} dev examples, front "
+        f"reported on {s['report_examples']}"
+        + (
+            " held out from the ranking"
+            if s.get("report_held_out")
+            else " (the same ones: pass --search-dev N to hold some out)"
+        )
+        + ("; stopped by --evaluations" if s.get("budget_stopped") else "")
+    )
+    print(
+        f"  time: {t.get('wall_s', 0.0):.1f} s in all; evaluation {t['evaluation_s']:.1f} s, prediction {t['prediction_s']:.1f} s, "
+        f"sampler+storage {t['sampler_and_storage_s']:.1f} s, measurement {t['measurement_s']:.1f} s"
     )
     print(f"  results: {out.results_dir}/ (trials.csv, front.csv, front.png, hypervolume.png, shapes.png, search.json)")
     if out.answer is not None:

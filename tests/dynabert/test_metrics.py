@@ -41,3 +41,22 @@ def test_correlations_match_scipy():
 def test_unknown_metric_raises():
     with pytest.raises(ValueError, match="unknown metric 'bleu'"):
         compute_metrics(["bleu"], np.zeros((2, 2)), [0, 1])
+
+
+def test_paired_bootstrap_interval():
+    from dynabert.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    a = (rng.random(2000) < 0.8).astype(int)
+    same, lo, hi = paired_bootstrap(a, a)
+    assert same == lo == hi == 0.0  # identical predictions: no spread at all
+    b = a.copy()
+    flip = rng.choice(2000, 60, replace=False)
+    b[flip] = 1 - b[flip]
+    d, lo, hi = paired_bootstrap(a, b)
+    assert d == pytest.approx(100 * (a.mean() - b.mean())) and lo < d < hi
+    assert hi - lo < 2.5  # paired: 60 disagreements of 2000 give an interval of about +-1.1 points
+    with pytest.raises(
+        ValueError, match=r"paired scores need two equal non-empty 1-D arrays; got shapes \(3,\) and \(2,\)"
+    ):
+        paired_bootstrap([1, 0, 1], [1, 0])

@@ -102,6 +102,16 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
         assert part in report
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "<table" in html
+    # trained for the space it searches, and the report says what the answer is against the grid
+    run_cfg = json.loads((out / "run" / "run.json").read_text())["config"]
+    assert run_cfg["space_samples"] == cfg.space_samples > 0 and run_cfg["sampling"] == cfg.sampling
+    if summary["chosen"] is not None:
+        a = summary["against_grid"]
+        assert a["answer_is_grid"] == bool(summary["chosen"]["key"] in set(grid["key"]))
+        assert "the answer is a" in report
+        if a["grid"] is not None and a["grid"]["key"] != summary["chosen"]["key"]:
+            lo, hi = a["metric_diff_95"]
+            assert lo <= a["metric_diff"] <= hi and "paired bootstrap 95%" in report
 
     # A generous target: met, verified by measurement, exported; the report and summary say so.
     capsys.readouterr()
@@ -111,6 +121,7 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
     manifest = json.loads((out / "export" / "manifest.json").read_text())
     assert manifest["subnet_key"] == c["key"] and manifest["search"]["target_ms"] == 1000.0
     assert "meets the target" in (out / "report.md").read_text()
+    assert summary["against_grid"]["grid"] is not None  # every grid point is under 1000 ms
     logged = capsys.readouterr().out
     assert "training: already done" in logged and "1/7" not in logged and "3/7" not in logged  # not redone
 
