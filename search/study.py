@@ -36,7 +36,7 @@ from dynabert.errors import DynasearchError
 from dynabert.io import check_writable, process_dead, process_tag
 from dynabert.killpoints import kill_point
 from dynabert.runs import is_dynabert_trained, model_digest, read_run_record, resolve_run, trained_space
-from dynabert.subnet import uniform_widths
+from dynabert.subnet import SubnetConfig, uniform_widths
 from dynabert.tasks import get_task
 from predictors import find_predictor, load_shape, predictor_settings
 
@@ -85,6 +85,9 @@ class SearchConfig:
     rescore_dev: int | None = None
     racing: bool = False  # score proposals on growing chunks of the ranking examples, stop clearly worse ones
     evaluations: int | None = None  # budget: distinct configs whose evaluation started (None: --trials only)
+    # Sub-network JSONs queued after the grid (search/devices.py: configs other devices' studies ranked,
+    # answered by the shared accuracy cache), so this study's sampler starts from them.
+    warm_start: tuple[str, ...] = ()
     batch: int | None = None  # latency shape; None: the predictor's
     seq_len: int | None = None
     max_seq_length: int | None = None  # evaluation length; None: the run's, else 128
@@ -382,6 +385,7 @@ class Search:
             kill_point("study-created")
             self._write_identity(study, ident)
             self._enqueue_grid(study)
+            self._enqueue_warm(study)
             self.resumed = False
         else:
             saved = self._wait_for_identity(ident)
@@ -397,6 +401,8 @@ class Search:
                     "use another --study name (the accuracy cache is shared) or the same options"
                 )
             self._complete_grid(ident)
+            if self.cfg.warm_start:
+                self._enqueue_warm(optuna.load_study(study_name=self.cfg.study, storage=self.storage))
             trials = optuna.load_study(study_name=self.cfg.study, storage=self.storage).get_trials(deepcopy=False)
             seed = self.cfg.seed + len(trials)  # a resumed run must not replay the first one's random stream
             if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
@@ -434,6 +440,13 @@ class Search:
             study.enqueue_trial(encode(s, self.space), user_attrs={"grid": f"{w:g}x{d:g}"}, skip_if_exists=True)
             kill_point("grid-enqueued")
         study.set_user_attr(GRID_ATTR, True)
+
+    def _enqueue_warm(self, study) -> None:
+        """The warm-start configs (SearchConfig.warm_start), queued once each (skip_if_exists)."""
+        for j in self.cfg.warm_start:
+            s = SubnetConfig.from_json(j)
+            if self.space.contains(s):
+                study.enqueue_trial(encode(s, self.space), user_attrs={"warm": True}, skip_if_exists=True)
 
     def _complete_grid(self, ident: dict[str, Any], timeout_s: float = IDENTITY_WAIT_S) -> None:
         """A study whose grid is not marked whole: its creator is still queueing it (wait), or was

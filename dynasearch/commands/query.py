@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -16,6 +18,12 @@ def register(sub) -> None:
     p.add_argument("--target-latency", required=True, metavar="LAT", help="latency target with a unit, e.g. 8ms")
     p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
     p.add_argument("--verify", action="store_true", help="measure the answer on this machine if it was never measured")
+    p.add_argument(
+        "--device-name",
+        default=None,
+        metavar="NAME",
+        help="a multi-device search: answer for device NAME (its best precision under the target)",
+    )
     p.set_defaults(func=run, _parser=p)
 
 
@@ -30,18 +38,22 @@ def run(args) -> int:
     from .common import print_warnings
 
     target = parse_latency(args.target_latency)
+    results = args.results
     try:
         with print_warnings():  # an older results format is one 'warning: ...' line
-            ans = best_under(read_results(args.results), target)
+            if args.device_name is not None or (Path(results) / "devices.json").is_file():
+                results, ans = best_device_answer(results, args.device_name, target)
+            else:
+                ans = best_under(read_results(results), target)
             while args.verify and not ans["verified"]:
                 from search.verify import verify_results_answer
 
-                ans = verify_results_answer(args.results, ans)
+                ans = verify_results_answer(results, ans)
                 if ans["measured_ms"] > target:  # it is now measured: the next query skips it
                     print(
                         f"config {ans['key']} measured {ans['measured_ms']:.3f} ms, missing {target:g} ms; trying the next one"
                     )
-                    ans = best_under(read_results(args.results), target)
+                    ans = best_under(read_results(results), target)
     except NoAnswerError as e:  # the query ran and found nothing: exit 1, as `search` does (2 is for bad input)
         print(f"dynasearch query: no answer: {e}", file=sys.stderr)
         return 1
@@ -51,3 +63,34 @@ def run(args) -> int:
         print(f"best config under {target:g} ms:")
         print(describe_answer(ans))
     return 0
+
+
+def best_device_answer(results, name, target):
+    """(the device's results folder, its best answer under target over its precisions)."""
+    from search.devices import read_devices
+    from search.errors import NoAnswerError, SearchError
+    from search.results import best_under, read_results
+
+    doc = read_devices(results)
+    if doc is None:
+        raise SearchError(f"{results} is a single-device search (no devices.json); drop --device-name")
+    names = sorted({d["name"] for d in doc["devices"]})
+    if name is None:
+        raise SearchError(f"{results} holds several devices; name one with --device-name ({', '.join(names)})")
+    entries = [d for d in doc["devices"] if d["name"] == name]
+    if not entries:
+        raise SearchError(f"no device {name!r} in {results}; devices: {', '.join(names)}")
+    best, errors = None, []
+    for d in entries:
+        folder = Path(results) / d["results"]
+        try:
+            ans = best_under(read_results(folder), target)
+        except NoAnswerError as e:
+            errors.append(str(e))
+            continue
+        ans["precision"] = d["precision"]
+        if best is None or (ans.get("metric_full") or 0) > (best[1].get("metric_full") or 0):
+            best = (folder, ans)
+    if best is None:
+        raise NoAnswerError("; ".join(errors))
+    return best

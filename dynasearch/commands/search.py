@@ -22,7 +22,12 @@ def register(sub) -> None:
         "run", metavar="RUN", help="a run directory of `dynasearch train` (its latest stage) or a model directory"
     )
     p.add_argument(
-        "--predictor", required=True, metavar="DIR", help="fitted predictor (fit-predictor OUT, or OUT/predictors/KIND)"
+        "--predictor",
+        required=True,
+        action="append",
+        metavar="DIR|NAME=DIR",
+        help="fitted predictor (fit-predictor OUT, or OUT/predictors/KIND); several devices: NAME=DIR per device "
+        "(NAME:int8=DIR for its int8 predictor), one study per device over one accuracy cache",
     )
     p.add_argument(
         "--out", required=True, metavar="RESULTS", help="results directory (created; holds the SQLite study by default)"
@@ -32,7 +37,10 @@ def register(sub) -> None:
     p.add_argument("--dev-file", default=None, help="dev file (default: DIR/dev.*)")
     p.add_argument("--stage", default=None, help="a finished stage of RUN (default: its latest)")
     p.add_argument(
-        "--target-latency", default=None, metavar="LAT", help="latency target with a unit, e.g. 12ms, 0.5s, 800us"
+        "--target-latency",
+        default=None,
+        metavar="LAT",
+        help="latency target with a unit, e.g. 12ms, 0.5s, 800us; several devices: NAME=LAT,OTHER=LAT",
     )
     p.add_argument(
         "--percentile", default="p50", choices=("p50", "p90"), help="which measured latency must meet the target"
@@ -135,10 +143,19 @@ def run(args) -> int:
 
     from .common import print_warnings
 
-    target = parse_latency(args.target_latency) if args.target_latency is not None else None
+    named = [v for v in args.predictor if "=" in v]
+    if named and len(named) != len(args.predictor):
+        from search.errors import SearchError
+
+        raise SearchError("give every --predictor as NAME=DIR when naming devices (or one plain --predictor DIR)")
+    if not named and len(args.predictor) > 1:
+        from search.errors import SearchError
+
+        raise SearchError("several --predictor options need device names: --predictor cpu=DIR --predictor gpu=DIR")
+    target = parse_latency(args.target_latency) if args.target_latency is not None and not named else None
     cfg = SearchConfig(
         run=args.run,
-        predictor=args.predictor,
+        predictor=args.predictor[0].partition("=")[2] if named else args.predictor[0],
         out=args.out,
         task=args.task,
         data_dir=args.data_dir,
@@ -170,9 +187,42 @@ def run(args) -> int:
         bf16=args.bf16,
         progress=not args.quiet,
     )
+    if named:
+        from search.devices import devices_from_options, run_devices
+
+        devices = devices_from_options(args.predictor, args.target_latency)
+        with print_warnings():
+            index = run_devices(cfg, devices)
+        return report_devices(index)
     with print_warnings():
         out = run_search(cfg)
     return report(out)
+
+
+def report_devices(index: dict) -> int:
+    from search.results import describe_answer
+
+    print(
+        f"search: {len(index['devices'])} device(s), {index['distinct_configs_evaluated']} distinct configs evaluated in all"
+    )
+    missed = False
+    for d in index["devices"]:
+        where = (
+            "verified on this machine"
+            if d["verified_here"]
+            else ("not verified here" if d["target_ms"] else "no target")
+        )
+        print(
+            f"device {d['label']} ({d['evaluations_new']} new evaluations, warm start {d['warm_started_with']}): {where}"
+        )
+        if d["answer"] is not None:
+            print(describe_answer(d["answer"]))
+        if d["message"]:
+            print(f"  {d['message']}")
+        if d["how_to_verify"] and d["target_ms"]:
+            print(f"  verify: {d['how_to_verify']}")
+        missed = missed or not d["met"]
+    return 1 if missed else 0
 
 
 def report(out) -> int:

@@ -1,0 +1,226 @@
+"""Many devices in one search: one trained model, one accuracy cache, a study per device.
+
+A device is a name for a target setting (the backend, threads, batch, length and machine of its
+latency predictor), optionally with a precision: `--predictor cpu=P1 --predictor cpu:int8=P2
+--predictor gpu=P3`, targets `--target-latency cpu=8ms,gpu=3ms`.
+
+How the devices share the work (measured in bench/results/devices.md): every device gets its own
+Optuna study (its own two objectives, metric and that device's latency, and its own target
+constraint) in ONE storage with ONE accuracy cache. The devices run in turn; each study after the
+first is warm-started with the configs the earlier devices ranked fully (enqueued first, answered
+by the cache: no evaluation), so its sampler starts from everything already known and spends new
+evaluations only where this device's latency moves the front. A single study with one latency
+objective per device would make every device's front a slice of a 3+-objective front (harder for
+TPE/NSGA-II and a constraint per device), and "the metric against the slowest normalised device"
+optimises none of them.
+
+Results: RESULTS/devices.json (the index) and one ordinary results directory per device,
+RESULTS/<name> (RESULTS/<name>-int8 for an int8 entry): `query RESULTS --device-name NAME` reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynabert.io import write_json
+
+from .errors import SearchError
+from .units import parse_latency
+
+PRECISIONS = ("fp32", "int8")
+DEVICES_FORMAT = "dynasearch-devices"
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    precision: str
+    predictor: Path
+    target_ms: float | None = None
+
+    @property
+    def label(self) -> str:
+        """The results folder and study suffix: NAME, or NAME-int8."""
+        return self.name if self.precision == "fp32" else f"{self.name}-{self.precision}"
+
+
+def parse_predictor_option(value: str) -> tuple[str, str, Path]:
+    """'NAME=DIR' or 'NAME:PRECISION=DIR' -> (name, precision, dir)."""
+    head, sep, path = value.partition("=")
+    if not sep or not path:
+        raise SearchError(f"--predictor {value!r}: give NAME=DIR (or NAME:int8=DIR) when naming devices")
+    name, _, precision = head.partition(":")
+    precision = precision or "fp32"
+    if not NAME_RE.match(name):
+        raise SearchError(
+            f"device name {name!r} must start with a letter and hold only letters, digits, '_', '.', '-' (at most 40)"
+        )
+    if precision not in PRECISIONS:
+        raise SearchError(f"device {name!r}: unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+    return name, precision, Path(path)
+
+
+def parse_targets(text: str | None, names: Sequence[str]) -> dict[str, float]:
+    """'cpu=8ms,gpu=40ms' -> {name: ms}; a bare '8ms' applies to a single device."""
+    if text is None:
+        return {}
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) == 1 and "=" not in parts[0]:
+        if len(set(names)) != 1:
+            raise SearchError(
+                f"--target-latency {text!r} names no device; with several devices give NAME=LAT for each "
+                f"(devices: {', '.join(sorted(set(names)))})"
+            )
+        return {names[0]: parse_latency(parts[0])}
+    out: dict[str, float] = {}
+    for p in parts:
+        name, sep, lat = p.partition("=")
+        if not sep:
+            raise SearchError(f"--target-latency part {p!r}: give NAME=LAT, e.g. cpu=8ms")
+        if name not in names:
+            raise SearchError(
+                f"target for device {name!r}, which has no --predictor {name}=DIR; devices: {', '.join(sorted(set(names)))}"
+            )
+        if name in out:
+            raise SearchError(f"--target-latency names device {name!r} twice")
+        out[name] = parse_latency(lat)
+    return out
+
+
+def devices_from_options(predictors: Sequence[str], targets: str | None) -> list[Device]:
+    """The devices of repeated --predictor NAME[:PRECISION]=DIR options and --target-latency."""
+    parsed = [parse_predictor_option(v) for v in predictors]
+    seen: set[tuple[str, str]] = set()
+    for name, precision, _ in parsed:
+        if (name, precision) in seen:
+            raise SearchError(
+                f"device {name!r} at precision {precision} is given twice; one predictor per device and precision"
+            )
+        seen.add((name, precision))
+    names = [n for n, _, _ in parsed]
+    tmap = parse_targets(targets, names)
+    return [Device(n, p, d, tmap.get(n)) for n, p, d in parsed]
+
+
+def check_compatible(devices: Sequence[Device], loaded: dict[str, Any]) -> None:
+    """Every device's predictor prices the same backbone at the same length: one model, one
+    tokenisation (SearchError naming both otherwise)."""
+    first = None
+    for d in devices:
+        f = loaded[d.label].fitted_on
+        sig = (f.shape_key, tuple(sorted(f.seq_lens)))
+        if first is None:
+            first = (d, sig)
+        elif sig[0] != first[1][0]:
+            raise SearchError(
+                f"predictors of different backbones mixed: device {first[0].label} prices backbone {first[1][0]}, "
+                f"device {d.label} prices {sig[0]}; every device of one search prices the same model"
+            )
+        elif sig[1] != first[1][1]:
+            raise SearchError(
+                f"predictors of different lengths mixed: device {first[0].label} at length(s) {list(first[1][1])}, "
+                f"device {d.label} at {list(sig[1])}; give every device's predictor the same --seq-len"
+            )
+
+
+def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
+    """Search every device (a study each, one storage, one accuracy cache, warm-started in turn);
+    write RESULTS/devices.json; returns it. `base` is the SearchConfig every device starts from."""
+    from predictors import find_predictor, predictor_settings
+    from predictors.verify import machine_matches
+
+    from .study import run_search
+
+    out = Path(base.out)
+    loaded = {d.label: find_predictor(d.predictor)[0] for d in devices}
+    check_compatible(devices, loaded)
+    storage = base.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    out.mkdir(parents=True, exist_ok=True)
+    warm: list[str] = []
+    index: dict[str, Any] = {"format": DEVICES_FORMAT, "version": 1, "devices": []}
+    total_evaluations = 0
+    for d in devices:
+        pred = loaded[d.label]
+        here = machine_matches(pred, predictor_settings(pred))
+        cfg = dataclasses.replace(
+            base,
+            predictor=d.predictor,
+            out=out / d.label,
+            storage=storage,
+            cache=base.cache or storage,
+            study=f"{base.study}-{d.label}",
+            target_ms=d.target_ms,
+            verify=base.verify and here,
+            trials=base.trials + len(warm),
+            warm_start=tuple(warm),
+        )
+        outcome = run_search(cfg)
+        s = outcome.meta["summary"]
+        total_evaluations = max(total_evaluations, int(s.get("distinct_evaluated", 0)))
+        ranked = outcome.trials[~outcome.trials["stopped"].astype(bool)].drop_duplicates("key")
+        warm += [j for j in ranked["subnet"] if j not in warm]
+        ans = outcome.answer
+        index["devices"].append(
+            {
+                "name": d.name,
+                "precision": d.precision,
+                "label": d.label,
+                "results": d.label,
+                "predictor": str(Path(d.predictor).resolve()),
+                "setting": outcome.meta["fingerprint"],
+                "target_ms": d.target_ms,
+                "verified_here": bool(cfg.verify and d.target_ms is not None),
+                "this_machine": here,
+                "how_to_verify": None
+                if here
+                else f"on that machine: dynasearch query {out} --device-name {d.name} --target-latency "
+                f"{d.target_ms or 'LAT'}ms --verify (or measure there with `dynasearch kit` records)",
+                "answer": ans,
+                "met": outcome.met,
+                "message": outcome.message,
+                "evaluations_new": int(outcome.meta["timing"].get("evaluations_this_run", 0)),
+                "warm_started_with": len(cfg.warm_start),
+            }
+        )
+        write_json(out / "devices.json", index)
+    index["distinct_configs_evaluated"] = total_evaluations
+    write_json(out / "devices.json", index)
+    return index
+
+
+def read_devices(results: str | Path) -> dict[str, Any] | None:
+    """RESULTS/devices.json when RESULTS is a multi-device search, else None."""
+    from dynabert.io import read_json
+
+    from .errors import ResultsError
+
+    p = Path(results) / "devices.json"
+    if not p.is_file():
+        return None
+    doc = read_json(p, "devices index", error=ResultsError)
+    if doc.get("format") != DEVICES_FORMAT or not isinstance(doc.get("devices"), list):
+        raise ResultsError(f"{p} is not a dynasearch devices index (format {doc.get('format')!r})")
+    for i, d in enumerate(doc["devices"]):
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not isinstance(d.get("results"), str):
+            raise ResultsError(f"{p}: devices[{i}] lacks a name or results folder")
+        if "/" in d["results"] or d["results"] in ("", ".", ".."):
+            raise ResultsError(f"{p}: devices[{i}].results {d['results']!r} must be a folder name inside {p.parent}")
+    return doc
+
+
+def device_results(results: str | Path, name: str, precision: str | None = None) -> Path:
+    """The results folder of device NAME (and precision) in a multi-device RESULTS."""
+    doc = read_devices(results)
+    if doc is None:
+        raise SearchError(f"{results} is a single-device search (no devices.json); drop --device-name")
+    hits = [d for d in doc["devices"] if d["name"] == name and (precision is None or d["precision"] == precision)]
+    if not hits:
+        names = sorted({f"{d['name']}:{d['precision']}" for d in doc["devices"]})
+        raise SearchError(f"no device {name!r} in {results}; devices: {', '.join(names)}")
+    return Path(results) / hits[0]["results"]
