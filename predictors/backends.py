@@ -26,6 +26,7 @@ from .runtime.fingerprint import ORT_DEVICE_PROVIDERS, has_gpu, ort_feeds, ort_r
 BACKENDS = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 TORCH_DTYPES = ("float32", "float16", "bfloat16")
+ORT_DTYPES = ("float32", "int8")  # int8: the fp32 export quantised by onnxruntime (dynabert.quantize, dynamic)
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ class BackendSettings:
             if self.dtype not in TORCH_DTYPES:
                 raise MeasurementError(f"unknown dtype {self.dtype!r} for torch; allowed: {', '.join(TORCH_DTYPES)}")
         else:
-            if self.dtype != "float32":
+            if self.dtype not in ORT_DTYPES:
                 raise MeasurementError(
-                    f"dtype {self.dtype!r} is not supported with onnxruntime; the exported models are float32"
+                    f"dtype {self.dtype!r} is not supported with onnxruntime; allowed: {', '.join(ORT_DTYPES)}"
                 )
             if not self.provider:
                 object.__setattr__(self, "provider", ORT_DEVICE_PROVIDERS[self.device])
@@ -151,7 +152,8 @@ def remove_dead_onnx_folders(root: str | Path | None = None) -> list[Path]:
 
 class OrtBackend(Backend):
     """Exports each extracted model to ONNX (cached by sub-network and backbone shape: the file does
-    not depend on batch, sequence length or threads) and runs it in an InferenceSession."""
+    not depend on batch, sequence length or threads) and runs it in an InferenceSession. dtype int8:
+    the fp32 export quantised (`dynabert.quantize.quantize_onnx`, dynamic) and the int8 file timed."""
 
     def __init__(self, settings: BackendSettings, cache_dir: str | Path | None = None):
         super().__init__(settings)
@@ -184,10 +186,26 @@ class OrtBackend(Backend):
 
         shape_key = short_hash(model_shape(model).to_dict())
         path = self.cache_dir / f"{shape_key}-{key}.onnx"
-        if not path.exists():
+        int8 = path.with_suffix(".int8.onnx")
+        if self.settings.dtype == "int8" and int8.exists():
+            return int8
+        exported = not path.exists()
+        if exported:
             # Weights are random: latency does not depend on them, so no numeric verification here.
             export_onnx(model, path, verify=False)
-        return path
+        if self.settings.dtype != "int8":
+            return path
+        from dynabert.quantize import quantize_onnx
+
+        try:
+            quantize_onnx(path, int8)  # an ExportError, as export_onnx's: the config is recorded as failed
+        finally:
+            # In this run's own temporary cache an export made only to be quantised goes (one file per
+            # config, as for float32); a shared --onnx-cache keeps it for other runs (and their readers).
+            if exported and self._tmp is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        return int8
 
     def prepare(self, model: Any, key: str) -> Callable[[], Any]:
         from dynabert.onnx_export import input_names

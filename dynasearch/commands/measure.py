@@ -54,7 +54,11 @@ def register(sub) -> None:
         default="off",
         help="onnxruntime thread spinning (default off: on few shared cores it ruins timings)",
     )
-    g.add_argument("--dtype", default="float32", help="float32 (default); torch also float16, bfloat16")
+    g.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32 (default); torch also float16, bfloat16; onnxruntime also int8 (the export quantised, dynamic)",
+    )
     g.add_argument("--batch", type=positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
     g.add_argument("--seq-len", type=positive_int, nargs="+", default=[128], help="sequence lengths (default 128)")
     add_config_args(p)
