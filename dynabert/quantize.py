@@ -85,8 +85,11 @@ def quantize_onnx(
 
     mode "dynamic": int8 weights (QInt8), activations quantised at run time. reduce_range: 7-bit
     weights, which U8S8 needs on x86 CPUs without VNNI (their int8 products can saturate); None:
-    True exactly on such CPUs (`vnni_cpu()`). per_channel: one scale per output channel (measured
-    on MiniLM: no gain worth its cost, so off by default).
+    True exactly on such CPUs (`vnni_cpu()`). per_channel: one scale per weight column. Measured:
+    it lowered the largest logit error against fp32 (tiny random models by 15-30%; the packaged
+    MiniLM-L6 with a random head from 0.010 to 0.004) at about the same latency (within the noise
+    of one 30-run check); off by default (onnxruntime's default, and what its speed-up figures were
+    measured with) until a trained model's metric says it matters.
     mode "static": QDQ, int8 weights and activations (S8S8), calibrated (MinMax) on `calibration`:
     a DevSet (its batches) or feed dicts (input name -> int64 array (batch, seq)); reduce_range unused."""
     one_of("quantisation mode", mode, MODES, ExportError)
