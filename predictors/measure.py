@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from .records import read_records
 from .runtime.driver import Item, measure_items
 from .runtime.errors import MeasurementError
 from .runtime.fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
-from .runtime.protocol import Protocol
+from .runtime.protocol import BUSY_RATIO, Protocol, check_clock
 from .runtime.schema import (
     RECORD_COLUMNS,
     anchor_reference,
@@ -172,7 +173,12 @@ def measure(
 
     Returns the rows this call wrote (records format: raw `median_ms`, `corrected_median_ms`,
     `speed_index`, `speed_spread`, `anchor_key`, `anchor_ms`, `p90_ms`, ...); its
-    `attrs["already_measured"]` counts the configs x settings skipped as already measured."""
+    `attrs["already_measured"]` counts the configs x settings skipped as already measured.
+
+    protocol.clock "cpu" (single-thread CPU settings only, else MeasurementError before any work):
+    the medians are the timing thread's CPU time, each row also has its wall median and its busy
+    rounds (`busy_rounds`, `busy_share`), and one warning (`busy_warning`) says so when more than
+    a third of a setting's rounds were busy."""
     from tqdm import tqdm
 
     from dynabert.extract import extract_subnet, random_like
@@ -180,6 +186,8 @@ def measure(
     settings_list = [settings] if isinstance(settings, BackendSettings) else list(settings)
     if not settings_list:
         raise MeasurementError("no settings to measure under")
+    for st in settings_list:  # --clock cpu with 2 threads, spinning or a GPU: refuse before any work
+        check_clock(protocol.clock, st.threads, st.spinning, st.device)
     subnets = [s.validate(shape) for s in subnets]
     label_of = labels_by_key(subnets, sampler)
     if len(label_of) != len(subnets):
@@ -276,7 +284,42 @@ def measure(
         all_rows = read_records(records_path)
         out = all_rows[all_rows["run_id"] == run_id].reset_index(drop=True)
     out.attrs["already_measured"] = skipped
+    warning = busy_warning(out)
+    if warning:
+        warnings.warn(warning, stacklevel=2)
     return out
+
+
+# With the cpu clock, a run whose configs were busy (wall / CPU time above BUSY_RATIO) in more than
+# this share of their rounds ran on a machine whose wall-clock latencies were not the models' own.
+BUSY_WARN_SHARE = 1 / 3
+
+
+def busy_warning(rows: pd.DataFrame) -> str | None:
+    """One line when, in some setting (settings_id) of these records rows, the configs' mean busy
+    share exceeds BUSY_WARN_SHARE (rows of the cpu clock only: the others have no busy share), or None."""
+    if not len(rows) or "busy_share" not in rows:
+        return None
+    share = pd.to_numeric(rows["busy_share"], errors="coerce")
+    ok = rows[(rows["status"] == "ok") & share.notna()].assign(_share=share)
+    if ok.empty:
+        return None
+    by = ok.groupby("settings_id", sort=False)
+    shares = by["_share"].mean()
+    busy = shares[shares > BUSY_WARN_SHARE]
+    if busy.empty:
+        return None
+    sid = busy.idxmax()
+    g = ok[ok["settings_id"] == sid]
+    first = g.iloc[0]
+    wall = pd.to_numeric(g["wall_median_ms"], errors="coerce") / pd.to_numeric(g["median_ms"], errors="coerce")
+    more = f" (and {len(busy) - 1} more setting(s))" if len(busy) > 1 else ""
+    return (
+        f"the machine was busy in {busy[sid]:.0%} of the rounds of threads {first['threads']} batch {first['batch']} "
+        f"seq {first['seq_len']}{more}: wall time above {BUSY_RATIO} x the timing thread's CPU time (median wall / CPU "
+        f"{wall.median():.2f}); the records hold the CPU-clock medians, wall-clock timings on this machine now are "
+        "not the models' latency"
+    )
 
 
 # A run whose speed index is further than this from 1 ran on a machine noticeably faster or slower

@@ -178,12 +178,25 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
         default=d.chunk_size,
         help=f"configs interleaved at once (default {d.chunk_size})",
     )
+    g.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default=d.clock,
+        help="what a run's time is: wall (default) or cpu, the CPU time of the timing thread, for measuring and "
+        "fitting on a busy machine (another process's share of the core is not counted; every run is also timed "
+        "in wall time and rounds where the two part are counted as busy); single-thread settings only "
+        "(--threads 1, no spinning, CPU); targets and verification stay in wall time",
+    )
 
 
 def protocol_from_args(args):
+    """The Protocol of add_protocol_args' options; --clock cpu is checked against the command's
+    --threads, --spinning and --device/--provider (where it has them) before any work."""
     from predictors import Protocol  # predictors (pandas): not on the query path
+    from predictors.runtime.fingerprint import CUDA_PROVIDERS
+    from predictors.runtime.protocol import check_clock
 
-    return Protocol(
+    protocol = Protocol(
         rel_ci=args.rel_ci,
         min_runs=args.min_runs,
         min_visits=args.min_visits,
@@ -192,7 +205,13 @@ def protocol_from_args(args):
         max_seconds=args.max_seconds,
         chunk_size=args.chunk_size,
         seed=args.seed,
+        clock=args.clock,
     )
+    gpu = getattr(args, "device", "cpu") == "cuda" or getattr(args, "provider", "") in CUDA_PROVIDERS
+    device = "cuda" if gpu else "cpu"
+    for threads in getattr(args, "threads", None) or [None]:
+        check_clock(protocol.clock, threads, getattr(args, "spinning", "off") == "on", device)
+    return protocol
 
 
 @contextlib.contextmanager

@@ -14,8 +14,18 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from .protocol import STATS_COLUMNS, Protocol, _error_text, _interleave, _result, _Rounds, _State, _used
-from .schema import RECORD_COLUMNS, SCHEMA
+from .protocol import (
+    STATS_COLUMNS,
+    Protocol,
+    _error_text,
+    _interleave,
+    _result,
+    _Rounds,
+    _State,
+    _used,
+    check_clock,
+)
+from .schema import CLOCK_COLUMNS, RECORD_COLUMNS, SCHEMA
 from .speed import corrected_median, round_factors, speed_spread
 
 
@@ -53,7 +63,13 @@ def measure_items(
     `reference_ms` (None: this run is the reference, speed index 1). After the last chunk, when
     there were several, `on_rows` gets every row again with the final speed fit (rows of one run
     replace their earlier versions). on_raw gets every timed run so far after each chunk:
-    (key, round, run index, ms, disturbed). on_round(round) is called as each round begins."""
+    (key, round, run index, ms, disturbed). on_round(round) is called as each round begins.
+
+    With the cpu clock (`Protocol.clock`), every item's settings (its row's threads, spinning and
+    device, where given) must allow it (`check_clock`): MeasurementError before anything is timed."""
+    for it in list(items) + ([anchor] if anchor is not None else []):
+        row = it.row
+        check_clock(protocol.clock, row.get("threads"), bool(row.get("spinning")), row.get("device") or "cpu")
     rng = random.Random(protocol.seed)
     order = [it for it in items if anchor is None or it.key != anchor.key]
     rng.shuffle(order)
@@ -181,6 +197,8 @@ def _row(item: Item, result: Mapping[str, Any], prepare_s: float, protocol: Prot
     row["measure_s"] = round(float(result.get("measure_s", 0.0)), 4)
     row["warmup_runs"] = int(result.get("warmup_runs", 0))
     row["disturbed_runs"] = int(result.get("disturbed_runs", 0))
+    for c in CLOCK_COLUMNS:  # the cpu clock's busy rounds and wall median; empty with the wall clock
+        row[c] = result.get(c, "")
     if "error" in result:
         row.update(status="failed", error=result["error"], converged=False, n_runs=0)
         for c in STATS_COLUMNS:

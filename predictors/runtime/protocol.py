@@ -21,6 +21,17 @@ process took the core) is discarded and counted in `disturbed_runs`, so a shared
 clean medians or says how busy it was. The Python garbage collector is off while timing.
 Every timed run is logged with its round number, for the per-round speed correction
 (`speed.py`) that the driver (`driver.py`) applies.
+
+The clock (`Protocol.clock`): "wall" (the default) times each run with `time.perf_counter_ns`;
+"cpu" with `time.thread_time_ns`, the CPU time of the timing thread, for measuring (and fitting)
+on a busy machine: the time another process holds the core is wall time but not this thread's CPU
+time. It is valid for single-thread settings only (onnxruntime with 1 intra-op thread and no
+spinning, torch with torch.set_num_threads(1): both run the graph on the calling thread, whose CPU
+time then equals the process's; see `check_clock`). With the cpu clock every run is also timed in
+wall time: warm-up, statistics and speed correction are in CPU time (the caps' seconds stay
+wall seconds: what a user waits), preempted runs are kept (their CPU time does not hold the
+preemption), and each (config, round) whose median wall / CPU ratio exceeds `BUSY_RATIO` is a busy
+round (`busy_rounds`, `busy_share`, and the wall median `wall_median_ms` of the same runs).
 """
 
 from __future__ import annotations
@@ -50,6 +61,16 @@ STATS_COLUMNS = (
     "converged",
 )
 
+CLOCKS = ("wall", "cpu")
+# A config's round is busy when the median, over its timed runs in that round, of wall time / CPU
+# time of the timing thread exceeds this. On a quiet machine the ratio of a single-thread run is
+# 1.000 (median; p90 1.003-1.015 for 0.3-20 ms onnxruntime runs, measured on this project's 2-core
+# host) and with two busy processes competing for its 2 cores it was 1.94 (17.19 ms wall for
+# 8.88 ms CPU). 1.15 is far above the quiet noise (no quiet round is flagged) and means the thread
+# was off its core for over 13% of the round's runs: 13x the default rel_ci, a wall median that
+# would no longer be this config's latency.
+BUSY_RATIO = 1.15
+
 
 # ----------------------------------------------------------------------------------- protocol
 @dataclass(frozen=True)
@@ -73,8 +94,11 @@ class Protocol:
     discard_disturbed: bool = True  # drop timed runs during which another process preempted this one
     max_disturbed: int = 100  # stop a config after this many discarded runs (the machine is too busy)
     seed: int = 0
+    clock: str = "wall"  # "wall" (perf_counter) or "cpu" (thread CPU time; single-thread settings only)
 
     def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise MeasurementError(f"unknown clock {self.clock!r}; allowed: {', '.join(CLOCKS)}")
         checks = [
             ("rel_ci", 0 < self.rel_ci < 1, "in (0, 1)"),
             ("confidence", 0.5 <= self.confidence < 1, "in [0.5, 1)"),
@@ -106,7 +130,45 @@ class Protocol:
         unknown = sorted(set(data) - known)
         if unknown:
             raise MeasurementError(f"unknown protocol setting(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return cls(**data)  # a protocol of older records has no clock: wall
+
+
+def _thread_clock_resolution() -> float:
+    """Seconds of resolution of the thread CPU clock (inf where there is none)."""
+    if not hasattr(time, "thread_time_ns"):
+        return math.inf
+    try:
+        return float(time.get_clock_info("thread_time").resolution)
+    except (OSError, ValueError):
+        return math.inf
+
+
+def check_clock(clock: str, threads: int | None = None, spinning: bool = False, device: str = "cpu") -> None:
+    """Refuse (MeasurementError, one line) the cpu clock where it does not measure a run: more than
+    one thread (the other threads' work is not the timing thread's CPU time), thread spinning, a
+    GPU device, or a platform without a fine thread CPU clock. threads None: not known here."""
+    if clock != "cpu":
+        return
+    if threads is not None and int(threads) != 1:
+        raise MeasurementError(
+            f"threads {threads} with --clock cpu: the cpu clock needs 1 thread (it counts the CPU time of the "
+            "timing thread only); use --threads 1 or --clock wall"
+        )
+    if spinning:
+        raise MeasurementError(
+            "thread spinning on with --clock cpu: the cpu clock needs 1 thread without spinning; "
+            "use --spinning off or --clock wall"
+        )
+    if device not in ("cpu", "", None):
+        raise MeasurementError(
+            f"device {device} with --clock cpu: the cpu clock counts CPU time, not the GPU's; use --clock wall"
+        )
+    res = _thread_clock_resolution()
+    if res > 1e-6:
+        raise MeasurementError(
+            f"--clock cpu needs a thread CPU clock of 1 microsecond or finer; this platform's "
+            f"{'has none' if res == math.inf else f'resolves {res:g} s'}; use --clock wall"
+        )
 
 
 def median_ci(sorted_ms: Sequence[float], confidence: float) -> tuple[float, float]:
@@ -158,6 +220,24 @@ def _time_ms(run: Callable[[], Any]) -> float:
     return (time.perf_counter_ns() - t0) / 1e6
 
 
+def _time_cpu(run: Callable[[], Any]) -> tuple[float, float]:
+    """(CPU ms of this thread, wall ms) of one run."""
+    c0 = time.thread_time_ns()
+    t0 = time.perf_counter_ns()
+    run()
+    t1 = time.perf_counter_ns()
+    c1 = time.thread_time_ns()
+    return (c1 - c0) / 1e6, (t1 - t0) / 1e6
+
+
+def _timed(run: Callable[[], Any], clock: str) -> tuple[float, float]:
+    """(ms on the protocol's clock, wall ms) of one run."""
+    if clock == "cpu":
+        return _time_cpu(run)
+    ms = _time_ms(run)
+    return ms, ms
+
+
 try:
     import resource
 
@@ -171,11 +251,11 @@ except ImportError:  # Windows: no detection, every run counts as undisturbed
         return 0
 
 
-def _time_checked(run: Callable[[], Any]) -> tuple[float, bool]:
-    """(milliseconds, disturbed): disturbed when the process was preempted during the run."""
+def _time_checked(run: Callable[[], Any], clock: str = "wall") -> tuple[float, float, bool]:
+    """(ms on the clock, wall ms, disturbed): disturbed when the process was preempted during the run."""
     before = _preemptions()
-    ms = _time_ms(run)
-    return ms, _preemptions() != before
+    ms, wall = _timed(run, clock)
+    return ms, wall, _preemptions() != before
 
 
 @dataclass
@@ -193,6 +273,7 @@ class _State:
     error: str = ""
     log: list = field(default_factory=list)  # every timed run: (round, ms, disturbed)
     kept_disturbed: bool = False  # too busy: the disturbed runs were kept in `times`
+    walls: list = field(default_factory=list)  # wall ms of every timed run, parallel to `log`
 
 
 def _warm_up(st: _State, p: Protocol) -> None:
@@ -200,7 +281,7 @@ def _warm_up(st: _State, p: Protocol) -> None:
     t_start = time.perf_counter()
     w = p.warmup_window
     while len(times) < p.warmup_max:
-        times.append(_time_ms(st.run))
+        times.append(_timed(st.run, p.clock)[0])
         n = len(times)
         if n >= max(p.warmup_min, 2 * w):
             prev, last = float(np.median(times[-2 * w : -w])), float(np.median(times[-w:]))
@@ -218,10 +299,13 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
     for _ in range(p.rewarm_runs):
         st.run()
     n_before = len(st.times)
+    # The cpu clock keeps preempted runs: the time another process held the core is not in them.
+    discard = p.discard_disturbed and p.clock == "wall"
     for _ in range(p.runs_per_visit if anchor else min(p.runs_per_visit, p.max_runs - len(st.times))):
-        ms, disturbed = _time_checked(st.run)
-        st.log.append((rnd, ms, disturbed and p.discard_disturbed))
-        if disturbed and p.discard_disturbed:
+        ms, wall, disturbed = _time_checked(st.run, p.clock)
+        st.log.append((rnd, ms, disturbed and discard))
+        st.walls.append(wall)
+        if disturbed and discard:
             st.disturbed += 1  # another process took the CPU: not this model's latency
             st.disturbed_times.append(ms)
         else:
@@ -231,7 +315,8 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
     st.visits += n > n_before
     if anchor:
         return
-    timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3
+    # The caps' seconds are wall seconds (what a user waits) on either clock.
+    timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3 if p.clock == "wall" else sum(st.walls) / 1e3
     if n >= p.min_runs and st.visits >= p.min_visits and ci_half_width(st.times, p.confidence) <= p.rel_ci:
         st.done, st.converged = True, True
     elif (
@@ -314,7 +399,29 @@ def _result(st: _State, protocol: Protocol) -> dict[str, Any]:
         }
     stats = summarize(st.times, protocol.confidence)
     stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s, disturbed_runs=st.disturbed)
+    if protocol.clock == "cpu":
+        busy, rounds = busy_rounds(st.log, st.walls)
+        used = [w for (_, _, d), w in zip(st.log, st.walls) if st.kept_disturbed or not d]
+        stats.update(
+            busy_rounds=busy,
+            busy_share=busy / rounds if rounds else 0.0,
+            wall_median_ms=float(np.median(used)) if used else math.nan,
+        )
     return stats
+
+
+def busy_rounds(
+    log: Sequence[tuple[int, float, bool]], walls: Sequence[float], threshold: float = BUSY_RATIO
+) -> tuple[int, int]:
+    """(busy rounds, rounds) of one config: its timed runs `log` ((round, CPU ms, discarded)) with
+    their wall ms `walls`, grouped by round; a round is busy when the median wall / CPU ratio of its
+    runs exceeds `threshold`. Runs without measurable CPU time are left out."""
+    ratios: dict[int, list[float]] = {}
+    for (rnd, ms, _), wall in zip(log, walls):
+        if ms > 0:
+            ratios.setdefault(rnd, []).append(wall / ms)
+    busy = sum(float(np.median(r)) > threshold for r in ratios.values())
+    return int(busy), len(ratios)
 
 
 def _used(st: _State) -> list[tuple[int, float]]:
@@ -327,8 +434,9 @@ def time_interleaved(
 ) -> dict[str, dict[str, Any]]:
     """Time every (key, run_once) with the protocol, interleaved in random order across rounds.
 
-    Returns key -> stats (see `summarize`) plus warmup_runs, converged, measure_s, or key -> {"error": ...}
-    for a config whose run raised (it is dropped; the others go on)."""
+    Returns key -> stats (see `summarize`) plus warmup_runs, converged, measure_s (and with the cpu
+    clock busy_rounds, busy_share, wall_median_ms), or key -> {"error": ...} for a config whose run
+    raised (it is dropped; the others go on)."""
     states = [_State(key, run, []) for key, run in runs]
     _interleave(states, protocol, rng)
     return {st.key: _result(st, protocol) for st in states}

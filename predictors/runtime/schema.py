@@ -84,15 +84,39 @@ RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
     ("n_runs", "int", "timed runs"),
     ("warmup_runs", "int", "warm-up runs before the first timed round"),
     ("disturbed_runs", "int", "timed runs discarded because another process preempted this one (a busy machine)"),
+    (
+        "busy_rounds",
+        "int",
+        "--clock cpu: rounds of this config whose median wall / CPU time ratio exceeded 1.15 (the machine "
+        "was busy: another process held the core); empty with the wall clock and in older records",
+    ),
+    ("busy_share", "float", "--clock cpu: busy_rounds / the rounds that timed this config (empty: not timed so)"),
+    (
+        "wall_median_ms",
+        "float",
+        "--clock cpu: wall-clock median of the same timed runs (median_ms is then their CPU-time median; "
+        "empty with the wall clock)",
+    ),
     ("converged", "bool", "True: the median's CI met rel_ci; False: a cap stopped it"),
     ("measure_s", "float", "wall seconds spent running this config (warm-up, re-warm and timed runs)"),
     ("prepare_s", "float", "wall seconds to prepare it (extraction, export, session creation)"),
-    ("protocol", "str", "protocol settings JSON"),
+    (
+        "protocol",
+        "str",
+        "protocol settings JSON; its clock says what median_ms and the others time: wall (also when absent) or cpu",
+    ),
 )
 RECORD_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in RECORD_FIELDS)
 RECORD_TYPES: dict[str, str] = {name: typ for name, typ, _ in RECORD_FIELDS}
 SPEED_COLUMNS = ("corrected_median_ms", "speed_index", "speed_spread", "anchor_key", "anchor_ms")
+# Written since the cpu clock (--clock cpu); a file without them (an older version's) is read with them empty.
+CLOCK_COLUMNS = ("busy_rounds", "busy_share", "wall_median_ms")
 _V1_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in SPEED_COLUMNS)
+_HEADERS = tuple(
+    frozenset(c for c in cols if keep_clock or c not in CLOCK_COLUMNS)
+    for cols in (RECORD_COLUMNS, _V1_COLUMNS)
+    for keep_clock in (True, False)
+)
 RAW_COLUMNS = ("key", "round", "run", "ms", "disturbed")
 
 
@@ -317,10 +341,13 @@ def read_rows(path: str) -> list[dict[str, str]]:
         header = tuple(reader.fieldnames or ())
         if not header:
             return []
-        if len(set(header)) != len(header) or set(header) not in (set(RECORD_COLUMNS), set(_V1_COLUMNS)):
+        if len(set(header)) != len(header) or frozenset(header) not in _HEADERS:
             # Compare with the version the header is closest to: a v2 file that lost a speed column
-            # must name that column, not read as a v1 file with surplus columns.
+            # must name that column, not read as a v1 file with surplus columns (the same for the
+            # clock columns: all of them or none).
             closest = _V1_COLUMNS if not set(header) & set(SPEED_COLUMNS) else RECORD_COLUMNS
+            if not set(header) & set(CLOCK_COLUMNS):
+                closest = tuple(c for c in closest if c not in CLOCK_COLUMNS)
             missing = [c for c in closest if c not in header]
             extra = [c for c in header if c not in RECORD_COLUMNS]
             twice = sorted({c for c in header if header.count(c) > 1})
@@ -360,7 +387,7 @@ def read_rows(path: str) -> list[dict[str, str]]:
             f"{col}={value}; first at row {n} (line {line}); latencies must be finite and > 0 (remove or re-measure those rows)"
         )
     for r in rows:
-        for c in SPEED_COLUMNS:
+        for c in SPEED_COLUMNS + CLOCK_COLUMNS:
             r.setdefault(c, "")
         if r["schema"] in OLD_SCHEMAS and not r["corrected_median_ms"]:
             r["corrected_median_ms"] = r["median_ms"]  # an old run was not corrected: read it as measured
@@ -449,7 +476,8 @@ def raw_timings_path(records_path: str, run_id: str, settings_id: str) -> str:
 
 def write_raw_timings(path: str, timings: Sequence[tuple[str, int, int, float, bool]]) -> None:
     """Every timed run of a run and setting: (config key, round, run index within the config, ms,
-    disturbed), written atomically; `read_raw_timings` gives the same tuples back."""
+    disturbed), written atomically; `read_raw_timings` gives the same tuples back. ms are on the
+    run's protocol clock (its records' protocol cell): wall, or the timing thread's CPU time."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(RAW_COLUMNS)

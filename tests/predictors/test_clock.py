@@ -1,0 +1,232 @@
+"""The cpu clock (`Protocol.clock`): validation, single-thread settings only, a real measurement
+whose records say cpu and carry the busy-round columns, and the busy-round flag on runs that sleep
+(wall time without CPU time) against runs that only spin."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+import pytest
+from latency_helpers import SHAPE
+
+from dynabert.space import SearchSpace
+from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
+from predictors.measure import busy_warning
+from predictors.runtime.driver import Item, measure_items
+from predictors.runtime.protocol import BUSY_RATIO, busy_rounds, check_clock, time_interleaved
+from predictors.runtime.schema import CLOCK_COLUMNS, RECORD_COLUMNS, append_rows, read_rows
+from predictors.samplers import uniform_configs
+
+FAST_CPU = Protocol(
+    min_runs=3,
+    max_runs=6,
+    max_seconds=0.2,
+    runs_per_visit=2,
+    warmup_min=1,
+    warmup_max=4,
+    warmup_window=1,
+    warmup_max_seconds=0.05,
+    chunk_size=3,
+    clock="cpu",
+)
+
+
+def test_clock_is_validated_and_recorded():
+    assert Protocol().clock == "wall" and Protocol(clock="cpu").clock == "cpu"
+    with pytest.raises(MeasurementError, match="unknown clock 'x'; allowed: wall, cpu"):
+        Protocol(clock="x")
+    assert json.loads(Protocol(clock="cpu").to_json())["clock"] == "cpu"
+    old = json.loads(Protocol().to_json())
+    del old["clock"]  # the protocol of records written before the clock existed
+    assert Protocol.from_dict(old).clock == "wall"
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"threads": 2}, r"threads 2 with --clock cpu: the cpu clock needs 1 thread"),
+        ({"threads": 1, "spinning": True}, r"spinning on with --clock cpu"),
+        ({"threads": 1, "device": "cuda"}, r"device cuda with --clock cpu"),
+    ],
+)
+def test_cpu_clock_needs_a_single_thread_cpu_setting(kwargs, match):
+    with pytest.raises(MeasurementError, match=match) as e:
+        check_clock("cpu", **kwargs)
+    assert "\n" not in str(e.value)
+    check_clock("wall", **kwargs)  # the wall clock takes any setting
+    check_clock("cpu", threads=1)
+
+
+def test_measure_refuses_the_cpu_clock_with_two_threads(tmp_path):
+    path = tmp_path / "records.csv"
+    with pytest.raises(MeasurementError, match=r"threads 2 with --clock cpu"):
+        measure(
+            SHAPE,
+            uniform_configs(SearchSpace.default(SHAPE), 1),
+            BackendSettings(backend="onnxruntime", threads=2, seq_len=8),
+            path,
+            FAST_CPU,
+            progress=False,
+        )
+    assert not path.exists()
+    # The driver refuses it too (the kit's runner measures through it, with its own --threads).
+    item = Item("a", {"key": "a", "threads": 2, "spinning": False, "device": "cpu"}, lambda: lambda: None)
+    with pytest.raises(MeasurementError, match=r"threads 2 with --clock cpu"):
+        measure_items([item], FAST_CPU, lambda rows: None)
+
+
+def test_cli_protocol_takes_the_clock():
+    from dynasearch.commands.common import add_protocol_args, protocol_from_args
+
+    p = argparse.ArgumentParser()
+    add_protocol_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, nargs="+", default=[1])
+    assert protocol_from_args(p.parse_args([])).clock == "wall"
+    assert protocol_from_args(p.parse_args(["--clock", "cpu"])).clock == "cpu"
+    with pytest.raises(MeasurementError, match=r"threads 2 with --clock cpu"):
+        protocol_from_args(p.parse_args(["--clock", "cpu", "--threads", "1", "2"]))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--clock", "x"])
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_measure_with_the_cpu_clock_writes_its_columns(tmp_path, backend):
+    subnets = uniform_configs(SearchSpace.default(SHAPE), 2, seed=0)
+    path = tmp_path / "records.csv"
+    rows = measure(SHAPE, subnets, BackendSettings(backend=backend, seq_len=8), path, FAST_CPU, progress=False)
+    assert len(rows) == 2 and (rows["status"] == "ok").all()
+    assert all(json.loads(p)["clock"] == "cpu" for p in rows["protocol"])
+    assert (rows["median_ms"] > 0).all() and (rows["wall_median_ms"] > 0).all()
+    assert rows["busy_rounds"].notna().all() and rows["busy_share"].between(0, 1).all()
+    assert (rows["corrected_median_ms"] > 0).all()
+    df = read_records(path)
+    assert list(df.columns) == list(RECORD_COLUMNS) and set(CLOCK_COLUMNS) <= set(df.columns)
+    # A wall-clock run into the same file leaves the clock columns empty (and the protocol says wall).
+    wall = Protocol(**{**FAST_CPU.__dict__, "clock": "wall"})
+    more = measure(SHAPE, subnets, BackendSettings(backend=backend, seq_len=16), path, wall, progress=False)
+    assert more["busy_share"].isna().all() and more["wall_median_ms"].isna().all()
+    assert all(json.loads(p)["clock"] == "wall" for p in more["protocol"])
+
+
+def test_records_without_the_clock_columns_still_read(tmp_path):
+    """A records file of the version before the clock (no busy or wall-median columns) reads, with them empty."""
+    from latency_helpers import additive_ms, rows
+
+    path = tmp_path / "new.csv"
+    append_rows(str(path), rows(uniform_configs(SearchSpace.default(SHAPE), 2, seed=1), additive_ms))
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    keep = [i for i, c in enumerate(header) if c not in CLOCK_COLUMNS]
+    import csv
+    import io
+
+    old = io.StringIO()
+    w = csv.writer(old, lineterminator="\n")
+    for rec in csv.reader(io.StringIO(path.read_text())):
+        w.writerow([rec[i] for i in keep])
+    path.write_text(old.getvalue())
+    got = read_rows(str(path))
+    assert len(got) == 2 and all(r[c] == "" for r in got for c in CLOCK_COLUMNS)
+    assert len(read_records(path)) == 2
+    # Only part of the clock columns: named as missing.
+    part = [c for c in RECORD_COLUMNS if c != "busy_share"]
+    path.write_text(",".join(part) + "\n")
+    with pytest.raises(MeasurementError, match=r"missing columns \['busy_share'\]"):
+        read_rows(str(path))
+
+
+def _spin(ms: float) -> None:
+    """Burn `ms` of this thread's CPU time."""
+    end = time.thread_time_ns() + int(ms * 1e6)
+    while time.thread_time_ns() < end:
+        pass
+
+
+def test_busy_rounds_counts_rounds_whose_wall_time_exceeds_the_cpu_time():
+    # (round, cpu ms, discarded) with wall ms: round 0 quiet, round 1 two of three runs lost the core.
+    log = [(0, 1.0, False), (0, 1.0, False), (0, 1.0, False), (1, 1.0, False), (1, 1.0, False), (1, 1.0, False)]
+    walls = [1.01, 1.0, 1.3, 1.0, 1.6, 2.0]
+    assert busy_rounds(log, walls) == (1, 2)
+    assert busy_rounds(log, [1.0] * 6) == (0, 2)
+    assert busy_rounds(log, [BUSY_RATIO] * 6) == (0, 2)  # at the threshold: not busy
+
+
+def test_sleeping_runs_are_busy_spinning_runs_are_not():
+    """Sleep costs wall time but no CPU time: a run that sleeps 5 ms and spins 1 ms is flagged busy
+    in every round (wall / CPU ~ 6); one that only spins 1 ms has a ratio ~ 1 and is not."""
+
+    def sleepy():
+        time.sleep(0.005)
+        _spin(1.0)
+
+    p = Protocol(
+        min_runs=6,
+        max_runs=15,
+        max_seconds=100,
+        rel_ci=1e-9,  # never converges: every config is timed in the same 5 rounds (15 runs, 3 per visit)
+        runs_per_visit=3,
+        rewarm_runs=0,
+        warmup_min=1,
+        warmup_max=1,
+        clock="cpu",
+    )
+    out = time_interleaved([("sleepy", sleepy), ("spin", lambda: _spin(1.0))], p, random.Random(0))
+    s, q = out["sleepy"], out["spin"]
+    assert s["n_runs"] == 15 and q["n_runs"] == 15
+    # The CPU-clock median holds the spinning only; the wall median holds the sleep too.
+    assert 0.9 < s["median_ms"] < 2.0 and s["wall_median_ms"] > 5.0
+    assert s["busy_rounds"] == 5 and s["busy_share"] == 1.0
+    # Spinning: wall ~ CPU. A round of the spinner counts as busy only if another process took this
+    # core during most of its runs (a loaded test host): never most of its rounds.
+    assert q["busy_share"] <= 1 / 3 and 0.9 < q["median_ms"] < 2.0
+    assert q["wall_median_ms"] < 1.15 * q["median_ms"]
+
+
+def test_busy_warning_when_over_a_third_of_the_rounds_were_busy():
+    import pandas as pd
+
+    def frame(shares):
+        return pd.DataFrame(
+            {
+                "status": "ok",
+                "settings_id": "s1",
+                "threads": 1,
+                "batch": 1,
+                "seq_len": 128,
+                "busy_share": shares,
+                "median_ms": 8.88,
+                "wall_median_ms": 17.19,
+            }
+        )
+
+    line = busy_warning(frame([0.5, 0.6]))
+    assert line is not None and "\n" not in line
+    assert "busy in 55% of the rounds of threads 1 batch 1 seq 128" in line and "1.94" in line
+    assert busy_warning(frame([0.2, 0.3])) is None
+    assert busy_warning(frame([float("nan")] * 2)) is None  # wall-clock rows: no busy share
+
+
+def test_kit_carries_the_cpu_clock_to_its_runner(tmp_path):
+    """kit.json holds the protocol with its clock; the runner (no torch, no project imports) times on
+    it, writes records whose protocol says cpu with the clock columns, and refuses 2 threads."""
+    from test_latency_kit import run_runner
+
+    from predictors import write_kit
+
+    kit = tmp_path / "kit"
+    subs = uniform_configs(SearchSpace.default(SHAPE), 2, seed=4)
+    prot = Protocol(**{**FAST_CPU.__dict__, "max_runs": 4})
+    write_kit(kit, SHAPE, subs, sampler="uniform", batches=[1], seq_lens=[8], protocol=prot, progress=False)
+    assert json.loads((kit / "kit.json").read_text())["protocol"]["clock"] == "cpu"
+    out, res = run_runner(kit, "--threads", "1")
+    assert out["code"] in (0, None) and out["loaded"] == [], res.stderr
+    df = read_records(kit / "records.csv")
+    assert len(df) == 2 and (df["status"] == "ok").all()
+    assert all(json.loads(p)["clock"] == "cpu" for p in df["protocol"])
+    assert (df["wall_median_ms"] > 0).all() and df["busy_share"].between(0, 1).all()
+    out, res = run_runner(kit, "--threads", "2", "--no-resume")
+    assert out["code"] == 2 and "threads 2 with --clock cpu" in res.stderr
