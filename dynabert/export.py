@@ -25,6 +25,7 @@ import torch
 
 from dynabert import backbone
 from dynabert.backbone import load_model, resolve_model_dir, tokenizer_files
+from dynabert.checks import one_of
 from dynabert.errors import ExportError, ModelLoadError
 from dynabert.extract import check_fits, check_uniform, extract_subnet, model_shape
 from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
@@ -139,6 +140,7 @@ def export_subnet(
     *,
     source_dir: str | Path | None = None,
     extra: dict | None = None,
+    precision: str = "fp32",
 ) -> dict:
     """Export `subnet` of the model in `model_dir` (or the given super-network) to `out`; return the manifest.
 
@@ -146,6 +148,9 @@ def export_subnet(
     directory the model was loaded from); extra: fields added to the manifest (e.g. the search's
     metric, predicted and measured latency, target and machine fingerprint)."""
     fmts = parse_formats(formats)
+    one_of("precision", precision, ("fp32", "int8"), ExportError)
+    if precision == "int8" and "onnx" not in fmts:
+        raise ExportError("precision int8 is an onnxruntime model: include the onnx format")
     out = check_output_dir(out, overwrite)  # fail before any slow work
     if source_dir is not None:
         src = Path(source_dir)
@@ -168,6 +173,10 @@ def export_subnet(
     with atomic_dir(out, overwrite) as tmp:
         if "onnx" in fmts:
             checks["onnx_max_abs_diff"] = export_onnx(small, tmp / "model.onnx")
+            if precision == "int8":  # the model the int8 search scored and timed: onnxruntime dynamic QInt8
+                from dynabert.quantize import quantize_onnx  # onnxruntime.quantization: only for int8 exports
+
+                quantize_onnx(tmp / "model.onnx", tmp / "model.int8.onnx")
         if "hf" in fmts:
             save_hf(small, tmp)
             checks["hf_reload_max_abs_diff"] = verify_hf(small, tmp)
@@ -186,6 +195,8 @@ def export_subnet(
             "parameters": count_params(shape, subnet),
             "flops": {"encoder_flops_batch1_seq128": count_flops(shape, subnet, 1, 128)},
             "formats": list(fmts),
+            "precision": precision,
+            "onnx_file": "model.int8.onnx" if precision == "int8" else ("model.onnx" if "onnx" in fmts else None),
             "checks": checks,
             "versions": library_versions(),
             "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},

@@ -81,7 +81,17 @@ def export_from_results(
     if ans.get("grid"):
         w, d = str(ans["grid"]).split("x")
         grid = (float(w), float(d))
+    precision = meta["study"].get("precision", "fp32")  # an int8 search's answer ships its int8 ONNX model
     manifest = export_subnet(
-        None, subnet, out, formats, overwrite, grid_point=grid, model=model, source_dir=model_dir, extra=extra
+        None,
+        subnet,
+        out,
+        formats,
+        overwrite,
+        grid_point=grid,
+        model=model,
+        source_dir=model_dir,
+        extra=extra,
+        precision=precision,
     )
     return manifest

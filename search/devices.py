@@ -142,12 +142,16 @@ def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
     check_compatible(devices, loaded)
     storage = base.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)
-    warm: list[str] = []
+    warm: list[str] = []  # fully ranked fp32 configs of the devices searched so far
+    near_front: list[str] = []  # their fronts and neighbours: where int8 enters
     index: dict[str, Any] = {"format": DEVICES_FORMAT, "version": 1, "devices": []}
     total_evaluations = 0
-    for d in devices:
+    # fp32 devices first: the int8 entries are scored on the fp32 fronts they found (see INT8_MARGIN)
+    for d in sorted(devices, key=lambda d: d.precision != "fp32"):
         pred = loaded[d.label]
         here = machine_matches(pred, predictor_settings(pred))
+        int8_on_fronts = d.precision == "int8" and bool(near_front)
+        start = near_front if d.precision == "int8" else warm
         cfg = dataclasses.replace(
             base,
             predictor=d.predictor,
@@ -157,14 +161,18 @@ def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
             study=f"{base.study}-{d.label}",
             target_ms=d.target_ms,
             verify=base.verify and here,
-            trials=base.trials + len(warm),
-            warm_start=tuple(warm),
+            trials=base.trials + len(start),
+            queued_only=int8_on_fronts,
+            warm_start=tuple(start),
+            precision=d.precision,
         )
         outcome = run_search(cfg)
         s = outcome.meta["summary"]
-        total_evaluations = max(total_evaluations, int(s.get("distinct_evaluated", 0)))
-        ranked = outcome.trials[~outcome.trials["stopped"].astype(bool)].drop_duplicates("key")
-        warm += [j for j in ranked["subnet"] if j not in warm]
+        total_evaluations += int(outcome.meta["timing"].get("evaluations_this_run", 0))
+        if d.precision == "fp32":
+            ranked = outcome.trials[~outcome.trials["stopped"].astype(bool)].drop_duplicates("key")
+            warm += [j for j in ranked["subnet"] if j not in warm]
+            near_front += [j for j in neighbourhood(ranked) if j not in near_front]
         ans = outcome.answer
         index["devices"].append(
             {
@@ -186,12 +194,64 @@ def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
                 "message": outcome.message,
                 "evaluations_new": int(outcome.meta["timing"].get("evaluations_this_run", 0)),
                 "warm_started_with": len(cfg.warm_start),
+                "int8_on_fp32_fronts": int8_on_fronts,
+                "distinct_configs": int(s["distinct_configs"]),
             }
         )
         write_json(out / "devices.json", index)
     index["distinct_configs_evaluated"] = total_evaluations
+    index["precision"] = precision_verdicts(index["devices"])
     write_json(out / "devices.json", index)
     return index
+
+
+# int8 enters at the fp32 fronts: every config whose fp32 ranking metric is within INT8_MARGIN points of
+# the best at equal or lower predicted latency (exporting + quantising + scoring costs seconds per config,
+# against a fraction of a second for an fp32 evaluation: bench/results/devices.md).
+INT8_MARGIN = 2.0
+# int8 is kept for a device only when its answer is faster than fp32's or better, and it loses at most
+# this many points against fp32 on the same config.
+INT8_MAX_DROP = 1.0
+
+
+def neighbourhood(ranked, margin: float = INT8_MARGIN) -> list[str]:
+    """Sub-network JSONs of the ranked configs within `margin` points of the front at their latency."""
+    rows = ranked.sort_values("predicted_ms")
+    out, best = [], -float("inf")
+    for _, r in rows.iterrows():
+        m = float(r["metric_search"])
+        if m >= best - margin:
+            out.append(r["subnet"])
+        best = max(best, m)
+    return out
+
+
+def precision_verdicts(entries: list[dict[str, Any]]) -> dict[str, str]:
+    """Per device with an fp32 and an int8 entry: which precision its answer takes, and why."""
+    out = {}
+    by_name: dict[str, dict[str, dict]] = {}
+    for e in entries:
+        by_name.setdefault(e["name"], {})[e["precision"]] = e
+    for name, p in by_name.items():
+        if "fp32" not in p or "int8" not in p:
+            continue
+        a, b = p["fp32"].get("answer"), p["int8"].get("answer")
+        if b is None:
+            out[name] = "fp32: no int8 config met the target"
+        elif a is None:
+            out[name] = "int8: only an int8 config met the target"
+        else:
+            ma, mb = a.get("metric_full") or 0.0, b.get("metric_full") or 0.0
+            la = a.get("measured_ms") or a.get("predicted_ms")
+            lb = b.get("measured_ms") or b.get("predicted_ms")
+            if mb >= ma - INT8_MAX_DROP and (mb > ma or (lb and la and lb < la)):
+                out[name] = f"int8: {mb:.2f} against fp32 {ma:.2f} at {lb:.3f} ms against {la:.3f} ms"
+            else:
+                out[name] = (
+                    f"fp32: int8's answer scores {mb:.2f} against {ma:.2f} (allowed drop {INT8_MAX_DROP}) at "
+                    f"{lb:.3f} ms against {la:.3f} ms"
+                )
+    return out
 
 
 def read_devices(results: str | Path) -> dict[str, Any] | None:

@@ -41,11 +41,14 @@ class Counters:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def cache_selection(dev: Any, bf16: bool) -> str:
+def cache_selection(dev: Any, bf16: bool, precision: str = "fp32") -> str:
     """The accuracy cache's selection key: every input of a score besides the checkpoint (its own
     key column) and the sub-network: the digest of the tokenised dev selection (examples, order,
-    tokenizer, length, labels) and the evaluation's precision. Caches written before this key
-    ("all", "subset-N-seedS") never match it, so they are not reused wrongly."""
+    tokenizer, length, labels) and the evaluation's precision (fp32, bf16 matrix products, or the
+    onnxruntime int8 model). Caches written before this key ("all", "subset-N-seedS") never match
+    it, so they are not reused wrongly."""
+    if precision == "int8":
+        return f"v2-{dev.digest}-int8"
     return f"v2-{dev.digest}-{'bf16' if bf16 else 'fp32'}"
 
 
@@ -67,8 +70,13 @@ class AccuracyEvaluator:
         bf16: bool = False,
         counters: Counters | None = None,
         chunks: Sequence[Any] | None = None,
+        precision: str = "fp32",
+        int8_dir: str | Path | None = None,
     ):
         self.model, self.metrics, self.digest, self.cache, self.bf16 = model, tuple(metrics), digest, cache, bf16
+        # int8: each config is extracted, exported, quantised (onnxruntime dynamic QInt8, cached in
+        # int8_dir) and scored by running the quantised ONNX model: its metric is measured, never assumed.
+        self.precision, self.int8_dir = precision, int8_dir
         self.dev = {"search": dev_search, "full": dev_full}
         self.counters = counters or Counters()
         self.chunks = list(chunks) if chunks and len(chunks) > 1 and self.metric in RACEABLE_METRICS else None
@@ -89,20 +97,23 @@ class AccuracyEvaluator:
         scores the ranking part chunk by chunk: every evaluation starts with the first chunk, whose
         key counts the evaluations."""
         if not full and self.chunks:
-            return cache_selection(self.chunks[0], self.bf16)
-        return cache_selection(self.dev["full" if full else "search"], self.bf16)
+            return cache_selection(self.chunks[0], self.bf16, self.precision)
+        return cache_selection(self.dev["full" if full else "search"], self.bf16, self.precision)
 
     def _score_on(self, dev, subnet: SubnetConfig) -> tuple[float, bool]:
         from dynabert.evaluate import score_subnet  # torch: not on the --help path
 
-        selection = cache_selection(dev, self.bf16)
+        selection = cache_selection(dev, self.bf16, self.precision)
         hit = self.cache.get(self.digest, selection, subnet.key)
         if hit is not None and self.metric in hit.metrics:
             self.counters.cache_hits += 1
             return float(hit.metrics[self.metric]), True
         kill_point("trial-evaluating")
         t0 = time.perf_counter()
-        scores = score_subnet(self.model, dev, subnet, self.metrics, self.bf16)
+        if self.precision == "int8":
+            scores = self._score_int8(dev, subnet)
+        else:
+            scores = score_subnet(self.model, dev, subnet, self.metrics, self.bf16)
         secs = time.perf_counter() - t0
         kill_point("cache-put")
         self.cache.put(self.digest, selection, subnet.key, scores, secs)
@@ -110,6 +121,39 @@ class AccuracyEvaluator:
         self.counters.evaluation_s += secs
         self.counters.extra["examples_scored"] = self.counters.extra.get("examples_scored", 0) + dev.n
         return float(scores[self.metric]), False
+
+    def _score_int8(self, dev, subnet: SubnetConfig) -> dict[str, float]:
+        """The metric of the quantised ONNX model. Its files (~4x smaller than fp32, still tens of MB
+        for a full MiniLM) are kept for the last config only: racing chunks reuse them."""
+        import shutil
+        import tempfile
+
+        from dynabert.io import process_tag
+        from dynabert.quantize import quantized_subnet, score_onnx  # onnxruntime: not on the --help path
+        from predictors.backends import ONNX_TMP_PREFIX, remove_dead_onnx_folders
+
+        if self.int8_dir is None:  # a killed run's folder is removed by the next run (its PID is dead)
+            remove_dead_onnx_folders()
+            self.int8_dir = tempfile.mkdtemp(prefix=f"{ONNX_TMP_PREFIX}{process_tag()}-int8-")
+        last = getattr(self, "_int8_last", None)
+        if last not in (None, subnet.key):
+            for f in Path(self.int8_dir).glob(f"{last}-*"):
+                f.unlink(missing_ok=True)
+        self._int8_last = subnet.key
+        try:
+            return score_onnx(quantized_subnet(self.model, subnet, self.int8_dir), dev, self.metrics)
+        except BaseException:
+            shutil.rmtree(self.int8_dir, ignore_errors=True)
+            self.int8_dir = None
+            raise
+
+    def close(self) -> None:
+        """Remove the int8 files this evaluator made."""
+        import shutil
+
+        if self.precision == "int8" and self.int8_dir is not None:
+            shutil.rmtree(self.int8_dir, ignore_errors=True)
+            self.int8_dir = None
 
     def score(self, subnet: SubnetConfig, full: bool = False) -> tuple[float, bool]:
         """(primary metric in percent, True when answered from the cache): on the report examples

@@ -88,6 +88,8 @@ class SearchConfig:
     # Sub-network JSONs queued after the grid (search/devices.py: configs other devices' studies ranked,
     # answered by the shared accuracy cache), so this study's sampler starts from them.
     warm_start: tuple[str, ...] = ()
+    precision: str = "fp32"  # the metric of: the PyTorch model (fp32), or its onnxruntime int8 export ("int8")
+    queued_only: bool = False  # run the queued trials (grid + warm start) and propose nothing (int8 on fp32 fronts)
     batch: int | None = None  # latency shape; None: the predictor's
     seq_len: int | None = None
     max_seq_length: int | None = None  # evaluation length; None: the run's, else 128
@@ -108,6 +110,11 @@ class SearchConfig:
         positive_int("trials", self.trials, SearchError, rule="a positive integer (the study's total)")
         one_of("sampler", self.sampler, OPTUNA_SAMPLERS, SearchError)
         one_of("percentile", self.percentile, ("p50", "p90"), SearchError)
+        one_of("precision", self.precision, ("fp32", "int8"), SearchError)
+        if self.precision == "int8" and self.bf16:
+            raise SearchError(
+                "--bf16 scores the PyTorch model; precision int8 scores the quantised ONNX model: pick one"
+            )
         if self.target_ms is not None and not (math.isfinite(self.target_ms) and self.target_ms > 0):
             raise SearchError(f"target latency must be a positive number of milliseconds; got {self.target_ms!r}")
         for name in (
@@ -331,30 +338,37 @@ class Search:
             cfg.bf16,
             self.counters,
             chunks=parts.chunks,
+            precision=cfg.precision,
         )
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study: a resumed study must match all of it."""
         cfg = self.cfg
-        return {
-            "format": STUDY_FORMAT,
-            "version": 1,
-            "space": self.space.to_dict(),
-            "task": self.task.name,
-            "metric": self.task.metrics[0],
-            "checkpoint": self.digest,
-            "model_dir": str(Path(self.info.model_dir).resolve()),
-            "predictor": _digest_file(Path(self.predictor_dir) / "predictor.json"),
-            "predictor_dir": str(Path(self.predictor_dir).resolve()),
-            "latency": {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len},
-            "target_ms": cfg.target_ms,
-            "percentile": cfg.percentile,
-            "search_dev": self.evaluator.selection(False),
-            "max_seq_length": self.max_len,
-            "dev": self.evaluator.cache_selection(False),
-            "sampler": cfg.sampler,
-            "seed": cfg.seed,
-        } | ({"racing": True} if self.evaluator.racing else {})  # absent when off: studies made before it resume
+        return (
+            {
+                "format": STUDY_FORMAT,
+                "version": 1,
+                "space": self.space.to_dict(),
+                "task": self.task.name,
+                "metric": self.task.metrics[0],
+                "checkpoint": self.digest,
+                "model_dir": str(Path(self.info.model_dir).resolve()),
+                "predictor": _digest_file(Path(self.predictor_dir) / "predictor.json"),
+                "predictor_dir": str(Path(self.predictor_dir).resolve()),
+                "latency": {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len},
+                "target_ms": cfg.target_ms,
+                "percentile": cfg.percentile,
+                "search_dev": self.evaluator.selection(False),
+                "max_seq_length": self.max_len,
+                "dev": self.evaluator.cache_selection(False),
+                "sampler": cfg.sampler,
+                "seed": cfg.seed,
+            }
+            | ({"racing": True} if self.evaluator.racing else {})
+            | (  # absent when off: older studies resume
+                {"precision": self.cfg.precision} if self.cfg.precision != "fp32" else {}
+            )
+        )
 
     # ---- the study
     def open_study(self):
@@ -569,14 +583,16 @@ class Search:
         from .workers import TrialBudget, claim_trial  # imports optuna: not on the --help path
 
         done = len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        remaining = max(0, self.cfg.trials - done)
+        total = self.cfg.trials
+        if self.cfg.queued_only:  # exactly the queued configs (grid + warm start), no proposal of the sampler
+            live = (TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING)
+            total = len(self.study.get_trials(deepcopy=False, states=live))
+        remaining = max(0, total - done)
         if remaining == 0:
             return
-        bar = tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.cfg.progress)
+        bar = tqdm(total=total, initial=done, desc="search", unit="trial", disable=not self.cfg.progress)
 
-        budget = TrialBudget(
-            self.cfg.trials
-        )  # exactly `trials` COMPLETE trials, however many workers (search/workers.py)
+        budget = TrialBudget(total)  # exactly `trials` COMPLETE trials, however many workers (search/workers.py)
 
         def objective(trial):
             claim_trial(trial)
@@ -596,7 +612,7 @@ class Search:
                 objective,
                 n_trials=None,
                 gc_after_trial=False,
-                callbacks=[MaxTrialsCallback(self.cfg.trials, states=(TrialState.COMPLETE,)), progress],
+                callbacks=[MaxTrialsCallback(total, states=(TrialState.COMPLETE,)), progress],
                 catch=(),
             )
         finally:
@@ -615,7 +631,7 @@ class Search:
         return finish(self)
 
     def close(self) -> None:
-        for obj in (getattr(self, "cache", None),):
+        for obj in (getattr(self, "cache", None), getattr(self, "evaluator", None)):
             if obj is not None:
                 obj.close()
         st = getattr(self, "storage", None)
