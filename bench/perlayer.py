@@ -168,7 +168,9 @@ SEARCH = dict(trials=150, sampler="tpe", racing=True)
 RANK = {"sst2": 300, "tweets": 1000}  # ranking examples (seeded); the front is reported on the rest of dev
 
 
-def phase_search(work: Path, tasks: list[str], variants: list[str], drop_rules: tuple[str, ...] = ("any",)) -> None:
+def phase_search(
+    work: Path, tasks: list[str], variants: list[str], drop_rules: tuple[str, ...] = ("any",), racing: bool = True
+) -> None:
     from search.space import SpaceOptions
     from search.study import SearchConfig, run_search
 
@@ -178,7 +180,7 @@ def phase_search(work: Path, tasks: list[str], variants: list[str], drop_rules: 
     for task in tasks:
         for v in variants:
             for rule in drop_rules:
-                key = f"{task}/{v}" + ("" if rule == "any" else f"/{rule}")
+                key = f"{task}/{v}" + ("" if rule == "any" else f"/{rule}") + ("" if racing else "/no-racing")
                 res = work / "searches" / key.replace("/", "-")
                 if key in doc["searches"] and (res / "search.json").is_file():
                     continue
@@ -192,7 +194,7 @@ def phase_search(work: Path, tasks: list[str], variants: list[str], drop_rules: 
                     verify=False,
                     progress=False,
                     space=SpaceOptions(drop_rule=rule),
-                    **SEARCH,
+                    **{**SEARCH, "racing": racing},
                 )
                 outcome = run_search(cfg)
                 doc["searches"][key] = {
@@ -447,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", default="sst2,tweets")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--drop-rules", default="any", help="search phase: the drop rules to search (any,not-first,grid)")
+    ap.add_argument("--no-racing", action="store_true", help="search phase: score every config on the whole slice")
     a = ap.parse_args(argv)
     tasks = [t for t in a.tasks.split(",") if t]
     variants = [v for v in a.variants.split(",") if v]
@@ -459,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.phase in ("measure", "all"):
         phase_measure(a.work)
     if a.phase in ("search", "all"):
-        phase_search(a.work, tasks, variants, tuple(r for r in a.drop_rules.split(",") if r))
+        phase_search(a.work, tasks, variants, tuple(r for r in a.drop_rules.split(",") if r), not a.no_racing)
     if a.phase in ("compare", "all"):
         (a.work / "compare").mkdir(exist_ok=True)
         phase_compare(a.work, tasks, variants)

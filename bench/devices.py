@@ -1,0 +1,264 @@
+"""One trained model, many devices, two precisions (issue 18): three devices on this machine plus
+int8 on the onnxruntime ones, one multi-device search against separate single-device searches,
+int8 against fp32 on the 12 grid points, and the bundle loaded by a process without torch.
+
+Run alone (nothing else busy on the machine):
+    .venv/bin/python bench/devices.py all --run /work/bench-perlayer/sst2/grid+4 --task sst2 \\
+        --data-dir ../shared/data/glue/SST-2 --work /work/bench-devices
+Phases: measure (a predictor per device and precision), search (one multi-device search and one
+single-device search per fp32 device, each with its own accuracy cache), int8 (the 12 grid points
+at both precisions: measured latency and whole-dev accuracy), bundle (export --bundle, then a fresh
+process without torch loads it, picks its entry and --checks it), report (bench/results/devices.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from perlayer import _log, machine  # noqa: E402
+
+from dynabert.io import write_json  # noqa: E402
+
+# name -> (backend, threads, batch, dtype); length 64 for all (one tokenisation for one search)
+DEVICES: dict[str, tuple[str, int, int, str]] = {
+    "ort1": ("onnxruntime", 1, 1, "float32"),
+    "ort1:int8": ("onnxruntime", 1, 1, "int8"),
+    "ort2b8": ("onnxruntime", 2, 8, "float32"),
+    "ort2b8:int8": ("onnxruntime", 2, 8, "int8"),
+    "torch1": ("torch", 1, 1, "float32"),
+}
+SEQ = 64
+TRIALS = 100
+RANK = 300
+
+
+def phase_measure(work: Path, run: Path) -> dict[str, Path]:
+    from dynabert.backbone import load_model
+    from dynabert.extract import model_shape
+    from dynabert.runs import run_model_dir
+    from dynasearch.demo import DEMO_PROTOCOL, DemoConfig, measure_configs
+    from predictors import BackendSettings, Protocol, fit_and_evaluate, measure, read_records
+
+    model = load_model(run_model_dir(run)).eval()
+    shape = model_shape(model)
+    subnets, labels = measure_configs(shape, DemoConfig(random_configs=25))
+    out = {}
+    for name, (backend, threads, batch, dtype) in DEVICES.items():
+        pred = work / "predictors" / name.replace(":", "-")
+        out[name] = pred
+        if (pred / "metrics.json").is_file():
+            continue
+        records = work / "records" / f"{name.replace(':', '-')}.csv"
+        st = BackendSettings(backend, "cpu", threads, False, dtype, batch, SEQ)
+        _log(f"measure {name}: {len(subnets)} configs, {st}")
+        t0 = time.perf_counter()
+        measure(shape, subnets, st, records, Protocol(**DEMO_PROTOCOL, seed=0), model=model, sampler=labels,
+                onnx_cache=work / "onnx-cache" / name.replace(":", "-"), progress=False)  # fmt: skip
+        rep = fit_and_evaluate(read_records(records), ("layer-regression", "gbdt"), out_dir=pred, overwrite=True)
+        _log(f"measure {name}: {time.perf_counter() - t0:.0f} s, predictor {rep['best']}")
+        import shutil
+
+        shutil.rmtree(work / "onnx-cache" / name.replace(":", "-"), ignore_errors=True)
+    return out
+
+
+def _full_predicted(pred: Path, shape) -> float:
+    from dynabert.subnet import SubnetConfig
+    from predictors import find_predictor
+
+    p, _ = find_predictor(pred)
+    return float(p.predict([SubnetConfig.full(shape)])[0])
+
+
+def phase_search(work: Path, run: Path, preds: dict[str, Path], data_dir: str | None) -> None:
+    from dynabert.backbone import load_model
+    from dynabert.extract import model_shape
+    from dynabert.runs import run_model_dir
+    from search.devices import Device, run_devices
+    from search.study import SearchConfig, run_search
+
+    out = work / "search.json"
+    doc = json.loads(out.read_text()) if out.is_file() else {"machine": machine()}
+    shape = model_shape(load_model(run_model_dir(run)))
+    targets = {n.split(":")[0]: round(0.5 * _full_predicted(preds[n.split(":")[0]], shape), 2) for n in DEVICES}
+    base = dict(run=run, data_dir=data_dir, search_dev=RANK, racing=True, trials=TRIALS, progress=False)
+    if "multi" not in doc:
+        devices = [Device(n.split(":")[0], "int8" if n.endswith(":int8") else "fp32", preds[n], targets[n.split(":")[0]])
+                   for n in DEVICES]  # fmt: skip
+        t0 = time.perf_counter()
+        index = run_devices(SearchConfig(predictor=preds["ort1"], out=work / "multi", **base), devices)
+        doc["multi"] = {"wall_s": round(time.perf_counter() - t0, 1), "index": index, "targets": targets}
+        write_json(out, doc)
+    for name in [n for n in DEVICES if ":" not in n]:
+        key = f"single/{name}"
+        if key in doc:
+            continue
+        t0 = time.perf_counter()
+        o = run_search(SearchConfig(predictor=preds[name], out=work / "single" / name, target_ms=targets[name], **base))
+        doc[key] = {"wall_s": round(time.perf_counter() - t0, 1), "summary": o.meta["summary"], "answer": o.answer,
+                    "timing": o.meta["timing"]}  # fmt: skip
+        write_json(out, doc)
+
+
+def phase_int8(work: Path, run: Path, task: str, data_dir: str | None) -> None:
+    """The 12 grid points at fp32 and int8: accuracy on the whole dev split (fp32: PyTorch, int8: the
+    quantised ONNX model), latency from the ort1 / ort1:int8 records (one run each)."""
+    import numpy as np
+
+    from dynabert.backbone import load_model
+    from dynabert.evaluate import load_dev_set, predict
+    from dynabert.extract import model_shape
+    from dynabert.metrics import paired_bootstrap
+    from dynabert.quantize import onnx_logits, quantized_subnet
+    from dynabert.runs import run_model_dir
+    from dynabert.subnet import paper_grid
+    from dynabert.tasks import get_task
+    from predictors import read_records
+
+    out = work / "int8.json"
+    if out.is_file():
+        return
+    model = load_model(run_model_dir(run)).eval()
+    shape = model_shape(model)
+    dev = load_dev_set(get_task(task), run_model_dir(run), data_dir=data_dir, max_seq_length=SEQ)
+    labels = np.asarray(dev.labels)
+    rows = []
+    lat = {}
+    for name in ("ort1", "ort1:int8", "ort2b8", "ort2b8:int8"):
+        df = read_records(work / "records" / f"{name.replace(':', '-')}.csv")
+        lat[name] = dict(
+            zip(df["key"], df["corrected_median_ms"].where(df["corrected_median_ms"] > 0, df["median_ms"]))
+        )
+    tmp = work / "int8-models"
+    for w, d, s in paper_grid(shape):
+        fp = (predict(model, dev, s).argmax(-1) == labels).astype(int)
+        t0 = time.perf_counter()
+        path = quantized_subnet(model, s, tmp)
+        q_s = time.perf_counter() - t0
+        i8 = (onnx_logits(path, dev).argmax(-1) == labels).astype(int)
+        diff, lo, hi = paired_bootstrap(i8, fp)
+        rows.append({"grid": f"{w:g}x{d:g}", "key": s.key, "fp32_acc": 100 * fp.mean(), "int8_acc": 100 * i8.mean(),
+                     "diff": diff, "lo": lo, "hi": hi, "quantise_s": q_s,
+                     **{f"{n}_ms": lat[n].get(s.key) for n in lat}})  # fmt: skip
+        for f in tmp.glob(f"{s.key}-*"):
+            f.unlink()
+        _log(f"int8 {w:g}x{d:g}: fp32 {rows[-1]['fp32_acc']:.2f} int8 {rows[-1]['int8_acc']:.2f}")
+    write_json(out, {"machine": machine(), "examples": int(len(labels)), "rows": rows})
+
+
+def phase_bundle(work: Path) -> None:
+    out = work / "bundle.json"
+    bundle = work / "bundle"
+    if not (bundle / "devices.json").is_file():
+        rc = subprocess.run([str(REPO / ".venv/bin/dynasearch"), "export", "--results", str(work / "multi"), "--bundle",
+                             "--out", str(bundle), "--overwrite"], capture_output=True, text=True)  # fmt: skip
+        if rc.returncode != 0:
+            raise SystemExit(f"bundle export failed: {rc.stderr.strip()}")
+    # a fresh process that cannot import torch loads the bundle, picks its entry and predicts
+    code = (
+        "import sys, time; sys.modules['torch'] = None; sys.path.insert(0, sys.argv[1]); t0 = time.perf_counter(); "
+        "import dynasearch_bundle as b; m = b.load(sys.argv[1], device='ort1'); t1 = time.perf_counter(); "
+        "print(repr(m.predict(['a great film', 'dull and slow']))); "
+        "print('PICK_S', t1 - t0); print('TORCH', 'torch' in sys.modules and sys.modules['torch'] is not None)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, cwd="/tmp")
+    check = subprocess.run([sys.executable, "-m", "dynasearch_bundle", str(bundle), "--check", "--device", "ort1"],
+                           capture_output=True, text=True, cwd=str(bundle))  # fmt: skip
+    write_json(out, {"load": {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-2000:]},
+                     "check": {"rc": check.returncode, "stdout": check.stdout, "stderr": check.stderr[-2000:]}})  # fmt: skip
+
+
+def phase_report(work: Path) -> Path:
+    from dynabert.io import write_text
+    from dynabert.tables import markdown_table
+
+    doc = json.loads((work / "search.json").read_text())
+    m = doc["machine"]
+    multi = doc["multi"]["index"]
+    lines = [
+        "# One model, many devices, two precisions (issue 18)",
+        "",
+        f"- machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}; commit `{m['commit']}`; "
+        f"{m['date']}; written by `bench/devices.py`, run alone",
+        f"- devices on this machine (length {SEQ}): "
+        + "; ".join(f"{n}: {b}, {t} thread(s), batch {bs}, {dt}" for n, (b, t, bs, dt) in DEVICES.items()),
+        f"- search: TPE, {TRIALS} trials per device, racing, ranked on {RANK} dev examples, reported on the rest; "
+        "targets: half of each device's predicted full-model latency",
+        "",
+        "## Per-device answers (one multi-device search)",
+        "",
+    ]
+    rows = []
+    for d in multi["devices"]:
+        a = d.get("answer") or {}
+        rows.append([d["label"], d["target_ms"], a.get("key", "-"), f"{a.get('metric_full') or float('nan'):.2f}",
+                     f"{a.get('predicted_ms') or float('nan'):.3f}", f"{a.get('measured_ms') or float('nan'):.3f}",
+                     "yes" if d["met"] else "NO", d["evaluations_new"], d["warm_started_with"]])  # fmt: skip
+    lines += [markdown_table(["device", "target ms", "answer", "acc (report)", "predicted ms", "measured ms",
+                              "meets target when measured", "new evaluations", "warm start"], rows), ""]  # fmt: skip
+    for name, verdict in multi.get("precision", {}).items():
+        lines.append(f"- {name}: {verdict}")
+    singles = {k.split("/", 1)[1]: v for k, v in doc.items() if k.startswith("single/")}
+    one = [v["timing"]["evaluations_this_run"] for v in singles.values()]
+    lines += [
+        "",
+        "## Evaluations shared",
+        "",
+        f"Multi-device search: {multi['distinct_configs_evaluated']} evaluations in all ({doc['multi']['wall_s']:.0f} s); "
+        f"single-device searches: {', '.join(f'{k} {v}' for k, v in zip(singles, one))} (sum {sum(one)}); ratio to one "
+        f"single-device search (their mean {sum(one) / max(len(one), 1):.0f}): "
+        f"{multi['distinct_configs_evaluated'] / max(sum(one) / max(len(one), 1), 1):.2f}x (target <= 1.3x).",
+        "",
+    ]
+    if (work / "int8.json").is_file():
+        i8 = json.loads((work / "int8.json").read_text())
+        rows = [[r["grid"], f"{r['fp32_acc']:.2f}", f"{r['int8_acc']:.2f}", f"{r['diff']:+.2f} [{r['lo']:+.2f}, {r['hi']:+.2f}]",
+                 f"{r['ort1_ms']:.2f}" if r.get("ort1_ms") else "-", f"{r['ort1:int8_ms']:.2f}" if r.get("ort1:int8_ms") else "-",
+                 f"{r['ort1_ms'] / r['ort1:int8_ms']:.2f}x" if r.get("ort1_ms") and r.get("ort1:int8_ms") else "-",
+                 f"{r['ort2b8_ms'] / r['ort2b8:int8_ms']:.2f}x" if r.get("ort2b8_ms") and r.get("ort2b8:int8_ms") else "-",
+                 f"{r['quantise_s']:.1f}"] for r in i8["rows"]]  # fmt: skip
+        lines += [f"## int8 against fp32 on the 12 grid points (whole dev, {i8['examples']} examples; paired bootstrap)", "",
+                  markdown_table(["grid", "fp32 acc", "int8 acc", "int8 - fp32 [95%]", "ort1 fp32 ms", "ort1 int8 ms",
+                                  "ort1 speed-up", "ort2b8 speed-up", "export+quantise s"], rows), ""]  # fmt: skip
+    if (work / "bundle.json").is_file():
+        b = json.loads((work / "bundle.json").read_text())
+        lines += ["## The bundle in a process without torch", "", "```", b["load"]["stdout"].strip(),
+                  b["load"]["stderr"].strip()[-600:], "```", "", "`python -m dynasearch_bundle BUNDLE --check --device ort1`:",
+                  "", "```", b["check"]["stdout"].strip(), "```", ""]  # fmt: skip
+    path = REPO / "bench" / "results" / "devices.md"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("phase", choices=("measure", "search", "int8", "bundle", "report", "all"))
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--work", type=Path, default=Path("/work/bench-devices"))
+    a = ap.parse_args(argv)
+    a.work.mkdir(parents=True, exist_ok=True)
+    preds = phase_measure(a.work, a.run) if a.phase in ("measure", "search", "all") else {}
+    if a.phase in ("search", "all"):
+        phase_search(a.work, a.run, preds, a.data_dir)
+    if a.phase in ("int8", "all"):
+        phase_int8(a.work, a.run, a.task, a.data_dir)
+    if a.phase in ("bundle", "all"):
+        phase_bundle(a.work)
+    if a.phase in ("report", "all"):
+        _log(f"report: {phase_report(a.work)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
