@@ -16,7 +16,11 @@ def register(sub) -> None:
     )
     add_model_arg(p)
     add_subnet_args(p)
-    p.add_argument("--format", default="onnx,hf", help="comma-separated: onnx, hf (default both)")
+    p.add_argument(
+        "--format",
+        default=None,
+        help="comma-separated: onnx, hf (default both; --bundle picks each device's format itself)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument(
@@ -32,10 +36,20 @@ def register(sub) -> None:
         help="with --results: the best config under this latency (e.g. 8ms), as `query` (exit status 1 when none meets it)",
     )
     r.add_argument("--key", help="with --results: the config with this key (see RESULTS/trials.csv)")
+    r.add_argument(
+        "--bundle",
+        action="store_true",
+        help="with --results: ONE folder serving every device of the search: each device's answer in its "
+        "format (ONNX, int8 ONNX, or a Hugging Face directory for torch), shared where devices agree, "
+        "devices.json with sha256s, the tokenizer once and a loader (python -m dynasearch_bundle DIR --check)",
+    )
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args) -> int:
+    if args.bundle:
+        return run_bundle(args)
+    args.format = args.format or "onnx,hf"
     if args.results is not None or args.target_latency is not None or args.key is not None:
         return run_from_results(args)
     from dynabert.backbone import load_model
@@ -100,4 +114,42 @@ def run_from_results(args) -> int:
     print(f"exported config {m['subnet_key']} to {args.out}: {s['metric']} {metric:.2f}, {lat}")
     for k, v in m["checks"].items():
         print(f"  {k} = {v:.2e}")
+    return 0
+
+
+def run_bundle(args) -> int:
+    from search.bundle import write_bundle
+
+    from .common import print_warnings
+
+    if args.results is None:
+        args._parser.error("--bundle exports every device of a search: give --results RESULTS")
+    if args.target_latency is not None or args.key is not None:
+        args._parser.error(
+            "--bundle takes each device's own answer (its target from the search); drop --target-latency and "
+            "--key (or drop --bundle to export one config)"
+        )
+    if args.format is not None:
+        args._parser.error(
+            "--bundle picks each device's format (ONNX for onnxruntime, Hugging Face for torch): drop --format"
+        )
+    if args.model_dir is not None or args.width is not None or args.depth is not None or args.subnet is not None:
+        args._parser.error(
+            "--results exports the searched model's configs: give no MODEL_DIR, --width, --depth or --subnet"
+        )
+    with print_warnings():  # a device without an answer, a random head: one 'warning: ...' line each
+        index = write_bundle(args.results, args.out, overwrite=args.overwrite)
+    print(
+        f"bundle {args.out}: {len(index['devices'])} device entr{'y' if len(index['devices']) == 1 else 'ies'}, "
+        f"{len(index['models'])} model folder(s)"
+    )
+    for e in index["devices"]:
+        lat = f"predicted {e['predicted_ms']:.3f} ms" + (
+            f", measured {e['measured_ms']:.3f} ms" if e["measured_ms"] is not None else ""
+        )
+        print(
+            f"  {e['name']} ({e['precision']}, {e['backend']}): {e['key']} -> {e['file']}: {e['metric']} "
+            f"{e['metric_value']:.2f}, {lat}"
+        )
+    print(f"  check on a device: python -m dynasearch_bundle {args.out} --check")
     return 0

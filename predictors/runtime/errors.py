@@ -15,3 +15,8 @@ class DynasearchError(Exception):
 class MeasurementError(DynasearchError):
     """A measurement cannot be set up: unknown backend or provider, CUDA without a GPU, bad protocol
     values, a records file of another schema, an output that cannot be written."""
+
+
+class BundleError(DynasearchError):
+    """A deployment bundle cannot be used: a file changed or missing, an unknown device, no entry
+    this machine can run, a torch entry without torch (see `bundle`)."""

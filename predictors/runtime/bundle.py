@@ -1,0 +1,518 @@
+"""The loader of a deployment bundle: one folder serving every device of a search.
+
+`dynasearch export --results RESULTS --bundle --out BUNDLE` writes
+
+    BUNDLE/devices.json          the index: one entry per device (name, precision, backend, threads,
+                                 batch, length, fingerprint, the model file, sub-network key, metric,
+                                 predicted and measured latency, when and where it was measured)
+                                 and the sha256 of every other file of the bundle
+    BUNDLE/models/<key>-<prec>/  a model per distinct config and precision (model.onnx, model.int8.onnx
+                                 or a Hugging Face directory), shared by the devices that picked it
+    BUNDLE/tokenizer.json ...    the tokenizer files, once
+    BUNDLE/dynasearch_bundle.py  a few lines that put BUNDLE on the import path and re-export this module
+    BUNDLE/dynasearch_runtime/   the folder predictors/runtime copied as it is (this module among it)
+
+and this module reads it: `load(BUNDLE, device=None, threads=None, batch=None)` checks every file's
+sha256, picks the entry for this machine (its fingerprint, as the latency predictors compute it)
+and returns a `BundleModel` whose `predict(texts)` gives (label, scores) per text;
+`python -m dynasearch_bundle BUNDLE --check` times the chosen model here against its recorded latency.
+
+Part of the device runtime (standard library and numpy; onnxruntime and `tokenizers` imported
+lazily; relative imports only, Python 3.8 syntax). It never imports torch or transformers for an
+onnxruntime entry; a torch entry (a Hugging Face directory) imports them when it is loaded and says so
+when they are missing. The optional libraries are imported through `importlib` (`_optional`): the
+kit ships this folder too, and the kit's runner needs only numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .errors import BundleError, DynasearchError
+
+BUNDLE_FORMAT = "dynasearch-bundle"
+BUNDLE_VERSION = 1
+INDEX = "devices.json"
+CHECK_RUNS = 20  # --check: timed runs (after CHECK_WARMUP untimed ones); the median is reported
+CHECK_WARMUP = 3
+CHECK_TOLERANCE = 0.10  # --check exits 1 when the time here is more than 10% off the recorded latency
+ENTRY_FIELDS = (
+    "name",
+    "precision",
+    "backend",
+    "device",
+    "provider",
+    "threads",
+    "spinning",
+    "dtype",
+    "batch",
+    "length",
+    "fingerprint",
+    "file",
+    "format",
+    "key",
+)
+
+
+# ------------------------------------------------------------------------------------ the index
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_index(bundle: str) -> Dict[str, Any]:
+    """BUNDLE/devices.json, checked enough to pick an entry (BundleError in one line otherwise)."""
+    path = os.path.join(str(bundle), INDEX)
+    if not os.path.isdir(str(bundle)):
+        raise BundleError(f"bundle {bundle} is not a folder")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise BundleError(f"{bundle} is not a dynasearch bundle (no {INDEX})") from None
+    except (OSError, ValueError) as e:
+        raise BundleError(f"cannot read bundle index {path}: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        raise BundleError(f"{path} is not a dynasearch bundle index (format {fmt!r})")
+    if not isinstance(doc.get("version"), int) or doc["version"] > BUNDLE_VERSION:
+        raise BundleError(
+            f"{path} is bundle version {doc.get('version')!r}; this loader reads version {BUNDLE_VERSION} "
+            "(export the bundle again with this dynasearch)"
+        )
+    entries, files = doc.get("devices"), doc.get("files")
+    if not isinstance(entries, list) or not entries or not isinstance(files, dict):
+        raise BundleError(f"{path} lists no devices or no file digests")
+    for i, e in enumerate(entries):
+        missing = [k for k in ENTRY_FIELDS if not isinstance(e, dict) or k not in e]
+        if missing:
+            raise BundleError(f"{path}: devices[{i}] lacks {', '.join(missing)}")
+    return doc
+
+
+def _inside(bundle: str, rel: str) -> str:
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or os.path.isabs(rel) or ".." in parts:
+        raise BundleError(f"bundle index names the file {rel!r}, which is not a path inside the bundle")
+    return os.path.join(str(bundle), *parts)
+
+
+def verify_files(bundle: str, index: Dict[str, Any]) -> None:
+    """Every file the index lists has the sha256 it records (BundleError naming the first that does not)."""
+    for rel, digest in sorted(index["files"].items()):
+        path = _inside(bundle, rel)
+        if not os.path.isfile(path):
+            raise BundleError(f"bundle file {rel} is missing from {bundle}; export the bundle again")
+        if _sha256(path) != digest:
+            raise BundleError(
+                f"bundle file {rel} changed since the bundle was written (its sha256 is not the one {INDEX} "
+                "records); export the bundle again"
+            )
+
+
+# ----------------------------------------------------------------------- this machine and the entries
+def _dist_version(name: str) -> str:
+    """A library's installed version without importing it (torch is never imported to fingerprint)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return ""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""
+
+
+def this_machine() -> Dict[str, Any]:
+    """The fingerprint columns of this machine that do not depend on the settings (torch not imported)."""
+    from .fingerprint import machine_info
+
+    return machine_info(with_torch=False)
+
+
+def fingerprint_here(entry: Dict[str, Any], machine: Dict[str, Any], shape_key: str) -> Dict[str, Any]:
+    """This machine's setting columns (fingerprint, target_id, ...) under the entry's setting, as the
+    latency predictors compute them (`setting_columns`)."""
+    from .fingerprint import setting_columns
+
+    m = dict(machine)
+    if entry["backend"] == "torch" and not m.get("torch_version"):
+        m["torch_version"] = _dist_version("torch")
+    return setting_columns(
+        m,
+        entry["backend"],
+        entry["device"],
+        entry["provider"],
+        int(entry["threads"]),
+        bool(entry["spinning"]),
+        entry["dtype"],
+        int(entry["batch"]),
+        int(entry["length"]),
+        shape_key,
+    )
+
+
+def describe_machine(m: Dict[str, Any], fingerprint: Optional[str] = None) -> str:
+    gpu = f", GPU {m['gpu_name']}" if m.get("gpu_name") else ""
+    fp = f", fingerprint {fingerprint}" if fingerprint else ""
+    return f"{m.get('cpu_model') or 'unknown CPU'}, {m.get('cpu_cores')} core(s){gpu}{fp}"
+
+
+def describe_entry(e: Dict[str, Any]) -> str:
+    how = f"onnxruntime {e['provider']}" if e["backend"] == "onnxruntime" else f"torch on {e['device']}"
+    return (
+        f"device {e['name']} ({e['precision']}, {how}, {e['threads']} thread(s), batch {e['batch']}, "
+        f"length {e['length']}): {e['file']}"
+    )
+
+
+def _usable(entry: Dict[str, Any]) -> bool:
+    """An onnxruntime entry whose provider this machine can run."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    from .fingerprint import CUDA_PROVIDERS, has_gpu
+
+    p = entry["provider"]
+    return p in ort.get_available_providers() and (p not in CUDA_PROVIDERS or has_gpu())
+
+
+def _closest(pool: List[Dict[str, Any]], field: str, want: Optional[int]) -> List[Dict[str, Any]]:
+    if want is None:
+        return pool
+    exact = [e for e in pool if int(e[field]) == want]
+    if exact:
+        return exact
+    gap = min(abs(int(e[field]) - want) for e in pool)
+    return [e for e in pool if abs(int(e[field]) - want) == gap]
+
+
+def choose(
+    index: Dict[str, Any],
+    device: Optional[str] = None,
+    threads: Optional[int] = None,
+    batch: Optional[int] = None,
+    machine: Optional[Dict[str, Any]] = None,
+    bundle: str = "the bundle",
+) -> Tuple[Dict[str, Any], Optional[str]]:
+    """(the entry, a warning or None). This machine's fingerprint narrows to its entries; device=NAME,
+    then threads= and batch= (equal, else nearest) choose among them; among ties the precision the
+    search's verdict gave the device, then onnxruntime before torch, then the index's order. With no
+    entry for this machine: the named device (warned), else the nearest onnxruntime entry (a provider
+    this machine runs, same cpu_model, same core count, any; warned)."""
+    entries = index["devices"]
+    machine = this_machine() if machine is None else machine
+    names = sorted({e["name"] for e in entries})
+    pool = entries
+    if device is not None:
+        pool = [e for e in entries if e["name"] == device]
+        if not pool:
+            raise BundleError(f"no device {device!r} in {bundle}; devices: {', '.join(names)}")
+    shape_key = index.get("shape_key", "")
+    here = [e for e in pool if fingerprint_here(e, machine, shape_key)["fingerprint"] == e["fingerprint"]]
+    foreign = not here
+    if here:
+        pool = here
+    elif device is None:
+        ort = [e for e in pool if e["backend"] == "onnxruntime"]
+        if not ort:
+            raise BundleError(
+                f"no entry of {bundle} was measured on this machine ({describe_machine(machine)}) and none runs "
+                f"with onnxruntime; name one with device=NAME (--device NAME) on a machine that has torch "
+                f"(devices: {', '.join(names)})"
+            )
+
+        def rank(e: Dict[str, Any]) -> Tuple[bool, bool, bool]:
+            return (_usable(e), e.get("cpu_model") == machine["cpu_model"], e.get("cpu_cores") == machine["cpu_cores"])
+
+        best = max(rank(e) for e in ort)
+        pool = [e for e in ort if rank(e) == best]
+    pool = _closest(_closest(pool, "threads", threads), "batch", batch)
+    verdicts = index.get("precision") or {}
+
+    def order(e: Dict[str, Any]) -> Tuple[bool, bool, int]:
+        verdict = str(verdicts.get(e["name"], "")).split(":")[0]
+        return (bool(verdict) and verdict != e["precision"], e["backend"] != "onnxruntime", entries.index(e))
+
+    entry = sorted(pool, key=order)[0]
+    note = None
+    if foreign:
+        there = {k: entry.get(k) for k in ("cpu_model", "cpu_cores", "gpu_name")}
+        mine = fingerprint_here(entry, machine, shape_key)["fingerprint"]
+        note = (
+            f"no entry of {bundle} was measured on this machine: using device {entry['name']} ({entry['precision']}), "
+            f"measured on {describe_machine(there, entry['fingerprint'])}; this machine is "
+            f"{describe_machine(machine, mine)}; its latency here may differ (python -m dynasearch_bundle "
+            f"BUNDLE --check times it)"
+        )
+    return entry, note
+
+
+# ------------------------------------------------------------------------------------- the model
+def _optional(name: str, who: str):
+    """An optional library, imported only when an entry needs it (BundleError naming `who` without it)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise BundleError(f"{who} needs the {name} package, which this Python cannot import ({e})") from None
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _token_text(tok: Any) -> Optional[str]:
+    if isinstance(tok, dict):  # {"content": "[PAD]", ...} in older tokenizer configs
+        tok = tok.get("content")
+    return tok if isinstance(tok, str) and tok else None
+
+
+def load_tokenizer(bundle: str, length: int):
+    """The bundle's tokenizer (tokenizer.json; else vocab.txt as a BERT WordPiece tokenizer),
+    truncating at `length` tokens and padding to the longest text of a batch."""
+    tk = _optional("tokenizers", "the bundle's tokenizer")
+    cfg = _read_json(os.path.join(str(bundle), "tokenizer_config.json"))
+    special = _read_json(os.path.join(str(bundle), "special_tokens_map.json"))
+    tj, vocab = os.path.join(str(bundle), "tokenizer.json"), os.path.join(str(bundle), "vocab.txt")
+    if os.path.isfile(tj):
+        tok = tk.Tokenizer.from_file(tj)
+    elif os.path.isfile(vocab):
+        tok = tk.BertWordPieceTokenizer(vocab, lowercase=bool(cfg.get("do_lower_case", True)))
+    else:
+        raise BundleError(f"bundle {bundle} has no tokenizer (tokenizer.json or vocab.txt)")
+    tok.enable_truncation(max_length=int(length))
+    pad = _token_text(cfg.get("pad_token")) or _token_text(special.get("pad_token"))
+    for candidate in (pad, "[PAD]", "<pad>"):
+        if candidate is not None and tok.token_to_id(candidate) is not None:
+            tok.enable_padding(pad_id=tok.token_to_id(candidate), pad_token=candidate)
+            break
+    else:
+        tok.enable_padding(pad_id=0)
+    return tok
+
+
+class BundleModel:
+    """The chosen entry of a bundle, ready to predict: `predict(texts)` -> [(label, scores)]."""
+
+    def __init__(
+        self,
+        bundle: str,
+        index: Dict[str, Any],
+        entry: Dict[str, Any],
+        threads: Optional[int] = None,
+        batch: Optional[int] = None,
+    ) -> None:
+        self.bundle = str(bundle)
+        self.index = index
+        self.entry = entry
+        self.threads = int(threads or entry["threads"])
+        self.batch = int(batch or entry["batch"])
+        self.length = int(entry["length"])
+        self.path = _inside(self.bundle, entry["file"])
+        self._session = None
+        self._torch = None
+        self._model = None
+        if entry["backend"] == "onnxruntime":
+            _optional("onnxruntime", f"device {entry['name']} (an onnxruntime entry)")
+            from .fingerprint import ort_session
+
+            self._session = ort_session(self.path, entry["provider"], self.threads, bool(entry["spinning"]))
+            self.inputs = [i.name for i in self._session.get_inputs()]
+        elif entry["backend"] == "torch":
+            who = f"device {entry['name']} (a torch entry: the Hugging Face directory {entry['file']})"
+            self._torch = _optional("torch", who)
+            transformers = _optional("transformers", who)
+            self._torch.set_num_threads(self.threads)
+            self._model = (
+                transformers.AutoModelForSequenceClassification.from_pretrained(self.path, trust_remote_code=True)
+                .to(entry["device"])
+                .eval()
+            )
+            self.inputs = ["input_ids", "attention_mask", "token_type_ids"]
+        else:
+            raise BundleError(f"device {entry['name']}: unknown backend {entry['backend']!r} (onnxruntime, torch)")
+        self.labels = self._labels()
+        self.tokenizer = load_tokenizer(self.bundle, self.length)
+
+    def _labels(self) -> Dict[int, str]:
+        folder = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
+        cfg = _read_json(os.path.join(folder, "config.json"))
+        raw = cfg.get("id2label") or self.index.get("labels") or {}
+        try:
+            return {int(k): str(v) for k, v in raw.items()}
+        except (AttributeError, ValueError):
+            return {}
+
+    def _run(self, feeds: Dict[str, Any]):
+        import numpy as np
+
+        if self._session is not None:
+            return np.asarray(self._session.run(None, {n: feeds[n] for n in self.inputs if n in feeds})[0])
+        torch = self._torch
+        with torch.no_grad():
+            t = {k: torch.from_numpy(v).to(self.entry["device"]) for k, v in feeds.items()}
+            return self._model(**t).logits.float().cpu().numpy()
+
+    def logits(self, texts: Sequence[Any]):
+        """The model's outputs for `texts` (strings, or (text, pair) tuples), in batches of `batch`."""
+        import numpy as np
+
+        items = [tuple(t) if isinstance(t, (tuple, list)) else t for t in texts]
+        out = []
+        for i in range(0, len(items), self.batch):
+            enc = self.tokenizer.encode_batch(items[i : i + self.batch])
+            feeds = {
+                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+            }
+            out.append(self._run(feeds))
+        return np.concatenate(out) if out else np.zeros((0, max(len(self.labels), 1)), dtype=np.float32)
+
+    def predict(self, texts: Any) -> List[Tuple[Optional[str], List[float]]]:
+        """(label, scores) per text: the softmax over the labels (names from the exported config's
+        id2label, else LABEL_<i>); a regression head (one output) gives (None, [value])."""
+        import numpy as np
+
+        items = [texts] if isinstance(texts, str) else list(texts)
+        result = []
+        for row in self.logits(items):
+            row = np.asarray(row, dtype=np.float64)
+            if row.size == 1:
+                result.append((None, [float(row[0])]))
+                continue
+            p = np.exp(row - row.max())
+            p = p / p.sum()
+            i = int(p.argmax())
+            result.append((self.labels.get(i, f"LABEL_{i}"), [float(v) for v in p]))
+        return result
+
+    def time_ms(self, runs: int = CHECK_RUNS, warmup: int = CHECK_WARMUP) -> float:
+        """The median wall time (ms) of `runs` runs at the entry's batch and length (random tokens, no padding)."""
+        from .fingerprint import ort_feeds, ort_run_once
+
+        vocab = int(self.index.get("vocab_size") or 1000)
+        feeds = ort_feeds(self.inputs, int(self.entry["batch"]), self.length, vocab)
+        if self._session is not None:
+            once = ort_run_once(self._session, feeds)
+        else:
+            cuda = str(self.entry["device"]).startswith("cuda")
+            torch = self._torch
+
+            def once():
+                self._run(feeds)
+                if cuda:
+                    torch.cuda.synchronize()
+
+        for _ in range(warmup):
+            once()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            once()
+            times.append((time.perf_counter() - t0) * 1000.0)
+        return float(statistics.median(times))
+
+
+def _positive(name: str, v: Optional[int]) -> None:
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise BundleError(f"{name} must be a positive integer; got {v!r}")
+
+
+def load(
+    bundle: str, device: Optional[str] = None, threads: Optional[int] = None, batch: Optional[int] = None
+) -> BundleModel:
+    """The model of `bundle` for this machine (see `choose`), after checking every file's sha256.
+    threads: the onnxruntime/torch threads to run with (default: the entry's); batch: texts per run
+    (default: the entry's); both also choose among this machine's entries."""
+    _positive("threads", threads)
+    _positive("batch", batch)
+    bundle = str(bundle)
+    index = read_index(bundle)
+    verify_files(bundle, index)
+    entry, note = choose(index, device, threads, batch, bundle=bundle)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    return BundleModel(bundle, index, entry, threads, batch)
+
+
+# ------------------------------------------------------------------------------ the command line
+def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
+    """(exit status, the line): the time here against the recorded latency (measured, else predicted)."""
+    e = model.entry
+    here = model.time_ms(runs)
+    recorded = e.get("measured_ms") if e.get("measured_ms") is not None else e.get("predicted_ms")
+    kind = "measured" if e.get("measured_ms") is not None else "predicted"
+    head = (
+        f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {e['batch']}, "
+        f"length {e['length']}, {model.threads} thread(s))"
+    )
+    if not recorded:
+        return 1, head + "; the bundle records no latency for it"
+    ratio = here / float(recorded)
+    off = abs(ratio - 1.0) > CHECK_TOLERANCE
+    where = describe_machine(e, e.get("fingerprint"))
+    return int(off), (
+        f"{head} against {float(recorded):.3f} ms {kind} on {where}: ratio {ratio:.2f} "
+        + (f"(more than {CHECK_TOLERANCE:.0%} off)" if off else f"(within {CHECK_TOLERANCE:.0%})")
+    )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m dynasearch_bundle",
+        description="Load a dynasearch deployment bundle, say which device entry this machine uses, predict "
+        "texts, or time the model here against its recorded latency (--check: exit status 0 within 10%, 1 "
+        "when more off, 2 on bad input).",
+    )
+    p.add_argument("bundle", help="the bundle folder")
+    p.add_argument("--device", help="the device entry to use (default: this machine's)")
+    p.add_argument("--threads", type=int, help="threads to run with (default: the entry's)")
+    p.add_argument("--batch", type=int, help="texts per run (default: the entry's)")
+    p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); prints JSON lines")
+    p.add_argument("--check", action="store_true", help="time the model here against the recorded latency")
+    p.add_argument("--runs", type=int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})")
+    args = p.parse_args(argv)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    try:
+        _positive("--runs", args.runs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            model = load(args.bundle, args.device, args.threads, args.batch)
+        print(f"using {describe_entry(model.entry)}")
+        for text, (label, scores) in zip(args.text, model.predict(args.text) if args.text else []):
+            print(json.dumps({"text": text, "label": label, "scores": scores}))
+        if args.check:
+            code, line = check(model, args.runs)
+            print(line)
+            return code
+        return 0
+    except DynasearchError as e:
+        print(f"dynasearch_bundle: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # python -m predictors.runtime.bundle BUNDLE (the bundle's own: dynasearch_bundle)
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""A deployment bundle: ONE folder serving every device of a search
+(`dynasearch export --results RESULTS --bundle --out BUNDLE`).
+
+Per device entry of RESULTS/devices.json (a single-device RESULTS: the one device of its search.json,
+named BACKEND-DEVICE, e.g. onnxruntime-cpu) the bundle holds that device's answer in that device's
+format: ONNX (model.onnx, or model.int8.onnx for an int8 entry) for onnxruntime devices, the Hugging
+Face directory for torch devices. Each distinct (config, precision) is exported once with
+`export_from_results` into BUNDLE/models/<key>-<precision>/ (with the formats its devices need), and
+every device that picked it points at it. Layout and the loader: see `predictors.runtime.bundle`
+(copied into the bundle as dynasearch_runtime/, with dynasearch_bundle.py beside it).
+
+What the model folders lose against a plain export: the tokenizer files (once at BUNDLE/ instead)
+and, in an int8 folder, the fp32 model.onnx it was quantised from; each folder's manifest.json is
+the export's as written (its `files` digests still list them); BUNDLE/devices.json `models` says
+what was removed, and its `files` holds the sha256 of every file the bundle does hold.
+
+Bad input (one line, nothing written): a RESULTS whose devices have no answer at all. A device
+without an answer is left out with a warning and listed under `skipped`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dynabert.backbone import TOKENIZER_FILES
+from dynabert.errors import ExportError
+from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
+
+from .errors import ResultsError, SearchError
+
+BACKEND_FORMATS = {"onnxruntime": "onnx", "torch": "hf"}
+LOADER = "dynasearch_bundle.py"
+RUNTIME_DIR = "dynasearch_runtime"
+
+# BUNDLE/dynasearch_bundle.py: puts the bundle folder on the import path and re-exports the loader,
+# predictors/runtime/bundle.py, which the bundle holds as dynasearch_runtime/bundle.py.
+SHIM = '''"""dynasearch deployment bundle loader (dynasearch_runtime/ is a copy of dynasearch's device runtime,
+predictors/runtime; its bundle module is this loader). Needs Python 3.8+, numpy, onnxruntime and tokenizers.
+
+    import dynasearch_bundle                      # with this folder on sys.path (or run from inside it)
+    model = dynasearch_bundle.load("BUNDLE")      # device=NAME, threads=N, batch=N choose another entry
+    model.predict(["some text"])                  # [(label, scores)]
+
+    python -m dynasearch_bundle BUNDLE --check [--device NAME]   # time it here against the recorded latency
+"""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from dynasearch_runtime.bundle import (  # noqa: E402
+    BundleError,
+    BundleModel,
+    check,
+    choose,
+    load,
+    main,
+    read_index,
+    verify_files,
+)
+
+__all__ = ["BundleError", "BundleModel", "check", "choose", "load", "main", "read_index", "verify_files"]
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+README = """dynasearch deployment bundle: {n} device entr{ies} over {m} model folder(s).
+
+    pip install numpy onnxruntime tokenizers        # torch entries also need torch and transformers
+    python -m dynasearch_bundle . --check           # from inside this folder: the entry for this machine,
+                                                    # timed here against its recorded latency
+    python -m dynasearch_bundle . --text "some text"
+
+    import dynasearch_bundle                        # in Python, with this folder on sys.path
+    model = dynasearch_bundle.load("BUNDLE", device=None, threads=None, batch=None)
+    model.predict(["some text"])                    # [(label, scores)]
+
+devices.json lists every entry (device, precision, backend, threads, batch, length, fingerprint, model
+file, sub-network key, metric, predicted and measured latency) and the sha256 of every file.
+"""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mtime(path: Path) -> str:
+    return _dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def device_entries(results: str | Path) -> list[dict[str, Any]]:
+    """Every device of RESULTS (devices.json, else the single device of search.json), each with its
+    results folder (`dir`), its checked search.json (`meta`), its setting and its answer (or None)."""
+    from .devices import read_devices
+    from .results import read_results
+
+    root = Path(results)
+    doc = read_devices(root)
+    if doc is None:
+        meta = read_results(root).meta
+        fp = meta.get("fingerprint") or {}
+        name = f"{fp.get('backend') or 'device'}-{fp.get('device') or 'cpu'}"
+        raw = [
+            {
+                "name": name,
+                "precision": meta["study"].get("precision", "fp32"),
+                "results": None,
+                "setting": fp,
+                "target_ms": meta["study"].get("target_ms"),
+                "answer": meta.get("answer"),
+                "message": meta.get("message", ""),
+            }
+        ]
+    else:
+        raw = doc["devices"]
+    out = []
+    for d in raw:
+        folder = root if d["results"] is None else root / d["results"]
+        res = read_results(folder)
+        meta = res.meta
+        setting = d.get("setting") or meta.get("fingerprint")
+        label = f"device {d['name']} ({folder / 'search.json'})"
+        if not isinstance(setting, dict) or setting.get("backend") not in BACKEND_FORMATS:
+            raise ResultsError(f"{label} records no latency setting with a backend (onnxruntime or torch)")
+        missing = [k for k in ("fingerprint", "threads", "batch", "seq_len") if setting.get(k) in (None, "")]
+        if missing:
+            raise ResultsError(f"{label}: its latency setting lacks {', '.join(missing)}")
+        precision = d.get("precision") or meta["study"].get("precision", "fp32")
+        if precision == "int8" and setting["backend"] != "onnxruntime":
+            raise ResultsError(f"{label} is an int8 entry for {setting['backend']}; int8 runs with onnxruntime only")
+        out.append(
+            dict(
+                d,
+                precision=precision,
+                dir=folder,
+                meta=meta,
+                shape=res.space.shape,
+                setting=setting,
+                results_name=d["results"] or ".",
+                devices_index=doc,
+            )
+        )
+    return out
+
+
+def _model_labels(model_dir: Path) -> dict[str, str] | None:
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    labels = cfg.get("id2label")
+    return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) and labels else None
+
+
+def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+    """Export every device's answer of RESULTS into the bundle folder `out` (atomically); returns its
+    devices.json. SearchError when no device has an answer."""
+    from predictors.kit import copy_runtime
+    from predictors.measure import shape_key
+
+    from .deploy import export_from_results
+
+    check_output_dir(out, overwrite)  # before any slow work
+    devices = device_entries(results)
+    answered = [d for d in devices if d.get("answer")]
+    skipped = [d for d in devices if not d.get("answer")]
+    if not answered:
+        why = "; ".join(f"{d['name']} ({d['precision']}): {d.get('message') or 'no answer'}" for d in devices)
+        raise SearchError(
+            f"no device of {results} has an answer, so there is nothing to bundle ({why}); search again with "
+            "looser --target-latency values"
+        )
+    for d in skipped:
+        warnings.warn(
+            f"device {d['name']} ({d['precision']}) has no answer in {results} and is left out of the bundle: "
+            f"{d.get('message') or 'no config met its target'}",
+            stacklevel=2,
+        )
+    first = answered[0]["meta"]
+    shape = answered[0]["shape"]
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for d in answered:
+        g = groups.setdefault(
+            (d["answer"]["key"], d["precision"]),
+            {"folder": f"models/{d['answer']['key']}-{d['precision']}", "formats": set(), "source": d["dir"]},
+        )
+        g["formats"].add(BACKEND_FORMATS[d["setting"]["backend"]])
+    models: dict[str, dict[str, Any]] = {}
+    entries = []
+    with atomic_dir(out, overwrite) as tmp:
+        tokenizer: list[str] = []
+        for (key, precision), g in groups.items():
+            folder = tmp / g["folder"]
+            formats = ",".join(f for f in ("onnx", "hf") if f in g["formats"])
+            manifest = export_from_results(g["source"], folder, key=key, formats=formats)
+            removed = []
+            for name in TOKENIZER_FILES:  # once, at the bundle's root
+                f = folder / name
+                if f.is_file():
+                    if not (tmp / name).exists():
+                        shutil.copyfile(f, tmp / name)
+                        tokenizer.append(name)
+                    f.unlink()
+                    removed.append(name)
+            onnx_file = manifest.get("onnx_file") or ("model.onnx" if "onnx" in g["formats"] else None)
+            if precision == "int8":
+                if onnx_file != "model.int8.onnx" or not (folder / onnx_file).is_file():
+                    raise ExportError(f"the export of {key} holds no int8 model (model.int8.onnx) for its int8 devices")
+                (folder / "model.onnx").unlink(missing_ok=True)  # the fp32 model it was quantised from
+                removed.append("model.onnx")
+            g["onnx_file"] = onnx_file
+            g["manifest"] = manifest
+            models[g["folder"]] = {
+                "key": key,
+                "precision": precision,
+                "formats": formats.split(","),
+                "manifest": f"{g['folder']}/manifest.json",
+                "removed_from_export": removed,
+            }
+        for d in answered:
+            a, s = d["answer"], d["setting"]
+            g = groups[(a["key"], d["precision"])]
+            fmt = BACKEND_FORMATS[s["backend"]]
+            metric = a.get("metric_full") if a.get("metric_full") is not None else a.get("metric_search")
+            where = {k: s.get(k) for k in ("fingerprint", "cpu_model", "cpu_cores", "gpu_name")}
+            entries.append(
+                {
+                    "name": d["name"],
+                    "precision": d["precision"],
+                    "label": d.get("label") or d["name"],
+                    "backend": s["backend"],
+                    "device": s.get("device") or "cpu",
+                    "provider": s.get("provider") or "",
+                    "threads": int(s["threads"]),
+                    "spinning": bool(s.get("spinning", False)),
+                    "dtype": s.get("dtype") or ("int8" if d["precision"] == "int8" else "float32"),
+                    "batch": int(s["batch"]),
+                    "length": int(s["seq_len"]),
+                    "cpu_model": s.get("cpu_model"),
+                    "cpu_cores": s.get("cpu_cores"),
+                    "gpu_name": s.get("gpu_name") or "",
+                    "fingerprint": s["fingerprint"],
+                    "target_id": s.get("target_id"),
+                    "format": fmt,
+                    "file": f"{g['folder']}/{g['onnx_file']}" if fmt == "onnx" else g["folder"],
+                    "model_dir": g["folder"],
+                    "key": a["key"],
+                    "subnet": a.get("subnet"),
+                    "grid": a.get("grid") or "",
+                    "metric": a.get("metric") or d["meta"]["study"]["metric"],
+                    "metric_value": metric,
+                    "metric_full": a.get("metric_full"),
+                    "metric_search": a.get("metric_search"),
+                    "predicted_ms": a.get("predicted_ms"),
+                    "measured_ms": a.get("measured_ms"),
+                    "measured_raw_ms": a.get("measured_raw_ms"),
+                    "verified": bool(a.get("verified")),
+                    "target_ms": d.get("target_ms"),
+                    "when": _mtime(d["dir"] / "search.json"),
+                    "exported": g["manifest"].get("created"),
+                    "where": where,
+                    "results": d["results_name"],
+                }
+            )
+        copy_runtime(tmp / RUNTIME_DIR)
+        write_text(tmp / LOADER, SHIM)
+        write_text(
+            tmp / "README.txt",
+            README.format(n=len(entries), ies="y" if len(entries) == 1 else "ies", m=len(models)),
+        )
+        dindex = answered[0].get("devices_index") or {}
+        index = {
+            "format": "dynasearch-bundle",
+            "version": 1,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "results": str(Path(results).resolve()),
+            "task": first["study"]["task"],
+            "metric": first["study"]["metric"],
+            "model_dir": first["study"]["model_dir"],
+            "checkpoint": first["study"]["checkpoint"],
+            "backbone": shape.to_dict(),
+            "shape_key": shape_key(shape),
+            "vocab_size": shape.vocab_size,
+            "labels": _model_labels(Path(first["study"]["model_dir"])),
+            "tokenizer": tokenizer,
+            "precision": dindex.get("precision") or {},
+            "models": models,
+            "skipped": [
+                {"name": d["name"], "precision": d["precision"], "message": d.get("message") or ""} for d in skipped
+            ],
+            "devices": entries,
+        }
+        index["files"] = {
+            p.relative_to(tmp).as_posix(): _sha256(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file() and p.relative_to(tmp).as_posix() != "devices.json" and "__pycache__" not in p.parts
+        }
+        write_json(tmp / "devices.json", index)
+    return index

@@ -1,0 +1,345 @@
+"""The deployment bundle (issue 18 item 4): `export --results RESULTS --bundle --out BUNDLE` serves every
+device of a search from one folder, and its loader runs where neither torch nor the repository can be
+imported."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
+from fakes import additive_ms  # noqa: E402
+from searchkit import REPO, cli, fit_predictor_dir  # noqa: E402
+
+pytest_plugins = ["searchkit"]
+
+PYTHON = sys.executable
+TEXTS = ["the movie was good", "a bad and awful plot"]
+# Python started with this folder on PYTHONPATH cannot import torch, transformers or the repository.
+BLOCKER = """import sys
+for _m in ("torch", "transformers", "dynabert", "predictors", "search", "dynasearch"):
+    sys.modules[_m] = None
+"""
+
+
+def slow_ms(s, batch: int = 1, seq: int = 16) -> float:
+    return additive_ms(s, batch, seq) + 3 * sum(0.05 * h for h in s.heads)
+
+
+@pytest.fixture(scope="module")
+def slow_predictor(tmp_path_factory, sk_base):
+    return fit_predictor_dir(sk_base, tmp_path_factory.mktemp("bundle-slow") / "pred", fn=slow_ms)
+
+
+def search_devices(run, out, targets, *predictors) -> Path:
+    args = [a for name, p in predictors for a in ("--predictor", f"{name}={p}")]
+    rc = cli("search", run, *args, "--out", out, "--quiet", "--heartbeat", 1, "--trials", 16, "--no-verify",
+             "--target-latency", targets)  # fmt: skip
+    assert rc in (0, 1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_devices(sk_fast, sk_run, sk_predictor, slow_predictor) -> Path:
+    return search_devices(
+        sk_run, sk_fast / "bundle-two", "fast=4ms,slow=7ms", ("fast", sk_predictor), ("slow", slow_predictor)
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(two_devices, sk_fast) -> Path:
+    out = sk_fast / "bundle-two-out"
+    assert cli("export", "--results", two_devices, "--bundle", "--out", out) == 0
+    return out
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def no_torch(tmp: Path) -> dict:
+    """The environment of a Python that cannot import torch, transformers or the repository."""
+    import os
+
+    block = tmp / "block"
+    block.mkdir(exist_ok=True)
+    (block / "sitecustomize.py").write_text(BLOCKER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(block), OMP_NUM_THREADS="1")
+    return env
+
+
+def run_py(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_bundle_serves_every_device(two_devices, bundle):
+    index = json.loads((bundle / "devices.json").read_text())
+    searched = {d["name"]: d for d in json.loads((two_devices / "devices.json").read_text())["devices"]}
+    answered = {n for n, d in searched.items() if d["answer"]}
+    assert {e["name"] for e in index["devices"]} == answered and answered
+    assert {s["name"] for s in index["skipped"]} == set(searched) - answered
+    for e in index["devices"]:
+        s = searched[e["name"]]
+        assert e["key"] == s["answer"]["key"] and e["predicted_ms"] == s["answer"]["predicted_ms"]
+        assert e["fingerprint"] == s["setting"]["fingerprint"] == e["where"]["fingerprint"]
+        assert (e["backend"], e["threads"], e["batch"], e["length"], e["precision"]) == (
+            "onnxruntime", 1, 1, 16, "fp32"
+        )  # fmt: skip
+        assert e["file"] == f"models/{e['key']}-fp32/model.onnx" and (bundle / e["file"]).is_file()
+        assert e["cpu_model"] == "Test CPU" and e["metric"] == "accuracy" and e["when"] and e["exported"]
+    # one folder per distinct config; the tokenizer once at the root
+    assert len(index["models"]) == len({e["key"] for e in index["devices"]})
+    assert (bundle / "tokenizer.json").is_file() and not list((bundle / "models").rglob("tokenizer*.json"))
+    # a digest of every file (the index itself aside), all right
+    files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {"devices.json"}
+    assert set(index["files"]) == files
+    assert all(sha256(bundle / f) == d for f, d in index["files"].items())
+    # the loader and the runtime, copied as they are
+    runtime = REPO / "predictors" / "runtime"
+    for src in runtime.glob("*.py"):
+        assert (bundle / "dynasearch_runtime" / src.name).read_text() == src.read_text()
+    assert "dynasearch_runtime.bundle import" in (bundle / "dynasearch_bundle.py").read_text()
+
+
+def test_bundle_loads_without_torch(bundle, tmp_path):
+    env = no_torch(tmp_path)
+    index = json.loads((bundle / "devices.json").read_text())
+    names = [e["name"] for e in index["devices"]]
+    assert index["labels"] == {"0": "0", "1": "1"}  # the trained run's id2label (SST-2's labels are 0 and 1)
+    code = f"""
+import json, sys, warnings
+try:
+    import torch
+    sys.exit("torch imported")
+except ImportError:
+    pass
+import dynasearch_bundle as b
+out = {{}}
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    m = b.load(".")
+out["warned"] = [str(x.message) for x in w]
+out["default"] = m.entry["name"]
+out["pred"] = m.predict({TEXTS!r})
+out["picked"] = {{n: b.load(".", device=n).entry["name"] for n in {names!r}}}
+out["runtime"] = sys.modules["dynasearch_runtime.bundle"].__file__
+out["mods"] = sorted(k for k in ("torch", "transformers", "dynabert", "predictors", "search") if sys.modules.get(k))
+print(json.dumps(out))
+"""
+    r = run_py(code, bundle, env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["picked"] == {n: n for n in names}
+    assert Path(out["runtime"]).resolve().parent == (bundle / "dynasearch_runtime").resolve()
+    assert out["mods"] == []
+    assert len(out["pred"]) == 2
+    for label, scores in out["pred"]:
+        assert label in ("0", "1") and label == str(max(range(2), key=scores.__getitem__))
+        assert len(scores) == 2 and abs(sum(scores) - 1) < 1e-5
+    # the fake machine of the synthetic predictors is not this one: the nearest entry, warned, naming both
+    assert any("no entry of . was measured on this machine" in w and "Test CPU" in w for w in out["warned"])
+
+
+def test_check_and_bad_input_of_the_loader(bundle, tmp_path):
+    import shutil
+
+    env = no_torch(tmp_path)
+    name = json.loads((bundle / "devices.json").read_text())["devices"][0]["name"]
+    r = subprocess.run(
+        [PYTHON, "-m", "dynasearch_bundle", ".", "--check", "--device", name, "--runs", "5"],
+        cwd=bundle, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode in (0, 1), r.stderr
+    assert "ratio" in r.stdout and f"device {name} (fp32)" in r.stdout and "predicted on Test CPU" in r.stdout
+    # an unknown device: one line listing the devices
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--device", "tpu"], cwd=bundle, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "no device 'tpu' in ." in err[0] and f"devices: {name}" in err[0]
+    # a changed file is refused, naming it
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy)
+    index = json.loads((copy / "devices.json").read_text())
+    target = index["devices"][0]["file"]
+    with open(copy / target, "ab") as f:
+        f.write(b"\0")
+    r = run_py(
+        "import dynasearch_bundle as b\ntry:\n    b.load('.')\nexcept b.BundleError as e:\n    print(e)\n", copy, env
+    )
+    assert r.returncode == 0 and f"bundle file {target} changed since the bundle was written" in r.stdout
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--check"], cwd=copy, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and target in r.stderr
+
+
+def test_both_devices_picking_one_config_share_one_file(two_devices, fast_tmp):
+    """Generous targets do not force it with the tiny run (every config scores the same, so each device
+    breaks the tie by its own predicted latency): the devices index of a copy gives slow fast's answer."""
+    import shutil
+
+    results = fast_tmp / "same"
+    shutil.copytree(two_devices, results)
+    doc = json.loads((results / "devices.json").read_text())
+    fast, slow = doc["devices"]
+    slow["answer"] = fast["answer"]
+    (results / "devices.json").write_text(json.dumps(doc))
+    out = fast_tmp / "same-out"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    index = json.loads((out / "devices.json").read_text())
+    a, b = index["devices"]
+    assert (a["name"], b["name"]) == ("fast", "slow") and a["key"] == b["key"] == fast["answer"]["key"]
+    assert a["file"] == b["file"] and a["predicted_ms"] == b["predicted_ms"] == fast["answer"]["predicted_ms"]
+    assert list(index["models"]) == [f"models/{a['key']}-fp32"] and len(list((out / "models").iterdir())) == 1
+    assert a["fingerprint"] == b["fingerprint"]  # same fake machine, another setting: the entries' own setting
+    assert a["where"] == {k: a[k] for k in ("fingerprint", "cpu_model", "cpu_cores", "gpu_name")}
+
+
+def torch_predictor(model_dir: Path, out: Path) -> Path:
+    """A synthetic predictor whose records say backend torch (fake machine)."""
+    import random
+
+    from fakes import fake_rows
+
+    from dynabert.space import SearchSpace
+    from predictors import make_predictor, read_records
+    from predictors.measure import load_shape
+    from predictors.runtime.schema import append_rows
+    from predictors.samplers import layer_table_configs
+
+    shape = load_shape(model_dir)
+    space = SearchSpace.default(shape)
+    rng = random.Random(0)
+    configs = {c.key: c for c in layer_table_configs(space) + space.grid() + [space.sample(rng) for _ in range(40)]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rec = out.parent / "torch-records.csv"
+    append_rows(str(rec), fake_rows(shape, list(configs.values()), additive_ms, seq=16, backend="torch"))
+    make_predictor("layer-regression").fit(read_records(rec)).save(out)
+    return out
+
+
+def test_torch_entry_is_a_hugging_face_directory(sk_fast, sk_run, sk_base, sk_predictor, tmp_path, capsys):
+    from predictors.runtime.bundle import load
+
+    tp = torch_predictor(sk_base, tmp_path / "tp" / "pred")
+    results = search_devices(sk_run, sk_fast / "bundle-torch", "ort=1000ms,pt=1000ms", ("ort", sk_predictor),
+                             ("pt", tp))  # fmt: skip
+    out = sk_fast / "bundle-torch-out"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    index = json.loads((out / "devices.json").read_text())
+    ort, pt = index["devices"]
+    assert (ort["backend"], ort["format"], pt["backend"], pt["format"]) == ("onnxruntime", "onnx", "torch", "hf")
+    assert pt["file"] == f"models/{pt['key']}-fp32" and (out / pt["file"] / "model.safetensors").is_file()
+    assert (out / pt["file"] / "modeling_dynabert.py").is_file() and not (out / pt["file"] / "tokenizer.json").exists()
+    # with torch (this process): the Hugging Face directory predicts as the ONNX model of the same config would
+    with pytest.warns(UserWarning, match="no entry of .* was measured on this machine"):
+        model = load(out, device="pt")
+    assert model.entry["name"] == "pt"
+    (la, sa), (lb, sb) = model.predict(TEXTS)
+    assert la in ("0", "1") and len(sa) == 2 and abs(sum(sb) - 1) < 1e-5
+    # without torch: the torch entry says it needs torch, naming it; the default is the onnxruntime entry
+    env = no_torch(tmp_path)
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--device", "pt"], cwd=out, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 2 and "device pt (a torch entry" in r.stderr and "needs the torch package" in r.stderr
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--text", TEXTS[0]], cwd=out, env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "using device ort" in r.stdout and json.loads(r.stdout.splitlines()[-1])["text"] == TEXTS[0]
+
+
+def test_single_device_results_on_this_machine(sk_fast, sk_run, sk_local_predictor, tmp_path):
+    """A single-device RESULTS (no devices.json) whose predictor is this machine's: one entry, picked
+    by fingerprint without a warning."""
+    from searchkit import search_args
+
+    results = sk_fast / "bundle-single"
+    assert cli(*search_args(sk_run, sk_local_predictor, results, "--trials", 12, "--no-verify",
+                            "--target-latency", "1000ms")) == 0  # fmt: skip
+    out = tmp_path / "b"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    index = json.loads((out / "devices.json").read_text())
+    (e,) = index["devices"]
+    meta = json.loads((results / "search.json").read_text())
+    assert e["name"] == "onnxruntime-cpu" and e["key"] == meta["answer"]["key"] and e["results"] == "."
+    code = "import json, warnings\nwarnings.simplefilter('error')\nimport dynasearch_bundle as b\n"
+    code += "m = b.load('.')\nprint(json.dumps([m.entry['name'], m.predict(['good'])[0][0]]))\n"
+    r = run_py(code, out, no_torch(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == ["onnxruntime-cpu", json.loads(r.stdout)[1]]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--key", "abc"], "--bundle takes each device's own answer"),
+        (["--target-latency", "4ms"], "--bundle takes each device's own answer"),
+        (["--format", "onnx"], "--bundle picks each device's format"),
+    ],
+)
+def test_bundle_bad_options(two_devices, tmp_path, capsys, extra, message):
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as e:
+        cli("export", "--results", two_devices, "--bundle", "--out", out, *extra)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not out.exists()
+
+
+def test_bundle_without_results(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli("export", "--bundle", "--out", tmp_path / "o")
+    assert e.value.code == 2 and "--bundle exports every device of a search: give --results RESULTS" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "o").exists()
+
+
+def test_devices_without_answers(two_devices, fast_tmp, capsys):
+    import shutil
+
+    results = fast_tmp / "none"
+    shutil.copytree(two_devices, results)
+    doc = json.loads((results / "devices.json").read_text())
+    doc["devices"][1]["answer"] = None
+    (results / "devices.json").write_text(json.dumps(doc))
+    out = fast_tmp / "one"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    index = json.loads((out / "devices.json").read_text())
+    assert [e["name"] for e in index["devices"]] == ["fast"] and index["skipped"][0]["name"] == "slow"
+    assert "warning: device slow (fp32) has no answer" in capsys.readouterr().err
+    for d in doc["devices"]:
+        d["answer"] = None
+    (results / "devices.json").write_text(json.dumps(doc))
+    out = fast_tmp / "nothing"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has an answer, so there is nothing to bundle" in err[0] and not out.exists()
+
+
+def test_int8_entry_ships_the_int8_model(sk_fast, sk_run, sk_predictor, tmp_path):
+    """An fp32 and an int8 entry of one device: the int8 folder holds model.int8.onnx (not the fp32
+    model it was quantised from), the entry points at it and the loader runs it."""
+    results = search_devices(sk_run, sk_fast / "bundle-int8", "cpu=1000ms", ("cpu", sk_predictor),
+                             ("cpu:int8", sk_predictor))  # fmt: skip
+    out = tmp_path / "b"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    index = json.loads((out / "devices.json").read_text())
+    by = {e["precision"]: e for e in index["devices"]}
+    assert set(by) == {"fp32", "int8"} and by["int8"]["name"] == by["fp32"]["name"] == "cpu"
+    i8 = by["int8"]
+    assert i8["file"] == f"models/{i8['key']}-int8/model.int8.onnx" and (out / i8["file"]).is_file()
+    assert not (out / i8["model_dir"] / "model.onnx").exists()
+    assert "model.onnx" in index["models"][i8["model_dir"]]["removed_from_export"]
+    manifest = json.loads((out / i8["model_dir"] / "manifest.json").read_text())
+    assert manifest["precision"] == "int8" and manifest["onnx_file"] == "model.int8.onnx"
+    code = "import json\nimport dynasearch_bundle as b\nm = b.load('.', device='cpu')\n"
+    code += "print(json.dumps([m.entry['precision'], m.predict(['good'])[0][0]]))\n"
+    r = run_py(code, out, no_torch(tmp_path))
+    assert r.returncode == 0, r.stderr
+    precision, label = json.loads(r.stdout)
+    # the precision the search's verdict gave the device (fp32 without one)
+    assert label in ("0", "1") and precision == (index["precision"].get("cpu", "").split(":")[0] or "fp32")
