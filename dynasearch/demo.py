@@ -46,11 +46,12 @@ from predictors import (
     read_records,
     uniform_configs,
 )
+from search.config import RESCORE_SEED, SearchConfig
 from search.deploy import export_from_results
 from search.objectives import cache_selection
 from search.results import load_results
 from search.storage import AccuracyCache, default_storage_url
-from search.study import RESCORE_SEED, SearchConfig, run_search
+from search.study import run_search
 
 from .report import write_report
 

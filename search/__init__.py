@@ -15,12 +15,12 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "SearchConfig": "study",
+    "SearchConfig": "config",
     "SearchOutcome": "study",
     "Search": "study",
     "run_search": "study",
-    "OPTUNA_SAMPLERS": "study",
-    "DEFAULT_SAMPLER": "study",
+    "OPTUNA_SAMPLERS": "config",
+    "DEFAULT_SAMPLER": "config",
     "SpaceOptions": "space",
     "query": "results",
     "load_results": "results",

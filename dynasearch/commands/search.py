@@ -6,7 +6,7 @@ from .common import add_space_args, positive_int, space_spec_from_args
 
 
 def register(sub) -> None:
-    from search.study import DEFAULT_SAMPLER, OPTUNA_SAMPLERS
+    from search.config import DEFAULT_SAMPLER, OPTUNA_SAMPLERS
 
     p = sub.add_parser(
         "search",
@@ -137,8 +137,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from search.config import SearchConfig
     from search.space import SpaceOptions
-    from search.study import SearchConfig, run_search
+    from search.study import run_search
     from search.units import parse_latency
 
     from .common import print_warnings
