@@ -17,7 +17,6 @@ timing skips what was measured, the search resumes its study, finished steps are
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -54,6 +53,7 @@ from search.storage import AccuracyCache, default_storage_url
 from search.study import run_search
 
 from .report import write_report
+from .summary import SEARCH_DEV_SEED, against_grid, grid_csv, log, print_summary, summarize
 
 STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
@@ -67,7 +67,6 @@ DEMO_STAGE_EPOCHS: tuple[tuple[str, float], ...] = (("width", 0.25), ("depth", 0
 # and the shallow narrow sub-networks stayed near the majority class; 0.1 (the width stage's weight)
 # lets the logits, which decide accuracy, lead a short budget (numbers in bench/results/demo.md).
 DEMO_DEPTH_LOSS: tuple[float, float] = (1.0, 0.1)
-SEARCH_DEV_SEED = 0  # which seeded slice of dev the search ranks on (the score step leaves it out)
 # Training for the searched space, by measurement (bench/results/perlayer.md): each width and width+depth
 # step also trains configs sampled from the per-layer space the search explores.
 DEMO_SPACE_TRAINING: dict[str, Any] = dict(space_samples=4, sampling="grid", space_bias="uniform")
@@ -143,10 +142,6 @@ class DemoConfig:
         return d
 
 
-def _log(msg: str) -> None:
-    print(f"[demo] {msg}", flush=True)
-
-
 class _Steps:
     """OUT/steps.json: finished steps with their seconds (a resumed step adds up its attempts)."""
 
@@ -202,7 +197,7 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
     from dynabert.train import train  # torch: not on the --help path
 
     if set(cfg.stages) <= set(read_state(run)["completed"]):
-        _log(f"training: already done ({run})")
+        log(f"training: already done ({run})")
         return
     resume = (run / "run.json").is_file()
     tcfg = TrainConfig(
@@ -226,7 +221,7 @@ def _train(cfg: DemoConfig, run: Path, progress: bool) -> None:
     budget = ", ".join(
         f"{st} {tcfg.epochs_for(st):g} epoch(s) at lr {tcfg.lr_for(st):g}" for st in cfg.stages if st != "rewire"
     )
-    _log(
+    log(
         f"1/7 training DynaBERT on {cfg.task} ({'resuming' if resume else 'stages ' + ', '.join(cfg.stages)}; "
         f"{cfg.train_subset or 'all'} training examples: {budget})"
     )
@@ -246,7 +241,7 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
     where = f"{cfg.eval_dev} dev examples (seeded)" if cfg.eval_dev else "the whole dev split"
     if cfg.search_dev:
         where += f", none of the {cfg.search_dev} the search ranks on"
-    _log(f"2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on {where}")
+    log(f"2/7 scoring the 12 grid sub-networks (and the teacher they were distilled from) on {where}")
     task = get_task(cfg.task)
     # The examples the search reports on (dev less its ranking slice): the grid scores seed its cache.
     report = dict(dev_subset=cfg.eval_dev, exclude_subset=cfg.search_dev, exclude_seed=SEARCH_DEV_SEED)
@@ -264,7 +259,7 @@ def _score(cfg: DemoConfig, run: Path, out: Path) -> pd.DataFrame:
                 **report,
             )
         )
-    _log(f"  wrote {csv_path} and {png_path}")
+    log(f"  wrote {csv_path} and {png_path}")
     return table
 
 
@@ -285,13 +280,6 @@ def length_distribution(cfg: DemoConfig, model_dir: Path) -> dict[str, Any]:
         "max_seq_length": cfg.max_seq_length,
         "truncated_share": round(float((lengths > cfg.max_seq_length).mean()), 4),
     }
-
-
-def _grid_csv(out: Path) -> Path:
-    found = sorted((out / "eval").glob("*-grid.csv"))
-    if not found:
-        raise DynasearchError(f"no grid scores in {out / 'eval'}; delete {out / 'steps.json'} to redo the demo's steps")
-    return found[0]
 
 
 def measure_configs(shape, cfg: DemoConfig):
@@ -320,7 +308,7 @@ def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
         cfg.backend, "cpu", cfg.threads, False, "float32", cfg.latency_batch, cfg.latency_seq_len
     )
     subnets, labels = measure_configs(model_shape(model), cfg)
-    _log(
+    log(
         f"3/7 timing {len(subnets)} extracted sub-networks in one interleaved run with the full model as anchor: "
         f"{cfg.backend} CPU, {cfg.threads} thread(s), batch {cfg.latency_batch}, length {cfg.latency_seq_len}"
     )
@@ -337,12 +325,12 @@ def _measure(cfg: DemoConfig, model, out: Path, progress: bool) -> Path:
         progress=progress,
     )
     if len(rows):
-        _log(f"  speed spread within the run x{float(rows['speed_spread'].iloc[0]):.3f}")
+        log(f"  speed spread within the run x{float(rows['speed_spread'].iloc[0]):.3f}")
     return path
 
 
 def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
-    _log("4/7 fitting the latency predictors (30% of the timed configs held out)")
+    log("4/7 fitting the latency predictors (30% of the timed configs held out)")
     report = fit_and_evaluate(read_records(records), kinds, out_dir=out / "predictor", overwrite=True, plots=True)
     best = report["best"]
     row = report["results"].set_index("kind").loc[best]
@@ -355,7 +343,7 @@ def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
         "kendall_tau": float(row["kendall_tau"]),
         "max_ape": float(row["max_ape"]),
     }
-    _log(
+    log(
         f"  best predictor {best} (by cross-validation on the fitting part): held-out MAPE {fit['mape']:.2f}%, "
         f"{100 * fit['within_5']:.0f}% within +-5%, Kendall tau {fit['kendall_tau']:.3f} ({fit['n_test']} held-out configs)"
     )
@@ -405,7 +393,7 @@ def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results:
 
 
 def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
-    _log(
+    log(
         f"5/7 searching grid + per-layer sub-networks ({cfg.sampler}, {cfg.trials} trials, {cfg.search_dev} dev examples "
         f"per evaluation) for target {target:.2f} ms, then verifying the answer by measurement"
     )
@@ -498,7 +486,7 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     if not steps.done("score"):
         steps.run("score", _score, cfg, run, out)
         steps.finish("score", lengths=length_distribution(cfg, run_model_dir(run)))
-    grid = pd.read_csv(_grid_csv(out))
+    grid = pd.read_csv(grid_csv(out))
 
     model = load_model(run_model_dir(run))
     shape = model_shape(model)
@@ -524,177 +512,24 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
         outcome = steps.run("search", _search, cfg, out, target, progress)
         steps.finish("search", target_ms=target, met=outcome.met)
         for w in outcome.warnings:
-            _log(f"  warning: {w}")
+            log(f"  warning: {w}")
     meta, _, front = load_results(out / "search")
     answer = meta.get("answer")
     if answer is None:
-        _log(f"  {meta.get('message', 'no answer')}")
+        log(f"  {meta.get('message', 'no answer')}")
     elif not steps.done("export"):
-        _log(f"6/7 exporting the answer {answer['key']} to {out / 'export'} (ONNX + Hugging Face + manifest)")
+        log(f"6/7 exporting the answer {answer['key']} to {out / 'export'} (ONNX + Hugging Face + manifest)")
         steps.run("export", export_from_results, out / "search", out / "export", target_ms=target, overwrite=True)
         steps.finish("export", key=answer["key"])
 
-    summary = _summary(cfg, out, grid, fit, full_ms, target, meta, answer, shape)
+    summary = summarize(cfg, out, grid, fit, full_ms, target, meta, answer, shape)
     summary["against_grid"] = against_grid(cfg, out, answer, target) if answer is not None else None
     summary["dev_token_lengths"] = steps.data["score"].get("lengths")
     write_json(out / "summary.json", summary)
-    _log("7/7 writing the report")
+    log("7/7 writing the report")
     steps.run("report", write_report, out, summary, steps.data, DEMO_PROTOCOL)
     steps.finish("report")
     summary["steps"] = {k: v.get("seconds") for k, v in steps.data.items()}
     write_json(out / "summary.json", summary)
-    _print_summary(summary, out, time.perf_counter() - t_start)
+    print_summary(summary, out, time.perf_counter() - t_start)
     return summary
-
-
-def against_grid(cfg: DemoConfig, out: Path, answer: dict, target: float) -> dict[str, Any] | None:
-    """The answer against the best paper grid point predicted under the target, on the report examples
-    (none of them ranked the configs): both sub-networks' per-example predictions, the accuracy
-    difference with a paired bootstrap 95% interval, and the latency each takes."""
-    from dynabert.backbone import load_model  # torch: not on the --help path
-    from dynabert.evaluate import load_dev_parts, predict  # torch: not on the --help path
-    from dynabert.metrics import paired_bootstrap  # numpy only, beside the torch imports above
-
-    _, trials, _ = load_results(out / "search")
-    metric = get_task(cfg.task).metrics[0]
-    grid = trials[(trials["grid"].astype(str) != "") & trials["metric_full"].notna()].drop_duplicates("key")
-    under = grid[grid["predicted_ms"] <= target].sort_values(["metric_full", "predicted_ms"], ascending=[False, True])
-    is_grid = bool(str(answer.get("grid") or ""))
-    if under.empty:
-        return {"answer_is_grid": is_grid, "grid": None}
-    g = under.iloc[0]
-    info = resolve_run(out / "run")
-    dev = load_dev_parts(
-        get_task(cfg.task),
-        info.model_dir,
-        rank=cfg.search_dev,
-        rank_seed=SEARCH_DEV_SEED,
-        report_subset=cfg.eval_dev,
-        report_seed=RESCORE_SEED,
-        data_dir=cfg.data_dir,
-        max_seq_length=info.max_seq_length or 128,
-    ).report
-    model = load_model(info.model_dir).eval()
-    labels = np.asarray(dev.labels)
-    ok = {
-        k: (predict(model, dev, SubnetConfig.from_json(sub)).argmax(-1) == labels).astype(int)
-        for k, sub in ((answer["key"], json.dumps(answer["subnet"])), (g["key"], g["subnet"]))
-    }
-    diff, lo, hi = paired_bootstrap(ok[answer["key"]], ok[g["key"]])
-    g_ms = g["measured_ms"] if pd.notna(g["measured_ms"]) else None
-    a_ms = answer.get("measured_ms") or answer.get("predicted_ms")
-    return {
-        "answer_is_grid": is_grid,
-        "grid": {
-            "label": str(g["grid"]),
-            "key": str(g["key"]),
-            metric: float(g["metric_full"]),
-            "predicted_ms": float(g["predicted_ms"]),
-            "measured_ms": g_ms,
-        },  # fmt: skip
-        "metric_diff": diff,
-        "metric_diff_95": [lo, hi],
-        "examples": int(len(labels)),
-        "latency_ratio": (a_ms / (g_ms or float(g["predicted_ms"]))) if a_ms else None,
-    }
-
-
-def _summary(
-    cfg: DemoConfig,
-    out: Path,
-    grid: pd.DataFrame,
-    fit: dict,
-    full_ms: float,
-    target: float,
-    meta: dict,
-    answer: dict | None,
-    shape,
-) -> dict[str, Any]:
-    metric = meta["study"]["metric"]
-    full_key = SubnetConfig.full(shape).key
-    full_row = grid[grid["key"] == full_key]
-    full_score = float(full_row[metric].iloc[0]) if len(full_row) else math.nan
-    majority = float(grid["dev_majority_share"].iloc[0]) * 100 if "dev_majority_share" in grid else None
-    teacher_csv = sorted((out / "eval" / "teacher").glob("*.csv"))
-    teacher = float(pd.read_csv(teacher_csv[0])[metric].iloc[0]) if teacher_csv else None
-    warnings = []
-    if "classes_predicted" in grid:
-        one = grid[grid["classes_predicted"] <= 1]
-        if len(one):
-            pts = ", ".join(f"{w:g}x{d:g}" for w, d in zip(one["width"], one["depth"]))
-            warnings.append(
-                f"{len(one)} of {len(grid)} grid sub-networks predict a single class on dev ({pts}): "
-                "they are broken models whatever their accuracy; train longer or with a larger learning rate"
-            )
-    if majority is not None:
-        low = grid[grid[metric] < majority + 8]
-        if len(low):
-            warnings.append(
-                f"{len(low)} grid sub-network(s) score less than 8 points above the majority class ({majority:.1f}%)"
-            )
-    if teacher is not None and full_score < teacher - 1:
-        warnings.append(f"the full model scores {full_score:.2f}, more than 1 point below its teacher ({teacher:.2f})")
-    chosen = None
-    if answer is not None:
-        measured = answer.get("measured_ms")
-        chosen = {
-            "key": answer["key"],
-            "subnet": answer["subnet"],
-            metric: answer.get("metric_full"),
-            "predicted_ms": answer.get("predicted_ms"),
-            "measured_ms": measured,
-            "measured_raw_ms": answer.get("measured_raw_ms"),
-            "speed_index": answer.get("speed_index"),
-            "speedup": full_ms / measured if measured else None,
-            "meets_target": bool(measured is not None and measured <= target),
-        }
-    return {
-        "task": cfg.task,
-        "metric": metric,
-        "backbone": str(cfg.model_dir or "packaged MiniLM-L6"),
-        "dev_majority": majority,
-        "teacher": {metric: teacher},
-        "full": {"key": full_key, metric: full_score, "median_ms": full_ms},
-        "target_ms": target,
-        "target_rule": "given" if cfg.target_ms is not None else "half of the full model's measured latency",
-        "predictor": fit,
-        "grid": grid.to_dict(orient="records"),
-        "chosen": chosen,
-        "met": meta.get("met"),
-        "search_message": meta.get("message", ""),
-        "warnings": warnings + list(meta.get("warnings", [])),
-        "latency_setting": {
-            "backend": cfg.backend,
-            "threads": cfg.threads,
-            "batch": cfg.latency_batch,
-            "seq_len": cfg.latency_seq_len,
-        },
-        "files": {
-            "run": str(out / "run"),
-            "grid": str(_grid_csv(out)),
-            "latency_records": str(out / "latency" / "records.csv"),
-            "predictor": str(out / "predictor"),
-            "search": str(out / "search"),
-            "export": str(out / "export"),
-            "report_md": str(out / "report.md"),
-            "report_html": str(out / "report.html"),
-        },
-    }
-
-
-def _print_summary(s: dict, out: Path, seconds: float) -> None:
-    metric = s["metric"]
-    cols = [c for c in ("width", "depth", "params", metric, "classes_predicted") if s["grid"] and c in s["grid"][0]]
-    print(pd.DataFrame(s["grid"])[cols].to_string(index=False))
-    for w in s["warnings"]:
-        _log(f"warning: {w}")
-    c = s["chosen"]
-    if c is None:
-        _log(f"no sub-network met {s['target_ms']:.2f} ms: {s['search_message']}")
-    else:
-        _log(
-            f"full model: {metric} {s['full'][metric]:.2f}, {s['full']['median_ms']:.2f} ms; answer for {s['target_ms']:.2f} ms: "
-            f"{c['key']} {metric} {c[metric]:.2f}, measured {c['measured_ms']:.2f} ms ({c['speedup']:.2f}x faster); "
-            f"exported to {out / 'export'}"
-        )
-    _log(f"report: {out / 'report.md'} and {out / 'report.html'} ({seconds:.0f} s this invocation)")
