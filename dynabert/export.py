@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import importlib.metadata
 import platform
 import shutil
@@ -28,7 +27,7 @@ from dynabert.backbone import load_model, resolve_model_dir, tokenizer_files
 from dynabert.checks import one_of
 from dynabert.errors import ExportError, ModelLoadError
 from dynabert.extract import check_fits, check_uniform, extract_subnet, model_shape
-from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
+from dynabert.io import atomic_dir, check_output_dir, file_sha256, write_json, write_text
 from dynabert.modeling import DynaBertForSequenceClassification
 from dynabert.onnx_export import export_onnx, sample_inputs
 from dynabert.subnet import SubnetConfig, count_flops, count_params
@@ -120,14 +119,6 @@ def random_head_warning(src: str | Path, num_labels: int) -> str:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def export_subnet(
     model_dir: str | Path | None,
     subnet: SubnetConfig,
@@ -199,7 +190,7 @@ def export_subnet(
             "onnx_file": "model.int8.onnx" if precision == "int8" else ("model.onnx" if "onnx" in fmts else None),
             "checks": checks,
             "versions": library_versions(),
-            "files": {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
+            "files": {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
             **(extra or {}),
         }
         write_json(tmp / "manifest.json", manifest)

@@ -45,7 +45,7 @@ from predictors import (
     read_records,
     uniform_configs,
 )
-from search.config import RESCORE_SEED, SearchConfig
+from search.config import SearchConfig
 from search.deploy import export_from_results
 from search.objectives import cache_selection
 from search.results import load_results
@@ -53,7 +53,7 @@ from search.storage import AccuracyCache, default_storage_url
 from search.study import run_search
 
 from .report import write_report
-from .summary import SEARCH_DEV_SEED, against_grid, grid_csv, log, print_summary, summarize
+from .summary import SEARCH_DEV_SEED, against_grid, grid_csv, log, print_summary, report_dev, summarize
 
 STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
@@ -366,20 +366,9 @@ def full_latency(records: Path, shape) -> float:
 def seed_accuracy_cache(cfg: DemoConfig, run: Path, grid: pd.DataFrame, results: Path) -> int:
     """Put the score step's grid scores into the search's accuracy cache: the search re-scores the grid
     on the same checkpoint, dev selection and length, and would spend a minute repeating them."""
-    from dynabert.evaluate import load_dev_parts  # torch: not on the --help path
-
     info = resolve_run(run)
     task = get_task(cfg.task)
-    dev = load_dev_parts(
-        task,
-        info.model_dir,
-        rank=cfg.search_dev,
-        rank_seed=SEARCH_DEV_SEED,
-        report_subset=cfg.eval_dev,
-        report_seed=RESCORE_SEED,
-        data_dir=cfg.data_dir,
-        max_seq_length=info.max_seq_length or 128,
-    ).report
+    dev = report_dev(cfg, info)
     sel = cache_selection(dev, bf16=False)  # the demo's search scores in fp32, as its score step did
     digest = model_digest(info.model_dir)
     cache = AccuracyCache(default_storage_url(results))

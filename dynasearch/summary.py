@@ -36,12 +36,28 @@ def grid_csv(out: Path) -> Path:
     return found[0]
 
 
+def report_dev(cfg: DemoConfig, info):
+    """The dev examples the demo's search reports on (dev less its ranking slice, then eval_dev of them)."""
+    from dynabert.evaluate import load_dev_parts  # torch: not on the --help path
+
+    return load_dev_parts(
+        get_task(cfg.task),
+        info.model_dir,
+        rank=cfg.search_dev,
+        rank_seed=SEARCH_DEV_SEED,
+        report_subset=cfg.eval_dev,
+        report_seed=RESCORE_SEED,
+        data_dir=cfg.data_dir,
+        max_seq_length=info.max_seq_length or 128,
+    ).report
+
+
 def against_grid(cfg: DemoConfig, out: Path, answer: dict, target: float) -> dict[str, Any] | None:
     """The answer against the best paper grid point predicted under the target, on the report examples
     (none of them ranked the configs): both sub-networks' per-example predictions, the accuracy
     difference with a paired bootstrap 95% interval, and the latency each takes."""
     from dynabert.backbone import load_model  # torch: not on the --help path
-    from dynabert.evaluate import load_dev_parts, predict  # torch: not on the --help path
+    from dynabert.evaluate import predict  # torch: not on the --help path
     from dynabert.metrics import paired_bootstrap  # numpy only, beside the torch imports above
 
     _, trials, _ = load_results(out / "search")
@@ -53,16 +69,7 @@ def against_grid(cfg: DemoConfig, out: Path, answer: dict, target: float) -> dic
         return {"answer_is_grid": is_grid, "grid": None}
     g = under.iloc[0]
     info = resolve_run(out / "run")
-    dev = load_dev_parts(
-        get_task(cfg.task),
-        info.model_dir,
-        rank=cfg.search_dev,
-        rank_seed=SEARCH_DEV_SEED,
-        report_subset=cfg.eval_dev,
-        report_seed=RESCORE_SEED,
-        data_dir=cfg.data_dir,
-        max_seq_length=info.max_seq_length or 128,
-    ).report
+    dev = report_dev(cfg, info)
     model = load_model(info.model_dir).eval()
     labels = np.asarray(dev.labels)
     ok = {

@@ -21,7 +21,6 @@ without an answer is left out with a warning and listed under `skipped`.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import shutil
 import warnings
@@ -30,7 +29,7 @@ from typing import Any
 
 from dynabert.backbone import TOKENIZER_FILES
 from dynabert.errors import ExportError
-from dynabert.io import atomic_dir, check_output_dir, write_json, write_text
+from dynabert.io import atomic_dir, check_output_dir, file_sha256, write_json, write_text
 
 from .errors import ResultsError, SearchError
 
@@ -88,14 +87,6 @@ README = """dynasearch deployment bundle: {n} device entr{ies} over {m} model fo
 devices.json lists every entry (device, precision, backend, threads, batch, length, fingerprint, model
 file, sub-network key, metric, predicted and measured latency) and the sha256 of every file.
 """
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _mtime(path: Path) -> str:
@@ -305,7 +296,7 @@ def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) 
             "devices": entries,
         }
         index["files"] = {
-            p.relative_to(tmp).as_posix(): _sha256(p)
+            p.relative_to(tmp).as_posix(): file_sha256(p)
             for p in sorted(tmp.rglob("*"))
             if p.is_file() and p.relative_to(tmp).as_posix() != "devices.json" and "__pycache__" not in p.parts
         }

@@ -13,6 +13,7 @@ from fakes import (
 
 from dynabert.subnet import BackboneShape, SubnetConfig
 from predictors.records import read_records
+from predictors.runtime.protocol import Protocol
 from predictors.runtime.schema import append_rows
 
 SHAPE = BackboneShape(
@@ -36,3 +37,17 @@ def rows(
 def records(path, row_list: list[dict]) -> pd.DataFrame:
     append_rows(str(path), row_list)
     return read_records(path)
+
+
+# A protocol cut for tiny models (a few runs, short warm-up): the tests' timing settings, one home.
+FAST_PROTOCOL = Protocol(
+    min_runs=3,
+    max_runs=6,
+    max_seconds=0.2,
+    runs_per_visit=2,
+    warmup_min=1,
+    warmup_max=4,
+    warmup_window=1,
+    warmup_max_seconds=0.05,
+    chunk_size=3,
+)

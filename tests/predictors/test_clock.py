@@ -5,12 +5,13 @@ whose records say cpu and carry the busy-round columns, and the busy-round flag 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
 
 import pytest
-from latency_helpers import SHAPE
+from latency_helpers import FAST_PROTOCOL, SHAPE
 
 from dynabert.space import SearchSpace
 from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
@@ -20,18 +21,7 @@ from predictors.runtime.protocol import BUSY_RATIO, busy_rounds, check_clock, ti
 from predictors.runtime.schema import CLOCK_COLUMNS, RECORD_COLUMNS, append_rows, read_rows
 from predictors.samplers import uniform_configs
 
-FAST_CPU = Protocol(
-    min_runs=3,
-    max_runs=6,
-    max_seconds=0.2,
-    runs_per_visit=2,
-    warmup_min=1,
-    warmup_max=4,
-    warmup_window=1,
-    warmup_max_seconds=0.05,
-    chunk_size=3,
-    clock="cpu",
-)
+FAST_CPU = dataclasses.replace(FAST_PROTOCOL, clock="cpu")
 
 
 def test_clock_is_validated_and_recorded():
@@ -180,10 +170,10 @@ def test_sleeping_runs_are_busy_spinning_runs_are_not():
     # The CPU-clock median holds the spinning only; the wall median holds the sleep too.
     assert 0.9 < s["median_ms"] < 2.0 and s["wall_median_ms"] > 5.0
     assert s["busy_rounds"] == 5 and s["busy_share"] == 1.0
-    # Spinning: wall ~ CPU. A round of the spinner counts as busy only if another process took this
-    # core during most of its runs (a loaded test host): never most of its rounds.
-    assert q["busy_share"] <= 1 / 3 and 0.9 < q["median_ms"] < 2.0
-    assert q["wall_median_ms"] < 1.15 * q["median_ms"]
+    # Spinning: its CPU-clock median holds the 1 ms of work whatever the host's load. Whether its rounds
+    # count as busy depends on what else runs on this core (a loaded CI host does preempt it), so that
+    # is not asserted here: the exact counting is tested on fixed numbers above.
+    assert 0.9 < q["median_ms"] < 2.0 and q["wall_median_ms"] >= 0.9 * q["median_ms"]
 
 
 def test_busy_warning_when_over_a_third_of_the_rounds_were_busy():

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from latency_helpers import SHAPE
+from latency_helpers import FAST_PROTOCOL, SHAPE
 
 from dynabert.extract import extract_subnet, random_like
 from dynabert.space import SearchSpace
-from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
+from predictors import BackendSettings, MeasurementError, measure, read_records
 from predictors.backends import OrtBackend
 from predictors.samplers import uniform_configs
 
-FAST = Protocol(  # as tests/predictors/test_latency_protocol.py
-    min_runs=3,
-    max_runs=6,
-    max_seconds=0.2,
-    runs_per_visit=2,
-    warmup_min=1,
-    warmup_max=4,
-    warmup_window=1,
-    warmup_max_seconds=0.05,
-    chunk_size=3,
-)
+FAST = FAST_PROTOCOL
 
 
 def test_int8_is_an_onnxruntime_dtype():

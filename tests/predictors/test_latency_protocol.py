@@ -8,7 +8,7 @@ import random
 
 import numpy as np
 import pytest
-from latency_helpers import SHAPE
+from latency_helpers import FAST_PROTOCOL, SHAPE
 
 from dynabert.space import SearchSpace
 from predictors import BackendSettings, MeasurementError, Protocol, RecordsError, measure, read_records
@@ -16,17 +16,7 @@ from predictors.runtime.driver import Item, measure_items
 from predictors.runtime.protocol import ci_half_width, median_ci, summarize, time_interleaved
 from predictors.samplers import layer_table_configs, uniform_configs
 
-FAST = Protocol(
-    min_runs=3,
-    max_runs=6,
-    max_seconds=0.2,
-    runs_per_visit=2,
-    warmup_min=1,
-    warmup_max=4,
-    warmup_window=1,
-    warmup_max_seconds=0.05,
-    chunk_size=3,
-)
+FAST = FAST_PROTOCOL
 
 
 def test_median_ci_order_statistics():
