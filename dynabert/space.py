@@ -258,6 +258,12 @@ class SpaceSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SpaceSpec:
+        unknown = sorted(set(d) - {"head_choices", "ffn_choices", "ffn_step", "min_layers", "drop_rule"})
+        if unknown:
+            raise ValueError(
+                f"unknown key(s) {unknown}; allowed: head_choices, ffn_choices, ffn_step, min_layers, drop_rule"
+            )
+
         def tup(v):
             return None if v is None else tuple(int(x) for x in v)
 

@@ -470,7 +470,11 @@ def train(
                 f"model; pass --widths without them (e.g. --widths {','.join(f'{w:g}' for w in kept) or '1'})"
             )
     if cfg.space_samples and any(s in cfg.stages for s in ("width", "depth")):
-        training_space(shape, cfg)  # a space that does not fit the backbone: refused before anything is written
+        try:  # a space that does not fit the backbone: refused before anything is written
+            training_space(shape, cfg)
+        except DataError as e:
+            where = f" of {out / 'run.json'}" if resume else ""
+            raise DataError(f"training space{where}: {e}") from None
     check_max_length(cfg.max_seq_length, model.config)
     torch.manual_seed(cfg.seed)
     trainer = Trainer(inputs, cfg, info, progress, on_step)

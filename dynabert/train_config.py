@@ -14,6 +14,7 @@ STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth", "final")
 STAGE_DIRS = {"teacher": "teacher", "rewire": "rewired", "width": "width", "depth": "width_depth", "final": "final"}
 DEFAULT_STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth")
 SAMPLINGS: tuple[str, ...] = ("grid", "sandwich")
+MAX_SPACE_SAMPLES = 64  # sampled configs per step: each costs a forward and backward pass of the step
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,10 @@ class TrainConfig:
         if isinstance(self.space_samples, bool) or not isinstance(self.space_samples, int) or self.space_samples < 0:
             raise DataError(
                 f"space_samples must be an integer >= 0 (configs of the space per step); got {self.space_samples!r}"
+            )
+        if self.space_samples > MAX_SPACE_SAMPLES:
+            raise DataError(
+                f"space_samples must be at most {MAX_SPACE_SAMPLES} configs per step; got {self.space_samples}"
             )
         if self.space_samples and self.random_subnets:
             raise DataError(

@@ -271,6 +271,10 @@ def read_devices(results: str | Path) -> dict[str, Any] | None:
             raise ResultsError(f"{p}: devices[{i}] lacks a name or results folder")
         if "/" in d["results"] or d["results"] in ("", ".", ".."):
             raise ResultsError(f"{p}: devices[{i}].results {d['results']!r} must be a folder name inside {p.parent}")
+    seen = [(d["name"], d.get("precision", "fp32")) for d in doc["devices"]]
+    twice = sorted({f"{n}:{q}" for n, q in seen if seen.count((n, q)) > 1})
+    if twice:
+        raise ResultsError(f"{p}: device(s) {', '.join(twice)} listed twice; one entry per device and precision")
     return doc
 
 

@@ -188,6 +188,11 @@ class Search:
             max_seq_length=self.max_len,
         )
         self.dev_parts = parts
+        if cfg.search_dev is not None and not parts.held_out:
+            self._warn(
+                f"--search-dev {cfg.search_dev} is not below the dev split's {parts.rank.n} examples: the configs are "
+                "ranked and reported on all of them (nothing held out); pass a smaller N to hold some out"
+            )
         if cfg.racing and self.task.metrics[0] not in RACEABLE_METRICS:
             self._warn(
                 f"--racing scores a mean over examples; {self.task.metrics[0]} is not one: every config is scored "

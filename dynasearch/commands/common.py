@@ -264,14 +264,24 @@ def add_space_args(g) -> None:
     g.add_argument(
         "--drop-rule",
         choices=DROP_RULES,
-        default="any",
+        default=None,  # None: not given (any), so a conflicting or needless option can be told apart
         help="which layers may be dropped: any; not-first (never layer 0); grid (only the paper's depth patterns); "
         "none (default any)",
     )
-    g.add_argument("--min-layers", type=positive_int, default=1, help="at least this many layers kept (default 1)")
+    g.add_argument("--min-layers", type=positive_int, default=None, help="at least this many layers kept (default 1)")
 
 
-def space_spec_from_args(args, cls, no_drop: bool = False):
+SPACE_OPTIONS = ("head_choices", "ffn_choices", "ffn_step", "drop_rule", "min_layers")
+
+
+def space_options_given(args) -> list[str]:
+    """The add_space_args options given on the command line (as --flag names)."""
+    return [f"--{f.replace('_', '-')}" for f in SPACE_OPTIONS if getattr(args, f) is not None]
+
+
+def space_spec_from_args(args, cls, no_drop: bool = False, error: type[Exception] = ValueError):
     """A dynabert.space.SpaceSpec (or its subclass `cls`) from add_space_args' options."""
-    rule = "none" if no_drop else args.drop_rule
-    return cls(args.head_choices, args.ffn_choices, args.ffn_step, rule != "none", args.min_layers, rule)
+    if no_drop and args.drop_rule not in (None, "none"):
+        raise error(f"--no-drop and --drop-rule {args.drop_rule} contradict each other; give one of them")
+    rule = "none" if no_drop else (args.drop_rule or "any")
+    return cls(args.head_choices, args.ffn_choices, args.ffn_step, rule != "none", args.min_layers or 1, rule)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .common import add_model_arg, add_subnet_args, subnet_from_args
 
 
@@ -98,6 +100,17 @@ def run_from_results(args) -> int:
     if (args.target_latency is None) == (args.key is None):
         args._parser.error("with --results, give exactly one of --target-latency LAT or --key KEY")
     target = parse_latency(args.target_latency) if args.target_latency is not None else None
+    from search.devices import read_devices
+
+    index = read_devices(args.results)
+    if index is not None:  # a multi-device search: its root holds no results of its own
+        from search.errors import SearchError
+
+        folders = ", ".join(f"{Path(args.results) / d['results']}" for d in index["devices"])
+        raise SearchError(
+            f"{args.results} is a multi-device search: export one device's results ({folders}), or all of them "
+            "with --bundle"
+        )
     try:
         with print_warnings():  # an older results format is one 'warning: ...' line
             m = export_from_results(

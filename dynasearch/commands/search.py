@@ -138,6 +138,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from search.config import SearchConfig
+    from search.errors import SearchError
     from search.space import SpaceOptions
     from search.study import run_search
     from search.units import parse_latency
@@ -146,12 +147,8 @@ def run(args) -> int:
 
     named = [v for v in args.predictor if "=" in v]
     if named and len(named) != len(args.predictor):
-        from search.errors import SearchError
-
         raise SearchError("give every --predictor as NAME=DIR when naming devices (or one plain --predictor DIR)")
     if not named and len(args.predictor) > 1:
-        from search.errors import SearchError
-
         raise SearchError("several --predictor options need device names: --predictor cpu=DIR --predictor gpu=DIR")
     target = parse_latency(args.target_latency) if args.target_latency is not None and not named else None
     cfg = SearchConfig(
@@ -167,7 +164,7 @@ def run(args) -> int:
         trials=args.trials,
         sampler=args.sampler,
         seed=args.seed,
-        space=space_spec_from_args(args, SpaceOptions, args.no_drop),
+        space=space_spec_from_args(args, SpaceOptions, args.no_drop, SearchError),
         search_dev=args.search_dev,
         search_dev_seed=args.search_dev_seed,
         rescore_dev=args.rescore_dev,
@@ -239,11 +236,7 @@ def report(out) -> int:
         + (f" ({s['stopped_early']} stopped early by racing)" if s.get("racing") else "")
         + f", {s['examples_scored_ranking']} examples scored; ranked on {s['rank_examples']} dev examples, front "
         f"reported on {s['report_examples']}"
-        + (
-            " held out from the ranking"
-            if s.get("report_held_out")
-            else " (the same ones: pass --search-dev N to hold some out)"
-        )
+        + (" held out from the ranking" if s.get("report_held_out") else " (the same ones)")
         + ("; stopped by --evaluations" if s.get("budget_stopped") else "")
     )
     print(

@@ -6,7 +6,15 @@ import argparse
 import dataclasses
 import os
 
-from .common import add_model_arg, add_space_args, add_task_args, positive_int, space_spec_from_args, task_from_args
+from .common import (
+    add_model_arg,
+    add_space_args,
+    add_task_args,
+    positive_int,
+    space_options_given,
+    space_spec_from_args,
+    task_from_args,
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -118,21 +126,21 @@ def register(sub) -> None:
     sp.add_argument(
         "--space-samples",
         type=int,
-        default=d.space_samples,
+        default=None,  # None: not given (0, the paper)
         metavar="N",
         help="configs of the space sampled per step, seeded by (seed, stage, step) (default 0 = the paper)",
     )
     sp.add_argument(
         "--sampling",
         choices=SAMPLINGS,
-        default=d.sampling,
+        default=None,
         help="grid: the paper's fixed sub-networks plus the samples; sandwich: the space's largest and smallest plus "
         "the samples (default grid)",
     )
     sp.add_argument(
         "--space-bias",
         choices=SAMPLE_BIASES,
-        default=d.space_bias,
+        default=None,
         help="per-layer choices sampled uniformly or weighted toward the middle ones (default uniform)",
     )
     add_space_args(sp)
@@ -188,12 +196,19 @@ def run(args) -> int:
     from dynabert.train import train
     from dynabert.train_config import TrainConfig
 
-    given = [f for f in ("head_choices", "ffn_choices", "ffn_step") if getattr(args, f) is not None]
-    given += [f for f, v in (("drop_rule", "any"), ("min_layers", 1)) if getattr(args, f) != v]
-    if given and not args.space_samples:
-        raise DataError(
-            f"--{given[0].replace('_', '-')} describes the space --space-samples N samples from; give --space-samples too"
+    d = TrainConfig()
+    given = space_options_given(args) + [
+        f"--{f.replace('_', '-')}" for f in ("sampling", "space_bias") if getattr(args, f)
+    ]
+    if given and not args.space_samples and not args.resume:
+        raise DataError(f"{given[0]} describes the space --space-samples N samples from; give --space-samples too")
+    samples = d.space_samples if args.space_samples is None else args.space_samples
+    space = space_spec_from_args(args, SpaceSpec, error=DataError).to_dict() if samples and not args.resume else None
+    if args.resume and (given or args.space_samples is not None):
+        asked_space = (
+            space_spec_from_args(args, SpaceSpec, error=DataError).to_dict() if space_options_given(args) else None
         )
+        _check_resumed_space(args.out, args.space_samples, args.sampling, args.space_bias, asked_space)
     for name in ("width_loss", "depth_loss"):
         if len(getattr(args, name)) != 2:
             args._parser.error(f"--{name.replace('_', '-')} takes two numbers LOGIT,HIDDEN")
@@ -220,10 +235,11 @@ def run(args) -> int:
         depth_hidden_weight=args.depth_loss[1],
         depth_teacher=args.depth_teacher,
         random_subnets=args.random_subnets,
-        space=space_spec_from_args(args, SpaceSpec).to_dict() if args.space_samples else None,
-        space_samples=args.space_samples,
-        sampling=args.sampling,
-        space_bias=args.space_bias,
+        space=space,
+        space_samples=0 if args.resume else samples,
+        # resumed: run.json's configuration is used (checked against these above), so they stay at defaults here
+        sampling=d.sampling if args.resume else args.sampling or d.sampling,
+        space_bias=d.space_bias if args.resume else args.space_bias or d.space_bias,
         rewire_data=args.rewire_data,
         rewire_examples=args.rewire_examples,
         eval_every=args.eval_every,
@@ -263,3 +279,27 @@ def run(args) -> int:
         if "best" in s:
             print(f"  {stage}: best dev score (sum over sub-networks) {s['best']:.2f}")
     return 0
+
+
+def _check_resumed_space(out, samples, sampling, bias, space) -> None:
+    """A resumed run keeps the space training of its run.json: a given option that differs is refused
+    (silently training with the saved one would not be what was asked)."""
+    from dynabert.errors import DataError
+    from dynabert.runs import run_config
+
+    saved = run_config(out)
+    if saved is None:
+        return
+    asked = {"--space-samples": samples, "--sampling": sampling, "--space-bias": bias, "the space options": space}
+    have = {
+        "--space-samples": saved.space_samples,
+        "--sampling": saved.sampling,
+        "--space-bias": saved.space_bias,
+        "the space options": saved.space_spec().to_dict() if saved.space_samples else None,
+    }
+    for k, v in asked.items():
+        if v is not None and v != have[k]:
+            raise DataError(
+                f"{k} {v} differs from the run's {have[k]} ({out}/run.json): a resumed run keeps its configuration; "
+                "resume without it, or train a new run"
+            )

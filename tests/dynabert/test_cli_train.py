@@ -445,12 +445,16 @@ def test_space_training_options(assets, tmp_path, capsys):
     assert main([*base, "--out", str(bad), "--head-choices", "1,2"]) == 2
     assert "--head-choices describes the space --space-samples N samples from; give --space-samples too" in _err(capsys)
     assert main([*base, "--out", str(bad), "--space-samples", "2", "--head-choices", "1,9"]) == 2
-    assert "head choices [9] outside 0..4" in _err(capsys)
+    assert "training space: head choices [9] outside 0..4" in _err(capsys)
     with pytest.raises(SystemExit) as exc:  # an argparse error: exit status 2, one line
         main([*base, "--out", str(bad), "--space-samples", "2", "--drop-rule", "last"])
     assert exc.value.code == 2 and "argument --drop-rule: invalid choice: 'last'" in _err(capsys)
     assert main([*base, "--out", str(bad), "--sampling", "sandwich"]) == 2
-    assert "sampling 'sandwich' needs space_samples >= 1" in _err(capsys)
+    assert "--sampling describes the space --space-samples N samples from; give --space-samples too" in _err(capsys)
+    assert main([*base, "--out", str(bad), "--space-bias", "mid"]) == 2
+    assert "--space-bias describes the space --space-samples N samples from" in _err(capsys)
+    assert main([*base, "--out", str(bad), "--space-samples", "65"]) == 2
+    assert "space_samples must be at most 64 configs per step; got 65" in _err(capsys)
     assert not bad.exists()
     run = tmp_path / "run"
     args = ["--stages", "width,depth", "--max-steps", "1", "--space-samples", "2", "--sampling", "sandwich"]
@@ -458,3 +462,10 @@ def test_space_training_options(assets, tmp_path, capsys):
     cfg = json.loads((run / "run.json").read_text())["config"]
     assert cfg["space"]["head_choices"] == [1, 2, 4] and cfg["space"]["drop_rule"] == "not-first"
     assert json.loads((run / "state.json").read_text())["throughput"]["depth"]["subnets_per_step"] == 4
+    # a resumed run keeps its space training: another one given is refused, naming run.json
+    before = (run / "run.json").read_bytes()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "--space-samples", "5"]) == 2
+    err = _err(capsys)
+    assert "--space-samples 5 differs from the run's 2" in err and "run.json" in err
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "--head-choices", "1"]) == 2
+    assert "the space options" in _err(capsys) and (run / "run.json").read_bytes() == before

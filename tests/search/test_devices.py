@@ -64,6 +64,15 @@ def test_two_devices_share_one_cache(sk_run, sk_predictor, slow_predictor, fast_
     assert "no device 'tpu' in" in err and "devices: fast, slow" in err
     assert cli("query", out, "--target-latency", "7ms") == 2
     assert "holds several devices; name one with --device-name (fast, slow)" in capsys.readouterr().err
+    assert cli("export", "--results", out, "--target-latency", "7ms", "--out", fast_tmp / "e") == 2
+    err = capsys.readouterr().err
+    assert "is a multi-device search: export one device's results" in err and "--bundle" in err
+    assert not (fast_tmp / "e").exists()
+    # a damaged index: one device listed twice
+    index["devices"][1]["name"] = "fast"
+    (out / "devices.json").write_text(json.dumps(index))
+    assert cli("query", out, "--device-name", "fast", "--target-latency", "7ms") == 2
+    assert "device(s) fast:fp32 listed twice; one entry per device and precision" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

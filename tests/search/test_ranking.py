@@ -124,7 +124,18 @@ def test_bad_budget_and_rule_are_refused(sk_run, sk_predictor, fast_tmp, capsys)
     with pytest.raises(SystemExit) as exc:
         cli(*search_args(sk_run, sk_predictor, fast_tmp / "x", "--drop-rule", "never-last"))
     assert exc.value.code == 2 and "invalid choice: 'never-last'" in capsys.readouterr().err
+    assert cli(*search_args(sk_run, sk_predictor, fast_tmp / "x", "--drop-rule", "grid", "--no-drop")) == 2
+    assert "--no-drop and --drop-rule grid contradict each other" in capsys.readouterr().err
     assert not (fast_tmp / "x").exists()
+
+
+def test_a_ranking_slice_as_large_as_dev_holds_nothing_out_and_says_so(sk_run, sk_predictor, fast_tmp, capsys):
+    out = fast_tmp / "r"
+    assert cli(*search_args(sk_run, sk_predictor, out, "--trials", 12, "--no-verify", "--search-dev", 48)) == 0
+    err = capsys.readouterr().err
+    assert "--search-dev 48 is not below the dev split's 48 examples" in err
+    s = json.loads((out / "search.json").read_text())["summary"]
+    assert not s["report_held_out"] and s["rank_examples"] == s["report_examples"] == 48
 
 
 def test_searching_a_space_the_model_was_not_trained_for_warns(sk_base, sk_data, sk_predictor, fast_tmp, capsys):
