@@ -37,7 +37,7 @@ DEVICES: dict[str, tuple[str, int, int, str]] = {
     "torch1": ("torch", 1, 1, "float32"),
 }
 SEQ = 64
-TRIALS = 100
+TRIALS = 60
 RANK = 300
 
 
@@ -50,7 +50,7 @@ def phase_measure(work: Path, run: Path) -> dict[str, Path]:
 
     model = load_model(run_model_dir(run)).eval()
     shape = model_shape(model)
-    subnets, labels = measure_configs(shape, DemoConfig(random_configs=25))
+    subnets, labels = measure_configs(shape, DemoConfig(random_configs=15))
     out = {}
     for name, (backend, threads, batch, dtype) in DEVICES.items():
         pred = work / "predictors" / name.replace(":", "-")
