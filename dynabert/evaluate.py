@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from .checks import positive_int
-from .data import Encoded, eval_batches
+from .data import Encoded, encode, eval_batches, load_tokenizer
 from .errors import DataError
 from .figures import pyplot, save_figure
 from .metrics import compute_metrics
 from .modeling import DynaBertForSequenceClassification
 from .subnet import BackboneShape, SubnetConfig, count_params
-from .tasks import TaskSpec
+from .tasks import TaskSpec, load_split
 
 
 class DevSet:
@@ -76,9 +76,6 @@ def load_dev_set(
 ) -> DevSet:
     """The task's dev split tokenised once (tokenizer of `tokenizer_dir`). subset=N keeps N examples
     chosen by `seeded_subset(len, N, seed)` (N >= the split's size: all of them)."""
-    from .data import encode, load_tokenizer
-    from .tasks import load_split
-
     for name, v in (("subset", subset), ("max_seq_length", max_seq_length), ("batch_size", batch_size)):
         if v is not None:
             positive_int(name, v, DataError, rule="an integer >= 1")
@@ -129,9 +126,6 @@ def load_dev_parts(
     >= the split: all of it), report = the rest (when rank is the whole split: the same examples),
     optionally a seeded subset of it (`report_subset`, seed `report_seed`); chunks: the rank part in
     a seeded order cut at the cumulative `chunk_fractions` (None: one chunk, the rank part itself)."""
-    from .data import encode, load_tokenizer
-    from .tasks import load_split
-
     for name, v in (("rank", rank), ("report_subset", report_subset), ("max_seq_length", max_seq_length)):
         if v is not None:
             positive_int(name, v, DataError, rule="an integer >= 1")

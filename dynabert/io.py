@@ -306,8 +306,6 @@ def _json_type(value: Any) -> str:
 
 def file_sha256(path: str | Path) -> str:
     """The sha256 hex digest of a file, read in 1 MiB chunks (manifests and bundles list them)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

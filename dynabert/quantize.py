@@ -11,17 +11,24 @@ and `score_subnet` do with the PyTorch model.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from .checks import one_of, positive_int
 from .errors import ExportError
 from .evaluate import DevSet
+from .extract import extract_subnet, model_shape
 from .io import atomic_path
+from .metrics import compute_metrics
+from .onnx_export import export_onnx
+from .subnet import SubnetConfig
 
 MODES = ("dynamic", "static")
 
@@ -100,8 +107,13 @@ def quantize_onnx(
         raise ExportError("static int8 quantisation needs calibration examples (a DevSet or a list of feed dicts)")
     if src.resolve() == dst.resolve():
         raise ExportError(f"int8 output '{dst}' is the fp32 source itself; give another path")
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (  # its import costs ~1 s: only when quantising
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     try:
         with atomic_path(dst) as tmp:
@@ -118,7 +130,7 @@ def quantize_onnx(
                     reduce_range=(not vnni_cpu()) if reduce_range is None else reduce_range,
                 )
             else:
-                from onnxruntime.quantization import CalibrationDataReader
+                from onnxruntime.quantization import CalibrationDataReader  # as above: only for static int8
 
                 names = [i.name for i in model.graph.input]
                 feeds = _calibration_feeds(calibration, names)
@@ -150,7 +162,7 @@ def quantize_onnx(
 
 def ort_session(path: str | Path, threads: int = 1):
     """A CPU InferenceSession of `path` with `threads` intra-op threads; ExportError when it cannot load."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # imported when a model runs, as the runtime does
 
     positive_int("threads", threads, ExportError)
     path = Path(path)
@@ -186,7 +198,6 @@ def onnx_logits(path: str | Path, dev: DevSet, threads: int = 1) -> np.ndarray:
 def score_onnx(path: str | Path, dev: DevSet, metrics: Sequence[str], threads: int = 1) -> dict[str, float]:
     """Metric name -> percent of the ONNX model `path` on `dev` (as `score_subnet`): the int8
     metric measured with the quantised model itself."""
-    from .metrics import compute_metrics
 
     logits = onnx_logits(path, dev, threads)
     return {k: float(v) for k, v in compute_metrics(metrics, logits, dev.labels).items()}
@@ -194,10 +205,6 @@ def score_onnx(path: str | Path, dev: DevSet, metrics: Sequence[str], threads: i
 
 def weights_digest(model: Any) -> str:
     """16 hex digits of a model's shape and every weight: what an exported file depends on."""
-    import hashlib
-    import json
-
-    from .extract import model_shape
 
     h = hashlib.blake2b(json.dumps(model_shape(model).to_dict(), sort_keys=True).encode(), digest_size=8)
     for name, t in model.state_dict().items():
@@ -214,7 +221,6 @@ def _int8_tag(mode: str, per_channel: bool = False, reduce_range: bool | None = 
         return tag + ("-rr" if ((not vnni_cpu()) if reduce_range is None else reduce_range) else "")
     if isinstance(calibration, DevSet):
         return f"{tag}-{calibration.digest}"
-    import hashlib
 
     h = hashlib.blake2b(digest_size=8)
     for feeds in calibration or ():
@@ -229,9 +235,6 @@ def quantized_subnet(model: Any, subnet: Any, dir: str | Path, mode: str = "dyna
     (`quantize_onnx(..., mode, **kwargs)`). Cached in `dir` as `<subnet key>-<weights digest>.fp32.onnx`
     and `.int8-<mode>.onnx` (the digest: another model's sub-network of the same key is another file);
     an existing file is reused."""
-    from .extract import extract_subnet
-    from .onnx_export import export_onnx
-    from .subnet import SubnetConfig
 
     one_of("quantisation mode", mode, MODES, ExportError)
     if kwargs.get("calibration") is not None and not isinstance(kwargs["calibration"], DevSet):

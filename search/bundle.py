@@ -30,8 +30,13 @@ from typing import Any
 from dynabert.backbone import TOKENIZER_FILES
 from dynabert.errors import ExportError
 from dynabert.io import atomic_dir, check_output_dir, file_sha256, write_json, write_text
+from predictors.kit import copy_runtime
+from predictors.measure import shape_key
 
+from .deploy import export_from_results
+from .devices import read_devices
 from .errors import ResultsError, SearchError
+from .results import read_results
 
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torch": "hf"}
 LOADER = "dynasearch_bundle.py"
@@ -96,8 +101,6 @@ def _mtime(path: Path) -> str:
 def device_entries(results: str | Path) -> list[dict[str, Any]]:
     """Every device of RESULTS (devices.json, else the single device of search.json), each with its
     results folder (`dir`), its checked search.json (`meta`), its setting and its answer (or None)."""
-    from .devices import read_devices
-    from .results import read_results
 
     root = Path(results)
     doc = read_devices(root)
@@ -160,10 +163,6 @@ def _model_labels(model_dir: Path) -> dict[str, str] | None:
 def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Export every device's answer of RESULTS into the bundle folder `out` (atomically); returns its
     devices.json. SearchError when no device has an answer."""
-    from predictors.kit import copy_runtime
-    from predictors.measure import shape_key
-
-    from .deploy import export_from_results
 
     check_output_dir(out, overwrite)  # before any slow work
     devices = device_entries(results)

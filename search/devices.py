@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynabert.io import write_json
+from dynabert.io import read_json, write_json
 
-from .errors import SearchError
+from .errors import ResultsError, SearchError
 from .units import parse_latency
 
 PRECISIONS = ("fp32", "int8")
@@ -132,10 +132,10 @@ def check_compatible(devices: Sequence[Device], loaded: dict[str, Any]) -> None:
 def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
     """Search every device (a study each, one storage, one accuracy cache, warm-started in turn);
     write RESULTS/devices.json; returns it. `base` is the SearchConfig every device starts from."""
-    from predictors import find_predictor, predictor_settings
-    from predictors.verify import machine_matches
+    from predictors import find_predictor, predictor_settings  # pandas: not on the query path
+    from predictors.verify import machine_matches  # the same
 
-    from .study import run_search
+    from .study import run_search  # pandas, tqdm, the study: not on the query path
 
     out = Path(base.out)
     loaded = {d.label: find_predictor(d.predictor)[0] for d in devices}
@@ -256,10 +256,6 @@ def precision_verdicts(entries: list[dict[str, Any]]) -> dict[str, str]:
 
 def read_devices(results: str | Path) -> dict[str, Any] | None:
     """RESULTS/devices.json when RESULTS is a multi-device search, else None."""
-    from dynabert.io import read_json
-
-    from .errors import ResultsError
-
     p = Path(results) / "devices.json"
     if not p.is_file():
         return None

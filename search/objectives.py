@@ -8,6 +8,8 @@ checked against the backbone and against the per-layer widths it was fitted on.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from dynabert.io import process_tag
 from dynabert.killpoints import kill_point
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
@@ -125,12 +128,8 @@ class AccuracyEvaluator:
     def _score_int8(self, dev, subnet: SubnetConfig) -> dict[str, float]:
         """The metric of the quantised ONNX model. Its files (~4x smaller than fp32, still tens of MB
         for a full MiniLM) are kept for the last config only: racing chunks reuse them."""
-        import shutil
-        import tempfile
-
-        from dynabert.io import process_tag
         from dynabert.quantize import quantized_subnet, score_onnx  # onnxruntime: not on the --help path
-        from predictors.backends import ONNX_TMP_PREFIX, remove_dead_onnx_folders
+        from predictors.backends import ONNX_TMP_PREFIX, remove_dead_onnx_folders  # the same
 
         if self.int8_dir is None:  # a killed run's folder is removed by the next run (its PID is dead)
             remove_dead_onnx_folders()
@@ -149,8 +148,6 @@ class AccuracyEvaluator:
 
     def close(self) -> None:
         """Remove the int8 files this evaluator made."""
-        import shutil
-
         if self.precision == "int8" and self.int8_dir is not None:
             shutil.rmtree(self.int8_dir, ignore_errors=True)
             self.int8_dir = None

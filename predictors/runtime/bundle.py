@@ -37,7 +37,10 @@ import time
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from .errors import BundleError, DynasearchError
+from .fingerprint import CUDA_PROVIDERS, has_gpu, machine_info, ort_feeds, ort_run_once, ort_session, setting_columns
 
 BUNDLE_FORMAT = "dynasearch-bundle"
 BUNDLE_VERSION = 1
@@ -137,16 +140,12 @@ def _dist_version(name: str) -> str:
 
 def this_machine() -> Dict[str, Any]:
     """The fingerprint columns of this machine that do not depend on the settings (torch not imported)."""
-    from .fingerprint import machine_info
-
     return machine_info(with_torch=False)
 
 
 def fingerprint_here(entry: Dict[str, Any], machine: Dict[str, Any], shape_key: str) -> Dict[str, Any]:
     """This machine's setting columns (fingerprint, target_id, ...) under the entry's setting, as the
     latency predictors compute them (`setting_columns`)."""
-    from .fingerprint import setting_columns
-
     m = dict(machine)
     if entry["backend"] == "torch" and not m.get("torch_version"):
         m["torch_version"] = _dist_version("torch")
@@ -181,11 +180,9 @@ def describe_entry(e: Dict[str, Any]) -> str:
 def _usable(entry: Dict[str, Any]) -> bool:
     """An onnxruntime entry whose provider this machine can run."""
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # imported lazily, as everywhere in the runtime (a kit may not need it)
     except ImportError:
         return False
-    from .fingerprint import CUDA_PROVIDERS, has_gpu
-
     p = entry["provider"]
     return p in ort.get_available_providers() and (p not in CUDA_PROVIDERS or has_gpu())
 
@@ -332,8 +329,6 @@ class BundleModel:
         self._model = None
         if entry["backend"] == "onnxruntime":
             _optional("onnxruntime", f"device {entry['name']} (an onnxruntime entry)")
-            from .fingerprint import ort_session
-
             self._session = ort_session(self.path, entry["provider"], self.threads, bool(entry["spinning"]))
             self.inputs = [i.name for i in self._session.get_inputs()]
         elif entry["backend"] == "torch":
@@ -362,8 +357,6 @@ class BundleModel:
             return {}
 
     def _run(self, feeds: Dict[str, Any]):
-        import numpy as np
-
         if self._session is not None:
             return np.asarray(self._session.run(None, {n: feeds[n] for n in self.inputs if n in feeds})[0])
         torch = self._torch
@@ -373,8 +366,6 @@ class BundleModel:
 
     def logits(self, texts: Sequence[Any]):
         """The model's outputs for `texts` (strings, or (text, pair) tuples), in batches of `batch`."""
-        import numpy as np
-
         items = [tuple(t) if isinstance(t, (tuple, list)) else t for t in texts]
         out = []
         for i in range(0, len(items), self.batch):
@@ -390,8 +381,6 @@ class BundleModel:
     def predict(self, texts: Any) -> List[Tuple[Optional[str], List[float]]]:
         """(label, scores) per text: the softmax over the labels (names from the exported config's
         id2label, else LABEL_<i>); a regression head (one output) gives (None, [value])."""
-        import numpy as np
-
         items = [texts] if isinstance(texts, str) else list(texts)
         result = []
         for row in self.logits(items):
@@ -407,8 +396,6 @@ class BundleModel:
 
     def time_ms(self, runs: int = CHECK_RUNS, warmup: int = CHECK_WARMUP) -> float:
         """The median wall time (ms) of `runs` runs at the entry's batch and length (random tokens, no padding)."""
-        from .fingerprint import ort_feeds, ort_run_once
-
         vocab = int(self.index.get("vocab_size") or 1000)
         feeds = ort_feeds(self.inputs, int(self.entry["batch"]), self.length, vocab)
         if self._session is not None:
