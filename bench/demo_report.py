@@ -104,6 +104,23 @@ def main() -> None:
         )
     else:
         lines.append(f"- target {s['target_ms']:.2f} ms: **no answer** ({s.get('search_message', '')})")
+    g = s.get("against_grid")
+    if c and g:
+        kind = "a paper grid point" if g["answer_is_grid"] else "a per-layer config (not a grid point)"
+        if g.get("grid") is None:
+            lines.append(f"- the answer is {kind}; no grid point is predicted under the target")
+        elif g["grid"]["key"] == c["key"]:
+            lines.append(f"- the answer is {kind}: {g['grid']['label']}, the best grid point under the target")
+        else:
+            lo, hi = g["metric_diff_95"]
+            ratio = g.get("latency_ratio")
+            lines.append(
+                f"- the answer is {kind}; against the best grid point under the target, {g['grid']['label']} ({m} "
+                f"{g['grid'][m]:.2f}, predicted {g['grid']['predicted_ms']:.2f} ms): {g['metric_diff']:+.2f} points "
+                f"[{lo:+.2f}, {hi:+.2f}] (paired bootstrap 95%, {g['examples']} report examples the search never ranked on)"
+                + (f", latency x{ratio:.2f}" if ratio else "")
+                + "; target: >= +1 point, or equal accuracy >= 15% faster"
+            )
     for w in s.get("warnings", []):
         lines.append(f"- warning: {w}")
     a.out.write_text("\n".join(lines) + "\n")
