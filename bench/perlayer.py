@@ -331,6 +331,19 @@ def analyse(task: str, t: dict, correct: dict, variants: list[str]) -> dict:
                                 "describe": SubnetConfig.from_json(t["configs"][ck]).describe()}  # fmt: skip
                 rows.append({"grid": lab, "acc": gacc, "ms": gms, "share_of_full": gms / full_ms, "best": best,
                              "saving": (1 - best["ms"] / gms) if best else None})  # fmt: skip
+            # the other reading: at no more latency than each grid-front point (any share of the full
+            # model's), the most accurate per-layer config, and its paired difference
+            eq = []
+            for lab, gk, gacc, gms in grid_front(base):
+                cands = [ck for ck in t["fronts"][v] if ms[ck] <= gms]
+                if not cands:
+                    eq.append({"grid": lab, "acc": gacc, "ms": gms, "best": None})
+                    continue
+                ck = max(cands, key=lambda k: _acc(correct, mv, k))
+                d, lo, hi = paired_bootstrap(correct[f"{mv}/{ck}"], correct[f"{base}/{gk}"])
+                eq.append({"grid": lab, "acc": gacc, "ms": gms, "best": {"key": ck, "ms": ms[ck], "acc": _acc(correct, mv, ck),
+                           "diff": d, "lo": lo, "hi": hi, "describe": SubnetConfig.from_json(t["configs"][ck]).describe()}})  # fmt: skip
+            res.setdefault("equal_latency", {})[name] = eq
             res["against"][name] = {
                 "rows": rows,
                 "met": sum(1 for r in rows if r["saving"] and r["saving"] >= 0.15),
@@ -424,6 +437,18 @@ def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
                 )
             lines += [markdown_table(["training", "grid point", "acc", "ms", "of full", "fastest per-layer config at >= its accuracy",
                                       "acc", "ms", "paired diff [95%]", "latency saved"], rows), ""]  # fmt: skip
+        for base in ("paper", "own"):
+            lines += [f"### At no more latency: the most accurate per-layer config against each grid-front point of the "
+                      f"{'paper-trained model' if base == 'paper' else 'same model'} (any latency)", ""]  # fmt: skip
+            rows = []
+            for v in vs:
+                for r in a["variants"][v]["equal_latency"][base]:
+                    b = r["best"]
+                    rows.append([v, r["grid"], f"{r['acc']:.2f}", f"{r['ms']:.2f}", b["describe"] if b else "none",
+                                 f"{b['acc']:.2f}" if b else "-", f"{b['ms']:.2f}" if b else "-",
+                                 f"{b['diff']:+.2f} [{b['lo']:+.2f}, {b['hi']:+.2f}]" if b else "-"])  # fmt: skip
+            lines += [markdown_table(["training", "grid point", "acc", "ms", "best per-layer config no slower", "acc", "ms",
+                                      "paired diff [95%]"], rows), ""]  # fmt: skip
         # search cost
         rows = []
         for v in vs:
