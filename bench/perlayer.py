@@ -352,6 +352,45 @@ def analyse(task: str, t: dict, correct: dict, variants: list[str]) -> dict:
     return out
 
 
+WINNER = "grid+4-mid"  # the SST-2 sweep's best front (hypervolume above); the demo trains it (DEMO_SPACE_TRAINING)
+
+
+def targets_section(work: Path, tasks: list[str], variants: list[str], cmp_doc: dict) -> list[str]:
+    """Issue 17's targets, each quoted met or missed from the numbers above."""
+    import numpy as np
+
+    out = ["## Targets", ""]
+    for task in tasks:
+        if task not in cmp_doc["tasks"] or WINNER not in cmp_doc["tasks"][task]["fronts"]:
+            continue
+        t = cmp_doc["tasks"][task]
+        data = np.load(work / "compare" / f"{task}-correct.npz")
+        a = analyse(task, t, {k: data[k] for k in data.files}, list(t["fronts"]))
+        w = a["variants"][WINNER]
+        met_paper, met_own = w["against"]["paper"]["met"], w["against"]["own"]["met"]
+        best_any = max(a["variants"][v]["against"][b]["met"] for v in a["variants"] for b in ("paper", "own"))
+        out.append(
+            f"- {task}, >= 3 grid-front points at 30-80% of the full latency with a per-layer config >= 15% faster at "
+            f"equal or better accuracy (paired difference >= 0, lower end > -{MARGIN[task]}): {WINNER} "
+            f"{met_paper} against the paper-trained grid, {met_own} against its own grid (best of every training and "
+            f"rule: {best_any}): **{'met' if max(met_paper, met_own) >= 3 else 'MISSED'}**"
+        )
+        worst = min(w["grid_vs_paper"].items(), key=lambda kv: kv[1]["lo"])
+        ok = all(x["lo"] > -MARGIN[task] or x["diff"] >= 0 for x in w["grid_vs_paper"].values())
+        out.append(
+            f"- {task}, every grid point of {WINNER} within {MARGIN[task]} point of the paper-trained model (paired): "
+            f"worst {worst[0]} {worst[1]['diff']:+.2f} [{worst[1]['lo']:+.2f}, {worst[1]['hi']:+.2f}]: "
+            f"**{'met' if ok else 'MISSED'}**"
+        )
+    out += [
+        "- the demo's answer from the per-layer space, beating the best grid point under its target by >= 1 point (or "
+        "equal and >= 15% faster), and `make demo` from a fresh clone <= 20 minutes: see "
+        "[`demo.md`](demo.md) (the demo trains the winner, " + WINNER + ")",
+        "",
+    ]
+    return out
+
+
 def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
     import numpy as np
 
@@ -449,6 +488,32 @@ def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
                                  f"{b['diff']:+.2f} [{b['lo']:+.2f}, {b['hi']:+.2f}]" if b else "-"])  # fmt: skip
             lines += [markdown_table(["training", "grid point", "acc", "ms", "best per-layer config no slower", "acc", "ms",
                                       "paired diff [95%]"], rows), ""]  # fmt: skip
+        # front quality: hypervolume of each label's whole-dev, measured-latency front (its per-layer
+        # front configs and its model's 12 grid points), reference (the worst grid accuracy, full latency)
+        from search.pareto import hypervolume_2d
+
+        ref_acc = min(_acc(correct, "paper", k) for k in t["grid"].values()) - 1.0
+        hv_rows = []
+        for v in vs:
+            mv = v.split("/")[0]
+            keys = list(t["grid"].values()) + t["fronts"][v]
+            hv = hypervolume_2d(
+                [_acc(correct, mv, k) for k in keys], [t["measured_ms"][k] for k in keys], ref_acc, a["full_ms"]
+            )
+            grid_only = hypervolume_2d([_acc(correct, mv, k) for k in t["grid"].values()],
+                                       [t["measured_ms"][k] for k in t["grid"].values()], ref_acc, a["full_ms"])  # fmt: skip
+            hv_rows.append(
+                [
+                    v,
+                    f"{hv / a['full_ms']:.2f}",
+                    f"{grid_only / a['full_ms']:.2f}",
+                    f"{(hv / grid_only - 1) * 100:+.1f}%",
+                ]
+            )
+        lines += ["### Front quality (whole dev, measured latency)", "",
+                  f"Hypervolume / full-model latency, reference point ({ref_acc:.2f}% = the worst paper grid point - 1, "
+                  f"{a['full_ms']:.2f} ms): the higher, the more accuracy the front offers across the latency range.", "",
+                  markdown_table(["training / search", "grid + per-layer front", "grid points alone", "per-layer adds"], hv_rows), ""]  # fmt: skip
         # search cost
         rows = []
         for v in vs:
@@ -460,6 +525,7 @@ def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
         lines += ["### Searches (TPE, racing, ranked on a seeded slice of dev, front reported on the rest)", "",
                   markdown_table(["training", "proposed", "evaluated", "stopped early", "examples scored", "rank examples",
                                   "report examples", "wall s", "front size"], rows), ""]  # fmt: skip
+    lines += targets_section(work, tasks, variants, cmp_doc)
     path = REPO / "bench" / "results" / "perlayer.md"
     from dynabert.io import write_text
 
