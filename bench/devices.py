@@ -249,6 +249,12 @@ def phase_report(work: Path) -> Path:
         "## Per-device answers (one multi-device search)",
         "",
     ]
+    import pandas as pd
+
+    for d in multi["devices"]:  # configs each study evaluated itself (first trial of a key not a cache hit)
+        t = pd.read_csv(work / "multi" / d["results"] / "trials.csv")
+        d["evaluations_new"] = int(t[~t["cache_hit"].astype(bool)]["key"].nunique())
+    multi["distinct_configs_evaluated"] = sum(d["evaluations_new"] for d in multi["devices"])
     rows = []
     for d in multi["devices"]:
         a = d.get("answer") or {}
@@ -260,7 +266,7 @@ def phase_report(work: Path) -> Path:
     for name, verdict in multi.get("precision", {}).items():
         lines.append(f"- {name}: {verdict}")
     singles = {k.split("/", 1)[1]: v for k, v in doc.items() if k.startswith("single/")}
-    one = [v["timing"]["evaluations_this_run"] for v in singles.values()]
+    one = [int(v["summary"]["configs_evaluated"]) for v in singles.values()]
     preds = {n: work / "predictors" / n.replace(":", "-") for n in DEVICES}
     e95 = evaluations_to_95(work, preds)
     fp32 = [n for n in DEVICES if ":" not in n]

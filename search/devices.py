@@ -168,7 +168,9 @@ def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
         )
         outcome = run_search(cfg)
         s = outcome.meta["summary"]
-        total_evaluations += int(outcome.meta["timing"].get("evaluations_this_run", 0))
+        # configs this device's study evaluated itself (its first trial of the key was not a cache hit)
+        new = int(outcome.trials[~outcome.trials["cache_hit"].astype(bool)]["key"].nunique())
+        total_evaluations += new
         if d.precision == "fp32":
             ranked = outcome.trials[~outcome.trials["stopped"].astype(bool)].drop_duplicates("key")
             warm += [j for j in ranked["subnet"] if j not in warm]
@@ -192,7 +194,8 @@ def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
                 "answer": ans,
                 "met": outcome.met,
                 "message": outcome.message,
-                "evaluations_new": int(outcome.meta["timing"].get("evaluations_this_run", 0)),
+                "evaluations_new": new,
+                "evaluation_calls": int(outcome.meta["timing"].get("evaluations_this_run", 0)),  # racing: per chunk
                 "warm_started_with": len(cfg.warm_start),
                 "int8_on_fp32_fronts": int8_on_fronts,
                 "distinct_configs": int(s["distinct_configs"]),
