@@ -446,8 +446,12 @@ def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
     """(exit status, the line): the time here against the recorded latency (measured, else predicted)."""
     e = model.entry
     here = model.time_ms(runs)
-    recorded = e.get("measured_ms") if e.get("measured_ms") is not None else e.get("predicted_ms")
-    kind = "measured" if e.get("measured_ms") is not None else "predicted"
+    # The raw measured median first: a fresh process's time is raw; the speed-corrected one is on the scale of
+    # the predictor's records run (anchor-corrected), which a lone process here does not share.
+    recorded, kind = e.get("predicted_ms"), "predicted"
+    for field, name in (("measured_ms", "measured (speed-corrected)"), ("measured_raw_ms", "measured (raw)")):
+        if e.get(field) is not None:
+            recorded, kind = e.get(field), name
     head = (
         f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {e['batch']}, "
         f"length {e['length']}, {model.threads} thread(s))"
