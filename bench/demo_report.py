@@ -121,6 +121,15 @@ def main() -> None:
                 + (f", latency x{ratio:.2f}" if ratio else "")
                 + "; target: >= +1 point, or equal accuracy >= 15% faster"
             )
+    q = s.get("int8")
+    if c and q:
+        lo, hi = q["metric_diff_95"]
+        lines.append(
+            f"- the same config at onnxruntime int8: {m} {q['metric_int8']:.2f} against fp32 {q['metric_fp32']:.2f} "
+            f"({q['metric_diff']:+.2f} [{lo:+.2f}, {hi:+.2f}] paired, {q['examples']} report examples), "
+            f"{q['int8_ms']:.2f} ms against {q['fp32_ms']:.2f} ms raw in consecutive runs"
+            + (f" ({q['speedup']:.2f}x)" if q.get("speedup") else "")
+        )
     for w in s.get("warnings", []):
         lines.append(f"- warning: {w}")
     a.out.write_text("\n".join(lines) + "\n")

@@ -311,7 +311,9 @@ def phase_report(work: Path) -> Path:
                   "", "```", b["check"]["stdout"].strip(), "```", ""]  # fmt: skip
     lines += ["## Targets", ""]
     met_all = all(d["met"] for d in multi["devices"] if d["target_ms"])
-    lines.append(f"- every per-device answer meets its target when measured (the search verifies each answer by timing the extracted model on this machine): **{'met' if met_all else 'MISSED'}**")
+    lines.append(
+        f"- every per-device answer meets its target when measured (the search verifies each answer by timing the extracted model on this machine): **{'met' if met_all else 'MISSED'}**"
+    )
     ratio = (e95["multi"] or float("nan")) / mean95
     lines.append(
         f"- evaluations to 95% of every device's best-known hypervolume <= 1.3x one single-device search: {ratio:.2f}x "

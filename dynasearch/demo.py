@@ -55,7 +55,7 @@ from search.study import run_search
 from .report import write_report
 from .summary import SEARCH_DEV_SEED, against_grid, grid_csv, log, print_summary, report_dev, summarize
 
-STEPS = ("train", "score", "measure", "fit", "search", "export", "report")
+STEPS = ("train", "score", "measure", "fit", "search", "export", "int8", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
 # depth < 1 sub-network of the tweets demo at the majority class (see the README's demo section).
 DEMO_LEARNING_RATES: tuple[tuple[str, float], ...] = (("teacher", 1e-4), ("width", 1e-4), ("depth", 1e-4))
@@ -118,7 +118,9 @@ class DemoConfig:
     predictor_kinds: tuple[str, ...] = ("lut", "layer-regression", "gbdt", "hybrid")
     # Search: the grid plus per-layer choices under the target (None: half the full model's latency).
     target_ms: float | None = None
-    trials: int = 50
+    # 150: with 50 (12 grid + 24 random start-up + 14 TPE) the answer stayed the grid point 0.25x1; with 150 the
+    # search finds a per-layer config under the default target (bench/results/demo.md), for ~40 s more
+    trials: int = 150
     # The search ranks configs on a seeded slice of dev (racing on it) and reports the front, the grid
     # and the answer on eval_dev examples of the REST of dev, examples the ranking never saw.
     search_dev: int | None = 300
@@ -409,6 +411,48 @@ def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
     )
 
 
+def int8_of_answer(cfg: DemoConfig, out: Path, model, shape, answer: dict, progress: bool) -> dict[str, Any]:
+    """The answer's own config at onnxruntime int8 (dynamic QInt8): its metric measured by running the quantised
+    model on the report examples (paired against fp32 on the same examples), and both precisions timed in
+    consecutive runs of the demo's protocol with the full model as anchor (raw medians)."""
+    import tempfile  # the int8 files live only as long as this step
+
+    from dynabert.evaluate import predict  # torch: not on the --help path
+    from dynabert.metrics import paired_bootstrap  # numpy only, beside the torch import above
+    from dynabert.quantize import onnx_logits, quantized_subnet  # onnxruntime: only for this step
+
+    sub = SubnetConfig.from_dict(answer["subnet"])
+    dev = report_dev(cfg, resolve_run(out / "run"))
+    labels = np.asarray(dev.labels)
+    with tempfile.TemporaryDirectory(prefix="dynasearch-demo-int8-") as d:
+        t0 = time.perf_counter()
+        path = quantized_subnet(model, sub, d)
+        quantise_s = time.perf_counter() - t0
+        ok8 = (onnx_logits(path, dev).argmax(-1) == labels).astype(int)
+    ok32 = (predict(model, dev, sub).argmax(-1) == labels).astype(int)
+    diff, lo, hi = paired_bootstrap(ok8, ok32)
+    ms = {}
+    protocol = cfg.measure_protocol or Protocol(**DEMO_PROTOCOL, seed=cfg.seed)
+    for dtype in ("float32", "int8"):
+        st = BackendSettings(cfg.backend, "cpu", cfg.threads, False, dtype, cfg.latency_batch, cfg.latency_seq_len)
+        rows = measure(shape, [sub], st, out / "latency" / f"answer-{dtype}.csv", protocol, model=model,
+                       sampler="answer", progress=progress)  # fmt: skip
+        done = rows[rows["key"] == sub.key]
+        ms[dtype] = float(done["median_ms"].iloc[0]) if len(done) else None
+    return {
+        "key": sub.key,
+        "metric_fp32": 100 * float(ok32.mean()),
+        "metric_int8": 100 * float(ok8.mean()),
+        "metric_diff": diff,
+        "metric_diff_95": [lo, hi],
+        "examples": int(len(labels)),
+        "fp32_ms": ms["float32"],
+        "int8_ms": ms["int8"],
+        "speedup": (ms["float32"] / ms["int8"]) if ms["float32"] and ms["int8"] else None,
+        "quantise_s": round(quantise_s, 2),
+    }
+
+
 def _check_inputs(cfg: DemoConfig) -> None:
     """Task, model and data found before anything is announced or written (the first step would find
     them too, after printing that it starts)."""
@@ -496,7 +540,9 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
     full_ms = full_latency(records, shape)
     target = cfg.target_ms if cfg.target_ms is not None else round(full_ms / 2, 3)
     if steps.data.get("search", {}).get("target_ms") not in (None, target):
-        steps.undo("search", "export")  # another target: search again (the study resumes, evaluations are cached)
+        steps.undo(
+            "search", "export", "int8"
+        )  # another target: search again (the study resumes, evaluations are cached)
     if not steps.done("search"):
         (out / "search").mkdir(exist_ok=True)
         seed_accuracy_cache(cfg, run, grid, out / "search")
@@ -513,7 +559,12 @@ def _run_demo(cfg: DemoConfig, progress: bool) -> dict:
         steps.run("export", export_from_results, out / "search", out / "export", target_ms=target, overwrite=True)
         steps.finish("export", key=answer["key"])
 
+    if answer is not None and not steps.done("int8"):
+        log("  the answer at onnxruntime int8: quantised, scored on the report examples, timed beside fp32")
+        int8 = steps.run("int8", int8_of_answer, cfg, out, model, shape, answer, progress)
+        steps.finish("int8", result=int8)
     summary = summarize(cfg, out, grid, fit, full_ms, target, meta, answer, shape)
+    summary["int8"] = steps.data.get("int8", {}).get("result") if answer is not None else None
     summary["against_grid"] = against_grid(cfg, out, answer, target) if answer is not None else None
     summary["dev_token_lengths"] = steps.data["score"].get("lengths")
     write_json(out / "summary.json", summary)

@@ -199,6 +199,7 @@ def report_blocks(
                     + ("meets the target" if c["meets_target"] else "MISSES the target"),
                     f"speed-up against the full model: {_fmt(c['speedup'])}x; exported to {s['files']['export']}",
                     *_against_grid(s, metric),
+                    *_int8_line(s, metric),
                 ],
             )
         )
@@ -285,4 +286,19 @@ def _against_grid(s: dict, metric: str) -> list[str]:
         f"the answer is {kind}; against the best grid point under the target, {g['label']} ({metric} {_fmt(g[metric])}, "
         f"predicted {_fmt(g['predicted_ms'], 3)} ms): {a['metric_diff']:+.2f} points [{lo:+.2f}, {hi:+.2f}] (paired bootstrap "
         f"95% over {a['examples']} report examples){speed}"
+    ]
+
+
+def _int8_line(s: dict, metric: str) -> list[str]:
+    """The answer at onnxruntime int8 beside its fp32 self (demo.int8_of_answer)."""
+    q = s.get("int8")
+    if not q:
+        return []
+    lo, hi = q["metric_diff_95"]
+    speed = f"{q['speedup']:.2f}x faster" if q.get("speedup") else "latency not measured"
+    return [
+        f"int8 (onnxruntime dynamic QInt8) of the same config: {metric} {q['metric_int8']:.2f} against fp32 "
+        f"{q['metric_fp32']:.2f} ({q['metric_diff']:+.2f} [{lo:+.2f}, {hi:+.2f}], paired, {q['examples']} report "
+        f"examples), {_fmt(q.get('int8_ms'), 3)} ms against {_fmt(q.get('fp32_ms'), 3)} ms raw in consecutive runs: "
+        f"{speed}"
     ]

@@ -106,6 +106,10 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
     run_cfg = json.loads((out / "run" / "run.json").read_text())["config"]
     assert run_cfg["space_samples"] == cfg.space_samples > 0 and run_cfg["sampling"] == cfg.sampling
     if summary["chosen"] is not None:
+        q = summary["int8"]  # the answer at int8, beside fp32: measured metric and latency
+        assert q["key"] == summary["chosen"]["key"] and 0 <= q["metric_int8"] <= 100 and q["int8_ms"] > 0
+        assert q["metric_diff"] == pytest.approx(q["metric_int8"] - q["metric_fp32"], abs=1e-9)
+        assert "int8 (onnxruntime dynamic QInt8) of the same config" in report
         a = summary["against_grid"]
         assert a["answer_is_grid"] == bool(summary["chosen"]["key"] in set(grid["key"]))
         assert "the answer is a" in report
@@ -133,7 +137,7 @@ def test_demo_end_to_end_retarget_and_resume(demo_run, tiny_bert_dir, capsys):
     run_demo(tiny_cfg(out, data, tiny_bert_dir, target_ms=1000.0), progress=False)
     assert {p: p.stat().st_mtime_ns for p in before} == before
     steps = json.loads((out / "steps.json").read_text())
-    assert all(steps[s]["done"] for s in ("train", "score", "measure", "fit", "search", "export", "report"))
+    assert all(steps[s]["done"] for s in ("train", "score", "measure", "fit", "search", "export", "int8", "report"))
 
 
 def test_demo_refuses_foreign_output(tmp_path, capsys):
