@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,32 @@ from .space import decode
 from .storage import redact
 from .verify import anchor_reference, bias_warning, drift_warning, measure_configs, read_measured, verify_candidates
 
-if TYPE_CHECKING:
-    from .study import Search  # type only: study imports this module
+
+@dataclass
+class SearchState:
+    """What reporting on a search needs, handed over explicitly by `study.Search` (the seam between running
+    trials and reporting on them): the settings, the study and its storage, the model and what scores and
+    prices its sub-networks, the results folder, the counters and the warnings so far."""
+
+    cfg: Any  # the SearchConfig
+    out: Path
+    study: Any
+    url: str
+    task: Any
+    shape: Any
+    space: Any
+    model: Any
+    digest: str
+    evaluator: Any
+    estimator: Any
+    cache: Any
+    settings: Any
+    counters: Any
+    identity: dict[str, Any]
+    warnings: list[str]
+    warn: Callable[[str], None]
+    started: float
+    dev_parts: Any = None  # dynabert.evaluate.DevParts: ranked and reported examples (None: built elsewhere)
 
 
 @dataclass
@@ -42,16 +67,16 @@ class SearchOutcome:
     warnings: list[str]
 
 
-def trials_table(self: Search) -> pd.DataFrame:
+def trials_table(st: SearchState) -> pd.DataFrame:
     from optuna.trial import TrialState  # optuna: not on the --help path
 
     rows = []
     first: dict[str, int] = {}
-    H, F = self.shape.num_heads, self.shape.intermediate_size
-    for t in sorted(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+    H, F = st.shape.num_heads, st.shape.intermediate_size
+    for t in sorted(st.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
         ua = t.user_attrs
         if "key" not in ua:  # a trial completed by another tool: decode it ourselves
-            s = decode(t.params, self.space)
+            s = decode(t.params, st.space)
             ua = dict(
                 ua,
                 key=s.key,
@@ -59,7 +84,7 @@ def trials_table(self: Search) -> pd.DataFrame:
                 predicted_ms=t.values[1],
                 metric_search=t.values[0],
                 cache_hit=False,
-                feasible=self.cfg.target_ms is None or t.values[1] <= self.cfg.target_ms,
+                feasible=st.cfg.target_ms is None or t.values[1] <= st.cfg.target_ms,
             )
         sub = json.loads(ua["subnet"])
         key = ua["key"]
@@ -95,9 +120,9 @@ def trials_table(self: Search) -> pd.DataFrame:
     return df
 
 
-def finish(self: Search) -> SearchOutcome:
-    cfg = self.cfg
-    trials = trials_table(self)
+def finish(st: SearchState) -> SearchOutcome:
+    cfg = st.cfg
+    trials = trials_table(st)
     if trials.empty:
         raise SearchError(f"study {cfg.study!r} has no finished trials")
     uniq = trials.drop_duplicates("key").reset_index(drop=True)
@@ -106,7 +131,7 @@ def finish(self: Search) -> SearchOutcome:
     rescore = uniq[uniq["key"].isin(search_front_keys) | (uniq["grid"] != "")].reset_index(drop=True)
     full = {}
     for _, r in rescore.iterrows():
-        full[r["key"]], _ = self.evaluator.score(SubnetConfig.from_json(r["subnet"]), full=True)
+        full[r["key"]], _ = st.evaluator.score(SubnetConfig.from_json(r["subnet"]), full=True)
     trials["metric_full"] = trials["key"].map(full)
     # The front the user sees is the front of the REPORTED metric: a config the ranking put on its
     # front but that the report examples score below a faster one (the grid points included) is
@@ -115,7 +140,7 @@ def finish(self: Search) -> SearchOutcome:
     front_keys = set(rescore.loc[reported, "key"])
     trials["on_front"] = trials["key"].isin(front_keys)
     percentile = cfg.percentile
-    measured = read_measured(self.out, percentile) if (self.out / "measured.csv").is_file() else {}
+    measured = read_measured(st.out, percentile) if (st.out / "measured.csv").is_file() else {}
     answer, met, message = None, True, ""
     target = cfg.target_ms
     front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
@@ -128,16 +153,16 @@ def finish(self: Search) -> SearchOutcome:
             def measure_fn(subnets):
                 t0 = time.perf_counter()
                 got = measure_configs(
-                    self.model,
-                    self.shape,
+                    st.model,
+                    st.shape,
                     subnets,
-                    self.settings,
-                    self.out,
+                    st.settings,
+                    st.out,
                     percentile,
                     cfg.progress,
-                    reference_ms=anchor_reference(self.estimator.predictor, self.settings),
+                    reference_ms=anchor_reference(st.estimator.predictor, st.settings),
                 )
-                self.counters.measurement_s += time.perf_counter() - t0
+                st.counters.measurement_s += time.perf_counter() - t0
                 return got
 
             verdict = verify_candidates(cands, target, measure_fn, measured, cfg.raw, max_candidates=cfg.max_candidates)
@@ -150,7 +175,7 @@ def finish(self: Search) -> SearchOutcome:
                 met = False
                 message = (
                     f"no config met {target:g} ms when measured ({len(verdict.tried)} candidate(s) tried); the fastest config "
-                    f"found, {fastest['key']} ({SubnetConfig.from_json(fastest['subnet']).describe()}), has {self.task.metrics[0]} "
+                    f"found, {fastest['key']} ({SubnetConfig.from_json(fastest['subnet']).describe()}), has {st.task.metrics[0]} "
                     f"{fastest['metric_full']:.2f}, predicted {fastest['predicted_ms']:.3f} ms, measured "
                     f"{m.judged(cfg.raw):.3f} ms"
                 )
@@ -170,34 +195,34 @@ def finish(self: Search) -> SearchOutcome:
     both = trials.drop_duplicates("key").dropna(subset=["measured_ms"])
     for warn in (drift_warning(measured), bias_warning(both["predicted_ms"], both["measured_ms"])):
         if warn:
-            self._warn(warn)
+            st.warn(warn)
     # Hypervolume against distinct configs evaluated, reference point stated in search.json.
     ref = (float(uniq["metric_search"].min()) - 1.0, float(uniq["predicted_ms"].max()) * 1.05)
     hv = hypervolume_history(uniq["metric_search"].to_numpy(), uniq["predicted_ms"].to_numpy(), *ref)
-    evals, distinct = self.cache.evaluation_counts(self.digest, self.evaluator.cache_selection(False))
+    evals, distinct = st.cache.evaluation_counts(st.digest, st.evaluator.cache_selection(False))
     ans = None
     if answer is not None:
         row = front[front["key"] == answer["key"]].iloc[0].to_dict()
-        ans = answer_row(row, target, {"study": {"metric": self.task.metrics[0]}})
+        ans = answer_row(row, target, {"study": {"metric": st.task.metrics[0]}})
         if cfg.verify:
             m = measured[answer["key"]]
             ans["speed_index"] = m.speed_index
     meta = {
         "format": "dynasearch-search",
         "version": 1,
-        "study": self.identity(),
+        "study": st.identity,
         "study_name": cfg.study,
-        "storage": _redacted(self.url),
-        "results_dir": str(self.out.resolve()),
+        "storage": _redacted(st.url),
+        "results_dir": str(st.out.resolve()),
         "summary": {
             "trials": int(len(trials)),
             "distinct_configs": int(len(uniq)),
             "front_size": int(len(front)),
             "search_front_size": int(len(search_front_keys)),
-            **_ranking_counts(self, trials),
+            **_ranking_counts(st, trials),
             "grid_points": int((uniq["grid"] != "").sum()),
             "cache_hits": int(trials["cache_hit"].sum()),
-            **_state_counts(self),
+            **_state_counts(st),
             "evaluations_logged": evals,
             "distinct_evaluated": distinct,
             "repeat_evaluations": evals - distinct,
@@ -205,47 +230,45 @@ def finish(self: Search) -> SearchOutcome:
             "hypervolume_reference": {"metric": ref[0], "latency_ms": ref[1]},
         },
         "timing": {
-            "evaluation_s": round(self.counters.evaluation_s, 3),
-            "prediction_s": round(self.counters.prediction_s, 3),
-            "measurement_s": round(self.counters.measurement_s, 3),
-            "optimize_s": round(self.counters.extra.get("optimize_s", 0.0), 3),
-            "sampler_and_storage_s": round(self.counters.extra.get("sampler_and_storage_s", 0.0), 3),
-            "wall_s": round(time.perf_counter() - getattr(self, "started", time.perf_counter()), 3),
-            "evaluations_this_run": self.counters.evaluations,
-            "cache_hits_this_run": self.counters.cache_hits,
+            "evaluation_s": round(st.counters.evaluation_s, 3),
+            "prediction_s": round(st.counters.prediction_s, 3),
+            "measurement_s": round(st.counters.measurement_s, 3),
+            "optimize_s": round(st.counters.extra.get("optimize_s", 0.0), 3),
+            "sampler_and_storage_s": round(st.counters.extra.get("sampler_and_storage_s", 0.0), 3),
+            "wall_s": round(time.perf_counter() - st.started, 3),
+            "evaluations_this_run": st.counters.evaluations,
+            "cache_hits_this_run": st.counters.cache_hits,
         },
-        "rescore_dev": self.evaluator.selection(True),
+        "rescore_dev": st.evaluator.selection(True),
         "verified": bool(cfg.verify and target is not None),
         "raw": cfg.raw,
-        "fingerprint": _fingerprint(self),
+        "fingerprint": _fingerprint(st),
         "answer": ans,
         "met": met,
         "message": message,
-        "warnings": self.warnings,
+        "warnings": st.warnings,
     }
-    write_results(self.out, meta, trials, front)
+    write_results(st.out, meta, trials, front)
     kill_point("results-written")  # test-only: a killed finish must be redone whole by the re-run
     title = (
-        f"{self.task.name}: {self.task.metrics[0]} vs latency ({self.estimator.setting['backend']}, "
-        f"{self.estimator.setting['threads']} thread(s), batch {self.estimator.batch}, seq {self.estimator.seq_len})"
+        f"{st.task.name}: {st.task.metrics[0]} vs latency ({st.estimator.setting['backend']}, "
+        f"{st.estimator.setting['threads']} thread(s), batch {st.estimator.batch}, seq {st.estimator.seq_len})"
     )
     plot_search_front(
-        trials, front, self.out / "front.png", self.task.metrics[0], target, ans["key"] if ans else None, title
+        trials, front, st.out / "front.png", st.task.metrics[0], target, ans["key"] if ans else None, title
     )
-    plot_hypervolume(hv, self.out / "hypervolume.png", ref)
-    plot_shapes(
-        front, self.shape.num_layers, self.shape.num_heads, self.shape.intermediate_size, self.out / "shapes.png"
-    )
-    return SearchOutcome(self.out, meta, trials, front, ans, message, met, self.warnings)
+    plot_hypervolume(hv, st.out / "hypervolume.png", ref)
+    plot_shapes(front, st.shape.num_layers, st.shape.num_heads, st.shape.intermediate_size, st.out / "shapes.png")
+    return SearchOutcome(st.out, meta, trials, front, ans, message, met, st.warnings)
 
 
-def _ranking_counts(self: Search, trials: pd.DataFrame) -> dict[str, Any]:
+def _ranking_counts(st: SearchState, trials: pd.DataFrame) -> dict[str, Any]:
     """What the ranking cost and on which examples the front is reported (search.json summary)."""
-    ev = self.evaluator
+    ev = st.evaluator
     ex = pd.to_numeric(trials.get("examples", pd.Series(dtype=float)), errors="coerce")
     per_key = trials.assign(_ex=ex).groupby("key")["_ex"].max()
     stopped = trials.groupby("key")["stopped"].all() if "stopped" in trials else pd.Series(dtype=bool)
-    parts = getattr(self, "dev_parts", None)
+    parts = st.dev_parts
     return {
         "configs_proposed": int(len(trials)),
         "configs_evaluated": int(len(per_key)),
@@ -255,16 +278,16 @@ def _ranking_counts(self: Search, trials: pd.DataFrame) -> dict[str, Any]:
         "rank_examples": int(ev.dev["search"].n),
         "report_examples": int(ev.dev["full"].n),
         "report_held_out": bool(parts.held_out) if parts is not None else False,
-        "budget_stopped": bool(self.counters.extra.get("budget_stopped", False)),
+        "budget_stopped": bool(st.counters.extra.get("budget_stopped", False)),
     }
 
 
-def _state_counts(self: Search) -> dict[str, int]:
+def _state_counts(st: SearchState) -> dict[str, int]:
     """Trials skipped by the budget (PRUNED: the study already had enough) and failed ones
     (a dead worker's trial, failed by the heartbeat check and retried)."""
     from optuna.trial import TrialState  # optuna: not on the --help path
 
-    states = [t.state for t in self.study.get_trials(deepcopy=False)]
+    states = [t.state for t in st.study.get_trials(deepcopy=False)]
     return {
         "skipped_trials": states.count(TrialState.PRUNED),
         "failed_trials": states.count(TrialState.FAIL),
@@ -272,8 +295,8 @@ def _state_counts(self: Search) -> dict[str, int]:
     }
 
 
-def _fingerprint(self: Search) -> dict[str, Any]:
-    s = self.estimator.setting
+def _fingerprint(st: SearchState) -> dict[str, Any]:
+    s = st.estimator.setting
     return {
         k: s.get(k)
         for k in (
@@ -289,7 +312,7 @@ def _fingerprint(self: Search) -> dict[str, Any]:
             "fingerprint",
             "target_id",
         )
-    } | {"batch": self.estimator.batch, "seq_len": self.estimator.seq_len}
+    } | {"batch": st.estimator.batch, "seq_len": st.estimator.seq_len}
 
 
 def _trial_columns():

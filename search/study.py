@@ -48,7 +48,7 @@ from .config import (
 )
 from .errors import SearchError
 from .objectives import AccuracyEvaluator, Counters, LatencyEstimator, check_widths
-from .outcome import SearchOutcome, finish, trials_table
+from .outcome import SearchOutcome, SearchState, finish, trials_table
 from .racing import CHUNK_FRACTIONS, RACEABLE_METRICS, best_at_latency
 from .space import encode, grid_points, suggest
 from .storage import AccuracyCache, claim_study, default_storage_url, engine_kwargs, is_claimed, open_storage, redact
@@ -494,11 +494,35 @@ class Search:
             )
 
     # ---- results
+    def state(self) -> SearchState:
+        """What the outcome is built from (search/outcome.py), handed over explicitly."""
+        return SearchState(
+            cfg=self.cfg,
+            out=self.out,
+            study=self.study,
+            url=self.url,
+            task=self.task,
+            shape=self.shape,
+            space=self.space,
+            model=self.model,
+            digest=self.digest,
+            evaluator=self.evaluator,
+            estimator=self.estimator,
+            cache=self.cache,
+            settings=self.settings,
+            counters=self.counters,
+            identity=self.identity(),
+            warnings=self.warnings,
+            warn=self._warn,
+            started=self.started,
+            dev_parts=getattr(self, "dev_parts", None),
+        )
+
     def trials_table(self) -> pd.DataFrame:
-        return trials_table(self)
+        return trials_table(self.state())
 
     def finish(self) -> SearchOutcome:
-        return finish(self)
+        return finish(self.state())
 
     def close(self) -> None:
         for obj in (getattr(self, "cache", None), getattr(self, "evaluator", None)):
