@@ -246,48 +246,98 @@ def predictor_section(ev: dict) -> list[str]:
         "held-out configs within +-5%, Kendall tau >= 0.98. 'best': lowest 5-fold cross-validated MAPE on the fitting "
         "records (chosen without the held-out configs), separately for corrected and raw.",
         "",
-        "| run | setting | fit / held out | best (corrected) | MAPE % | within +-5% | tau | MAPE <= 2 | +-5% >= 99% | tau >= 0.98 | best (raw) | raw MAPE % | raw within +-5% | raw tau |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "run",
+        "setting",
+        "fit / held out",
+        "best (corrected)",
+        "MAPE %",
+        "within +-5%",
+        "tau",
+        "MAPE <= 2",
+        "+-5% >= 99%",
+        "tau >= 0.98",
+        "best (raw)",
+        "raw MAPE %",
+        "raw within +-5%",
+        "raw tau",
+    ]
+    rows = []
     for (run, s), e in ev.items():
         c, r = e["corrected"], e["raw"]
         if c["error"]:
-            lines.append(
-                f"| {run} | {name(s)} | {c['n_train']} / {c['n_test']} | not evaluated: {c['error']} |" + " |" * 10
-            )
+            rows.append([run, name(s), f"{c['n_train']} / {c['n_test']}", f"not evaluated: {c['error']}"] + [""] * 10)
             continue
         b, ok = c["b"], predictor_ok(c["b"])
         rb = r.get("b", {})
-        lines.append(
-            f"| {run} | {name(s)} | {c['n_train']} / {c['n_test']} | {c['best']} | {b['mape']:.2f} | {b['within_5']:.1%} | "
-            f"{b['kendall_tau']:.3f} | {mark(ok['mape'])} | {mark(ok['within_5'])} | {mark(ok['tau'])} | {r.get('best', '')} | "
-            f"{rb.get('mape', math.nan):.2f} | {pct(rb.get('within_5', math.nan))} | {rb.get('kendall_tau', math.nan):.3f} |"
+        rows.append(
+            [
+                run,
+                name(s),
+                f"{c['n_train']} / {c['n_test']}",
+                c["best"],
+                f"{b['mape']:.2f}",
+                f"{b['within_5']:.1%}",
+                f"{b['kendall_tau']:.3f}",
+                mark(ok["mape"]),
+                mark(ok["within_5"]),
+                mark(ok["tau"]),
+                f"{r.get('best', '')}",
+                f"{rb.get('mape', math.nan):.2f}",
+                pct(rb.get("within_5", math.nan)),
+                f"{rb.get('kendall_tau', math.nan):.3f}",
+            ]
         )
+    lines.append(markdown_table(header, rows))
     lines += [
         "",
         "### Every kind (held-out; CV MAPE on the fitting records)",
         "",
-        "| run | setting | kind | CV MAPE % | MAPE % | within +-5% | max error % | tau | raw CV MAPE % | raw MAPE % | raw within +-5% | raw tau |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "run",
+        "setting",
+        "kind",
+        "CV MAPE %",
+        "MAPE %",
+        "within +-5%",
+        "max error %",
+        "tau",
+        "raw CV MAPE %",
+        "raw MAPE %",
+        "raw within +-5%",
+        "raw tau",
+    ]
+    rows = []
     for (run, s), e in ev.items():
         if e["corrected"]["error"]:
             continue
         raw = e["raw"]["results"].set_index("kind") if "results" in e["raw"] else pd.DataFrame()
         for _, r in e["corrected"]["results"].iterrows():
             if r["error"]:
-                lines.append(f"| {run} | {name(s)} | {r['kind']} | failed: {r['error']} |" + " |" * 8)
+                rows.append([run, name(s), r["kind"], f"failed: {r['error']}"] + [""] * 8)
                 continue
             q = raw.loc[r["kind"]] if r["kind"] in raw.index and not raw.loc[r["kind"], "error"] else None
             rq = (
-                f"{q['cv_mape']:.2f} | {q['mape']:.2f} | {q['within_5']:.1%} | {q['kendall_tau']:.3f}"
+                [f"{q['cv_mape']:.2f}", f"{q['mape']:.2f}", f"{q['within_5']:.1%}", f"{q['kendall_tau']:.3f}"]
                 if q is not None
-                else " | | | "
+                else [""] * 4
             )
-            lines.append(
-                f"| {run} | {name(s)} | {r['kind']} | {r['cv_mape']:.2f} | {r['mape']:.2f} | {r['within_5']:.1%} | "
-                f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {rq} |"
+            rows.append(
+                [
+                    run,
+                    name(s),
+                    r["kind"],
+                    f"{r['cv_mape']:.2f}",
+                    f"{r['mape']:.2f}",
+                    f"{r['within_5']:.1%}",
+                    f"{r['max_ape']:.1f}",
+                    f"{r['kendall_tau']:.3f}",
+                ]
+                + rq
             )
+    lines.append(markdown_table(header, rows))
     return lines + [""]
 
 
@@ -354,15 +404,25 @@ def repeat_section(runs: dict) -> tuple[list[str], dict]:
         "Targets on corrected medians: >= 95% at 1 thread, >= 90% at 2 threads. Run-wide shift: median over the "
         "configs of b / a - 1.",
         "",
-        "| setting | configs | speed index b | within +-3% corrected | target | raw | shift corrected | shift raw | largest difference corrected / raw |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "setting",
+        "configs",
+        "speed index b",
+        "within +-3% corrected",
+        "target",
+        "raw",
+        "shift corrected",
+        "shift raw",
+        "largest difference corrected / raw",
+    ]
+    rows = []
     out = {}
     for s, ga in group(a):
         gb = b[(b["backend"] == s[0]) & (b["threads"] == s[1]) & (b["batch"] == s[2]) & (b["status"] == "ok")]
         ga = ga[ga["status"] == "ok"]
         if gb.empty:
-            lines.append(f"| {name(s)} | run b has no records of this setting |" + " |" * 7)
+            rows.append([name(s), "run b has no records of this setting"] + [""] * 7)
             continue
         rc = repeatability(ga, gb, 0.03, "corrected_median_ms")
         rr = repeatability(ga, gb, 0.03, "median_ms")
@@ -370,11 +430,20 @@ def repeat_section(runs: dict) -> tuple[list[str], dict]:
         shift = {c: float(np.median(m[f"{c}_b"] / m[f"{c}_a"])) - 1 for c in ("corrected_median_ms", "median_ms")}
         target = REPEAT_TARGET[int(s[1])]
         out[s] = {"c": rc, "r": rr, "target": target, "shift": shift}
-        lines.append(
-            f"| {name(s)} | {rc['configs']} | {float(gb['speed_index'].iloc[0]):.3f} | {rc['within']:.1%} | "
-            f">= {target:.0%}: {mark(rc['within'] >= target)} | {rr['within']:.1%} | {shift['corrected_median_ms']:+.2%} | "
-            f"{shift['median_ms']:+.2%} | {rc['max_rel_diff']:.1%} / {rr['max_rel_diff']:.1%} |"
+        rows.append(
+            [
+                name(s),
+                str(rc["configs"]),
+                f"{float(gb['speed_index'].iloc[0]):.3f}",
+                f"{rc['within']:.1%}",
+                f">= {target:.0%}: {mark(rc['within'] >= target)}",
+                f"{rr['within']:.1%}",
+                f"{shift['corrected_median_ms']:+.2%}",
+                f"{shift['median_ms']:+.2%}",
+                f"{rc['max_rel_diff']:.1%} / {rr['max_rel_diff']:.1%}",
+            ]
         )
+    lines.append(markdown_table(header, rows))
     return lines + [""], out
 
 

@@ -184,25 +184,62 @@ def single_section(df: pd.DataFrame, pool, layer, shape, peak) -> tuple[list[str
         "two-number calibration on the whole-model fitting records. Interval: split-conformal 90% interval from "
         "5-fold cross-validation residuals of the fitting records; coverage measured on the held-out configs.",
         "",
-        "| setting | predictor | CV MAPE % (fitting records) | MAPE % | RMSE ms | within +-5% | within +-10% | max error % | tau | Spearman | 90% interval +-% | its coverage |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "setting",
+        "predictor",
+        "CV MAPE % (fitting records)",
+        "MAPE %",
+        "RMSE ms",
+        "within +-5%",
+        "within +-10%",
+        "max error %",
+        "tau",
+        "Spearman",
+        "90% interval +-%",
+        "its coverage",
+    ]
+    rows = []
     for s in summary:
         setting = f"{s['backend']} t{s['threads']} b{s['batch']}"
         r = s["raw_lut"]
-        lines.append(
-            f"| {setting} | lut raw | | {r['mape']:.2f} | {r['rmse_ms']:.3f} | {r['within_5']:.1%} | {r['within_10']:.1%} | "
-            f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {r['spearman']:.3f} | | |"
+        rows.append(
+            [
+                setting,
+                "lut raw",
+                "",
+                f"{r['mape']:.2f}",
+                f"{r['rmse_ms']:.3f}",
+                f"{r['within_5']:.1%}",
+                f"{r['within_10']:.1%}",
+                f"{r['max_ape']:.1f}",
+                f"{r['kendall_tau']:.3f}",
+                f"{r['spearman']:.3f}",
+                "",
+                "",
+            ]
         )
         for _, r in s["results"].iterrows():
             if r["error"]:
-                lines.append(f"| {setting} | {r['kind']} | failed: {r['error']} | | | | | | | | | |")
+                rows.append([setting, r["kind"], f"failed: {r['error']}"] + [""] * 9)
                 continue
-            lines.append(
-                f"| {setting} | {r['kind']} | {fmt(r.get('cv_mape'))} | {r['mape']:.2f} | {r['rmse_ms']:.3f} | {r['within_5']:.1%} | {r['within_10']:.1%} | "
-                f"{r['max_ape']:.1f} | {r['kendall_tau']:.3f} | {r['spearman']:.3f} | {fmt(r.get('interval_90_halfwidth_pct'))} | "
-                f"{fmt(r.get('interval_90_coverage'), '.0%')} |"
+            rows.append(
+                [
+                    setting,
+                    r["kind"],
+                    fmt(r.get("cv_mape")),
+                    f"{r['mape']:.2f}",
+                    f"{r['rmse_ms']:.3f}",
+                    f"{r['within_5']:.1%}",
+                    f"{r['within_10']:.1%}",
+                    f"{r['max_ape']:.1f}",
+                    f"{r['kendall_tau']:.3f}",
+                    f"{r['spearman']:.3f}",
+                    fmt(r.get("interval_90_halfwidth_pct")),
+                    fmt(r.get("interval_90_coverage"), ".0%"),
+                ]
             )
+    lines.append(markdown_table(header, rows))
     for note in incomplete:
         lines.append(f"- {note}")
     lines.append("")
@@ -267,18 +304,41 @@ def shapes_section(shape) -> tuple[list[str], dict]:
         f"Batch 1-32, seq 16-512, batch x seq <= 2048 tokens (larger inputs take seconds per run on one core; "
         f"the cap keeps the phase within its time budget). Target: MAPE <= 5% on held-out configs AND shapes.",
         "",
-        "| predictor | MAPE % | RMSE ms | within +-5% | within +-10% | max error % | tau | Spearman | 90% interval +-% | its coverage | MAPE <= 5 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "predictor",
+        "MAPE %",
+        "RMSE ms",
+        "within +-5%",
+        "within +-10%",
+        "max error %",
+        "tau",
+        "Spearman",
+        "90% interval +-%",
+        "its coverage",
+        "MAPE <= 5",
+    ]
+    rows = []
     for _, r in results.iterrows():
         if r["error"]:
-            lines.append(f"| {r['kind']} | failed: {r['error']} | | | | | | | | | |")
+            rows.append([r["kind"], f"failed: {r['error']}"] + [""] * 9)
             continue
-        lines.append(
-            f"| {r['kind']} | {r['mape']:.2f} | {r['rmse_ms']:.2f} | {r['within_5']:.1%} | {r['within_10']:.1%} | {r['max_ape']:.1f} | "
-            f"{r['kendall_tau']:.3f} | {r['spearman']:.3f} | {fmt(r.get('interval_90_halfwidth_pct'))} | "
-            f"{fmt(r.get('interval_90_coverage'), '.0%')} | {mark(r['mape'] <= 5)} |"
+        rows.append(
+            [
+                r["kind"],
+                f"{r['mape']:.2f}",
+                f"{r['rmse_ms']:.2f}",
+                f"{r['within_5']:.1%}",
+                f"{r['within_10']:.1%}",
+                f"{r['max_ape']:.1f}",
+                f"{r['kendall_tau']:.3f}",
+                f"{r['spearman']:.3f}",
+                fmt(r.get("interval_90_halfwidth_pct")),
+                fmt(r.get("interval_90_coverage"), ".0%"),
+                mark(r["mape"] <= 5),
+            ]
         )
+    lines.append(markdown_table(header, rows))
     lines += [
         "",
         "Learning curve (held-out MAPE %): "
@@ -315,19 +375,29 @@ def repeat_section() -> tuple[list[str], list[dict]]:
         "configs, i.e. how much faster or slower the whole machine was in run 2; the last column divides it out "
         "(a diagnostic, not the target: it separates the protocol's own scatter from the host's speed changes).",
         "",
-        "| pair | backend | threads | runs (UTC) | configs | within +-3% | median difference | largest difference | "
-        "median CV (run 1 / 2) | run-wide shift | target | within +-3% with the shift divided out |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = [
+        "pair",
+        "backend",
+        "threads",
+        "runs (UTC)",
+        "configs",
+        "within +-3%",
+        "median difference",
+        "largest difference",
+        "median CV (run 1 / 2)",
+        "run-wide shift",
+        "target",
+        "within +-3% with the shift divided out",
+    ]
+    rows = []
     out = []
     for k, a_path, b_path in pairs:
         a, b = read_records(a_path), read_records(b_path)
         for (backend, threads), ga in a[a["status"] == "ok"].groupby(["backend", "threads"]):
             gb = b[(b["status"] == "ok") & (b["backend"] == backend) & (b["threads"] == threads)]
             if gb.empty:
-                lines.append(
-                    f"| {k} | {backend} | {threads} | second run not measured before the deadline | | | | | | | | |"
-                )
+                rows.append([str(k), backend, str(threads), "second run not measured before the deadline"] + [""] * 8)
                 continue
             r = repeatability(ga, gb)
             m = ga[["key", "median_ms"]].merge(gb[["key", "median_ms"]], on="key", suffixes=("_a", "_b"))
@@ -336,11 +406,23 @@ def repeat_section() -> tuple[list[str], list[dict]]:
             r_adj = repeatability(ga, adj)
             when = f"{str(ga['timestamp'].min())[11:16]}-{str(gb['timestamp'].max())[11:16]}"
             out.append({"pair": k, "backend": backend, "threads": int(threads), **r})
-            lines.append(
-                f"| {k} | {backend} | {threads} | {when} | {r['configs']} | {r['within']:.0%} | {r['median_rel_diff']:.2%} | "
-                f"{r['max_rel_diff']:.1%} | {ga['cv'].median():.1%} / {gb['cv'].median():.1%} | {shift - 1:+.1%} | "
-                f"{mark(r['within'] >= 0.95)} | {r_adj['within']:.0%} |"
+            rows.append(
+                [
+                    str(k),
+                    backend,
+                    str(threads),
+                    when,
+                    str(r["configs"]),
+                    f"{r['within']:.0%}",
+                    f"{r['median_rel_diff']:.2%}",
+                    f"{r['max_rel_diff']:.1%}",
+                    f"{ga['cv'].median():.1%} / {gb['cv'].median():.1%}",
+                    f"{shift - 1:+.1%}",
+                    mark(r["within"] >= 0.95),
+                    f"{r_adj['within']:.0%}",
+                ]
             )
+    lines.append(markdown_table(header, rows))
     return lines + [""], out
 
 
