@@ -80,6 +80,7 @@ class AccuracyEvaluator:
         # int8: each config is extracted, exported, quantised (onnxruntime dynamic QInt8, cached in
         # int8_dir) and scored by running the quantised ONNX model: its metric is measured, never assumed.
         self.precision, self.int8_dir = precision, int8_dir
+        self._int8_last: str | None = None  # the config whose int8 files int8_dir holds
         self.dev = {"search": dev_search, "full": dev_full}
         self.counters = counters or Counters()
         self.chunks = list(chunks) if chunks and len(chunks) > 1 and self.metric in RACEABLE_METRICS else None
@@ -134,9 +135,8 @@ class AccuracyEvaluator:
         if self.int8_dir is None:  # a killed run's folder is removed by the next run (its PID is dead)
             remove_dead_onnx_folders()
             self.int8_dir = tempfile.mkdtemp(prefix=f"{ONNX_TMP_PREFIX}{process_tag()}-int8-")
-        last = getattr(self, "_int8_last", None)
-        if last not in (None, subnet.key):
-            for f in Path(self.int8_dir).glob(f"{last}-*"):
+        if self._int8_last not in (None, subnet.key):
+            for f in Path(self.int8_dir).glob(f"{self._int8_last}-*"):
                 f.unlink(missing_ok=True)
         self._int8_last = subnet.key
         try:
