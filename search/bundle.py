@@ -14,6 +14,15 @@ and, in an int8 folder, the fp32 model.onnx it was quantised from; each folder's
 the export's as written (its `files` digests still list them); BUNDLE/devices.json `models` says
 what was removed, and its `files` holds the sha256 of every file the bundle does hold.
 
+Every entry of THIS machine (its fingerprint is the one this machine has under the entry's setting,
+and its backend imports here) is also timed before the bundle appears, through the bundle's own loader
+(`BundleModel.time_ms`, the loop `python -m dynasearch_bundle BUNDLE --check` runs, same warm-up and
+runs): `check_ms` (the median), `check_runs`, `check_when`. --check compares with it first: the
+search's verification times models interleaved and cold (several models alternating in rounds, an
+anchor every round), a lone warm loop runs ~10% faster, so the verified latency (`measured_ms`,
+`measured_raw_ms`, kept as they are) is no yardstick for --check. Other machines' entries get
+check_ms null; `check_time` says what was timed (or that --no-check-time skipped it).
+
 Bad input (one line, nothing written): a RESULTS whose devices have no answer at all. A device
 without an answer is left out with a warning and listed under `skipped`.
 """
@@ -21,8 +30,10 @@ without an answer is left out with a warning and listed under `skipped`.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import json
 import shutil
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +43,15 @@ from dynabert.errors import ExportError
 from dynabert.io import atomic_dir, check_output_dir, file_sha256, write_json, write_text
 from predictors.kit import copy_runtime
 from predictors.measure import shape_key
+from predictors.runtime.bundle import (
+    CHECK_RUNS,
+    CHECK_WARMUP,
+    BundleModel,
+    describe_entry,
+    describe_machine,
+    fingerprint_here,
+    this_machine,
+)
 
 from .deploy import export_from_results
 from .devices import read_devices
@@ -90,7 +110,8 @@ README = """dynasearch deployment bundle: {n} device entr{ies} over {m} model fo
     model.predict(["some text"])                    # [(label, scores)]
 
 devices.json lists every entry (device, precision, backend, threads, batch, length, fingerprint, model
-file, sub-network key, metric, predicted and measured latency) and the sha256 of every file.
+file, sub-network key, metric, predicted and measured latency, and check_ms: the latency --check's own
+loop gave at export, for the exporting machine's entries) and the sha256 of every file.
 """
 
 
@@ -160,9 +181,80 @@ def _model_labels(model_dir: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) and labels else None
 
 
-def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) -> dict[str, Any]:
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _runs_here(entry: dict[str, Any], machine: dict[str, Any], key: str) -> bool:
+    """The entry was measured on this machine (same fingerprint under its setting) and its backend imports here."""
+    if fingerprint_here(entry, machine, key)["fingerprint"] != entry["fingerprint"]:
+        return False
+    module = {"onnxruntime": "onnxruntime", "torch": "torch"}.get(entry["backend"])
+    return module is not None and importlib.util.find_spec(module) is not None
+
+
+def _time_entry(bundle: Path, index: dict[str, Any], entry: dict[str, Any], runs: int, warmup: int) -> float:
+    """The median ms of the loader's own loop (`BundleModel.time_ms`) for `entry` of the bundle at `bundle`."""
+    torch_threads = None
+    if entry["backend"] == "torch":  # BundleModel sets torch's (process-wide) threads: give them back after
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    try:
+        model = BundleModel(str(bundle), index, entry)
+        ms = model.time_ms(runs, warmup)
+        del model
+    finally:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
+    return ms
+
+
+def time_entries(
+    bundle: str | Path,
+    index: dict[str, Any],
+    runs: int = CHECK_RUNS,
+    warmup: int = CHECK_WARMUP,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Time every entry of `index` (the bundle at `bundle`'s devices.json, in memory) that this machine
+    runs with --check's loop; sets each entry's check_ms, check_runs, check_when (null for the others)
+    and returns the `check_time` summary. Entries of one model file and one setting share one timing;
+    onnxruntime entries are timed before torch ones (torch's idle threads do not linger into them)."""
+    machine = this_machine()
+    key = index.get("shape_key", "")
+    done: dict[tuple, dict[str, Any]] = {}
+    here = []
+    for e in index["devices"]:
+        e.update(check_ms=None, check_runs=None, check_when=None)
+        if _runs_here(e, machine, key):
+            here.append(e)
+    for e in sorted(here, key=lambda e: e["backend"] != "onnxruntime"):
+        same = (e["file"], e["fingerprint"], e["threads"], e["batch"], e["length"])
+        if same not in done:
+            ms = _time_entry(Path(bundle), index, e, runs, warmup)
+            done[same] = {"check_ms": ms, "check_runs": runs, "check_when": _now()}
+            if progress:
+                print(f"timed {describe_entry(e)}: {ms:.3f} ms (median of {runs} runs)", file=sys.stderr, flush=True)
+        e.update(done[same])
+    return {
+        "timed": bool(here),
+        "runs": runs,
+        "warmup": warmup,
+        "entries": len(here),
+        "machine": describe_machine(machine),
+        "note": "check_ms: the median of the loader's own loop (BundleModel.time_ms, what --check runs) at export, "
+        "for the entries of the machine that exported the bundle; null for other machines' entries",
+    }
+
+
+def write_bundle(
+    results: str | Path, out: str | Path, overwrite: bool = False, check_time: bool = True, progress: bool = True
+) -> dict[str, Any]:
     """Export every device's answer of RESULTS into the bundle folder `out` (atomically); returns its
-    devices.json. SearchError when no device has an answer."""
+    devices.json. SearchError when no device has an answer. check_time: time this machine's entries
+    with --check's loop (`time_entries`) before the bundle appears; progress: one line per timed
+    entry on stderr."""
 
     check_output_dir(out, overwrite)  # before any slow work
     devices = device_entries(results)
@@ -258,6 +350,9 @@ def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) 
                     "predicted_ms": a.get("predicted_ms"),
                     "measured_ms": a.get("measured_ms"),
                     "measured_raw_ms": a.get("measured_raw_ms"),
+                    "check_ms": None,  # set by time_entries below, for this machine's entries
+                    "check_runs": None,
+                    "check_when": None,
                     "verified": bool(a.get("verified")),
                     "target_ms": d.get("target_ms"),
                     "when": _mtime(d["dir"] / "search.json"),
@@ -276,7 +371,7 @@ def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) 
         index = {
             "format": "dynasearch-bundle",
             "version": 1,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _now(),
             "results": str(Path(results).resolve()),
             "task": first["study"]["task"],
             "metric": first["study"]["metric"],
@@ -294,6 +389,13 @@ def write_bundle(results: str | Path, out: str | Path, overwrite: bool = False) 
             ],
             "devices": entries,
         }
+        # in the temporary folder: a kill while timing leaves no bundle
+        index["check_time"] = (
+            time_entries(tmp, index, progress=progress)
+            if check_time
+            else {"timed": False, "note": "not timed at export (--no-check-time): --check compares with the "
+                  "search's measured latency"}
+        )  # fmt: skip
         index["files"] = {
             p.relative_to(tmp).as_posix(): file_sha256(p)
             for p in sorted(tmp.rglob("*"))

@@ -45,12 +45,20 @@ def register(sub) -> None:
         "format (ONNX, int8 ONNX, or a Hugging Face directory for torch), shared where devices agree, "
         "devices.json with sha256s, the tokenizer once and a loader (python -m dynasearch_bundle DIR --check)",
     )
+    r.add_argument(
+        "--no-check-time",
+        action="store_true",
+        help="with --bundle: do not time this machine's entries with the loader's --check loop at export "
+        "(check_ms stays null; --check then compares with the search's measured latency)",
+    )
     p.set_defaults(func=run, _parser=p)
 
 
 def run(args) -> int:
     if args.bundle:
         return run_bundle(args)
+    if args.no_check_time:
+        args._parser.error("--no-check-time goes with --bundle (it skips timing the bundle's entries at export)")
     args.format = args.format or "onnx,hf"
     if args.results is not None or args.target_latency is not None or args.key is not None:
         return run_from_results(args)
@@ -151,14 +159,16 @@ def run_bundle(args) -> int:
             "--results exports the searched model's configs: give no MODEL_DIR, --width, --depth or --subnet"
         )
     with print_warnings():  # a device without an answer, a random head: one 'warning: ...' line each
-        index = write_bundle(args.results, args.out, overwrite=args.overwrite)
+        index = write_bundle(args.results, args.out, overwrite=args.overwrite, check_time=not args.no_check_time)
     print(
         f"bundle {args.out}: {len(index['devices'])} device entr{'y' if len(index['devices']) == 1 else 'ies'}, "
         f"{len(index['models'])} model folder(s)"
     )
     for e in index["devices"]:
-        lat = f"predicted {e['predicted_ms']:.3f} ms" + (
-            f", measured {e['measured_ms']:.3f} ms" if e["measured_ms"] is not None else ""
+        lat = (
+            f"predicted {e['predicted_ms']:.3f} ms"
+            + (f", measured {e['measured_ms']:.3f} ms" if e["measured_ms"] is not None else "")
+            + (f", --check loop here {e['check_ms']:.3f} ms" if e.get("check_ms") is not None else "")
         )
         print(
             f"  {e['name']} ({e['precision']}, {e['backend']}): {e['key']} -> {e['file']}: {e['metric']} "

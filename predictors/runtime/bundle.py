@@ -4,8 +4,9 @@
 
     BUNDLE/devices.json          the index: one entry per device (name, precision, backend, threads,
                                  batch, length, fingerprint, the model file, sub-network key, metric,
-                                 predicted and measured latency, when and where it was measured)
-                                 and the sha256 of every other file of the bundle
+                                 predicted and measured latency, when and where it was measured,
+                                 check_ms: what --check's own loop gave at export on the exporting
+                                 machine's entries) and the sha256 of every other file of the bundle
     BUNDLE/models/<key>-<prec>/  a model per distinct config and precision (model.onnx, model.int8.onnx
                                  or a Hugging Face directory), shared by the devices that picked it
     BUNDLE/tokenizer.json ...    the tokenizer files, once
@@ -15,7 +16,8 @@
 and this module reads it: `load(BUNDLE, device=None, threads=None, batch=None)` checks every file's
 sha256, picks the entry for this machine (its fingerprint, as the latency predictors compute it)
 and returns a `BundleModel` whose `predict(texts)` gives (label, scores) per text;
-`python -m dynasearch_bundle BUNDLE --check` times the chosen model here against its recorded latency.
+`python -m dynasearch_bundle BUNDLE --check` times the chosen model here against its recorded latency
+(check_ms, recorded at export with this very loop; else the search's measured, else predicted latency).
 
 Part of the device runtime (standard library and numpy; onnxruntime and `tokenizers` imported
 lazily; relative imports only, Python 3.8 syntax). It never imports torch or transformers for an
@@ -30,6 +32,7 @@ import argparse
 import hashlib
 import importlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -102,7 +105,25 @@ def read_index(bundle: str) -> Dict[str, Any]:
         missing = [k for k in ENTRY_FIELDS if not isinstance(e, dict) or k not in e]
         if missing:
             raise BundleError(f"{path}: devices[{i}] lacks {', '.join(missing)}")
+        for field, ok, what in (
+            ("check_ms", _finite_positive, "a finite number > 0"),
+            ("check_runs", _count, "an integer >= 1"),
+        ):
+            v = e.get(field)
+            if v is not None and not ok(v):
+                raise BundleError(
+                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {v!r}; it must be null or "
+                    f"{what} (export the bundle again)"
+                )
     return doc
+
+
+def _finite_positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def _inside(bundle: str, rel: str) -> str:
@@ -442,16 +463,41 @@ def load(
 
 
 # ------------------------------------------------------------------------------ the command line
+def _measured(e: Dict[str, Any]) -> Optional[Tuple[float, str]]:
+    """The search's verified latency of the entry: the raw median first (a fresh process's time is raw; the
+    speed-corrected one is on the scale of the predictor's records run, which a lone process here does not
+    share), else the speed-corrected one; None when the search did not measure it."""
+    for field, name in (("measured_raw_ms", "measured (raw)"), ("measured_ms", "measured (speed-corrected)")):
+        if e.get(field):
+            return float(e[field]), name
+    return None
+
+
 def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
-    """(exit status, the line): the time here against the recorded latency (measured, else predicted)."""
+    """(exit status, the line): the time here against the recorded latency: check_ms (this loop's time at
+    export on the exporting machine) first, else the search's measured latency (raw, then speed-corrected),
+    else the predicted one. With check_ms the line also gives the search's measured latency and its ratio,
+    for information (the verification times models interleaved and cold, this loop one model warm)."""
     e = model.entry
     here = model.time_ms(runs)
-    # The raw measured median first: a fresh process's time is raw; the speed-corrected one is on the scale of
-    # the predictor's records run (anchor-corrected), which a lone process here does not share.
-    recorded, kind = e.get("predicted_ms"), "predicted"
-    for field, name in (("measured_ms", "measured (speed-corrected)"), ("measured_raw_ms", "measured (raw)")):
-        if e.get(field) is not None:
-            recorded, kind = e.get(field), name
+    where = describe_machine(e, e.get("fingerprint"))
+    measured = _measured(e)
+    info = ""
+    if e.get("check_ms"):
+        recorded, kind = float(e["check_ms"]), "recorded by the loader's loop at export"
+        when = f" ({e.get('check_runs')} runs, {e['check_when']})" if e.get("check_when") else ""
+        kind += f" on {where}{when}"
+        if measured:
+            info = (
+                f"; the search's verification {measured[1]}: {measured[0]:.3f} ms, ratio {here / measured[0]:.2f} "
+                "(for information: it times models interleaved and cold)"
+            )
+        elif e.get("predicted_ms"):
+            info = f"; predicted {float(e['predicted_ms']):.3f} ms, ratio {here / float(e['predicted_ms']):.2f}"
+    elif measured:
+        recorded, kind = measured[0], f"{measured[1]} on {where}"
+    else:
+        recorded, kind = e.get("predicted_ms"), f"predicted on {where}"
     head = (
         f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {e['batch']}, "
         f"length {e['length']}, {model.threads} thread(s))"
@@ -460,10 +506,10 @@ def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
         return 1, head + "; the bundle records no latency for it"
     ratio = here / float(recorded)
     off = abs(ratio - 1.0) > CHECK_TOLERANCE
-    where = describe_machine(e, e.get("fingerprint"))
     return int(off), (
-        f"{head} against {float(recorded):.3f} ms {kind} on {where}: ratio {ratio:.2f} "
+        f"{head} against {float(recorded):.3f} ms {kind}: ratio {ratio:.2f} "
         + (f"(more than {CHECK_TOLERANCE:.0%} off)" if off else f"(within {CHECK_TOLERANCE:.0%})")
+        + info
     )
 
 
@@ -479,7 +525,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, help="threads to run with (default: the entry's)")
     p.add_argument("--batch", type=int, help="texts per run (default: the entry's)")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); prints JSON lines")
-    p.add_argument("--check", action="store_true", help="time the model here against the recorded latency")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="time the model here against the recorded latency (check_ms, this loop's time at export; else the "
+        "search's measured latency; else the predicted one)",
+    )
     p.add_argument("--runs", type=int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})")
     args = p.parse_args(argv)
 

@@ -343,3 +343,157 @@ def test_int8_entry_ships_the_int8_model(sk_fast, sk_run, sk_predictor, tmp_path
     precision, label = json.loads(r.stdout)
     # the precision the search's verdict gave the device (fp32 without one)
     assert label in ("0", "1") and precision == (index["precision"].get("cpu", "").split(":")[0] or "fp32")
+
+
+# ------------------------------------------- check_ms: --check's own loop, timed at export on this machine
+@pytest.fixture(scope="module")
+def here_and_there(sk_fast, sk_run, sk_local_predictor, sk_predictor) -> Path:
+    """A two-device search: `here` (records of THIS machine) and `there` (the fake machine)."""
+    return search_devices(sk_run, sk_fast / "bundle-here", "here=1000ms,there=1000ms", ("here", sk_local_predictor),
+                          ("there", sk_predictor))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def here_bundle(here_and_there, sk_fast) -> Path:
+    out = sk_fast / "bundle-here-out"
+    assert cli("export", "--results", here_and_there, "--bundle", "--out", out) == 0
+    return out
+
+
+def test_check_ms_is_recorded_for_this_machine_only(here_and_there, fast_tmp, capsys):
+    import datetime
+
+    from predictors.runtime.bundle import CHECK_RUNS
+
+    out = fast_tmp / "b"
+    assert cli("export", "--results", here_and_there, "--bundle", "--out", out) == 0
+    captured = capsys.readouterr()
+    index = json.loads((out / "devices.json").read_text())
+    by = {e["name"]: e for e in index["devices"]}
+    here, there = by["here"], by["there"]
+    assert here["check_ms"] > 0 and here["check_runs"] == CHECK_RUNS
+    assert datetime.datetime.fromisoformat(here["check_when"]).tzinfo is not None
+    assert (there["check_ms"], there["check_runs"], there["check_when"]) == (None, None, None)
+    assert "measured_ms" in here and "measured_raw_ms" in here  # kept as the search wrote them
+    assert index["check_time"]["timed"] and index["check_time"]["entries"] == 1
+    assert index["check_time"]["runs"] == CHECK_RUNS
+    timed = [line for line in captured.err.splitlines() if line.startswith("timed ")]
+    assert len(timed) == 1 and "timed device here (fp32" in timed[0]
+    assert "--check loop here" in captured.out
+    # nothing but the bundle's own files (no __pycache__ from loading it), every digest right
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {"devices.json"}
+    assert set(index["files"]) == files
+    # --no-check-time: nothing timed, and devices.json says so
+    out2 = fast_tmp / "b2"
+    assert cli("export", "--results", here_and_there, "--bundle", "--out", out2, "--no-check-time") == 0
+    assert "timed " not in capsys.readouterr().err
+    index = json.loads((out2 / "devices.json").read_text())
+    assert all(e["check_ms"] is None and e["check_runs"] is None for e in index["devices"])
+    assert index["check_time"]["timed"] is False and "--no-check-time" in index["check_time"]["note"]
+
+
+def test_no_check_time_needs_bundle(sk_results, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli("export", "--results", sk_results, "--key", "abc", "--out", tmp_path / "o", "--no-check-time")
+    assert e.value.code == 2 and "--no-check-time goes with --bundle" in capsys.readouterr().err
+
+
+def test_entries_sharing_a_model_and_setting_share_one_timing(here_and_there, fast_tmp, capsys):
+    import shutil
+
+    results = fast_tmp / "shared"
+    shutil.copytree(here_and_there, results)
+    doc = json.loads((results / "devices.json").read_text())
+    here, there = doc["devices"]
+    there["answer"], there["setting"] = here["answer"], here["setting"]
+    (results / "devices.json").write_text(json.dumps(doc))
+    out = fast_tmp / "shared-out"
+    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    assert sum(line.startswith("timed ") for line in capsys.readouterr().err.splitlines()) == 1
+    a, b = json.loads((out / "devices.json").read_text())["devices"]
+    assert a["file"] == b["file"] and a["check_ms"] == b["check_ms"] > 0 and a["check_when"] == b["check_when"]
+
+
+def test_a_failure_while_timing_leaves_no_bundle(here_and_there, fast_tmp, monkeypatch):
+    import search.bundle as sb
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sb, "_time_entry", boom)
+    out = fast_tmp / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        sb.write_bundle(here_and_there, out, progress=False)
+    assert not out.exists() and not [p for p in fast_tmp.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_check_compares_with_check_ms_first(here_bundle, tmp_path):
+    """devices.json is not among its own digests: a copy with another check_ms still loads."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(here_bundle, copy)
+    index = json.loads((copy / "devices.json").read_text())
+    here = next(e for e in index["devices"] if e["name"] == "here")
+    here.update(check_ms=1e5, measured_raw_ms=1e5, measured_ms=1e5)
+    (copy / "devices.json").write_text(json.dumps(index))
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--check", "--device", "here", "--runs", "3"],
+                       cwd=copy, env=no_torch(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    line = r.stdout.strip().splitlines()[-1]
+    assert "against 100000.000 ms recorded by the loader's loop at export on" in line
+    assert "more than 10% off" in line and "the search's verification measured (raw): 100000.000 ms" in line
+
+
+def test_check_decides_by_check_ms_and_reports_measured(here_bundle):
+    from predictors.runtime.bundle import check, load
+
+    model = load(here_bundle, device="here")
+    model.time_ms = lambda runs=20, warmup=3: 2.0
+    e = model.entry
+    e.update(check_ms=2.1, check_runs=20, check_when="2024-01-01T00:00:00+00:00", measured_raw_ms=2.5, measured_ms=2.6)
+    code, line = check(model, 5)
+    assert code == 0 and "\n" not in line
+    assert "against 2.100 ms recorded by the loader's loop at export on" in line and "ratio 0.95 (within 10%)" in line
+    assert "the search's verification measured (raw): 2.500 ms, ratio 0.80 (for information" in line
+    # the first comparison decides, whatever the measured one says
+    e.update(check_ms=2.5, measured_raw_ms=2.0)
+    code, line = check(model, 5)
+    assert code == 1 and "ratio 0.80 (more than 10% off)" in line and "measured (raw): 2.000 ms, ratio 1.00" in line
+    # without check_ms: the measured latency (raw, then speed-corrected), then the predicted one
+    e.update(check_ms=None, measured_raw_ms=2.05)
+    code, line = check(model, 5)
+    assert code == 0 and "against 2.050 ms measured (raw) on" in line and "loader's loop" not in line
+    e.update(measured_raw_ms=None, measured_ms=3.0)
+    assert check(model, 5)[1].count("measured (speed-corrected) on") == 1
+    e.update(measured_ms=None, predicted_ms=2.0)
+    code, line = check(model, 5)
+    assert code == 0 and "against 2.000 ms predicted on" in line
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("check_ms", -1.0),
+        ("check_ms", 0),
+        ("check_ms", "3.2"),
+        ("check_ms", True),
+        ("check_ms", float("nan")),
+        ("check_ms", float("inf")),
+        ("check_runs", 0),
+        ("check_runs", 2.5),
+        ("check_runs", True),
+    ],
+)
+def test_read_index_rejects_a_bad_check_field(here_bundle, tmp_path, field, value):
+    from predictors.runtime.bundle import BundleError, read_index
+
+    index = json.loads((here_bundle / "devices.json").read_text())
+    i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
+    index["devices"][i][field] = value
+    (tmp_path / "devices.json").write_text(json.dumps(index))
+    with pytest.raises(BundleError, match=rf"devices\[{i}\] \(here, fp32\) has {field} .*it must be null or"):
+        read_index(str(tmp_path))
+    index["devices"][i][field] = None  # null is fine
+    (tmp_path / "devices.json").write_text(json.dumps(index))
+    assert read_index(str(tmp_path))["devices"][i][field] is None
