@@ -15,6 +15,20 @@ STAGE_DIRS = {"teacher": "teacher", "rewire": "rewired", "width": "width", "dept
 DEFAULT_STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth")
 SAMPLINGS: tuple[str, ...] = ("grid", "sandwich")
 MAX_SPACE_SAMPLES = 64  # sampled configs per step: each costs a forward and backward pass of the step
+# The `dynasearch train` flag of each space option (dynasearch/commands/train.py, add_space_args in
+# dynasearch/commands/common.py): messages name the field and the flag, for callers of either.
+SPACE_FLAGS = {
+    "random_subnets": "--random-subnets",
+    "space_samples": "--space-samples",
+    "sampling": "--sampling",
+    "space_bias": "--space-bias",
+    "drop_rule": "--drop-rule",
+}
+
+
+def _opt(field: str) -> str:
+    """'space_samples (--space-samples)': a field named with its CLI flag."""
+    return f"{field} ({SPACE_FLAGS[field]})"
 
 
 @dataclass(frozen=True)
@@ -114,31 +128,38 @@ class TrainConfig:
                 raise DataError(f"{k} must be >= 1 when given; got {v}")
         if isinstance(self.random_subnets, bool) or not isinstance(self.random_subnets, int) or self.random_subnets < 0:
             raise DataError(
-                f"random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got {self.random_subnets!r}"
+                f"{_opt('random_subnets')} must be an integer >= 0 (random per-layer sub-networks per step); "
+                f"got {self.random_subnets!r}"
             )
         if isinstance(self.space_samples, bool) or not isinstance(self.space_samples, int) or self.space_samples < 0:
             raise DataError(
-                f"space_samples must be an integer >= 0 (configs of the space per step); got {self.space_samples!r}"
+                f"{_opt('space_samples')} must be an integer >= 0 (configs of the space per step); "
+                f"got {self.space_samples!r}"
             )
         if self.space_samples > MAX_SPACE_SAMPLES:
             raise DataError(
-                f"space_samples must be at most {MAX_SPACE_SAMPLES} configs per step; got {self.space_samples}"
+                f"{_opt('space_samples')} must be at most {MAX_SPACE_SAMPLES} configs per step; "
+                f"got {self.space_samples}"
             )
         if self.space_samples and self.random_subnets:
             raise DataError(
-                "give space_samples (width and width+depth stages, any space) or random_subnets (the earlier, "
-                "depth-stage-only form), not both"
+                f"give {_opt('space_samples')} (width and width+depth stages, any space) or "
+                f"{_opt('random_subnets')} (the earlier, depth-stage-only form), not both; got "
+                f"space_samples={self.space_samples}, random_subnets={self.random_subnets}"
             )
-        one_of("sampling", self.sampling, SAMPLINGS, DataError)
-        one_of("space bias", self.space_bias, SAMPLE_BIASES, DataError)
+        one_of(_opt("sampling"), self.sampling, SAMPLINGS, DataError)
+        one_of(_opt("space_bias"), self.space_bias, SAMPLE_BIASES, DataError)
         if self.sampling == "sandwich" and not self.space_samples:
-            raise DataError("sampling 'sandwich' needs space_samples >= 1 (the configs between largest and smallest)")
+            raise DataError(
+                f"{_opt('sampling')} 'sandwich' needs {_opt('space_samples')} >= 1 (the configs between largest "
+                f"and smallest); got {self.space_samples}"
+            )
         if self.space is not None:
             if isinstance(self.space, SpaceSpec):
                 object.__setattr__(self, "space", self.space.to_dict())
             if not isinstance(self.space, dict):
                 raise DataError(f"space must be a space description (a dict); got {self.space!r}")
-            one_of("drop rule", self.space.get("drop_rule", "any"), DROP_RULES, DataError)
+            one_of(f"space {_opt('drop_rule')}", self.space.get("drop_rule", "any"), DROP_RULES, DataError)
             try:
                 SpaceSpec.from_dict(self.space)
             except (TypeError, ValueError) as e:

@@ -432,7 +432,10 @@ def test_broken_run_files_exit_2_with_one_line(assets, tmp_path, capsys):
 def test_random_subnets_option(assets, tmp_path, capsys):
     base = ["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), *FAST]
     assert main([*base, "--out", str(tmp_path / "bad"), "--random-subnets", "-1"]) == 2
-    assert "random_subnets must be an integer >= 0 (random per-layer sub-networks per step); got -1" in _err(capsys)
+    assert (
+        "random_subnets (--random-subnets) must be an integer >= 0 (random per-layer sub-networks per step); got -1"
+        in _err(capsys)
+    )
     run = tmp_path / "run"
     assert main([*base, "--out", str(run), "--stages", "depth", "--max-steps", "1", "--random-subnets", "3"]) == 0
     assert json.loads((run / "run.json").read_text())["config"]["random_subnets"] == 3
@@ -454,7 +457,7 @@ def test_space_training_options(assets, tmp_path, capsys):
     assert main([*base, "--out", str(bad), "--space-bias", "mid"]) == 2
     assert "--space-bias describes the space --space-samples N samples from" in _err(capsys)
     assert main([*base, "--out", str(bad), "--space-samples", "65"]) == 2
-    assert "space_samples must be at most 64 configs per step; got 65" in _err(capsys)
+    assert "space_samples (--space-samples) must be at most 64 configs per step; got 65" in _err(capsys)
     assert not bad.exists()
     run = tmp_path / "run"
     args = ["--stages", "width,depth", "--max-steps", "1", "--space-samples", "2", "--sampling", "sandwich"]

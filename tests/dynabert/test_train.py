@@ -1,6 +1,7 @@
 """The training pipeline on a tiny random backbone and a synthetic SST-2-layout task."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -294,7 +295,8 @@ def test_random_subnets_resume_equals_straight_run(assets, tmp_path):
 def test_random_subnets_must_be_a_count(bad):
     with pytest.raises(
         DataError,
-        match=rf"random_subnets must be an integer >= 0 \(random per-layer sub-networks per step\); got {bad!r}",
+        match=r"^random_subnets \(--random-subnets\) must be an integer >= 0 \(random per-layer sub-networks per "
+        rf"step\); got {re.escape(repr(bad))}$",
     ):
         TrainConfig(random_subnets=bad)
 

@@ -161,15 +161,27 @@ def test_trained_space_of_a_run_config():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(space_samples=-1), r"space_samples must be an integer >= 0 \(configs of the space per step\); got -1"),
-        (dict(space_samples=True), r"space_samples must be an integer >= 0 .*; got True"),
-        (dict(space_samples=1, sampling="ofa"), r"unknown sampling 'ofa'; allowed: grid, sandwich"),
-        (dict(space_samples=1, space_bias="edge"), r"unknown space bias 'edge'; allowed: uniform, mid"),
-        (dict(sampling="sandwich"), r"sampling 'sandwich' needs space_samples >= 1"),
-        (dict(space_samples=1, random_subnets=1), r"give space_samples .* or random_subnets .*, not both"),
+        (
+            dict(space_samples=-1),
+            r"^space_samples \(--space-samples\) must be an integer >= 0 \(configs of the space per step\); got -1$",
+        ),
+        (dict(space_samples=True), r"^space_samples \(--space-samples\) must be an integer >= 0 .*; got True$"),
+        (dict(space_samples=1, sampling="ofa"), r"^unknown sampling \(--sampling\) 'ofa'; allowed: grid, sandwich$"),
+        (
+            dict(space_samples=1, space_bias="edge"),
+            r"^unknown space_bias \(--space-bias\) 'edge'; allowed: uniform, mid$",
+        ),
+        (
+            dict(sampling="sandwich"),
+            r"^sampling \(--sampling\) 'sandwich' needs space_samples \(--space-samples\) >= 1 .*; got 0$",
+        ),
+        (
+            dict(space_samples=1, random_subnets=1),
+            r"^give space_samples \(--space-samples\) .* or random_subnets \(--random-subnets\) .*, not both; got space_samples=1, random_subnets=1$",
+        ),
         (
             dict(space_samples=1, space={"drop_rule": "last"}),
-            r"unknown drop rule 'last'; allowed: any, not-first, grid, none",
+            r"^unknown space drop_rule \(--drop-rule\) 'last'; allowed: any, not-first, grid, none$",
         ),
         (dict(space_samples=1, space={"head_choices": ["x"]}), r"space .* is malformed"),
         (dict(space_samples=1, space=[1, 2]), r"space must be a space description \(a dict\); got \[1, 2\]"),
