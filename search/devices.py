@@ -2,7 +2,8 @@
 
 A device is a name for a target setting (the backend, threads, batch, length and machine of its
 latency predictor), optionally with a precision: `--predictor cpu=P1 --predictor cpu:int8=P2
---predictor gpu=P3`, targets `--target-latency cpu=8ms,gpu=3ms`.
+--predictor gpu=P3`, targets `--target-latency cpu=8ms,gpu=3ms`. A NAME:int8 entry takes a predictor
+fitted on int8 records (`dynasearch measure --dtype int8`), a plain NAME one a float32 predictor.
 
 How the devices share the work (measured in bench/results/devices.md): every device gets its own
 Optuna study (its own two objectives, metric and that device's latency, and its own target
@@ -33,6 +34,8 @@ from .errors import ResultsError, SearchError
 from .units import parse_latency
 
 PRECISIONS = ("fp32", "int8")
+# the records' dtype (`dynasearch measure --dtype`) a device entry's predictor must be fitted on, per precision
+PRECISION_DTYPES = {"fp32": "float32", "int8": "int8"}
 DEVICES_FORMAT = "dynasearch-devices"
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 
@@ -108,12 +111,30 @@ def devices_from_options(predictors: Sequence[str], targets: str | None) -> list
     return [Device(n, p, d, tmap.get(n)) for n, p, d in parsed]
 
 
+def check_precision(d: Device, dtype: str) -> None:
+    """A NAME:int8 entry's predictor was fitted on int8 records, a plain NAME (fp32) entry's on
+    float32 ones (SearchError naming the entry, the predictor and both dtypes otherwise)."""
+    want = PRECISION_DTYPES[d.precision]
+    if dtype == want:
+        return
+    entry = f"{d.name}:int8" if d.precision == "int8" else d.name
+    what = "a NAME:int8 entry" if d.precision == "int8" else "a plain NAME (fp32) entry"
+    hint = f"dynasearch measure --dtype {want} ..."
+    if d.precision == "fp32" and dtype == "int8":
+        hint += f"; or give it as --predictor {d.name}:int8={d.predictor}"
+    raise SearchError(
+        f"--predictor {entry}={d.predictor}: predictor {d.predictor} was fitted on {dtype} records; "
+        f"{what} needs a predictor fitted on {want} records ({hint})"
+    )
+
+
 def check_compatible(devices: Sequence[Device], loaded: dict[str, Any]) -> None:
-    """Every device's predictor prices the same backbone at the same length: one model, one
-    tokenisation (SearchError naming both otherwise)."""
+    """Every device's predictor was fitted at the entry's precision (check_precision) and prices the
+    same backbone at the same length: one model, one tokenisation (SearchError naming both otherwise)."""
     first = None
     for d in devices:
         f = loaded[d.label].fitted_on
+        check_precision(d, f.dtype)
         sig = (f.shape_key, tuple(sorted(f.seq_lens)))
         if first is None:
             first = (d, sig)

@@ -2,6 +2,7 @@
 accuracy cache, warm-started in turn; per-device answers and `query --device-name`."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
-from fakes import additive_ms  # noqa: E402
-from searchkit import cli, fit_predictor_dir, search_args  # noqa: E402
+from fakes import FAKE_MACHINE, additive_ms  # noqa: E402
+from searchkit import SEQ, cli, fit_predictor_dir, predictor_records, search_args  # noqa: E402
 
-from search.devices import devices_from_options, parse_predictor_option  # noqa: E402
+from search.devices import Device, check_compatible, devices_from_options, parse_predictor_option  # noqa: E402
 from search.errors import SearchError  # noqa: E402
 
 pytest_plugins = ["searchkit"]
@@ -22,6 +23,26 @@ def slow_ms(s, batch: int = 1, seq: int = 16) -> float:
     """Another device: attention costs 4x (a GPU-ish profile would differ more; enough to move the front)."""
     base = additive_ms(s, batch, seq)
     return base + 3 * sum(0.05 * h for h in s.heads)
+
+
+@pytest.fixture(scope="module")
+def int8_predictor(tmp_path_factory, sk_base):
+    """The synthetic predictor fitted on records measured at dtype int8 (as `measure --dtype int8` writes)."""
+    from predictors import make_predictor, read_records
+    from predictors.runtime.fingerprint import setting_columns
+    from predictors.runtime.schema import append_rows
+
+    rows = predictor_records(sk_base)
+    r0 = rows[0]
+    cols = setting_columns(
+        FAKE_MACHINE, r0["backend"], r0["device"], r0["provider"], 1, False, "int8", 1, SEQ, r0["shape_key"]
+    )
+    for r in rows:
+        r.update(dtype="int8", target_id=cols["target_id"], settings_id=cols["settings_id"])
+    folder = tmp_path_factory.mktemp("int8")
+    append_rows(str(folder / "records.csv"), rows)
+    make_predictor("layer-regression").fit(read_records(folder / "records.csv")).save(folder / "pred")
+    return folder / "pred"
 
 
 @pytest.fixture(scope="module")
@@ -123,4 +144,43 @@ def test_bad_device_cli_is_one_line_and_writes_nothing(sk_run, sk_predictor, fas
         cli("search", sk_run, "--predictor", f"a={sk_predictor}", "--predictor", f"b={other_pred}", "--out", out) == 2
     )
     assert "predictors of different backbones mixed" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_predictor_precision_must_match_the_entry(sk_predictor, int8_predictor):
+    from predictors import find_predictor
+
+    fp32, int8 = find_predictor(sk_predictor)[0], find_predictor(int8_predictor)[0]
+    assert (fp32.fitted_on.dtype, int8.fitted_on.dtype) == ("float32", "int8")
+    ok = [Device("cpu", "fp32", sk_predictor), Device("cpu", "int8", int8_predictor)]
+    check_compatible(ok, {"cpu": fp32, "cpu-int8": int8})
+    bad = Device("cpu", "int8", sk_predictor)
+    p = re.escape(str(sk_predictor))
+    with pytest.raises(SearchError, match=rf"^--predictor cpu:int8={p}: predictor {p} was fitted on float32 records; "
+                       r"a NAME:int8 entry needs a predictor fitted on int8 records "
+                       r"\(dynasearch measure --dtype int8 \.\.\.\)$"):  # fmt: skip
+        check_compatible([ok[0], bad], {"cpu": fp32, "cpu-int8": fp32})
+    bad = Device("gpu", "fp32", int8_predictor)
+    p = re.escape(str(int8_predictor))
+    with pytest.raises(SearchError, match=rf"^--predictor gpu={p}: predictor {p} was fitted on int8 records; "
+                       r"a plain NAME \(fp32\) entry needs a predictor fitted on float32 records "
+                       rf"\(dynasearch measure --dtype float32 \.\.\.; or give it as --predictor gpu:int8={p}\)$"):  # fmt: skip
+        check_compatible([bad], {"gpu": int8})
+
+
+def test_wrong_precision_predictor_cli_exits_2_and_writes_nothing(
+    sk_run, sk_predictor, int8_predictor, fast_tmp, capsys
+):
+    out = fast_tmp / "bad-precision"
+    rc = cli("search", sk_run, "--predictor", f"cpu={sk_predictor}", "--predictor", f"cpu:int8={sk_predictor}",
+             "--out", out, "--no-verify")  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and f"--predictor cpu:int8={sk_predictor}: predictor {sk_predictor} was fitted on float32" in err[0]
+    )
+    rc = cli("search", sk_run, "--predictor", f"cpu={int8_predictor}", "--out", out, "--no-verify")
+    assert rc == 2
+    assert "a plain NAME (fp32) entry needs a predictor fitted on float32 records" in capsys.readouterr().err
     assert not out.exists()
