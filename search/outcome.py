@@ -25,7 +25,15 @@ from .plots import plot_hypervolume, plot_search_front, plot_shapes
 from .results import TRIAL_COLUMNS, answer_row, write_results
 from .space import decode
 from .storage import redact
-from .verify import anchor_reference, bias_warning, drift_warning, measure_configs, read_measured, verify_candidates
+from .verify import (
+    anchor_reference,
+    bias_warning,
+    busy_note,
+    drift_warning,
+    measure_configs,
+    read_measured,
+    verify_candidates,
+)
 
 
 @dataclass
@@ -142,6 +150,7 @@ def finish(st: SearchState) -> SearchOutcome:
     percentile = cfg.percentile
     measured = read_measured(st.out, percentile) if (st.out / "measured.csv").is_file() else {}
     answer, met, message = None, True, ""
+    judged: list[str] = []  # the keys verification judged this run
     target = cfg.target_ms
     front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
     if target is not None:
@@ -167,10 +176,12 @@ def finish(st: SearchState) -> SearchOutcome:
 
             verdict = verify_candidates(cands, target, measure_fn, measured, cfg.raw, max_candidates=cfg.max_candidates)
             measured = verdict.measured
+            judged = list(verdict.tried)
             if verdict.answer is None:
                 fastest = front.iloc[0]
                 if fastest["key"] not in measured:
                     measured.update(measure_fn([SubnetConfig.from_json(fastest["subnet"])]))
+                judged.append(fastest["key"])
                 m = measured[fastest["key"]]
                 met = False
                 message = (
@@ -193,7 +204,8 @@ def finish(st: SearchState) -> SearchOutcome:
         trials[name] = trials["key"].map(vals)
     front = trials[trials["on_front"]].drop_duplicates("key").sort_values("predicted_ms").reset_index(drop=True)
     both = trials.drop_duplicates("key").dropna(subset=["measured_ms"])
-    for warn in (drift_warning(measured), bias_warning(both["predicted_ms"], both["measured_ms"])):
+    busy = busy_note(measured, judged) if target is not None and cfg.verify else None
+    for warn in (drift_warning(measured), bias_warning(both["predicted_ms"], both["measured_ms"]), busy):
         if warn:
             st.warn(warn)
     # Hypervolume against distinct configs evaluated, reference point stated in search.json.
@@ -206,7 +218,13 @@ def finish(st: SearchState) -> SearchOutcome:
         ans = answer_row(row, target, {"study": {"metric": st.task.metrics[0]}})
         if cfg.verify:
             m = measured[answer["key"]]
-            ans["speed_index"] = m.speed_index
+            ans.update(
+                speed_index=m.speed_index,
+                verify_clock=m.clock,
+                busy_share=round(m.busy_share, 4),
+                undisturbed_runs=m.undisturbed_runs,
+                timed_runs=m.runs,
+            )
     meta = {
         "format": "dynasearch-search",
         "version": 1,

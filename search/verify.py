@@ -7,12 +7,22 @@ groups, and the first whose measured latency meets the target is the answer. The
 are appended to RESULTS/measured.csv (a records file `dynasearch fit-predictor` reads).
 When the records carry a speed-corrected median (an anchor config timed in every round), the
 target is judged on the corrected value unless `raw`.
+
+On a busy machine (verify_protocol, busy_note): targets are wall time, but the wall time of a run
+during which another process held the core is not the model's. Where the setting allows it (one CPU
+thread, no spinning) verification times every run on both clocks, the timing thread's CPU time and
+wall time, and judges the wall median of the undisturbed runs (wall within 1.15 x CPU); a config
+with fewer than MIN_QUIET_RUNS of them is judged on all its runs (pessimistic) and measured again by
+the next run. Multi-thread settings keep the wall clock, whose preempted runs are discarded. Either
+way the search says how busy the machine was and what was judged.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +33,9 @@ import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig
 from predictors import (
+    MeasurementError,
+    Protocol,
+    check_clock,
     check_this_machine,
     load_predictor,
     load_shape,
@@ -31,6 +44,7 @@ from predictors import (
     verify_latency,
 )
 from predictors.errors import PredictorError
+from predictors.runtime.protocol import BUSY_RATIO
 
 from .errors import SearchError
 from .results import load_results, write_results
@@ -57,12 +71,28 @@ def check_machine(predictor, settings) -> None:
 MAX_DRIFT = 1.4
 
 
+# With the cpu clock, a config needs this many undisturbed runs for their wall median to be judged;
+# with fewer (the machine was busy throughout) the wall median of all its runs is judged: pessimistic.
+MIN_QUIET_RUNS = 3
+# The verification note says the machine was busy when more than this share of the measured configs'
+# rounds were busy (cpu clock) or of their timed runs were preempted and discarded (wall clock).
+BUSY_NOTE_SHARE = 0.10
+
+
 @dataclass
 class Measured:
+    """What verification measured of one config. raw_ms: the WALL-clock latency judged (with the cpu
+    clock: the wall median of its undisturbed runs), corrected_ms: the same speed-corrected."""
+
     key: str
     raw_ms: float
     corrected_ms: float | None
     speed_index: float | None
+    clock: str = "wall"
+    busy_share: float = 0.0  # cpu clock: share of busy rounds; wall clock: share of preempted (discarded) runs
+    runs: int = 0  # timed runs
+    undisturbed_runs: int = 0  # the runs raw_ms is the median of
+    busy_throughout: bool = False  # cpu clock, fewer than MIN_QUIET_RUNS undisturbed runs: all runs judged
 
     @property
     def drift_ok(self) -> bool:
@@ -74,6 +104,62 @@ class Measured:
         return self.raw_ms if raw or self.corrected_ms is None or not self.drift_ok else self.corrected_ms
 
 
+def _num(value: Any) -> float:
+    v = pd.to_numeric(value, errors="coerce")
+    return math.nan if pd.isna(v) else float(v)
+
+
+def _count(value: Any) -> int:
+    v = _num(value)
+    return 0 if math.isnan(v) else int(v)
+
+
+def _row_clock(row: Any) -> str:
+    try:
+        return str(json.loads(row.get("protocol") or "{}").get("clock", "wall"))
+    except (TypeError, ValueError):
+        return "wall"
+
+
+def measured_from_row(r: Any, percentile: str) -> Measured:
+    """One measured.csv row (records format) as the verification reads it. With the cpu clock the
+    CPU-time medians are not what a target means (a user waits wall time): the wall median of the
+    undisturbed runs is judged (at p90 scaled by the row's p90 / median), speed-corrected by the
+    row's own correction factor (corrected / raw median, on the CPU clock)."""
+    median = float(r["median_ms"])
+    ratio = float(r[PERCENTILES[percentile]]) / median  # the percentile against the median, on the row's clock
+    corr = _num(r.get("corrected_median_ms"))
+    factor = math.nan if math.isnan(corr) else corr / median  # the speed correction is one factor per config
+    speed = _num(r.get("speed_index"))
+    n, disturbed = _count(r.get("n_runs")), _count(r.get("disturbed_runs"))
+    clock = _row_clock(r)
+    if clock == "cpu":
+        quiet_runs = _count(r.get("quiet_runs"))
+        quiet = _num(r.get("quiet_wall_median_ms"))
+        wall_all = _num(r.get("wall_median_ms"))
+        throughout = not (quiet_runs >= MIN_QUIET_RUNS and quiet > 0)
+        wall = wall_all if throughout else quiet
+        if not wall > 0:  # an older row without wall columns: its CPU median
+            wall, throughout = median, False
+        raw = wall * ratio
+        busy, undisturbed = _num(r.get("busy_share")), (n if throughout else int(quiet_runs))
+        busy = 0.0 if math.isnan(busy) else busy
+    else:
+        raw, undisturbed = median * ratio, n
+        busy, throughout = (disturbed / (n + disturbed) if n + disturbed else 0.0), False
+    return Measured(
+        str(r["key"]),
+        raw,
+        None if math.isnan(factor) else raw * factor,
+        None if math.isnan(speed) else speed,
+        clock=clock,
+        busy_share=busy,
+        runs=n if clock == "cpu" else n + disturbed,
+        undisturbed_runs=undisturbed,
+        busy_throughout=throughout,
+    )
+
+
 def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measured]:
     """What RESULTS/measured.csv says about each key (the latest ok row per key)."""
     path = Path(results_dir) / MEASURED_FILE
@@ -81,17 +167,20 @@ def read_measured(results_dir: str | Path, percentile: str) -> dict[str, Measure
         return {}
     df = read_records(path)
     df = df[df["status"] == "ok"]
-    out = {}
-    for _, r in df.iterrows():  # later rows (re-measurements) win
-        raw = float(r[PERCENTILES[percentile]])
-        corr = r.get("corrected_median_ms", math.nan)
-        # The speed correction is one factor per config: apply it to the percentile too.
-        corr = math.nan if pd.isna(corr) else raw * float(corr) / float(r["median_ms"])
-        speed = r.get("speed_index", math.nan)
-        out[str(r["key"])] = Measured(
-            str(r["key"]), raw, None if pd.isna(corr) else corr, None if pd.isna(speed) else float(speed)
-        )
-    return out
+    # later rows (re-measurements) win
+    return {str(r["key"]): measured_from_row(r, percentile) for _, r in df.iterrows()}
+
+
+def verify_protocol(settings) -> Protocol:
+    """The protocol verification measures with: the thread CPU-time clock where the setting allows it
+    (one CPU thread, no spinning, a fine thread clock), so that every run is timed on both clocks and
+    a busy machine is seen run by run (targets are still judged in wall time: the undisturbed runs'),
+    else the wall clock (its preempted runs are discarded)."""
+    try:
+        check_clock("cpu", settings.threads, settings.spinning, settings.device)
+    except MeasurementError:
+        return Protocol()
+    return Protocol(clock="cpu")
 
 
 def anchor_reference(predictor, settings) -> float | None:
@@ -116,7 +205,15 @@ def measure_configs(
     median on the predictor's scale (its speed index 1.0)."""
     path = Path(results_dir) / MEASURED_FILE
     verify_latency(
-        shape, list(subnets), settings, path, model=model, anchor="full", reference_ms=reference_ms, progress=progress
+        shape,
+        list(subnets),
+        settings,
+        path,
+        verify_protocol(settings),
+        model=model,
+        anchor="full",
+        reference_ms=reference_ms,
+        progress=progress,
     )
     got = read_measured(results_dir, percentile)
     missing = [s.key for s in subnets if s.key not in got]
@@ -150,7 +247,12 @@ def verify_candidates(
     rows = candidates.head(max_candidates).to_dict("records")
     for start in range(0, len(rows), group):
         chunk = rows[start : start + group]
-        todo = [SubnetConfig.from_json(r["subnet"]) for r in chunk if r["key"] not in measured]
+        # A config judged on busy runs only (pessimistic) is measured again: the machine may be quiet now.
+        todo = [
+            SubnetConfig.from_json(r["subnet"])
+            for r in chunk
+            if r["key"] not in measured or measured[r["key"]].busy_throughout
+        ]
         if todo:
             measured.update(measure_fn(todo))
         for r in chunk:
@@ -172,6 +274,38 @@ def drift_warning(measured: dict[str, Measured]) -> str | None:
         f"plausible drift (1/{MAX_DRIFT:g}..{MAX_DRIFT:g}): the target was judged on RAW measured latency; measure this "
         "machine again and refit the predictor"
     )
+
+
+def busy_note(measured: dict[str, Measured], keys: Sequence[str] | None = None) -> str | None:
+    """One line when the machine was busy while verifying `keys` (default: every measured config):
+    how busy, and what the targets were judged on; None on a quiet machine."""
+    ms = [measured[k] for k in (keys if keys is not None else measured) if k in measured]
+    if not ms:
+        return None
+    share = float(np.mean([m.busy_share for m in ms]))
+    throughout = [m.key for m in ms if m.busy_throughout]
+    if share <= BUSY_NOTE_SHARE and not throughout:
+        return None
+    runs, undisturbed = sum(m.runs for m in ms), sum(m.undisturbed_runs for m in ms)
+    if any(m.clock == "cpu" for m in ms):
+        text = (
+            f"the machine was busy while verifying: {share:.0%} of the measured configs' rounds had wall time above "
+            f"{BUSY_RATIO} x the timing thread's CPU time (another process held the core); the targets were judged on the "
+            f"wall time of the {undisturbed} undisturbed runs of {runs}"
+        )
+    else:
+        text = (
+            f"the machine was busy while verifying: {share:.0%} of the timed runs were preempted by another process and "
+            f"discarded; the targets were judged on the wall time of the {undisturbed} undisturbed runs of {runs} (a "
+            "multi-thread setting cannot use the cpu clock, so a run's own CPU time is not known)"
+        )
+    if throughout:
+        text += (
+            f"; {len(throughout)} config(s) ({', '.join(throughout[:3])}) had fewer than {MIN_QUIET_RUNS} undisturbed runs "
+            "and were judged on the wall time of all their runs (pessimistic); the next search run measures them "
+            "again: run it when the machine is quiet"
+        )
+    return text
 
 
 def bias_warning(pred: Sequence[float], meas: Sequence[float]) -> str | None:
@@ -219,4 +353,17 @@ def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> di
         df.loc[df["key"] == answer["key"], "measured_ms"] = m.judged(raw)
         df.loc[df["key"] == answer["key"], "measured_raw_ms"] = m.raw_ms
     write_results(results_dir, meta, trials, front)
-    return dict(answer, measured_ms=m.judged(raw), measured_raw_ms=m.raw_ms, verified=True, speed_index=m.speed_index)
+    busy = busy_note(got)
+    if busy:
+        warnings.warn(busy, stacklevel=2)
+    return dict(
+        answer,
+        measured_ms=m.judged(raw),
+        measured_raw_ms=m.raw_ms,
+        verified=True,
+        speed_index=m.speed_index,
+        verify_clock=m.clock,
+        busy_share=round(m.busy_share, 4),
+        undisturbed_runs=m.undisturbed_runs,
+        timed_runs=m.runs,
+    )

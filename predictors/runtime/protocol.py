@@ -31,7 +31,10 @@ time then equals the process's; see `check_clock`). With the cpu clock every run
 wall time: warm-up, statistics and speed correction are in CPU time (the caps' seconds stay
 wall seconds: what a user waits), preempted runs are kept (their CPU time does not hold the
 preemption), and each (config, round) whose median wall / CPU ratio exceeds `BUSY_RATIO` is a busy
-round (`busy_rounds`, `busy_share`, and the wall median `wall_median_ms` of the same runs).
+round (`busy_rounds`, `busy_share`, and the wall median `wall_median_ms` of the same runs). A run
+whose own wall / CPU ratio is within `BUSY_RATIO` is undisturbed: `quiet_runs` counts them and
+`quiet_wall_median_ms` is their wall median, the latency a target is judged on when verifying on a
+busy machine (wall time, without the time other processes held the core).
 """
 
 from __future__ import annotations
@@ -401,11 +404,14 @@ def _result(st: _State, protocol: Protocol) -> dict[str, Any]:
     stats.update(warmup_runs=st.warmup_runs, converged=st.converged, measure_s=st.busy_s, disturbed_runs=st.disturbed)
     if protocol.clock == "cpu":
         busy, rounds = busy_rounds(st.log, st.walls)
-        used = [w for (_, _, d), w in zip(st.log, st.walls) if st.kept_disturbed or not d]
+        used = [(ms, w) for (_, ms, d), w in zip(st.log, st.walls) if st.kept_disturbed or not d]
+        quiet = quiet_walls(used)
         stats.update(
             busy_rounds=busy,
             busy_share=busy / rounds if rounds else 0.0,
-            wall_median_ms=float(np.median(used)) if used else math.nan,
+            wall_median_ms=float(np.median([w for _, w in used])) if used else math.nan,
+            quiet_runs=len(quiet),
+            quiet_wall_median_ms=float(np.median(quiet)) if quiet else math.nan,
         )
     return stats
 
@@ -424,6 +430,13 @@ def busy_rounds(
     return int(busy), len(ratios)
 
 
+def quiet_walls(runs: Sequence[tuple[float, float]], threshold: float = BUSY_RATIO) -> list[float]:
+    """Wall ms of the undisturbed runs among `runs` ((CPU ms, wall ms) of one config's timed runs):
+    those whose wall time is within `threshold` x their CPU time (no other process held the core for
+    long during the run). Their median is the wall-clock latency on a busy machine."""
+    return [w for ms, w in runs if ms > 0 and w <= threshold * ms]
+
+
 def _used(st: _State) -> list[tuple[int, float]]:
     """(round, ms) of the timed runs a config's statistics use."""
     return [(r, ms) for r, ms, d in st.log if st.kept_disturbed or not d]
@@ -435,7 +448,7 @@ def time_interleaved(
     """Time every (key, run_once) with the protocol, interleaved in random order across rounds.
 
     Returns key -> stats (see `summarize`) plus warmup_runs, converged, measure_s (and with the cpu
-    clock busy_rounds, busy_share, wall_median_ms), or key -> {"error": ...} for a config whose run
+    clock busy_rounds, busy_share, wall_median_ms, quiet_runs, quiet_wall_median_ms), or key -> {"error": ...} for a config whose run
     raised (it is dropped; the others go on)."""
     states = [_State(key, run, []) for key, run in runs]
     _interleave(states, protocol, rng)

@@ -97,6 +97,18 @@ RECORD_FIELDS: tuple[tuple[str, str, str], ...] = (
         "--clock cpu: wall-clock median of the same timed runs (median_ms is then their CPU-time median; "
         "empty with the wall clock)",
     ),
+    (
+        "quiet_runs",
+        "int",
+        "--clock cpu: timed runs whose own wall / CPU time ratio was within 1.15 (undisturbed: no other process "
+        "held the core for long); empty with the wall clock and in older records",
+    ),
+    (
+        "quiet_wall_median_ms",
+        "float",
+        "--clock cpu: wall-clock median of the undisturbed runs (quiet_runs): the latency verification judges "
+        "on a busy machine; empty when there were none or with the wall clock",
+    ),
     ("converged", "bool", "True: the median's CI met rel_ci; False: a cap stopped it"),
     ("measure_s", "float", "wall seconds spent running this config (warm-up, re-warm and timed runs)"),
     ("prepare_s", "float", "wall seconds to prepare it (extraction, export, session creation)"),
@@ -110,12 +122,14 @@ RECORD_COLUMNS: tuple[str, ...] = tuple(name for name, _, _ in RECORD_FIELDS)
 RECORD_TYPES: dict[str, str] = {name: typ for name, typ, _ in RECORD_FIELDS}
 SPEED_COLUMNS = ("corrected_median_ms", "speed_index", "speed_spread", "anchor_key", "anchor_ms")
 # Written since the cpu clock (--clock cpu); a file without them (an older version's) is read with them empty.
-CLOCK_COLUMNS = ("busy_rounds", "busy_share", "wall_median_ms")
+# The quiet columns came one version later: a file may hold the first three without them.
+QUIET_COLUMNS = ("quiet_runs", "quiet_wall_median_ms")
+CLOCK_COLUMNS = ("busy_rounds", "busy_share", "wall_median_ms") + QUIET_COLUMNS
 _V1_COLUMNS = tuple(c for c in RECORD_COLUMNS if c not in SPEED_COLUMNS)
 _HEADERS = tuple(
-    frozenset(c for c in cols if keep_clock or c not in CLOCK_COLUMNS)
+    frozenset(c for c in cols if c not in dropped)
     for cols in (RECORD_COLUMNS, _V1_COLUMNS)
-    for keep_clock in (True, False)
+    for dropped in ((), QUIET_COLUMNS, CLOCK_COLUMNS)
 )
 RAW_COLUMNS = ("key", "round", "run", "ms", "disturbed")
 
@@ -344,10 +358,12 @@ def read_rows(path: str) -> list[dict[str, str]]:
         if len(set(header)) != len(header) or frozenset(header) not in _HEADERS:
             # Compare with the version the header is closest to: a v2 file that lost a speed column
             # must name that column, not read as a v1 file with surplus columns (the same for the
-            # clock columns: all of them or none).
+            # clock columns: all of them, all but the quiet ones, or none).
             closest = _V1_COLUMNS if not set(header) & set(SPEED_COLUMNS) else RECORD_COLUMNS
             if not set(header) & set(CLOCK_COLUMNS):
                 closest = tuple(c for c in closest if c not in CLOCK_COLUMNS)
+            elif not set(header) & set(QUIET_COLUMNS):
+                closest = tuple(c for c in closest if c not in QUIET_COLUMNS)
             missing = [c for c in closest if c not in header]
             extra = [c for c in header if c not in RECORD_COLUMNS]
             twice = sorted({c for c in header if header.count(c) > 1})

@@ -5,7 +5,9 @@ whose records say cpu and carry the busy-round columns, and the busy-round flag 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
+import io
 import json
 import random
 import time
@@ -17,8 +19,8 @@ from dynabert.space import SearchSpace
 from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
 from predictors.measure import busy_warning
 from predictors.runtime.driver import Item, measure_items
-from predictors.runtime.protocol import BUSY_RATIO, busy_rounds, check_clock, time_interleaved
-from predictors.runtime.schema import CLOCK_COLUMNS, RECORD_COLUMNS, append_rows, read_rows
+from predictors.runtime.protocol import BUSY_RATIO, busy_rounds, check_clock, quiet_walls, time_interleaved
+from predictors.runtime.schema import CLOCK_COLUMNS, QUIET_COLUMNS, RECORD_COLUMNS, append_rows, read_rows
 from predictors.samplers import uniform_configs
 
 FAST_CPU = dataclasses.replace(FAST_PROTOCOL, clock="cpu")
@@ -92,6 +94,7 @@ def test_measure_with_the_cpu_clock_writes_its_columns(tmp_path, backend):
     assert all(json.loads(p)["clock"] == "cpu" for p in rows["protocol"])
     assert (rows["median_ms"] > 0).all() and (rows["wall_median_ms"] > 0).all()
     assert rows["busy_rounds"].notna().all() and rows["busy_share"].between(0, 1).all()
+    assert (rows["quiet_runs"] <= rows["n_runs"]).all() and (rows["quiet_wall_median_ms"].dropna() > 0).all()
     assert (rows["corrected_median_ms"] > 0).all()
     df = read_records(path)
     assert list(df.columns) == list(RECORD_COLUMNS) and set(CLOCK_COLUMNS) <= set(df.columns)
@@ -111,8 +114,6 @@ def test_records_without_the_clock_columns_still_read(tmp_path):
     lines = path.read_text().splitlines()
     header = lines[0].split(",")
     keep = [i for i, c in enumerate(header) if c not in CLOCK_COLUMNS]
-    import csv
-    import io
 
     old = io.StringIO()
     w = csv.writer(old, lineterminator="\n")
@@ -122,10 +123,24 @@ def test_records_without_the_clock_columns_still_read(tmp_path):
     got = read_rows(str(path))
     assert len(got) == 2 and all(r[c] == "" for r in got for c in CLOCK_COLUMNS)
     assert len(read_records(path)) == 2
+    # The version before the quiet columns (busy rounds and wall median only) reads too, with them empty.
+    path.write_text("")
+    append_rows(str(path), rows(uniform_configs(SearchSpace.default(SHAPE), 2, seed=1), additive_ms))
+    keep = [i for i, c in enumerate(header) if c not in QUIET_COLUMNS]
+    mid = io.StringIO()
+    w = csv.writer(mid, lineterminator="\n")
+    for rec in csv.reader(io.StringIO(path.read_text())):
+        w.writerow([rec[i] for i in keep])
+    path.write_text(mid.getvalue())
+    assert all(r["quiet_runs"] == "" for r in read_rows(str(path))) and len(read_records(path)) == 2
     # Only part of the clock columns: named as missing.
     part = [c for c in RECORD_COLUMNS if c != "busy_share"]
     path.write_text(",".join(part) + "\n")
     with pytest.raises(MeasurementError, match=r"missing columns \['busy_share'\]"):
+        read_rows(str(path))
+    part = [c for c in RECORD_COLUMNS if c != "quiet_runs"]
+    path.write_text(",".join(part) + "\n")
+    with pytest.raises(MeasurementError, match=r"missing columns \['quiet_runs'\]"):
         read_rows(str(path))
 
 
@@ -174,6 +189,40 @@ def test_sleeping_runs_are_busy_spinning_runs_are_not():
     # count as busy depends on what else runs on this core (a loaded CI host does preempt it), so that
     # is not asserted here: the exact counting is tested on fixed numbers above.
     assert 0.9 < q["median_ms"] < 2.0 and q["wall_median_ms"] >= 0.9 * q["median_ms"]
+
+
+def test_quiet_walls_keep_the_runs_that_held_their_core():
+    runs = [(1.0, 1.0), (1.0, 1.15), (1.0, 1.16), (2.0, 5.0), (0.0, 1.0)]  # (CPU ms, wall ms)
+    assert quiet_walls(runs) == [1.0, 1.15]  # at the threshold: undisturbed; no CPU time: left out
+
+
+def test_runs_that_lose_their_core_are_left_out_of_the_quiet_wall_median():
+    """Two of three calls sleep 5 ms (wall time, no CPU time) before spinning 1 ms: the wall median of
+    all runs holds the sleep, the quiet wall median (the runs that kept their core) does not."""
+    calls = []
+
+    def sometimes_sleepy():
+        calls.append(len(calls) % 3 != 0)
+        if calls[-1]:
+            time.sleep(0.005)
+        _spin(1.0)
+
+    p = Protocol(
+        min_runs=6,
+        max_runs=15,
+        max_seconds=100,
+        rel_ci=1e-9,
+        runs_per_visit=3,
+        rewarm_runs=0,
+        warmup_min=1,
+        warmup_max=1,
+        clock="cpu",
+    )
+    s = time_interleaved([("mixed", sometimes_sleepy)], p, random.Random(0))["mixed"]
+    slept = sum(calls[1:])  # the first call was the warm-up
+    assert s["n_runs"] == 15 and slept == 10
+    assert 1 <= s["quiet_runs"] <= 15 - slept  # a loaded host may preempt a spinning run too, never the reverse
+    assert s["wall_median_ms"] > 5.0 and 0.9 < s["quiet_wall_median_ms"] < 1.15 * 2.0
 
 
 def test_busy_warning_when_over_a_third_of_the_rounds_were_busy():

@@ -116,11 +116,11 @@ RECORD_DAMAGE = [
         r"another schema .*missing columns \['corrected_median_ms'\], unknown columns \[\]",
     ),
     ("no-key-column", drop("key"), r"missing columns \['key'\]"),
-    ("extra-cell", lambda t: t[2].append("x"), r"row 2 \(line 3\): expected 58 cells; the row has 59"),
+    ("extra-cell", lambda t: t[2].append("x"), r"row 2 \(line 3\): expected 60 cells; the row has 61"),
     (
         "short-row",
         lambda t: t[2].__delitem__(slice(10, None)),
-        r"row 2 \(line 3\): expected 58 cells; the row has 10 \(it is cut: from column 'flops' on\)",
+        r"row 2 \(line 3\): expected 60 cells; the row has 10 \(it is cut: from column 'flops' on\)",
     ),
 ]
 
@@ -139,7 +139,7 @@ def test_cut_last_row_is_refused(good, cut):
     data = good.read_bytes()
     good.write_bytes(data[:-cut])
     match = {
-        300: r"expected 58 cells; the row has \d+ \(it is cut",
+        300: r"expected 60 cells; the row has \d+ \(it is cut",
         1: r"the last one, is cut: the file does not end with a line end",
         2: r"protocol is '\{'; expected JSON",
     }[cut]

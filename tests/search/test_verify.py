@@ -113,6 +113,11 @@ def test_search_target_latency_returns_a_verified_answer(sk_run, sk_local_predic
     front = pd.read_csv(out / "front.csv", dtype={"key": str})
     assert front.loc[front["key"] == a["key"], "measured_ms"].notna().all()
     assert secs < 60, f"the verified search took {secs:.0f} s"
+    # One thread: verified with the cpu clock, judged on the wall time of the undisturbed runs.
+    row = measured[measured["key"].astype(str) == a["key"]].iloc[-1]
+    assert json.loads(row["protocol"])["clock"] == "cpu" and a["verify_clock"] == "cpu"
+    assert 0 < a["undisturbed_runs"] <= a["timed_runs"] == row["n_runs"] and 0 <= a["busy_share"] <= 1
+    assert a["measured_raw_ms"] == pytest.approx(row["quiet_wall_median_ms"])
 
 
 @pytest.fixture(scope="session")
@@ -148,3 +153,74 @@ def test_speed_correction_only_within_plausible_drift():
     assert off.judged(raw=False) == 5.0
     assert drift_warning({"a": drift}) is None
     assert "judged on RAW" in drift_warning({"a": drift, "b": off})
+
+
+# --------------------------------------------------------------------- verification on a busy machine
+def _row(clock="cpu", **cells):
+    base = {
+        "key": "k",
+        "median_ms": 8.88,  # the CPU median (cpu clock) or the wall median
+        "p90_ms": 9.768,
+        "corrected_median_ms": 8.0,  # speed factor 8.0 / 8.88
+        "speed_index": 1.1,
+        "n_runs": 40,
+        "disturbed_runs": 0,
+        "busy_share": 0.5,
+        "wall_median_ms": 17.19,
+        "quiet_runs": 12,
+        "quiet_wall_median_ms": 9.0,
+        "protocol": json.dumps({"clock": clock}),
+    }
+    return {**base, **cells}
+
+
+def test_cpu_clock_rows_are_judged_on_the_wall_time_of_undisturbed_runs():
+    from search.verify import measured_from_row
+
+    m = measured_from_row(_row(), "p50")
+    assert m.clock == "cpu" and m.raw_ms == 9.0 and not m.busy_throughout  # not 8.88 (CPU) nor 17.19 (all runs)
+    assert m.corrected_ms == pytest.approx(9.0 * 8.0 / 8.88) and m.judged(raw=True) == 9.0
+    assert (m.undisturbed_runs, m.runs, m.busy_share) == (12, 40, 0.5)
+    assert measured_from_row(_row(), "p90").raw_ms == pytest.approx(9.0 * 1.1)  # the row's p90 / median, on wall
+    # Busy throughout (fewer than 3 undisturbed runs): the wall median of ALL runs, pessimistic, flagged.
+    busy = measured_from_row(_row(quiet_runs=2, quiet_wall_median_ms=9.1), "p50")
+    assert busy.raw_ms == 17.19 and busy.busy_throughout and busy.undisturbed_runs == 40
+    none = measured_from_row(_row(quiet_runs=0, quiet_wall_median_ms=""), "p50")
+    assert none.raw_ms == 17.19 and none.busy_throughout
+    # A wall-clock row: its own median; the busy share is the share of preempted (discarded) runs.
+    wall = measured_from_row(_row("wall", median_ms=8.76, disturbed_runs=10, busy_share="", quiet_runs=""), "p50")
+    assert (
+        wall.raw_ms == 8.76 and wall.busy_share == pytest.approx(0.2) and (wall.runs, wall.undisturbed_runs) == (50, 40)
+    )
+
+
+def test_busy_note_says_when_the_machine_was_busy_and_what_was_judged():
+    from search.verify import busy_note, measured_from_row
+
+    quiet = measured_from_row(_row(busy_share=0.0, quiet_runs=40), "p50")
+    assert busy_note({"k": quiet}) is None
+    note = busy_note({"k": measured_from_row(_row(), "p50")})
+    assert "\n" not in note and "busy while verifying: 50% of the measured configs' rounds" in note
+    assert "judged on the wall time of the 12 undisturbed runs of 40" in note
+    thr = busy_note({"k": measured_from_row(_row(quiet_runs=1), "p50")})
+    assert "1 config(s) (k) had fewer than 3 undisturbed runs" in thr and "pessimistic" in thr
+    wall = busy_note({"k": measured_from_row(_row("wall", disturbed_runs=30, busy_share=""), "p50")})
+    assert "43% of the timed runs were preempted" in wall and "multi-thread" in wall
+    assert busy_note({"k": quiet}, keys=["other"]) is None  # only the judged keys count
+
+
+def test_configs_judged_on_busy_runs_only_are_measured_again():
+    known = {SUBS[0].key: Measured(SUBS[0].key, 9.0, 9.0, None, clock="cpu", busy_throughout=True)}
+    fake = FakeMeasure({s.key: 4.0 for s in SUBS})
+    v = verify_candidates(candidates(), 5.0, fake, known, group=1)
+    assert fake.calls == [[SUBS[0].key]] and v.answer["key"] == SUBS[0].key
+
+
+def test_verification_takes_the_cpu_clock_where_the_setting_allows_it():
+    from predictors import BackendSettings
+    from search.verify import verify_protocol
+
+    assert verify_protocol(BackendSettings(backend="onnxruntime", threads=1)).clock == "cpu"
+    assert verify_protocol(BackendSettings(backend="torch", threads=1)).clock == "cpu"
+    assert verify_protocol(BackendSettings(backend="onnxruntime", threads=2)).clock == "wall"
+    assert verify_protocol(BackendSettings(backend="onnxruntime", threads=1, spinning=True)).clock == "wall"
