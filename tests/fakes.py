@@ -47,16 +47,17 @@ def fake_rows(
     sampler: str = "uniform",
     machine: dict | None = None,
     backend: str = "onnxruntime",
+    dtype: str = "float32",
 ) -> list[dict]:
     """Records rows (as `dynasearch measure` writes them) for `subnets` of `shape`, measured on a fake
-    machine (FAKE_MACHINE unless given) with latency fn(subnet, batch, seq), every percentile equal."""
+    machine (FAKE_MACHINE unless given) at `dtype` with latency fn(subnet, batch, seq), every percentile equal."""
     from predictors.measure import shape_key, static_row
     from predictors.runtime.fingerprint import setting_columns
     from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA
 
     provider = "CPUExecutionProvider" if backend == "onnxruntime" else ""
     cols = setting_columns(
-        machine or FAKE_MACHINE, backend, "cpu", provider, threads, False, "float32", batch, seq, shape_key(shape)
+        machine or FAKE_MACHINE, backend, "cpu", provider, threads, False, dtype, batch, seq, shape_key(shape)
     )
     out = []
     for s in subnets:

@@ -26,7 +26,9 @@ from tinymodels import make_model_dir, make_sst2_dir  # noqa: E402
 SEQ = 16  # the synthetic predictor's sequence length
 
 
-def predictor_records(model_dir: Path, machine: dict | None = None, n_random: int = 40, seed: int = 0, fn=additive_ms):
+def predictor_records(
+    model_dir: Path, machine: dict | None = None, n_random: int = 40, seed: int = 0, fn=additive_ms, dtype="float32"
+):
     """Records rows (as `dynasearch measure` writes them) for the tiny model's shape: the layer table
     of the default space plus random configs, latency `fn`."""
     from dynabert.space import SearchSpace
@@ -43,17 +45,20 @@ def predictor_records(model_dir: Path, machine: dict | None = None, n_random: in
         if c.key not in seen:
             seen.add(c.key)
             uniq.append(c)
-    return fake_rows(shape, uniq, fn, seq=SEQ, machine=machine)
+    return fake_rows(shape, uniq, fn, seq=SEQ, machine=machine, dtype=dtype)
 
 
-def fit_predictor_dir(model_dir: Path, out: Path, machine: dict | None = None, fn=additive_ms) -> Path:
-    """A fitted layer-regression predictor saved in `out` (records in out.parent/records.csv)."""
+def fit_predictor_dir(
+    model_dir: Path, out: Path, machine: dict | None = None, fn=additive_ms, dtype: str = "float32"
+) -> Path:
+    """A fitted layer-regression predictor saved in `out` (records in out.parent/records.csv), fitted on
+    records measured at `dtype` (a NAME:int8 device entry takes an "int8" one)."""
     from predictors import make_predictor, read_records
     from predictors.runtime.schema import append_rows
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rec = out.parent / f"{out.name}-records.csv"
-    append_rows(str(rec), predictor_records(model_dir, machine, fn=fn))
+    append_rows(str(rec), predictor_records(model_dir, machine, fn=fn, dtype=dtype))
     pred = make_predictor("layer-regression").fit(read_records(rec))
     pred.save(out)
     return out
@@ -174,6 +179,12 @@ def sk_run(tmp_path_factory, sk_base, sk_data) -> Path:
 def sk_predictor(tmp_path_factory, sk_base) -> Path:
     """A synthetic layer-regression predictor for the tiny shape; its fingerprint is fake (use --no-verify)."""
     return fit_predictor_dir(sk_base, tmp_path_factory.mktemp("sk-pred") / "pred")
+
+
+@pytest.fixture(scope="session")
+def sk_int8_predictor(tmp_path_factory, sk_base) -> Path:
+    """The synthetic predictor fitted on int8 records (as `measure --dtype int8` writes): a NAME:int8 entry's."""
+    return fit_predictor_dir(sk_base, tmp_path_factory.mktemp("sk-pred-int8") / "pred", dtype="int8")
 
 
 @pytest.fixture(scope="session")

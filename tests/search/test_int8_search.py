@@ -17,9 +17,11 @@ from search.devices import neighbourhood  # noqa: E402
 pytest_plugins = ["searchkit"]
 
 
-def test_int8_entry_scores_the_quantised_model_near_the_fp32_front(sk_run, sk_predictor, fast_tmp, capsys):
+def test_int8_entry_scores_the_quantised_model_near_the_fp32_front(
+    sk_run, sk_predictor, sk_int8_predictor, fast_tmp, capsys
+):
     out = fast_tmp / "r"
-    rc = cli("search", sk_run, "--predictor", f"cpu={sk_predictor}", "--predictor", f"cpu:int8={sk_predictor}",
+    rc = cli("search", sk_run, "--predictor", f"cpu={sk_predictor}", "--predictor", f"cpu:int8={sk_int8_predictor}",
              "--out", out, "--quiet", "--heartbeat", 1, "--trials", 16, "--no-verify", "--target-latency", "cpu=50ms")  # fmt: skip
     assert rc in (0, 1), capsys.readouterr()
     index = json.loads((out / "devices.json").read_text())
