@@ -17,9 +17,10 @@ what was removed, and its `files` holds the sha256 of every file the bundle does
 Every entry of THIS machine (its fingerprint is the one this machine has under the entry's setting,
 and its backend imports here) is also timed before the bundle appears, through the bundle's own loader
 (`BundleModel.time_ms`, the loop `python -m dynasearch_bundle BUNDLE --check` runs, same warm-up and
-runs): `check_ms` (the median), `check_runs`, `check_when`. --check compares with it first: the
+runs, CHECK_REPEATS times with a fresh model each): `check_ms` (the median of the repeats' medians),
+`check_repeats_ms`, `check_runs`, `check_when`. --check compares with it first: the
 search's verification times models interleaved and cold (several models alternating in rounds, an
-anchor every round), a lone warm loop runs ~10% faster, so the verified latency (`measured_ms`,
+anchor every round), a lone warm loop runs 2-20% faster, so the verified latency (`measured_ms`,
 `measured_raw_ms`, kept as they are) is no yardstick for --check. Other machines' entries get
 check_ms null; `check_time` says what was timed (or that --no-check-time skipped it).
 
@@ -33,6 +34,7 @@ import datetime as _dt
 import importlib.util
 import json
 import shutil
+import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -61,6 +63,7 @@ from .results import read_results
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torch": "hf"}
 LOADER = "dynasearch_bundle.py"
 RUNTIME_DIR = "dynasearch_runtime"
+CHECK_REPEATS = 3  # export: --check's loop this many times per entry (a fresh model each); check_ms is their median
 
 # BUNDLE/dynasearch_bundle.py: puts the bundle folder on the import path and re-exports the loader,
 # predictors/runtime/bundle.py, which the bundle holds as dynasearch_runtime/bundle.py.
@@ -194,19 +197,24 @@ def _runs_here(entry: dict[str, Any], machine: dict[str, Any], key: str) -> bool
 
 
 def _time_entry(bundle: Path, index: dict[str, Any], entry: dict[str, Any], runs: int, warmup: int) -> float:
-    """The median ms of the loader's own loop (`BundleModel.time_ms`) for `entry` of the bundle at `bundle`."""
-    torch_threads = None
+    """The median ms of the loader's own loop (`BundleModel.time_ms`) for `entry` of the bundle at `bundle`,
+    loaded afresh (as a --check process loads it)."""
+    torch = transformers = None
     if entry["backend"] == "torch":  # BundleModel sets torch's (process-wide) threads: give them back after
         import torch
+        import transformers
 
-        torch_threads = torch.get_num_threads()
+        threads, bars = torch.get_num_threads(), transformers.utils.logging.is_progress_bar_enabled()
+        transformers.utils.logging.disable_progress_bar()  # no 'Loading weights' bar per timing
     try:
         model = BundleModel(str(bundle), index, entry)
         ms = model.time_ms(runs, warmup)
         del model
     finally:
-        if torch_threads is not None:
-            torch.set_num_threads(torch_threads)
+        if torch is not None:
+            torch.set_num_threads(threads)
+            if bars:
+                transformers.utils.logging.enable_progress_bar()
     return ms
 
 
@@ -215,36 +223,52 @@ def time_entries(
     index: dict[str, Any],
     runs: int = CHECK_RUNS,
     warmup: int = CHECK_WARMUP,
+    repeats: int = CHECK_REPEATS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Time every entry of `index` (the bundle at `bundle`'s devices.json, in memory) that this machine
-    runs with --check's loop; sets each entry's check_ms, check_runs, check_when (null for the others)
-    and returns the `check_time` summary. Entries of one model file and one setting share one timing;
-    onnxruntime entries are timed before torch ones (torch's idle threads do not linger into them)."""
+    runs with --check's loop (`runs` timed runs after `warmup`, the model loaded afresh each time),
+    `repeats` times in rounds over the entries; sets each entry's check_ms (the median of the repeats'
+    medians: the middle of what --check gives, not one draw of it), check_repeats_ms, check_runs and
+    check_when (null for the others) and returns the `check_time` summary. Entries of one model file
+    and one setting share one timing; onnxruntime entries are timed before torch ones."""
     machine = this_machine()
     key = index.get("shape_key", "")
-    done: dict[tuple, dict[str, Any]] = {}
     here = []
     for e in index["devices"]:
-        e.update(check_ms=None, check_runs=None, check_when=None)
+        e.update(check_ms=None, check_runs=None, check_when=None, check_repeats_ms=None)
         if _runs_here(e, machine, key):
             here.append(e)
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for e in sorted(here, key=lambda e: e["backend"] != "onnxruntime"):
-        same = (e["file"], e["fingerprint"], e["threads"], e["batch"], e["length"])
-        if same not in done:
-            ms = _time_entry(Path(bundle), index, e, runs, warmup)
-            done[same] = {"check_ms": ms, "check_runs": runs, "check_when": _now()}
+        groups.setdefault((e["file"], e["fingerprint"], e["threads"], e["batch"], e["length"]), []).append(e)
+    times: dict[tuple, list[float]] = {k: [] for k in groups}
+    for r in range(repeats):
+        for k, members in groups.items():
+            times[k].append(_time_entry(Path(bundle), index, members[0], runs, warmup))
+            if r < repeats - 1:
+                continue
+            ms = float(statistics.median(times[k]))
+            for e in members:
+                e.update(check_ms=ms, check_runs=runs, check_when=_now(), check_repeats_ms=list(times[k]))
             if progress:
-                print(f"timed {describe_entry(e)}: {ms:.3f} ms (median of {runs} runs)", file=sys.stderr, flush=True)
-        e.update(done[same])
+                each = ", ".join(f"{t:.3f}" for t in times[k])
+                print(
+                    f"timed {describe_entry(members[0])}: {ms:.3f} ms (median of {repeats} x the median of {runs} "
+                    f"runs: {each})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return {
         "timed": bool(here),
         "runs": runs,
         "warmup": warmup,
+        "repeats": repeats,
         "entries": len(here),
         "machine": describe_machine(machine),
-        "note": "check_ms: the median of the loader's own loop (BundleModel.time_ms, what --check runs) at export, "
-        "for the entries of the machine that exported the bundle; null for other machines' entries",
+        "note": "check_ms: the median of `repeats` timings with the loader's own loop (BundleModel.time_ms, what "
+        "--check runs) at export, for the entries of the machine that exported the bundle; null for other "
+        "machines' entries",
     }
 
 
@@ -353,6 +377,7 @@ def write_bundle(
                     "check_ms": None,  # set by time_entries below, for this machine's entries
                     "check_runs": None,
                     "check_when": None,
+                    "check_repeats_ms": None,
                     "verified": bool(a.get("verified")),
                     "target_ms": d.get("target_ms"),
                     "when": _mtime(d["dir"] / "search.json"),

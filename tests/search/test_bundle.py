@@ -320,11 +320,11 @@ def test_devices_without_answers(two_devices, fast_tmp, capsys):
     assert len(err) == 1 and "has an answer, so there is nothing to bundle" in err[0] and not out.exists()
 
 
-def test_int8_entry_ships_the_int8_model(sk_fast, sk_run, sk_predictor, tmp_path):
+def test_int8_entry_ships_the_int8_model(sk_fast, sk_run, sk_predictor, sk_int8_predictor, tmp_path):
     """An fp32 and an int8 entry of one device: the int8 folder holds model.int8.onnx (not the fp32
     model it was quantised from), the entry points at it and the loader runs it."""
     results = search_devices(sk_run, sk_fast / "bundle-int8", "cpu=1000ms", ("cpu", sk_predictor),
-                             ("cpu:int8", sk_predictor))  # fmt: skip
+                             ("cpu:int8", sk_int8_predictor))  # fmt: skip
     out = tmp_path / "b"
     assert cli("export", "--results", results, "--bundle", "--out", out) == 0
     index = json.loads((out / "devices.json").read_text())
@@ -362,8 +362,10 @@ def here_bundle(here_and_there, sk_fast) -> Path:
 
 def test_check_ms_is_recorded_for_this_machine_only(here_and_there, fast_tmp, capsys):
     import datetime
+    import statistics
 
     from predictors.runtime.bundle import CHECK_RUNS
+    from search.bundle import CHECK_REPEATS
 
     out = fast_tmp / "b"
     assert cli("export", "--results", here_and_there, "--bundle", "--out", out) == 0
@@ -372,11 +374,13 @@ def test_check_ms_is_recorded_for_this_machine_only(here_and_there, fast_tmp, ca
     by = {e["name"]: e for e in index["devices"]}
     here, there = by["here"], by["there"]
     assert here["check_ms"] > 0 and here["check_runs"] == CHECK_RUNS
+    assert len(here["check_repeats_ms"]) == CHECK_REPEATS
+    assert statistics.median(here["check_repeats_ms"]) == here["check_ms"]
     assert datetime.datetime.fromisoformat(here["check_when"]).tzinfo is not None
-    assert (there["check_ms"], there["check_runs"], there["check_when"]) == (None, None, None)
+    assert (there["check_ms"], there["check_runs"], there["check_when"], there["check_repeats_ms"]) == (None,) * 4
     assert "measured_ms" in here and "measured_raw_ms" in here  # kept as the search wrote them
     assert index["check_time"]["timed"] and index["check_time"]["entries"] == 1
-    assert index["check_time"]["runs"] == CHECK_RUNS
+    assert index["check_time"]["runs"] == CHECK_RUNS and index["check_time"]["repeats"] == CHECK_REPEATS
     timed = [line for line in captured.err.splitlines() if line.startswith("timed ")]
     assert len(timed) == 1 and "timed device here (fp32" in timed[0]
     assert "--check loop here" in captured.out
