@@ -158,7 +158,10 @@ def phase_int8(work: Path, run: Path, task: str, data_dir: str | None) -> None:
 def phase_bundle(work: Path) -> None:
     out = work / "bundle.json"
     bundle = work / "bundle"
-    if not (bundle / "devices.json").is_file():
+    index = bundle / "devices.json"
+    # A bundle exported before check_ms existed (the loader's --check loop timed at export) is exported again.
+    stale = index.is_file() and not any(e.get("check_ms") for e in json.loads(index.read_text())["devices"])
+    if not index.is_file() or stale:
         rc = subprocess.run([str(REPO / ".venv/bin/dynasearch"), "export", "--results", str(work / "multi"), "--bundle",
                              "--out", str(bundle), "--overwrite"], capture_output=True, text=True)  # fmt: skip
         if rc.returncode != 0:
@@ -171,10 +174,14 @@ def phase_bundle(work: Path) -> None:
         "print('PICK_S', t1 - t0); print('TORCH', 'torch' in sys.modules and sys.modules['torch'] is not None)"
     )
     r = subprocess.run([sys.executable, "-c", code, str(bundle)], capture_output=True, text=True, cwd="/tmp")
-    check = subprocess.run([sys.executable, "-m", "dynasearch_bundle", str(bundle), "--check", "--device", "ort1"],
-                           capture_output=True, text=True, cwd=str(bundle))  # fmt: skip
+    checks = []
+    for _ in range(3):  # three fresh processes per device: --check's own spread is part of the answer
+        for dev in ("ort1", "ort2b8"):
+            c = subprocess.run([sys.executable, "-m", "dynasearch_bundle", str(bundle), "--check", "--device", dev],
+                               capture_output=True, text=True, cwd=str(bundle))  # fmt: skip
+            checks.append({"device": dev, "rc": c.returncode, "stdout": c.stdout, "stderr": c.stderr[-2000:]})
     write_json(out, {"load": {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-2000:]},
-                     "check": {"rc": check.returncode, "stdout": check.stdout, "stderr": check.stderr[-2000:]}})  # fmt: skip
+                     "check": checks[0], "checks": checks})  # fmt: skip
 
 
 def _evaluation_order(results: Path) -> list[tuple[str, str, float]]:
@@ -337,11 +344,24 @@ def phase_report(work: Path) -> Path:
         out = b["load"]["stdout"]
         pick = float(out.split("PICK_S")[1].split()[0]) if "PICK_S" in out else float("nan")
         no_torch = "TORCH False" in out
-        ratio_line = [x for x in b["check"]["stdout"].splitlines() if "ratio" in x]
+        checks = b.get("checks") or [dict(b["check"], device="ort1")]
+        index = json.loads((work / "bundle" / "devices.json").read_text())
+        ratios = []
+        for c in checks:
+            here = float(c["stdout"].split(" ms here")[0].rsplit(" ", 1)[1]) if " ms here" in c["stdout"] else float("nan")
+            prec = c["stdout"].split(f"device {c['device']} (", 1)[-1].split(")", 1)[0]  # the entry --check picked
+            e = next(d for d in index["devices"] if d["name"] == c["device"] and d["precision"] == prec)
+            ratios.append((c["device"], here, e.get("check_ms"), e.get("measured_raw_ms"), c["rc"]))
+        listed = "; ".join(
+            f"{d} {h:.3f} ms: {h / k:.2f} of check_ms {k:.3f}, {h / m:.2f} of the verified raw {m:.3f}"
+            for d, h, k, m, _ in ratios
+            if k and m
+        )
         lines.append(
             f"- the loader imports no torch ({'yes' if no_torch else 'NO'}) and picks its entry in < 1 s ({pick:.2f} s): "
-            f"**{'met' if no_torch and pick < 1 else 'MISSED'}**; `--check` within 10% of the recorded latency: "
-            f"**{'met' if b['check']['rc'] == 0 else 'MISSED'}** ({ratio_line[0].split('ratio')[1].strip() if ratio_line else '?'})"
+            f"**{'met' if no_torch and pick < 1 else 'MISSED'}**; `--check` within 10% of the recorded latency (check_ms, "
+            f"timed at export with --check's own loop), {len(ratios)} fresh processes: "
+            f"**{'met' if all(rc == 0 for *_, rc in ratios) else 'MISSED'}** ({listed})"
         )
     lines.append("")
     path = REPO / "bench" / "results" / "devices.md"

@@ -91,7 +91,7 @@ class Measured:
     clock: str = "wall"
     busy_share: float = 0.0  # cpu clock: share of busy rounds; wall clock: share of preempted (discarded) runs
     runs: int = 0  # timed runs
-    undisturbed_runs: int = 0  # the runs raw_ms is the median of
+    undisturbed_runs: int = 0  # timed runs that held their core (cpu clock) or were not preempted (wall clock)
     busy_throughout: bool = False  # cpu clock, fewer than MIN_QUIET_RUNS undisturbed runs: all runs judged
 
     @property
@@ -142,7 +142,7 @@ def measured_from_row(r: Any, percentile: str) -> Measured:
         if not wall > 0:  # an older row without wall columns: its CPU median
             wall, throughout = median, False
         raw = wall * ratio
-        busy, undisturbed = _num(r.get("busy_share")), (n if throughout else int(quiet_runs))
+        busy, undisturbed = _num(r.get("busy_share")), quiet_runs
         busy = 0.0 if math.isnan(busy) else busy
     else:
         raw, undisturbed = median * ratio, n
@@ -180,7 +180,7 @@ def verify_protocol(settings) -> Protocol:
         check_clock("cpu", settings.threads, settings.spinning, settings.device)
     except MeasurementError:
         return Protocol()
-    return Protocol(clock="cpu")
+    return Protocol(clock="cpu", min_quiet_runs=MIN_QUIET_RUNS)
 
 
 def anchor_reference(predictor, settings) -> float | None:
@@ -290,8 +290,8 @@ def busy_note(measured: dict[str, Measured], keys: Sequence[str] | None = None) 
     if any(m.clock == "cpu" for m in ms):
         text = (
             f"the machine was busy while verifying: {share:.0%} of the measured configs' rounds had wall time above "
-            f"{BUSY_RATIO} x the timing thread's CPU time (another process held the core); the targets were judged on the "
-            f"wall time of the {undisturbed} undisturbed runs of {runs}"
+            f"{BUSY_RATIO} x the timing thread's CPU time (another process held the core); {undisturbed} of {runs} timed "
+            "runs were undisturbed and the targets were judged on their wall time"
         )
     else:
         text = (

@@ -34,7 +34,9 @@ preemption), and each (config, round) whose median wall / CPU ratio exceeds `BUS
 round (`busy_rounds`, `busy_share`, and the wall median `wall_median_ms` of the same runs). A run
 whose own wall / CPU ratio is within `BUSY_RATIO` is undisturbed: `quiet_runs` counts them and
 `quiet_wall_median_ms` is their wall median, the latency a target is judged on when verifying on a
-busy machine (wall time, without the time other processes held the core).
+busy machine (wall time, without the time other processes held the core). `min_quiet_runs` keeps a
+config from finishing (converged or capped) before it has that many undisturbed runs, up to the hard
+cap of 3 x `max_seconds` (verification asks for 3).
 """
 
 from __future__ import annotations
@@ -98,10 +100,19 @@ class Protocol:
     max_disturbed: int = 100  # stop a config after this many discarded runs (the machine is too busy)
     seed: int = 0
     clock: str = "wall"  # "wall" (perf_counter) or "cpu" (thread CPU time; single-thread settings only)
+    # cpu clock: a config is not finished (converged or capped) before this many undisturbed runs
+    # (wall <= BUSY_RATIO x CPU), up to the hard cap of 3 x max_seconds: verification judges their wall
+    # median, and on a busy machine they come rarely (the wall clock's counterpart is max_disturbed).
+    min_quiet_runs: int = 0
 
     def __post_init__(self) -> None:
         if self.clock not in CLOCKS:
             raise MeasurementError(f"unknown clock {self.clock!r}; allowed: {', '.join(CLOCKS)}")
+        if self.min_quiet_runs and self.clock != "cpu":
+            raise MeasurementError(
+                f"protocol setting min_quiet_runs {self.min_quiet_runs!r} needs the cpu clock (undisturbed runs are "
+                "those whose wall time stays within 1.15 x their CPU time); got clock 'wall'"
+            )
         checks = [
             ("rel_ci", 0 < self.rel_ci < 1, "in (0, 1)"),
             ("confidence", 0.5 <= self.confidence < 1, "in [0.5, 1)"),
@@ -118,6 +129,7 @@ class Protocol:
             ("warmup_max_seconds", self.warmup_max_seconds >= 0, ">= 0"),
             ("chunk_size", self.chunk_size >= 1, ">= 1"),
             ("max_disturbed", self.max_disturbed >= 1, ">= 1"),
+            ("min_quiet_runs", self.min_quiet_runs >= 0, ">= 0"),
         ]
         for name, ok, rule in checks:
             value = getattr(self, name)
@@ -277,6 +289,7 @@ class _State:
     log: list = field(default_factory=list)  # every timed run: (round, ms, disturbed)
     kept_disturbed: bool = False  # too busy: the disturbed runs were kept in `times`
     walls: list = field(default_factory=list)  # wall ms of every timed run, parallel to `log`
+    quiet: int = 0  # cpu clock: timed runs whose wall time was within BUSY_RATIO x their CPU time
 
 
 def _warm_up(st: _State, p: Protocol) -> None:
@@ -304,10 +317,14 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
     n_before = len(st.times)
     # The cpu clock keeps preempted runs: the time another process held the core is not in them.
     discard = p.discard_disturbed and p.clock == "wall"
-    for _ in range(p.runs_per_visit if anchor else min(p.runs_per_visit, p.max_runs - len(st.times))):
+    # Past max_runs only while waiting for undisturbed runs (min_quiet_runs): then a visit's usual count.
+    waiting = st.quiet < p.min_quiet_runs
+    room = p.runs_per_visit if waiting else max(p.max_runs - len(st.times), 0)
+    for _ in range(p.runs_per_visit if anchor else min(p.runs_per_visit, room)):
         ms, wall, disturbed = _time_checked(st.run, p.clock)
         st.log.append((rnd, ms, disturbed and discard))
         st.walls.append(wall)
+        st.quiet += p.clock == "cpu" and 0 < ms and wall <= BUSY_RATIO * ms
         if disturbed and discard:
             st.disturbed += 1  # another process took the CPU: not this model's latency
             st.disturbed_times.append(ms)
@@ -320,14 +337,13 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
         return
     # The caps' seconds are wall seconds (what a user waits) on either clock.
     timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3 if p.clock == "wall" else sum(st.walls) / 1e3
+    if timed_s >= 3 * p.max_seconds:
+        st.done = True  # the hard cap, whatever else
+    elif st.quiet < p.min_quiet_runs:
+        return  # cpu clock: not finished before enough undisturbed runs (see min_quiet_runs)
     if n >= p.min_runs and st.visits >= p.min_visits and ci_half_width(st.times, p.confidence) <= p.rel_ci:
         st.done, st.converged = True, True
-    elif (
-        n >= p.max_runs
-        or (n >= 3 and timed_s >= p.max_seconds)
-        or st.disturbed >= p.max_disturbed
-        or timed_s >= 3 * p.max_seconds
-    ):
+    elif n >= p.max_runs or (n >= 3 and timed_s >= p.max_seconds) or st.disturbed >= p.max_disturbed or st.done:
         st.done = True
         if n < 3:  # a machine this busy leaves too few clean runs: keep the disturbed ones, flagged by the count
             st.times.extend(st.disturbed_times)
@@ -387,6 +403,12 @@ def _interleave(
                     _visit(st, protocol, rnd, anchor=st is anchor)
                 except Exception as e:
                     st.done, st.error = True, _error_text(e)
+        if anchor is not None and not anchor.error and len(anchor.times) < 3 and not anchor.kept_disturbed:
+            # The configs' rule for the anchor too (it never finishes, so _visit does not apply it): on a
+            # machine this busy its disturbed runs are kept, flagged by the count, rather than losing the
+            # speed correction and failing the anchor's own row.
+            anchor.times.extend(anchor.disturbed_times)
+            anchor.kept_disturbed = bool(anchor.disturbed_times)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -394,8 +416,11 @@ def _interleave(
 
 def _result(st: _State, protocol: Protocol) -> dict[str, Any]:
     if st.error or not st.times:
+        busy = (
+            f"no undisturbed timed run: all {st.disturbed} were preempted by other processes (the machine is too busy)"
+        )
         return {
-            "error": st.error or "no timed runs",
+            "error": st.error or (busy if st.disturbed else "no timed runs"),
             "measure_s": st.busy_s,
             "warmup_runs": st.warmup_runs,
             "disturbed_runs": st.disturbed,

@@ -225,6 +225,32 @@ def test_runs_that_lose_their_core_are_left_out_of_the_quiet_wall_median():
     assert s["wall_median_ms"] > 5.0 and 0.9 < s["quiet_wall_median_ms"] < 1.15 * 2.0
 
 
+def test_min_quiet_runs_keeps_timing_until_enough_undisturbed_runs():
+    """Every run but each fifth sleeps 5 ms (wall time, no CPU time): with min_quiet_runs 3 a config
+    capped at 6 runs keeps going (past max_runs) until it has 3 undisturbed runs; without, it stops at 6."""
+    with pytest.raises(MeasurementError, match=r"min_quiet_runs 3 needs the cpu clock"):
+        Protocol(min_quiet_runs=3)
+
+    def rarely_quiet():
+        calls = []
+
+        def run():
+            calls.append(len(calls) % 5 == 0)
+            if not calls[-1]:
+                time.sleep(0.005)
+            _spin(0.5)
+
+        return run
+
+    base = dict(min_runs=3, max_runs=6, max_seconds=100, rel_ci=1e-9, runs_per_visit=1, rewarm_runs=0,
+                warmup_min=0, warmup_max=0, clock="cpu")  # fmt: skip
+    plain = time_interleaved([("a", rarely_quiet())], Protocol(**base), random.Random(0))["a"]
+    assert plain["n_runs"] == 6 and plain["quiet_runs"] <= 2
+    waited = time_interleaved([("a", rarely_quiet())], Protocol(**base, min_quiet_runs=3), random.Random(0))["a"]
+    assert waited["quiet_runs"] >= 3 and waited["n_runs"] >= 11  # runs 1, 6, 11 are the quiet ones
+    assert waited["quiet_wall_median_ms"] < 0.5 * 1.15 * 2  # the undisturbed runs' wall: no sleep in it
+
+
 def test_busy_warning_when_over_a_third_of_the_rounds_were_busy():
     import pandas as pd
 

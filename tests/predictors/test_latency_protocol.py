@@ -3,6 +3,7 @@ failures recorded, and a real measurement of a tiny backbone on both backends (s
 
 from __future__ import annotations
 
+import importlib
 import math
 import random
 
@@ -198,8 +199,6 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 
 
 def test_preempted_runs_are_discarded_and_counted(monkeypatch):
-    import importlib
-
     core = importlib.import_module("predictors.runtime.protocol")
     switches = [0]
     monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
@@ -240,6 +239,30 @@ def test_preempted_runs_are_discarded_and_counted(monkeypatch):
     out = time_interleaved([("b", busy)], always, random.Random(0))
     # Too busy: stops after max_disturbed and keeps the disturbed runs, flagged by their count.
     assert out["b"]["disturbed_runs"] == 6 and out["b"]["n_runs"] == 6 and out["b"]["converged"] is False
+
+
+def test_an_anchor_whose_every_run_was_preempted_keeps_its_runs(monkeypatch):
+    """A machine so busy that every anchor run is preempted: the anchor keeps its disturbed runs (as a
+    config does) instead of losing the speed correction and failing its row."""
+    core = importlib.import_module("predictors.runtime.protocol")
+    switches = [0]
+    monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
+    p = Protocol(min_runs=3, max_runs=6, max_seconds=100, rel_ci=1e-9, runs_per_visit=2, rewarm_runs=0,
+                 warmup_min=0, warmup_max=0)  # fmt: skip
+
+    def busy():
+        switches[0] += 1
+
+    config, anchor = core._State("c", lambda: None, []), core._State("a", busy, [])
+    core._interleave([config], p, random.Random(0), anchor)
+    assert config.times and not config.disturbed  # the config was never preempted
+    assert anchor.disturbed >= 2 and anchor.kept_disturbed and len(anchor.times) == anchor.disturbed
+    assert core._result(anchor, p)["n_runs"] == anchor.disturbed
+    never = core._State("n", busy, [])
+    never.disturbed, never.done = 5, True
+    assert core._result(never, p)["error"] == (
+        "no undisturbed timed run: all 5 were preempted by other processes (the machine is too busy)"
+    )
 
 
 def test_measure_times_the_anchor_and_verify_reports_speed(tmp_path):
