@@ -314,8 +314,14 @@ def phase_report(work: Path) -> Path:
     if (work / "bundle.json").is_file():
         b = json.loads((work / "bundle.json").read_text())
         lines += ["## The bundle in a process without torch", "", "```", b["load"]["stdout"].strip(),
-                  b["load"]["stderr"].strip()[-600:], "```", "", "`python -m dynasearch_bundle BUNDLE --check --device ort1`:",
-                  "", "```", b["check"]["stdout"].strip(), "```", ""]  # fmt: skip
+                  b["load"]["stderr"].strip()[-600:], "```", "",
+                  "`python -m dynasearch_bundle BUNDLE --check --device NAME`, fresh processes (check_ms: the loader's own "
+                  "loop at export, median of 3 timings; the search's verified latency beside it):",
+                  "", "```", *[c["stdout"].strip() for c in b.get("checks") or [b["check"]]], "```", ""]  # fmt: skip
+    lines += ["## Verification on a busy machine", "",
+              "Measured in [busy-verify.md](busy-verify.md) (`bench/busy_verify.py`): the same configs verified quiet and "
+              "with 2 and 4 busy processes, with a plain wall-clock loop, the wall protocol and the search's verification.",
+              ""]  # fmt: skip
     lines += ["## Targets", ""]
     met_all = all(d["met"] for d in multi["devices"] if d["target_ms"])
     lines.append(
