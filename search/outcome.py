@@ -179,7 +179,7 @@ def finish(st: SearchState) -> SearchOutcome:
             judged = list(verdict.tried)
             if verdict.answer is None:
                 fastest = front.iloc[0]
-                if fastest["key"] not in measured:
+                if fastest["key"] not in measured or measured[fastest["key"]].busy_throughout:
                     measured.update(measure_fn([SubnetConfig.from_json(fastest["subnet"])]))
                 judged.append(fastest["key"])
                 m = measured[fastest["key"]]

@@ -287,7 +287,13 @@ def busy_note(measured: dict[str, Measured], keys: Sequence[str] | None = None) 
     if share <= BUSY_NOTE_SHARE and not throughout:
         return None
     runs, undisturbed = sum(m.runs for m in ms), sum(m.undisturbed_runs for m in ms)
-    if any(m.clock == "cpu" for m in ms):
+    if all(m.busy_throughout for m in ms):
+        text = (
+            f"the machine was busy while verifying: {share:.0%} of the measured configs' rounds had wall time above "
+            f"{BUSY_RATIO} x the timing thread's CPU time (another process held the core) and {undisturbed} of {runs} "
+            "timed runs were undisturbed"
+        )
+    elif any(m.clock == "cpu" for m in ms):
         text = (
             f"the machine was busy while verifying: {share:.0%} of the measured configs' rounds had wall time above "
             f"{BUSY_RATIO} x the timing thread's CPU time (another process held the core); {undisturbed} of {runs} timed "

@@ -152,7 +152,9 @@ def _speed_fit(
     """Round factors of the run so far (one fit tied together by the anchor; without one, one fit
     per chunk: they share no rounds), the anchor's corrected median and the speed index."""
     timings = {k: _used(st) for k, st in states.items()}
-    has_anchor = a_state is not None and not a_state.error and bool(a_state.log)
+    # An anchor that kept its preempted runs (every one was preempted: a machine too busy) times the
+    # machine's load, not its speed: dividing by it would make every config look faster. No speed index then.
+    has_anchor = a_state is not None and not a_state.error and bool(a_state.log) and not a_state.kept_disturbed
     if has_anchor:
         timings[a_state.key] = _used(a_state)
         groups = [list(timings)]

@@ -36,7 +36,7 @@ whose own wall / CPU ratio is within `BUSY_RATIO` is undisturbed: `quiet_runs` c
 `quiet_wall_median_ms` is their wall median, the latency a target is judged on when verifying on a
 busy machine (wall time, without the time other processes held the core). `min_quiet_runs` keeps a
 config from finishing (converged or capped) before it has that many undisturbed runs, up to the hard
-cap of 3 x `max_seconds` (verification asks for 3).
+caps of 3 x `max_seconds` and 3 x `max_runs` (verification asks for 3).
 """
 
 from __future__ import annotations
@@ -101,11 +101,23 @@ class Protocol:
     seed: int = 0
     clock: str = "wall"  # "wall" (perf_counter) or "cpu" (thread CPU time; single-thread settings only)
     # cpu clock: a config is not finished (converged or capped) before this many undisturbed runs
-    # (wall <= BUSY_RATIO x CPU), up to the hard cap of 3 x max_seconds: verification judges their wall
+    # (wall <= BUSY_RATIO x CPU), up to the hard caps 3 x max_seconds, 3 x max_runs: verification judges their wall
     # median, and on a busy machine they come rarely (the wall clock's counterpart is max_disturbed).
     min_quiet_runs: int = 0
 
     def __post_init__(self) -> None:
+        # Types first (a kit.json is edited by hand): "3", None, True or 2.5 for a count is one line, not a TypeError.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            ok = {
+                "int": isinstance(value, int) and not isinstance(value, bool),
+                "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+                "bool": isinstance(value, bool),
+                "str": isinstance(value, str),
+            }[f.type]
+            if not ok:
+                want = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[f.type]
+                raise MeasurementError(f"protocol setting {f.name} must be {want}; got {value!r}")
         if self.clock not in CLOCKS:
             raise MeasurementError(f"unknown clock {self.clock!r}; allowed: {', '.join(CLOCKS)}")
         if self.min_quiet_runs and self.clock != "cpu":
@@ -337,8 +349,10 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
         return
     # The caps' seconds are wall seconds (what a user waits) on either clock.
     timed_s = (sum(st.times) + sum(st.disturbed_times)) / 1e3 if p.clock == "wall" else sum(st.walls) / 1e3
-    if timed_s >= 3 * p.max_seconds:
-        st.done = True  # the hard cap, whatever else
+    if timed_s >= 3 * p.max_seconds or n >= 3 * p.max_runs:
+        # The hard caps, whatever else; the runs cap bounds the rounds (and so the anchor's time, not
+        # in timed_s) while a config waits for undisturbed runs on a busy machine.
+        st.done = True
     elif st.quiet < p.min_quiet_runs:
         return  # cpu clock: not finished before enough undisturbed runs (see min_quiet_runs)
     if n >= p.min_runs and st.visits >= p.min_visits and ci_half_width(st.times, p.confidence) <= p.rel_ci:

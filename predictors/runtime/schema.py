@@ -16,6 +16,7 @@ import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import MeasurementError
+from .protocol import CLOCKS
 
 SCHEMA = "dynasearch-latency-records/2"
 # Older versions this one reads (and upgrades on the next write): /1 had no speed correction.
@@ -209,7 +210,8 @@ _REQUIRED = frozenset(
     )
 )
 _POSITIVE = frozenset(("threads", "batch", "seq_len", "cpu_cores"))
-_LATENCIES = ("median_ms", "corrected_median_ms")
+_LATENCIES = ("median_ms", "corrected_median_ms", "wall_median_ms", "quiet_wall_median_ms")
+_SHARES = frozenset(("busy_share",))
 _BOOLS = {"true": True, "1": True, "false": False, "0": False}
 _SHAPE_INTS = ("num_layers", "num_heads", "head_dim", "hidden_size", "intermediate_size")
 _HEX = frozenset("0123456789abcdef")
@@ -315,6 +317,8 @@ def _check_row(r: Mapping[str, Any], header: Sequence[str]) -> list[str]:
                     bad_latency.append(col)
             elif not math.isfinite(v):
                 raise _Bad(col, "a finite number")
+            elif col in _SHARES and not 0 <= v <= 1:
+                raise _Bad(col, "a share in [0, 1]")
         elif typ == "bool":
             if text.lower() not in _BOOLS:
                 raise _Bad(col, "True or False")
@@ -323,9 +327,15 @@ def _check_row(r: Mapping[str, Any], header: Sequence[str]) -> list[str]:
         raise _Bad("key", "12 hexadecimal digits (a SubnetConfig key)")
     shape = _check_shape_cell(r["shape"])
     _check_subnet_cell(r["subnet"], shape, cells)
+    for part, whole in (("quiet_runs", "n_runs"), ("busy_rounds", "n_runs")):
+        if part in cells and whole in cells and cells[part] > cells[whole]:
+            raise _Bad(part, f"at most {whole} ({cells[whole]}): a count of the timed runs or their rounds")
     if r.get("protocol"):
-        if not isinstance(_json_cell("protocol", r["protocol"]), dict):
+        proto = _json_cell("protocol", r["protocol"])
+        if not isinstance(proto, dict):
             raise _Bad("protocol", "a JSON object (the protocol settings)")
+        if proto.get("clock", "wall") not in CLOCKS:
+            raise _Bad("protocol", f"a protocol whose clock is {' or '.join(CLOCKS)}")
     return bad_latency
 
 

@@ -9,8 +9,11 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import random
+import sys
 import time
+import warnings
 
 import pytest
 from latency_helpers import FAST_PROTOCOL, SHAPE
@@ -230,6 +233,9 @@ def test_min_quiet_runs_keeps_timing_until_enough_undisturbed_runs():
     capped at 6 runs keeps going (past max_runs) until it has 3 undisturbed runs; without, it stops at 6."""
     with pytest.raises(MeasurementError, match=r"min_quiet_runs 3 needs the cpu clock"):
         Protocol(min_quiet_runs=3)
+    for bad in ("3", None, True, 2.5):  # a hand-edited kit.json: one line, not a TypeError
+        with pytest.raises(MeasurementError, match=r"protocol setting min_quiet_runs must be an integer; got "):
+            Protocol(min_quiet_runs=bad, clock="cpu")
 
     def rarely_quiet():
         calls = []
@@ -249,6 +255,30 @@ def test_min_quiet_runs_keeps_timing_until_enough_undisturbed_runs():
     waited = time_interleaved([("a", rarely_quiet())], Protocol(**base, min_quiet_runs=3), random.Random(0))["a"]
     assert waited["quiet_runs"] >= 3 and waited["n_runs"] >= 11  # runs 1, 6, 11 are the quiet ones
     assert waited["quiet_wall_median_ms"] < 0.5 * 1.15 * 2  # the undisturbed runs' wall: no sleep in it
+
+    def never_quiet():
+        time.sleep(0.002)
+        _spin(0.2)
+
+    # Never an undisturbed run: the hard cap of 3 x max_runs stops it (the anchor's time is not in the seconds cap).
+    capped = time_interleaved([("b", never_quiet)], Protocol(**base, min_quiet_runs=3), random.Random(0))["b"]
+    assert capped["n_runs"] == 18 and capped["quiet_runs"] == 0 and math.isnan(capped["quiet_wall_median_ms"])
+
+
+def test_verification_leaves_the_busy_warning_to_the_search(tmp_path, monkeypatch):
+    """measure() warns of a busy machine; verify_latency (the search's verification, which judges wall time and
+    says so in its own note) does not repeat the contradicting line."""
+    from predictors import verify_latency
+
+    # `predictors.measure` is the function (see predictors/__init__.py): patch its module through sys.modules.
+    monkeypatch.setattr(sys.modules["predictors.measure"], "busy_warning", lambda rows: "the machine was busy (test)")
+    subnets = uniform_configs(SearchSpace.default(SHAPE), 1, seed=0)
+    settings = BackendSettings(backend="onnxruntime", seq_len=8)
+    with pytest.warns(UserWarning, match=r"the machine was busy \(test\)"):
+        measure(SHAPE, subnets, settings, tmp_path / "m.csv", FAST_CPU, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        verify_latency(SHAPE, subnets, settings, tmp_path / "v.csv", FAST_CPU, progress=False)
 
 
 def test_busy_warning_when_over_a_third_of_the_rounds_were_busy():

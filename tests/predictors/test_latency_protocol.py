@@ -265,6 +265,27 @@ def test_an_anchor_whose_every_run_was_preempted_keeps_its_runs(monkeypatch):
     )
 
 
+def test_an_anchor_that_kept_preempted_runs_gives_no_speed_index(monkeypatch):
+    """Every anchor run preempted (kept, flagged by the count) times the machine's load, not its speed:
+    dividing the configs by it would make them look faster, so the run has no speed index."""
+    core = importlib.import_module("predictors.runtime.protocol")
+    switches = [0]
+    monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
+
+    def busy():
+        switches[0] += 1
+
+    p = Protocol(min_runs=3, max_runs=6, max_seconds=100, rel_ci=1e-9, runs_per_visit=2, rewarm_runs=0,
+                 warmup_min=0, warmup_max=0)  # fmt: skip
+    anchor = Item("a", {"key": "a"}, lambda: busy)
+    rows = measure_items(  # the anchor asked for too: its own row is written
+        [Item("c", {"key": "c"}, lambda: lambda: None), anchor], p, lambda rows: None, anchor=anchor, reference_ms=1e-6
+    )
+    by = {r["key"]: r for r in rows}
+    assert by["a"]["status"] == "ok" and by["a"]["disturbed_runs"] >= 2  # the anchor's row is kept, flagged
+    assert math.isnan(by["c"]["speed_index"]) and by["a"]["anchor_key"] == ""
+
+
 def test_measure_times_the_anchor_and_verify_reports_speed(tmp_path):
     from dynabert.subnet import SubnetConfig
     from predictors import VERIFY_COLUMNS, read_raw_timings, verify_latency

@@ -74,6 +74,19 @@ RECORD_DAMAGE = [
         r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=inf; first at row 3",
     ),
     ("p90-nan", cell("p90_ms", "nan"), r"row 3 \(line 4\): p90_ms is 'nan'; expected a finite number"),
+    ("quiet-over-runs", cell("quiet_runs", "999"), r"quiet_runs is '999'; expected at most n_runs \(\d+\)"),
+    ("busy-share-7", cell("busy_share", "7"), r"row 3 \(line 4\): busy_share is '7'; expected a share in \[0, 1\]"),
+    (
+        "quiet-wall-negative",
+        cell("quiet_wall_median_ms", "-3.5"),
+        r"negative latency, e\.g\. key \w+ quiet_wall_median_ms=-3\.5",
+    ),
+    ("wall-zero", cell("wall_median_ms", "0"), r"negative latency, e\.g\. key \w+ wall_median_ms=0\.0"),
+    (
+        "clock-sundial",
+        cell("protocol", '{"clock":"sundial"}'),
+        r"protocol is .*expected a protocol whose clock is wall or cpu",
+    ),
     (
         "heads-99",
         cell("subnet", '{"layers":[0],"heads":[99],"ffn":[0]}'),
