@@ -31,6 +31,7 @@ from .runtime.schema import (
     check_records_path,
     done_keys,
     raw_timings_path,
+    row_clocks,
     write_raw_timings,
 )
 from .samplers import labels_by_key
@@ -227,6 +228,18 @@ def measure(
             done = done_keys(records_path, columns["settings_id"], retry_failed) if resume else set()
             todo = [s for s in subnets if s.key not in done]
             skipped += len(subnets) - len(todo)
+            other = (
+                row_clocks(records_path, columns["settings_id"]) - {protocol.clock}
+                if len(todo) < len(subnets)
+                else set()
+            )
+            if other:  # resume keeps them: the clock is how a latency is timed, not a setting (not in settings_id)
+                warnings.warn(
+                    f"{len(subnets) - len(todo)} config(s) of threads {st.threads} batch {st.batch} seq {st.seq_len} were "
+                    f"already measured in {records_path} with the {'/'.join(sorted(other))} clock and are kept as they are "
+                    f"(resume skips them); to time them with the {protocol.clock} clock, measure into another --out",
+                    stacklevel=2,
+                )
             if not todo:
                 continue
             if full is None:

@@ -473,6 +473,14 @@ def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:
     }
 
 
+def row_clocks(path: str, settings_id: str) -> set[str]:
+    """The clocks (Protocol.clock) the rows measured under `settings_id` were timed with."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return set()
+    rows = [r for r in read_rows(path) if r["settings_id"] == settings_id and r.get("protocol")]
+    return {str(json.loads(r["protocol"]).get("clock", "wall")) for r in rows}
+
+
 def anchor_reference(path: str, settings_id: str, anchor_key: str) -> float | None:
     """The anchor's reference median for a settings_id: its anchor_ms in the first run of the
     records file at `path` that timed this anchor (None when no run has): what a new measurement

@@ -106,6 +106,12 @@ def test_measure_with_the_cpu_clock_writes_its_columns(tmp_path, backend):
     more = measure(SHAPE, subnets, BackendSettings(backend=backend, seq_len=16), path, wall, progress=False)
     assert more["busy_share"].isna().all() and more["wall_median_ms"].isna().all()
     assert all(json.loads(p)["clock"] == "wall" for p in more["protocol"])
+    # Resuming that setting with the other clock keeps the rows (the clock is not a setting) and says so.
+    with pytest.warns(
+        UserWarning, match=r"2 config\(s\) of threads 1 batch 1 seq 16 were already measured .* with the wall clock"
+    ):
+        again = measure(SHAPE, subnets, BackendSettings(backend=backend, seq_len=16), path, FAST_CPU, progress=False)
+    assert again.attrs["already_measured"] == 2 and len(again) == 0
 
 
 def test_records_without_the_clock_columns_still_read(tmp_path):
