@@ -16,7 +16,7 @@ what was removed, and its `files` holds the sha256 of every file the bundle does
 
 Every entry of THIS machine (its fingerprint is the one this machine has under the entry's setting,
 and its backend imports here) is also timed before the bundle appears, through the bundle's own loader
-(`BundleModel.time_ms`, the loop `python -m dynasearch_bundle BUNDLE --check` runs, same warm-up and
+(`BundleModel.time_ms`, the loop `python BUNDLE/dynasearch_bundle.py BUNDLE --check` runs, same warm-up and
 runs, CHECK_REPEATS times with a fresh model each): `check_ms` (the median of the repeats' medians),
 `check_repeats_ms`, `check_runs`, `check_when`. --check compares with it first: the
 search's verification times models interleaved and cold (several models alternating in rounds, an
@@ -70,11 +70,13 @@ CHECK_REPEATS = 3  # export: --check's loop this many times per entry (a fresh m
 SHIM = '''"""dynasearch deployment bundle loader (dynasearch_runtime/ is a copy of dynasearch's device runtime,
 predictors/runtime; its bundle module is this loader). Needs Python 3.8+, numpy, onnxruntime and tokenizers.
 
-    import dynasearch_bundle                      # with this folder on sys.path (or run from inside it)
+    import sys; sys.path.insert(0, "BUNDLE")      # this folder on the import path (or run from inside it)
+    import dynasearch_bundle
     model = dynasearch_bundle.load("BUNDLE")      # device=NAME, threads=N, batch=N choose another entry
     model.predict(["some text"])                  # [(label, scores)]
 
-    python -m dynasearch_bundle BUNDLE --check [--device NAME]   # time it here against the recorded latency
+    python BUNDLE/dynasearch_bundle.py BUNDLE --check [--device NAME]   # time it here against the recorded
+                                                                        # latency (from any directory)
 """
 
 import os
@@ -103,12 +105,15 @@ if __name__ == "__main__":
 
 README = """dynasearch deployment bundle: {n} device entr{ies} over {m} model folder(s).
 
-    pip install numpy onnxruntime tokenizers        # torch entries also need torch and transformers
-    python -m dynasearch_bundle . --check           # from inside this folder: the entry for this machine,
-                                                    # timed here against its recorded latency
-    python -m dynasearch_bundle . --text "some text"
+BUNDLE below is this folder's path; the commands work from any directory.
 
-    import dynasearch_bundle                        # in Python, with this folder on sys.path
+    pip install numpy onnxruntime tokenizers        # torch entries also need torch and transformers
+    python BUNDLE/dynasearch_bundle.py BUNDLE --check            # the entry for this machine,
+                                                                 # timed here against its recorded latency
+    python BUNDLE/dynasearch_bundle.py BUNDLE --text "some text"
+
+    import sys; sys.path.insert(0, "BUNDLE")        # in Python: this folder on the import path
+    import dynasearch_bundle
     model = dynasearch_bundle.load("BUNDLE", device=None, threads=None, batch=None)
     model.predict(["some text"])                    # [(label, scores)]
 

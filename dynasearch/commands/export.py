@@ -43,7 +43,7 @@ def register(sub) -> None:
         action="store_true",
         help="with --results: ONE folder serving every device of the search: each device's answer in its "
         "format (ONNX, int8 ONNX, or a Hugging Face directory for torch), shared where devices agree, "
-        "devices.json with sha256s, the tokenizer once and a loader (python -m dynasearch_bundle DIR --check)",
+        "devices.json with sha256s, the tokenizer once and a loader (python DIR/dynasearch_bundle.py DIR --check)",
     )
     r.add_argument(
         "--no-check-time",
@@ -139,6 +139,7 @@ def run_from_results(args) -> int:
 
 
 def run_bundle(args) -> int:
+    from predictors.runtime.bundle import check_command
     from search.bundle import write_bundle
 
     from .common import print_warnings
@@ -174,5 +175,5 @@ def run_bundle(args) -> int:
             f"  {e['name']} ({e['precision']}, {e['backend']}): {e['key']} -> {e['file']}: {e['metric']} "
             f"{e['metric_value']:.2f}, {lat}"
         )
-    print(f"  check on a device: python -m dynasearch_bundle {args.out} --check")
+    print(f"  check on a device: {check_command(str(args.out))}")
     return 0

@@ -16,8 +16,10 @@
 and this module reads it: `load(BUNDLE, device=None, threads=None, batch=None)` checks every file's
 sha256, picks the entry for this machine (its fingerprint, as the latency predictors compute it)
 and returns a `BundleModel` whose `predict(texts)` gives (label, scores) per text;
-`python -m dynasearch_bundle BUNDLE --check` times the chosen model here against its recorded latency
-(check_ms, recorded at export with this very loop; else the search's measured, else predicted latency).
+`python BUNDLE/dynasearch_bundle.py BUNDLE --check` (from any working directory; `python -m dynasearch_bundle
+. --check` from inside BUNDLE) times the chosen model here, at the entry's own threads and batch, against its
+recorded latency (check_ms, recorded at export with this very loop; else the search's measured, else
+predicted latency).
 
 Part of the device runtime (standard library and numpy; onnxruntime and `tokenizers` imported
 lazily; relative imports only, Python 3.8 syntax). It never imports torch or transformers for an
@@ -34,6 +36,7 @@ import importlib
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -105,16 +108,16 @@ def read_index(bundle: str) -> Dict[str, Any]:
         missing = [k for k in ENTRY_FIELDS if not isinstance(e, dict) or k not in e]
         if missing:
             raise BundleError(f"{path}: devices[{i}] lacks {', '.join(missing)}")
-        for field, ok, what in (
-            ("check_ms", _finite_positive, "a finite number > 0"),
-            ("check_runs", _count, "an integer >= 1"),
-        ):
+        for field, ok, what, nullable in NUMBER_FIELDS:
             v = e.get(field)
-            if v is not None and not ok(v):
+            if (v is not None or not nullable) and not ok(v):
                 raise BundleError(
-                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {v!r}; it must be null or "
-                    f"{what} (export the bundle again)"
+                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {v!r}; it must be "
+                    f"{'null or ' if nullable else ''}{what} (export the bundle again)"
                 )
+    v = doc.get("vocab_size")
+    if v is not None and not _count(v):
+        raise BundleError(f"{path} has vocab_size {v!r}; it must be null or an integer >= 1 (export the bundle again)")
     return doc
 
 
@@ -124,6 +127,28 @@ def _finite_positive(v: Any) -> bool:
 
 def _count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# the numbers of an entry that the loader (choose, describe_*, check) and the export's summary read:
+# (field, test, what it must be, null allowed); read_index refuses any other value in one line
+NUMBER_FIELDS = (
+    ("threads", _count, "an integer >= 1", False),
+    ("batch", _count, "an integer >= 1", False),
+    ("length", _count, "an integer >= 1", False),
+    ("cpu_cores", _count, "an integer >= 1", True),
+    ("predicted_ms", _finite_positive, "a finite number > 0 (ms)", True),
+    ("measured_ms", _finite_positive, "a finite number > 0 (ms)", True),
+    ("measured_raw_ms", _finite_positive, "a finite number > 0 (ms)", True),
+    ("check_ms", _finite_positive, "a finite number > 0 (ms)", True),
+    ("check_runs", _count, "an integer >= 1", True),
+    ("metric_value", _finite, "a finite number", True),
+    ("metric_full", _finite, "a finite number", True),
+    ("metric_search", _finite, "a finite number", True),
+)
 
 
 def _inside(bundle: str, rel: str) -> str:
@@ -273,10 +298,20 @@ def choose(
         note = (
             f"no entry of {bundle} was measured on this machine: using device {entry['name']} ({entry['precision']}), "
             f"measured on {describe_machine(there, entry['fingerprint'])}; this machine is "
-            f"{describe_machine(machine, mine)}; its latency here may differ (python -m dynasearch_bundle "
-            f"BUNDLE --check times it)"
+            f"{describe_machine(machine, mine)}; its latency here may differ ({check_command(bundle)} times it)"
         )
     return entry, note
+
+
+def check_command(bundle: str = "BUNDLE") -> str:
+    """The command that runs --check on `bundle` from any working directory: the bundle's dynasearch_bundle.py
+    run as a script (which puts the bundle folder on the import path itself)."""
+    bundle = "BUNDLE" if bundle == "the bundle" else str(bundle)
+    return f"python {_quote(os.path.join(bundle, 'dynasearch_bundle.py'))} {_quote(bundle)} --check"
+
+
+def _quote(arg: str) -> str:
+    return arg if arg == "BUNDLE" else shlex.quote(arg)
 
 
 # ------------------------------------------------------------------------------------- the model
@@ -416,9 +451,10 @@ class BundleModel:
         return result
 
     def time_ms(self, runs: int = CHECK_RUNS, warmup: int = CHECK_WARMUP) -> float:
-        """The median wall time (ms) of `runs` runs at the entry's batch and length (random tokens, no padding)."""
+        """The median wall time (ms) of `runs` runs at this model's batch (load's batch=, else the entry's),
+        threads and the entry's length (random tokens, no padding)."""
         vocab = int(self.index.get("vocab_size") or 1000)
-        feeds = ort_feeds(self.inputs, int(self.entry["batch"]), self.length, vocab)
+        feeds = ort_feeds(self.inputs, self.batch, self.length, vocab)
         if self._session is not None:
             once = ort_run_once(self._session, feeds)
         else:
@@ -473,19 +509,37 @@ def _measured(e: Dict[str, Any]) -> Optional[Tuple[float, str]]:
     return None
 
 
+def check_setting(model: BundleModel) -> None:
+    """BundleError when the model runs at other threads or another batch than its entry's: every latency the
+    bundle records is at the entry's own setting, so there is nothing to compare a time at another one with."""
+    e = model.entry
+    if (model.threads, model.batch) != (int(e["threads"]), int(e["batch"])):
+        raise BundleError(
+            f"--check compares with the latency recorded at the entry's setting (device {e['name']} "
+            f"({e['precision']}): threads {e['threads']}, batch {e['batch']}), not at threads {model.threads}, "
+            f"batch {model.batch}; drop --threads/--batch, or time another setting without --check "
+            "(in Python: load(BUNDLE, threads=N, batch=N).time_ms())"
+        )
+
+
 def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
     """(exit status, the line): the time here against the recorded latency: check_ms (this loop's time at
     export on the exporting machine) first, else the search's measured latency (raw, then speed-corrected),
     else the predicted one. With check_ms the line also gives the search's measured latency and its ratio,
-    for information (the verification times models interleaved and cold, this loop one model warm)."""
+    for information (the verification times models interleaved and cold, this loop one model warm).
+    BundleError (`check_setting`) when the model runs at another threads or batch than its entry's."""
     e = model.entry
+    check_setting(model)
     here = model.time_ms(runs)
     where = describe_machine(e, e.get("fingerprint"))
     measured = _measured(e)
     info = ""
     if e.get("check_ms"):
         recorded, kind = float(e["check_ms"]), "recorded by the loader's loop at export"
-        when = f" ({e.get('check_runs')} runs, {e['check_when']})" if e.get("check_when") else ""
+        said = ([f"{e['check_runs']} runs"] if e.get("check_runs") else []) + (
+            [str(e["check_when"])] if e.get("check_when") else []
+        )
+        when = f" ({', '.join(said)})" if said else ""
         kind += f" on {where}{when}"
         if measured:
             info = (
@@ -499,7 +553,7 @@ def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
     else:
         recorded, kind = e.get("predicted_ms"), f"predicted on {where}"
     head = (
-        f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {e['batch']}, "
+        f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {model.batch}, "
         f"length {e['length']}, {model.threads} thread(s))"
     )
     if not recorded:
@@ -513,17 +567,36 @@ def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments in one line naming the value and what is allowed (`dynasearch_bundle: error: ...`),
+    exit status 2, as every other error of the loader."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"dynasearch_bundle: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (1, 2, ...)")
+    return v
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m dynasearch_bundle",
+    p = _Parser(
+        prog="python BUNDLE/dynasearch_bundle.py",
         description="Load a dynasearch deployment bundle, say which device entry this machine uses, predict "
         "texts, or time the model here against its recorded latency (--check: exit status 0 within 10%, 1 "
         "when more off, 2 on bad input).",
     )
     p.add_argument("bundle", help="the bundle folder")
     p.add_argument("--device", help="the device entry to use (default: this machine's)")
-    p.add_argument("--threads", type=int, help="threads to run with (default: the entry's)")
-    p.add_argument("--batch", type=int, help="texts per run (default: the entry's)")
+    p.add_argument("--threads", type=_positive_int, help="threads to run with (default: the entry's)")
+    p.add_argument("--batch", type=_positive_int, help="texts per run (default: the entry's)")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); prints JSON lines")
     p.add_argument(
         "--check",
@@ -531,7 +604,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="time the model here against the recorded latency (check_ms, this loop's time at export; else the "
         "search's measured latency; else the predicted one)",
     )
-    p.add_argument("--runs", type=int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})")
+    p.add_argument(
+        "--runs", type=_positive_int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})"
+    )
     args = p.parse_args(argv)
 
     def show(message, category, filename, lineno, file=None, line=None):
@@ -543,6 +618,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             warnings.simplefilter("default")
             warnings.showwarning = show
             model = load(args.bundle, args.device, args.threads, args.batch)
+        if args.check:
+            check_setting(model)  # before anything is printed or predicted
         print(f"using {describe_entry(model.entry)}")
         for text, (label, scores) in zip(args.text, model.predict(args.text) if args.text else []):
             print(json.dumps({"text": text, "label": label, "scores": scores}))
@@ -556,5 +633,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
-if __name__ == "__main__":  # python -m predictors.runtime.bundle BUNDLE (the bundle's own: dynasearch_bundle)
+if __name__ == "__main__":  # python -m predictors.runtime.bundle BUNDLE (the bundle's own: BUNDLE/dynasearch_bundle.py)
     sys.exit(main())

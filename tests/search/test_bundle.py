@@ -501,3 +501,184 @@ def test_read_index_rejects_a_bad_check_field(here_bundle, tmp_path, field, valu
     index["devices"][i][field] = None  # null is fine
     (tmp_path / "devices.json").write_text(json.dumps(index))
     assert read_index(str(tmp_path))["devices"][i][field] is None
+
+
+def test_check_with_check_ms_and_no_run_count(here_bundle):
+    """check_ms without check_runs (or without check_when): no 'None runs' in the line."""
+    from predictors.runtime.bundle import check, load
+
+    model = load(here_bundle, device="here")
+    model.time_ms = lambda runs=20, warmup=3: 2.0
+    e = model.entry
+    e.update(check_ms=2.0, check_runs=None, check_when="2024-01-01T00:00:00+00:00")
+    line = check(model, 5)[1]
+    assert "None" not in line and " (2024-01-01T00:00:00+00:00): ratio" in line
+    e.update(check_runs=20, check_when=None)
+    line = check(model, 5)[1]
+    assert "None" not in line and " (20 runs): ratio" in line
+    e.update(check_runs=None)
+    line = check(model, 5)[1]
+    assert "None" not in line and "recorded by the loader's loop at export on" in line and "()" not in line
+
+
+# ---------------------------------------- --check at another threads / batch than the entry's recorded one
+def test_time_ms_runs_at_the_models_batch_and_check_refuses_another_setting(here_bundle, monkeypatch):
+    import predictors.runtime.bundle as rb
+
+    seen = []
+
+    def spy(inputs, batch, length, vocab):
+        seen.append((batch, length))
+        return real(inputs, batch, length, vocab)
+
+    real = rb.ort_feeds
+    monkeypatch.setattr(rb, "ort_feeds", spy)
+    model = rb.load(here_bundle, device="here", batch=4)
+    assert (model.batch, model.entry["batch"]) == (4, 1)
+    assert model.time_ms(runs=1, warmup=0) > 0 and seen == [(4, model.entry["length"])]
+    setting = r"--check compares with the latency recorded at the entry's setting \(device here \(fp32\): threads 1, "
+    with pytest.raises(rb.BundleError, match=setting + r"batch 1\), not at threads 1, batch 4; drop --threads/--batch"):
+        rb.check(model, 1)
+    model = rb.load(here_bundle, device="here", threads=2)
+    with pytest.raises(rb.BundleError, match=setting + r"batch 1\), not at threads 2, batch 1"):
+        rb.check(model, 1)
+    assert len(seen) == 1  # refused before timing
+    # the entry's own setting, named explicitly, is checked as without it
+    model = rb.load(here_bundle, device="here", threads=1, batch=1)
+    model.time_ms = lambda runs=20, warmup=3: 2.0
+    assert "at batch 1, length" in rb.check(model, 1)[1]
+
+
+@pytest.mark.parametrize("extra", [["--threads", "2"], ["--batch", "4"]])
+def test_check_cli_refuses_another_setting(here_bundle, tmp_path, extra):
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--check", "--device", "here", *extra],
+                       cwd=here_bundle, env=no_torch(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and r.stdout == "", (r.stdout, r.stderr)
+    assert err[0].startswith("dynasearch_bundle: error: --check compares with the latency recorded at the entry's")
+    assert "(device here (fp32): threads 1, batch 1)" in err[0] and "drop --threads/--batch" in err[0]
+
+
+# ------------------------------------------------------ every number of devices.json the loader reads
+@pytest.mark.parametrize(
+    "field, value, nullable",
+    [
+        ("measured_raw_ms", "abc", True),
+        ("measured_ms", "abc", True),
+        ("measured_ms", 0, True),
+        ("predicted_ms", -2.0, True),
+        ("predicted_ms", float("nan"), True),
+        ("metric_value", "abc", True),
+        ("metric_full", float("inf"), True),
+        ("metric_search", [0.5], True),
+        ("cpu_cores", 1.5, True),
+        ("threads", "abc", False),
+        ("threads", None, False),
+        ("batch", 0, False),
+        ("length", True, False),
+    ],
+)
+def test_read_index_rejects_a_bad_number(here_bundle, tmp_path, field, value, nullable):
+    from predictors.runtime.bundle import BundleError, read_index
+
+    index = json.loads((here_bundle / "devices.json").read_text())
+    i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
+    index["devices"][i][field] = value
+    (tmp_path / "devices.json").write_text(json.dumps(index))
+    must = "it must be null or" if nullable else r"it must be an integer >= 1"
+    with pytest.raises(BundleError, match=rf"devices\[{i}\] \(here, fp32\) has {field} .*; {must}"):
+        read_index(str(tmp_path))
+    if nullable:
+        index["devices"][i][field] = None
+        (tmp_path / "devices.json").write_text(json.dumps(index))
+        assert read_index(str(tmp_path))["devices"][i][field] is None
+
+
+def test_read_index_rejects_a_bad_vocab_size(here_bundle, tmp_path):
+    from predictors.runtime.bundle import BundleError, read_index
+
+    index = json.loads((here_bundle / "devices.json").read_text())
+    index["vocab_size"] = "abc"
+    (tmp_path / "devices.json").write_text(json.dumps(index))
+    with pytest.raises(BundleError, match=r"has vocab_size 'abc'; it must be null or an integer >= 1"):
+        read_index(str(tmp_path))
+
+
+def test_check_cli_on_a_bad_number_is_one_line(here_bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(here_bundle, copy)
+    index = json.loads((copy / "devices.json").read_text())
+    i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
+    index["devices"][i]["measured_raw_ms"] = "abc"
+    (copy / "devices.json").write_text(json.dumps(index))
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--check", "--device", "here"], cwd=copy,
+                       env=no_torch(tmp_path), capture_output=True, text=True, timeout=300)  # fmt: skip
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"devices[{i}] (here, fp32) has measured_raw_ms 'abc'; it must be null or a finite number > 0" in err[0]
+
+
+# ------------------------------------------------------------- the loader's arguments: one line, exit 2
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([".", "--threads", "abc"], "argument --threads: 'abc' is not a positive integer (1, 2, ...)"),
+        ([".", "--batch", "0"], "argument --batch: '0' is not a positive integer (1, 2, ...)"),
+        ([".", "--runs", "2.5"], "argument --runs: '2.5' is not a positive integer (1, 2, ...)"),
+        ([".", "--nope"], "unrecognized arguments: --nope"),
+        ([], "the following arguments are required: bundle"),
+    ],
+)
+def test_loader_bad_arguments_are_one_line(capsys, argv, message):
+    from predictors.runtime.bundle import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.splitlines() == [f"dynasearch_bundle: error: {message}"]
+
+
+# ----------------------------------------------- the printed commands work from any working directory
+def test_printed_commands_work_from_another_directory(two_devices, fast_tmp, capsys):
+    import shlex
+
+    out = fast_tmp / "printed bundle"  # a space in the path: the hint quotes it
+    assert cli("export", "--results", two_devices, "--bundle", "--out", out) == 0
+    hint = [line for line in capsys.readouterr().out.splitlines() if "check on a device:" in line]
+    assert len(hint) == 1
+    argv = shlex.split(hint[0].split("check on a device:", 1)[1])
+    assert argv[0] == "python" and argv[1:] == [str(out / "dynasearch_bundle.py"), str(out), "--check"]
+    elsewhere = fast_tmp / "elsewhere"
+    elsewhere.mkdir()
+    env = no_torch(fast_tmp)
+    r = subprocess.run([PYTHON, *argv[1:]], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode in (0, 1), r.stderr
+    assert "ratio" in r.stdout and "predicted on Test CPU" in r.stdout
+    # the warning names the same command (this machine is not the fake one the entries were measured on)
+    assert f"{shlex.join(argv)} times it" in r.stderr
+    # README.txt's commands, BUNDLE being the bundle's path
+    readme = (out / "README.txt").read_text()
+    text = next(line for line in readme.splitlines() if "--text" in line).split("#")[0].strip()
+    argv = shlex.split(text.replace("BUNDLE", shlex.quote(str(out))))
+    assert argv[0] == "python"
+    r = subprocess.run([PYTHON, *argv[1:]], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[-1])["text"] == "some text"
+    assert 'import sys; sys.path.insert(0, "BUNDLE")' in readme
+    code = f"import sys; sys.path.insert(0, {str(out)!r})\nimport dynasearch_bundle as b\n"
+    code += f"print(sys.modules['dynasearch_runtime.bundle'].__file__, b.load({str(out)!r}).predict(['good'])[0][0])"
+    r = run_py(code, elsewhere, env)
+    assert r.returncode == 0, r.stderr
+    where, label = r.stdout.strip().rsplit(" ", 1)
+    assert Path(where).resolve().parent == (out / "dynasearch_runtime").resolve() and label in ("0", "1")
+
+
+def test_docs_give_the_bundle_commands_that_work_from_any_directory():
+    readme = (REPO / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if "dynasearch_bundle" in line]
+    assert lines and not [line for line in lines if "python -m dynasearch_bundle" in line]
+    assert any("python bundle/dynasearch_bundle.py bundle --check" in line for line in lines)
+    assert all("sys.path.insert(0, 'bundle')" in line for line in lines if "import dynasearch_bundle" in line)
