@@ -180,7 +180,7 @@ def phase_bundle(work: Path) -> None:
             c = subprocess.run([sys.executable, "-m", "dynasearch_bundle", str(bundle), "--check", "--device", dev],
                                capture_output=True, text=True, cwd=str(bundle))  # fmt: skip
             checks.append({"device": dev, "rc": c.returncode, "stdout": c.stdout, "stderr": c.stderr[-2000:]})
-    write_json(out, {"load": {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-2000:]},
+    write_json(out, {"machine": machine(), "load": {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-2000:]},
                      "check": checks[0], "checks": checks})  # fmt: skip
 
 
@@ -313,7 +313,10 @@ def phase_report(work: Path) -> Path:
                                   "ort1 speed-up", "ort2b8 speed-up", "export+quantise s"], rows), ""]  # fmt: skip
     if (work / "bundle.json").is_file():
         b = json.loads((work / "bundle.json").read_text())
-        lines += ["## The bundle in a process without torch", "", "```", b["load"]["stdout"].strip(),
+        bm = b.get("machine") or m
+        lines += ["## The bundle in a process without torch", "",
+                  f"Exported and checked at commit `{bm['commit']}`, {bm['date']} (the search results above are of `{m['commit']}`).",
+                  "", "```", b["load"]["stdout"].strip(),
                   b["load"]["stderr"].strip()[-600:], "```", "",
                   "`python -m dynasearch_bundle BUNDLE --check --device NAME`, fresh processes (check_ms: the loader's own "
                   "loop at export, median of 3 timings; the search's verified latency beside it):",
@@ -366,7 +369,8 @@ def phase_report(work: Path) -> Path:
             here = (
                 float(c["stdout"].split(" ms here")[0].rsplit(" ", 1)[1]) if " ms here" in c["stdout"] else float("nan")
             )
-            prec = c["stdout"].split(f"device {c['device']} (", 1)[-1].split(")", 1)[0]  # the entry --check picked
+            line = next(x for x in c["stdout"].splitlines() if x.startswith(f"device {c['device']} ("))
+            prec = line.split("(", 1)[1].split(")", 1)[0]  # the entry --check picked
             e = next(d for d in index["devices"] if d["name"] == c["device"] and d["precision"] == prec)
             ratios.append((c["device"], here, e.get("check_ms"), e.get("measured_raw_ms"), c["rc"]))
         listed = "; ".join(
