@@ -27,6 +27,9 @@ from predictors.runtime.schema import CLOCK_COLUMNS, QUIET_COLUMNS, RECORD_COLUM
 from predictors.samplers import uniform_configs
 
 FAST_CPU = dataclasses.replace(FAST_PROTOCOL, clock="cpu")
+# Never converges: every config is timed in the same 5 rounds (15 runs, 3 per visit), one warm-up run.
+FIVE_ROUNDS_CPU = Protocol(min_runs=6, max_runs=15, max_seconds=100, rel_ci=1e-9, runs_per_visit=3, rewarm_runs=0,
+                           warmup_min=1, warmup_max=1, clock="cpu")  # fmt: skip
 
 
 def test_clock_is_validated_and_recorded():
@@ -177,18 +180,7 @@ def test_sleeping_runs_are_busy_spinning_runs_are_not():
         time.sleep(0.005)
         _spin(1.0)
 
-    p = Protocol(
-        min_runs=6,
-        max_runs=15,
-        max_seconds=100,
-        rel_ci=1e-9,  # never converges: every config is timed in the same 5 rounds (15 runs, 3 per visit)
-        runs_per_visit=3,
-        rewarm_runs=0,
-        warmup_min=1,
-        warmup_max=1,
-        clock="cpu",
-    )
-    out = time_interleaved([("sleepy", sleepy), ("spin", lambda: _spin(1.0))], p, random.Random(0))
+    out = time_interleaved([("sleepy", sleepy), ("spin", lambda: _spin(1.0))], FIVE_ROUNDS_CPU, random.Random(0))
     s, q = out["sleepy"], out["spin"]
     assert s["n_runs"] == 15 and q["n_runs"] == 15
     # The CPU-clock median holds the spinning only; the wall median holds the sleep too.
@@ -216,18 +208,7 @@ def test_runs_that_lose_their_core_are_left_out_of_the_quiet_wall_median():
             time.sleep(0.005)
         _spin(1.0)
 
-    p = Protocol(
-        min_runs=6,
-        max_runs=15,
-        max_seconds=100,
-        rel_ci=1e-9,
-        runs_per_visit=3,
-        rewarm_runs=0,
-        warmup_min=1,
-        warmup_max=1,
-        clock="cpu",
-    )
-    s = time_interleaved([("mixed", sometimes_sleepy)], p, random.Random(0))["mixed"]
+    s = time_interleaved([("mixed", sometimes_sleepy)], FIVE_ROUNDS_CPU, random.Random(0))["mixed"]
     slept = sum(calls[1:])  # the first call was the warm-up
     assert s["n_runs"] == 15 and slept == 10
     assert 1 <= s["quiet_runs"] <= 15 - slept  # a loaded host may preempt a spinning run too, never the reverse
