@@ -54,6 +54,7 @@ INDEX = "devices.json"
 CHECK_RUNS = 20  # --check: timed runs (after CHECK_WARMUP untimed ones); the median is reported
 CHECK_WARMUP = 3
 CHECK_TOLERANCE = 0.10  # --check exits 1 when the time here is more than 10% off the recorded latency
+ENTRY_DTYPES = ("float32", "float16", "bfloat16", "int8")  # predictors.backends' TORCH_DTYPES + ORT_DTYPES
 ENTRY_FIELDS = (
     "name",
     "precision",
@@ -114,6 +115,13 @@ def read_index(bundle: str) -> Dict[str, Any]:
                 raise BundleError(
                     f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {v!r}; it must be "
                     f"{'null or ' if nullable else ''}{what} (export the bundle again)"
+                )
+        # Settings the loader hands to onnxruntime/torch as they are: a "false" string would turn spinning ON.
+        for field, allowed in (("spinning", (True, False)), ("dtype", ENTRY_DTYPES), ("precision", ("fp32", "int8"))):
+            if isinstance(e[field], bool) != (field == "spinning") or e[field] not in allowed:
+                raise BundleError(
+                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {e[field]!r}; it must be one of "
+                    f"{', '.join(json.dumps(a) for a in allowed)} (export the bundle again)"
                 )
     v = doc.get("vocab_size")
     if v is not None and not _count(v):

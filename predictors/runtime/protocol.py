@@ -153,6 +153,8 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
+        if not isinstance(data, Mapping):
+            raise MeasurementError(f"protocol settings must be a JSON object; got {data!r}"[:200])
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -40,6 +40,9 @@ def test_clock_is_validated_and_recorded():
     old = json.loads(Protocol().to_json())
     del old["clock"]  # the protocol of records written before the clock existed
     assert Protocol.from_dict(old).clock == "wall"
+    for bad in (None, "fast", [1]):  # a kit.json's "protocol": null is one line, not a TypeError
+        with pytest.raises(MeasurementError, match=r"^protocol settings must be a JSON object; got "):
+            Protocol.from_dict(bad)
 
 
 @pytest.mark.parametrize(

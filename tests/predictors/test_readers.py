@@ -73,7 +73,9 @@ RECORD_DAMAGE = [
         cell("median_ms", "inf"),
         r"1 record\(s\) have a NaN, zero or negative latency, e\.g\. key \w+ median_ms=inf; first at row 3",
     ),
-    ("p90-nan", cell("p90_ms", "nan"), r"row 3 \(line 4\): p90_ms is 'nan'; expected a finite number"),
+    ("p90-nan", cell("p90_ms", "nan"), r"negative latency, e\.g\. key \w+ p90_ms=nan; first at row 3"),
+    ("p90-negative", cell("p90_ms", "-2"), r"negative latency, e\.g\. key \w+ p90_ms=-2\.0; first at row 3"),
+    ("ci-nan", cell("ci_low_ms", "nan"), r"row 3 \(line 4\): ci_low_ms is 'nan'; expected a finite number"),
     ("quiet-over-runs", cell("quiet_runs", "999"), r"quiet_runs is '999'; expected at most n_runs \(\d+\)"),
     ("busy-share-7", cell("busy_share", "7"), r"row 3 \(line 4\): busy_share is '7'; expected a share in \[0, 1\]"),
     (

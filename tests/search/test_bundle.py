@@ -594,6 +594,27 @@ def test_read_index_rejects_a_bad_number(here_bundle, tmp_path, field, value, nu
         assert read_index(str(tmp_path))["devices"][i][field] is None
 
 
+@pytest.mark.parametrize(
+    "field, value, allowed",
+    [
+        ("spinning", "false", "true, false"),  # a string handed to onnxruntime as is would turn spinning ON
+        ("spinning", None, "true, false"),
+        ("spinning", 0, "true, false"),
+        ("dtype", "int3", '"float32", "float16", "bfloat16", "int8"'),
+        ("precision", "int4", '"fp32", "int8"'),
+    ],
+)
+def test_read_index_rejects_a_bad_setting(here_bundle, tmp_path, field, value, allowed):
+    from predictors.runtime.bundle import BundleError, read_index
+
+    index = json.loads((here_bundle / "devices.json").read_text())
+    i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
+    index["devices"][i][field] = value
+    (tmp_path / "devices.json").write_text(json.dumps(index))
+    with pytest.raises(BundleError, match=rf"devices\[{i}\] \(here, .*\) has {field} .*; it must be one of {allowed} "):
+        read_index(str(tmp_path))
+
+
 def test_read_index_rejects_a_bad_vocab_size(here_bundle, tmp_path):
     from predictors.runtime.bundle import BundleError, read_index
 
