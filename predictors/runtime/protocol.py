@@ -142,6 +142,8 @@ class Protocol:
             ("chunk_size", self.chunk_size >= 1, ">= 1"),
             ("max_disturbed", self.max_disturbed >= 1, ">= 1"),
             ("min_quiet_runs", self.min_quiet_runs >= 0, ">= 0"),
+            # More could never be had: a config stops at 3 x max_runs runs whatever else.
+            ("min_quiet_runs", self.min_quiet_runs <= 3 * self.max_runs, f"<= 3 x max_runs ({3 * self.max_runs})"),
         ]
         for name, ok, rule in checks:
             value = getattr(self, name)

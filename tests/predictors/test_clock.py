@@ -223,6 +223,8 @@ def test_min_quiet_runs_keeps_timing_until_enough_undisturbed_runs():
     capped at 6 runs keeps going (past max_runs) until it has 3 undisturbed runs; without, it stops at 6."""
     with pytest.raises(MeasurementError, match=r"min_quiet_runs 3 needs the cpu clock"):
         Protocol(min_quiet_runs=3)
+    with pytest.raises(MeasurementError, match=r"min_quiet_runs must be <= 3 x max_runs \(120\); got 1000"):
+        Protocol(min_quiet_runs=1000, clock="cpu")
     for bad in ("3", None, True, 2.5):  # a hand-edited kit.json: one line, not a TypeError
         with pytest.raises(MeasurementError, match=r"protocol setting min_quiet_runs must be an integer; got "):
             Protocol(min_quiet_runs=bad, clock="cpu")
