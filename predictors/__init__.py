@@ -20,7 +20,7 @@ from typing import Any
 
 _LAZY = {
     "Protocol": "runtime.protocol",
-    "check_clock": "runtime.protocol",
+    "check_clock": "runtime.clocks",
     "MeasurementError": "runtime.errors",
     "threads_warning": "runtime.fingerprint",
     "RECORD_COLUMNS": "runtime.schema",

@@ -20,10 +20,11 @@ from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_para
 
 from .backends import BackendSettings, make_backend
 from .records import read_records
+from .runtime.clocks import BUSY_RATIO, check_clock
 from .runtime.driver import Item, measure_items
 from .runtime.errors import MeasurementError
 from .runtime.fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
-from .runtime.protocol import BUSY_RATIO, Protocol, check_clock
+from .runtime.protocol import Protocol
 from .runtime.schema import (
     RECORD_COLUMNS,
     anchor_reference,

@@ -89,13 +89,12 @@ if _HERE not in sys.path:
 from dynasearch_runtime.bundle import (  # noqa: E402
     BundleError,
     BundleModel,
-    check,
     choose,
     load,
-    main,
     read_index,
     verify_files,
 )
+from dynasearch_runtime.bundle_cli import check, main  # noqa: E402
 
 __all__ = ["BundleError", "BundleModel", "check", "choose", "load", "main", "read_index", "verify_files"]
 

@@ -44,7 +44,7 @@ from predictors import (
     verify_latency,
 )
 from predictors.errors import PredictorError
-from predictors.runtime.protocol import BUSY_RATIO
+from predictors.runtime.clocks import BUSY_RATIO
 
 from .errors import SearchError
 from .results import load_results, write_results

@@ -193,8 +193,8 @@ def protocol_from_args(args):
     """The Protocol of add_protocol_args' options; --clock cpu is checked against the command's
     --threads, --spinning and --device/--provider (where it has them) before any work."""
     from predictors import Protocol  # predictors (pandas): not on the query path
+    from predictors.runtime.clocks import check_clock
     from predictors.runtime.fingerprint import CUDA_PROVIDERS
-    from predictors.runtime.protocol import check_clock
 
     protocol = Protocol(
         rel_ci=args.rel_ci,

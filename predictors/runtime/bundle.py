@@ -21,6 +21,9 @@ and returns a `BundleModel` whose `predict(texts)` gives (label, scores) per tex
 recorded latency (check_ms, recorded at export with this very loop; else the search's measured, else
 predicted latency).
 
+Its index (devices.json: reading and checking it) is `bundle_index`, its command line and `--check`
+`bundle_cli`.
+
 Part of the device runtime (standard library and numpy; onnxruntime and `tokenizers` imported
 lazily; relative imports only, Python 3.8 syntax). It never imports torch or transformers for an
 onnxruntime entry; a torch entry (a Hugging Face directory) imports them when it is loaded and says so
@@ -30,153 +33,34 @@ kit ships this folder too, and the kit's runner needs only numpy and onnxruntime
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import importlib
 import json
-import math
 import os
 import shlex
 import statistics
-import sys
 import time
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import BundleError, DynasearchError
+from .bundle_index import (  # noqa: F401  (re-exported: the loader's public names, as before the split)
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    ENTRY_DTYPES,
+    ENTRY_FIELDS,
+    INDEX,
+    NUMBER_FIELDS,
+    inside,
+    read_index,
+    verify_files,
+)
+from .errors import BundleError
 from .fingerprint import CUDA_PROVIDERS, has_gpu, machine_info, ort_feeds, ort_run_once, ort_session, setting_columns
 
-BUNDLE_FORMAT = "dynasearch-bundle"
-BUNDLE_VERSION = 1
-INDEX = "devices.json"
 CHECK_RUNS = 20  # --check: timed runs (after CHECK_WARMUP untimed ones); the median is reported
 CHECK_WARMUP = 3
 CHECK_TOLERANCE = 0.10  # --check exits 1 when the time here is more than 10% off the recorded latency
-ENTRY_DTYPES = ("float32", "float16", "bfloat16", "int8")  # predictors.backends' TORCH_DTYPES + ORT_DTYPES
-ENTRY_FIELDS = (
-    "name",
-    "precision",
-    "backend",
-    "device",
-    "provider",
-    "threads",
-    "spinning",
-    "dtype",
-    "batch",
-    "length",
-    "fingerprint",
-    "file",
-    "format",
-    "key",
-)
-
-
-# ------------------------------------------------------------------------------------ the index
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_index(bundle: str) -> Dict[str, Any]:
-    """BUNDLE/devices.json, checked enough to pick an entry (BundleError in one line otherwise)."""
-    path = os.path.join(str(bundle), INDEX)
-    if not os.path.isdir(str(bundle)):
-        raise BundleError(f"bundle {bundle} is not a folder")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        raise BundleError(f"{bundle} is not a dynasearch bundle (no {INDEX})") from None
-    except (OSError, ValueError) as e:
-        raise BundleError(f"cannot read bundle index {path}: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
-        fmt = doc.get("format") if isinstance(doc, dict) else None
-        raise BundleError(f"{path} is not a dynasearch bundle index (format {fmt!r})")
-    if not isinstance(doc.get("version"), int) or doc["version"] > BUNDLE_VERSION:
-        raise BundleError(
-            f"{path} is bundle version {doc.get('version')!r}; this loader reads version {BUNDLE_VERSION} "
-            "(export the bundle again with this dynasearch)"
-        )
-    entries, files = doc.get("devices"), doc.get("files")
-    if not isinstance(entries, list) or not entries or not isinstance(files, dict):
-        raise BundleError(f"{path} lists no devices or no file digests")
-    for i, e in enumerate(entries):
-        missing = [k for k in ENTRY_FIELDS if not isinstance(e, dict) or k not in e]
-        if missing:
-            raise BundleError(f"{path}: devices[{i}] lacks {', '.join(missing)}")
-        for field, ok, what, nullable in NUMBER_FIELDS:
-            v = e.get(field)
-            if (v is not None or not nullable) and not ok(v):
-                raise BundleError(
-                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {v!r}; it must be "
-                    f"{'null or ' if nullable else ''}{what} (export the bundle again)"
-                )
-        # Settings the loader hands to onnxruntime/torch as they are: a "false" string would turn spinning ON.
-        for field, allowed in (("spinning", (True, False)), ("dtype", ENTRY_DTYPES), ("precision", ("fp32", "int8"))):
-            if isinstance(e[field], bool) != (field == "spinning") or e[field] not in allowed:
-                raise BundleError(
-                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {e[field]!r}; it must be one of "
-                    f"{', '.join(json.dumps(a) for a in allowed)} (export the bundle again)"
-                )
-    v = doc.get("vocab_size")
-    if v is not None and not _count(v):
-        raise BundleError(f"{path} has vocab_size {v!r}; it must be null or an integer >= 1 (export the bundle again)")
-    return doc
-
-
-def _finite_positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# the numbers of an entry that the loader (choose, describe_*, check) and the export's summary read:
-# (field, test, what it must be, null allowed); read_index refuses any other value in one line
-NUMBER_FIELDS = (
-    ("threads", _count, "an integer >= 1", False),
-    ("batch", _count, "an integer >= 1", False),
-    ("length", _count, "an integer >= 1", False),
-    ("cpu_cores", _count, "an integer >= 1", True),
-    ("predicted_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("measured_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("measured_raw_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("check_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("check_runs", _count, "an integer >= 1", True),
-    ("metric_value", _finite, "a finite number", True),
-    ("metric_full", _finite, "a finite number", True),
-    ("metric_search", _finite, "a finite number", True),
-)
-
-
-def _inside(bundle: str, rel: str) -> str:
-    parts = rel.replace("\\", "/").split("/")
-    if not rel or os.path.isabs(rel) or ".." in parts:
-        raise BundleError(f"bundle index names the file {rel!r}, which is not a path inside the bundle")
-    return os.path.join(str(bundle), *parts)
-
-
-def verify_files(bundle: str, index: Dict[str, Any]) -> None:
-    """Every file the index lists has the sha256 it records (BundleError naming the first that does not)."""
-    for rel, digest in sorted(index["files"].items()):
-        path = _inside(bundle, rel)
-        if not os.path.isfile(path):
-            raise BundleError(f"bundle file {rel} is missing from {bundle}; export the bundle again")
-        if _sha256(path) != digest:
-            raise BundleError(
-                f"bundle file {rel} changed since the bundle was written (its sha256 is not the one {INDEX} "
-                "records); export the bundle again"
-            )
 
 
 # ----------------------------------------------------------------------- this machine and the entries
@@ -387,7 +271,7 @@ class BundleModel:
         self.threads = int(threads or entry["threads"])
         self.batch = int(batch or entry["batch"])
         self.length = int(entry["length"])
-        self.path = _inside(self.bundle, entry["file"])
+        self.path = inside(self.bundle, entry["file"])
         self._session = None
         self._torch = None
         self._model = None
@@ -484,7 +368,7 @@ class BundleModel:
         return float(statistics.median(times))
 
 
-def _positive(name: str, v: Optional[int]) -> None:
+def check_positive(name: str, v: Optional[int]) -> None:
     if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
         raise BundleError(f"{name} must be a positive integer; got {v!r}")
 
@@ -495,8 +379,8 @@ def load(
     """The model of `bundle` for this machine (see `choose`), after checking every file's sha256.
     threads: the onnxruntime/torch threads to run with (default: the entry's); batch: texts per run
     (default: the entry's); both also choose among this machine's entries."""
-    _positive("threads", threads)
-    _positive("batch", batch)
+    check_positive("threads", threads)
+    check_positive("batch", batch)
     bundle = str(bundle)
     index = read_index(bundle)
     verify_files(bundle, index)
@@ -504,142 +388,3 @@ def load(
     if note:
         warnings.warn(note, stacklevel=2)
     return BundleModel(bundle, index, entry, threads, batch)
-
-
-# ------------------------------------------------------------------------------ the command line
-def _measured(e: Dict[str, Any]) -> Optional[Tuple[float, str]]:
-    """The search's verified latency of the entry: the raw median first (a fresh process's time is raw; the
-    speed-corrected one is on the scale of the predictor's records run, which a lone process here does not
-    share), else the speed-corrected one; None when the search did not measure it."""
-    for field, name in (("measured_raw_ms", "measured (raw)"), ("measured_ms", "measured (speed-corrected)")):
-        if e.get(field):
-            return float(e[field]), name
-    return None
-
-
-def check_setting(model: BundleModel) -> None:
-    """BundleError when the model runs at other threads or another batch than its entry's: every latency the
-    bundle records is at the entry's own setting, so there is nothing to compare a time at another one with."""
-    e = model.entry
-    if (model.threads, model.batch) != (int(e["threads"]), int(e["batch"])):
-        raise BundleError(
-            f"--check compares with the latency recorded at the entry's setting (device {e['name']} "
-            f"({e['precision']}): threads {e['threads']}, batch {e['batch']}), not at threads {model.threads}, "
-            f"batch {model.batch}; drop --threads/--batch, or time another setting without --check "
-            "(in Python: load(BUNDLE, threads=N, batch=N).time_ms())"
-        )
-
-
-def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
-    """(exit status, the line): the time here against the recorded latency: check_ms (this loop's time at
-    export on the exporting machine) first, else the search's measured latency (raw, then speed-corrected),
-    else the predicted one. With check_ms the line also gives the search's measured latency and its ratio,
-    for information (the verification times models interleaved and cold, this loop one model warm).
-    BundleError (`check_setting`) when the model runs at another threads or batch than its entry's."""
-    e = model.entry
-    check_setting(model)
-    here = model.time_ms(runs)
-    where = describe_machine(e, e.get("fingerprint"))
-    measured = _measured(e)
-    info = ""
-    if e.get("check_ms"):
-        recorded, kind = float(e["check_ms"]), "recorded by the loader's loop at export"
-        said = ([f"{e['check_runs']} runs"] if e.get("check_runs") else []) + (
-            [str(e["check_when"])] if e.get("check_when") else []
-        )
-        when = f" ({', '.join(said)})" if said else ""
-        kind += f" on {where}{when}"
-        if measured:
-            info = (
-                f"; the search's verification {measured[1]}: {measured[0]:.3f} ms, ratio {here / measured[0]:.2f} "
-                "(for information: it times models interleaved and cold)"
-            )
-        elif e.get("predicted_ms"):
-            info = f"; predicted {float(e['predicted_ms']):.3f} ms, ratio {here / float(e['predicted_ms']):.2f}"
-    elif measured:
-        recorded, kind = measured[0], f"{measured[1]} on {where}"
-    else:
-        recorded, kind = e.get("predicted_ms"), f"predicted on {where}"
-    head = (
-        f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {model.batch}, "
-        f"length {e['length']}, {model.threads} thread(s))"
-    )
-    if not recorded:
-        return 1, head + "; the bundle records no latency for it"
-    ratio = here / float(recorded)
-    off = abs(ratio - 1.0) > CHECK_TOLERANCE
-    return int(off), (
-        f"{head} against {float(recorded):.3f} ms {kind}: ratio {ratio:.2f} "
-        + (f"(more than {CHECK_TOLERANCE:.0%} off)" if off else f"(within {CHECK_TOLERANCE:.0%})")
-        + info
-    )
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments in one line naming the value and what is allowed (`dynasearch_bundle: error: ...`),
-    exit status 2, as every other error of the loader."""
-
-    def error(self, message: str):  # type: ignore[override]
-        print(f"dynasearch_bundle: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (1, 2, ...)")
-    return v
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = _Parser(
-        prog="python BUNDLE/dynasearch_bundle.py",
-        description="Load a dynasearch deployment bundle, say which device entry this machine uses, predict "
-        "texts, or time the model here against its recorded latency (--check: exit status 0 within 10%, 1 "
-        "when more off, 2 on bad input).",
-    )
-    p.add_argument("bundle", help="the bundle folder")
-    p.add_argument("--device", help="the device entry to use (default: this machine's)")
-    p.add_argument("--threads", type=_positive_int, help="threads to run with (default: the entry's)")
-    p.add_argument("--batch", type=_positive_int, help="texts per run (default: the entry's)")
-    p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); prints JSON lines")
-    p.add_argument(
-        "--check",
-        action="store_true",
-        help="time the model here against the recorded latency (check_ms, this loop's time at export; else the "
-        "search's measured latency; else the predicted one)",
-    )
-    p.add_argument(
-        "--runs", type=_positive_int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})"
-    )
-    args = p.parse_args(argv)
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"warning: {message}", file=sys.stderr)
-
-    try:
-        _positive("--runs", args.runs)
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = show
-            model = load(args.bundle, args.device, args.threads, args.batch)
-        if args.check:
-            check_setting(model)  # before anything is printed or predicted
-        print(f"using {describe_entry(model.entry)}")
-        for text, (label, scores) in zip(args.text, model.predict(args.text) if args.text else []):
-            print(json.dumps({"text": text, "label": label, "scores": scores}))
-        if args.check:
-            code, line = check(model, args.runs)
-            print(line)
-            return code
-        return 0
-    except DynasearchError as e:
-        print(f"dynasearch_bundle: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # python -m predictors.runtime.bundle BUNDLE (the bundle's own: BUNDLE/dynasearch_bundle.py)
-    sys.exit(main())

@@ -51,30 +51,9 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .clocks import BUSY_RATIO, CLOCKS, busy_rounds, check_clock, quiet_walls  # noqa: F401  (re-exported)
 from .errors import MeasurementError
-
-STATS_COLUMNS = (
-    "median_ms",
-    "mean_ms",
-    "p90_ms",
-    "p99_ms",
-    "iqr_ms",
-    "cv",
-    "ci_low_ms",
-    "ci_high_ms",
-    "n_runs",
-    "converged",
-)
-
-CLOCKS = ("wall", "cpu")
-# A config's round is busy when the median, over its timed runs in that round, of wall time / CPU
-# time of the timing thread exceeds this. On a quiet machine the ratio of a single-thread run is
-# 1.000 (median; p90 1.003-1.015 for 0.3-20 ms onnxruntime runs, measured on this project's 2-core
-# host) and with two busy processes competing for its 2 cores it was 1.94 (17.19 ms wall for
-# 8.88 ms CPU). 1.15 is far above the quiet noise (no quiet round is flagged) and means the thread
-# was off its core for over 13% of the round's runs: 13x the default rel_ci, a wall median that
-# would no longer be this config's latency.
-BUSY_RATIO = 1.15
+from .stats import STATS_COLUMNS, ci_half_width, median_ci, summarize  # noqa: F401  (re-exported: used from here)
 
 
 # ----------------------------------------------------------------------------------- protocol
@@ -162,87 +141,6 @@ class Protocol:
         if unknown:
             raise MeasurementError(f"unknown protocol setting(s) {unknown}; allowed: {sorted(known)}")
         return cls(**data)  # a protocol of older records has no clock: wall
-
-
-def _thread_clock_resolution() -> float:
-    """Seconds of resolution of the thread CPU clock (inf where there is none)."""
-    if not hasattr(time, "thread_time_ns"):
-        return math.inf
-    try:
-        return float(time.get_clock_info("thread_time").resolution)
-    except (OSError, ValueError):
-        return math.inf
-
-
-def check_clock(clock: str, threads: int | None = None, spinning: bool = False, device: str = "cpu") -> None:
-    """Refuse (MeasurementError, one line) the cpu clock where it does not measure a run: more than
-    one thread (the other threads' work is not the timing thread's CPU time), thread spinning, a
-    GPU device, or a platform without a fine thread CPU clock. threads None: not known here."""
-    if clock != "cpu":
-        return
-    if threads is not None and int(threads) != 1:
-        raise MeasurementError(
-            f"threads {threads} with --clock cpu: the cpu clock needs 1 thread (it counts the CPU time of the "
-            "timing thread only); use --threads 1 or --clock wall"
-        )
-    if spinning:
-        raise MeasurementError(
-            "thread spinning on with --clock cpu: the cpu clock needs 1 thread without spinning; "
-            "use --spinning off or --clock wall"
-        )
-    if device not in ("cpu", "", None):
-        raise MeasurementError(
-            f"device {device} with --clock cpu: the cpu clock counts CPU time, not the GPU's; use --clock wall"
-        )
-    res = _thread_clock_resolution()
-    if res > 1e-6:
-        raise MeasurementError(
-            f"--clock cpu needs a thread CPU clock of 1 microsecond or finer; this platform's "
-            f"{'has none' if res == math.inf else f'resolves {res:g} s'}; use --clock wall"
-        )
-
-
-def median_ci(sorted_ms: Sequence[float], confidence: float) -> tuple[float, float]:
-    """Distribution-free CI of the median: [x_(j), x_(n-j+1)] with the largest j such that
-    P(Binomial(n, 1/2) < j) <= (1 - confidence) / 2. Too few runs for the confidence: the full range."""
-    n = len(sorted_ms)
-    tail = (1.0 - confidence) / 2.0
-    cdf, j = 0.0, 0
-    for k in range(n + 1):
-        cdf += math.comb(n, k) / 2.0**n
-        if cdf > tail:
-            break
-        j = k + 1
-    if j == 0 or j > n - j + 1:
-        return float(sorted_ms[0]), float(sorted_ms[-1])
-    return float(sorted_ms[j - 1]), float(sorted_ms[n - j])
-
-
-def summarize(times_ms: Sequence[float], confidence: float) -> dict[str, float]:
-    """median, mean, p90, p99, IQR, CV and the CI of the median of one config's timed runs (ms)."""
-    x = np.sort(np.asarray(times_ms, dtype=float))
-    lo, hi = median_ci(x.tolist(), confidence)
-    mean = float(x.mean())
-    q25, q75 = np.percentile(x, [25, 75])
-    return {
-        "median_ms": float(np.median(x)),
-        "mean_ms": mean,
-        "p90_ms": float(np.percentile(x, 90)),
-        "p99_ms": float(np.percentile(x, 99)),
-        "iqr_ms": float(q75 - q25),
-        "cv": float(x.std(ddof=1) / mean) if len(x) > 1 and mean > 0 else 0.0,
-        "ci_low_ms": lo,
-        "ci_high_ms": hi,
-        "n_runs": int(len(x)),
-    }
-
-
-def ci_half_width(times_ms: Sequence[float], confidence: float) -> float:
-    """Half-width of the median's CI relative to the median."""
-    x = sorted(times_ms)
-    lo, hi = median_ci(x, confidence)
-    med = float(np.median(x))
-    return (hi - lo) / 2.0 / med if med > 0 else math.inf
 
 
 def _time_ms(run: Callable[[], Any]) -> float:
@@ -457,27 +355,6 @@ def _result(st: _State, protocol: Protocol) -> dict[str, Any]:
             quiet_wall_median_ms=float(np.median(quiet)) if quiet else math.nan,
         )
     return stats
-
-
-def busy_rounds(
-    log: Sequence[tuple[int, float, bool]], walls: Sequence[float], threshold: float = BUSY_RATIO
-) -> tuple[int, int]:
-    """(busy rounds, rounds) of one config: its timed runs `log` ((round, CPU ms, discarded)) with
-    their wall ms `walls`, grouped by round; a round is busy when the median wall / CPU ratio of its
-    runs exceeds `threshold`. Runs without measurable CPU time are left out."""
-    ratios: dict[int, list[float]] = {}
-    for (rnd, ms, _), wall in zip(log, walls):
-        if ms > 0:
-            ratios.setdefault(rnd, []).append(wall / ms)
-    busy = sum(float(np.median(r)) > threshold for r in ratios.values())
-    return int(busy), len(ratios)
-
-
-def quiet_walls(runs: Sequence[tuple[float, float]], threshold: float = BUSY_RATIO) -> list[float]:
-    """Wall ms of the undisturbed runs among `runs` ((CPU ms, wall ms) of one config's timed runs):
-    those whose wall time is within `threshold` x their CPU time (no other process held the core for
-    long during the run). Their median is the wall-clock latency on a busy machine."""
-    return [w for ms, w in runs if ms > 0 and w <= threshold * ms]
 
 
 def _used(st: _State) -> list[tuple[int, float]]:

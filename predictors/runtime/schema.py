@@ -15,8 +15,8 @@ import os
 import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
+from .clocks import CLOCKS
 from .errors import MeasurementError
-from .protocol import CLOCKS
 
 SCHEMA = "dynasearch-latency-records/2"
 # Older versions this one reads (and upgrades on the next write): /1 had no speed correction.

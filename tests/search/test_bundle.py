@@ -450,7 +450,8 @@ def test_check_compares_with_check_ms_first(here_bundle, tmp_path):
 
 
 def test_check_decides_by_check_ms_and_reports_measured(here_bundle):
-    from predictors.runtime.bundle import check, load
+    from predictors.runtime.bundle import load
+    from predictors.runtime.bundle_cli import check
 
     model = load(here_bundle, device="here")
     model.time_ms = lambda runs=20, warmup=3: 2.0
@@ -505,7 +506,8 @@ def test_read_index_rejects_a_bad_check_field(here_bundle, tmp_path, field, valu
 
 def test_check_with_check_ms_and_no_run_count(here_bundle):
     """check_ms without check_runs (or without check_when): no 'None runs' in the line."""
-    from predictors.runtime.bundle import check, load
+    from predictors.runtime.bundle import load
+    from predictors.runtime.bundle_cli import check
 
     model = load(here_bundle, device="here")
     model.time_ms = lambda runs=20, warmup=3: 2.0
@@ -524,6 +526,7 @@ def test_check_with_check_ms_and_no_run_count(here_bundle):
 # ---------------------------------------- --check at another threads / batch than the entry's recorded one
 def test_time_ms_runs_at_the_models_batch_and_check_refuses_another_setting(here_bundle, monkeypatch):
     import predictors.runtime.bundle as rb
+    import predictors.runtime.bundle_cli as cli_module
 
     seen = []
 
@@ -538,15 +541,15 @@ def test_time_ms_runs_at_the_models_batch_and_check_refuses_another_setting(here
     assert model.time_ms(runs=1, warmup=0) > 0 and seen == [(4, model.entry["length"])]
     setting = r"--check compares with the latency recorded at the entry's setting \(device here \(fp32\): threads 1, "
     with pytest.raises(rb.BundleError, match=setting + r"batch 1\), not at threads 1, batch 4; drop --threads/--batch"):
-        rb.check(model, 1)
+        cli_module.check(model, 1)
     model = rb.load(here_bundle, device="here", threads=2)
     with pytest.raises(rb.BundleError, match=setting + r"batch 1\), not at threads 2, batch 1"):
-        rb.check(model, 1)
+        cli_module.check(model, 1)
     assert len(seen) == 1  # refused before timing
     # the entry's own setting, named explicitly, is checked as without it
     model = rb.load(here_bundle, device="here", threads=1, batch=1)
     model.time_ms = lambda runs=20, warmup=3: 2.0
-    assert "at batch 1, length" in rb.check(model, 1)[1]
+    assert "at batch 1, length" in cli_module.check(model, 1)[1]
 
 
 @pytest.mark.parametrize("extra", [["--threads", "2"], ["--batch", "4"]])
@@ -653,7 +656,7 @@ def test_check_cli_on_a_bad_number_is_one_line(here_bundle, tmp_path):
     ],
 )
 def test_loader_bad_arguments_are_one_line(capsys, argv, message):
-    from predictors.runtime.bundle import main
+    from predictors.runtime.bundle_cli import main
 
     with pytest.raises(SystemExit) as e:
         main(argv)

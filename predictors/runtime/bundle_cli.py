@@ -1,0 +1,157 @@
+"""The bundle's command line and `--check` (`python BUNDLE/dynasearch_bundle.py BUNDLE [--check]`):
+predict texts, or time the chosen model here against its recorded latency (see `bundle`).
+
+Part of the device runtime (standard library; relative imports, Python 3.8 syntax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from .bundle import CHECK_RUNS, CHECK_TOLERANCE, BundleModel, check_positive, describe_entry, describe_machine, load
+from .errors import BundleError, DynasearchError
+
+
+# ------------------------------------------------------------------------------ the command line
+def _measured(e: Dict[str, Any]) -> Optional[Tuple[float, str]]:
+    """The search's verified latency of the entry: the raw median first (a fresh process's time is raw; the
+    speed-corrected one is on the scale of the predictor's records run, which a lone process here does not
+    share), else the speed-corrected one; None when the search did not measure it."""
+    for field, name in (("measured_raw_ms", "measured (raw)"), ("measured_ms", "measured (speed-corrected)")):
+        if e.get(field):
+            return float(e[field]), name
+    return None
+
+
+def check_setting(model: BundleModel) -> None:
+    """BundleError when the model runs at other threads or another batch than its entry's: every latency the
+    bundle records is at the entry's own setting, so there is nothing to compare a time at another one with."""
+    e = model.entry
+    if (model.threads, model.batch) != (int(e["threads"]), int(e["batch"])):
+        raise BundleError(
+            f"--check compares with the latency recorded at the entry's setting (device {e['name']} "
+            f"({e['precision']}): threads {e['threads']}, batch {e['batch']}), not at threads {model.threads}, "
+            f"batch {model.batch}; drop --threads/--batch, or time another setting without --check "
+            "(in Python: load(BUNDLE, threads=N, batch=N).time_ms())"
+        )
+
+
+def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
+    """(exit status, the line): the time here against the recorded latency: check_ms (this loop's time at
+    export on the exporting machine) first, else the search's measured latency (raw, then speed-corrected),
+    else the predicted one. With check_ms the line also gives the search's measured latency and its ratio,
+    for information (the verification times models interleaved and cold, this loop one model warm).
+    BundleError (`check_setting`) when the model runs at another threads or batch than its entry's."""
+    e = model.entry
+    check_setting(model)
+    here = model.time_ms(runs)
+    where = describe_machine(e, e.get("fingerprint"))
+    measured = _measured(e)
+    info = ""
+    if e.get("check_ms"):
+        recorded, kind = float(e["check_ms"]), "recorded by the loader's loop at export"
+        said = ([f"{e['check_runs']} runs"] if e.get("check_runs") else []) + (
+            [str(e["check_when"])] if e.get("check_when") else []
+        )
+        when = f" ({', '.join(said)})" if said else ""
+        kind += f" on {where}{when}"
+        if measured:
+            info = (
+                f"; the search's verification {measured[1]}: {measured[0]:.3f} ms, ratio {here / measured[0]:.2f} "
+                "(for information: it times models interleaved and cold)"
+            )
+        elif e.get("predicted_ms"):
+            info = f"; predicted {float(e['predicted_ms']):.3f} ms, ratio {here / float(e['predicted_ms']):.2f}"
+    elif measured:
+        recorded, kind = measured[0], f"{measured[1]} on {where}"
+    else:
+        recorded, kind = e.get("predicted_ms"), f"predicted on {where}"
+    head = (
+        f"device {e['name']} ({e['precision']}): {here:.3f} ms here (median of {runs} runs at batch {model.batch}, "
+        f"length {e['length']}, {model.threads} thread(s))"
+    )
+    if not recorded:
+        return 1, head + "; the bundle records no latency for it"
+    ratio = here / float(recorded)
+    off = abs(ratio - 1.0) > CHECK_TOLERANCE
+    return int(off), (
+        f"{head} against {float(recorded):.3f} ms {kind}: ratio {ratio:.2f} "
+        + (f"(more than {CHECK_TOLERANCE:.0%} off)" if off else f"(within {CHECK_TOLERANCE:.0%})")
+        + info
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments in one line naming the value and what is allowed (`dynasearch_bundle: error: ...`),
+    exit status 2, as every other error of the loader."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"dynasearch_bundle: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (1, 2, ...)")
+    return v
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = _Parser(
+        prog="python BUNDLE/dynasearch_bundle.py",
+        description="Load a dynasearch deployment bundle, say which device entry this machine uses, predict "
+        "texts, or time the model here against its recorded latency (--check: exit status 0 within 10%, 1 "
+        "when more off, 2 on bad input).",
+    )
+    p.add_argument("bundle", help="the bundle folder")
+    p.add_argument("--device", help="the device entry to use (default: this machine's)")
+    p.add_argument("--threads", type=_positive_int, help="threads to run with (default: the entry's)")
+    p.add_argument("--batch", type=_positive_int, help="texts per run (default: the entry's)")
+    p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); prints JSON lines")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="time the model here against the recorded latency (check_ms, this loop's time at export; else the "
+        "search's measured latency; else the predicted one)",
+    )
+    p.add_argument(
+        "--runs", type=_positive_int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})"
+    )
+    args = p.parse_args(argv)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    try:
+        check_positive("--runs", args.runs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            model = load(args.bundle, args.device, args.threads, args.batch)
+        if args.check:
+            check_setting(model)  # before anything is printed or predicted
+        print(f"using {describe_entry(model.entry)}")
+        for text, (label, scores) in zip(args.text, model.predict(args.text) if args.text else []):
+            print(json.dumps({"text": text, "label": label, "scores": scores}))
+        if args.check:
+            code, line = check(model, args.runs)
+            print(line)
+            return code
+        return 0
+    except DynasearchError as e:
+        print(f"dynasearch_bundle: error: {e}", file=sys.stderr)
+        return 2
+
+
+if (
+    __name__ == "__main__"
+):  # python -m predictors.runtime.bundle_cli BUNDLE (the bundle's own: BUNDLE/dynasearch_bundle.py)
+    sys.exit(main())
