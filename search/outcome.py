@@ -217,14 +217,7 @@ def finish(st: SearchState) -> SearchOutcome:
         row = front[front["key"] == answer["key"]].iloc[0].to_dict()
         ans = answer_row(row, target, {"study": {"metric": st.task.metrics[0]}})
         if cfg.verify:
-            m = measured[answer["key"]]
-            ans.update(
-                speed_index=m.speed_index,
-                verify_clock=m.clock,
-                busy_share=round(m.busy_share, 4),
-                undisturbed_runs=m.undisturbed_runs,
-                timed_runs=m.runs,
-            )
+            ans.update(measured[answer["key"]].answer_fields())
     meta = {
         "format": "dynasearch-search",
         "version": 1,

@@ -19,7 +19,6 @@ way the search says how busy the machine was and what was judged.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -45,6 +44,7 @@ from predictors import (
 )
 from predictors.errors import PredictorError
 from predictors.runtime.clocks import BUSY_RATIO
+from predictors.runtime.schema import protocol_clock
 
 from .errors import SearchError
 from .results import load_results, write_results
@@ -94,6 +94,16 @@ class Measured:
     undisturbed_runs: int = 0  # timed runs that held their core (cpu clock) or were not preempted (wall clock)
     busy_throughout: bool = False  # cpu clock, fewer than MIN_QUIET_RUNS undisturbed runs: all runs judged
 
+    def answer_fields(self) -> dict[str, Any]:
+        """What an answer records of its verification (search.json, query --verify)."""
+        return {
+            "speed_index": self.speed_index,
+            "verify_clock": self.clock,
+            "busy_share": round(self.busy_share, 4),
+            "undisturbed_runs": self.undisturbed_runs,
+            "timed_runs": self.runs,
+        }
+
     @property
     def drift_ok(self) -> bool:
         return self.speed_index is None or 1 / MAX_DRIFT <= self.speed_index <= MAX_DRIFT
@@ -114,13 +124,6 @@ def _count(value: Any) -> int:
     return 0 if math.isnan(v) else int(v)
 
 
-def _row_clock(row: Any) -> str:
-    try:
-        return str(json.loads(row.get("protocol") or "{}").get("clock", "wall"))
-    except (TypeError, ValueError):
-        return "wall"
-
-
 def measured_from_row(r: Any, percentile: str) -> Measured:
     """One measured.csv row (records format) as the verification reads it. With the cpu clock the
     CPU-time medians are not what a target means (a user waits wall time): the wall median of the
@@ -132,7 +135,7 @@ def measured_from_row(r: Any, percentile: str) -> Measured:
     factor = math.nan if math.isnan(corr) else corr / median  # the speed correction is one factor per config
     speed = _num(r.get("speed_index"))
     n, disturbed = _count(r.get("n_runs")), _count(r.get("disturbed_runs"))
-    clock = _row_clock(r)
+    clock = protocol_clock(r.get("protocol"))
     if clock == "cpu":
         quiet_runs = _count(r.get("quiet_runs"))
         quiet = _num(r.get("quiet_wall_median_ms"))
@@ -367,9 +370,5 @@ def verify_results_answer(results_dir: str | Path, answer: dict[str, Any]) -> di
         measured_ms=m.judged(raw),
         measured_raw_ms=m.raw_ms,
         verified=True,
-        speed_index=m.speed_index,
-        verify_clock=m.clock,
-        busy_share=round(m.busy_share, 4),
-        undisturbed_runs=m.undisturbed_runs,
-        timed_runs=m.runs,
+        **m.answer_fields(),
     )

@@ -82,4 +82,9 @@ def quiet_walls(runs: Sequence[tuple[float, float]], threshold: float = BUSY_RAT
     """Wall ms of the undisturbed runs among `runs` ((CPU ms, wall ms) of one config's timed runs):
     those whose wall time is within `threshold` x their CPU time (no other process held the core for
     long during the run). Their median is the wall-clock latency on a busy machine."""
-    return [w for ms, w in runs if ms > 0 and w <= threshold * ms]
+    return [w for ms, w in runs if undisturbed(ms, w, threshold)]
+
+
+def undisturbed(cpu_ms: float, wall_ms: float, threshold: float = BUSY_RATIO) -> bool:
+    """Whether one run held its core: measurable CPU time and wall time within `threshold` x it."""
+    return cpu_ms > 0 and wall_ms <= threshold * cpu_ms

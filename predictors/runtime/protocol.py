@@ -51,7 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .clocks import BUSY_RATIO, CLOCKS, busy_rounds, check_clock, quiet_walls  # noqa: F401  (re-exported)
+from .clocks import BUSY_RATIO, CLOCKS, busy_rounds, check_clock, quiet_walls, undisturbed  # noqa: F401  (re-exported)
 from .errors import MeasurementError
 from .stats import STATS_COLUMNS, ci_half_width, median_ci, summarize  # noqa: F401  (re-exported: used from here)
 
@@ -238,7 +238,7 @@ def _visit(st: _State, p: Protocol, rnd: int = 0, anchor: bool = False) -> None:
         ms, wall, disturbed = _time_checked(st.run, p.clock)
         st.log.append((rnd, ms, disturbed and discard))
         st.walls.append(wall)
-        st.quiet += p.clock == "cpu" and 0 < ms and wall <= BUSY_RATIO * ms
+        st.quiet += p.clock == "cpu" and undisturbed(ms, wall)
         if disturbed and discard:
             st.disturbed += 1  # another process took the CPU: not this model's latency
             st.disturbed_times.append(ms)

@@ -484,12 +484,18 @@ def done_keys(path: str, settings_id: str, retry_failed: bool) -> set[str]:
     }
 
 
+def protocol_clock(cell: Any) -> str:
+    """The clock a records row's protocol cell names (read_rows checked it): wall when it names none."""
+    if not isinstance(cell, str) or not cell:
+        return "wall"
+    return str(json.loads(cell).get("clock", "wall"))
+
+
 def row_clocks(path: str, settings_id: str) -> set[str]:
     """The clocks (Protocol.clock) the rows measured under `settings_id` were timed with."""
     if not os.path.exists(path) or os.path.getsize(path) == 0:
         return set()
-    rows = [r for r in read_rows(path) if r["settings_id"] == settings_id and r.get("protocol")]
-    return {str(json.loads(r["protocol"]).get("clock", "wall")) for r in rows}
+    return {protocol_clock(r.get("protocol")) for r in read_rows(path) if r["settings_id"] == settings_id}
 
 
 def anchor_reference(path: str, settings_id: str, anchor_key: str) -> float | None:
