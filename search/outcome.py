@@ -215,7 +215,9 @@ def finish(st: SearchState) -> SearchOutcome:
     ans = None
     if answer is not None:
         row = front[front["key"] == answer["key"]].iloc[0].to_dict()
-        ans = answer_row(row, target, {"study": {"metric": st.task.metrics[0]}})
+        ans = answer_row(
+            row, target, {"study": {"metric": st.task.metrics[0]}, "rescore_dev": st.evaluator.selection(True)}
+        )
         if cfg.verify:
             ans.update(measured[answer["key"]].answer_fields())
     meta = {

@@ -564,6 +564,7 @@ def answer_row(row: Mapping[str, Any], target_ms: float | None, meta: Mapping[st
         "metric": meta["study"]["metric"],
         "metric_full": _num(row.get("metric_full")),
         "metric_search": _num(row.get("metric_search")),
+        "metric_on": meta.get("rescore_dev") or "all",  # where metric_full was scored (dev selection)
         "predicted_ms": _num(row.get("predicted_ms")),
         "measured_ms": measured,
         "measured_raw_ms": _num(row.get("measured_raw_ms")),
@@ -610,13 +611,25 @@ def _shape(subnet: Mapping[str, Any]) -> str:
     return f"{len(subnet['layers'])} layers, heads {subnet['heads']}, ffn {subnet['ffn']}"
 
 
+def reported_on(selection: str | None) -> str:
+    """Where the front's (reported) metric was scored, for people: search.json's `rescore_dev`."""
+    if not selection or selection == "all":
+        return "whole dev split"
+    if selection.startswith("rest-"):
+        return f"{selection[5:]} dev examples held out from the ranking"
+    if selection.startswith("subset-"):
+        n, seed = selection[7:].split("-seed", 1) if "-seed" in selection else (selection[7:], "?")
+        return f"{n} dev examples, seed {seed}"
+    return f"dev examples {selection}"
+
+
 def describe_answer(a: Mapping[str, Any]) -> str:
     """Human-readable lines for one answer."""
     metric = a.get("metric_full") if a.get("metric_full") is not None else a.get("metric_search")
     lines = [f"config {a['key']}: {_shape(a['subnet'])}" + (f" (grid point {a['grid']})" if a.get("grid") else "")]
     lines.append(
         f"  {a['metric']} {metric:.2f}"
-        + (" (whole dev split)" if a.get("metric_full") is not None else " (search subset)")
+        + (f" ({reported_on(a.get('metric_on'))})" if a.get("metric_full") is not None else " (search subset)")
     )
     lat = f"  predicted {a['predicted_ms']:.3f} ms"
     if a.get("verified"):

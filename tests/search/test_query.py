@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 from searchkit import REPO, cli, copy_results, subprocess_env  # noqa: E402
 
 from search.errors import NoAnswerError, ResultsError, SearchError
-from search.results import VERSION, load_results, query, read_results, write_results
+from search.results import VERSION, describe_answer, load_results, query, read_results, reported_on, write_results
 
 pytest_plugins = [
     "searchkit"
@@ -616,3 +616,13 @@ def test_latency_still_parses():
         and parse_latency("800us") == pytest.approx(0.8)
     )
     assert parse_latency("1e3ms") == 1000.0
+
+
+def test_an_answer_says_where_its_metric_was_scored():
+    assert reported_on("all") == reported_on(None) == "whole dev split"
+    assert reported_on("rest-572") == "572 dev examples held out from the ranking"
+    assert reported_on("subset-500-seed1") == "500 dev examples, seed 1"
+    a = {"key": "k", "subnet": {"layers": [0], "heads": [1], "ffn": [8]}, "metric": "accuracy", "metric_full": 77.27,
+         "predicted_ms": 3.4, "verified": False, "metric_on": "rest-572"}  # fmt: skip
+    assert "accuracy 77.27 (572 dev examples held out from the ranking)" in describe_answer(a)
+    assert "(whole dev split)" in describe_answer({**a, "metric_on": "all"})
