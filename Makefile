@@ -37,8 +37,11 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two phases: every test but the timing ones on all cores (pytest-xdist; each worker has its own
+# tmp folders, ports and PostgreSQL server), then the tests that time real runs, alone (marker serial).
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not serial" tests
+	$(BIN)/python -m pytest -q -m serial tests
 
 clean:
 	rm -rf $(VENV) runs

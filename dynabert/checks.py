@@ -5,7 +5,8 @@ it to its exit code; the value is returned so a check can stand in an assignment
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -27,3 +28,30 @@ def one_of(what: str, value: Any, allowed: Iterable[str], error: type[Exception]
     if value not in allowed:
         raise error(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
     return value
+
+
+_ABSENT = object()  # a field one side of a difference does not have: shown as (absent)
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """'field: old -> new' for every field whose value differs, for mismatch errors on resume (the
+    saved value first, the asked one second). Nested objects are walked, so a field is named by its
+    path (space.ffn_choices) and each value is whole, never a dict or JSON cut short; a field one
+    side lacks shows as (absent)."""
+    out = []
+    for k in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(k, _ABSENT), new.get(k, _ABSENT)
+        if a == b:
+            continue
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}: {_shown(a)} -> {_shown(b)}")
+    return out
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: text bare, anything else as JSON (lists [4, 2], null, true)."""
+    if value is _ABSENT:
+        return "(absent)"
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)

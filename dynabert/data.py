@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from predictors.runtime import bounds
+
 from .errors import DataError
 from .tasks import TaskData
 
@@ -89,7 +91,7 @@ def max_length_allowed(config) -> int:
 
 def check_max_length(max_length: int, config) -> None:
     limit = max_length_allowed(config)
-    if max_length < 2 or max_length > limit:
+    if bounds.violation("max_seq_length", max_length, high=limit) is not None:
         raise DataError(f"max sequence length {max_length} is outside 2..{limit}, the positions this backbone has")
 
 

@@ -6,8 +6,11 @@ Directories (exports, checkpoints) are built under a temporary name and renamed 
 
 Temporary names carry this host and process: `.NAME.ds<host>-<pid>-<random>.tmp` (and
 `.NAME.ds<host>-<pid>-old.tmp` for an output being replaced). A run killed with SIGKILL cannot
-clean up after itself, so the next write to the same NAME removes the temporaries of earlier runs
-that are provably ours and dead: our name pattern, this host, a process id that no longer runs.
+clean up after itself, so the next write into the same folder (by any command, for any NAME)
+removes the temporaries of earlier runs that are provably ours and dead: our name pattern, this
+host, a process id that no longer runs. One is kept: an `-old` one whose NAME is missing (killed
+between moving the old output aside and moving the new one in) is the only copy of the previous
+output; a warning names it and how to restore it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import shutil
 import socket
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,7 @@ def make_readable(path: str | Path, is_dir: bool = False) -> None:
 _HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
 # tempfile's random part is 8 of [a-z0-9_]; "old" marks an output being replaced.
 _TEMP = re.compile(r"\.ds(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<tag>[a-z0-9_]{8}|old)\.tmp")
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)" + _TEMP.pattern)  # a whole temporary's name: `.NAME` + the above
 
 
 def _temp_prefix(path: Path) -> str:
@@ -78,34 +83,49 @@ def process_dead(tag: object) -> bool:
     return host == _HOST and pid.isdigit() and not _pid_alive(int(pid))
 
 
-def stale_temporaries(path: str | Path) -> list[Path]:
-    """Temporaries beside `path` left by earlier runs that were killed: named by our pattern for this
-    very NAME, made on this host, by a process that is no longer alive. An `-old` one (the previous
-    output, moved aside while being replaced) counts only once `path` exists again: before that it
-    is the only copy of the previous output."""
-    path = Path(path)
-    prefix = f".{path.name}"
+def _dead_temporaries(folder: Path) -> list[tuple[Path, Path, bool]]:
+    """(temporary, the output it was made for, whether it is an `-old` one) for each temporary in
+    `folder` named by our pattern, made on this host by a process that no longer runs."""
     try:
-        names = os.listdir(path.parent)
+        names = os.listdir(folder)
     except OSError:
         return []
     out = []
     for name in names:
-        if not name.startswith(prefix):
-            continue
-        m = _TEMP.fullmatch(name[len(prefix) :])
+        m = _TEMP_NAME.fullmatch(name)
         if m is None or m["host"] != _HOST or int(m["pid"]) == os.getpid() or _pid_alive(int(m["pid"])):
             continue
-        if m["tag"] == "old" and not path.exists():
-            continue
-        out.append(path.parent / name)
-    return sorted(out)
+        out.append((folder / name, folder / m["name"], m["tag"] == "old"))
+    return out
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporaries beside `path` (of any output in its folder) left by earlier runs that were
+    killed: named by our pattern, made on this host, by a process that is no longer alive. An
+    `-old` one (an output moved aside while being replaced) counts only once its output exists
+    again: before that it is the only copy of the previous output, kept (remove_stale_temporaries
+    names it in a warning)."""
+    return sorted(t for t, output, old in _dead_temporaries(Path(path).parent) if not old or output.exists())
+
+
+_WARNED: set[Path] = set()  # kept -old temporaries this process has named already (one warning each)
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Remove what `stale_temporaries(path)` finds; returns what was removed."""
+    """Remove what `stale_temporaries(path)` finds; returns what was removed. A kept `-old` one is
+    named in a warning (once per process), unless this write is about to put its output back."""
+    path = Path(path)
     removed = []
-    for p in stale_temporaries(path):
+    for p, output, old in _dead_temporaries(path.parent):
+        if old and not output.exists():
+            if output.name != path.name and p not in _WARNED:
+                _WARNED.add(p)
+                warnings.warn(
+                    f"{p} holds the previous {output.name} (a run replacing it was killed before the new one was "
+                    f"in place); it is kept as the only copy: rename it to {output} to restore it, or delete it",
+                    stacklevel=3,
+                )
+            continue
         try:
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
@@ -116,7 +136,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
         except OSError:
             continue
         removed.append(p)
-    return removed
+    return sorted(removed)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -19,14 +19,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictors.runtime.field_bounds import SHAPE_BOUNDS, Field, first_violation, under
+
+from .checks import differences
 from .errors import DataError, ModelLoadError, OutputExistsError
 from .io import read_json
 from .space import SearchSpace
 from .subnet import BackboneShape
 from .tasks import TaskSpec, spec_from_dict
-from .train_config import STAGE_DIRS, STAGES, TrainConfig
+from .train_config import CONFIG_BOUNDS, STAGE_DIRS, STAGE_KINDS, STAGES, WIDTH_KIND, TrainConfig
 
 RUN_FORMAT = 1  # run.json "format"
+# Every number of run.json by its kind in the bounds table (`field_bounds.Field`): the backbone, the
+# data counts, the task description and the TrainConfig (whose own checks say the same for callers).
+RUN_BOUNDS: tuple[Field, ...] = (
+    under("backbone", SHAPE_BOUNDS)
+    + (
+        ("train_examples", "count", False),
+        ("rewire_holdout_examples", "count0", False),
+        ("task.n_columns", "count", True),
+        ("task.label_range.*", "metric", False),
+        ("config.widths.*", WIDTH_KIND, False),
+        ("config.depths.*", WIDTH_KIND, False),
+        ("config.space.head_choices.*", "heads", False),
+        ("config.space.ffn_choices.*", "ffn", False),
+        ("config.space.ffn_step", "ffn_step", True),
+        ("config.space.min_layers", "layers", False),
+    )
+    + tuple((f"config.{name}.*.1", kind, False) for name, kind in STAGE_KINDS.items())
+    + tuple((f"config.{name}", kind, nullable) for name, (kind, nullable) in CONFIG_BOUNDS.items())
+)
 
 # Stages whose product has trained sub-networks (the width stage: widths at full depth only).
 SUBNET_STAGES = ("width", "depth", "final")
@@ -65,18 +87,8 @@ def read_run_record(run: str | Path) -> dict[str, Any] | None:
         )
     _check(isinstance(rec.get("data", {}), dict), p, "run file", "field 'data' must be a JSON object")
     _check(isinstance(rec["task"].get("name"), str), p, "run file", "field 'task.name' must be a string")
-    bad = [
-        k
-        for k, v in rec["backbone"].items()
-        if k != "flavor" and (isinstance(v, bool) or not isinstance(v, int) or v < 0)
-    ]
-    _check(
-        not bad,
-        p,
-        "run file",
-        f"field 'backbone.{bad[0] if bad else ''}' must be a non-negative integer; "
-        f"got {rec['backbone'].get(bad[0]) if bad else None!r:.40}",
-    )
+    bad = first_violation(rec, RUN_BOUNDS)
+    _check(bad is None, p, "run file", f"field '{bad[0]}' must be {bad[2]}; got {bad[1]!r:.40}" if bad else "")
     return rec
 
 
@@ -249,10 +261,12 @@ def check_resume(out: Path, spec: TaskSpec, model_dir: Path, shape: BackboneShap
         spec.labels is not None and rec["task"]["labels"] not in (None, list(spec.labels))
     ):
         raise DataError(f"cannot resume: run '{out}' trains task {rec['task']['name']!r}, not {spec.name!r}")
-    if rec["backbone"] != shape.to_dict() or rec["model_dir"] != str(model_dir.resolve()):
+    saved = {"model_dir": rec["model_dir"], "backbone": rec["backbone"]}
+    asked = {"model_dir": str(model_dir.resolve()), "backbone": shape.to_dict()}
+    if saved != asked:
         raise ModelLoadError(
-            f"cannot resume: run '{out}' was started from backbone {rec['model_dir']} {rec['backbone']}, "
-            f"not {model_dir.resolve()} {shape.to_dict()}"
+            f"cannot resume: run '{out}' was started from backbone {rec['model_dir']}, another than asked "
+            f"({'; '.join(differences(saved, asked))}); resume with the run's own backbone, or train a new run"
         )
     return run_config(out)
 

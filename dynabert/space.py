@@ -15,10 +15,14 @@ LAST layer on a 6-layer backbone, so a "never the last" rule would remove 8 of t
 
 from __future__ import annotations
 
+import math
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from predictors.runtime import bounds
 
 from .errors import InvalidSubnetError
 from .subnet import PAPER_DEPTHS, PAPER_WIDTHS, BackboneShape, SubnetConfig, paper_grid
@@ -200,6 +204,37 @@ def _pick(rng: random.Random, choices: tuple[int, ...], bias: str) -> int:
     return rng.choices(choices, [1 + min(i, k - 1 - i) for i in range(k)])[0]
 
 
+def grid_ffn_widths(shape: BackboneShape, widths: Sequence[float] = PAPER_WIDTHS) -> list[tuple[float, int]]:
+    """(width multiplier, FFN neurons) of the paper's grid widths on this backbone, widest first."""
+    return [(w, sub.ffn[0]) for w, _, sub in paper_grid(shape, tuple(widths), (1.0,))]
+
+
+def ffn_step_choices(shape: BackboneShape, step: int, error: type[Exception] = InvalidSubnetError) -> tuple[int, ...]:
+    """The FFN choices of an FFN step: every multiple of it up to the backbone's FFN. The step must
+    divide the FFN (else the full FFN is no choice and the largest grid point leaves the space); a
+    step that misses some grid widths is allowed (a coarser space) with a warning naming them."""
+    n = shape.intermediate_size
+    bounds.check("ffn_step", step, "FFN step", error, high=n, hint=f"the backbone's FFN has {n} neurons")
+    grid = grid_ffn_widths(shape)
+    reached = [f"{w:g} ({f})" for w, f in grid if f % step == 0]
+    missed = [f"{w:g} ({f})" for w, f in grid if f % step]
+    if n % step:
+        common = math.gcd(*(f for _, f in grid)) if grid else n
+        good = [d for d in range(1, common + 1) if common % d == 0][-5:]
+        raise error(
+            f"FFN step {step} does not divide the backbone's FFN ({n} neurons): the full FFN would be no choice; "
+            f"it reaches grid widths {', '.join(reached) or 'none'}; steps that reach every grid width: "
+            f"{', '.join(map(str, good))} (or any divisor of {common})"
+        )
+    if missed:
+        warnings.warn(
+            f"FFN step {step} reaches grid widths {', '.join(reached)} but not {', '.join(missed)} "
+            "(width (FFN neurons)): those grid points are not in the space",
+            stacklevel=3,
+        )
+    return tuple(range(step, n + 1, step))
+
+
 @dataclass(frozen=True)
 class SpaceSpec:
     """What a user chooses about a space, before the backbone is known (a training's or a search's
@@ -224,13 +259,13 @@ class SpaceSpec:
         default = SearchSpace.default(shape)
         heads = default.head_choices if self.head_choices is None else self.head_choices
         if self.ffn_step is not None:
-            if not 1 <= self.ffn_step <= shape.intermediate_size:
-                raise error(
-                    f"FFN step must be in 1..{shape.intermediate_size} (the backbone's FFN size); got {self.ffn_step}"
-                )
-            ffn: tuple[int, ...] = tuple(range(self.ffn_step, shape.intermediate_size + 1, self.ffn_step))
+            ffn: tuple[int, ...] = ffn_step_choices(shape, self.ffn_step, error)
         else:
             ffn = default.ffn_choices if self.ffn_choices is None else self.ffn_choices
+            for f in ffn:
+                bounds.check("ffn", f, "an FFN choice", error, high=shape.intermediate_size)
+        for h in heads:
+            bounds.check("heads", h, "a head choice", error, high=shape.num_heads)
         if not 1 <= self.min_layers <= shape.num_layers:
             raise error(f"min layers must be in 1..{shape.num_layers} (the backbone's layers); got {self.min_layers}")
         if all(h == 0 for h in heads) and all(f == 0 for f in ffn):

@@ -35,13 +35,14 @@ from pathlib import Path
 import torch
 
 from .backbone import load_model, resolve_model_dir, tokenizer_files
+from .checks import differences
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
 from .distill import eval_plan, hidden_pairs, masked_mse, soft_cross_entropy, step_plan, teacher_plan, training_space
 from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env, shutdown
 from .errors import DataError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from .evaluate import DevSet, evaluate_subnets, seeded_subset
 from .extract import check_uniform
-from .io import atomic_dir, check_output_dir, read_json, save_tensors, write_json, write_text
+from .io import atomic_dir, check_output_dir, read_json, remove_stale_temporaries, save_tensors, write_json, write_text
 from .killpoints import kill_point
 from .modeling import DynaBertForSequenceClassification
 from .optim import make_optimizer, make_scheduler, optimizer_from_tensors, optimizer_to_tensors
@@ -49,7 +50,7 @@ from .rewire import rewire_
 from .runs import RunInputs, check_resume, read_state, run_config, run_record
 from .subnet import BackboneShape, SubnetConfig, grid_widths
 from .tasks import TaskSpec, load_task
-from .train_config import STAGE_DIRS, STAGES, TrainConfig
+from .train_config import STAGE_DIRS, STAGES, TrainConfig, check_resumed
 
 log = logging.getLogger("dynabert.train")
 
@@ -186,11 +187,10 @@ class Trainer:
             )
         if meta["stage"] != stage:
             return None
-        if meta["backbone"] != self.shape.to_dict() or meta["task"] != self.spec.name:
-            raise ModelLoadError(
-                f"checkpoint {ck} is of task {meta['task']!r} / backbone {meta['backbone']}, "
-                f"not of this run's task {self.spec.name!r} / backbone {self.shape.to_dict()}"
-            )
+        theirs = {"task": meta["task"], "backbone": meta["backbone"]}
+        diffs = differences(theirs, {"task": self.spec.name, "backbone": self.shape.to_dict()})
+        if diffs:  # the checkpoint's value -> this run's
+            raise ModelLoadError(f"checkpoint {ck} is not of this run ({'; '.join(diffs)})")
         from safetensors.torch import load_file
 
         self.model.load_state_dict(load_file(str(ck / "model.safetensors"), device=str(self.device)))
@@ -443,6 +443,7 @@ def train(
     info = init_from_env()
     out = Path(inputs.out_dir)
     model_dir = resolve_model_dir(inputs.model_dir)
+    asked = cfg  # the caller's configuration: a resumed run trains with its own (checked against this below)
     if resume:
         if not out.is_dir():
             raise OutputExistsError(f"cannot resume: run directory '{out}' does not exist")
@@ -456,6 +457,7 @@ def train(
     shape = BackboneShape.from_config(model.config)
     if resume:
         cfg = check_resume(out, spec, model_dir, shape)
+        check_resumed(asked, cfg, f"{out}/run.json")  # what the caller set must agree with the run's own
     # An exported sub-network trains as a backbone of its own (its shape is its own, see
     # BackboneShape.from_config). Rewiring and the width/depth stages cut every layer to one width,
     # so they need a uniform one; the teacher stage fine-tunes the model as built, whatever its shape.
@@ -484,6 +486,7 @@ def train(
         if out.exists() and overwrite:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # killed runs' leftovers beside it (any command's)
         write_json(
             out / "run.json", run_record(inputs, spec, cfg, shape, model_dir, len(trainer.train_enc), trainer.n_holdout)
         )

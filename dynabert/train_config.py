@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from predictors.runtime.bounds import BOUNDS, check
+
 from .checks import one_of
 from .errors import DataError
 from .space import DROP_RULES, SAMPLE_BIASES, SpaceSpec
@@ -14,7 +16,7 @@ STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth", "final")
 STAGE_DIRS = {"teacher": "teacher", "rewire": "rewired", "width": "width", "depth": "width_depth", "final": "final"}
 DEFAULT_STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth")
 SAMPLINGS: tuple[str, ...] = ("grid", "sandwich")
-MAX_SPACE_SAMPLES = 64  # sampled configs per step: each costs a forward and backward pass of the step
+MAX_SPACE_SAMPLES = BOUNDS["space_samples"].high  # sampled configs per step (the bounds table's range)
 # The `dynasearch train` flag of each space option (dynasearch/commands/train.py, add_space_args in
 # dynasearch/commands/common.py): messages name the field and the flag, for callers of either.
 SPACE_FLAGS = {
@@ -24,6 +26,36 @@ SPACE_FLAGS = {
     "space_bias": "--space-bias",
     "drop_rule": "--drop-rule",
 }
+
+
+# Every number of a TrainConfig (run.json's config) by its kind in the bounds table, and whether it may be
+# None; widths, depths and the per-stage values are checked item by item (WIDTH_KIND, STAGE_KINDS).
+CONFIG_BOUNDS: dict[str, tuple[str, bool]] = {
+    "learning_rate": ("learning_rate", False),
+    "adam_eps": ("epsilon", False),
+    "weight_decay": ("weight", False),
+    "warmup_fraction": ("warmup", False),
+    "batch_size": ("batch", False),
+    "epochs": ("epochs", False),
+    "max_steps": ("count", True),
+    "max_seq_length": ("max_seq_length", False),
+    "train_subset": ("count", True),
+    "dev_subset": ("count", True),
+    "seed": ("seed", False),
+    "max_grad_norm": ("weight", False),
+    "width_logit_weight": ("weight", False),
+    "width_hidden_weight": ("weight", False),
+    "depth_logit_weight": ("weight", False),
+    "depth_hidden_weight": ("weight", False),
+    "random_subnets": ("count0", False),
+    "space_samples": ("space_samples", False),
+    "rewire_examples": ("count", False),
+    "eval_every": ("count", True),
+    "checkpoint_every": ("count", False),
+    "eval_batch_size": ("batch", False),
+}
+WIDTH_KIND = "fraction"  # each of widths and depths: a multiplier in (0, 1]
+STAGE_KINDS = {"stage_learning_rates": "learning_rate", "stage_epochs": "epochs"}
 
 
 def _opt(field: str) -> str:
@@ -98,49 +130,23 @@ class TrainConfig:
             bad_stage = [k for k, _ in norm if k not in STAGES]
             if bad_stage:
                 raise DataError(f"{name}: unknown stage(s) {bad_stage}; allowed: {', '.join(STAGES)}")
-            bad_value = [f"{k}={v:g}" for k, v in norm if not v > 0]
-            if bad_value:
-                raise DataError(f"{name}: values must be > 0; got {', '.join(bad_value)}")
+            for k, v in norm:
+                check(STAGE_KINDS[name], v, f"{name}: the value of {k}", DataError)
             object.__setattr__(self, name, norm)
         bad = [s for s in self.stages if s not in STAGES]
         if bad or not self.stages:
             raise DataError(f"unknown or no stage(s) {bad or list(self.stages)}; allowed: {', '.join(STAGES)}")
         for name, vals in (("widths", self.widths), ("depths", self.depths)):
-            if not vals or any(not (0 < v <= 1) for v in vals):
+            if not vals:
                 raise DataError(f"{name} must be non-empty multipliers in (0, 1]; got {list(vals)}")
+            for v in vals:
+                check(WIDTH_KIND, v, f"each of {name}", DataError, hint=f"{name} {list(vals)}")
             if list(vals) != sorted(vals, reverse=True) or len(set(vals)) != len(vals):
                 raise DataError(f"{name} must be unique and in descending order (largest first); got {list(vals)}")
-        positive = {
-            "learning_rate": self.learning_rate,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "max_seq_length": self.max_seq_length,
-            "checkpoint_every": self.checkpoint_every,
-            "eval_batch_size": self.eval_batch_size,
-            "rewire_examples": self.rewire_examples,
-        }
-        for k, v in positive.items():
-            if not v > 0:
-                raise DataError(f"{k} must be > 0; got {v}")
-        for k in ("max_steps", "train_subset", "dev_subset", "eval_every"):
+        for k, (kind, nullable) in CONFIG_BOUNDS.items():
             v = getattr(self, k)
-            if v is not None and v < 1:
-                raise DataError(f"{k} must be >= 1 when given; got {v}")
-        if isinstance(self.random_subnets, bool) or not isinstance(self.random_subnets, int) or self.random_subnets < 0:
-            raise DataError(
-                f"{_opt('random_subnets')} must be an integer >= 0 (random per-layer sub-networks per step); "
-                f"got {self.random_subnets!r}"
-            )
-        if isinstance(self.space_samples, bool) or not isinstance(self.space_samples, int) or self.space_samples < 0:
-            raise DataError(
-                f"{_opt('space_samples')} must be an integer >= 0 (configs of the space per step); "
-                f"got {self.space_samples!r}"
-            )
-        if self.space_samples > MAX_SPACE_SAMPLES:
-            raise DataError(
-                f"{_opt('space_samples')} must be at most {MAX_SPACE_SAMPLES} configs per step; "
-                f"got {self.space_samples}"
-            )
+            if not (nullable and v is None):
+                check(kind, v, _opt(k) if k in SPACE_FLAGS else k + (" (when given)" if nullable else ""), DataError)
         if self.space_samples and self.random_subnets:
             raise DataError(
                 f"give {_opt('space_samples')} (width and width+depth stages, any space) or "
@@ -168,8 +174,6 @@ class TrainConfig:
             raise DataError(f"depth_teacher must be 'same-width' or 'full-width'; got {self.depth_teacher!r}")
         if self.rewire_data not in ("heldout", "dev"):
             raise DataError(f"rewire_data must be 'heldout' or 'dev'; got {self.rewire_data!r}")
-        if not 0 <= self.warmup_fraction < 1:
-            raise DataError(f"warmup_fraction must be in [0, 1); got {self.warmup_fraction}")
 
     def lr_for(self, stage: str) -> float:
         return dict(self.stage_learning_rates).get(stage, self.learning_rate)
@@ -190,4 +194,42 @@ class TrainConfig:
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
 
 
-__all__ = ["DEFAULT_STAGES", "SAMPLINGS", "STAGES", "STAGE_DIRS", "TrainConfig"]
+# TrainConfig fields set by a `dynasearch train` flag other than --field-name (messages name what was typed).
+FLAGS = {
+    "learning_rate": "--lr",
+    "stage_learning_rates": "--stage-lr",
+    "warmup_fraction": "--warmup",
+    "width_logit_weight": "--width-loss",
+    "width_hidden_weight": "--width-loss",
+    "depth_logit_weight": "--depth-loss",
+    "depth_hidden_weight": "--depth-loss",
+}
+# Compared by the CLI itself (`train --resume` leaves them at their defaults here): the space training.
+_RESUME_SPACE_FIELDS = ("space", "space_samples", "sampling", "space_bias")
+
+
+def check_resumed(asked: TrainConfig, saved: TrainConfig, where: str) -> None:
+    """A resumed run trains with its saved configuration, whatever the caller passes: a field the caller set
+    (to a value other than the default) that differs from the saved one would change nothing, so it is
+    refused (DataError naming the flag and both values)."""
+    default = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in _RESUME_SPACE_FIELDS:
+            continue
+        value, have = getattr(asked, f.name), getattr(saved, f.name)
+        if value != getattr(default, f.name) and value != have:
+            flag = FLAGS.get(f.name, f"--{f.name.replace('_', '-')}")
+            raise DataError(
+                f"{flag} {_shown(value)} differs from the run's {_shown(have)} ({where}): a resumed run keeps its "
+                f"configuration; resume without {flag}, or train a new run"
+            )
+
+
+def _shown(value: object) -> str:
+    """A configuration value as typed on the command line: 0.0001, 1,0.75, teacher=0.0001."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v[0]}={_shown(v[1])}" if isinstance(v, (tuple, list)) else _shown(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["DEFAULT_STAGES", "SAMPLINGS", "STAGES", "STAGE_DIRS", "TrainConfig", "check_resumed"]

@@ -41,8 +41,41 @@ COMMANDS = (
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are ONE line, as every other error (`--help` shows the usage)."""
 
+    commands: argparse._SubParsersAction | None = None  # the top parser's sub-commands (build_parser)
+    words: list[str] | None = None  # what this parser was last given (parse_known_args)
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        self.words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):  # noqa: ANN201 - argparse's signature; never returns
+        # argparse checks required options before it reports unknown words: `train --ouut R` would say
+        # "--out is required" about a typo. An unknown word is named first, as the likelier mistake.
+        if message.startswith("the following arguments are required") and self.words is not None:
+            extras = self._unrecognized(self.words)
+            if extras:
+                message = f"unrecognized arguments: {' '.join(extras)}"
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _unrecognized(self, words: list[str]) -> list[str]:
+        """The words this parser takes no option for, found with every argument made optional."""
+        required = [(a, a.required) for a in self._actions]
+        for a, _ in required:
+            a.required = False
+        try:
+            return self.parse_known_args(words)[1]
+        finally:
+            for a, r in required:
+                a.required = r
+
+    def parse_args(self, args=None, namespace=None):  # noqa: ANN001, ANN201 - argparse's signature
+        # argparse reports words no parser took from the top parser ('dynasearch: error: ...'); the
+        # sub-command's parser reports them instead, so the line names the command and its --help.
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            sub = self.commands.choices.get(getattr(ns, "command", None)) if self.commands else None
+            (sub or self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -53,6 +86,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         description="Hardware-aware sub-network search for adaptive-size (DynaBERT) BERT/RoBERTa models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.commands = sub
     for name in COMMANDS if only is None else (only,):
         importlib.import_module(f"dynasearch.commands.{name}").register(sub)
     return parser

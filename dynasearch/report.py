@@ -126,7 +126,7 @@ def reproduce_commands(out: Path, cfg: dict[str, Any], target_ms: float, default
         f"dynasearch search {q(out / 'run')} --predictor {q(out / 'predictor')} --out {q(out / 'search')} --target-latency "
         f"{target_ms:g}ms --trials {cfg['trials']} --sampler {cfg['sampler']} --seed {cfg['seed']}"
         + (f" --search-dev {cfg['search_dev']}" if cfg.get("search_dev") else "")
-        + (f" --rescore-dev {cfg['eval_dev']}" if cfg.get("eval_dev") else ""),
+        + (f" --rescore-dev {cfg['eval_dev']}" if cfg.get("eval_dev") and cfg.get("search_dev") else ""),
         "# 6. export the answer",
         f"dynasearch export --results {q(out / 'search')} --target-latency {target_ms:g}ms "
         f"--out {q(out / 'export')} --overwrite",
@@ -232,7 +232,7 @@ def report_blocks(
             "p",
             (
                 f"Best kind {p['best']} (chosen by cross-validated error on the fitting part): on {p['n_test']} held-out timed configs "
-                f"MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, Kendall tau {p['kendall_tau']:.3f}, largest error "
+                f"MAPE {p['mape']:.2f}%, {100 * p['within_5']:.0f}% within +-5%, Kendall tau {'n/a' if p['kendall_tau'] is None else format(p['kendall_tau'], '.3f')}, largest error "
                 f"{p['max_ape']:.1f}% (fitted on {p['n_train']}). Every predictor's numbers: {s['files']['predictor']}/metrics.csv."
             ),
         ),

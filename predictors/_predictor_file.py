@@ -1,7 +1,8 @@
 """What predictor.json holds, checked key by key on load (`load_predictor`): the type of every
-key of hyper, meta, shape and params, and the arrays each kind saves. A failed check is one
-PredictorError line naming the file and the key. `FittedOn.from_meta` (predictors.base) applies the
-meta checks, on load and to a fitted predictor's `meta_`."""
+key of hyper, meta, shape and params, every number within its kind's range in the bounds table
+(`SECTION_BOUNDS`: each section's field -> kind map), and the arrays each kind saves. A failed check
+is one PredictorError line naming the file and the key. `FittedOn.from_meta` (predictors.base)
+applies the meta checks, on load and to a fitted predictor's `meta_`."""
 
 from __future__ import annotations
 
@@ -12,21 +13,56 @@ from typing import Any
 
 from .errors import PredictorError
 from .records import LATENCY_COLUMN
+from .runtime.clocks import CLOCKS
+from .runtime.field_bounds import SHAPE_BOUNDS, Field, first_violation
+
+# Every number of predictor.json by its kind in the bounds table, per section (`field_bounds.Field`:
+# path within the section, kind, null allowed); the specs below check the types and the structure.
+META_BOUNDS: tuple[Field, ...] = (
+    ("cpu_cores", "cpu_cores", False),
+    ("threads", "threads", False),
+    ("n_train", "count", False),
+    ("n_configs", "count0", False),
+    ("shapes.*.0", "batch", False),
+    ("shapes.*.1", "seq_len", False),
+    ("widths_seen.heads.*", "heads", False),
+    ("widths_seen.ffn.*", "ffn", False),
+    ("anchor_reference.*.batch", "batch", False),
+    ("anchor_reference.*.seq_len", "seq_len", False),
+    ("anchor_reference.*.ms", "latency_ms", False),
+)
+HYPER_BOUNDS: tuple[Field, ...] = (
+    ("cv_folds", "count", False),
+    ("seed", "seed", False),
+    ("ridge", "weight", False),
+    ("n_trees", "count", False),
+    ("learning_rate", "learning_rate", False),
+    ("max_depth", "count", False),
+    ("min_leaf", "count", False),
+)
+# The fitted parameters that mean a quantity; base_ms and init are a fit's intercepts (finite, any sign).
+PARAM_BOUNDS: tuple[Field, ...] = (("learning_rate", "learning_rate", False), ("floor", "latency_ms", False))
+SECTION_BOUNDS: dict[str, tuple[Field, ...]] = {
+    "meta": META_BOUNDS,
+    "hyper": HYPER_BOUNDS,
+    "shape": SHAPE_BOUNDS,
+    "params": PARAM_BOUNDS,
+}
 
 
-def _is_int(v: Any, low: int = 0) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_num(v: Any, positive: bool = False) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _is_shapes(v: Any) -> bool:
     return (
         isinstance(v, list)
         and len(v) > 0
-        and all(isinstance(x, list) and len(x) == 2 and all(_is_int(y, 1) for y in x) for x in v)
+        and all(isinstance(x, list) and len(x) == 2 and all(_is_int(y) for y in x) for x in v)
     )
 
 
@@ -39,26 +75,25 @@ def _is_widths(v: Any) -> bool:
 def _is_anchors(v: Any) -> bool:
     return isinstance(v, list) and all(
         isinstance(a, dict)
-        and _is_int(a.get("batch"), 1)
-        and _is_int(a.get("seq_len"), 1)
+        and _is_int(a.get("batch"))
+        and _is_int(a.get("seq_len"))
         and isinstance(a.get("key"), str)
-        and _is_num(a.get("ms"), positive=True)
+        and _is_num(a.get("ms"))
         for a in v
     )
 
 
 _STR = (lambda v: isinstance(v, str), "a string")
-_POS_INT = (lambda v: _is_int(v, 1), "a positive integer")
-_INT = (lambda v: _is_int(v), "a non-negative integer")
+_INT = (_is_int, "an integer")  # its range: SECTION_BOUNDS
 _BOOL = (lambda v: isinstance(v, bool), "true or false")
 META_KEYS: dict[str, tuple[Any, str]] = {
     "cpu_model": _STR,
-    "cpu_cores": _POS_INT,
+    "cpu_cores": _INT,
     "gpu_name": _STR,
     "backend": _STR,
     "device": _STR,
     "provider": _STR,
-    "threads": _POS_INT,
+    "threads": _INT,
     "spinning": _BOOL,
     "dtype": _STR,
     "shape_key": _STR,
@@ -70,30 +105,35 @@ META_KEYS: dict[str, tuple[Any, str]] = {
     "onnxruntime_version": _STR,
     "numpy_version": _STR,
     "dynasearch_version": _STR,
-    "shapes": (_is_shapes, "a non-empty list of [batch, seq_len] pairs of positive integers"),
+    "shapes": (_is_shapes, "a non-empty list of [batch, seq_len] pairs of integers"),
     "across_shapes": _BOOL,
-    "n_train": _POS_INT,
+    "n_train": _INT,
     "n_configs": _INT,
     "created": _STR,
 }
 # Added to version 1 later: a predictor written before lacks them and is read as it is (with a warning).
 META_KEYS_LATER: dict[str, tuple[Any, str]] = {
     "latency_column": (lambda v: v in (LATENCY_COLUMN, "median_ms"), f"{LATENCY_COLUMN!r} or 'median_ms'"),
-    "widths_seen": (_is_widths, "an object with lists 'heads' and 'ffn' of non-negative integers"),
-    "anchor_reference": (_is_anchors, "a list of {batch, seq_len, key, ms} with ms a positive number"),
+    "widths_seen": (_is_widths, "an object with lists 'heads' and 'ffn' of integers"),
+    "anchor_reference": (_is_anchors, "a list of {batch, seq_len, key, ms} with ms a finite number"),
+}
+# Added later still, read without a warning when absent: every predictor written before it was fitted on
+# wall-clock records (fit-predictor took no mix of clocks and the CPU clock was new), so absent = "wall".
+META_KEYS_OPTIONAL: dict[str, tuple[Any, str]] = {
+    "clock": (lambda v: v in CLOCKS, f"{' or '.join(map(repr, CLOCKS))} (the clock of the fitting records)"),
 }
 HYPER_KEYS: dict[str, tuple[Any, str]] = {
     "across_shapes": _BOOL,
-    "cv_folds": _POS_INT,
-    "seed": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "cv_folds": _INT,
+    "seed": _INT,
     "calibrate": _BOOL,
-    "ridge": (lambda v: _is_num(v) and v >= 0, "a non-negative number"),
-    "n_trees": _POS_INT,
-    "learning_rate": (lambda v: _is_num(v, positive=True), "a positive number"),
-    "max_depth": _POS_INT,
-    "min_leaf": _POS_INT,
+    "ridge": (_is_num, "a finite number"),
+    "n_trees": _INT,
+    "learning_rate": (_is_num, "a finite number"),
+    "max_depth": _INT,
+    "min_leaf": _INT,
 }
-_NUM = (lambda v: _is_num(v), "a finite number")
+_NUM = (_is_num, "a finite number")
 PARAM_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "lut": {"base_ms": _NUM},
     "layer-regression": {},
@@ -101,7 +141,7 @@ PARAM_KEYS: dict[str, dict[str, tuple[Any, str]]] = {
     "hybrid": {
         "init": _NUM,
         "learning_rate": _NUM,
-        "floor": (lambda v: _is_num(v, positive=True), "a positive number"),
+        "floor": _NUM,
     },
 }
 _TREES = ("roots", "feature", "threshold", "left", "right", "value")
@@ -112,15 +152,15 @@ ARRAY_NAMES: dict[str, tuple[str, ...]] = {
     "hybrid": ("linear_head_knots", "linear_ffn_knots", "linear_coef", *(f"trees_{t}" for t in _TREES)),
 }
 SHAPE_KEYS: dict[str, tuple[Any, str]] = {
-    "num_layers": _POS_INT,
-    "num_heads": _POS_INT,
-    "head_dim": _POS_INT,
-    "hidden_size": _POS_INT,
-    "intermediate_size": _POS_INT,
-    "vocab_size": _POS_INT,
-    "max_positions": _POS_INT,
-    "type_vocab_size": _POS_INT,
-    "num_labels": _POS_INT,
+    "num_layers": _INT,
+    "num_heads": _INT,
+    "head_dim": _INT,
+    "hidden_size": _INT,
+    "intermediate_size": _INT,
+    "vocab_size": _INT,
+    "max_positions": _INT,
+    "type_vocab_size": _INT,
+    "num_labels": _INT,
     "flavor": (lambda v: v in ("bert", "roberta"), "'bert' or 'roberta'"),
 }
 
@@ -133,7 +173,8 @@ def check_keys(
     required: Sequence[str] = (),
     unknown_ok: bool = True,
 ) -> None:
-    """Every key of `spec` present in doc holds its type; `required` ones must be there."""
+    """Every key of `spec` present in doc holds its type, every number of the section its kind's range
+    (SECTION_BOUNDS); `required` ones must be there."""
     prefix = f"{section}." if section else ""
     if not isinstance(doc, dict):
         raise PredictorError(f"{where}: key {section} is {type(doc).__name__}; expected an object")
@@ -144,6 +185,10 @@ def check_keys(
         extra = sorted(set(doc) - set(spec))
         if extra:
             raise PredictorError(f"{where}: unknown key {prefix}{extra[0]}; expected only {', '.join(spec)}")
+    # The numbers first: their rule names the range too ('an integer in 1..1024', not 'an integer').
+    bad = first_violation(doc, SECTION_BOUNDS.get(section, ()))
+    if bad:
+        raise PredictorError(f"{where}: key {prefix}{bad[0]} is {json.dumps(bad[1])[:60]}; expected {bad[2]}")
     for k, (ok, what) in spec.items():
         if k in doc and not ok(doc[k]):
             raise PredictorError(f"{where}: key {prefix}{k} is {json.dumps(doc[k])[:60]}; expected {what}")

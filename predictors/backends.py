@@ -89,8 +89,23 @@ class Backend(ABC):
     @abstractmethod
     def prepare(self, model: Any, key: str) -> Callable[[], Any]: ...
 
-    def close(self) -> None:  # noqa: B027 - optional hook: most backends make no files
-        """Release files the backend made."""
+    def close(self) -> None:
+        """Release files the backend made and give torch back the threads it had before configure()."""
+        threads = getattr(self, "_torch_threads_before", None)
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+            self._torch_threads_before = None
+
+    def _set_torch_threads(self, n: int) -> None:
+        import torch
+
+        # Process-wide: every later torch op in this process uses this many intra-op threads, so close()
+        # restores the count (a measure of --threads 999 must not leave a library user's process at 999).
+        if getattr(self, "_torch_threads_before", None) is None:
+            self._torch_threads_before = torch.get_num_threads()
+        torch.set_num_threads(n)
 
 
 class TorchBackend(Backend):
@@ -103,10 +118,7 @@ class TorchBackend(Backend):
             )
 
     def configure(self) -> None:
-        import torch
-
-        # Process-wide: every later torch op in this process uses this many intra-op threads.
-        torch.set_num_threads(self.settings.threads)
+        self._set_torch_threads(self.settings.threads)
 
     def prepare(self, model: Any, key: str) -> Callable[[], Any]:
         import torch
@@ -172,11 +184,9 @@ class OrtBackend(Backend):
         check_ort_provider(self.settings.provider)
 
     def configure(self) -> None:
-        import torch
-
         # Extraction and export run on torch in this process: with one torch thread no idle OpenMP
         # worker spins on the cores onnxruntime is being timed on.
-        torch.set_num_threads(1)
+        self._set_torch_threads(1)
 
     def onnx_path(self, model: Any, key: str) -> Path:
         from dynabert.extract import model_shape
@@ -216,6 +226,7 @@ class OrtBackend(Backend):
         return ort_run_once(sess, ort_feeds(input_names(model), s.batch, s.seq_len, model.config.vocab_size))
 
     def close(self) -> None:
+        super().close()
         if self._tmp is not None:
             with contextlib.suppress(OSError):
                 self._tmp.cleanup()

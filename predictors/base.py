@@ -27,9 +27,9 @@ import pandas as pd
 from dynabert.io import atomic_dir, write_json
 from dynabert.subnet import SubnetConfig
 
-from ._predictor_file import META_KEYS, META_KEYS_LATER, check_keys
+from ._predictor_file import META_KEYS, META_KEYS_LATER, META_KEYS_OPTIONAL, check_keys
 from .errors import PredictorError
-from .records import LATENCY_COLUMN, TARGET_COLUMNS, check_one_target, ok_records, shape_of
+from .records import LATENCY_COLUMN, TARGET_COLUMNS, check_one_target, ok_records, records_clock, shape_of
 from .samplers import is_layer_table_config
 
 FORMAT = "dynasearch-latency-predictor"
@@ -63,7 +63,8 @@ class FittedOn:
     the input shapes, the widths its records held and the anchor references. Read from the saved
     metadata (`meta_`, predictor.json's "meta", whose format this does not change) by `from_meta`.
 
-    widths_seen is None and anchor_references empty for a predictor written before they were kept."""
+    widths_seen is None and anchor_references empty for a predictor written before they were kept;
+    clock is "wall" for one written before it was kept (fitted on wall-clock records, as all were then)."""
 
     kind: str
     fingerprint: str
@@ -82,12 +83,15 @@ class FittedOn:
     across_shapes: bool
     widths_seen: WidthsSeen | None
     anchor_references: tuple[AnchorReference, ...]
+    clock: str = "wall"  # what the fitting records timed: wall, or cpu (the timing thread's CPU time)
 
     @classmethod
     def from_meta(cls, meta: Any, where: str = "predictor metadata") -> FittedOn:
         """The typed view of a predictor's metadata dict. A malformed one raises PredictorError, one
         line naming `where` and the bad key (the checks `load_predictor` applies to predictor.json)."""
-        check_keys(where, "meta", meta, {**META_KEYS, **META_KEYS_LATER}, required=list(META_KEYS))
+        check_keys(
+            where, "meta", meta, {**META_KEYS, **META_KEYS_LATER, **META_KEYS_OPTIONAL}, required=list(META_KEYS)
+        )
         widths = meta.get("widths_seen")
         return cls(
             kind=meta["kind"],
@@ -112,6 +116,7 @@ class FittedOn:
                 AnchorReference(int(a["batch"]), int(a["seq_len"]), str(a["key"]), float(a["ms"]))
                 for a in meta.get("anchor_reference") or []
             ),
+            clock=str(meta.get("clock", "wall")),
         )
 
     @property
@@ -421,6 +426,7 @@ def _metadata(df: pd.DataFrame, kind: str, n: int, across_shapes: bool) -> dict[
         latency_column=LATENCY_COLUMN,
         widths_seen=widths_seen(df),
         anchor_reference=anchor_references(df),
+        clock=records_clock(df),
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     return meta

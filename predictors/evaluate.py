@@ -18,7 +18,7 @@ from dynabert.subnet import SubnetConfig
 from .base import LatencyPredictor
 from .errors import PredictorError, RecordsError
 from .latency import FIT_FORMAT, FIT_VERSION, PREDICTORS, make_predictor
-from .records import LATENCY_COLUMN, check_one_target, ok_records
+from .records import LATENCY_COLUMN, check_one_target, ok_records, records_clock
 from .samplers import is_layer_table_config
 
 COVERAGES = (0.9, 0.95)
@@ -299,6 +299,7 @@ def fit_and_evaluate(
         "best": best,
         "across_shapes": across_shapes,
         "latency_column": LATENCY_COLUMN,
+        "clock": records_clock(df),  # what latency_column times: wall, or cpu (the timing thread's CPU time)
         "speed_index": _speed_summary(df),
         "results": results,
         "learning_curve": curve,
@@ -369,6 +370,11 @@ def format_table(results: pd.DataFrame) -> str:
         "error",
     ]
     shown = results[[c for c in cols if c in results]].copy()
+    # A kind that could not be fitted has no held-out count: its row's NaN makes the column float64,
+    # which cannot take the "" a blank cell shows (pandas warns); counts print as integers or blank.
+    for c in ("n_train", "n"):
+        if c in shown:
+            shown[c] = shown[c].map(lambda v: "" if pd.isna(v) else str(int(v)))
     for c in ("cv_mape", "mape", "rmse_ms", "interval_90_halfwidth_pct"):
         if c in shown:
             shown[c] = shown[c].map(lambda v: f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else "")

@@ -21,6 +21,7 @@ from typing import Any
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
 
 from .measure import resolve_anchor, shape_key
+from .runtime import bounds
 from .runtime.errors import MeasurementError
 from .runtime.fingerprint import ORT_DEVICE_PROVIDERS, check_seq_lens
 from .runtime.protocol import Protocol
@@ -83,9 +84,11 @@ def write_kit(
         raise MeasurementError(
             f"unknown onnxruntime execution provider {provider!r}; e.g. CPUExecutionProvider, CUDAExecutionProvider"
         )
-    for name, values in (("batch", batches), ("seq_len", seq_lens), ("threads", threads)):
-        if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise MeasurementError(f"{name} values must be positive integers; got {list(values)}")
+    for name, values in (("batch", batches), ("seq_len", seq_lens), ("threads", threads)):  # kind = name
+        if not values:
+            raise MeasurementError(f"{name} values must be given; got {list(values)}")
+        for v in values:  # what the kit's runner accepts from kit.json (runner.KIT_FIELDS)
+            bounds.check(name, v, f"each of the {name} values", MeasurementError, hint=f"{name} {list(values)}")
     label_of = labels_by_key(subnets, sampler)
     subnets = list({s.key: s.validate(shape) for s in subnets}.values())
     if not subnets:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from dynabert.io import check_writable
+from dynabert.io import check_writable, remove_stale_temporaries
 from dynabert.killpoints import kill_point
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
 
@@ -191,6 +191,11 @@ def measure(
         raise MeasurementError("no settings to measure under")
     for st in settings_list:  # --clock cpu with 2 threads, spinning or a GPU: refuse before any work
         check_clock(protocol.clock, st.threads, st.spinning, st.device)
+    if retry_failed and not resume:  # an option that would change nothing: refused, saying what would count
+        raise MeasurementError(
+            "--retry-failed measures again the configs recorded as failed, and --no-resume measures every config "
+            "again anyway: drop one of them"
+        )
     subnets = [s.validate(shape) for s in subnets]
     label_of = labels_by_key(subnets, sampler)
     if len(label_of) != len(subnets):
@@ -204,6 +209,7 @@ def measure(
         # The one records reader: another schema, a cut or damaged row, bad cells: refuse before measuring
         # anything (appending would keep the damage and break the next fit).
         read_records(records_path, allow_empty=True, shape=None)
+    remove_stale_temporaries(records_path)  # killed runs' leftovers beside it (the runtime's writes do not look)
     run_id = uuid.uuid4().hex[:12]
     skey = shape_key(shape)
     written: list[dict] = []

@@ -16,12 +16,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dynabert.checks import differences
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 from dynabert.tables import markdown_table
 
 from .errors import RecordsError
 from .runtime.errors import MeasurementError
-from .runtime.schema import OLD_SCHEMAS, RECORD_COLUMNS, RECORD_FIELDS, RECORD_TYPES, SCHEMA, read_rows
+from .runtime.schema import (
+    OLD_SCHEMAS,
+    RECORD_COLUMNS,
+    RECORD_FIELDS,
+    RECORD_TYPES,
+    SCHEMA,
+    protocol_clock,
+    read_rows,
+)
 
 # What predictors fit and are judged on: the speed-corrected median (raw median where a run was
 # not corrected: old records, or a run without rounds to correct).
@@ -138,11 +147,8 @@ def _check_rows(path: Path, rows: list[dict[str, str]], shape: BackboneShape | N
                 raise RecordsError(f"{where}: shape is not a backbone shape ({e})") from None
         row_shape = shapes[r["shape"]]
         if shape is not None and row_shape != shape:
-            raise RecordsError(
-                f"{where}: measured on another backbone ({row_shape.num_layers} layers, {row_shape.num_heads} heads, "
-                f"FFN {row_shape.intermediate_size}); expected {shape.num_layers} layers, {shape.num_heads} heads, "
-                f"FFN {shape.intermediate_size}"
-            )
+            diffs = "; ".join(differences(row_shape.to_dict(), shape.to_dict()))  # the row's -> the one expected
+            raise RecordsError(f"{where}: measured on another backbone than expected ({diffs})")
         try:
             sub = SubnetConfig.from_json(r["subnet"]).validate(row_shape)
         except InvalidSubnetError as e:
@@ -186,12 +192,39 @@ def check_one_target(df: pd.DataFrame, allow_shapes: bool) -> None:
             "records of mixed fingerprints or settings cannot feed one predictor; select one target_id "
             "(--target): " + "; ".join(desc)
         )
+    check_one_clock(df)
     shapes = sorted({(int(b), int(s)) for b, s in zip(df["batch"], df["seq_len"])})
     if not allow_shapes and len(shapes) > 1:
         raise RecordsError(
             f"records mix input shapes (batch, seq_len) {shapes[:8]}; fit a predictor across shapes "
             "(--across-shapes) or select one batch and sequence length (--batch, --seq-len)"
         )
+
+
+def records_clock(df: pd.DataFrame) -> str:
+    """The one clock (wall or cpu) the rows were timed with (check_one_clock refuses a mix)."""
+    check_one_clock(df)
+    return protocol_clock(df["protocol"].iloc[0]) if len(df) else "wall"
+
+
+def check_one_clock(df: pd.DataFrame) -> None:
+    """Rows timed with the wall clock and with the CPU clock (--clock cpu) time different things (on a
+    busy machine CPU time leaves out another process's share), so one predictor fits one clock."""
+    clocks = df["protocol"].map(protocol_clock)
+    if clocks.nunique() < 2:
+        return
+    parts = []
+    for clock, rows in df.groupby(clocks, sort=True):
+        runs = sorted({str(r) for r in rows["run_id"] if r})
+        parts.append(
+            f"{len(rows)} row(s) timed with the {'CPU clock (--clock cpu)' if clock == 'cpu' else 'wall clock'}"
+            + (f", run(s) {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}" if runs else "")
+        )
+    raise RecordsError(
+        f"records mix clocks: {'; '.join(parts)}; one predictor fits one clock: fit the records of one clock only "
+        "(give only the files, or keep only the rows of the runs, of that clock), or measure again into another "
+        "--out with one --clock"
+    )
 
 
 def select_records(
@@ -269,9 +302,11 @@ __all__ = [
     "RECORD_FIELDS",
     "SCHEMA",
     "TARGET_COLUMNS",
+    "check_one_clock",
     "check_one_target",
     "ok_records",
     "read_records",
+    "records_clock",
     "repeatability",
     "schema_markdown",
     "select_records",

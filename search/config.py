@@ -42,7 +42,9 @@ class SearchConfig:
     # A seeded subset of dev the search ranks configs on; the front is then reported on the REST of dev
     # (examples the ranking never saw). None: ranked and reported on the same examples (the whole split).
     search_dev: int | None = None
-    search_dev_seed: int = 0  # which subset (independent of the sampler's seed, so runs of several seeds compare)
+    # Which subset (independent of the sampler's seed, so runs of several seeds compare); None: not given,
+    # the subset of seed 0 (given without search_dev it would pick nothing: refused).
+    search_dev_seed: int | None = None
     # Report the front and grid on a seeded subset (seed RESCORE_SEED) of the report examples; None: all of them.
     rescore_dev: int | None = None
     racing: bool = False  # score proposals on growing chunks of the ranking examples, stop clearly worse ones
@@ -94,8 +96,23 @@ class SearchConfig:
             raise SearchError(
                 "--raw judges the target on raw measured latency, but --no-verify measures nothing; drop one of them"
             )
+        self.check_prerequisites()
         if not self.study or not isinstance(self.study, str):
             raise SearchError(f"study name must be a non-empty string; got {self.study!r}")
+
+    def check_prerequisites(self) -> None:
+        """Options that change nothing without another are refused, saying what would make them count."""
+        if self.search_dev is None and self.rescore_dev is not None:
+            raise SearchError(
+                f"--rescore-dev {self.rescore_dev} reports on a subset of the examples the ranking never saw, and "
+                "without --search-dev the ranking sees the whole dev split (none are held out): add --search-dev N "
+                "(rank on N examples, report on the rest), or drop --rescore-dev"
+            )
+        if self.search_dev is None and self.search_dev_seed is not None:
+            raise SearchError(
+                f"--search-dev-seed {self.search_dev_seed} picks the subset --search-dev ranks on, and without "
+                "--search-dev the ranking takes the whole dev split: add --search-dev N, or drop --search-dev-seed"
+            )
 
 
 def check_positions(max_len: int, model_dir: str | Path) -> None:

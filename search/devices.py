@@ -22,15 +22,18 @@ RESULTS/<name> (RESULTS/<name>-int8 for an int8 entry): `query RESULTS --device-
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dynabert.io import read_json, write_json
+from dynabert.io import read_json, remove_stale_temporaries, write_json
+from predictors.runtime.field_bounds import first_violation
 
 from .errors import ResultsError, SearchError
+from .results_bounds import DEVICES_BOUNDS
 from .units import parse_latency
 
 PRECISIONS = ("fp32", "int8")
@@ -106,6 +109,15 @@ def devices_from_options(predictors: Sequence[str], targets: str | None) -> list
                 f"device {name!r} at precision {precision} is given twice; one predictor per device and precision"
             )
         seen.add((name, precision))
+    for name, precision, path in parsed:
+        if precision == "int8" and (name, "fp32") not in seen:
+            # int8 is scored only on the configs the same device's fp32 study ranked near its front
+            # (run_devices: quantising and scoring cost seconds a config): alone it has no fronts to enter at.
+            raise SearchError(
+                f"--predictor {name}:int8={path}: an int8 entry is searched on the fp32 fronts of the same device, "
+                f"and device {name!r} has no fp32 predictor: add --predictor {name}=DIR (a predictor fitted on "
+                f"float32 records of that device: dynasearch measure --dtype float32 ...)"
+            )
     names = [n for n, _, _ in parsed]
     tmap = parse_targets(targets, names)
     return [Device(n, p, d, tmap.get(n)) for n, p, d in parsed]
@@ -121,7 +133,7 @@ def check_precision(d: Device, dtype: str) -> None:
     what = "a NAME:int8 entry" if d.precision == "int8" else "a plain NAME (fp32) entry"
     hint = f"dynasearch measure --dtype {want} ..."
     if d.precision == "fp32" and dtype == "int8":
-        hint += f"; or give it as --predictor {d.name}:int8={d.predictor}"
+        hint += f"; or give it as --predictor {d.name}:int8={d.predictor} beside a float32 one"
     raise SearchError(
         f"--predictor {entry}={d.predictor}: predictor {d.predictor} was fitted on {dtype} records; "
         f"{what} needs a predictor fitted on {want} records ({hint})"
@@ -159,10 +171,13 @@ def run_devices(base, devices: Sequence[Device]) -> dict[str, Any]:
     from .study import run_search  # pandas, tqdm, the study: not on the query path
 
     out = Path(base.out)
+    for d in devices:  # every device's options checked before anything is read or written (--bf16 with int8)
+        dataclasses.replace(base, target_ms=d.target_ms, precision=d.precision).check()
     loaded = {d.label: find_predictor(d.predictor)[0] for d in devices}
     check_compatible(devices, loaded)
     storage = base.storage or f"sqlite:///{(out / 'study.db').resolve()}"
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # killed runs' leftovers beside it (any command's)
     warm: list[str] = []  # fully ranked fp32 configs of the devices searched so far
     near_front: list[str] = []  # their fronts and neighbours: where int8 enters
     index: dict[str, Any] = {"format": DEVICES_FORMAT, "version": 1, "devices": []}
@@ -295,6 +310,9 @@ def read_devices(results: str | Path) -> dict[str, Any] | None:
     twice = sorted({f"{n}:{q}" for n, q in seen if seen.count((n, q)) > 1})
     if twice:
         raise ResultsError(f"{p}: device(s) {', '.join(twice)} listed twice; one entry per device and precision")
+    bad = first_violation(doc, DEVICES_BOUNDS)  # every number within its kind's range (the bounds table)
+    if bad:
+        raise ResultsError(f"{p}: key '{bad[0]}' must be {bad[2]}; got {json.dumps(bad[1])[:60]}")
     return doc
 
 

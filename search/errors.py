@@ -13,7 +13,13 @@ class ResultsError(SearchError):
 
 class NoAnswerError(SearchError):
     """The command ran but no config meets the target: `query` and `export --results` exit 1 on it
-    (1 = ran but found no answer; 2 = bad input), as `search` does."""
+    (1 = ran but found no answer; 2 = bad input), as `search` does. `fastest` describes the front's
+    fastest config (key, shape, latency, metric) where one exists, for a caller that words the
+    sentence itself (a device's answer over its precisions names each precision's fastest once)."""
+
+    def __init__(self, message: str, fastest: str | None = None) -> None:
+        super().__init__(message)
+        self.fastest = fastest
 
 
 __all__ = ["NoAnswerError", "ResultsError", "SearchError"]

@@ -298,3 +298,14 @@ def check_widths(estimator: LatencyEstimator, space: SearchSpace, allow_unmeasur
             "fit again, restrict --head-choices/--ffn-choices, or pass --allow-unmeasured-widths"
         )
     return msg + ": its predictions there are extrapolations"
+
+
+def cpu_clock_note(predictor_dir: str | Path | None) -> str:
+    """The warning for a predictor fitted on CPU-clock records (measure --clock cpu): it prices the timing
+    thread's CPU time, which is the wall time only while that thread holds its core, and the target and
+    verification judge wall time (a machine busy when deployed runs slower than predicted)."""
+    return (
+        f"predictor {predictor_dir or ''} was fitted on CPU-clock records (--clock cpu): it predicts CPU time, "
+        "while the target and its verification are wall time (the two agree only while the inference thread "
+        "keeps its core)"
+    )

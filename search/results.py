@@ -36,8 +36,12 @@ from dynabert.errors import InvalidSubnetError
 from dynabert.io import read_json, read_utf8, write_json, write_text
 from dynabert.space import DROP_RULES, SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
+from predictors.runtime.bounds import check, describe, violation
+from predictors.runtime.field_bounds import first_violation
+from predictors.runtime.fingerprint import max_seq_len
 
 from .errors import NoAnswerError, ResultsError, SearchError
+from .results_bounds import GRID_KIND, SEARCH_BOUNDS, TRIAL_BOUNDS
 
 FORMAT = "dynasearch-search"
 # Results format versions (search.json "version"); a reader reads OLDEST_VERSION..VERSION:
@@ -96,19 +100,19 @@ def read_results(results_dir: str | Path) -> Results:
       OLDEST_VERSION..VERSION (newer: refused, upgrade dynasearch; older than OLDEST_VERSION:
       refused; an older readable one: read, with a warning); the keys every reader uses present
       with their types: study.{task, metric, checkpoint, model_dir, predictor_dir} non-empty
-      strings, study.space a valid search space (backbone shape of positive integers, head and FFN
-      choices inside it), study.latency.{batch, seq_len} positive integers, study.target_ms null or
-      a positive finite number, study.percentile p50 or p90, summary.{trials, front_size} positive
-      integers, raw and met booleans, message a string, warnings a list of strings, fingerprint
-      and answer null or objects; version 2: tables.{trials.csv, front.csv} sha256 digests.
+      strings, study.space a valid search space (backbone shape, head and FFN choices inside it),
+      study.latency.{batch, seq_len}, study.target_ms (or null), summary.{trials, front_size},
+      study.percentile p50 or p90, raw and met booleans, message a string, warnings a list of
+      strings, fingerprint and answer null or objects; version 2: tables.{trials.csv, front.csv}
+      sha256 digests; every number it holds within its kind's range in the bounds table
+      (results_bounds.SEARCH_BOUNDS; the latency's seq_len at most the backbone's positions).
     trials.csv, front.csv: regular UTF-8 files ending with a line end, well-formed CSV whose header
       is exactly TRIAL_COLUMNS (none missing, unknown or repeated), every row with one cell per
-      column; per cell: trial an integer >= 0; subnet JSON that parses into a sub-network inside
-      the recorded backbone; key its SubnetConfig.key; depth its number of layers; width and
-      ffn_width numbers in [0, 1]; grid empty or 'WxD' with W, D in (0, 1]; metric_search a finite
-      number; metric_full empty or finite; predicted_ms finite and > 0; measured_ms and
-      measured_raw_ms both empty or both finite and > 0; feasible, on_front, cache_hit True or
-      False; duplicate_of empty or an integer >= 0 (words, NaN, inf, empty required cells refused).
+      column; per cell: every number within its kind's range (results_bounds.TRIAL_BOUNDS: words,
+      NaN, inf refused); subnet JSON that parses into a sub-network inside the recorded backbone;
+      key its SubnetConfig.key; depth its number of layers; grid empty or 'WxD' with W, D in
+      (0, 1]; metric_full empty or a number; measured_ms and measured_raw_ms both empty or both
+      numbers; feasible, on_front, cache_hit True or False; duplicate_of empty or a trial number.
       Across rows: trial numbers unique; front.csv's keys unique, every one on the front
       (on_front True) and exactly trials.csv's on_front configs; row counts equal search.json's
       summary.trials and summary.front_size; version 2: each table's sha256 is the recorded one.
@@ -203,14 +207,8 @@ def _check_meta(path: Path, meta: Mapping[str, Any], version: int) -> SearchSpac
     for key in ("study.task", "study.metric", "study.checkpoint", "study.model_dir", "study.predictor_dir"):
         _want(path, meta, key, lambda v: isinstance(v, str) and v != "", "a non-empty string")
     for key in ("study.latency.batch", "study.latency.seq_len", "summary.trials", "summary.front_size"):
-        _want(path, meta, key, _is_int(1), "a positive integer")
-    _want(
-        path,
-        meta,
-        "study.target_ms",
-        lambda v: v is None or _is_positive_number(v),
-        "null or a positive number of milliseconds",
-    )
+        _want_number(path, meta, key)
+    _want_number(path, meta, "study.target_ms")
     _want(path, meta, "study.percentile", lambda v: v in PERCENTILE_NAMES, f"one of {', '.join(PERCENTILE_NAMES)}")
     for key in ("raw", "met"):
         _want(path, meta, key, lambda v: isinstance(v, bool), "true or false")
@@ -236,7 +234,13 @@ def _check_meta(path: Path, meta: Mapping[str, Any], version: int) -> SearchSpac
                 lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
                 "a sha256 digest (64 hexadecimal digits)",
             )
-    return _check_space(path, meta)
+    space = _check_space(path, meta)
+    # every other number search.json holds, each within its kind's range (results_bounds.SEARCH_BOUNDS)
+    positions = (max_seq_len(space.shape.to_dict()), "the backbone's positions")
+    bad = first_violation(meta, SEARCH_BOUNDS, {"seq_len": positions})
+    if bad:
+        raise ResultsError(f"{path}: key '{bad[0]}' must be {bad[2]}; got {_show_json(bad[1])}")
+    return space
 
 
 def _check_space(path: Path, meta: Mapping[str, Any]) -> SearchSpace:
@@ -256,12 +260,22 @@ def _check_space(path: Path, meta: Mapping[str, Any]) -> SearchSpace:
                 path, meta, "study.space.shape.flavor", lambda v: v in FLAVORS, f"one of {', '.join(FLAVORS)}"
             )
         else:
-            shape[name] = _want(path, meta, f"study.space.shape.{name}", _is_int(1), "a positive integer")
-    choices = lambda v: isinstance(v, list) and len(v) > 0 and all(_is_int(0)(c) for c in v)  # noqa: E731
-    heads = _want(path, meta, "study.space.head_choices", choices, "a non-empty list of integers >= 0")
-    ffn = _want(path, meta, "study.space.ffn_choices", choices, "a non-empty list of integers >= 0")
+            shape[name] = _want_number(path, meta, f"study.space.shape.{name}")
+    lists = []
+    for key in ("study.space.head_choices", "study.space.ffn_choices"):
+        kind = _KINDS[key + ".*"][0]
+        lists.append(
+            _want(
+                path,
+                meta,
+                key,
+                lambda v, kind=kind: isinstance(v, list) and len(v) > 0 and all(violation(kind, c) is None for c in v),
+                f"a non-empty list, each item {describe(kind)}",
+            )
+        )
+    heads, ffn = lists
     allow_drop = _want(path, meta, "study.space.allow_drop", lambda v: isinstance(v, bool), "true or false")
-    min_layers = _want(path, meta, "study.space.min_layers", _is_int(1), "a positive integer")
+    min_layers = _want_number(path, meta, "study.space.min_layers")
     rule = "any" if allow_drop else "none"  # results written before drop rules: allow_drop said it all
     if "drop_rule" in (meta.get("study") or {}).get("space", {}):
         rule = _want(path, meta, "study.space.drop_rule", lambda v: v in DROP_RULES, f"one of {', '.join(DROP_RULES)}")
@@ -296,9 +310,15 @@ def _is_int(lo: int) -> Callable[[Any], bool]:
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
-def _is_positive_number(v: Any) -> bool:
-    # json.loads reads NaN and Infinity as floats: refuse them here.
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+_KINDS = {key: (kind, nullable) for key, kind, nullable in SEARCH_BOUNDS}
+
+
+def _want_number(path: Path, doc: Mapping[str, Any], key: str) -> Any:
+    """`_want` for a number of SEARCH_BOUNDS: present, and within its kind's range (NaN and Infinity,
+    which json.loads reads as floats, never are)."""
+    kind, nullable = _KINDS[key]
+    ok = lambda v: (nullable and v is None) or violation(kind, v) is None  # noqa: E731
+    return _want(path, doc, key, ok, ("null or " if nullable else "") + describe(kind))
 
 
 def _show_json(v: Any) -> str:
@@ -316,34 +336,26 @@ _INT = re.compile(r"[-+]?\d+")
 _GRID = re.compile(r"(\d+(?:\.\d+)?)x(\d+(?:\.\d+)?)")
 
 
-def _number(
-    text: str, *, empty_ok: bool = False, positive: bool = False, lo: float | None = None, hi: float | None = None
-) -> float:
+def _number(text: str, column: str, *, empty_ok: bool = False) -> float:
+    """A number cell of `column`, within its kind's range (TRIAL_BOUNDS)."""
     if text == "" and empty_ok:
         return math.nan
-    # float() also takes 'nan', 'inf', '1_000', ' 1': only plain decimal numbers are written.
-    if not _NUMBER.fullmatch(text):
-        finite = "a finite number" if text.strip().lower().lstrip("+-") in ("nan", "inf", "infinity") else "a number"
-        raise _CellError(finite + (" or an empty cell" if empty_ok else ""))
-    v = float(text)
-    if not math.isfinite(v):  # '1e400'
-        raise _CellError("a finite number")
-    if positive and v <= 0:
-        raise _CellError("a number > 0")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise _CellError(f"a number in [{lo:g}, {hi:g}]")
-    return v
+    # float() also takes 'nan', 'inf', '1_000', ' 1': only plain decimal numbers are written ('1e400' is inf).
+    if not _NUMBER.fullmatch(text) or violation(TRIAL_BOUNDS[column], float(text)) is not None:
+        raise _CellError(describe(TRIAL_BOUNDS[column]) + (" or an empty cell" if empty_ok else ""))
+    return float(text)
 
 
-def _integer(text: str, *, empty_ok: bool = False) -> int | str:
+def _integer(text: str, column: str, *, empty_ok: bool = False) -> int | str:
+    """An integer cell of `column`, within its kind's range (TRIAL_BOUNDS)."""
     if text == "" and empty_ok:
         return ""
     # An integral float ('3.0') is what pandas writes for an integer column that held an empty cell.
     if _INT.fullmatch(text) or re.fullmatch(r"\d+\.0", text):
         v = int(float(text)) if "." in text else int(text)
-        if v >= 0:
+        if violation(TRIAL_BOUNDS[column], v) is None:
             return v
-    raise _CellError("an integer >= 0" + (" or an empty cell" if empty_ok else ""))
+    raise _CellError(describe(TRIAL_BOUNDS[column]) + (" or an empty cell" if empty_ok else ""))
 
 
 def _boolean(text: str) -> bool:
@@ -370,9 +382,9 @@ def _subnet(text: str, shape: BackboneShape) -> SubnetConfig:
 
 def _grid(text: str) -> str:
     m = _GRID.fullmatch(text)
-    if text == "" or (m and all(0 < float(g) <= 1 for g in m.groups())):
+    if text == "" or (m and all(violation(GRID_KIND, float(g)) is None for g in m.groups())):
         return text
-    raise _CellError("empty or a grid point 'WxD' with W and D in (0, 1]")
+    raise _CellError(f"empty or a grid point 'WxD' with W and D each {describe(GRID_KIND)}")
 
 
 def _row(cells: Mapping[str, str], shape: BackboneShape) -> dict[str, Any]:
@@ -386,25 +398,26 @@ def _row(cells: Mapping[str, str], shape: BackboneShape) -> dict[str, Any]:
             raise _CellError(col, *e.args) from None
         return out[col]
 
-    cell("trial", _integer)
+    cell("trial", lambda t: _integer(t, "trial"))
     sub = cell("subnet", lambda t: _subnet(t, shape))
     out["subnet"] = cells["subnet"]  # the JSON text, as written (answer_row parses it)
     cell("key", lambda t: t if t == sub.key else _fail(f"the key of its subnet, {sub.key}"))
     cell(
-        "depth", lambda t: t if _integer(t) == sub.depth else _fail(f"{sub.depth}, the number of layers of its subnet")
+        "depth",
+        lambda t: t if _integer(t, "depth") == sub.depth else _fail(f"{sub.depth}, the number of layers of its subnet"),
     )
     out["depth"] = sub.depth
-    cell("width", lambda t: _number(t, lo=0.0, hi=1.0))
-    cell("ffn_width", lambda t: _number(t, lo=0.0, hi=1.0))
+    cell("width", lambda t: _number(t, "width"))
+    cell("ffn_width", lambda t: _number(t, "ffn_width"))
     cell("grid", _grid)
-    cell("metric_search", _number)
-    cell("metric_full", lambda t: _number(t, empty_ok=True))
-    cell("predicted_ms", lambda t: _number(t, positive=True))
-    measured = cell("measured_ms", lambda t: _number(t, empty_ok=True, positive=True))
+    cell("metric_search", lambda t: _number(t, "metric_search"))
+    cell("metric_full", lambda t: _number(t, "metric_full", empty_ok=True))
+    cell("predicted_ms", lambda t: _number(t, "predicted_ms"))
+    measured = cell("measured_ms", lambda t: _number(t, "measured_ms", empty_ok=True))
     cell(
         "measured_raw_ms",
         lambda t: (
-            _number(t, empty_ok=True, positive=True)
+            _number(t, "measured_raw_ms", empty_ok=True)
             if (t == "") == math.isnan(measured)
             else _fail(
                 "an empty cell, as measured_ms is empty"
@@ -415,7 +428,7 @@ def _row(cells: Mapping[str, str], shape: BackboneShape) -> dict[str, Any]:
     )
     for col in ("feasible", "on_front", "cache_hit"):
         cell(col, _boolean)
-    cell("duplicate_of", lambda t: _integer(t, empty_ok=True))
+    cell("duplicate_of", lambda t: _integer(t, "duplicate_of", empty_ok=True))
     return {c: out[c] for c in TRIAL_COLUMNS}
 
 
@@ -575,8 +588,7 @@ def answer_row(row: Mapping[str, Any], target_ms: float | None, meta: Mapping[st
 
 
 def check_target(target_ms: float) -> None:
-    if not (isinstance(target_ms, (int, float)) and math.isfinite(target_ms) and target_ms > 0):
-        raise SearchError(f"target latency must be a positive number of milliseconds; got {target_ms!r}")
+    check("latency_ms", target_ms, "target latency", SearchError)
 
 
 def best_under(results: Results, target_ms: float) -> dict[str, Any]:
@@ -589,10 +601,11 @@ def best_under(results: Results, target_ms: float) -> dict[str, Any]:
     if ok.empty:
         i = lat.idxmin()
         f = answer_row(front.loc[i], target_ms, meta)
-        raise NoAnswerError(
-            f"no config of the front meets {target_ms:g} ms; the fastest is {f['key']} ({_shape(f['subnet'])}) at "
-            f"{lat.loc[i]:.3g} ms ({'measured' if f['verified'] else 'predicted'}), {f['metric']} {metric.loc[i]:.2f}"
+        fastest = (
+            f"{f['key']} ({_shape(f['subnet'])}) at {lat.loc[i]:.3g} ms "
+            f"({'measured' if f['verified'] else 'predicted'}), {f['metric']} {metric.loc[i]:.2f}"
         )
+        raise NoAnswerError(f"no config of the front meets {target_ms:g} ms; the fastest is {fastest}", fastest=fastest)
     best = ok.sort_values(["_m", "predicted_ms"], ascending=[False, True]).iloc[0]
     return answer_row(best, target_ms, meta)
 

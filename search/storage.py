@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from predictors.runtime import bounds
+
 from .errors import SearchError
 
 CONNECT_TIMEOUT_S = 8  # a storage that cannot be reached fails within 10 s
@@ -118,6 +120,12 @@ def engine_kwargs(url: str) -> dict[str, Any]:
             raise SearchError(f"storage URL {redact(url)}: folder {Path(db).parent} does not exist")
         _sqlite_pragmas()
         return {"connect_args": {"timeout": 60}}
+    try:
+        port = u.port  # sqlalchemy reads the port with int(): a word or 99999 passes it
+    except ValueError:
+        port = str(url)
+    if port is not None and bounds.violation("port", port) is not None:
+        raise SearchError(f"storage URL {redact(url)}: port {port} must be {bounds.describe('port')}")
     try:
         import psycopg  # noqa: F401 - optional driver, probed for a postgresql URL only
     except ImportError:

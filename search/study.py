@@ -12,7 +12,6 @@ measurement on this machine.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -27,8 +26,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from dynabert.checks import differences
 from dynabert.errors import DynasearchError
-from dynabert.io import check_writable, process_dead, process_tag
+from dynabert.io import check_writable, process_dead, process_tag, remove_stale_temporaries
 from dynabert.killpoints import kill_point
 from dynabert.runs import is_dynabert_trained, model_digest, read_run_record, resolve_run, trained_space
 from dynabert.subnet import SubnetConfig
@@ -47,7 +47,7 @@ from .config import (
     make_sampler,
 )
 from .errors import SearchError
-from .objectives import AccuracyEvaluator, Counters, LatencyEstimator, check_widths
+from .objectives import AccuracyEvaluator, Counters, LatencyEstimator, check_widths, cpu_clock_note
 from .outcome import SearchOutcome, SearchState, finish, trials_table
 from .racing import CHUNK_FRACTIONS, RACEABLE_METRICS, best_at_latency
 from .space import encode, grid_points, suggest
@@ -114,6 +114,8 @@ class Search:
             )
         pred, self.predictor_dir = find_search_predictor(cfg.predictor)
         self.estimator = LatencyEstimator(pred, self.shape, cfg.batch, cfg.seq_len, self.counters, self.predictor_dir)
+        if pred.fitted_on.clock == "cpu":
+            self._warn(cpu_clock_note(self.predictor_dir))
         note = check_widths(self.estimator, self.space, cfg.allow_unmeasured_widths)
         if note:
             self._warn(note)
@@ -149,6 +151,7 @@ class Search:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             check_writable(self.out)
+            remove_stale_temporaries(self.out)  # killed runs' leftovers beside it (any command's)
         except OSError as e:
             raise SearchError(f"results directory {self.out} cannot be written: {e.strerror or e}") from None
         self.url = self.cfg.storage or default_storage_url(self.out)
@@ -179,7 +182,7 @@ class Search:
             self.task,
             self.info.model_dir,
             rank=cfg.search_dev,
-            rank_seed=cfg.search_dev_seed,
+            rank_seed=cfg.search_dev_seed or 0,
             report_subset=cfg.rescore_dev,
             report_seed=RESCORE_SEED,
             chunk_fractions=CHUNK_FRACTIONS if cfg.racing else None,
@@ -275,14 +278,12 @@ class Search:
             saved = self._wait_for_identity(ident)
             # "dev" (the digest of the tokenised dev selection) joined the identity later: a study made
             # before it is resumed on its other keys (its scores were cached under the old keys, never reused).
-            diffs = [k for k in ident_cmp if saved.get(k) != ident_cmp[k] and not (k == "dev" and k not in saved)]
+            keys = [k for k in ident_cmp if not (k == "dev" and k not in saved)]
+            diffs = differences({k: saved.get(k) for k in keys}, {k: ident_cmp[k] for k in keys})
             if diffs:
-                detail = "; ".join(
-                    f"{k}: study {_short(saved.get(k))}, asked {_short(ident_cmp[k])}" for k in diffs[:4]
-                )
                 raise SearchError(
-                    f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings ({detail}); "
-                    "use another --study name (the accuracy cache is shared) or the same options"
+                    f"study {self.cfg.study!r} in {_redacted(self.url)} was created with other settings than asked "
+                    f"({'; '.join(diffs)}); use another --study name (the accuracy cache is shared) or the same options"
                 )
             self._complete_grid(ident)
             if self.cfg.warm_start:
@@ -532,11 +533,6 @@ class Search:
         if st is not None and hasattr(st, "engine"):
             st.remove_session()
             st.engine.dispose()
-
-
-def _short(v: Any) -> str:
-    s = json.dumps(v, sort_keys=True) if not isinstance(v, str) else v
-    return s if len(s) <= 60 else s[:57] + "..."
 
 
 def _redacted(url: str) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from predictors.runtime import bounds
+
 from .errors import SearchError
 
 UNITS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
@@ -33,4 +35,6 @@ def parse_latency(text: str) -> float:
         raise SearchError(
             f"latency {text!r} must be positive; it is {'too small (rounds to 0 ms)' if nonzero else 'zero'}"
         )
+    if bounds.violation("latency_ms", ms) is not None:  # above an hour: a typo (12s for 12ms), not a target
+        raise SearchError(f"latency {text!r} is {ms:g} ms; a target must be {bounds.describe('latency_ms')}")
     return ms

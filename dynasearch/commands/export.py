@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_model_arg, add_subnet_args, subnet_from_args
+from .common import add_model_arg, add_subnet_args, bounded, subnet_from_args
 
 
 def register(sub) -> None:
@@ -26,7 +26,10 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist unless --overwrite)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument(
-        "--num-labels", type=int, default=None, help="labels of the classifier head (default: from the checkpoint)"
+        "--num-labels",
+        type=bounded("labels"),
+        default=None,
+        help="labels of the classifier head (default: from the checkpoint)",
     )
     r = p.add_argument_group("a config chosen from a search's results")
     r.add_argument(
@@ -55,6 +58,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.num_labels is not None and (args.bundle or args.results is not None):
+        args._parser.error(
+            "--num-labels sets the classifier head of MODEL_DIR, and --results (and --bundle) export the searched "
+            "model with its own head: drop --num-labels"
+        )
     if args.bundle:
         return run_bundle(args)
     if args.no_check_time:

@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
 from dynabert.io import check_output_dir
 
-from .common import positive_int, print_warnings
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1); got {text!r}") from None
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1); got {text}")
-    return v
+from .common import bounded, print_warnings
 
 
 def register(sub) -> None:
@@ -36,14 +24,16 @@ def register(sub) -> None:
         "--kind", default="all", help="comma-separated: lut, layer-regression, gbdt, hybrid, or all (default)"
     )
     p.add_argument("--target", metavar="TARGET_ID", help="use only records of this target_id (fingerprint + settings)")
-    p.add_argument("--batch", type=positive_int, help="use only records of this batch size")
-    p.add_argument("--seq-len", type=positive_int, help="use only records of this sequence length")
+    p.add_argument("--batch", type=bounded("batch"), help="use only records of this batch size")
+    p.add_argument("--seq-len", type=bounded("seq_len"), help="use only records of this sequence length")
     p.add_argument(
         "--across-shapes", action="store_true", help="one predictor over several batch sizes and sequence lengths"
     )
-    p.add_argument("--test-fraction", type=_fraction, default=0.3, help="share of configs held out (default 0.3)")
-    p.add_argument("--max-train", type=positive_int, help="use at most this many records for fitting")
-    p.add_argument("--seed", type=int, default=0, help="split seed (default 0)")
+    p.add_argument(
+        "--test-fraction", type=bounded("test_fraction"), default=0.3, help="share of configs held out (default 0.3)"
+    )
+    p.add_argument("--max-train", type=bounded("count"), help="use at most this many records for fitting")
+    p.add_argument("--seed", type=bounded("seed"), default=0, help="split seed (default 0)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.set_defaults(func=run)
 
@@ -78,7 +68,7 @@ def _run(args) -> int:
     )
     print(
         f"{report['backend']} {report['provider'] or report['device']}, threads {report['threads']}, "
-        f"spinning {'on' if report['spinning'] else 'off'}; shapes fitted {report['shapes_train'][:6]}"
+        f"spinning {'on' if report['spinning'] else 'off'}, clock {report['clock']}; shapes fitted {report['shapes_train'][:6]}"
         f"{' ...' if len(report['shapes_train']) > 6 else ''}, held out {report['shapes_test'][:6]}"
     )
     si = report["speed_index"]

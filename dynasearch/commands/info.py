@@ -8,14 +8,14 @@ model itself. A model whose layers have different widths has no grid (see
 
 from __future__ import annotations
 
-from .common import add_model_arg, positive_int
+from .common import add_model_arg, bounded
 
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="backbone summary and the 12-point width x depth grid")
     add_model_arg(p)
-    p.add_argument("--seq-len", type=positive_int, default=128, help="sequence length for FLOPs (default 128)")
-    p.add_argument("--batch", type=positive_int, default=1, help="batch size for FLOPs (default 1)")
+    p.add_argument("--seq-len", type=bounded("seq_len"), default=128, help="sequence length for FLOPs (default 128)")
+    p.add_argument("--batch", type=bounded("batch"), default=1, help="batch size for FLOPs (default 1)")
     p.set_defaults(func=run)
 
 

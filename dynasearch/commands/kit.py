@@ -6,8 +6,9 @@ from .common import (
     add_config_args,
     add_model_arg,
     add_protocol_args,
+    bounded,
+    check_config_args,
     configs_from_args,
-    positive_int,
     protocol_from_args,
 )
 
@@ -28,12 +29,16 @@ def register(sub) -> None:
         default="CPUExecutionProvider",
         help="runner's default execution provider (default CPUExecutionProvider)",
     )
-    p.add_argument("--threads", type=positive_int, nargs="+", default=[1], help="runner's default threads (default 1)")
+    p.add_argument(
+        "--threads", type=bounded("threads"), nargs="+", default=[1], help="runner's default threads (default 1)"
+    )
     p.add_argument(
         "--spinning", choices=["on", "off"], default="off", help="runner's default thread spinning (default off)"
     )
-    p.add_argument("--batch", type=positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
-    p.add_argument("--seq-len", type=positive_int, nargs="+", default=[128], help="sequence lengths (default 128)")
+    p.add_argument("--batch", type=bounded("batch"), nargs="+", default=[1], help="batch sizes (default 1)")
+    p.add_argument(
+        "--seq-len", type=bounded("seq_len"), nargs="+", default=[128], help="sequence lengths (default 128)"
+    )
     p.add_argument("--no-verify", action="store_true", help="skip checking each ONNX file against PyTorch")
     add_config_args(p)
     add_protocol_args(p)
@@ -42,10 +47,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from predictors import load_shape, sampler_names, write_kit  # predictors (pandas): not on the query path
+    from predictors import load_shape, write_kit  # predictors (pandas): not on the query path
 
-    if not args.subnets:
-        sampler_names(args.sampler)
+    check_config_args(args)  # --sampler/--n that choose nothing: refused before any work
     protocol = protocol_from_args(args)
     shape = load_shape(args.model_dir)
     subnets, sampler = configs_from_args(args, shape)

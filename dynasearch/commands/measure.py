@@ -12,8 +12,9 @@ from .common import (
     add_config_args,
     add_model_arg,
     add_protocol_args,
+    bounded,
+    check_config_args,
     configs_from_args,
-    positive_int,
     print_warnings,
     protocol_from_args,
 )
@@ -43,7 +44,7 @@ def register(sub) -> None:
     g.add_argument("--provider", default="", help="onnxruntime execution provider (default: from --device)")
     g.add_argument(
         "--threads",
-        type=positive_int,
+        type=bounded("threads"),
         nargs="+",
         default=[1],
         help="intra-op threads, one or more settings (default 1)",
@@ -59,8 +60,10 @@ def register(sub) -> None:
         default="float32",
         help="float32 (default); torch also float16, bfloat16; onnxruntime also int8 (the export quantised, dynamic)",
     )
-    g.add_argument("--batch", type=positive_int, nargs="+", default=[1], help="batch sizes (default 1)")
-    g.add_argument("--seq-len", type=positive_int, nargs="+", default=[128], help="sequence lengths (default 128)")
+    g.add_argument("--batch", type=bounded("batch"), nargs="+", default=[1], help="batch sizes (default 1)")
+    g.add_argument(
+        "--seq-len", type=bounded("seq_len"), nargs="+", default=[128], help="sequence lengths (default 128)"
+    )
     add_config_args(p)
     add_protocol_args(p)
     p.add_argument(
@@ -80,21 +83,25 @@ def run(args) -> int:
 def _run(args) -> int:
     from predictors import (  # predictors (pandas): not on the query path
         BackendSettings,
+        MeasurementError,
         check_onnx_cache,
         check_records_path,
         load_shape,
         make_backend,
         measure,
         read_records,
-        sampler_names,
         speed_index_warning,
         threads_warning,
     )
 
-    if not args.subnets:
-        sampler_names(args.sampler)
+    check_config_args(args)  # --sampler/--n that choose nothing: refused before any work
     check_records_path(args.out)  # a directory, a device or an unwritable place: refuse before any work
     check_onnx_cache(args.onnx_cache)  # a file, an unwritable place: refuse before a config fails on it
+    if args.onnx_cache is not None and args.backend == "torch":  # a cache that would stay empty
+        raise MeasurementError(
+            f"--onnx-cache {args.onnx_cache} keeps exported ONNX files, and the torch backend exports none: "
+            "measure with --backend onnxruntime, or drop --onnx-cache"
+        )
     if os.path.exists(args.out):
         read_records(args.out, allow_empty=True)  # damaged records: refuse before loading anything
     settings = [

@@ -80,17 +80,19 @@ def best_device_answer(results, name, target):
     entries = [d for d in doc["devices"] if d["name"] == name]
     if not entries:
         raise SearchError(f"no device {name!r} in {results}; devices: {', '.join(names)}")
-    best, errors = None, []
+    best, fastest = None, []
     for d in entries:
         folder = Path(results) / d["results"]
+        precision = d.get("precision", "fp32")
         try:
             ans = best_under(read_results(folder), target)
         except NoAnswerError as e:
-            errors.append(str(e))
+            fastest.append(f"the fastest {precision} config is {e.fastest}" if e.fastest else f"{precision}: {e}")
             continue
-        ans["precision"] = d["precision"]
+        ans["precision"] = precision
         if best is None or (ans.get("metric_full") or 0) > (best[1].get("metric_full") or 0):
             best = (folder, ans)
     if best is None:
-        raise NoAnswerError("; ".join(errors))
+        # one sentence for the device, then each precision's fastest config, named by its precision
+        raise NoAnswerError(f"no config of device {name} meets {target:g} ms; " + "; ".join(fastest))
     return best

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_space_args, positive_int, space_spec_from_args
+from .common import add_space_args, bounded, space_spec_from_args
 
 
 def register(sub) -> None:
@@ -47,13 +47,13 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--trials",
-        type=positive_int,
+        type=bounded("count"),
         default=200,
         help="the study's total number of trials, repeated proposals included (default 200)",
     )
     p.add_argument(
         "--evaluations",
-        type=positive_int,
+        type=bounded("count"),
         default=None,
         metavar="N",
         help="stop once N distinct configs have been evaluated (stopped early or not), whatever --trials says",
@@ -61,7 +61,7 @@ def register(sub) -> None:
     p.add_argument(
         "--sampler", default=DEFAULT_SAMPLER, help=f"one of {', '.join(OPTUNA_SAMPLERS)} (default {DEFAULT_SAMPLER})"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=bounded("seed"), default=0)
     g = p.add_argument_group("search space")
     add_space_args(g)
     g.add_argument("--no-drop", action="store_true", help="keep every layer (search widths only; = --drop-rule none)")
@@ -71,7 +71,7 @@ def register(sub) -> None:
     e = p.add_argument_group("evaluation and latency")
     e.add_argument(
         "--search-dev",
-        type=positive_int,
+        type=bounded("count"),
         default=None,
         metavar="N",
         help="rank configs on a seeded subset of N dev examples and report the front on the REST of dev (examples the "
@@ -85,19 +85,27 @@ def register(sub) -> None:
     )
     e.add_argument(
         "--rescore-dev",
-        type=positive_int,
+        type=bounded("count"),
         default=None,
         metavar="N",
         help="report the front and grid on a seeded subset of N of the report examples (default: all of them)",
     )
-    e.add_argument("--search-dev-seed", type=int, default=0, help="which seeded subset --search-dev takes (default 0)")
     e.add_argument(
-        "--max-seq-length", type=positive_int, default=None, help="evaluation length (default: the run's, else 128)"
+        "--search-dev-seed",
+        type=bounded("seed"),
+        default=None,  # None: not given (seed 0), so one given without --search-dev can be refused
+        help="which seeded subset --search-dev takes (default 0)",
+    )
+    e.add_argument(
+        "--max-seq-length",
+        type=bounded("seq_len"),
+        default=None,
+        help="evaluation length (default: the run's, else 128)",
     )
     e.add_argument("--bf16", action="store_true", help="bfloat16 matrix products when scoring (faster on recent CPUs)")
-    e.add_argument("--batch", type=positive_int, default=None, help="latency batch (default: the predictor's)")
+    e.add_argument("--batch", type=bounded("batch"), default=None, help="latency batch (default: the predictor's)")
     e.add_argument(
-        "--seq-len", type=positive_int, default=None, help="latency sequence length (default: the predictor's)"
+        "--seq-len", type=bounded("seq_len"), default=None, help="latency sequence length (default: the predictor's)"
     )
     e.add_argument(
         "--allow-untrained", action="store_true", help="search a checkpoint whose sub-networks were not trained (warns)"
@@ -118,17 +126,20 @@ def register(sub) -> None:
     )
     s.add_argument("--raw", action="store_true", help="judge the target on raw, not speed-corrected, measured latency")
     s.add_argument(
-        "--max-candidates", type=positive_int, default=10, help="measure at most this many candidates (default 10)"
+        "--max-candidates",
+        type=bounded("count"),
+        default=None,  # None: not given (10), so one that caps nothing can be refused
+        help="measure at most this many candidates (default 10)",
     )
     s.add_argument(
         "--heartbeat",
-        type=positive_int,
+        type=bounded("heartbeat_s"),
         default=30,
         help="seconds between trial heartbeats (a dead worker's trial is retried)",
     )
     s.add_argument(
         "--grace-period",
-        type=positive_int,
+        type=bounded("heartbeat_s"),
         default=None,
         help="seconds without a heartbeat before a trial counts as dead and is retried (default 3 x --heartbeat)",
     )
@@ -151,6 +162,14 @@ def run(args) -> int:
     if not named and len(args.predictor) > 1:
         raise SearchError("several --predictor options need device names: --predictor cpu=DIR --predictor gpu=DIR")
     target = parse_latency(args.target_latency) if args.target_latency is not None and not named else None
+    if args.max_candidates is not None and (args.no_verify or args.target_latency is None):
+        why = (
+            "--no-verify measures none: drop one of them"
+            if args.no_verify
+            else "without --target-latency nothing is verified: give --target-latency LAT, or drop --max-candidates"
+        )
+        raise SearchError(f"--max-candidates caps the candidates verification measures, and {why}")
+    capped = {} if args.max_candidates is None else {"max_candidates": args.max_candidates}
     cfg = SearchConfig(
         run=args.run,
         predictor=args.predictor[0].partition("=")[2] if named else args.predictor[0],
@@ -177,7 +196,7 @@ def run(args) -> int:
         study=args.study,
         verify=not args.no_verify,
         raw=args.raw,
-        max_candidates=args.max_candidates,
+        **capped,
         allow_unmeasured_widths=args.allow_unmeasured_widths,
         allow_untrained=args.allow_untrained,
         heartbeat_interval=args.heartbeat,

@@ -10,18 +10,12 @@ from .common import (
     add_model_arg,
     add_space_args,
     add_task_args,
-    positive_int,
+    bounded,
+    bounded_list,
     space_options_given,
     space_spec_from_args,
     task_from_args,
 )
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated numbers; got {text!r}") from None
 
 
 def _stages(text: str) -> tuple[str, ...]:
@@ -59,60 +53,78 @@ def register(sub) -> None:
     )
     h = p.add_argument_group("hyper-parameters (defaults: the paper / reference code)")
     h.add_argument(
-        "--widths", type=_floats, default=d.widths, help="width multipliers, largest first (default 1,0.75,0.5,0.25)"
+        "--widths",
+        type=bounded_list("fraction"),
+        default=d.widths,
+        help="width multipliers, largest first (default 1,0.75,0.5,0.25)",
     )
     h.add_argument(
-        "--depths", type=_floats, default=d.depths, help="depth multipliers, largest first (default 1,0.75,0.5)"
+        "--depths",
+        type=bounded_list("fraction"),
+        default=d.depths,
+        help="depth multipliers, largest first (default 1,0.75,0.5)",
     )
-    h.add_argument("--lr", type=float, default=d.learning_rate, help=f"learning rate (default {d.learning_rate})")
+    h.add_argument(
+        "--lr",
+        type=bounded("learning_rate"),
+        default=d.learning_rate,
+        help=f"learning rate (default {d.learning_rate})",
+    )
     h.add_argument(
         "--stage-lr",
-        type=_stage_values,
+        type=_stage_values("learning_rate"),
         default=(),
         metavar="STAGE=LR,...",
         help="per-stage learning rates overriding --lr, e.g. teacher=1e-4,depth=1e-4 (short budgets need larger rates)",
     )
     h.add_argument(
         "--stage-epochs",
-        type=_stage_values,
+        type=_stage_values("epochs"),
         default=(),
         metavar="STAGE=EPOCHS,...",
         help="per-stage epochs overriding --epochs, e.g. depth=2",
     )
-    h.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    h.add_argument("--weight-decay", type=bounded("weight"), default=d.weight_decay)
     h.add_argument(
-        "--warmup", type=float, default=d.warmup_fraction, help="warm-up fraction of each stage's steps (RoBERTa: 0.06)"
+        "--warmup",
+        type=bounded("warmup"),
+        default=d.warmup_fraction,
+        help="warm-up fraction of each stage's steps (RoBERTa: 0.06)",
     )
-    h.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="global batch size (all processes)")
-    h.add_argument("--epochs", type=float, default=d.epochs, help="epochs per training stage")
-    h.add_argument("--max-steps", type=positive_int, default=None, help="steps per training stage (overrides --epochs)")
-    h.add_argument("--max-seq-length", type=positive_int, default=d.max_seq_length)
-    h.add_argument("--train-subset", type=positive_int, default=None, help="train on N examples (seeded choice)")
+    h.add_argument(
+        "--batch-size", type=bounded("batch"), default=d.batch_size, help="global batch size (all processes)"
+    )
+    h.add_argument("--epochs", type=bounded("epochs"), default=d.epochs, help="epochs per training stage")
+    h.add_argument(
+        "--max-steps", type=bounded("count"), default=None, help="steps per training stage (overrides --epochs)"
+    )
+    h.add_argument("--max-seq-length", type=bounded("seq_len"), default=d.max_seq_length)
+    h.add_argument("--train-subset", type=bounded("count"), default=None, help="train on N examples (seeded choice)")
     h.add_argument(
         "--dev-subset",
-        type=positive_int,
+        type=bounded("count"),
         default=None,
         help="select checkpoints on N dev examples (seeded choice; default all): faster on large dev sets",
     )
-    h.add_argument("--seed", type=int, default=d.seed)
-    h.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    h.add_argument("--seed", type=bounded("seed"), default=d.seed)
+    h.add_argument("--max-grad-norm", type=bounded("weight"), default=d.max_grad_norm)
     h.add_argument(
         "--width-loss",
-        type=_floats,
+        type=bounded_list("weight"),
         default=(d.width_logit_weight, d.width_hidden_weight),
         metavar="LOGIT,HIDDEN",
         help="width stage loss weights (default 1,0.1)",
     )
     h.add_argument(
         "--depth-loss",
-        type=_floats,
+        type=bounded_list("weight"),
         default=(d.depth_logit_weight, d.depth_hidden_weight),
         metavar="LOGIT,HIDDEN",
         help="width+depth stage loss weights (default 1,1)",
     )
     h.add_argument(
         "--random-subnets",
-        type=int,
+        type=bounded("count0"),
         default=d.random_subnets,
         metavar="N",
         help="width+depth stage: also train N random per-layer sub-networks per step, after the 12 grid ones "
@@ -125,7 +137,7 @@ def register(sub) -> None:
     )
     sp.add_argument(
         "--space-samples",
-        type=int,
+        type=bounded("space_samples"),
         default=None,  # None: not given (0, the paper)
         metavar="N",
         help="configs of the space sampled per step, seeded by (seed, stage, step) (default 0 = the paper)",
@@ -156,12 +168,15 @@ def register(sub) -> None:
         default=d.rewire_data,
         help="importance measured on a held-out part of train (default) or on dev (reference code)",
     )
-    h.add_argument("--rewire-examples", type=positive_int, default=d.rewire_examples)
+    h.add_argument("--rewire-examples", type=bounded("count"), default=d.rewire_examples)
     h.add_argument(
-        "--eval-every", type=positive_int, default=None, help="steps between dev evaluations (default: each epoch end)"
+        "--eval-every",
+        type=bounded("count"),
+        default=None,
+        help="steps between dev evaluations (default: each epoch end)",
     )
-    h.add_argument("--checkpoint-every", type=positive_int, default=d.checkpoint_every)
-    h.add_argument("--eval-batch-size", type=positive_int, default=d.eval_batch_size)
+    h.add_argument("--checkpoint-every", type=bounded("count"), default=d.checkpoint_every)
+    h.add_argument("--eval-batch-size", type=bounded("batch"), default=d.eval_batch_size)
     h.add_argument(
         "--group-by-length",
         action="store_true",
@@ -171,22 +186,27 @@ def register(sub) -> None:
     p.set_defaults(func=run, _parser=p)
 
 
-def _stage_values(text: str) -> tuple[tuple[str, float], ...]:
-    from dynabert.train_config import STAGES
+def _stage_values(kind: str):
+    """argparse type: STAGE=VALUE,... with each VALUE a number of `kind` in the bounds table."""
+    from predictors.runtime import bounds
 
-    out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        stage, sep, value = part.partition("=")
-        try:
-            v = float(value)
-        except ValueError:
-            v = float("nan")
-        if not sep or stage not in STAGES or not v > 0:
-            raise argparse.ArgumentTypeError(
-                f"{part!r} is not STAGE=POSITIVE_NUMBER with STAGE one of {', '.join(STAGES)}"
-            )
-        out.append((stage, v))
-    return tuple(out)
+    def parse(text: str) -> tuple[tuple[str, float], ...]:
+        from dynabert.train_config import STAGES
+
+        out = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            stage, sep, value = part.partition("=")
+            if not sep or stage not in STAGES:
+                raise argparse.ArgumentTypeError(f"{part!r} is not STAGE=VALUE with STAGE one of {', '.join(STAGES)}")
+            try:
+                out.append((stage, float(bounds.parse(kind, value))))
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(f"{part!r}: the value {e}") from None
+        return tuple(out)
+
+    parse.__name__ = f"STAGE={kind}"
+    parse.bound_kind = kind
+    return parse
 
 
 def run(args) -> int:
@@ -196,7 +216,11 @@ def run(args) -> int:
     from dynabert.train import train
     from dynabert.train_config import TrainConfig
 
+    from .train_checks import check_stage_options
+
     d = TrainConfig()
+    if args.resume and args.overwrite:  # a resumed run is continued, never replaced: --overwrite would do nothing
+        raise DataError("--overwrite replaces a run, and --resume continues it: give one of them")
     given = space_options_given(args) + [
         f"--{f.replace('_', '-')}" for f in ("sampling", "space_bias") if getattr(args, f)
     ]
@@ -247,6 +271,8 @@ def run(args) -> int:
         eval_batch_size=args.eval_batch_size,
         group_by_length=args.group_by_length,
     )
+    if not args.resume:  # a resumed run's own configuration is checked by train() (check_resumed)
+        check_stage_options(cfg, d)
     if args.resume:
         # Whatever is not given again comes from RUN/run.json; train() checks what was given against it.
         inputs = resume_inputs(
@@ -284,6 +310,7 @@ def run(args) -> int:
 def _check_resumed_space(out, samples, sampling, bias, space) -> None:
     """A resumed run keeps the space training of its run.json: a given option that differs is refused
     (silently training with the saved one would not be what was asked)."""
+    from dynabert.checks import differences
     from dynabert.errors import DataError
     from dynabert.runs import run_config
 
@@ -299,7 +326,13 @@ def _check_resumed_space(out, samples, sampling, bias, space) -> None:
     }
     for k, v in asked.items():
         if v is not None and v != have[k]:
+            # the space options are a dict: name the fields that differ, the run's value -> the asked one
+            if isinstance(v, dict) and have[k] is None:
+                what = f"{k} describe a space, but the run trains none (--space-samples 0)"
+            elif isinstance(v, dict):
+                what = f"{k} differ from the run's ({'; '.join(differences(have[k], v))})"
+            else:
+                what = f"{k} {v} differs from the run's {have[k]}"
             raise DataError(
-                f"{k} {v} differs from the run's {have[k]} ({out}/run.json): a resumed run keeps its configuration; "
-                "resume without it, or train a new run"
+                f"{what} ({out}/run.json): a resumed run keeps its configuration; resume without it, or train a new run"
             )

@@ -7,6 +7,8 @@ protocol and writes the very same records.
 
     errors       the root of every user-facing error (DynasearchError) and MeasurementError
     schema       the records schema and files (read and checked, rewritten atomically, raw timings)
+    records_check  one records row's check: types, bounds (RECORD_BOUNDS), shape, sub-network, protocol
+    field_bounds   which bounds kind each number of a JSON file is (Field maps) and the walk checking them
     fingerprint  the environment fingerprint, settings hashes, the onnxruntime session and feeds
     speed        the per-round speed correction
     protocol     the timing protocol (Protocol, interleaved rounds, statistics)

@@ -44,6 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import bounds
 from .bundle_index import (  # noqa: F401  (re-exported: the loader's public names, as before the split)
     BUNDLE_FORMAT,
     BUNDLE_VERSION,
@@ -368,9 +369,11 @@ class BundleModel:
         return float(statistics.median(times))
 
 
-def check_positive(name: str, v: Optional[int]) -> None:
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-        raise BundleError(f"{name} must be a positive integer; got {v!r}")
+def check_argument(kind: str, name: str, v: Any) -> None:
+    """An argument of load() or --check (None: the entry's own) within its kind's bounds (`bounds`): a
+    thread count of 10**9 is one BundleError line, not onnxruntime's bad_alloc."""
+    if v is not None:
+        bounds.check(kind, v, name, BundleError)
 
 
 def load(
@@ -379,8 +382,8 @@ def load(
     """The model of `bundle` for this machine (see `choose`), after checking every file's sha256.
     threads: the onnxruntime/torch threads to run with (default: the entry's); batch: texts per run
     (default: the entry's); both also choose among this machine's entries."""
-    check_positive("threads", threads)
-    check_positive("batch", batch)
+    check_argument("threads", "threads", threads)
+    check_argument("batch", "batch", batch)
     bundle = str(bundle)
     index = read_index(bundle)
     verify_files(bundle, index)

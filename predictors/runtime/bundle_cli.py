@@ -12,7 +12,8 @@ import sys
 import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from .bundle import CHECK_RUNS, CHECK_TOLERANCE, BundleModel, check_positive, describe_entry, describe_machine, load
+from . import bounds
+from .bundle import CHECK_RUNS, CHECK_TOLERANCE, BundleModel, check_argument, describe_entry, describe_machine, load
 from .errors import BundleError, DynasearchError
 
 
@@ -94,14 +95,17 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (1, 2, ...)")
-    return v
+def _bounded(kind: str):
+    """argparse type: one number of `kind` within the bounds table's range (`bounds.parse`)."""
+
+    def parse(text: str):
+        try:
+            return bounds.parse(kind, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = kind
+    return parse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -113,8 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     p.add_argument("bundle", help="the bundle folder")
     p.add_argument("--device", help="the device entry to use (default: this machine's)")
-    p.add_argument("--threads", type=_positive_int, help="threads to run with (default: the entry's)")
-    p.add_argument("--batch", type=_positive_int, help="texts per run (default: the entry's)")
+    p.add_argument("--threads", type=_bounded("threads"), help="threads to run with (default: the entry's)")
+    p.add_argument("--batch", type=_bounded("batch"), help="texts per run (default: the entry's)")
     p.add_argument("--text", action="append", default=[], help="a text to classify (repeatable); prints JSON lines")
     p.add_argument(
         "--check",
@@ -123,7 +127,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "search's measured latency; else the predicted one)",
     )
     p.add_argument(
-        "--runs", type=_positive_int, default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})"
+        "--runs", type=_bounded("runs"), default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})"
     )
     args = p.parse_args(argv)
 
@@ -131,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"warning: {message}", file=sys.stderr)
 
     try:
-        check_positive("--runs", args.runs)
+        check_argument("runs", "--runs", args.runs)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = show

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from .errors import BundleError
+from .field_bounds import SHAPE_BOUNDS, SUBNET_BOUNDS, Field, first_violation, under
+from .fingerprint import max_seq_len
 
 BUNDLE_FORMAT = "dynasearch-bundle"
 BUNDLE_VERSION = 1
@@ -69,17 +70,22 @@ def read_index(bundle: str) -> Dict[str, Any]:
     entries, files = doc.get("devices"), doc.get("files")
     if not isinstance(entries, list) or not entries or not isinstance(files, dict):
         raise BundleError(f"{path} lists no devices or no file digests")
+    bad = first_violation(doc, INDEX_FIELDS)
+    if bad:
+        raise BundleError(f"{path} has {bad[0]} {bad[1]!r}; it must be {bad[2]} (export the bundle again)")
+    # A length beyond the backbone's position table would be cut by the tokenizer and run at another shape.
+    backbone = doc.get("backbone")
+    highs = {"seq_len": (max_seq_len(backbone), "the backbone's positions")} if isinstance(backbone, dict) else {}
     for i, e in enumerate(entries):
         missing = [k for k in ENTRY_FIELDS if not isinstance(e, dict) or k not in e]
         if missing:
             raise BundleError(f"{path}: devices[{i}] lacks {', '.join(missing)}")
-        for field, ok, what, nullable in NUMBER_FIELDS:
-            v = e.get(field)
-            if (v is not None or not nullable) and not ok(v):
-                raise BundleError(
-                    f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {v!r}; it must be "
-                    f"{'null or ' if nullable else ''}{what} (export the bundle again)"
-                )
+        bad = first_violation(e, NUMBER_FIELDS, highs)
+        if bad:
+            raise BundleError(
+                f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {bad[0]} {bad[1]!r}; it must be "
+                f"{bad[2]} (export the bundle again)"
+            )
         # Settings the loader hands to onnxruntime/torch as they are: a "false" string would turn spinning ON.
         for field, allowed in (("spinning", (True, False)), ("dtype", ENTRY_DTYPES), ("precision", ("fp32", "int8"))):
             if isinstance(e[field], bool) != (field == "spinning") or e[field] not in allowed:
@@ -87,39 +93,40 @@ def read_index(bundle: str) -> Dict[str, Any]:
                     f"{path}: devices[{i}] ({e['name']}, {e['precision']}) has {field} {e[field]!r}; it must be one of "
                     f"{', '.join(json.dumps(a) for a in allowed)} (export the bundle again)"
                 )
-    v = doc.get("vocab_size")
-    if v is not None and not _count(v):
-        raise BundleError(f"{path} has vocab_size {v!r}; it must be null or an integer >= 1 (export the bundle again)")
     return doc
 
 
-def _finite_positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
-def _count(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-# the numbers of an entry that the loader (choose, describe_*, check) and the export's summary read:
-# (field, test, what it must be, null allowed); read_index refuses any other value in one line
-NUMBER_FIELDS = (
-    ("threads", _count, "an integer >= 1", False),
-    ("batch", _count, "an integer >= 1", False),
-    ("length", _count, "an integer >= 1", False),
-    ("cpu_cores", _count, "an integer >= 1", True),
-    ("predicted_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("measured_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("measured_raw_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("check_ms", _finite_positive, "a finite number > 0 (ms)", True),
-    ("check_runs", _count, "an integer >= 1", True),
-    ("metric_value", _finite, "a finite number", True),
-    ("metric_full", _finite, "a finite number", True),
-    ("metric_search", _finite, "a finite number", True),
+# Every number of an entry, by its kind in the bounds table (`field_bounds.Field`: path, kind, null
+# allowed): what the loader (choose, describe_*, check) and the export's summary read, and the rest an
+# entry records; read_index refuses any other value in one line. length is also capped by the backbone's
+# positions (devices.json's backbone).
+NUMBER_FIELDS: Tuple[Field, ...] = (
+    ("threads", "threads", False),
+    ("batch", "batch", False),
+    ("length", "seq_len", False),
+    ("cpu_cores", "cpu_cores", True),
+    ("predicted_ms", "latency_ms", True),
+    ("measured_ms", "latency_ms", True),
+    ("measured_raw_ms", "latency_ms", True),
+    ("check_ms", "latency_ms", True),
+    ("check_runs", "runs", True),
+    ("check_repeats_ms.*", "latency_ms", False),  # the list may be null (not timed); its items may not
+    ("target_ms", "latency_ms", True),
+    ("metric_value", "metric", True),
+    ("metric_full", "metric", True),
+    ("metric_search", "metric", True),
+    ("where.cpu_cores", "cpu_cores", True),
+) + under("subnet", SUBNET_BOUNDS)
+# The numbers of the index itself (the backbone caps the entries' length; check_time says how they were timed).
+INDEX_FIELDS: Tuple[Field, ...] = (
+    (("vocab_size", "vocab", True),)
+    + under("backbone", SHAPE_BOUNDS)
+    + (
+        ("check_time.runs", "runs", False),
+        ("check_time.warmup", "runs0", False),
+        ("check_time.repeats", "runs", False),
+        ("check_time.entries", "count0", False),
+    )
 )
 
 

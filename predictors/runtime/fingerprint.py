@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import bounds
 from .errors import MeasurementError
 
 
@@ -67,7 +68,7 @@ def max_seq_len(shape: Mapping[str, Any]) -> int:
 
 def check_seq_lens(seq_lens: Sequence[int], shape: Mapping[str, Any]) -> None:
     limit = max_seq_len(shape)
-    bad = [s for s in seq_lens if s > limit]
+    bad = [s for s in seq_lens if bounds.violation("seq_len", s, high=limit) is not None]
     if bad:
         raise MeasurementError(
             f"--seq-len {bad[0]} is longer than the backbone's {limit} positions (max_position_embeddings); "

@@ -47,16 +47,41 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from . import bounds
 from .clocks import BUSY_RATIO, CLOCKS, busy_rounds, check_clock, quiet_walls, undisturbed  # noqa: F401  (re-exported)
 from .errors import MeasurementError
+from .field_bounds import Field
 from .stats import STATS_COLUMNS, ci_half_width, median_ci, summarize  # noqa: F401  (re-exported: used from here)
 
-
 # ----------------------------------------------------------------------------------- protocol
+# Every number of the protocol settings (records' protocol cell, kit.json's protocol) by its kind in the bounds
+# table; Protocol also checks how they relate (max_runs >= min_runs, ...).
+PROTOCOL_BOUNDS: Dict[str, str] = {
+    "rel_ci": "fraction",
+    "confidence": "confidence",
+    "min_runs": "runs",
+    "min_visits": "runs",
+    "max_runs": "runs",
+    "max_seconds": "duration_s",
+    "runs_per_visit": "runs",
+    "rewarm_runs": "runs0",
+    "warmup_min": "runs0",
+    "warmup_max": "runs0",
+    "warmup_window": "runs",
+    "warmup_tol": "fraction",
+    "warmup_max_seconds": "duration0_s",
+    "chunk_size": "chunk_size",
+    "max_disturbed": "runs",
+    "seed": "seed",
+    "min_quiet_runs": "runs0",
+}
+PROTOCOL_FIELDS: Tuple[Field, ...] = tuple((name, kind, False) for name, kind in PROTOCOL_BOUNDS.items())
+
+
 @dataclass(frozen=True)
 class Protocol:
     """Settings of the timing loop (see the module docstring for what each one does)."""
@@ -104,30 +129,17 @@ class Protocol:
                 f"protocol setting min_quiet_runs {self.min_quiet_runs!r} needs the cpu clock (undisturbed runs are "
                 "those whose wall time stays within 1.15 x their CPU time); got clock 'wall'"
             )
-        checks = [
-            ("rel_ci", 0 < self.rel_ci < 1, "in (0, 1)"),
-            ("confidence", 0.5 <= self.confidence < 1, "in [0.5, 1)"),
-            ("min_runs", self.min_runs >= 1, ">= 1"),
-            ("min_visits", self.min_visits >= 1, ">= 1"),
+        for name, kind in PROTOCOL_BOUNDS.items():  # each number within its kind's range (the bounds table)
+            bounds.check(kind, getattr(self, name), f"protocol setting {name}", MeasurementError)
+        relations = [
             ("max_runs", self.max_runs >= self.min_runs, f">= min_runs ({self.min_runs})"),
-            ("max_seconds", self.max_seconds > 0, "> 0"),
-            ("runs_per_visit", self.runs_per_visit >= 1, ">= 1"),
-            ("rewarm_runs", self.rewarm_runs >= 0, ">= 0"),
-            ("warmup_min", self.warmup_min >= 0, ">= 0"),
             ("warmup_max", self.warmup_max >= self.warmup_min, f">= warmup_min ({self.warmup_min})"),
-            ("warmup_window", self.warmup_window >= 1, ">= 1"),
-            ("warmup_tol", self.warmup_tol > 0, "> 0"),
-            ("warmup_max_seconds", self.warmup_max_seconds >= 0, ">= 0"),
-            ("chunk_size", self.chunk_size >= 1, ">= 1"),
-            ("max_disturbed", self.max_disturbed >= 1, ">= 1"),
-            ("min_quiet_runs", self.min_quiet_runs >= 0, ">= 0"),
             # More could never be had: a config stops at 3 x max_runs runs whatever else.
             ("min_quiet_runs", self.min_quiet_runs <= 3 * self.max_runs, f"<= 3 x max_runs ({3 * self.max_runs})"),
         ]
-        for name, ok, rule in checks:
-            value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value) or not ok:
-                raise MeasurementError(f"protocol setting {name} must be {rule}; got {value!r}")
+        for name, ok, rule in relations:
+            if not ok:
+                raise MeasurementError(f"protocol setting {name} must be {rule}; got {getattr(self, name)!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))

@@ -13,21 +13,25 @@ import json
 import os
 import sys
 import uuid
+from typing import Tuple
 
+from . import bounds
 from .driver import Item, measure_items
 from .errors import MeasurementError
+from .field_bounds import SHAPE_BOUNDS, Field, first_violation, under
 from .fingerprint import (
     CUDA_PROVIDERS,
     check_ort_provider,
     check_seq_lens,
     machine_info,
+    max_seq_len,
     ort_feeds,
     ort_run_once,
     ort_session,
     setting_columns,
     threads_warning,
 )
-from .protocol import Protocol
+from .protocol import PROTOCOL_FIELDS, Protocol
 from .schema import (
     anchor_reference,
     append_rows,
@@ -63,6 +67,28 @@ def _speed_line(rows: list, reference: float | None) -> str:
 
 
 KIT_VERSION = 2  # kit.json's format (`dynasearch kit` writes it; this runner reads only it)
+_CONFIG_FIELDS: Tuple[Field, ...] = (
+    ("depth", "depth", False),
+    ("heads_sum", "count0", False),
+    ("ffn_sum", "count0", False),
+    ("params", "params", False),
+    ("flops.*", "flops", False),
+)
+# Every number of kit.json by its kind in the bounds table (`field_bounds.Field`); the settings' seq_len is
+# also capped by the backbone's positions; Protocol also checks how the protocol's numbers relate.
+KIT_FIELDS: Tuple[Field, ...] = (
+    (
+        ("threads.*", "threads", False),
+        ("batch.*", "batch", False),
+        ("seq_len.*", "seq_len", False),
+        ("vocab_size", "vocab", False),
+    )
+    + tuple((f"configs.*.{p}", kind, nullable) for p, kind, nullable in _CONFIG_FIELDS)
+    + tuple((f"anchor.{p}", kind, nullable) for p, kind, nullable in _CONFIG_FIELDS)
+    + under("protocol", PROTOCOL_FIELDS)
+)
+# kit.json's shape is the backbone's, as a JSON text (the records' shape cell)
+KIT_SHAPE_FIELDS = SHAPE_BOUNDS
 
 
 def read_kit(kit_dir: str) -> dict:
@@ -97,6 +123,31 @@ def read_kit(kit_dir: str) -> dict:
     ]
     if missing:
         raise MeasurementError(f"kit file '{path}' lacks key {missing[0]!r}; write the kit again with `dynasearch kit`")
+    again = "write the kit again with `dynasearch kit`"
+    for key in ("threads", "batch", "seq_len", "configs"):
+        if not isinstance(kit[key], list) or not kit[key]:
+            raise MeasurementError(
+                f"kit file '{path}' has {key} {kit[key]!r:.60}; it must be a non-empty list ({again})"
+            )
+    try:
+        shape = json.loads(kit["shape"]) if isinstance(kit["shape"], str) else None
+    except ValueError:
+        shape = None
+    if not isinstance(shape, dict):
+        raise MeasurementError(
+            f"kit file '{path}' has shape {str(kit['shape'])[:60]!r}; it must be the backbone shape as JSON text "
+            f"({again})"
+        )
+    bad = first_violation(shape, KIT_SHAPE_FIELDS)
+    if bad:
+        raise MeasurementError(f"kit file '{path}' has shape.{bad[0]} {bad[1]!r}; it must be {bad[2]} ({again})")
+    bad = first_violation(kit, KIT_FIELDS, {"seq_len": (max_seq_len(shape), "the backbone's positions")})
+    if bad:
+        raise MeasurementError(f"kit file '{path}' has {bad[0]} {bad[1]!r}; it must be {bad[2]} ({again})")
+    try:
+        Protocol.from_dict(kit["protocol"])
+    except MeasurementError as e:
+        raise MeasurementError(f"kit file '{path}': {e} ({again})") from None
     return kit
 
 
@@ -138,10 +189,9 @@ def main(kit_dir: str, argv: list | None = None) -> int:
     args = ap.parse_args(argv)
     n_ok = n_failed = n_done = 0
     try:
-        for name in ("threads", "batch", "seq_len"):
-            bad = [v for v in getattr(args, name) if v < 1]
-            if bad:
-                raise MeasurementError(f"--{name.replace('_', '-')} must be positive integers; got {bad}")
+        for name in ("threads", "batch", "seq_len"):  # the kind of each option is its own name
+            for v in getattr(args, name):
+                bounds.check(name, v, f"--{name.replace('_', '-')}", MeasurementError)
         check_seq_lens(args.seq_len, json.loads(kit["shape"]))
         check_records_path(args.out)
         if os.path.exists(args.out):

@@ -1,8 +1,9 @@
 """The latency records schema and its files: the records CSV (read, upgraded from older schema
 versions, rewritten atomically) and the raw-timings CSV kept beside it.
 
-Part of the device runtime (standard library only; see `predictors.runtime`): the kit's runner
-writes the very same records. Do not import torch or pandas here.
+Part of the device runtime (standard library + numpy; see `predictors.runtime`): the kit's runner
+writes the very same records. Do not import torch or pandas here. Each row's check, with the bounds
+of every number column (`RECORD_BOUNDS`), is `records_check`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import os
 import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
-from .clocks import CLOCKS
+from .bounds import BOUNDS, describe
 from .errors import MeasurementError
+from .records_check import RECORD_BOUNDS, Bad, check_row  # noqa: F401  (RECORD_BOUNDS re-exported)
 
 SCHEMA = "dynasearch-latency-records/2"
 # Older versions this one reads (and upgrades on the next write): /1 had no speed correction.
@@ -181,175 +183,6 @@ def check_records_path(path: str) -> None:
             os.unlink(tmp)
 
 
-# ------------------------------------------------------------------------------ validation
-# Cells every row must fill; `median_ms` is also needed in rows of status ok. Other cells may be
-# empty (a failed row has no latencies, the kit's runner may leave FLOPs out, older rows lack the
-# speed columns); when filled they must hold a value of their column's type.
-_REQUIRED = frozenset(
-    (
-        "schema",
-        "run_id",
-        "key",
-        "subnet",
-        "depth",
-        "heads_sum",
-        "ffn_sum",
-        "shape",
-        "backend",
-        "device",
-        "threads",
-        "spinning",
-        "dtype",
-        "batch",
-        "seq_len",
-        "cpu_cores",
-        "fingerprint",
-        "target_id",
-        "settings_id",
-        "status",
-    )
-)
-_POSITIVE = frozenset(("threads", "batch", "seq_len", "cpu_cores"))
-# Latencies of an ok row: finite and > 0 (p90/median judges p90 targets; anchor_ms is the speed reference).
-_LATENCIES = (
-    "median_ms",
-    "corrected_median_ms",
-    "wall_median_ms",
-    "quiet_wall_median_ms",
-    "mean_ms",
-    "p90_ms",
-    "p99_ms",
-    "anchor_ms",
-    "speed_index",
-)
-_SHARES = frozenset(("busy_share",))
-_BOOLS = {"true": True, "1": True, "false": False, "0": False}
-_SHAPE_INTS = ("num_layers", "num_heads", "head_dim", "hidden_size", "intermediate_size")
-_HEX = frozenset("0123456789abcdef")
-
-
-class _Bad(Exception):
-    """One cell's damage: (column, what was expected); turned into one MeasurementError line."""
-
-
-def _int_cell(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        f = float(text)  # "5.0" (a table tool's rewrite of an int column) is 5; "5.5", "abc" are not ints
-        if not (math.isfinite(f) and f.is_integer()):
-            raise ValueError(text) from None
-        return int(f)
-
-
-def _json_cell(col: str, text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise _Bad(col, "JSON (the cell is cut or not JSON)") from None
-
-
-def _int_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-
-
-def _check_shape_cell(text: str) -> dict:
-    shape = _json_cell("shape", text)
-    if not isinstance(shape, dict):
-        raise _Bad("shape", "a JSON object (the backbone shape)")
-    for k in _SHAPE_INTS:
-        v = shape.get(k)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise _Bad("shape", f"the backbone shape with a positive integer {k!r} (got {v!r})")
-    return shape
-
-
-def _check_subnet_cell(text: str, shape: Mapping[str, Any], cells: Mapping[str, Any]) -> None:
-    sub = _json_cell("subnet", text)
-    if not isinstance(sub, dict) or not all(k in sub for k in ("layers", "heads", "ffn")):
-        raise _Bad("subnet", "a JSON object with layers, heads and ffn")
-    layers, heads, ffn = sub["layers"], sub["heads"], sub["ffn"]
-    if not (_int_list(layers) and _int_list(heads) and _int_list(ffn)) or not len(layers) == len(heads) == len(ffn):
-        raise _Bad("subnet", "layers, heads and ffn as lists of non-negative integers of one length")
-    if any(b <= a for a, b in zip(layers, layers[1:])):
-        raise _Bad("subnet", f"layers in ascending order without repeats (got {layers})")
-    n_layers, n_heads, n_ffn = shape["num_layers"], shape["num_heads"], shape["intermediate_size"]
-    for name, values, limit, what in (
-        ("layers", layers, n_layers - 1, f"layer indices 0..{n_layers - 1} (its backbone has {n_layers} layers)"),
-        ("heads", heads, n_heads, f"at most {n_heads} heads per layer (its backbone has {n_heads})"),
-        ("ffn", ffn, n_ffn, f"at most {n_ffn} FFN neurons per layer (its backbone has {n_ffn})"),
-    ):
-        over = [v for v in values if v > limit]
-        if over:
-            raise _Bad("subnet", f"{what}; {name} holds {over[0]}")
-    for col, want in (("depth", len(layers)), ("heads_sum", sum(heads)), ("ffn_sum", sum(ffn))):
-        if cells.get(col) is not None and cells[col] != want:
-            raise _Bad(col, f"{want} to agree with the subnet cell {text} (got {cells[col]})")
-
-
-def _check_row(r: Mapping[str, Any], header: Sequence[str]) -> list[str]:
-    """Validate one row's cells (strings); returns the latency columns of an ok row that are NaN,
-    infinite, zero or negative (reported together after the whole file is read)."""
-    if None in r:  # csv.DictReader keeps surplus cells under the key None
-        raise _Bad("", f"{len(header)} cells; the row has {len(header) + len(r[None])}")
-    empty = [c for c in header if r.get(c) is None]
-    if empty:  # a short row: DictReader fills the missing cells with None
-        raise _Bad(
-            "", f"{len(header)} cells; the row has {len(header) - len(empty)} (it is cut: from column {empty[0]!r} on)"
-        )
-    status = r["status"]
-    if status not in ("ok", "failed"):
-        raise _Bad("status", "ok or failed")
-    need = _REQUIRED | ({"median_ms"} if status == "ok" else set())
-    cells: dict[str, Any] = {}
-    bad_latency = []
-    for col in header:
-        text = r[col]
-        typ = RECORD_TYPES.get(col)
-        if text == "":
-            if col in need:
-                raise _Bad(col, "a value (the cell is empty)")
-            continue
-        if typ == "int":
-            try:
-                v = _int_cell(text)
-            except ValueError:
-                raise _Bad(col, "an integer") from None
-            if v < (1 if col in _POSITIVE else 0):
-                raise _Bad(col, "a positive integer" if col in _POSITIVE else "a non-negative integer")
-            cells[col] = v
-        elif typ == "float":
-            try:
-                v = float(text)
-            except ValueError:
-                raise _Bad(col, "a number") from None
-            if col in _LATENCIES and status == "ok":
-                if not (math.isfinite(v) and v > 0):
-                    bad_latency.append(col)
-            elif not math.isfinite(v):
-                raise _Bad(col, "a finite number")
-            elif col in _SHARES and not 0 <= v <= 1:
-                raise _Bad(col, "a share in [0, 1]")
-        elif typ == "bool":
-            if text.lower() not in _BOOLS:
-                raise _Bad(col, "True or False")
-    key = r["key"]
-    if len(key) != 12 or not set(key) <= _HEX:
-        raise _Bad("key", "12 hexadecimal digits (a SubnetConfig key)")
-    shape = _check_shape_cell(r["shape"])
-    _check_subnet_cell(r["subnet"], shape, cells)
-    for part, whole in (("quiet_runs", "n_runs"), ("busy_rounds", "n_runs")):
-        if part in cells and whole in cells and cells[part] > cells[whole]:
-            raise _Bad(part, f"at most {whole} ({cells[whole]}): a count of the timed runs or their rounds")
-    if r.get("protocol"):
-        proto = _json_cell("protocol", r["protocol"])
-        if not isinstance(proto, dict):
-            raise _Bad("protocol", "a JSON object (the protocol settings)")
-        if proto.get("clock", "wall") not in CLOCKS:
-            raise _Bad("protocol", f"a protocol whose clock is {' or '.join(CLOCKS)}")
-    return bad_latency
-
-
 def read_rows(path: str) -> list[dict[str, str]]:
     """Rows of a records CSV as strings ([] for a 0-byte or header-only file), every cell checked;
     rows of an older schema come upgraded (corrected = raw, no speed index). MeasurementError, one
@@ -402,9 +235,9 @@ def read_rows(path: str) -> list[dict[str, str]]:
                     f"{where} holds schema {schema!r}; this version reads {SCHEMA} and {', '.join(OLD_SCHEMAS)}"
                 )
             try:
-                for col in _check_row(r, header):
+                for col in check_row(r, header, RECORD_TYPES):
                     bad_latency.append((n, reader.line_num, r["key"], col))
-            except _Bad as e:
+            except Bad as e:
                 col, want = e.args
                 cell = f" {col} is {str(r.get(col))[:60]!r};" if col else ""
                 raise MeasurementError(f"{where}:{cell} expected {want}") from None
@@ -419,9 +252,13 @@ def read_rows(path: str) -> list[dict[str, str]]:
     if bad_latency:
         n, line, key, col = bad_latency[0]
         value = float(next(r for i, r in enumerate(rows, 1) if i == n)[col])
+        kind = RECORD_BOUNDS[col]
+        # "NaN, zero or negative" (infinite too): what a broken timer or a hand edit leaves; else it is too long
+        low = not math.isfinite(value) or value <= BOUNDS[kind].low
+        what = "a NaN, zero or negative latency" if low else "a latency above its range"
         raise MeasurementError(
-            f"records file '{path}': {len(bad_latency)} record(s) have a NaN, zero or negative latency, e.g. key {key} "
-            f"{col}={value}; first at row {n} (line {line}); latencies must be finite and > 0 (remove or re-measure those rows)"
+            f"records file '{path}': {len(bad_latency)} record(s) have {what}, e.g. key {key} {col}={value}; first at "
+            f"row {n} (line {line}); {col} must be {describe(kind)} (remove or re-measure those rows)"
         )
     for r in rows:
         for c in SPEED_COLUMNS + CLOCK_COLUMNS:

@@ -431,11 +431,11 @@ def test_broken_run_files_exit_2_with_one_line(assets, tmp_path, capsys):
 
 def test_random_subnets_option(assets, tmp_path, capsys):
     base = ["train", "--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"]), *FAST]
-    assert main([*base, "--out", str(tmp_path / "bad"), "--random-subnets", "-1"]) == 2
-    assert (
-        "random_subnets (--random-subnets) must be an integer >= 0 (random per-layer sub-networks per step); got -1"
-        in _err(capsys)
-    )
+    with pytest.raises(SystemExit) as exc:  # the bounds table (argparse), before any work
+        main([*base, "--out", str(tmp_path / "bad"), "--random-subnets=-1"])
+    assert exc.value.code == 2
+    assert "argument --random-subnets: must be an integer in 0..1000000000; got -1" in _err(capsys)
+    assert not (tmp_path / "bad").exists()
     run = tmp_path / "run"
     assert main([*base, "--out", str(run), "--stages", "depth", "--max-steps", "1", "--random-subnets", "3"]) == 0
     assert json.loads((run / "run.json").read_text())["config"]["random_subnets"] == 3
@@ -448,7 +448,7 @@ def test_space_training_options(assets, tmp_path, capsys):
     assert main([*base, "--out", str(bad), "--head-choices", "1,2"]) == 2
     assert "--head-choices describes the space --space-samples N samples from; give --space-samples too" in _err(capsys)
     assert main([*base, "--out", str(bad), "--space-samples", "2", "--head-choices", "1,9"]) == 2
-    assert "training space: head choices [9] outside 0..4" in _err(capsys)
+    assert "training space: a head choice must be an integer in 0..4; got 9" in _err(capsys)
     with pytest.raises(SystemExit) as exc:  # an argparse error: exit status 2, one line
         main([*base, "--out", str(bad), "--space-samples", "2", "--drop-rule", "last"])
     assert exc.value.code == 2 and "argument --drop-rule: invalid choice: 'last'" in _err(capsys)
@@ -456,8 +456,9 @@ def test_space_training_options(assets, tmp_path, capsys):
     assert "--sampling describes the space --space-samples N samples from; give --space-samples too" in _err(capsys)
     assert main([*base, "--out", str(bad), "--space-bias", "mid"]) == 2
     assert "--space-bias describes the space --space-samples N samples from" in _err(capsys)
-    assert main([*base, "--out", str(bad), "--space-samples", "65"]) == 2
-    assert "space_samples (--space-samples) must be at most 64 configs per step; got 65" in _err(capsys)
+    with pytest.raises(SystemExit) as exc:  # the bounds table, at parse time
+        main([*base, "--out", str(bad), "--space-samples", "65"])
+    assert exc.value.code == 2 and "argument --space-samples: must be an integer in 0..64; got 65" in _err(capsys)
     assert not bad.exists()
     run = tmp_path / "run"
     args = ["--stages", "width,depth", "--max-steps", "1", "--space-samples", "2", "--sampling", "sandwich"]
@@ -471,4 +472,6 @@ def test_space_training_options(assets, tmp_path, capsys):
     err = _err(capsys)
     assert "--space-samples 5 differs from the run's 2" in err and "run.json" in err
     assert main(["train", "--out", str(run), "--resume", "--no-progress", "--head-choices", "1"]) == 2
-    assert "the space options" in _err(capsys) and (run / "run.json").read_bytes() == before
+    err = _err(capsys)  # the differing fields by name, the run's value -> the asked one (issue 23)
+    assert "the space options differ from the run's (head_choices: [1, 2, 4] -> [1]" in err, err
+    assert "{" not in err and (run / "run.json").read_bytes() == before

@@ -150,8 +150,11 @@ def test_demo_refuses_foreign_output(tmp_path, capsys):
 def test_demo_refuses_other_settings_once_started(tmp_path, tiny_bert_dir):
     out = tmp_path / "d"
     (out / "run").mkdir(parents=True)  # training had begun under the saved settings
-    (out / "demo.json").write_text(json.dumps({"task": "sst2"}))
-    with pytest.raises(OutputExistsError, match="holds a demo run with other settings"):
+    (out / "demo.json").write_text(json.dumps(DemoConfig(out_dir=out, model_dir=tiny_bert_dir, epochs=2).settings()))
+    # the differing field by name, the saved value -> the asked one (issue 23), not the whole settings
+    with pytest.raises(
+        OutputExistsError, match=r"holds a demo run with other settings than asked \(epochs: 2 -> 1\.0; in "
+    ):
         run_demo(DemoConfig(out_dir=out, model_dir=tiny_bert_dir), progress=False)
 
 

@@ -317,3 +317,56 @@ def test_kit_carries_the_cpu_clock_to_its_runner(tmp_path):
     assert (df["wall_median_ms"] > 0).all() and df["busy_share"].between(0, 1).all()
     out, res = run_runner(kit, "--threads", "2", "--no-resume")
     assert out["code"] == 2 and "threads 2 with --clock cpu" in res.stderr
+
+
+# ---- issue 23: one predictor fits one clock, and records it
+def _clock_rows(clock: str, run_id: str, seed: int) -> list[dict]:
+    """Records rows of one run timed with `clock` (its protocol cell says so, as `measure --clock` writes)."""
+    from latency_helpers import additive_ms, rows
+
+    out = rows(uniform_configs(SearchSpace.default(SHAPE), 30, seed=seed), additive_ms)
+    for r in out:
+        r.update(protocol=Protocol(clock=clock).to_json(), run_id=run_id)
+    return out
+
+
+def test_records_of_two_clocks_are_refused_naming_both_and_how_to_split(tmp_path):
+    from latency_helpers import records
+
+    from predictors import RecordsError, fit_and_evaluate, make_predictor
+
+    df = records(tmp_path / "r.csv", _clock_rows("wall", "wallrun", 1) + _clock_rows("cpu", "cpurun", 2))
+    msg = (
+        r"^records mix clocks: 30 row\(s\) timed with the CPU clock \(--clock cpu\), run\(s\) cpurun; 30 row\(s\) "
+        r"timed with the wall clock, run\(s\) wallrun; one predictor fits one clock: fit the records of one clock "
+        r"only \(give only the files, or keep only the rows of the runs, of that clock\), or measure again into "
+        r"another --out with one --clock$"
+    )
+    with pytest.raises(RecordsError, match=msg):
+        make_predictor("layer-regression").fit(df)
+    with pytest.raises(RecordsError, match=msg):
+        fit_and_evaluate(df, ["layer-regression"], tmp_path / "out", plots=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_predictor_records_its_clock_and_an_older_one_reads_as_wall(tmp_path):
+    from latency_helpers import records
+
+    from predictors import PredictorError, load_predictor, make_predictor
+
+    cpu = make_predictor("layer-regression").fit(records(tmp_path / "c.csv", _clock_rows("cpu", "c", 1)))
+    wall = make_predictor("layer-regression").fit(records(tmp_path / "w.csv", _clock_rows("wall", "w", 1)))
+    assert (cpu.fitted_on.clock, wall.fitted_on.clock) == ("cpu", "wall")
+    cpu.save(tmp_path / "cpu")
+    doc = json.loads((tmp_path / "cpu" / "predictor.json").read_text())
+    assert doc["meta"]["clock"] == "cpu" and load_predictor(tmp_path / "cpu").fitted_on.clock == "cpu"
+    # A predictor written before the clock was kept: no key, read as wall, and no warning about it.
+    del doc["meta"]["clock"]
+    (tmp_path / "cpu" / "predictor.json").write_text(json.dumps(doc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_predictor(tmp_path / "cpu").fitted_on.clock == "wall"
+    doc["meta"]["clock"] = "sundial"
+    (tmp_path / "cpu" / "predictor.json").write_text(json.dumps(doc))
+    with pytest.raises(PredictorError, match=r"key meta\.clock is \"sundial\"; expected 'wall' or 'cpu'"):
+        load_predictor(tmp_path / "cpu")

@@ -121,7 +121,7 @@ def test_runner_keeps_raw_timings_and_a_speed_index(kit):
 @pytest.mark.parametrize(
     "args,match",
     [
-        (["--seq-len", "100000"], "--seq-len 100000 is longer than the backbone's 64 positions"),
+        (["--seq-len", "65"], "--seq-len 65 is longer than the backbone's 64 positions"),
         (["--out", "/proc/x.csv"], "cannot write records file '/proc/x.csv'"),
         (["--out", "/tmp"], "is a directory"),
     ],

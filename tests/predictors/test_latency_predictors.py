@@ -281,7 +281,7 @@ def test_fitted_on_is_the_metadata_typed(tmp_path):
     [
         (
             lambda m: dict(m, threads="one"),
-            r'^predictor metadata: key meta\.threads is "one"; expected a positive integer$',
+            r'^predictor metadata: key meta\.threads is "one"; expected an integer in 1\.\.1024$',
         ),
         (
             lambda m: dict(m, spinning="off"),
@@ -301,7 +301,7 @@ def test_fitted_on_is_the_metadata_typed(tmp_path):
         ),
         (
             lambda m: dict(m, anchor_reference=[{"batch": 1, "seq_len": 16, "key": "k", "ms": -1}]),
-            r"^predictor metadata: key meta\.anchor_reference is .*ms a positive number$",
+            r"^predictor metadata: key meta\.anchor_reference\[0\]\.ms is -1; expected a number in \(0, .*\] ms$",
         ),
         (lambda m: [m], r"^predictor metadata: key meta is list; expected an object$"),
     ],

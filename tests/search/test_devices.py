@@ -109,6 +109,15 @@ def test_two_devices_share_one_cache(sk_run, sk_predictor, slow_predictor, fast_
         (["cpu:fp16=A"], None, r"device 'cpu': unknown precision 'fp16'; allowed: fp32, int8"),
         (["9cpu=A"], None, r"device name '9cpu' must start with a letter"),
         (["cpu=A", "cpu:int8=B"], "cpu=5ms,cpu=6ms", r"names device 'cpu' twice"),
+        # issue 23: int8 enters at the fp32 fronts of the SAME device; another device's fp32 does not count
+        (
+            ["cpu:int8=B"],
+            None,
+            r"^--predictor cpu:int8=B: an int8 entry is searched on the fp32 fronts of the same device, and device "
+            r"'cpu' has no fp32 predictor: add --predictor cpu=DIR \(a predictor fitted on float32 records of that "
+            r"device: dynasearch measure --dtype float32 \.\.\.\)$",
+        ),
+        (["gpu=A", "cpu:int8=B"], "gpu=5ms", r"^--predictor cpu:int8=B: .*device 'cpu' has no fp32 predictor"),
     ],
 )
 def test_bad_device_options(predictors, targets, message):
@@ -164,7 +173,8 @@ def test_predictor_precision_must_match_the_entry(sk_predictor, int8_predictor):
     p = re.escape(str(int8_predictor))
     with pytest.raises(SearchError, match=rf"^--predictor gpu={p}: predictor {p} was fitted on int8 records; "
                        r"a plain NAME \(fp32\) entry needs a predictor fitted on float32 records "
-                       rf"\(dynasearch measure --dtype float32 \.\.\.; or give it as --predictor gpu:int8={p}\)$"):  # fmt: skip
+                       rf"\(dynasearch measure --dtype float32 \.\.\.; or give it as --predictor gpu:int8={p} beside "
+                       r"a float32 one\)$"):  # fmt: skip
         check_compatible([bad], {"gpu": int8})
 
 

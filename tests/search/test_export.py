@@ -251,17 +251,17 @@ def test_later_export_removes_only_stale_temporaries_of_dead_runs(tmp_path, tiny
         stale = leftover(f".o.ds{_HOST}-{dead}-abcdefgh.tmp")
         stale_file = tmp_path / f".o.ds{_HOST}-{dead}-k2j4_x9q.tmp"
         stale_file.write_text("half a file")
+        other = leftover(f".other.ds{_HOST}-{dead}-abcdefgh.tmp")  # another output's: any write beside it cleans it
         keep = [
             leftover(f".o.ds{_HOST}-{alive.pid}-abcdefgh.tmp"),  # a run still working on it
             leftover(f".o.ds{'0' * 6 if _HOST != '000000' else '111111'}-{dead}-abcdefgh.tmp"),  # made on another host
             leftover(f".o.ds{_HOST}-{dead}-old.tmp"),  # the only copy of a replaced output while `o` is missing
-            leftover(f".other.ds{_HOST}-{dead}-abcdefgh.tmp"),  # another output's
             leftover(".o.backup"),  # not our name pattern
             leftover(f".o.ds{_HOST}-{dead}-abcdefgh.tmp.mine"),
         ]
-        assert stale_temporaries(out) == sorted([stale, stale_file])
+        assert stale_temporaries(out) == sorted([stale, stale_file, other])
         assert run_cli("export", tiny_bert_dir, "--width", "0.5", "--depth", "1", "--format", "hf", "--out", out) == 0
-        assert not stale.exists() and not stale_file.exists()
+        assert not stale.exists() and not stale_file.exists() and not other.exists()
         assert all(p.exists() for p in keep), [p.name for p in keep if not p.exists()]
         assert (out / "manifest.json").is_file()
         # Once `o` exists again, a dead run's moved-aside old output is garbage too.

@@ -79,6 +79,28 @@ def test_query_below_the_fastest_config_exits_1(sk_results, capsys):
         query(sk_results, 0.01)
 
 
+def test_device_query_without_answer_names_each_precision_once(sk_results, fast_tmp, capsys):
+    """A device with an fp32 and an int8 entry, neither meeting the target (issue 23): one 'no config'
+    sentence for the device, then each precision's own fastest config, named by its precision."""
+    from search.devices import DEVICES_FORMAT
+
+    out = fast_tmp / "multi"
+    copy_results(sk_results, out / "cpu")
+    r = read_results(copy_results(sk_results, out / "cpu-int8"))
+    front = r.front.assign(predicted_ms=r.front["predicted_ms"] / 2)  # int8's fastest is another latency
+    write_results(out / "cpu-int8", r.meta, r.trials, front)
+    entries = [{"name": "cpu", "precision": p, "results": f} for p, f in (("fp32", "cpu"), ("int8", "cpu-int8"))]
+    (out / "devices.json").write_text(json.dumps({"format": DEVICES_FORMAT, "version": 1, "devices": entries}))
+    assert cli("query", out, "--device-name", "cpu", "--target-latency", "10us") == 1
+    std, err = capsys.readouterr()
+    assert std == "" and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("dynasearch query: no answer: no config of device cpu meets 0.01 ms; the fastest fp32 ")
+    assert err.count("no config") == 1, err
+    assert err.count("fastest fp32 config") == err.count("fastest int8 config") == 1, err
+    fp32_ms, int8_ms = (float(m) for m in re.findall(r"config is \S+ \([^)]*\) at ([\d.e-]+) ms", err))
+    assert int8_ms == pytest.approx(fp32_ms / 2, rel=0.01), err
+
+
 def test_export_results_below_the_fastest_config_exits_1(sk_results, fast_tmp, capsys):
     out = fast_tmp / "deploy"
     assert cli("export", "--results", sk_results, "--target-latency", "10us", "--format", "hf", "--out", out) == 1
@@ -171,7 +193,7 @@ def test_query_foreign_and_missing_directories(tmp_path, capsys):
 
 
 def test_query_library_errors():
-    with pytest.raises(SearchError, match="positive number of milliseconds"):
+    with pytest.raises(SearchError, match=r"target latency must be a number in \(0, 3\.6e\+06\] ms; got 0"):
         query("anywhere", 0)
 
 
@@ -255,12 +277,12 @@ READER_DAMAGE = [
     (
         "seq-len-zero",
         edit_meta(lambda m: m["study"]["latency"].update(seq_len=0)),
-        r"'study\.latency\.seq_len' must be a positive integer; got 0",
+        r"'study\.latency\.seq_len' must be an integer in 1\.\.8192; got 0",
     ),
     (
         "target-inf",
         edit_meta(lambda m: m["study"].update(target_ms=float("inf"))),
-        r"'study\.target_ms' must be null or a positive number.*got inf",
+        r"'study\.target_ms' must be null or a number in \(0, 3\.6e\+06\] ms; got inf",
     ),
     (
         "percentile",
@@ -271,7 +293,7 @@ READER_DAMAGE = [
     (
         "summary-trials-a-float",
         edit_meta(lambda m: m["summary"].update(trials=30.0)),
-        r"'summary\.trials' must be a positive integer; got 30\.0",
+        r"'summary\.trials' must be an integer in 1\.\.1000000000; got 30\.0",
     ),
     (
         "shape-unknown-key",
@@ -286,7 +308,7 @@ READER_DAMAGE = [
     (
         "shape-bool-layers",
         edit_meta(lambda m: m["study"]["space"]["shape"].update(num_layers=True)),
-        r"'study\.space\.shape\.num_layers' must be a positive integer; got true",
+        r"'study\.space\.shape\.num_layers' must be an integer in 1\.\.1024; got true",
     ),
     (
         "ffn-choice-beyond",
@@ -315,17 +337,17 @@ READER_DAMAGE = [
     (
         "measured-a-word",
         set_cell("front.csv", "measured_ms", "abc"),
-        r"front\.csv: row 1, column 'measured_ms': expected a number or an empty cell; got 'abc'$",
+        r"front\.csv: row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got 'abc'$",
     ),
     (
         "measured-inf",
         set_cell("front.csv", "measured_ms", "inf"),
-        r"row 1, column 'measured_ms': expected a finite number or an empty cell",
+        r"row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got 'inf'",
     ),
     (
         "measured-zero",
         set_cell("front.csv", "measured_ms", "0"),
-        r"row 1, column 'measured_ms': expected a number > 0; got '0'",
+        r"row 1, column 'measured_ms': expected a number in \(0, 3\.6e\+06\] ms or an empty cell; got '0'",
     ),
     (
         "measured-without-raw",
@@ -335,22 +357,22 @@ READER_DAMAGE = [
     (
         "predicted-empty",
         set_cell("trials.csv", "predicted_ms", "", row=5),
-        r"trials\.csv: row 5, column 'predicted_ms': expected a number; got an empty cell",
+        r"trials\.csv: row 5, column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got an empty cell",
     ),
     (
         "predicted-nan",
         set_cell("trials.csv", "predicted_ms", "NaN", row=2),
-        r"row 2, column 'predicted_ms': expected a finite number; got 'NaN'",
+        r"row 2, column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got 'NaN'",
     ),
     (
         "predicted-underscore",
         set_cell("trials.csv", "predicted_ms", "1_000", row=2),
-        r"row 2, column 'predicted_ms': expected a number; got '1_000'",
+        r"row 2, column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got '1_000'",
     ),
     (
         "metric-empty",
         set_cell("front.csv", "metric_search", ""),
-        r"row 1, column 'metric_search': expected a number; got an empty cell",
+        r"row 1, column 'metric_search': expected a number in \[-1e\+06, 1e\+06\]; got an empty cell",
     ),
     (
         "width-above-one",
@@ -360,7 +382,7 @@ READER_DAMAGE = [
     (
         "trial-a-float",
         set_cell("trials.csv", "trial", "0.5"),
-        r"trials\.csv: row 1, column 'trial': expected an integer >= 0; got '0\.5'",
+        r"trials\.csv: row 1, column 'trial': expected an integer in 0\.\.1000000000; got '0\.5'",
     ),
     (
         "bool-lowercase",
@@ -375,7 +397,7 @@ READER_DAMAGE = [
     (
         "duplicate-of-word",
         set_cell("trials.csv", "duplicate_of", "x"),
-        r"column 'duplicate_of': expected an integer >= 0 or an empty cell",
+        r"column 'duplicate_of': expected an integer in 0\.\.1000000000 or an empty cell",
     ),
     # JSON cells that parse, sub-networks inside the backbone, keys and depths that match them
     (
@@ -478,7 +500,7 @@ READER_DAMAGE = [
     (
         "older-version-damaged",
         lambda d: (as_version_1(d), set_cell("front.csv", "predicted_ms", "x")(d)),
-        r"front\.csv: row 1, column 'predicted_ms': expected a number; got 'x' \(results format version 1, written by an older dynasearch\)$",
+        r"front\.csv: row 1, column 'predicted_ms': expected a number in \(0, 3\.6e\+06\] ms; got 'x' \(results format version 1, written by an older dynasearch\)$",
     ),
 ]
 

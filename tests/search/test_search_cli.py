@@ -121,7 +121,7 @@ def test_trials_zero(sk_run, sk_predictor, fast_tmp, capsys):
     with pytest.raises(SystemExit) as e:
         cli(*search_args(sk_run, sk_predictor, out, "--trials", 0))
     assert e.value.code == 2
-    assert "--trials: must be a positive integer; got 0" in capsys.readouterr().err
+    assert "--trials: must be an integer in 1..1000000000; got 0" in capsys.readouterr().err
     with pytest.raises(SearchError, match="trials must be a positive integer"):
         run_search(SearchConfig(run=sk_run, predictor=sk_predictor, out=out, trials=0))
     assert not out.exists()

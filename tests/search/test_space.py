@@ -91,10 +91,10 @@ def test_repair_skips_empty_layers():
     "opts, message",
     [
         (SpaceOptions(ffn_choices=(32,), ffn_step=16), "either FFN choices or an FFN step"),
-        (SpaceOptions(ffn_step=65), "FFN step must be in 1..64"),
+        (SpaceOptions(ffn_step=65), "FFN step must be an integer in 1..64"),
         (SpaceOptions(min_layers=5), "min layers must be in 1..4"),
         (SpaceOptions(head_choices=(0,), ffn_choices=(0,)), "all 0"),
-        (SpaceOptions(head_choices=(5,)), r"head choices \[5\] outside 0..4"),
+        (SpaceOptions(head_choices=(5,)), r"a head choice must be an integer in 0\.\.4; got 5"),
     ],
 )
 def test_bad_space_options(opts, message):

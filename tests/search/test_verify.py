@@ -224,3 +224,25 @@ def test_verification_takes_the_cpu_clock_where_the_setting_allows_it():
     assert verify_protocol(BackendSettings(backend="torch", threads=1)).clock == "cpu"
     assert verify_protocol(BackendSettings(backend="onnxruntime", threads=2)).clock == "wall"
     assert verify_protocol(BackendSettings(backend="onnxruntime", threads=1, spinning=True)).clock == "wall"
+
+
+def test_a_cpu_clock_predictor_is_named_in_one_warning_line(sk_run, sk_predictor, fast_tmp, capsys):
+    """A predictor fitted on CPU-clock records (measure --clock cpu) prices CPU time while the target and
+    verification are wall time: the search says so once; a wall-clock predictor gets no such line."""
+    import shutil
+
+    cpu = Path(shutil.copytree(sk_predictor, fast_tmp / "cpu-pred"))
+    doc = json.loads((cpu / "predictor.json").read_text())
+    doc["meta"]["clock"] = "cpu"  # as fit-predictor writes it for CPU-clock records
+    (cpu / "predictor.json").write_text(json.dumps(doc))
+    assert cli(*search_args(sk_run, cpu, fast_tmp / "r", "--trials", 12, "--no-verify")) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "CPU-clock" in line]
+    assert said == [
+        f"warning: predictor {cpu} was fitted on CPU-clock records (--clock cpu): it predicts CPU time, while the "
+        "target and its verification are wall time (the two agree only while the inference thread keeps its core)"
+    ], err
+    search_json = json.loads((fast_tmp / "r" / "search.json").read_text())
+    assert any("CPU-clock" in w for w in search_json["warnings"])
+    assert cli(*search_args(sk_run, sk_predictor, fast_tmp / "w", "--trials", 12, "--no-verify")) == 0
+    assert "CPU-clock" not in capsys.readouterr().err
