@@ -202,10 +202,15 @@ def test_worker_with_other_sampler_refused(searchable, tmp_path):
         _search(searchable, tmp_path, url, "s", sampler="tpe")
 
 
-def test_worker_with_other_space_refused_cli(searchable, tmp_path):
+def test_worker_with_other_space_refused_cli(searchable, tmp_path, capsys):
+    """Through the CLI's main, in this process (two processes are the point of the tests above, not here)."""
+    from dynasearch.cli import main
+
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert finish(start(worker_cmd(searchable, tmp_path / "a", url, "s", 3)))[0] == 0
-    rc, out, err = finish(start(worker_cmd(searchable, tmp_path / "b", url, "s", 3, "--no-drop")))
+    assert main(worker_cmd(searchable, tmp_path / "a", url, "s", 3)[3:]) == 0
+    capsys.readouterr()
+    rc = main(worker_cmd(searchable, tmp_path / "b", url, "s", 3, "--no-drop")[3:])
+    err = capsys.readouterr().err
     assert rc == 2
     assert "error: study 's'" in err
     assert "created with other settings than asked (space.allow_drop: true -> false" in err, err
