@@ -45,6 +45,7 @@ BOUNDS: Dict[str, Bound] = {
     "latency_ms": Bound(0, HOUR_MS, False, True, "ms", "a latency above an hour is an error, not a number"),
     "duration_s": Bound(0, DAY_S, False, True, "s", "a time limit, cap or heartbeat above a day is an error"),
     "heartbeat_s": Bound(1, 86_400, True, False, "s", "a heartbeat or grace period in whole seconds, at most a day"),
+    "rate": Bound(0, 1_000_000, False, True, "/s", "requests per second of a load schedule"),
     "ratio": Bound(0, 1000, False, True, "", "a ratio of two latencies or speeds (1.0 = equal)"),
     "latency0_ms": Bound(0, HOUR_MS, False, False, "ms", "a spread of latencies (IQR); 0 when the runs agree"),
     "elapsed_s": Bound(0, 7 * DAY_S, False, False, "s", "wall seconds a step or measurement took (0: under rounding)"),
