@@ -68,7 +68,7 @@ def test_describe_says_the_range_and_its_unit():
 @pytest.mark.parametrize("kind", sorted(BOUNDS))
 def test_every_kind_is_well_formed(kind):
     b = BOUNDS[kind]
-    assert b.low < b.high and b.why and b.unit in ("", "ms", "s", "%")
+    assert b.low < b.high and b.why and b.unit in ("", "ms", "s", "%", "/s")
     assert not b.integer or (isinstance(b.low, int) and isinstance(b.high, int))
     # the ends: low is inside unless the kind is open there, high always is
     assert violation(kind, b.high) is None and (violation(kind, b.low) is None) != b.low_open
