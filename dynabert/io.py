@@ -21,12 +21,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from predictors.runtime.schema import HOST_TAG
 
 from .errors import DataError, DynasearchError, OutputExistsError
 
@@ -43,7 +44,7 @@ def make_readable(path: str | Path, is_dir: bool = False) -> None:
         os.chmod(path, _umask_mode(0o777 if is_dir else 0o666))
 
 
-_HOST = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
+_HOST = HOST_TAG  # one home: the device runtime's records writer names its temporaries the same way
 # tempfile's random part is 8 of [a-z0-9_]; "old" marks an output being replaced.
 _TEMP = re.compile(r"\.ds(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-(?P<tag>[a-z0-9_]{8}|old)\.tmp")
 _TEMP_NAME = re.compile(r"\.(?P<name>.+)" + _TEMP.pattern)  # a whole temporary's name: `.NAME` + the above

@@ -9,16 +9,22 @@ of every number column (`RECORD_BOUNDS`), is `records_check`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import socket
 import tempfile
 from typing import Any, Iterable, Mapping, Sequence
 
 from .bounds import BOUNDS, describe
 from .errors import MeasurementError
 from .records_check import RECORD_BOUNDS, Bad, check_row  # noqa: F401  (RECORD_BOUNDS re-exported)
+
+# The host's short hash in temporaries' names (the same as dynabert.io's: a process id names a process
+# of this host only).
+HOST_TAG = hashlib.blake2b(socket.gethostname().encode(), digest_size=3).hexdigest()
 
 SCHEMA = "dynasearch-latency-records/2"
 # Older versions this one reads (and upgrades on the next write): /1 had no speed correction.
@@ -272,7 +278,11 @@ def write_text_atomic(path: str, text: str) -> None:
     """Write a file by temp file + rename: a kill at any moment leaves the old or the new file."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    # Named as dynabert.io names its temporaries (.NAME.ds<host>-<pid>-<random>.tmp): a killed run's
+    # leftover is then recognised, and removed, by the next command that writes in this folder.
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.ds{HOST_TAG}-{os.getpid()}-", suffix=".tmp", dir=directory
+    )
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)

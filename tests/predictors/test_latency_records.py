@@ -111,3 +111,23 @@ def test_repeatability_hand_computed(tmp_path):
     r = repeatability(a, b)
     assert r["configs"] == 4 and r["within"] == 0.75
     assert r["max_rel_diff"] == pytest.approx(0.5 / 10.25)
+
+
+def test_records_temporaries_are_named_so_the_next_command_can_clean_them(tmp_path, monkeypatch):
+    """The runtime's atomic writer names its temporary as dynabert.io does (.NAME.ds<host>-<pid>-*.tmp):
+    a measure killed mid-write leaves a file that the next command writing in the folder recognises
+    as a dead process's and removes (a random name could never be proven dead)."""
+    import os
+
+    from dynabert.io import _TEMP_NAME, remove_stale_temporaries
+    from predictors.runtime import schema
+
+    names = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (names.append(os.path.basename(a)), replace(a, b))[1])
+    schema.write_text_atomic(str(tmp_path / "records.csv"), "x\n")
+    assert len(names) == 1 and _TEMP_NAME.fullmatch(names[0]), names
+    dead = names[0].replace(f"-{os.getpid()}-", "-999999999-")  # a process id no process has
+    (tmp_path / dead).write_text("half a row")
+    remove_stale_temporaries(tmp_path / "other-output.json")
+    assert not (tmp_path / dead).exists() and (tmp_path / "records.csv").read_text() == "x\n"
