@@ -20,7 +20,12 @@ from tinymodels import save_hf_model, tiny_bert_config, tiny_roberta_config  # n
 # Modules that time real runs and assert what the timings say (busy rounds, undisturbed runs, the
 # speed correction, convergence): marked `serial`, they run in the suite's second phase, alone on the
 # machine (`make test` runs the rest first on every core with pytest-xdist, then these on one).
-SERIAL_MODULES = ("predictors/test_clock.py", "predictors/test_latency_protocol.py", "predictors/test_latency_speed.py")
+SERIAL_MODULES = (
+    "predictors/test_clock.py",
+    "predictors/test_latency_protocol.py",
+    "predictors/test_latency_speed.py",
+    "predictors/test_calibrate.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
