@@ -34,6 +34,7 @@ COMMANDS = (
     "fit_predictor",
     "search",
     "query",
+    "serve",
     "demo",
 )
 

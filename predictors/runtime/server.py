@@ -24,7 +24,7 @@ import json
 import math
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import bounds
 from .policy import Decision, Policy, PolicyError, Request
@@ -52,7 +52,8 @@ class Engine:
     pair_task: bool = False
     max_length: int = 64
 
-    def length(self, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> int:
+    def length(self, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> Tuple[int, bool]:
+        """(tokens of the longest example after truncation, whether any example was truncated)."""
         raise NotImplementedError
 
     def run(self, key: str, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> List[Tuple[str, List[float]]]:
@@ -77,15 +78,20 @@ class Server:
     def __init__(
         self,
         engine: Engine,
-        policy: Policy,
+        policy: Optional[Policy] = None,
         queue_bound: int = 4096,
         max_texts: int = MAX_TEXTS,
         max_body: int = MAX_BODY,
         registry: Any = None,
+        prepare: Optional[Callable[[], Policy]] = None,
     ) -> None:
         bounds.check("queue", queue_bound, "queue bound", PolicyError)
         bounds.check("texts", max_texts, "texts per request", PolicyError)
         bounds.check("body_bytes", max_body, "body size limit", PolicyError)
+        if (policy is None) == (prepare is None):
+            raise PolicyError("give the server a policy, or a prepare() that calibrates and returns one")
+        self.prepare = prepare
+        self.failed: Optional[str] = None  # why prepare() failed (the server stays live, never ready)
         self.max_texts = max_texts
         self.max_body = max_body
         self.engine = engine
@@ -104,9 +110,27 @@ class Server:
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Start the worker; with prepare() (the calibration), ready only once it returned the policy:
+        live at once, ready when calibrated (the OIP's two health checks)."""
         self._wake = asyncio.Event()
+        if self.prepare is None:
+            self._begin()
+        else:
+            self._worker = asyncio.get_running_loop().create_task(self._calibrate())
+
+    def _begin(self) -> None:
         self._worker = asyncio.get_running_loop().create_task(self._work())
         self.ready = True
+
+    async def _calibrate(self) -> None:
+        try:
+            self.policy = await asyncio.get_running_loop().run_in_executor(None, self.prepare)
+        except Exception as e:  # the server stays live and says why it is not ready
+            self.failed = f"{type(e).__name__}: {e}"
+            return
+        if not self.stopping:
+            self._begin()
+            await self._worker
 
     async def drain(self) -> None:
         """Stop taking requests, answer every queued one, stop the worker."""
@@ -122,21 +146,20 @@ class Server:
         """Queue one request (its texts answered in one batch); the answer, or Rejected."""
         if self.stopping or self._wake is None:
             raise Rejected(503, "the server is shutting down", {"Retry-After": "1"})
+        if not self.ready:
+            why = f"calibration failed ({self.failed})" if self.failed else "calibrating the latency table"
+            raise Rejected(503, f"not ready: {why}", {"Retry-After": "5"})
         n = len(texts)
         if self.queued_texts + n > self.queue_bound:
             self.metrics.shed.inc()
             raise Rejected(
                 503, f"queue full ({self.queued_texts} texts waiting, bound {self.queue_bound})", self._retry()
             )
-        length = self.engine.length(texts, pairs)
+        length, truncated = self.engine.length(texts, pairs)
         request = Request(self._next_id, arrival, n, min(length, self.engine.max_length))
         self._next_id += 1
         future = asyncio.get_running_loop().create_future()
-        self.queue.append(
-            _Pending(
-                request, list(texts), None if pairs is None else list(pairs), future, length > self.engine.max_length
-            )
-        )
+        self.queue.append(_Pending(request, list(texts), None if pairs is None else list(pairs), future, truncated))
         self.queued_texts += n
         self.metrics.queue.set(self.queued_texts)
         self._wake.set()
@@ -360,7 +383,10 @@ def build_app(server: Server, name: str = "dynabert", version: str = "1") -> Any
                     {"name": "label", "datatype": "BYTES", "shape": [-1]},
                     {"name": "scores", "datatype": "FP32", "shape": [-1, n]},
                 ],
-                "parameters": {"subnetworks": sorted(server.engine.configs), "slo_ms": server.policy.slo_ms},
+                "parameters": {
+                    "subnetworks": sorted(server.engine.configs),
+                    "slo_ms": server.policy.slo_ms if server.policy else None,
+                },
             }
         )
 

@@ -29,7 +29,8 @@ class FakeEngine(Engine):
         self.ran: list[tuple[str, int]] = []
 
     def length(self, texts, pairs):
-        return max(len(t.split()) + (len(p.split()) if pairs else 0) for t, p in zip(texts, pairs or texts)) + 2
+        n = max(len(t.split()) + (len(p.split()) if pairs else 0) for t, p in zip(texts, pairs or texts)) + 2
+        return min(n, self.max_length), n > self.max_length
 
     def run(self, key, texts, pairs):
         self.ran.append((key, len(texts)))
@@ -214,3 +215,38 @@ def test_drain_answers_every_queued_request_then_stops():
     answers = asyncio.run(scenario())
     assert len(answers) == 8 and all(a["rows"][0][0] == "pos" for a in answers)
     assert not server.queue and sum(n for _, n in engine.ran) == 8
+
+
+def test_live_at_once_ready_only_when_calibrated_and_a_failed_calibration_says_why():
+    engine = FakeEngine()
+    gate = threading.Event()
+
+    def prepare():
+        gate.wait(10)
+        return Policy(table(engine.ms), 200.0)
+
+    server = Server(engine, prepare=prepare)
+    with TestClient(build_app(server)) as c:
+        assert c.get("/v2/health/live").status_code == 200
+        assert c.get("/v2/health/ready").status_code == 503
+        r = infer(c, ["good"])
+        assert r.status_code == 503 and r.json()["error"] == "not ready: calibrating the latency table"
+        gate.set()
+        for _ in range(100):
+            if c.get("/v2/health/ready").status_code == 200:
+                break
+            time.sleep(0.02)
+        assert infer(c, ["good"]).status_code == 200
+
+    def broken():
+        raise RuntimeError("no model file")
+
+    server = Server(engine, prepare=broken)
+    with TestClient(build_app(server)) as c:
+        for _ in range(100):
+            if server.failed:
+                break
+            time.sleep(0.02)
+        assert c.get("/v2/health/ready").status_code == 503
+        r = infer(c, ["good"])
+        assert "calibration failed (RuntimeError: no model file)" in r.json()["error"]

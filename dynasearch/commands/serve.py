@@ -1,0 +1,46 @@
+"""dynasearch serve BUNDLE --slo 40ms: the device's front of a bundle as one dynamic server (no torch)."""
+
+from __future__ import annotations
+
+from .common import bounded
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a bundle's front over the Open Inference Protocol, switching sub-network per batch to hold an SLO",
+        description="Loads the front configs the bundle carries for this machine's device (`export --bundle --front K`), "
+        "measures their latency table here (batch sizes 1-16, length buckets; cached beside the bundle), then answers "
+        "POST /v2/models/NAME/infer, choosing each batch's sub-network so that as many requests as possible meet the "
+        "SLO and, among those choices, accuracy is highest. GET /metrics in Prometheus format. SIGTERM: stop "
+        "accepting, answer what is queued, exit 0. Needs the serve extra: pip install 'dynasearch[serve]'.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="a bundle of `dynasearch export --results R --bundle --front K`")
+    p.add_argument("--slo", required=True, metavar="LAT", help="latency objective per request with a unit, e.g. 40ms")
+    p.add_argument(
+        "--device", default=None, metavar="NAME", help="the bundle's device to serve (default: this machine's)"
+    )
+    p.add_argument("--name", default="dynabert", help="model name in the protocol's paths (default dynabert)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=bounded("port"), default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--static", default=None, metavar="KEY|full", help="serve one fixed config (a front key, or full: the most "
+        "accurate) through the same code: the baselines"
+    )  # fmt: skip
+    p.add_argument(
+        "--overload",
+        choices=["shed", "late"],
+        default="shed",
+        help="when even the fastest config cannot meet a request's deadline: shed (503 + Retry-After; default: a "
+        "late answer is worth less than a retry elsewhere, and shedding keeps the rest of the queue on time) or late",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from predictors.runtime.serve_bundle import serve
+    from search.units import parse_latency
+
+    slo = parse_latency(args.slo)
+    serve(args.bundle, slo, args.device, args.name, args.host, args.port, args.static, args.overload)
+    return 0

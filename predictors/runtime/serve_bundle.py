@@ -1,0 +1,152 @@
+"""Serving a bundle: its device's front as one dynamic server (`dynasearch serve BUNDLE --slo 40ms`).
+
+Part of the device runtime (standard library, numpy, onnxruntime, and the serve extra; never torch):
+`BundleEngine` runs the front's ONNX models (one onnxruntime session each: the configs share the
+tokenizer, not their weights), `serve_app` builds the server whose start-up calibrates the latency
+table on this machine (cached per machine fingerprint, see `calibrate`), `serve` runs it under
+uvicorn (SIGTERM: stop accepting, answer what is queued, exit 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import bounds
+from .bundle import BundleModel, choose, front, front_entry, read_index, this_machine, verify_files
+from .calibrate import BATCHES, BUCKETS, cache_path, calibrate, load_table, save_table, table_identity
+from .errors import BundleError
+from .fingerprint import ort_feeds
+from .policy import OVERLOADS, LatencyTable, Policy
+from .server import Engine, Server, build_app
+
+
+class BundleEngine(Engine):
+    """The front configs of one device of a bundle, loaded (`configs`: key -> metric on the report examples)."""
+
+    def __init__(self, bundle: str, device: Optional[str] = None, static: Optional[str] = None) -> None:
+        self.bundle = str(bundle)
+        index = read_index(self.bundle)
+        verify_files(self.bundle, index)
+        entry, _note = choose(index, device, bundle=self.bundle)
+        self.device = entry["name"]
+        configs = [c for c in front(index, self.device, entry["precision"], self.bundle) if c.get("file")]
+        if not configs:
+            raise BundleError(f"device {self.device!r} of {self.bundle} has no front config to serve")
+        if static is not None:
+            keys = [c["key"] for c in configs]
+            pick = max(configs, key=lambda c: c["metric_value"]) if static == "full" else None
+            pick = pick or next((c for c in configs if c["key"] == static), None)
+            if pick is None:
+                raise BundleError(
+                    f"--static {static!r} is no front config of {self.device}; allowed: full, {', '.join(keys)}"
+                )
+            configs = [pick]
+        self.entry = entry
+        self.models: Dict[str, BundleModel] = {
+            c["key"]: BundleModel(
+                self.bundle, index, front_entry(index, self.device, c["key"], entry["precision"], self.bundle)
+            )
+            for c in configs
+        }
+        self.configs = {c["key"]: float(c["metric_value"]) for c in configs}
+        first = next(iter(self.models.values()))
+        self.tokenizer = first.tokenizer
+        self.max_length = first.length
+        self.labels = [first.labels[i] for i in sorted(first.labels)] if first.labels else []
+        self.pair_task = int(index.get("text_inputs") or 1) == 2
+        self.vocab = int(index.get("vocab_size") or 30522)
+        self.digest = hashlib.sha256(open(os.path.join(self.bundle, "devices.json"), "rb").read()).hexdigest()
+
+    def length(self, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> Tuple[int, bool]:
+        items = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        enc = self.tokenizer.encode_batch(items)
+        return max(len(e.ids) for e in enc), any(len(e.overflowing) > 0 for e in enc)
+
+    def run(self, key: str, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> List[Tuple[str, List[float]]]:
+        items = list(zip(texts, pairs)) if pairs is not None else list(texts)
+        return [(label or "", scores) for label, scores in self.models[key].predict(items)]
+
+    def runner(self, key: str):
+        """calibrate's runner: the model of `key` on `batch` random texts of `bucket` tokens."""
+        model = self.models[key]
+
+        def make(batch: int, bucket: int):
+            feeds = ort_feeds(model.inputs, batch, bucket, self.vocab)
+            return lambda: model._run(feeds)
+
+        return make
+
+
+def prepare_policy(
+    engine: BundleEngine,
+    slo_ms: float,
+    overload: str = "shed",
+    budget_s: float = 30.0,
+    progress=None,
+) -> Policy:
+    """The latency table of `engine` on this machine (from the cache, or measured and cached), and the policy."""
+    buckets = tuple(b for b in BUCKETS if b < engine.max_length) + (engine.max_length,)
+    fp = hashlib.sha256(repr(sorted(this_machine().items())).encode()).hexdigest()[:16]
+    ident = table_identity(engine.digest + ",".join(sorted(engine.configs)), fp, BATCHES, buckets)
+    path = cache_path(engine.bundle, engine.digest, fp)
+    table: Optional[LatencyTable] = load_table(path, ident)
+    if table is None:
+        runners = {k: engine.runner(k) for k in engine.configs}
+        table, info = calibrate(runners, engine.configs, BATCHES, buckets, budget_s=budget_s, progress=progress)
+        try:
+            save_table(path, table, ident, info)
+        except OSError:
+            pass  # a cache that cannot be written costs the next start a calibration, nothing else
+    return Policy(table, slo_ms, overload=overload)
+
+
+def serve_app(
+    bundle: str,
+    slo_ms: float,
+    device: Optional[str] = None,
+    name: str = "dynabert",
+    static: Optional[str] = None,
+    overload: str = "shed",
+    budget_s: float = 30.0,
+) -> Tuple[Any, Server]:
+    """(the ASGI app, its server) for a bundle; checks its arguments before loading anything."""
+    bounds.check("latency_ms", slo_ms, "--slo", BundleError)
+    if overload not in OVERLOADS:
+        raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
+    if not name or "/" in name:
+        raise BundleError(f"--name {name!r} must be a non-empty model name without '/'")
+    engine = BundleEngine(bundle, device, static)
+    server = Server(engine, prepare=lambda: prepare_policy(engine, slo_ms, overload, budget_s))
+    return build_app(server, name), server
+
+
+def serve(
+    bundle: str,
+    slo_ms: float,
+    device: Optional[str] = None,
+    name: str = "dynabert",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    static: Optional[str] = None,
+    overload: str = "shed",
+) -> None:
+    """Run the server until SIGTERM or Ctrl-C (uvicorn: stop accepting, drain, exit)."""
+    import uvicorn  # the serve extra
+
+    bounds.check("port", port, "--port", BundleError)
+    bounds.check("latency_ms", slo_ms, "--slo", BundleError)
+    if overload not in OVERLOADS:
+        raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
+    engine = BundleEngine(bundle, device, static)
+    # Calibrated before the port opens: an SLO the fastest config cannot hold is one line and exit 2,
+    # not a server that never becomes ready.
+    policy = prepare_policy(engine, slo_ms, overload, progress=lambda m: print(m, flush=True))
+    server = Server(engine, policy)
+    print(
+        f"serving {name} ({len(engine.configs)} sub-network(s) of device {engine.device}) on http://{host}:{port} "
+        f"with SLO {slo_ms:g} ms",
+        flush=True,
+    )
+    uvicorn.run(build_app(server, name), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
