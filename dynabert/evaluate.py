@@ -11,7 +11,7 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,12 +100,53 @@ class DevParts:
     chunks: list[DevSet]
     report: DevSet
     held_out: bool
+    dev_examples: int = 0  # examples of the whole dev split
+    report_index: list[int] = field(default_factory=list)  # the report examples' indices in the split, ascending
+    source: str = ""  # the dev file read
+
+
+def index_sha256(idx: Sequence[int]) -> str:
+    """The sha256 of a set of example indices: of their ascending decimal numbers joined by commas (ASCII),
+    e.g. "0,3,7". A bundle records its report examples' this way (`DevParts.report_index`)."""
+    return hashlib.sha256(",".join(str(int(i)) for i in sorted(idx)).encode("ascii")).hexdigest()
 
 
 def _take(enc: Encoded, idx: Sequence[int]) -> Encoded:
     return Encoded(
         [enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx], enc.labels[list(idx)], enc.pad_id
     )
+
+
+def _cut(
+    n: int, rank: int | None, rank_seed: int, report_subset: int | None, report_seed: int
+) -> tuple[list[int], list[int], str, str, bool]:
+    """(rank indices, report indices, their selections, held out) of a dev split of n examples: see
+    `load_dev_parts`."""
+    if rank is not None and rank < n:
+        rank_idx = seeded_subset(n, rank, rank_seed)
+        chosen = set(rank_idx)
+        report_idx = [i for i in range(n) if i not in chosen]
+        rank_sel, report_sel, held_out = f"subset-{rank}-seed{rank_seed}", f"rest-{len(report_idx)}", True
+    else:
+        rank_idx, report_idx = list(range(n)), list(range(n))
+        rank_sel, report_sel, held_out = "all", "all", False
+    if report_subset is not None and report_subset < len(report_idx):
+        report_idx = [report_idx[i] for i in seeded_subset(len(report_idx), report_subset, report_seed)]
+        report_sel = (
+            f"{report_sel}-subset-{report_subset}-seed{report_seed}"
+            if held_out
+            else f"subset-{report_subset}-seed{report_seed}"
+        )
+    return rank_idx, report_idx, rank_sel, report_sel, held_out
+
+
+def report_indices(
+    n: int, rank: int | None, rank_seed: int = 0, report_subset: int | None = None, report_seed: int = 1
+) -> list[int]:
+    """The indices (ascending) of the report examples `load_dev_parts` cuts from a dev split of n examples
+    with these settings: what a search.json's `report_dev` (search_dev, search_dev_seed, rescore_dev,
+    rescore_seed) replays; `index_sha256` of them is its sha256."""
+    return _cut(n, rank, rank_seed, report_subset, report_seed)[1]
 
 
 def load_dev_parts(
@@ -134,21 +175,7 @@ def load_dev_parts(
     if n == 0:
         raise DataError(f"the dev set of task {task.name} is empty ({data.source})")
     enc = encode(data, load_tokenizer(tokenizer_dir), max_seq_length, task.is_regression)
-    if rank is not None and rank < n:
-        rank_idx = seeded_subset(n, rank, rank_seed)
-        chosen = set(rank_idx)
-        report_idx = [i for i in range(n) if i not in chosen]
-        rank_sel, report_sel, held_out = f"subset-{rank}-seed{rank_seed}", f"rest-{len(report_idx)}", True
-    else:
-        rank_idx, report_idx = list(range(n)), list(range(n))
-        rank_sel, report_sel, held_out = "all", "all", False
-    if report_subset is not None and report_subset < len(report_idx):
-        report_idx = [report_idx[i] for i in seeded_subset(len(report_idx), report_subset, report_seed)]
-        report_sel = (
-            f"{report_sel}-subset-{report_subset}-seed{report_seed}"
-            if held_out
-            else f"subset-{report_subset}-seed{report_seed}"
-        )
+    rank_idx, report_idx, rank_sel, report_sel, held_out = _cut(n, rank, rank_seed, report_subset, report_seed)
     report_set = DevSet(_take(enc, report_idx) if report_sel != "all" else enc, batch_size, report_sel, max_seq_length)
     if not held_out:  # ranked on what is reported (a subset of it when report_subset is given)
         rank_idx, rank_sel = report_idx, report_sel
@@ -163,7 +190,7 @@ def load_dev_parts(
             idx = sorted(order[start : start + k])
             start += k
             chunks.append(DevSet(_take(enc, idx), batch_size, f"{rank_sel}-chunk{i}-{k}", max_seq_length))
-    return DevParts(rank_set, chunks, report_set, held_out)
+    return DevParts(rank_set, chunks, report_set, held_out, n, list(report_idx), str(data.source))
 
 
 def chunk_sizes(n: int, fractions: Sequence[float]) -> list[int]:

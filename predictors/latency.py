@@ -76,7 +76,7 @@ def load_predictor(directory: str | Path) -> LatencyPredictor:
         raise PredictorError(
             f"{meta_path} is not a dynasearch latency predictor (format {doc.get('format') if isinstance(doc, dict) else None!r})"
         )
-    if doc.get("version") != VERSION:
+    if isinstance(doc.get("version"), bool) or not isinstance(doc.get("version"), int) or doc["version"] != VERSION:
         raise PredictorError(
             f"{meta_path} has predictor format version {doc.get('version')!r}; this dynasearch reads version {VERSION}"
         )

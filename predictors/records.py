@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -86,6 +87,16 @@ def read_records(
         paths = [paths]
     if not paths:
         raise RecordsError("no records file given")
+    seen: dict[str, Path] = {}
+    for p in map(Path, paths):  # one file given twice would count every record twice (and leak into the held-out part)
+        key = os.path.realpath(p)
+        if key in seen:
+            how = "the same path" if seen[key] == p else f"also as '{seen[key]}'"
+            raise RecordsError(
+                f"records file '{p}' is given twice ({how}): its records would count twice and held-out records "
+                "would repeat fitted ones; give each file once"
+            )
+        seen[key] = p
     frames = []
     for p in paths:
         p = Path(p)

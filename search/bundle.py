@@ -24,6 +24,15 @@ anchor every round), a lone warm loop runs 2-20% faster, so the verified latency
 `measured_raw_ms`, kept as they are) is no yardstick for --check. Other machines' entries get
 check_ms null; `check_time` says what was timed (or that --no-check-time skipped it).
 
+The front (devices.json version 2; `--front K`, default FRONT_CONFIGS, 0: the answers alone): each entry also
+carries `front`, up to K configs of its device's Pareto front (RESULTS' front.csv) spread over the front's
+predicted-latency range (`spread_front`: the device's answer, the fastest and the most accurate first, the rest
+chosen evenly in latency between them), each exported once per (config, precision) like the answers, with its
+metric on the report examples (front.csv's metric_full) and its predicted and measured latency where known.
+The index's `report` says on which dev examples those metrics were scored (search.json's report_dev: the task,
+its data source, the seeds and counts that cut the dev split and a sha256 of the report examples' indices), or
+that the search held nothing out (then they are the whole dev split the configs were ranked on).
+
 Bad input (one line, nothing written): a RESULTS whose devices have no answer at all. A device
 without an answer is left out with a warning and listed under `skipped`.
 """
@@ -33,6 +42,8 @@ from __future__ import annotations
 import datetime as _dt
 import importlib.util
 import json
+import math
+import re
 import shutil
 import statistics
 import sys
@@ -45,7 +56,9 @@ from dynabert.errors import ExportError
 from dynabert.io import atomic_dir, check_output_dir, file_sha256, write_json, write_text
 from predictors.kit import copy_runtime
 from predictors.measure import shape_key
+from predictors.runtime import bounds
 from predictors.runtime.bundle import (
+    BUNDLE_VERSION,
     CHECK_RUNS,
     CHECK_WARMUP,
     BundleModel,
@@ -63,6 +76,7 @@ from .results import read_results
 BACKEND_FORMATS = {"onnxruntime": "onnx", "torch": "hf"}
 LOADER = "dynasearch_bundle.py"
 RUNTIME_DIR = "dynasearch_runtime"
+FRONT_CONFIGS = 6  # export --bundle --front: front configs per device (0: the answer alone)
 CHECK_REPEATS = 3  # export: --check's loop this many times per entry (a fresh model each); check_ms is their median
 
 # BUNDLE/dynasearch_bundle.py: puts the bundle folder on the import path and re-exports the loader,
@@ -74,6 +88,8 @@ predictors/runtime; its bundle module is this loader). Needs Python 3.8+, numpy,
     import dynasearch_bundle
     model = dynasearch_bundle.load("BUNDLE")      # device=NAME, threads=N, batch=N choose another entry
     model.predict(["some text"])                  # [(label, scores)]
+    dynasearch_bundle.front(dynasearch_bundle.read_index("BUNDLE"), "NAME")   # the device's front configs
+    dynasearch_bundle.load_front("BUNDLE", "NAME", KEY)                       # the model of one of them
 
     python BUNDLE/dynasearch_bundle.py BUNDLE --check [--device NAME]   # time it here against the recorded
                                                                         # latency (from any directory)
@@ -90,13 +106,28 @@ from dynasearch_runtime.bundle import (  # noqa: E402
     BundleError,
     BundleModel,
     choose,
+    front,
     load,
+    load_front,
+    no_front,
     read_index,
     verify_files,
 )
 from dynasearch_runtime.bundle_cli import check, main  # noqa: E402
 
-__all__ = ["BundleError", "BundleModel", "check", "choose", "load", "main", "read_index", "verify_files"]
+__all__ = [
+    "BundleError",
+    "BundleModel",
+    "check",
+    "choose",
+    "front",
+    "load",
+    "load_front",
+    "main",
+    "no_front",
+    "read_index",
+    "verify_files",
+]
 
 if __name__ == "__main__":
     sys.exit(main())
@@ -118,7 +149,9 @@ BUNDLE below is this folder's path; the commands work from any directory.
 
 devices.json lists every entry (device, precision, backend, threads, batch, length, fingerprint, model
 file, sub-network key, metric, predicted and measured latency, and check_ms: the latency --check's own
-loop gave at export, for the exporting machine's entries) and the sha256 of every file.
+loop gave at export, for the exporting machine's entries), each device's front (front: configs spread over
+its latency range, each with its metric on the report examples; `python BUNDLE/dynasearch_bundle.py BUNDLE
+--front` lists them), which dev examples those metrics were scored on (report) and the sha256 of every file.
 """
 
 
@@ -174,9 +207,113 @@ def device_entries(results: str | Path) -> list[dict[str, Any]]:
                 setting=setting,
                 results_name=d["results"] or ".",
                 devices_index=doc,
+                front=res.front,
             )
         )
     return out
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else float(v)
+
+
+def front_rows(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The device's front (its results' front.csv) as config rows, fastest first (the answer among them even
+    if its results' front does not list it): key, subnet, grid, metric_value (metric_full, else metric_search),
+    metric_full, metric_search, predicted_ms, measured_ms, measured_raw_ms."""
+    rows: list[dict[str, Any]] = []
+    for r in d["front"].to_dict("records"):
+        subnet = json.loads(r["subnet"]) if isinstance(r["subnet"], str) else r["subnet"]
+        rows.append({"key": r["key"], "subnet": subnet, "grid": r.get("grid") or "", **_scores(r)})
+    a = d.get("answer")
+    if a and a["key"] not in {r["key"] for r in rows}:
+        rows.append({"key": a["key"], "subnet": a.get("subnet"), "grid": a.get("grid") or "", **_scores(a)})
+    return sorted(rows, key=lambda r: (r["predicted_ms"], -(r["metric_value"] or 0.0), r["key"]))
+
+
+def _scores(r: dict[str, Any]) -> dict[str, Any]:
+    full, search = _number(r.get("metric_full")), _number(r.get("metric_search"))
+    out = {"metric_value": full if full is not None else search, "metric_full": full, "metric_search": search}
+    return out | {k: _number(r.get(k)) for k in ("predicted_ms", "measured_ms", "measured_raw_ms")}
+
+
+def spread_front(rows: list[dict[str, Any]], k: int, answer: str | None = None) -> list[dict[str, Any]]:
+    """Up to k of `rows` (a front, fastest first) spread over its predicted-latency range, fastest first: the
+    answer (key `answer`), the fastest and the most accurate first (in that order while k lasts), then again
+    and again the config nearest to the one of k evenly spaced latencies (from the fastest's to the slowest's)
+    that lies farthest from every config chosen so far. Deterministic; all of them when there are k or fewer."""
+    if k <= 0:
+        return []
+    if len(rows) <= k:
+        return list(rows)
+    lat = [float(r["predicted_ms"]) for r in rows]
+    best = max(range(len(rows)), key=lambda i: ((rows[i]["metric_value"] or 0.0), -lat[i]))
+    first = [i for i, r in enumerate(rows) if r["key"] == answer] + [0, best]
+    chosen: list[int] = []
+    for i in first:
+        if i not in chosen and len(chosen) < k:
+            chosen.append(i)
+    lo, hi = lat[0], lat[-1]
+    targets = [lo + (hi - lo) * j / (k - 1) for j in range(k)] if k > 1 else [lo]
+    while len(chosen) < k:
+        t = max(targets, key=lambda t: min(abs(lat[i] - t) for i in chosen))
+        chosen.append(min((i for i in range(len(rows)) if i not in chosen), key=lambda i: (abs(lat[i] - t), i)))
+    return [rows[i] for i in sorted(chosen)]
+
+
+_SUBSET = re.compile(r"subset-(\d+)-seed(\d+)$")
+
+
+def bundle_report(meta: dict[str, Any]) -> dict[str, Any]:
+    """devices.json's `report` for a device's search.json: its report_dev (the task, data source, seeds, counts
+    and the sha256 of the report examples' indices) with a note; for a search that predates report_dev, what its
+    selections and summary say (data source and sha256 null, recorded false)."""
+    rd = meta.get("report_dev")
+    if isinstance(rd, dict):
+        report = dict(rd, recorded=True)
+    else:
+        summary = meta.get("summary") or {}
+        rank = _SUBSET.fullmatch(str(meta["study"].get("search_dev") or ""))
+        rescore = _SUBSET.search(str(meta.get("rescore_dev") or ""))
+        held_out = bool(summary.get("report_held_out", rank is not None))
+        report = {
+            "task": meta["study"]["task"],
+            "data_dir": None,
+            "dev_file": None,
+            "source": None,
+            "dev_examples": None,
+            "held_out": held_out,
+            "search_dev": int(rank.group(1)) if rank else None,
+            "search_dev_seed": int(rank.group(2)) if rank else None,
+            "rescore_dev": int(rescore.group(1)) if rescore else None,
+            "rescore_seed": int(rescore.group(2)) if rescore else None,
+            "selection": meta.get("rescore_dev") or "all",
+            "examples": summary.get("report_examples"),
+            "sha256": None,
+            "recorded": False,
+        }
+    if not report["recorded"]:
+        note = (
+            "the search predates report_dev: its data source and the report examples' sha256 are not recorded "
+            "(search again with this dynasearch to record them)"
+        )
+    elif report["held_out"]:
+        note = (
+            "the front's metrics were scored on these report examples, which the ranking never saw: "
+            "dynabert.evaluate.report_indices(dev_examples, search_dev, search_dev_seed, rescore_dev, rescore_seed) "
+            "gives their indices in the dev split"
+        )
+    else:
+        note = (
+            "nothing was held out (the search ran without --search-dev): the report examples are the whole dev split "
+            "the configs were ranked on, so the front's metrics are not held-out estimates"
+        )
+    report["note"] = note
+    report["sha256_of"] = (
+        "the report examples' ascending indices in the dev split, as decimal numbers joined by commas "
+        "(dynabert.evaluate.index_sha256)"
+    )
+    return report
 
 
 def _model_labels(model_dir: Path) -> dict[str, str] | None:
@@ -186,6 +323,18 @@ def _model_labels(model_dir: Path) -> dict[str, str] | None:
         return None
     labels = cfg.get("id2label")
     return {str(k): str(v) for k, v in labels.items()} if isinstance(labels, dict) and labels else None
+
+
+def _text_inputs(task: str) -> int | None:
+    """Texts per example of a named task (2 for a sentence-pair task, what a server asks for); None for a
+    task the search did not name (a user's csv task: its pair column is not in the results)."""
+    from dynabert.errors import DataError
+    from dynabert.tasks import get_task  # the task table (plain Python)
+
+    try:
+        return 2 if get_task(task).pair_col is not None else 1
+    except DataError:
+        return None
 
 
 def _now() -> str:
@@ -277,13 +426,19 @@ def time_entries(
 
 
 def write_bundle(
-    results: str | Path, out: str | Path, overwrite: bool = False, check_time: bool = True, progress: bool = True
+    results: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    check_time: bool = True,
+    progress: bool = True,
+    front: int = FRONT_CONFIGS,
 ) -> dict[str, Any]:
-    """Export every device's answer of RESULTS into the bundle folder `out` (atomically); returns its
-    devices.json. SearchError when no device has an answer. check_time: time this machine's entries
-    with --check's loop (`time_entries`) before the bundle appears; progress: one line per timed
-    entry on stderr."""
+    """Export every device's answer of RESULTS into the bundle folder `out` (atomically), and up to `front`
+    configs of its front (`spread_front`; 0: the answer alone); returns its devices.json. SearchError when no
+    device has an answer. check_time: time this machine's entries (their answers) with --check's loop
+    (`time_entries`) before the bundle appears; progress: one line per timed entry on stderr."""
 
+    bounds.check("front", front, "front", SearchError)
     check_output_dir(out, overwrite)  # before any slow work
     devices = device_entries(results)
     answered = [d for d in devices if d.get("answer")]
@@ -302,13 +457,16 @@ def write_bundle(
         )
     first = answered[0]["meta"]
     shape = answered[0]["shape"]
+    for d in answered:  # the answer first: its model folder is exported from its own results, as before
+        d["picked"] = spread_front(front_rows(d), front, d["answer"]["key"]) if front else []
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for d in answered:
-        g = groups.setdefault(
-            (d["answer"]["key"], d["precision"]),
-            {"folder": f"models/{d['answer']['key']}-{d['precision']}", "formats": set(), "source": d["dir"]},
-        )
-        g["formats"].add(BACKEND_FORMATS[d["setting"]["backend"]])
+        for key in [d["answer"]["key"]] + [r["key"] for r in d["picked"]]:
+            g = groups.setdefault(
+                (key, d["precision"]),
+                {"folder": f"models/{key}-{d['precision']}", "formats": set(), "source": d["dir"]},
+            )
+            g["formats"].add(BACKEND_FORMATS[d["setting"]["backend"]])
     models: dict[str, dict[str, Any]] = {}
     entries = []
     with atomic_dir(out, overwrite) as tmp:
@@ -341,10 +499,19 @@ def write_bundle(
                 "manifest": f"{g['folder']}/manifest.json",
                 "removed_from_export": removed,
             }
+        report = bundle_report(answered[0]["meta"])
         for d in answered:
             a, s = d["answer"], d["setting"]
             g = groups[(a["key"], d["precision"])]
             fmt = BACKEND_FORMATS[s["backend"]]
+
+            def where_is(key: str, fmt: str = fmt, precision: str = d["precision"]) -> dict[str, str]:
+                g = groups[(key, precision)]
+                return {
+                    "file": f"{g['folder']}/{g['onnx_file']}" if fmt == "onnx" else g["folder"],
+                    "model_dir": g["folder"],
+                }
+
             metric = a.get("metric_full") if a.get("metric_full") is not None else a.get("metric_search")
             where = {k: s.get(k) for k in ("fingerprint", "cpu_model", "cpu_cores", "gpu_name")}
             entries.append(
@@ -390,6 +557,30 @@ def write_bundle(
                     "results": d["results_name"],
                 }
             )
+            if front:
+                rows = front_rows(d)
+                entries[-1]["front_size"] = len(rows)
+                entries[-1]["front"] = [
+                    {
+                        "key": r["key"],
+                        "precision": d["precision"],
+                        "format": fmt,
+                        **where_is(r["key"]),
+                        "subnet": r["subnet"],
+                        "grid": r["grid"],
+                        **{k: r[k] for k in ("metric_value", "metric_full", "metric_search")},
+                        **{k: r[k] for k in ("predicted_ms", "measured_ms", "measured_raw_ms")},
+                        "answer": r["key"] == a["key"],
+                    }
+                    for r in d["picked"]
+                ]
+            own = bundle_report(d["meta"])
+            if (own["sha256"], own["selection"], own["task"]) != (
+                report["sha256"],
+                report["selection"],
+                report["task"],
+            ):
+                entries[-1]["report"] = own  # this device's search reported on other examples than the index says
         copy_runtime(tmp / RUNTIME_DIR)
         write_text(tmp / LOADER, SHIM)
         write_text(
@@ -399,7 +590,7 @@ def write_bundle(
         dindex = answered[0].get("devices_index") or {}
         index = {
             "format": "dynasearch-bundle",
-            "version": 1,
+            "version": BUNDLE_VERSION,
             "created": _now(),
             "results": str(Path(results).resolve()),
             "task": first["study"]["task"],
@@ -409,9 +600,18 @@ def write_bundle(
             "backbone": shape.to_dict(),
             "shape_key": shape_key(shape),
             "vocab_size": shape.vocab_size,
+            "text_inputs": _text_inputs(first["study"]["task"]),
             "labels": _model_labels(Path(first["study"]["model_dir"])),
             "tokenizer": tokenizer,
             "precision": dindex.get("precision") or {},
+            "front": {
+                "configs": front,
+                "spread": "up to `configs` configs of each device's Pareto front (metric on the report examples "
+                "against predicted latency), spread evenly over its predicted-latency range: the device's answer, the "
+                "fastest and the most accurate among them",
+                "metric": "metric_value: the metric on the report examples (front.csv's metric_full); see `report`",
+            },
+            "report": report,
             "models": models,
             "skipped": [
                 {"name": d["name"], "precision": d["precision"], "message": d.get("message") or ""} for d in skipped

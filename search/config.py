@@ -108,6 +108,13 @@ class SearchConfig:
                 "without --search-dev the ranking sees the whole dev split (none are held out): add --search-dev N "
                 "(rank on N examples, report on the rest), or drop --rescore-dev"
             )
+        if self.grace_period is not None and self.grace_period <= self.heartbeat_interval:
+            # a live worker beats every heartbeat_interval s: a shorter grace fails its running trial between beats
+            raise SearchError(
+                f"--grace-period {self.grace_period} must be longer than --heartbeat {self.heartbeat_interval}: a "
+                "live worker's trial would count as dead between two heartbeats and be retried; give a grace period "
+                f"above {self.heartbeat_interval} s (default 3 x --heartbeat), or drop --grace-period"
+            )
         if self.search_dev is None and self.search_dev_seed is not None:
             raise SearchError(
                 f"--search-dev-seed {self.search_dev_seed} picks the subset --search-dev ranks on, and without "

@@ -61,6 +61,7 @@ class SearchState:
     warn: Callable[[str], None]
     started: float
     dev_parts: Any = None  # dynabert.evaluate.DevParts: ranked and reported examples (None: built elsewhere)
+    report_dev: dict[str, Any] | None = None  # search.json's report_dev (study.report_dev); None: not recorded
 
 
 @dataclass
@@ -253,6 +254,7 @@ def finish(st: SearchState) -> SearchOutcome:
             "cache_hits_this_run": st.counters.cache_hits,
         },
         "rescore_dev": st.evaluator.selection(True),
+        **({"report_dev": st.report_dev} if st.report_dev is not None else {}),
         "verified": bool(cfg.verify and target is not None),
         "raw": cfg.raw,
         "fingerprint": _fingerprint(st),

@@ -234,10 +234,30 @@ def _check_meta(path: Path, meta: Mapping[str, Any], version: int) -> SearchSpac
                 lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
                 "a sha256 digest (64 hexadecimal digits)",
             )
+    if "report_dev" in meta:  # absent in results written before it was recorded
+        _want(path, meta, "report_dev", lambda v: isinstance(v, dict), "a JSON object")
+        _want(path, meta, "report_dev.task", lambda v: isinstance(v, str) and v != "", "a non-empty string")
+        _want(path, meta, "report_dev.held_out", lambda v: isinstance(v, bool), "true or false")
+        _want(
+            path,
+            meta,
+            "report_dev.sha256",
+            lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
+            "a sha256 digest (64 hexadecimal digits)",
+        )
     space = _check_space(path, meta)
     # every other number search.json holds, each within its kind's range (results_bounds.SEARCH_BOUNDS)
     positions = (max_seq_len(space.shape.to_dict()), "the backbone's positions")
-    bad = first_violation(meta, SEARCH_BOUNDS, {"seq_len": positions})
+    sh = space.shape  # the answer's sub-network and the evaluation length within the searched backbone
+    highs = {
+        "seq_len": positions,
+        "max_seq_length": positions,
+        "layer": (sh.num_layers - 1, "the backbone's last layer"),
+        "depth": (sh.num_layers, "the backbone's layers"),
+        "heads": (sh.num_heads, "the backbone's heads"),
+        "ffn": (sh.intermediate_size, "the backbone's FFN"),
+    }
+    bad = first_violation(meta, SEARCH_BOUNDS, highs)
     if bad:
         raise ResultsError(f"{path}: key '{bad[0]}' must be {bad[2]}; got {_show_json(bad[1])}")
     return space

@@ -24,6 +24,17 @@ ANSWER_BOUNDS: tuple[Field, ...] = (
     ("timed_runs", "runs0", True),
 ) + under("subnet", SUBNET_BOUNDS)
 
+# Which dev examples the front's metric_full was scored on (search.json's report_dev, study.report_dev; a bundle's
+# devices.json copies it as its `report`).
+REPORT_DEV_BOUNDS: tuple[Field, ...] = (
+    ("dev_examples", "count", False),
+    ("search_dev", "count", True),
+    ("search_dev_seed", "seed", False),
+    ("rescore_dev", "count", True),
+    ("rescore_seed", "seed", False),
+    ("examples", "count", False),
+)
+
 _SUMMARY_COUNTS = (
     "distinct_configs",
     "search_front_size",
@@ -77,6 +88,7 @@ SEARCH_BOUNDS: tuple[Field, ...] = (
         ("fingerprint.seq_len", "seq_len", True),
     )
     + under("answer", ANSWER_BOUNDS)
+    + under("report_dev", REPORT_DEV_BOUNDS)
 )
 
 # RESULTS/devices.json of a multi-device search (search.devices.read_devices): each device's setting, target

@@ -191,10 +191,17 @@ class Search:
             max_seq_length=self.max_len,
         )
         self.dev_parts = parts
+        self.report_dev = report_dev(self.task.name, self.data_dir, self.dev_file, cfg, parts)
         if cfg.search_dev is not None and not parts.held_out:
             self._warn(
                 f"--search-dev {cfg.search_dev} is not below the dev split's {parts.rank.n} examples: the configs are "
                 "ranked and reported on all of them (nothing held out); pass a smaller N to hold some out"
+            )
+        elif cfg.rescore_dev is not None and cfg.rescore_dev >= parts.report.n:
+            self._warn(
+                f"--rescore-dev {cfg.rescore_dev} is not below the {parts.report.n} dev examples --search-dev "
+                f"{cfg.search_dev} holds out: the front is reported on all of them (no subset); pass a smaller N "
+                "to report on a subset"
             )
         if cfg.racing and self.task.metrics[0] not in RACEABLE_METRICS:
             self._warn(
@@ -517,6 +524,7 @@ class Search:
             warn=self._warn,
             started=self.started,
             dev_parts=getattr(self, "dev_parts", None),
+            report_dev=getattr(self, "report_dev", None),
         )
 
     def trials_table(self) -> pd.DataFrame:
@@ -537,6 +545,31 @@ class Search:
 
 def _redacted(url: str) -> str:
     return redact(url)
+
+
+def report_dev(task: str, data_dir: Any, dev_file: Any, cfg: SearchConfig, parts: Any) -> dict[str, Any]:
+    """search.json's `report_dev`: the task, its data source and exactly which dev examples the front's
+    metric_full was scored on (the report examples), so they can be replayed: `dynabert.evaluate.report_indices(
+    dev_examples, search_dev, search_dev_seed, rescore_dev, rescore_seed)` gives their indices and
+    `index_sha256` of those is `sha256`. held_out false: nothing was held out (no --search-dev, or one not below
+    the split), the report examples are the whole dev split the configs were ranked on."""
+    from dynabert.evaluate import index_sha256  # torch: not on the --help path
+
+    return {
+        "task": task,
+        "data_dir": str(data_dir) if data_dir is not None else None,
+        "dev_file": str(dev_file) if dev_file is not None else None,
+        "source": parts.source,
+        "dev_examples": int(parts.dev_examples),
+        "held_out": bool(parts.held_out),
+        "search_dev": cfg.search_dev,
+        "search_dev_seed": int(cfg.search_dev_seed or 0),
+        "rescore_dev": cfg.rescore_dev,
+        "rescore_seed": RESCORE_SEED,
+        "selection": parts.report.selection,
+        "examples": len(parts.report_index),
+        "sha256": index_sha256(parts.report_index),
+    }
 
 
 def run_search(cfg: SearchConfig) -> SearchOutcome:

@@ -352,7 +352,7 @@ def file_kinds(fresh) -> dict[str, FileKind]:
     tables = [res / "trials.csv", res / "front.csv"]
     kinds["search.json"] = _json_kind(
         "search.json", [(p, k) for p, k, _ in SEARCH_BOUNDS], _read_json(res / "search.json"), "search.json",
-        read_results, ResultsError, capped={"study.latency.seq_len", "fingerprint.seq_len"}, extra=tables,
+        read_results, ResultsError, capped={"study.latency.seq_len", "fingerprint.seq_len", "study.max_seq_length"}, extra=tables,
     )  # fmt: skip
     for table in tables:
 
@@ -422,6 +422,29 @@ def refused(fk: FileKind, folder: Path, path: str, value: Any) -> None:
         fk.read(folder)
     message = str(e.value)
     assert "\n" not in message and named(path, message), f"{fk.name} {path}={value!r}: {message}"
+
+
+def test_search_json_answer_and_evaluation_length_fit_the_searched_backbone(file_kinds, fresh, work):
+    """search.json's answer is a sub-network of the searched backbone and its evaluation length within its
+    positions (issue 23 attack: a layer 99, 5 heads of 4, an FFN of 65 of 64, depth 4 of 3 and an evaluation
+    length of 999 on 64 positions were read as they were); the backbone's own numbers still read."""
+    fk = file_kinds["search.json"]
+    shape = fresh["shape"]
+    folder = Path(tempfile.mkdtemp(dir=work))
+    for path, value in (
+        ("answer.subnet.layers.0", shape.num_layers),
+        ("answer.subnet.heads.0", shape.num_heads + 1),
+        ("answer.subnet.ffn.0", shape.intermediate_size + 1),
+        ("answer.depth", shape.num_layers + 1),
+        ("study.max_seq_length", POSITIONS + 1),
+    ):
+        refused(fk, folder, path, value)
+        assert "the backbone's" in str(pytest.raises(fk.error, fk.read, folder).value)
+    for path, value in (("answer.subnet.heads.0", shape.num_heads), ("study.max_seq_length", POSITIONS)):
+        for p in folder.iterdir():
+            p.unlink()
+        fk.damage(folder, path, value)
+        fk.read(folder)
 
 
 # ------------------------------------------------------------ (b) every bounded field of every kind

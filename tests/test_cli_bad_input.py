@@ -29,7 +29,7 @@ from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 from dynabert.errors import DataError, ExportError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from dynasearch import cli
 from predictors.errors import PredictorError, RecordsError
-from predictors.runtime.errors import MeasurementError
+from predictors.runtime.errors import BundleError, MeasurementError
 from search.errors import ResultsError, SearchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
@@ -2435,6 +2435,32 @@ CASES = [
         r"model with its own head: drop --num-labels",
         USAGE,
     ),
+    # ---- issue 24: the bundle's front
+    Case(
+        "export-front-without-bundle",
+        lambda e: ["export", "--results", e.tmp / "res", "--key", "k", "--front", "3", "--out", e.out],
+        r"^--front 3 goes with --bundle \(it sets the front configs a bundle carries per device\) \(see dynasearch "
+        r"export --help\)$",
+        USAGE,
+    ),
+    Case(
+        "export-front-negative",
+        lambda e: ["export", "--results", e.tmp / "res", "--bundle", "--front", "-1", "--out", e.out],
+        r"argument --front: must be an integer in 0\.\.64; got -1 \(see",
+        USAGE,
+    ),
+    Case(
+        "export-front-huge",
+        lambda e: ["export", "--results", e.tmp / "res", "--bundle", "--front", "1000000", "--out", e.out],
+        r"argument --front: must be an integer in 0\.\.64; got 1000000 \(see",
+        USAGE,
+    ),
+    Case(
+        "export-front-not-a-number",
+        lambda e: ["export", "--results", e.tmp / "res", "--bundle", "--front", "all", "--out", e.out],
+        r"argument --front: must be an integer in 0\.\.64; got 'all' \(see",
+        USAGE,
+    ),
     Case(
         "train-width-loss-without-the-width-stage",
         lambda e: train(e, "--width-loss", "1,0.5"),
@@ -2564,6 +2590,92 @@ CASES = [
         r"^the space options describe a space, but the run trains none \(--space-samples 0\) \(.*run\.json\): a "
         r"resumed run keeps its configuration",
         DataError,
+    ),
+    # ---- issue 23: attack
+    # a list with an empty item is a value left out, not a shorter list
+    Case(
+        "train-widths-empty-item",
+        lambda e: train(e, "--widths", "1,,0.5"),
+        r"argument --widths: '1,,0\.5' has an empty item; give comma-separated numbers, each a number in \(0, 1\]",
+        USAGE,
+    ),
+    Case(
+        "search-head-choices-trailing-comma",
+        lambda e: search(e, "--head-choices", "2,"),
+        r"argument --head-choices: '2,' has an empty item; give comma-separated numbers, each an integer in 0\.\.1024",
+        USAGE,
+    ),
+    Case(
+        "train-stage-lr-empty-item",
+        lambda e: train(e, "--stage-lr", "teacher=1e-4,,depth=1e-4"),
+        r"argument --stage-lr: 'teacher=1e-4,,depth=1e-4' has an empty item",
+        USAGE,
+    ),
+    # one of two values for a stage would be dropped in silence
+    Case(
+        "train-stage-lr-stage-twice",
+        lambda e: train(e, "--stage-lr", "teacher=1e-4,teacher=1e-3"),
+        r"argument --stage-lr: 'teacher=1e-4,teacher=1e-3' gives stage teacher twice; give each stage once",
+        USAGE,
+    ),
+    # an evaluation length holds [CLS] and [SEP]: the option says so, not a config check without the option's name
+    Case(
+        "train-max-seq-length-one",
+        lambda e: train(e, "--max-seq-length", "1"),
+        r"argument --max-seq-length: must be an integer in 2\.\.8192; got 1",
+        USAGE,
+    ),
+    Case(
+        "search-max-seq-length-one",
+        lambda e: search(e, "--max-seq-length", "1"),
+        r"argument --max-seq-length: must be an integer in 2\.\.8192; got 1",
+        USAGE,
+    ),
+    # a grace period not above the heartbeat fails a live worker's trial between two beats
+    Case(
+        "search-grace-period-not-above-heartbeat",
+        lambda e: search(e, "--grace-period", "30"),
+        r"^--grace-period 30 must be longer than --heartbeat 30: a live worker's trial would count as dead",
+        SearchError,
+    ),
+    # one records file given twice: every record counts twice and held-out records repeat fitted ones
+    Case(
+        "fit-predictor-same-file-twice",
+        lambda e: ["fit-predictor", e.records, e.records, "--out", e.out, "--no-plots"],
+        r"^records file '.*records\.csv' is given twice \(the same path\): its records would count twice",
+        RecordsError,
+    ),
+    # ---- issue 23: the attack's leftovers, fixed
+    Case(
+        "info-seq-len-beyond-positions",
+        lambda e: ["info", e.model, "--seq-len", "65"],
+        r"--seq-len 65 is longer than the backbone's 64 positions",
+        MeasurementError,
+    ),
+    Case(
+        "search-predictor-version-true",
+        lambda e: search(e, pred=damaged_pred(e, lambda d: {**d, "version": True})),
+        r"has predictor format version True; this dynasearch reads version 1",
+        PredictorError,
+    ),
+    # ---- issue 24: serve
+    Case(
+        "serve-bundle-not-a-folder",
+        lambda e: ["serve", e.tmp / "nope", "--slo", "40ms"],
+        r"bundle .*nope is not a folder",
+        BundleError,
+    ),
+    Case(
+        "serve-slo-without-unit",
+        lambda e: ["serve", e.tmp, "--slo", "40"],
+        r"latency '40' has no unit; write e\.g\. 40ms",
+        SearchError,
+    ),
+    Case(
+        "serve-port-zero",
+        lambda e: ["serve", e.tmp, "--slo", "40ms", "--port", "0"],
+        r"argument --port: must be an integer in 1\.\.65535; got 0",
+        USAGE,
     ),
     # (end of search section)
 ]

@@ -11,30 +11,22 @@ from dynabert.subnet import SubnetConfig
 from dynabert.tasks import csv_task, get_task
 from predictors.runtime import bounds
 
-
-def bounded(kind: str):
-    """argparse type: one number of `kind`, within the bounds table's range (predictors.runtime.bounds:
-    the one home of every limit); its error is the one line argparse prints after the option's name."""
-
-    def parse(text: str):
-        try:
-            return bounds.parse(kind, text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = kind
-    parse.bound_kind = kind  # tests/test_bounds_options.py: every numeric option names its kind
-    return parse
+# argparse type of one number of a kind of the bounds table (predictors.runtime.bounds: the one home of every limit)
+bounded = bounds.arg_type
 
 
 def bounded_list(kind: str):
     """argparse type: comma-separated numbers of `kind` (e.g. --widths 1,0.5 or --head-choices 3,6,12)."""
 
     def parse(text: str) -> tuple:
-        parts = [t for t in str(text).split(",") if t.strip()]
-        if not parts:
+        parts = str(text).split(",")
+        if not any(t.strip() for t in parts):
             raise argparse.ArgumentTypeError(
                 f"must be comma-separated numbers, each {bounds.describe(kind)}; got {text!r}"
+            )
+        if not all(t.strip() for t in parts):  # '1,,0.5' or '3,6,': a value left out, not a list of two
+            raise argparse.ArgumentTypeError(
+                f"{text!r} has an empty item; give comma-separated numbers, each {bounds.describe(kind)}"
             )
         try:
             return tuple(bounds.parse(kind, t) for t in parts)

@@ -45,7 +45,7 @@ def register(sub) -> None:
         "--epochs", type=bounded("epochs"), default=d.epochs, help=f"epochs per stage (default {d.epochs:g})"
     )
     p.add_argument("--max-steps", type=bounded("count"), default=None, help="steps per stage (overrides --epochs)")
-    p.add_argument("--max-seq-length", type=bounded("seq_len"), default=d.max_seq_length)
+    p.add_argument("--max-seq-length", type=bounded("max_seq_length"), default=d.max_seq_length)
     p.add_argument("--trials", type=bounded("count"), default=d.trials, help=f"search trials (default {d.trials})")
     p.add_argument(
         "--search-dev",

@@ -20,7 +20,9 @@ def register(sub) -> None:
         "--grid", action="store_true", help="all paper grid points (the default without --subnet/--width/--depth)"
     )
     add_subnet_args(p, required=False)
-    p.add_argument("--max-seq-length", type=bounded("seq_len"), default=None, help="default: the run's, else 128")
+    p.add_argument(
+        "--max-seq-length", type=bounded("max_seq_length"), default=None, help="default: the run's, else 128"
+    )
     p.add_argument("--batch-size", type=bounded("batch"), default=128)
     p.add_argument("--out", metavar="DIR", help="output folder (default RUN/eval)")
     p.add_argument(

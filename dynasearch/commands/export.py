@@ -49,6 +49,15 @@ def register(sub) -> None:
         "devices.json with sha256s, the tokenizer once and a loader (python DIR/dynasearch_bundle.py DIR --check)",
     )
     r.add_argument(
+        "--front",
+        type=bounded("front"),
+        default=None,
+        metavar="K",
+        help="with --bundle: also carry up to K configs of each device's Pareto front, spread over its latency "
+        "range (the answer, the fastest and the most accurate among them), each with its metric on the search's "
+        "report examples (default 6; 0: each device's answer alone)",
+    )
+    r.add_argument(
         "--no-check-time",
         action="store_true",
         help="with --bundle: do not time this machine's entries with the loader's --check loop at export "
@@ -67,6 +76,10 @@ def run(args) -> int:
         return run_bundle(args)
     if args.no_check_time:
         args._parser.error("--no-check-time goes with --bundle (it skips timing the bundle's entries at export)")
+    if args.front is not None:
+        args._parser.error(
+            f"--front {args.front} goes with --bundle (it sets the front configs a bundle carries per device)"
+        )
     args.format = args.format or "onnx,hf"
     if args.results is not None or args.target_latency is not None or args.key is not None:
         return run_from_results(args)
@@ -148,7 +161,7 @@ def run_from_results(args) -> int:
 
 def run_bundle(args) -> int:
     from predictors.runtime.bundle import check_command
-    from search.bundle import write_bundle
+    from search.bundle import FRONT_CONFIGS, write_bundle
 
     from .common import print_warnings
 
@@ -168,7 +181,13 @@ def run_bundle(args) -> int:
             "--results exports the searched model's configs: give no MODEL_DIR, --width, --depth or --subnet"
         )
     with print_warnings():  # a device without an answer, a random head: one 'warning: ...' line each
-        index = write_bundle(args.results, args.out, overwrite=args.overwrite, check_time=not args.no_check_time)
+        index = write_bundle(
+            args.results,
+            args.out,
+            overwrite=args.overwrite,
+            check_time=not args.no_check_time,
+            front=FRONT_CONFIGS if args.front is None else args.front,
+        )
     print(
         f"bundle {args.out}: {len(index['devices'])} device entr{'y' if len(index['devices']) == 1 else 'ies'}, "
         f"{len(index['models'])} model folder(s)"
@@ -182,6 +201,18 @@ def run_bundle(args) -> int:
         print(
             f"  {e['name']} ({e['precision']}, {e['backend']}): {e['key']} -> {e['file']}: {e['metric']} "
             f"{e['metric_value']:.2f}, {lat}"
+        )
+        if e.get("front"):
+            ms = [c["predicted_ms"] for c in e["front"]]
+            print(
+                f"    front: {len(e['front'])} of its {e['front_size']} front config(s), predicted {min(ms):.3f}.."
+                f"{max(ms):.3f} ms"
+            )
+    report = index["report"]
+    if index["front"]["configs"]:
+        print(
+            f"  front metrics on {report['examples'] if report['examples'] is not None else 'the'} report examples "
+            f"({'held out' if report['held_out'] else 'nothing held out: the whole dev split'})"
         )
     print(f"  check on a device: {check_command(str(args.out))}")
     return 0

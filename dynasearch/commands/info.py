@@ -14,7 +14,12 @@ from .common import add_model_arg, bounded
 def register(sub) -> None:
     p = sub.add_parser("info", help="backbone summary and the 12-point width x depth grid")
     add_model_arg(p)
-    p.add_argument("--seq-len", type=bounded("seq_len"), default=128, help="sequence length for FLOPs (default 128)")
+    p.add_argument(
+        "--seq-len",
+        type=bounded("seq_len"),
+        default=None,
+        help="sequence length for FLOPs (default 128, or the backbone's positions when fewer)",
+    )
     p.add_argument("--batch", type=bounded("batch"), default=1, help="batch size for FLOPs (default 1)")
     p.set_defaults(func=run)
 
@@ -35,10 +40,14 @@ def run(args) -> int:
         grid_widths,
         uniform_widths,
     )
+    from predictors.runtime.fingerprint import check_seq_lens, max_seq_len
 
     model = load_model(args.model_dir)
     shape = model_shape(model)
     cfg = model.config
+    if args.seq_len is None:
+        args.seq_len = min(128, max_seq_len(shape.to_dict()))
+    check_seq_lens([args.seq_len], shape.to_dict())  # FLOPs of a length the model cannot take mean nothing
     uniform = uniform_widths(cfg)
     print(f"backbone   {model.source_dir}")
     print(

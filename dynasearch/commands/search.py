@@ -98,7 +98,7 @@ def register(sub) -> None:
     )
     e.add_argument(
         "--max-seq-length",
-        type=bounded("seq_len"),
+        type=bounded("max_seq_length"),
         default=None,
         help="evaluation length (default: the run's, else 128)",
     )

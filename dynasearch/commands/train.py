@@ -98,7 +98,7 @@ def register(sub) -> None:
     h.add_argument(
         "--max-steps", type=bounded("count"), default=None, help="steps per training stage (overrides --epochs)"
     )
-    h.add_argument("--max-seq-length", type=bounded("seq_len"), default=d.max_seq_length)
+    h.add_argument("--max-seq-length", type=bounded("max_seq_length"), default=d.max_seq_length)
     h.add_argument("--train-subset", type=bounded("count"), default=None, help="train on N examples (seeded choice)")
     h.add_argument(
         "--dev-subset",
@@ -194,10 +194,15 @@ def _stage_values(kind: str):
         from dynabert.train_config import STAGES
 
         out = []
-        for part in (p.strip() for p in text.split(",") if p.strip()):
+        parts = [p.strip() for p in text.split(",")]
+        if text.strip() and any(not p for p in parts):  # 'teacher=1e-4,,depth=1e-4': a value left out
+            raise argparse.ArgumentTypeError(f"{text!r} has an empty item; give STAGE=VALUE,... with no empty items")
+        for part in (p for p in parts if p):
             stage, sep, value = part.partition("=")
             if not sep or stage not in STAGES:
                 raise argparse.ArgumentTypeError(f"{part!r} is not STAGE=VALUE with STAGE one of {', '.join(STAGES)}")
+            if stage in dict(out):  # 'teacher=1e-4,teacher=1e-3': one of them would be dropped in silence
+                raise argparse.ArgumentTypeError(f"{text!r} gives stage {stage} twice; give each stage once")
             try:
                 out.append((stage, float(bounds.parse(kind, value))))
             except ValueError as e:

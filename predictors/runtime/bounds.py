@@ -14,8 +14,9 @@ backbone's number as `high=` on top of the kind's own range.
 
 from __future__ import annotations
 
+import argparse
 import math
-from typing import Any, Dict, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, NamedTuple, Optional, Union
 
 Number = Union[int, float]
 
@@ -62,6 +63,7 @@ BOUNDS: Dict[str, Bound] = {
     "texts": Bound(1, 1024, True, False, "", "texts in one request to the server (its SLO covers them all)"),
     "body_bytes": Bound(1, 64 * 1024 * 1024, True, False, "", "bytes of one request body"),
     "queue": Bound(1, 1_000_000, True, False, "", "texts a server lets wait"),
+    "text_inputs": Bound(1, 2, True, False, "", "texts per example: 1, or 2 for a sentence-pair task"),
     "port": Bound(1, 65535, True, False, "", "a TCP port"),
     "params": Bound(0, 10**13, True, False, "", "parameters of a model"),
     "flops": Bound(0, 10**18, True, False, "", "floating-point operations of one model run"),
@@ -151,6 +153,22 @@ def parse(kind: str, text: str, high: Optional[Number] = None) -> Number:
     if violation(kind, value, high) is not None:
         raise ValueError(f"must be {describe(kind, high)}; got {text}")
     return value
+
+
+def arg_type(kind: str) -> Callable[[str], Number]:
+    """argparse type: one number of `kind` within its range; its error is the one line argparse prints
+    after the option's name. `bound_kind` names the kind (tests/test_bounds_options.py checks every
+    numeric option of the CLI has one)."""
+
+    def from_text(text: str) -> Number:
+        try:
+            return parse(kind, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    from_text.__name__ = kind
+    from_text.bound_kind = kind  # type: ignore[attr-defined]
+    return from_text
 
 
 def outside(kind: str, high: Optional[Number] = None) -> list:

@@ -24,6 +24,11 @@ predicted latency).
 Its index (devices.json: reading and checking it) is `bundle_index`, its command line and `--check`
 `bundle_cli`.
 
+A version-2 bundle (`export --bundle --front K`) also carries each device's front: `front(index, device)` lists
+its configs (key, precision, file, metric on the report examples, predicted and measured latency), fastest
+first, and `load_front(BUNDLE, device, key)` loads one of them at the device's setting; a version-1 bundle (or
+one exported with --front 0) has none, and `no_front` says so.
+
 Part of the device runtime (standard library and numpy; onnxruntime and `tokenizers` imported
 lazily; relative imports only, Python 3.8 syntax). It never imports torch or transformers for an
 onnxruntime entry; a torch entry (a Hugging Face directory) imports them when it is loaded and says so
@@ -391,3 +396,110 @@ def load(
     if note:
         warnings.warn(note, stacklevel=2)
     return BundleModel(bundle, index, entry, threads, batch)
+
+
+# ------------------------------------------------------------------------------------- the front
+# What `front` gives per config (the entry's own fields of that name, for the answer's config).
+FRONT_KEYS = (
+    "key",
+    "precision",
+    "format",
+    "file",
+    "model_dir",
+    "subnet",
+    "grid",
+    "metric_value",
+    "metric_full",
+    "metric_search",
+    "predicted_ms",
+    "measured_ms",
+    "measured_raw_ms",
+    "answer",
+)
+
+
+def no_front(index: Dict[str, Any], bundle: str = "the bundle") -> Optional[str]:
+    """None when the bundle carries its devices' fronts; else why not, in one line (a version-1 bundle, or
+    one exported with --front 0)."""
+    if int(index.get("version", 1)) < 2:
+        return (
+            f"{bundle} is a version-1 bundle (written before bundles carried a front): it holds each device's "
+            "answer alone, no front; export it again with `dynasearch export --results RESULTS --bundle --front K`"
+        )
+    if not int((index.get("front") or {}).get("configs") or 0):
+        return (
+            f"{bundle} was exported with --front 0: it holds each device's answer alone, no front; export it again "
+            "with --front K"
+        )
+    return None
+
+
+def _device_entry(index: Dict[str, Any], device: str, precision: Optional[str], bundle: str) -> Dict[str, Any]:
+    """The entry of `device` (at `precision`; None: the precision the search's verdict gave the device, else
+    its first entry)."""
+    pool = [e for e in index["devices"] if e["name"] == device]
+    if not pool:
+        names = sorted({e["name"] for e in index["devices"]})
+        raise BundleError(f"no device {device!r} in {bundle}; devices: {', '.join(names)}")
+    if precision is not None:
+        at = [e for e in pool if e["precision"] == precision]
+        if not at:
+            have = ", ".join(sorted({e["precision"] for e in pool}))
+            raise BundleError(f"device {device!r} of {bundle} has no {precision} entry; it has {have}")
+        return at[0]
+    verdict = str((index.get("precision") or {}).get(device, "")).split(":")[0]
+    return next((e for e in pool if e["precision"] == verdict), pool[0])
+
+
+def front(
+    index: Dict[str, Any], device: str, precision: Optional[str] = None, bundle: str = "the bundle"
+) -> List[Dict[str, Any]]:
+    """The front configs the bundle carries for `device` (see `_device_entry` for `precision`), fastest first:
+    each with FRONT_KEYS (key, precision, file, metric_value: the metric on the bundle's report examples, index
+    `report`; predicted_ms and measured_ms where known; answer: the device's own answer). BundleError in one
+    line when the bundle has no front (`no_front`) or no such device."""
+    why = no_front(index, bundle)
+    if why:
+        raise BundleError(why)
+    entry = _device_entry(index, device, precision, bundle)
+    return [{k: c.get(k) for k in FRONT_KEYS} for c in entry.get("front") or []]
+
+
+def front_entry(
+    index: Dict[str, Any], device: str, key: str, precision: Optional[str] = None, bundle: str = "the bundle"
+) -> Dict[str, Any]:
+    """The device's entry with its front config `key` in place of its answer (file, key, metrics and
+    latencies are that config's; the setting is the device's): what `BundleModel` loads. check_ms and its
+    companions stay only for the answer's config (they timed that model)."""
+    configs = front(index, device, precision, bundle)
+    entry = _device_entry(index, device, precision, bundle)
+    config = next((c for c in configs if c["key"] == key), None)
+    if config is None:
+        raise BundleError(
+            f"device {device!r} of {bundle} has no front config {key!r}; its front: "
+            f"{', '.join(c['key'] for c in configs)}"
+        )
+    out = dict(entry)
+    out.update({k: config.get(k) for k in FRONT_KEYS if k != "answer"})
+    if not config["answer"]:
+        out.update(check_ms=None, check_runs=None, check_when=None, check_repeats_ms=None)
+    out.pop("front", None)
+    return out
+
+
+def load_front(
+    bundle: str,
+    device: str,
+    key: str,
+    precision: Optional[str] = None,
+    threads: Optional[int] = None,
+    batch: Optional[int] = None,
+) -> BundleModel:
+    """The model of front config `key` of `device` (after checking every file's sha256), at the device's
+    setting (threads, batch: as in `load`)."""
+    check_argument("threads", "threads", threads)
+    check_argument("batch", "batch", batch)
+    bundle = str(bundle)
+    index = read_index(bundle)
+    verify_files(bundle, index)
+    return BundleModel(bundle, index, front_entry(index, device, key, precision, bundle), threads, batch)

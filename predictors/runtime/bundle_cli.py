@@ -13,7 +13,18 @@ import warnings
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from . import bounds
-from .bundle import CHECK_RUNS, CHECK_TOLERANCE, BundleModel, check_argument, describe_entry, describe_machine, load
+from .bundle import (
+    CHECK_RUNS,
+    CHECK_TOLERANCE,
+    BundleModel,
+    check_argument,
+    choose,
+    describe_entry,
+    describe_machine,
+    front,
+    load,
+    read_index,
+)
 from .errors import BundleError, DynasearchError
 
 
@@ -86,6 +97,17 @@ def check(model: BundleModel, runs: int = CHECK_RUNS) -> Tuple[int, str]:
     )
 
 
+def _list_front(bundle: str, device: Optional[str], threads: Optional[int], batch: Optional[int]) -> int:
+    """--front: the chosen entry's device's front, one JSON line per config (BundleError without a front)."""
+    index = read_index(bundle)
+    entry, _ = choose(index, device, threads, batch, bundle=bundle)
+    configs = front(index, entry["name"], entry["precision"], bundle)
+    print(f"front of device {entry['name']} ({entry['precision']}): {len(configs)} config(s), fastest first")
+    for c in configs:
+        print(json.dumps(c))
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments in one line naming the value and what is allowed (`dynasearch_bundle: error: ...`),
     exit status 2, as every other error of the loader."""
@@ -95,17 +117,7 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _bounded(kind: str):
-    """argparse type: one number of `kind` within the bounds table's range (`bounds.parse`)."""
-
-    def parse(text: str):
-        try:
-            return bounds.parse(kind, text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    parse.__name__ = kind
-    return parse
+_bounded = bounds.arg_type  # one number of a kind of the bounds table
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -129,13 +141,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument(
         "--runs", type=_bounded("runs"), default=CHECK_RUNS, help=f"timed runs of --check (default {CHECK_RUNS})"
     )
+    p.add_argument(
+        "--front",
+        action="store_true",
+        help="list the front configs the bundle carries for the chosen entry's device (JSON lines, fastest first: "
+        "key, file, metric on the report examples, predicted and measured latency); a bundle without a front says so",
+    )
     args = p.parse_args(argv)
+    if args.front and (args.check or args.text):
+        p.error("--front lists the device's front configs: drop --check and --text (or drop --front)")
 
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
 
     try:
         check_argument("runs", "--runs", args.runs)
+        if args.front:
+            return _list_front(args.bundle, args.device, args.threads, args.batch)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = show

@@ -55,7 +55,7 @@ class BundleEngine(Engine):
         self.tokenizer = first.tokenizer
         self.max_length = first.length
         self.labels = [first.labels[i] for i in sorted(first.labels)] if first.labels else []
-        self.pair_task = int(index.get("text_inputs") or 1) == 2
+        self.pair_task = index.get("text_inputs") == 2  # null (a csv task's bundle): one text
         self.vocab = int(index.get("vocab_size") or 30522)
         self.digest = hashlib.sha256(open(os.path.join(self.bundle, "devices.json"), "rb").read()).hexdigest()
 

@@ -188,7 +188,8 @@ def test_both_devices_picking_one_config_share_one_file(two_devices, fast_tmp):
     slow["answer"] = fast["answer"]
     (results / "devices.json").write_text(json.dumps(doc))
     out = fast_tmp / "same-out"
-    assert cli("export", "--results", results, "--bundle", "--out", out) == 0
+    # --front 0: the answers alone (slow's front, from its own results, holds another config)
+    assert cli("export", "--results", results, "--bundle", "--front", 0, "--out", out) == 0
     index = json.loads((out / "devices.json").read_text())
     a, b = index["devices"]
     assert (a["name"], b["name"]) == ("fast", "slow") and a["key"] == b["key"] == fast["answer"]["key"]
@@ -708,3 +709,243 @@ def test_docs_give_the_bundle_commands_that_work_from_any_directory():
     assert lines and not [line for line in lines if "python -m dynasearch_bundle" in line]
     assert any("python bundle/dynasearch_bundle.py bundle --check" in line for line in lines)
     assert all("sys.path.insert(0, 'bundle')" in line for line in lines if "import dynasearch_bundle" in line)
+
+
+# ------------------------------------------------------------- the front (issue 24 item 1: devices.json v2)
+def sized_scores(model, dev, subnet, metrics, bf16=False):
+    """A metric that grows with the sub-network (the tiny run scores every config alike, so its front is one
+    config): a front of many configs, the bigger the slower and the more accurate."""
+    value = 40.0 + sum(subnet.heads) * 2.0 + sum(subnet.ffn) / 16.0 + dev.n / 1000.0
+    return {m: value for m in metrics}
+
+
+@pytest.fixture(scope="module")
+def wide_front(sk_fast, sk_run, sk_predictor) -> Path:
+    """A single-device search with held-out report examples (--search-dev 24 of the 48, --rescore-dev 12) whose
+    metric grows with the sub-network: a front of several configs."""
+    import dynabert.evaluate
+
+    out = sk_fast / "bundle-wide"
+    if (out / "search.json").is_file():  # made by another module of this worker (tests/search/test_serve_bundle.py)
+        return out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(dynabert.evaluate, "score_subnet", sized_scores)
+        rc = cli("search", sk_run, "--predictor", sk_predictor, "--out", out, "--quiet", "--heartbeat", 1,
+                 "--trials", 24, "--no-verify", "--target-latency", "4ms", "--search-dev", 24, "--rescore-dev", 12)  # fmt: skip
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def front3(wide_front, sk_fast) -> Path:
+    out = sk_fast / "bundle-front3"
+    if (out / "devices.json").is_file():  # made by another module of this worker
+        return out
+    assert cli("export", "--results", wide_front, "--bundle", "--front", 3, "--no-check-time", "--out", out) == 0
+    return out
+
+
+def test_spread_front_keeps_the_ends_and_the_answer_and_spreads_the_rest():
+    from search.bundle import spread_front
+
+    rows = [{"key": f"k{i}", "predicted_ms": float(i), "metric_value": 50.0 + i} for i in range(11)]
+    assert [r["key"] for r in spread_front(rows, 3, "k7")] == ["k0", "k7", "k10"]
+    assert [r["key"] for r in spread_front(rows, 5, "k3")] == ["k0", "k3", "k5", "k7", "k10"]  # ties: the faster
+    assert [r["key"] for r in spread_front(rows, 3, None)] == ["k0", "k5", "k10"]
+    assert [r["key"] for r in spread_front(rows, 1, "k7")] == ["k7"]  # the answer before the ends
+    assert [r["key"] for r in spread_front(rows, 2, "k0")] == ["k0", "k10"]
+    assert spread_front(rows, 0, "k7") == [] and len(spread_front(rows, 64, "k7")) == 11
+    uneven = [
+        {"key": f"u{i}", "predicted_ms": ms, "metric_value": float(i)} for i, ms in enumerate([1, 1.1, 1.2, 5, 9, 10])
+    ]
+    assert [r["key"] for r in spread_front(uneven, 4, "u1")] == ["u0", "u1", "u3", "u5"]  # 1.1 answer, ~5.5 -> 5
+
+
+def test_the_bundle_carries_each_devices_front(wide_front, front3, capsys):
+    from dynabert.evaluate import index_sha256, report_indices, seeded_subset
+    from predictors.runtime.bundle import front, front_entry, load_front, read_index
+    from search.results import read_results
+
+    res = read_results(wide_front)
+    rows = res.front.sort_values("predicted_ms")
+    assert len(rows) >= 5, "the fixture's front is too small to show a spread"
+    index = read_index(str(front3))
+    assert index["version"] == 2 and index["front"]["configs"] == 3
+    (e,) = index["devices"]
+    assert e["front_size"] == len(rows)
+    configs = front(index, e["name"])
+    assert len(configs) == 3 and [c["predicted_ms"] for c in configs] == sorted(c["predicted_ms"] for c in configs)
+    keys = [c["key"] for c in configs]
+    assert keys[0] == rows.iloc[0]["key"]  # the fastest
+    assert keys[-1] == rows.loc[rows["metric_full"].idxmax(), "key"]  # the most accurate
+    assert e["key"] in keys and [c["answer"] for c in configs] == [k == e["key"] for k in keys]
+    full = dict(zip(rows["key"], rows["metric_full"]))
+    pred = dict(zip(rows["key"], rows["predicted_ms"]))
+    for c in configs:
+        assert c["metric_value"] == full[c["key"]] and c["predicted_ms"] == pred[c["key"]]
+        assert c["precision"] == "fp32" and c["file"] == f"models/{c['key']}-fp32/model.onnx"
+        assert (front3 / c["file"]).is_file() and c["file"] in index["files"]
+    assert len(index["models"]) == 3  # each distinct (config, precision) once: the answer's folder among them
+    # which dev examples the metrics are on: replayable, and held out from the ranking
+    rep = index["report"]
+    assert rep["held_out"] and rep["recorded"] and rep["task"] == "sst2" and rep["data_dir"]
+    assert (rep["dev_examples"], rep["search_dev"], rep["search_dev_seed"], rep["rescore_dev"], rep["examples"]) == (
+        48, 24, 0, 12, 12
+    )  # fmt: skip
+    idx = report_indices(48, 24, 0, 12, rep["rescore_seed"])
+    assert len(idx) == 12 and rep["sha256"] == index_sha256(idx)
+    assert not set(idx) & set(seeded_subset(48, 24, 0))  # none of the examples the configs were ranked on
+    assert res.meta["report_dev"]["sha256"] == rep["sha256"]
+    # a model per front config, at the device's setting
+    slow = configs[-1]
+    entry = front_entry(index, e["name"], slow["key"])
+    assert entry["file"] == slow["file"] and entry["check_ms"] is None and entry["threads"] == e["threads"]
+    model = load_front(str(front3), e["name"], slow["key"])
+    assert model.entry["key"] == slow["key"] and len(model.predict(TEXTS)) == 2
+
+
+def test_the_bundles_front_from_the_loaders_command_line(front3, tmp_path):
+    index = json.loads((front3 / "devices.json").read_text())
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--front"], cwd=front3, env=no_torch(tmp_path),
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"front of device {index['devices'][0]['name']} (fp32): 3 config(s), fastest first")
+    assert [json.loads(line)["key"] for line in lines[1:]] == [c["key"] for c in index["devices"][0]["front"]]
+
+
+def test_front_zero_is_todays_bundle(wide_front, fast_tmp):
+    from predictors.runtime.bundle import BundleError, front, read_index
+
+    out = fast_tmp / "b0"
+    assert cli("export", "--results", wide_front, "--bundle", "--front", 0, "--no-check-time", "--out", out) == 0
+    index = read_index(str(out))
+    (e,) = index["devices"]
+    assert index["front"]["configs"] == 0 and "front" not in e and "front_size" not in e
+    assert list(index["models"]) == [f"models/{e['key']}-fp32"]  # the answer alone, as before
+    with pytest.raises(BundleError, match=r"^\S+ was exported with --front 0: it holds each device's answer alone"):
+        front(index, e["name"], bundle=str(out))
+
+
+def test_a_version_1_bundle_still_loads_and_has_no_front(front3, tmp_path):
+    import shutil
+    import warnings
+
+    from predictors.runtime.bundle import BundleError, front, load, no_front, read_index
+
+    old = tmp_path / "v1"
+    shutil.copytree(front3, old)
+    index = json.loads((old / "devices.json").read_text())
+    index["version"] = 1
+    for k in ("front", "report"):
+        del index[k]
+    keep = {k for e in index["devices"] for k in (e["file"], e["model_dir"])}
+    for e in index["devices"]:
+        del e["front"], e["front_size"]
+    index["files"] = {
+        f: d for f, d in index["files"].items() if not f.startswith("models/") or f.rsplit("/", 1)[0] in keep
+    }
+    (old / "devices.json").write_text(json.dumps(index))
+    got = read_index(str(old))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # measured on the fake machine, not this one
+        assert got["version"] == 1 and len(load(str(old)).predict(TEXTS)) == 2
+    assert no_front(got, str(old)).startswith(f"{old} is a version-1 bundle (written before bundles carried a front)")
+    with pytest.raises(BundleError, match=r"is a version-1 bundle .*: it holds each device's answer alone, no front"):
+        front(got, index["devices"][0]["name"], bundle=str(old))
+    r = subprocess.run([PYTHON, "-m", "dynasearch_bundle", ".", "--front"], cwd=old, env=no_torch(tmp_path),
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "is a version-1 bundle" in err[0] and r.stdout == ""
+    index["version"] = 3
+    (old / "devices.json").write_text(json.dumps(index))
+    with pytest.raises(BundleError, match=r"is bundle version 3; this loader reads versions 1\.\.2 "):
+        read_index(str(old))
+
+
+def _damage(index: dict, what: str) -> None:
+    e = index["devices"][0]
+    c = e["front"][0]
+    if what == "metric":
+        c["metric_value"] = "high"
+    elif what == "metric-huge":
+        c["metric_value"] = 1e9
+    elif what == "latency":
+        c["predicted_ms"] = -1.0
+    elif what == "measured":
+        c["measured_ms"] = float("nan")
+    elif what == "subnet":
+        c["subnet"]["heads"][0] = 10**6
+    elif what == "file":
+        c["file"] = "models/nope-fp32/model.onnx"
+    elif what == "precision":
+        c["precision"] = "int8"
+    elif what == "no-answer":
+        for c in e["front"]:
+            c["answer"] = False
+    elif what == "missing":
+        del c["key"]
+    elif what == "too-many":
+        index["front"]["configs"] = 2
+    elif what == "configs":
+        index["front"]["configs"] = 65
+    elif what == "order":
+        e["front"].reverse()
+    elif what == "not-a-list":
+        e["front"] = {"a": 1}
+    elif what == "sha256":
+        index["report"]["sha256"] = "xyz"
+    elif what == "held_out":
+        index["report"]["held_out"] = "no"
+    elif what == "examples":
+        index["report"]["examples"] = 0
+    elif what == "front_size":
+        e["front_size"] = -3
+    elif what == "no-report":
+        del index["report"]
+
+
+@pytest.mark.parametrize(
+    "what, message",
+    [
+        ("metric", r"has front\[0\]\.metric_value 'high'; it must be a number in \[-1e\+06, 1e\+06\]"),
+        ("metric-huge", r"has front\[0\]\.metric_value 1000000000\.0; it must be a number in"),
+        ("latency", r"has front\[0\]\.predicted_ms -1\.0; it must be a number in \(0, 3\.6e\+06\] ms"),
+        ("measured", r"has front\[0\]\.measured_ms nan; it must be null or a number in \(0, 3\.6e\+06\] ms"),
+        ("subnet", r"has front\[0\]\.subnet\.heads\[0\] 1000000; it must be an integer in 0\.\.1024"),
+        ("file", r"front\[0\] has file 'models/nope-fp32/model\.onnx', which is not among the bundle's files"),
+        ("precision", r"front\[0\] has precision 'int8'; it must be the entry's, 'fp32'"),
+        ("no-answer", r"has a front with keys .* and answer\(s\) \[\]; its keys must be distinct and exactly one"),
+        ("missing", r"front\[0\] lacks key"),
+        ("too-many", r"has front .*; it must be a list of 1\.\.2 configs \(front\.configs\)"),
+        ("configs", r"has front\.configs 65; it must be an integer in 0\.\.64"),
+        ("order", r"has a front not ordered by predicted_ms .*; it must be fastest first"),
+        ("not-a-list", r"has front \{'a': 1\}; it must be a list of 1\.\.3 configs"),
+        ("sha256", r"report\.sha256 is 'xyz'; it must be null or a sha256 digest"),
+        ("held_out", r"report\.held_out is 'no'; it must be true or false"),
+        ("examples", r"has report\.examples 0; it must be null or an integer in 1\.\.1000000000"),
+        ("front_size", r"has front_size -3; it must be null or an integer in 1\.\."),
+        ("no-report", r"has report None; it must be a JSON object"),
+    ],
+)
+def test_a_damaged_front_is_refused_in_one_line(front3, tmp_path, what, message):
+    from predictors.runtime.bundle import BundleError, read_index
+
+    index = json.loads((front3 / "devices.json").read_text())
+    _damage(index, what)
+    (tmp_path / "devices.json").write_text(json.dumps(index))
+    with pytest.raises(BundleError, match=message) as e:
+        read_index(str(tmp_path))
+    assert "\n" not in str(e.value) and str(e.value).endswith("(export the bundle again)")
+
+
+def test_a_search_that_held_nothing_out_says_so(sk_results, fast_tmp):
+    """sk_results ran without --search-dev: the report examples are the whole dev split, said so."""
+    from dynabert.evaluate import index_sha256
+
+    out = fast_tmp / "b"
+    assert cli("export", "--results", sk_results, "--bundle", "--front", 2, "--no-check-time", "--out", out) == 0
+    rep = json.loads((out / "devices.json").read_text())["report"]
+    assert rep["held_out"] is False and rep["search_dev"] is None and rep["selection"] == "all"
+    assert rep["examples"] == rep["dev_examples"] == 48 and rep["sha256"] == index_sha256(range(48))
+    assert rep["note"].startswith("nothing was held out (the search ran without --search-dev)")

@@ -138,6 +138,18 @@ def test_a_ranking_slice_as_large_as_dev_holds_nothing_out_and_says_so(sk_run, s
     assert not s["report_held_out"] and s["rank_examples"] == s["report_examples"] == 48
 
 
+def test_a_report_subset_as_large_as_the_held_out_part_says_so(sk_run, sk_predictor, fast_tmp, capsys):
+    """--rescore-dev N with N at least the examples --search-dev holds out reports on all of them: said, as
+    --search-dev's twin (issue 23 attack: it was taken in silence)."""
+    out = fast_tmp / "rr"
+    args = ("--trials", 12, "--no-verify", "--search-dev", 40, "--rescore-dev", 9)
+    assert cli(*search_args(sk_run, sk_predictor, out, *args)) == 0
+    err = capsys.readouterr().err
+    assert "--rescore-dev 9 is not below the 8 dev examples --search-dev 40 holds out" in err
+    s = json.loads((out / "search.json").read_text())["summary"]
+    assert s["report_held_out"] and s["report_examples"] == 8
+
+
 def test_searching_a_space_the_model_was_not_trained_for_warns(sk_base, sk_data, sk_predictor, fast_tmp, capsys):
     run = fast_tmp / "run"
     assert cli("train", "--model", sk_base, "--task", "sst2", "--data-dir", sk_data, "--out", run, "--max-steps", 2,

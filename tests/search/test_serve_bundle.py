@@ -1,0 +1,80 @@
+"""`dynasearch serve` on a real front-carrying bundle (issue 24): the server calibrates the front's
+latency table on this machine, answers over the Open Inference Protocol with the sub-network the policy
+chose, serves one fixed config with --static, and caches the table beside the bundle."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
+from test_bundle import front3, wide_front  # noqa: E402,F401  (the bundle fixtures)
+
+from predictors.runtime.errors import BundleError  # noqa: E402
+from predictors.runtime.serve_bundle import serve_app  # noqa: E402
+
+pytest_plugins = ["searchkit"]
+
+
+def _device(bundle: Path) -> str:
+    return json.loads((bundle / "devices.json").read_text())["devices"][0]["name"]
+
+
+def _infer(c: TestClient, texts):
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]}
+    return c.post("/v2/models/dynabert/infer", json=body)
+
+
+def _wait_ready(c: TestClient, server) -> None:
+    import time
+
+    for _ in range(500):
+        if server.ready or server.failed:
+            break
+        time.sleep(0.02)
+    assert server.ready, server.failed
+
+
+def test_serving_a_bundles_front(front3, tmp_path):  # noqa: F811 - the imported fixture
+    front3 = Path(shutil.copytree(front3, tmp_path / "bundle"))  # the table's cache goes beside this copy
+    index = json.loads((front3 / "devices.json").read_text())
+    keys = [c["key"] for c in index["devices"][0]["front"]]
+    app, server = serve_app(str(front3), 200.0, device=_device(front3), budget_s=2.0)
+    with TestClient(app) as c:
+        _wait_ready(c, server)
+        assert sorted(c.get("/v2/models/dynabert").json()["parameters"]["subnetworks"]) == sorted(keys)
+        r = _infer(c, ["the movie was good", "w1 " * 200])  # the second is longer than the model's length
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["parameters"]["subnetwork"] in keys and doc["parameters"]["truncated"] is True
+        assert doc["outputs"][1]["shape"][0] == 2
+        # alone and in time: the most accurate front config
+        best = max(index["devices"][0]["front"], key=lambda c: c["metric_value"])["key"]
+        assert doc["parameters"]["subnetwork"] == best
+    table = server.policy.table
+    assert set(table.accuracy) == set(keys) and table.buckets[-1] == server.engine.max_length
+    cached = list((front3 / ".serving").glob("latency-*.json"))
+    assert len(cached) == 1
+    # the next start reads the cache instead of measuring again
+    app2, server2 = serve_app(str(front3), 200.0, device=_device(front3))
+    with TestClient(app2) as c:
+        _wait_ready(c, server2)
+        assert server2.policy.table.ms == table.ms
+
+
+def test_static_mode_and_bad_serve_arguments(front3, tmp_path):  # noqa: F811 - the imported fixture
+    front3 = Path(shutil.copytree(front3, tmp_path / "bundle"))  # the table's cache goes beside this copy
+    keys = [c["key"] for c in json.loads((front3 / "devices.json").read_text())["devices"][0]["front"]]
+    app, server = serve_app(str(front3), 200.0, device=_device(front3), static=keys[0], budget_s=1.0)
+    with TestClient(app) as c:
+        _wait_ready(c, server)
+        assert _infer(c, ["good"]).json()["parameters"]["subnetwork"] == keys[0]
+    with pytest.raises(BundleError, match=r"--static 'nope' is no front config of .*; allowed: full, "):
+        serve_app(str(front3), 200.0, device=_device(front3), static="nope")
+    with pytest.raises(BundleError, match=r"--slo must be a number in \(0, 3\.6e\+06\] ms; got 0"):
+        serve_app(str(front3), 0, device=_device(front3))
+    with pytest.raises(BundleError, match=r"no device 'gpu9'"):
+        serve_app(str(front3), 200.0, device="gpu9")
