@@ -1,40 +1,14 @@
-"""Latency with a unit, as users write it: "12ms", "12 ms", "0.5s", "800us"."""
+"""Latency with a unit, as users write it: "12ms", "12 ms", "0.5s", "800us" (the device runtime's
+reader, `predictors.runtime.units`, raising the search's error class)."""
 
 from __future__ import annotations
 
-import math
-import re
-
-from predictors.runtime import bounds
+from predictors.runtime.units import UNITS  # noqa: F401  (re-exported)
+from predictors.runtime.units import parse_latency as _parse
 
 from .errors import SearchError
-
-UNITS = {"ms": 1.0, "s": 1000.0, "us": 1e-3, "µs": 1e-3}
-_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµ]*)\s*$")
 
 
 def parse_latency(text: str) -> float:
     """Milliseconds from a latency with a unit; SearchError naming the text otherwise."""
-    m = _PATTERN.match(str(text))
-    if not m and _PATTERN.match(str(text).strip().lstrip("-")) and str(text).strip().startswith("-"):
-        raise SearchError(f"latency {text!r} is negative; a target is a positive time, e.g. {str(text).strip()[1:]}")
-    if not m:
-        raise SearchError(f"latency {text!r} is not a number with a unit; write e.g. 12ms, 0.5s or 800us")
-    value, unit = float(m.group(1)), m.group(2)
-    if not unit:
-        raise SearchError(f"latency {text!r} has no unit; write e.g. {m.group(1)}ms (units: {', '.join(UNITS)})")
-    if unit.lower() not in UNITS and unit not in UNITS:
-        raise SearchError(f"latency {text!r} has an unknown unit {unit!r}; allowed: {', '.join(UNITS)}")
-    ms = value * UNITS.get(unit, UNITS.get(unit.lower(), 1.0))
-    # The pattern admits no sign, so a non-finite or zero value is an exponent beyond what a float
-    # holds ('1e400ms' reads as inf), or a zero ('0ms', or '1e-400ms', which reads as 0).
-    if not math.isfinite(ms):
-        raise SearchError(f"latency {text!r} is too large: not a finite number of milliseconds")
-    if ms <= 0:
-        nonzero = re.search(r"[1-9]", m.group(1).lower().split("e")[0]) is not None  # '1e-400' underflows to 0.0
-        raise SearchError(
-            f"latency {text!r} must be positive; it is {'too small (rounds to 0 ms)' if nonzero else 'zero'}"
-        )
-    if bounds.violation("latency_ms", ms) is not None:  # above an hour: a typo (12s for 12ms), not a target
-        raise SearchError(f"latency {text!r} is {ms:g} ms; a target must be {bounds.describe('latency_ms')}")
-    return ms
+    return _parse(text, SearchError)

@@ -147,7 +147,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="list the front configs the bundle carries for the chosen entry's device (JSON lines, fastest first: "
         "key, file, metric on the report examples, predicted and measured latency); a bundle without a front says so",
     )
+    s = p.add_argument_group("serving (needs the serve extra: starlette, uvicorn, prometheus_client; Python 3.9+)")
+    s.add_argument(
+        "--serve", action="store_true", help="serve the device's front dynamically (Open Inference Protocol)"
+    )
+    s.add_argument("--slo", metavar="LAT", help="--serve: the latency objective with a unit, e.g. 40ms")
+    s.add_argument("--host", default="127.0.0.1", help="--serve: address (default 127.0.0.1)")
+    s.add_argument("--port", type=_bounded("port"), default=8000, help="--serve: port (default 8000)")
+    s.add_argument("--name", default="dynabert", help="--serve: model name (default dynabert)")
+    s.add_argument("--static", metavar="KEY|full", help="--serve: one fixed front config (the baselines)")
+    s.add_argument("--overload", choices=["shed", "late"], default="shed", help="--serve: shed (503) or late")
     args = p.parse_args(argv)
+    if args.serve:
+        if args.check or args.text or args.front or args.threads or args.batch:
+            p.error(
+                "--serve serves the device's front at its own setting: drop --check, --text, --front, --threads, --batch"
+            )
+        if not args.slo:
+            p.error("--serve needs --slo LAT (e.g. --slo 40ms)")
+        try:
+            from .serve_bundle import serve  # the serve extra: only a server needs it
+            from .units import parse_latency
+
+            serve(args.bundle, parse_latency(args.slo, BundleError), args.device, args.name, args.host, args.port,
+                  args.static, args.overload)  # fmt: skip
+            return 0
+        except DynasearchError as e:
+            print(f"dynasearch_bundle: error: {e}", file=sys.stderr)
+            return 2
+        except ImportError as e:
+            print(f"dynasearch_bundle: error: --serve needs the serve extra ({e.name} is missing): pip install "
+                  "starlette uvicorn prometheus_client", file=sys.stderr)  # fmt: skip
+            return 2
+    for name in ("slo", "static"):
+        if getattr(args, name):
+            p.error(f"--{name} applies to --serve only")
     if args.front and (args.check or args.text):
         p.error("--front lists the device's front configs: drop --check and --text (or drop --front)")
 

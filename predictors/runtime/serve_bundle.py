@@ -9,6 +9,7 @@ uvicorn (SIGTERM: stop accepting, answer what is queued, exit 0).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -149,4 +150,22 @@ def serve(
         f"with SLO {slo_ms:g} ms",
         flush=True,
     )
-    uvicorn.run(build_app(server, name), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        build_app(server, name), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30
+    )
+    _draining_server(config).run()
+
+
+def _draining_server(config):
+    """A uvicorn server that exits 0 after SIGTERM: uvicorn re-raises SIGTERM/SIGINT once it has shut down
+    (the process would die of the signal), but a server that drained its queue did what SIGTERM asks."""
+    import uvicorn  # the serve extra
+
+    class DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                getattr(self, "_captured_signals", []).clear()
+
+    return DrainingServer(config)

@@ -78,3 +78,59 @@ def test_static_mode_and_bad_serve_arguments(front3, tmp_path):  # noqa: F811 - 
         serve_app(str(front3), 0, device=_device(front3))
     with pytest.raises(BundleError, match=r"no device 'gpu9'"):
         serve_app(str(front3), 200.0, device="gpu9")
+
+
+def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tmp_path):  # noqa: F811
+    """`python BUNDLE/dynasearch_bundle.py BUNDLE --serve --slo ...` in a Python that cannot import torch,
+    transformers or this repository (the bundle's own runtime copy serves); requests in flight when
+    SIGTERM arrives are answered, then the process exits 0."""
+    import signal
+    import socket
+    import subprocess
+    import threading
+    import time
+    import urllib.request
+
+    from test_bundle import PYTHON, no_torch
+
+    bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = no_torch(tmp_path)
+    cmd = [PYTHON, str(bundle / "dynasearch_bundle.py"), str(bundle), "--serve", "--slo", "500ms",
+           "--device", _device(bundle), "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(base + "/v2/health/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.communicate()[1]
+        body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["good"]}]}).encode()
+
+        def post():
+            req = urllib.request.Request(base + "/v2/models/dynabert/infer", body, {"content-type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+
+        assert post()[0] == 200
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(post())) for _ in range(20)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    # every request that reached the server before SIGTERM got its answer (late ones: connection refused)
+    assert answers and all(code == 200 for code, _ in answers)
+    assert "Traceback" not in err
