@@ -35,6 +35,7 @@ COMMANDS = (
     "search",
     "query",
     "serve",
+    "loadtest",
     "demo",
 )
 

@@ -2677,6 +2677,25 @@ CASES = [
         r"argument --port: must be an integer in 1\.\.65535; got 0",
         USAGE,
     ),
+    # ---- issue 24: loadtest
+    Case(
+        "loadtest-url-off-this-machine",
+        lambda e: ["loadtest", "http://192.168.1.7:8000", "--bundle", e.tmp],
+        r"URL host '192\.168\.1\.7' is not this machine; a load test targets 127\.0\.0\.1, ::1 or localhost only",
+        __import__("dynasearch.loadtest", fromlist=["LoadtestError"]).LoadtestError,
+    ),
+    Case(
+        "loadtest-schedule-too-big",
+        lambda e: ["loadtest", "http://127.0.0.1:9", "--bundle", e.tmp, "--schedule", "1000:1000"],
+        r"the schedule sends about 1000000 requests; at most 100000 per run",
+        __import__("dynasearch.loadtest", fromlist=["LoadtestError"]).LoadtestError,
+    ),
+    Case(
+        "loadtest-texts-zero",
+        lambda e: ["loadtest", "http://127.0.0.1:9", "--bundle", e.tmp, "--texts", "0"],
+        r"argument --texts: must be an integer in 1\.\.1024; got 0",
+        USAGE,
+    ),
     # (end of search section)
 ]
 

@@ -134,3 +134,54 @@ def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tm
     # every request that reached the server before SIGTERM got its answer (late ones: connection refused)
     assert answers and all(code == 200 for code, _ in answers)
     assert "Traceback" not in err
+
+
+def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):  # noqa: F811
+    """`dynasearch loadtest` on a real server process: open-loop arrivals, the bundle's report examples
+    replayed, the summary's counts add up; a URL off this machine and a bad schedule are refused."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from test_bundle import PYTHON
+
+    from dynasearch.cli import main
+    from dynasearch.loadtest import LoadtestError, parse_schedule
+
+    bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [PYTHON, "-m", "dynasearch", "serve", str(bundle), "--slo", "300ms", "--device", _device(bundle),
+           "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(url + "/v2/health/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.communicate()[1]
+        out = tmp_path / "summary.json"
+        capsys.readouterr()
+        rc = main(
+            ["loadtest", url, "--bundle", str(bundle), "--schedule", "30:1,80:0.5", "--texts", "2", "--out", str(out)]
+        )
+        printed = capsys.readouterr().out
+        assert rc == 0, printed
+        s = json.loads(out.read_text())
+        assert s["requests"] > 20 and s["slo_ms"] == 300.0 and s["errors"] == 0
+        assert 0 <= s["effective_accuracy"] <= s["served_accuracy"] <= 1 and s["attainment"] > 0.5
+        assert sum(s["subnetworks"].values()) == s["requests"] - s["shed"]
+        assert "attainment" in printed and "effective accuracy" in printed
+        # refused before any request leaves: a load test targets this machine only
+        assert main(["loadtest", "http://10.0.0.1:8000", "--bundle", str(bundle)]) == 2
+        assert "URL host '10.0.0.1' is not this machine" in capsys.readouterr().err
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    with pytest.raises(LoadtestError, match=r"schedule phase 'fast' is not RATE:SECONDS"):
+        parse_schedule("fast")
