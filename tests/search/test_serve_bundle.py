@@ -38,7 +38,7 @@ def _wait_ready(c: TestClient, server) -> None:
     assert server.ready, server.failed
 
 
-def test_serving_a_bundles_front(front3, tmp_path):  # noqa: F811 - the imported fixture
+def test_serving_a_bundles_front(front3, tmp_path):
     front3 = Path(shutil.copytree(front3, tmp_path / "bundle"))  # the table's cache goes beside this copy
     index = json.loads((front3 / "devices.json").read_text())
     keys = [c["key"] for c in index["devices"][0]["front"]]
@@ -65,7 +65,7 @@ def test_serving_a_bundles_front(front3, tmp_path):  # noqa: F811 - the imported
         assert server2.policy.table.ms == table.ms
 
 
-def test_static_mode_and_bad_serve_arguments(front3, tmp_path):  # noqa: F811 - the imported fixture
+def test_static_mode_and_bad_serve_arguments(front3, tmp_path):
     front3 = Path(shutil.copytree(front3, tmp_path / "bundle"))  # the table's cache goes beside this copy
     keys = [c["key"] for c in json.loads((front3 / "devices.json").read_text())["devices"][0]["front"]]
     app, server = serve_app(str(front3), 200.0, device=_device(front3), static=keys[0], budget_s=1.0)
@@ -80,7 +80,7 @@ def test_static_mode_and_bad_serve_arguments(front3, tmp_path):  # noqa: F811 - 
         serve_app(str(front3), 200.0, device="gpu9")
 
 
-def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tmp_path):  # noqa: F811
+def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tmp_path):
     """`python BUNDLE/dynasearch_bundle.py BUNDLE --serve --slo ...` in a Python that cannot import torch,
     transformers or this repository (the bundle's own runtime copy serves); requests in flight when
     SIGTERM arrives are answered, then the process exits 0."""
@@ -136,7 +136,7 @@ def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tm
     assert "Traceback" not in err
 
 
-def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):  # noqa: F811
+def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):
     """`dynasearch loadtest` on a real server process: open-loop arrivals, the bundle's report examples
     replayed, the summary's counts add up; a URL off this machine and a bad schedule are refused."""
     import socket
@@ -185,3 +185,53 @@ def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):  # noqa: F8
         proc.wait(30)
     with pytest.raises(LoadtestError, match=r"schedule phase 'fast' is not RATE:SECONDS"):
         parse_schedule("fast")
+
+
+def test_a_triton_client_speaks_to_the_server_with_json_tensors(front3, tmp_path):
+    """tritonclient.http (a real Open Inference Protocol client) with binary_data=False in and out; its
+    default binary-data request is refused with 400 naming binary_data=False."""
+    import socket
+    import subprocess
+    import time
+
+    import numpy as np
+    import tritonclient.http as triton
+    from test_bundle import PYTHON
+    from tritonclient.utils import InferenceServerException
+
+    bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [PYTHON, "-m", "dynasearch", "serve", str(bundle), "--slo", "300ms", "--device", _device(bundle),
+           "--port", str(port)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
+        for _ in range(600):
+            try:
+                if client.is_server_ready():
+                    break
+            except Exception:  # not listening yet (the calibration runs before the port opens)
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.communicate()[1]
+        assert client.is_server_live() and client.is_model_ready("dynabert")
+        meta = client.get_model_metadata("dynabert")
+        assert meta["inputs"][0]["datatype"] == "BYTES"
+        texts = np.array([b"the movie was good", b"a bad and awful plot"], dtype=object)
+        inp = triton.InferInput("text", [2], "BYTES")
+        inp.set_data_from_numpy(texts, binary_data=False)
+        outs = [
+            triton.InferRequestedOutput("label", binary_data=False),
+            triton.InferRequestedOutput("scores", binary_data=False),
+        ]
+        res = client.infer("dynabert", [inp], outputs=outs)
+        assert res.as_numpy("scores").shape[0] == 2 and len(res.as_numpy("label")) == 2
+        assert res.get_response()["parameters"]["subnetwork"]
+        binary = triton.InferInput("text", [2], "BYTES")
+        binary.set_data_from_numpy(texts)  # the client's default: the binary-data extension
+        with pytest.raises(InferenceServerException, match="binary_data=False"):
+            client.infer("dynabert", [binary])
+    finally:
+        proc.terminate()
+        proc.wait(30)
