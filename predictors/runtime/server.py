@@ -163,7 +163,11 @@ class Server:
         self.queued_texts += n
         self.metrics.queue.set(self.queued_texts)
         self._wake.set()
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()  # the caller left: the worker drops it before its next decision
+            raise
 
     def _retry(self) -> Dict[str, str]:
         # about the time the queue ahead takes with the fastest config
@@ -407,7 +411,15 @@ def build_app(server: Server, name: str = "dynabert", version: str = "1") -> Any
         try:
             body = await request.body()
             texts, pairs, rid = parse_infer(body, server.engine.pair_task, server.max_texts, server.max_body)
-            answer = await server.submit(texts, pairs, arrival)
+            job = asyncio.ensure_future(server.submit(texts, pairs, arrival))
+            # A client that leaves costs the others nothing: its request is cancelled, and the worker drops
+            # a cancelled request before deciding (it never takes a place in a batch it has not yet joined).
+            while not job.done():
+                await asyncio.wait({job}, timeout=0.05)
+                if not job.done() and await request.is_disconnected():
+                    job.cancel()
+                    return Response(status_code=499)
+            answer = job.result()
         except Rejected as e:
             return error(e.status, str(e), e.headers)
         rows = answer["rows"]

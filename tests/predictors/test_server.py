@@ -250,3 +250,29 @@ def test_live_at_once_ready_only_when_calibrated_and_a_failed_calibration_says_w
         assert c.get("/v2/health/ready").status_code == 503
         r = infer(c, ["good"])
         assert "calibration failed (RuntimeError: no model file)" in r.json()["error"]
+
+
+def test_a_client_that_leaves_costs_the_others_nothing():
+    """Requests whose callers left while they waited are dropped before the next decision: the model
+    never runs them, and the requests behind them are answered."""
+    import asyncio
+
+    engine = FakeEngine(ms={"big": 30.0, "small": 10.0})
+    server = Server(engine, Policy(table(engine.ms), 5000.0, max_batch=1))
+
+    async def scenario():
+        await server.start()
+        first = asyncio.ensure_future(server.submit(["good"], None, time.monotonic()))
+        await asyncio.sleep(0.005)  # the worker runs the first request (30 ms)
+        gone = [asyncio.ensure_future(server.submit(["bad"], None, time.monotonic())) for _ in range(5)]
+        stay = asyncio.ensure_future(server.submit(["good"], None, time.monotonic()))
+        await asyncio.sleep(0)
+        for g in gone:
+            g.cancel()  # what the app does when is_disconnected() says the client left
+        answers = await asyncio.gather(first, stay)
+        await server.drain()
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [a["rows"][0][0] for a in answers] == ["pos", "pos"]
+    assert sum(n for _, n in engine.ran) == 2  # the five that left never ran
