@@ -101,7 +101,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from dynabert.io import write_text
     from dynabert.tables import markdown_table
-    from predictors.runtime.fingerprint import machine_info
+    from dynasearch_runtime.fingerprint import machine_info
 
     m = machine_info(with_torch=True)
     commit = subprocess.run(

@@ -7,7 +7,7 @@ static QDQ S8S8 calibration, only MatMul quantised: quantize_onnx's static quant
 - latency of fp32, dynamic and static at "ort1" (onnxruntime, 1 thread, batch 1) and "ort2b8"
   (2 threads, batch 8), length 64: one interleaved run of the project's timing protocol per setting
   (`time_interleaved`, `Protocol()`, sessions as the onnxruntime backend and the kit's runner build
-  them: `predictors.runtime.fingerprint.ort_session`, no spinning), so drift hits all models alike;
+  them: `dynasearch_runtime.fingerprint.ort_session`, no spinning), so drift hits all models alike;
 - accuracy of every model on the whole dev split, measured with that ONNX model itself
   (`onnx_logits`), and paired bootstrap intervals of int8 - fp32.
 
@@ -175,8 +175,8 @@ def phase_accuracy(run: Path, data_dir: str | None, grid: list[str], dev_limit: 
 
 def phase_timing(grid: list[str], vocab: int, protocol, doc: dict, out: Path) -> None:
     """One interleaved protocol run per setting over every (grid point, precision)."""
-    from predictors.runtime.fingerprint import ort_feeds, ort_run_once, ort_session
-    from predictors.runtime.protocol import time_interleaved
+    from dynasearch_runtime.fingerprint import ort_feeds, ort_run_once, ort_session
+    from dynasearch_runtime.protocol import time_interleaved
 
     doc.setdefault("timing", {})
     for name, (threads, batch) in SETTINGS.items():
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from predictors.runtime.protocol import Protocol
+    from dynasearch_runtime.protocol import Protocol
 
     # Export and PyTorch work run on one torch thread: no idle OpenMP worker spins on the cores
     # onnxruntime is timed on (as the onnxruntime backend's configure()).

@@ -87,8 +87,8 @@ def round_factors_of(records_path: Path, g: pd.DataFrame) -> pd.DataFrame | None
     """Per-round speed factors of one run and setting, refitted from its raw timings (the fit the
     run made: every config's undisturbed timings, one two-way fit tied by the anchor), with the
     cumulative timed seconds at the end of each round as the time axis."""
+    from dynasearch_runtime.speed import round_factors
     from predictors import raw_timings_path, read_raw_timings
-    from predictors.runtime.speed import round_factors
 
     path = Path(raw_timings_path(str(records_path), str(g["run_id"].iloc[0]), str(g["settings_id"].iloc[0])))
     if not path.exists():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from predictors.runtime import bounds
+from dynasearch_runtime import bounds
 
 from .errors import DataError
 from .tasks import TaskData

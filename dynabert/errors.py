@@ -1,9 +1,9 @@
 """One exception hierarchy for every user-facing error. The CLI prints the message and exits 2.
 
-The root, DynasearchError, is defined in the device runtime (`predictors.runtime.errors`, standard
+The root, DynasearchError, is defined in the device runtime (`dynasearch_runtime.errors`, standard
 library only) so the kit's runner, which has no dynabert, raises the same MeasurementError."""
 
-from predictors.runtime.errors import DynasearchError
+from dynasearch_runtime.errors import DynasearchError
 
 
 class InvalidSubnetError(DynasearchError, ValueError):

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from predictors.runtime.schema import HOST_TAG
+from dynasearch_runtime.schema import HOST_TAG
 
 from .errors import DataError, DynasearchError, OutputExistsError
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predictors.runtime.field_bounds import SHAPE_BOUNDS, Field, first_violation, under
+from dynasearch_runtime.field_bounds import SHAPE_BOUNDS, Field, first_violation, under
 
 from .checks import differences
 from .errors import DataError, ModelLoadError, OutputExistsError

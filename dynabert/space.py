@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from predictors.runtime import bounds
+from dynasearch_runtime import bounds
 
 from .errors import InvalidSubnetError
 from .subnet import PAPER_DEPTHS, PAPER_WIDTHS, BackboneShape, SubnetConfig, paper_grid

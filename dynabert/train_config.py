@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from predictors.runtime.bounds import BOUNDS, check
+from dynasearch_runtime.bounds import BOUNDS, check
 
 from .checks import one_of
 from .errors import DataError

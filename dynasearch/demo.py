@@ -35,6 +35,7 @@ from dynabert.space import SearchSpace
 from dynabert.subnet import SubnetConfig, paper_grid
 from dynabert.tasks import GLUE_TASKS, check_data_dir, get_task, load_split
 from dynabert.train_config import TrainConfig
+from dynasearch_runtime.field_bounds import Field, first_violation
 from predictors import (
     BackendSettings,
     Protocol,
@@ -45,7 +46,6 @@ from predictors import (
     read_records,
     uniform_configs,
 )
-from predictors.runtime.field_bounds import Field, first_violation
 from search.config import SearchConfig
 from search.deploy import export_from_results
 from search.objectives import cache_selection

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dynabert.errors import DataError, DynasearchError
-from predictors.runtime import bounds
-from predictors.runtime.simulator import poisson
+from dynasearch_runtime import bounds
+from dynasearch_runtime.simulator import poisson
 
 MAX_REQUESTS = 100_000
 LAG_SHARE = 0.10  # a generator whose own send lag p99 exceeds this share of the SLO is flagged unreliable
@@ -104,7 +104,7 @@ def report_examples(bundle: str, data_dir: str | None) -> tuple[list[str], list[
     """(texts, pairs, class ids) of the bundle's report examples, replayed from devices.json's `report`."""
     from dynabert.evaluate import index_sha256, report_indices
     from dynabert.tasks import get_task, load_split
-    from predictors.runtime.bundle_index import read_index
+    from dynasearch_runtime.bundle_index import read_index
 
     index = read_index(bundle)
     report = index.get("report")

@@ -1,13 +1,13 @@
 """predictors: measuring latency on target hardware and predicting it.
 
-One timing protocol for every backend (`runtime.protocol`; `runtime` is the device runtime the
-kit ships as is), backends that only prepare and run a model (`backends`), config samplers, the
+One timing protocol for every backend (`dynasearch_runtime.protocol`: the device runtime, a package of its
+own that the kit ships as is), backends that only prepare and run a model (`backends`), config samplers, the
 records table, the measurement kit for other devices, latency predictors (lookup table, layer
 regression, boosted trees, hybrid) and their evaluation.
-Dependencies point one way: predictors.runtime <- dynabert <- predictors <- search (the runtime
+Dependencies point one way: dynasearch_runtime <- dynabert <- predictors <- search (the runtime
 needs only the standard library, numpy and onnxruntime; `dynabert.errors` builds on its error root).
 
-Names are imported lazily (PEP 562), as in `dynabert`: `import predictors.runtime.errors` (which
+Names are imported lazily (PEP 562), as in `dynabert`: `import dynasearch_runtime.errors` (which
 `dynabert.errors` does) must not pull in pandas or the rest of this package.
 """
 
@@ -19,16 +19,16 @@ import types
 from typing import Any
 
 _LAZY = {
-    "Protocol": "runtime.protocol",
-    "check_clock": "runtime.clocks",
-    "MeasurementError": "runtime.errors",
-    "threads_warning": "runtime.fingerprint",
-    "RECORD_COLUMNS": "runtime.schema",
-    "RECORD_FIELDS": "runtime.schema",
-    "SCHEMA": "runtime.schema",
-    "check_records_path": "runtime.schema",
-    "raw_timings_path": "runtime.schema",
-    "read_raw_timings": "runtime.schema",
+    "Protocol": "dynasearch_runtime.protocol",
+    "check_clock": "dynasearch_runtime.clocks",
+    "MeasurementError": "dynasearch_runtime.errors",
+    "threads_warning": "dynasearch_runtime.fingerprint",
+    "RECORD_COLUMNS": "dynasearch_runtime.schema",
+    "RECORD_FIELDS": "dynasearch_runtime.schema",
+    "SCHEMA": "dynasearch_runtime.schema",
+    "check_records_path": "dynasearch_runtime.schema",
+    "raw_timings_path": "dynasearch_runtime.schema",
+    "read_raw_timings": "dynasearch_runtime.schema",
     "BACKENDS": "backends",
     "BackendSettings": "backends",
     "make_backend": "backends",
@@ -92,7 +92,10 @@ sys.modules[__name__].__class__ = _Package
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        mod = _LAZY[name]  # the device runtime is a package of its own; the rest are our modules
+        value = getattr(
+            importlib.import_module(mod if mod.startswith("dynasearch_runtime") else f".{mod}", __name__), name
+        )
         globals()[name] = value  # the next access skips this function
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,10 +11,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dynasearch_runtime.clocks import CLOCKS
+from dynasearch_runtime.field_bounds import SHAPE_BOUNDS, Field, first_violation
+
 from .errors import PredictorError
 from .records import LATENCY_COLUMN
-from .runtime.clocks import CLOCKS
-from .runtime.field_bounds import SHAPE_BOUNDS, Field, first_violation
 
 # Every number of predictor.json by its kind in the bounds table, per section (`field_bounds.Field`:
 # path within the section, kind, null allowed); the specs below check the types and the structure.

@@ -1,6 +1,6 @@
 """Backends: each only PREPARES an extracted sub-network and returns a callable that runs it once.
 
-Timing is not done here: one protocol (`predictors.runtime.protocol.time_interleaved`) times every backend.
+Timing is not done here: one protocol (`dynasearch_runtime.protocol.time_interleaved`) times every backend.
 Backends never see the super-network: `prepare` takes the extracted, physically small model, so what
 is timed is what is shipped.
 """
@@ -19,9 +19,8 @@ from typing import Any
 
 from dynabert.checks import one_of, positive_int
 from dynabert.io import process_dead, process_tag
-
-from .runtime.errors import MeasurementError
-from .runtime.fingerprint import ORT_DEVICE_PROVIDERS, has_gpu, ort_feeds, ort_run_once, ort_session
+from dynasearch_runtime.errors import MeasurementError
+from dynasearch_runtime.fingerprint import ORT_DEVICE_PROVIDERS, has_gpu, ort_feeds, ort_run_once, ort_session
 
 BACKENDS = ("torch", "onnxruntime")
 DEVICES = ("cpu", "cuda")
@@ -177,7 +176,7 @@ class OrtBackend(Backend):
         self.cache_dir = Path(cache_dir)
 
     def check(self) -> None:
-        from .runtime.fingerprint import check_ort_provider
+        from dynasearch_runtime.fingerprint import check_ort_provider
 
         if self.settings.device == "cuda" and not has_gpu():
             raise MeasurementError("CUDA asked for on a machine without a GPU; use --device cpu")
@@ -191,8 +190,7 @@ class OrtBackend(Backend):
     def onnx_path(self, model: Any, key: str) -> Path:
         from dynabert.extract import model_shape
         from dynabert.onnx_export import export_onnx
-
-        from .runtime.fingerprint import short_hash
+        from dynasearch_runtime.fingerprint import short_hash
 
         shape_key = short_hash(model_shape(model).to_dict())
         path = self.cache_dir / f"{shape_key}-{key}.onnx"

@@ -1,5 +1,5 @@
 """Errors of the latency tools; each derives from DynasearchError, so the CLI exits with status 2.
-MeasurementError, which the device runtime raises too, lives in `predictors.runtime.errors`."""
+MeasurementError, which the device runtime raises too, lives in `dynasearch_runtime.errors`."""
 
 from dynabert.errors import DynasearchError
 

@@ -1,7 +1,7 @@
 """`dynasearch kit`: ONNX files of sampled configs plus a self-contained runner for devices that
 cannot run the full tool (a phone-class board, a server without torch).
 
-The kit holds the device runtime, the folder `predictors/runtime` copied as it is to
+The kit holds the device runtime, the folder `dynasearch_runtime` copied as it is to
 `runtime/` (the very code the library times with: records schema and files, fingerprint and
 onnxruntime session, speed correction, protocol, driver, the runner's command line), and a
 runner.py of a few lines that puts the kit folder on the import path and calls
@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
+from dynasearch_runtime import bounds
+from dynasearch_runtime.errors import MeasurementError
+from dynasearch_runtime.fingerprint import ORT_DEVICE_PROVIDERS, check_seq_lens
+from dynasearch_runtime.protocol import Protocol
+from dynasearch_runtime.runner import KIT_VERSION
 
 from .measure import resolve_anchor, shape_key
-from .runtime import bounds
-from .runtime.errors import MeasurementError
-from .runtime.fingerprint import ORT_DEVICE_PROVIDERS, check_seq_lens
-from .runtime.protocol import Protocol
-from .runtime.runner import KIT_VERSION
 from .samplers import labels_by_key
 
-RUNTIME = Path(__file__).resolve().parent / "runtime"
+RUNTIME = Path(__file__).resolve().parent.parent / "dynasearch_runtime"
 
 RUNNER = """#!/usr/bin/env python3
-# dynasearch measurement kit runner: runs runtime/ (a copy of predictors/runtime) on this kit.
+# dynasearch measurement kit runner: runs runtime/ (a copy of dynasearch_runtime) on this kit.
 # Needs only Python, numpy and onnxruntime. Usage: python runner.py [--threads 1] [--out records.csv]
 import os
 import sys

@@ -17,15 +17,12 @@ import pandas as pd
 from dynabert.io import check_writable, remove_stale_temporaries
 from dynabert.killpoints import kill_point
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops, count_params
-
-from .backends import BackendSettings, make_backend
-from .records import read_records
-from .runtime.clocks import BUSY_RATIO, check_clock
-from .runtime.driver import Item, measure_items
-from .runtime.errors import MeasurementError
-from .runtime.fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
-from .runtime.protocol import Protocol
-from .runtime.schema import (
+from dynasearch_runtime.clocks import BUSY_RATIO, check_clock
+from dynasearch_runtime.driver import Item, measure_items
+from dynasearch_runtime.errors import MeasurementError
+from dynasearch_runtime.fingerprint import check_seq_lens, machine_info, setting_columns, short_hash
+from dynasearch_runtime.protocol import Protocol
+from dynasearch_runtime.schema import (
     RECORD_COLUMNS,
     anchor_reference,
     append_rows,
@@ -35,6 +32,9 @@ from .runtime.schema import (
     row_clocks,
     write_raw_timings,
 )
+
+from .backends import BackendSettings, make_backend
+from .records import read_records
 from .samplers import labels_by_key
 
 

@@ -20,10 +20,8 @@ import pandas as pd
 from dynabert.checks import differences
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
 from dynabert.tables import markdown_table
-
-from .errors import RecordsError
-from .runtime.errors import MeasurementError
-from .runtime.schema import (
+from dynasearch_runtime.errors import MeasurementError
+from dynasearch_runtime.schema import (
     OLD_SCHEMAS,
     RECORD_COLUMNS,
     RECORD_FIELDS,
@@ -32,6 +30,8 @@ from .runtime.schema import (
     protocol_clock,
     read_rows,
 )
+
+from .errors import RecordsError
 
 # What predictors fit and are judged on: the speed-corrected median (raw median where a run was
 # not corrected: old records, or a run without rounds to correct).

@@ -11,8 +11,7 @@ from dynabert.errors import InvalidSubnetError
 from dynabert.io import read_json
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig, count_flops
-
-from .runtime.errors import MeasurementError
+from dynasearch_runtime.errors import MeasurementError
 
 # Which configs `measure` times (the search's own samplers are search.OPTUNA_SAMPLERS).
 CONFIG_SAMPLERS = ("grid", "uniform", "flops", "layer-table")

@@ -11,13 +11,13 @@ from typing import Any
 import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig
+from dynasearch_runtime.fingerprint import machine_info, setting_columns
+from dynasearch_runtime.protocol import Protocol
 
 from .backends import BackendSettings
 from .base import TARGET_FIELDS, LatencyPredictor
 from .errors import PredictorError
 from .measure import measure, shape_key
-from .runtime.fingerprint import machine_info, setting_columns
-from .runtime.protocol import Protocol
 
 VERIFY_COLUMNS = (
     "key",

@@ -6,7 +6,7 @@ named BACKEND-DEVICE, e.g. onnxruntime-cpu) the bundle holds that device's answe
 format: ONNX (model.onnx, or model.int8.onnx for an int8 entry) for onnxruntime devices, the Hugging
 Face directory for torch devices. Each distinct (config, precision) is exported once with
 `export_from_results` into BUNDLE/models/<key>-<precision>/ (with the formats its devices need), and
-every device that picked it points at it. Layout and the loader: see `predictors.runtime.bundle`
+every device that picked it points at it. Layout and the loader: see `dynasearch_runtime.bundle`
 (copied into the bundle as dynasearch_runtime/, with dynasearch_bundle.py beside it).
 
 What the model folders lose against a plain export: the tokenizer files (once at BUNDLE/ instead)
@@ -54,10 +54,8 @@ from typing import Any
 from dynabert.backbone import TOKENIZER_FILES
 from dynabert.errors import ExportError
 from dynabert.io import atomic_dir, check_output_dir, file_sha256, write_json, write_text
-from predictors.kit import copy_runtime
-from predictors.measure import shape_key
-from predictors.runtime import bounds
-from predictors.runtime.bundle import (
+from dynasearch_runtime import bounds
+from dynasearch_runtime.bundle import (
     BUNDLE_VERSION,
     CHECK_RUNS,
     CHECK_WARMUP,
@@ -67,6 +65,8 @@ from predictors.runtime.bundle import (
     fingerprint_here,
     this_machine,
 )
+from predictors.kit import copy_runtime
+from predictors.measure import shape_key
 
 from .deploy import export_from_results
 from .devices import read_devices
@@ -80,9 +80,9 @@ FRONT_CONFIGS = 6  # export --bundle --front: front configs per device (0: the a
 CHECK_REPEATS = 3  # export: --check's loop this many times per entry (a fresh model each); check_ms is their median
 
 # BUNDLE/dynasearch_bundle.py: puts the bundle folder on the import path and re-exports the loader,
-# predictors/runtime/bundle.py, which the bundle holds as dynasearch_runtime/bundle.py.
+# dynasearch_runtime/bundle.py, which the bundle holds as dynasearch_runtime/bundle.py.
 SHIM = '''"""dynasearch deployment bundle loader (dynasearch_runtime/ is a copy of dynasearch's device runtime,
-predictors/runtime; its bundle module is this loader). Needs Python 3.8+, numpy, onnxruntime and tokenizers.
+dynasearch_runtime; its bundle module is this loader). Needs Python 3.8+, numpy, onnxruntime and tokenizers.
 
     import sys; sys.path.insert(0, "BUNDLE")      # this folder on the import path (or run from inside it)
     import dynasearch_bundle

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dynabert.io import read_json, remove_stale_temporaries, write_json
-from predictors.runtime.field_bounds import first_violation
+from dynasearch_runtime.field_bounds import first_violation
 
 from .errors import ResultsError, SearchError
 from .results_bounds import DEVICES_BOUNDS

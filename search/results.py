@@ -36,9 +36,9 @@ from dynabert.errors import InvalidSubnetError
 from dynabert.io import read_json, read_utf8, write_json, write_text
 from dynabert.space import DROP_RULES, SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
-from predictors.runtime.bounds import check, describe, violation
-from predictors.runtime.field_bounds import first_violation
-from predictors.runtime.fingerprint import max_seq_len
+from dynasearch_runtime.bounds import check, describe, violation
+from dynasearch_runtime.field_bounds import first_violation
+from dynasearch_runtime.fingerprint import max_seq_len
 
 from .errors import NoAnswerError, ResultsError, SearchError
 from .results_bounds import GRID_KIND, SEARCH_BOUNDS, TRIAL_BOUNDS

@@ -1,4 +1,4 @@
-"""Which kind of the bounds table (`predictors.runtime.bounds`) every number of a results directory is:
+"""Which kind of the bounds table (`dynasearch_runtime.bounds`) every number of a results directory is:
 search.json's (`SEARCH_BOUNDS`), a trials.csv / front.csv column's (`TRIAL_BOUNDS`) and a multi-device
 search's devices.json's (`DEVICES_BOUNDS`). `results.read_results` and `devices.read_devices` check each
 against its kind's range; tests/test_bounds.py enumerates these maps and fails when a number a search writes
@@ -6,7 +6,7 @@ has none."""
 
 from __future__ import annotations
 
-from predictors.runtime.field_bounds import SHAPE_BOUNDS, SUBNET_BOUNDS, Field, under
+from dynasearch_runtime.field_bounds import SHAPE_BOUNDS, SUBNET_BOUNDS, Field, under
 
 # An answer (search.json's answer, and each device's in devices.json): what the search chose and how it was judged.
 ANSWER_BOUNDS: tuple[Field, ...] = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predictors.runtime import bounds
+from dynasearch_runtime import bounds
 
 from .errors import SearchError
 

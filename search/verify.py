@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from dynabert.subnet import BackboneShape, SubnetConfig
+from dynasearch_runtime.clocks import BUSY_RATIO
+from dynasearch_runtime.schema import protocol_clock
 from predictors import (
     MeasurementError,
     Protocol,
@@ -43,8 +45,6 @@ from predictors import (
     verify_latency,
 )
 from predictors.errors import PredictorError
-from predictors.runtime.clocks import BUSY_RATIO
-from predictors.runtime.schema import protocol_clock
 
 from .errors import SearchError
 from .results import load_results, write_results

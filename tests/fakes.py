@@ -51,9 +51,9 @@ def fake_rows(
 ) -> list[dict]:
     """Records rows (as `dynasearch measure` writes them) for `subnets` of `shape`, measured on a fake
     machine (FAKE_MACHINE unless given) at `dtype` with latency fn(subnet, batch, seq), every percentile equal."""
+    from dynasearch_runtime.fingerprint import setting_columns
+    from dynasearch_runtime.schema import RECORD_COLUMNS, SCHEMA
     from predictors.measure import shape_key, static_row
-    from predictors.runtime.fingerprint import setting_columns
-    from predictors.runtime.schema import RECORD_COLUMNS, SCHEMA
 
     provider = "CPUExecutionProvider" if backend == "onnxruntime" else ""
     cols = setting_columns(

@@ -1,4 +1,4 @@
-"""The bounds table (predictors/runtime/bounds.py, issue 23) and every file reader that takes a bounded
+"""The bounds table (dynasearch_runtime/bounds.py, issue 23) and every file reader that takes a bounded
 number through it:
 
 (a) the table itself: describe, violation, check, parse, outside (a bool is not a number, NaN and
@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
 from searchkit import predictor_records  # noqa: E402
 
 from dynabert.errors import DynasearchError, ModelLoadError  # noqa: E402
+from dynasearch_runtime.bounds import BOUNDS, check, describe, outside, parse, violation  # noqa: E402
+from dynasearch_runtime.errors import BundleError, MeasurementError  # noqa: E402
 from predictors.errors import PredictorError  # noqa: E402
-from predictors.runtime.bounds import BOUNDS, check, describe, outside, parse, violation  # noqa: E402
-from predictors.runtime.errors import BundleError, MeasurementError  # noqa: E402
 from search.errors import ResultsError  # noqa: E402
 
 pytest_plugins = ["searchkit"]  # sk_base, sk_data, sk_results (session fixtures)
@@ -245,10 +245,10 @@ def fresh(work, sk_base, sk_data, sk_results) -> dict[str, Any]:
     from dynabert.tasks import get_task
     from dynabert.train_config import TrainConfig
     from dynasearch.demo import DemoConfig, _Steps, length_distribution
+    from dynasearch_runtime.schema import append_rows
     from predictors import make_predictor, read_records
     from predictors.kit import write_kit
     from predictors.measure import load_shape
-    from predictors.runtime.schema import append_rows
     from predictors.samplers import uniform_configs
     from search.bundle import write_bundle
 
@@ -311,13 +311,13 @@ def devices_index(results: Path) -> dict:
 def file_kinds(fresh) -> dict[str, FileKind]:
     from dynabert.runs import RUN_BOUNDS, read_run_record
     from dynasearch.demo import STEP_BOUNDS, _Steps
+    from dynasearch_runtime.bundle_index import INDEX_FIELDS, NUMBER_FIELDS, read_index
+    from dynasearch_runtime.protocol import PROTOCOL_FIELDS
+    from dynasearch_runtime.records_check import RECORD_BOUNDS
+    from dynasearch_runtime.runner import KIT_FIELDS, KIT_SHAPE_FIELDS, read_kit
+    from dynasearch_runtime.schema import read_rows
     from predictors import load_predictor
     from predictors._predictor_file import SECTION_BOUNDS
-    from predictors.runtime.bundle_index import INDEX_FIELDS, NUMBER_FIELDS, read_index
-    from predictors.runtime.protocol import PROTOCOL_FIELDS
-    from predictors.runtime.records_check import RECORD_BOUNDS
-    from predictors.runtime.runner import KIT_FIELDS, KIT_SHAPE_FIELDS, read_kit
-    from predictors.runtime.schema import read_rows
     from search.devices import read_devices
     from search.results import read_results
     from search.results_bounds import DEVICES_BOUNDS, SEARCH_BOUNDS, TRIAL_BOUNDS
@@ -487,7 +487,7 @@ def test_both_ends_of_every_field(file_kinds, name, work):
 
 
 def test_protocol_settings_are_bounded():
-    from predictors.runtime.protocol import PROTOCOL_BOUNDS, Protocol
+    from dynasearch_runtime.protocol import PROTOCOL_BOUNDS, Protocol
 
     for name, kind in PROTOCOL_BOUNDS.items():
         base = {"clock": "cpu"} if name == "min_quiet_runs" else {}  # min_quiet_runs needs the cpu clock
@@ -501,7 +501,7 @@ def test_protocol_settings_are_bounded():
 
 @pytest.mark.parametrize("arg, kind", [("threads", "threads"), ("batch", "batch")])
 def test_load_arguments_are_bounded(tmp_path, arg, kind):
-    from predictors.runtime.bundle import load
+    from dynasearch_runtime.bundle import load
 
     for value in outside(kind):
         with pytest.raises(BundleError, match=rf"^{arg} must be {describe(kind)}; got "):
@@ -510,8 +510,8 @@ def test_load_arguments_are_bounded(tmp_path, arg, kind):
 
 # ------------------------------------------------------------------------------- (c) coverage
 def test_every_number_column_of_the_records_is_bounded():
-    from predictors.runtime.records_check import RECORD_BOUNDS
-    from predictors.runtime.schema import RECORD_FIELDS
+    from dynasearch_runtime.records_check import RECORD_BOUNDS
+    from dynasearch_runtime.schema import RECORD_FIELDS
 
     numeric = {name for name, typ, _ in RECORD_FIELDS if typ in ("int", "float")}
     assert numeric == set(RECORD_BOUNDS), numeric ^ set(RECORD_BOUNDS)
@@ -520,7 +520,7 @@ def test_every_number_column_of_the_records_is_bounded():
 
 def test_every_protocol_and_train_config_number_is_bounded():
     from dynabert.train_config import CONFIG_BOUNDS, STAGE_KINDS, TrainConfig
-    from predictors.runtime.protocol import PROTOCOL_BOUNDS, Protocol
+    from dynasearch_runtime.protocol import PROTOCOL_BOUNDS, Protocol
 
     numeric = {f.name for f in dataclasses.fields(Protocol) if f.type in ("int", "float")}
     assert numeric == set(PROTOCOL_BOUNDS)
@@ -623,8 +623,8 @@ def _edit_entry(bundle: Path, **values) -> None:
 
 def test_bundle_threads_beyond_any_machine_is_one_line(bundle_copy, capsys):
     """devices.json's "threads": 10**12 ended in onnxruntime's TypeError traceback: now the loader refuses it."""
-    from predictors.runtime.bundle import load
-    from predictors.runtime.bundle_cli import main
+    from dynasearch_runtime.bundle import load
+    from dynasearch_runtime.bundle_cli import main
 
     _edit_entry(bundle_copy, threads=10**12)
     with pytest.raises(BundleError, match=r"has threads 1000000000000; it must be an integer in 1\.\.1024 ") as e:
@@ -638,7 +638,7 @@ def test_bundle_threads_beyond_any_machine_is_one_line(bundle_copy, capsys):
 @pytest.mark.parametrize("arg", ["threads", "batch"])
 def test_load_with_a_billion_threads_or_texts_is_refused(fresh, arg):
     """load(BUNDLE, threads=10**9) ended in MemoryError (std::bad_alloc): now BundleError before any session."""
-    from predictors.runtime.bundle import load
+    from dynasearch_runtime.bundle import load
 
     with pytest.raises(BundleError, match=rf"^{arg} must be an integer in 1\.\.\d+; got 1000000000$"):
         load(fresh["bundle"], **{arg: 10**9})
@@ -647,7 +647,7 @@ def test_load_with_a_billion_threads_or_texts_is_refused(fresh, arg):
 @pytest.mark.parametrize("length", [10**9, POSITIONS + 1])
 def test_bundle_length_beyond_the_backbones_positions_is_refused(bundle_copy, length):
     """ "length": 10**9 loaded and predicted (the tokenizer cut the texts); the backbone has 64 positions."""
-    from predictors.runtime.bundle import load
+    from dynasearch_runtime.bundle import load
 
     _edit_entry(bundle_copy, length=length)
     with pytest.raises(
@@ -657,6 +657,6 @@ def test_bundle_length_beyond_the_backbones_positions_is_refused(bundle_copy, le
         load(bundle_copy)
     assert "\n" not in str(e.value)
     _edit_entry(bundle_copy, length=POSITIONS)  # the positions themselves are fine
-    from predictors.runtime.bundle_index import read_index
+    from dynasearch_runtime.bundle_index import read_index
 
     assert read_index(str(bundle_copy))["devices"][0]["length"] == POSITIONS

@@ -1,4 +1,4 @@
-"""Every numeric command-line option takes its limits from the bounds table (predictors.runtime.bounds).
+"""Every numeric command-line option takes its limits from the bounds table (dynasearch_runtime.bounds).
 
 Two tests: (1) every option of every sub-command that parses its value (argparse `type=`) is a
 bounds parser (`bounded`, `bounded_list`, train's `_stage_values`) naming a kind of the table, except
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dynasearch import cli
-from predictors.runtime import bounds
+from dynasearch_runtime import bounds
 
 # Options whose `type=` parses words, not numbers (each checked by its own code against its own list).
 WORD_OPTIONS = {("train", "--stages")}
@@ -65,6 +65,6 @@ def test_out_of_range_values_are_refused_in_one_line(command, option, action, ca
 
 
 def test_docs_show_the_bounds_table():
-    """docs/errors.md shows the table as it is (predictors.runtime.bounds.markdown_table)."""
+    """docs/errors.md shows the table as it is (dynasearch_runtime.bounds.markdown_table)."""
     docs = (Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
-    assert bounds.markdown_table() in docs, "docs/errors.md: paste predictors.runtime.bounds.markdown_table() again"
+    assert bounds.markdown_table() in docs, "docs/errors.md: paste dynasearch_runtime.bounds.markdown_table() again"

@@ -28,8 +28,8 @@ from tinymodels import save_hf_model, tiny_bert_config, write_sst2_like
 
 from dynabert.errors import DataError, ExportError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from dynasearch import cli
+from dynasearch_runtime.errors import BundleError, MeasurementError
 from predictors.errors import PredictorError, RecordsError
-from predictors.runtime.errors import BundleError, MeasurementError
 from search.errors import ResultsError, SearchError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "search"))
@@ -47,7 +47,7 @@ def shared(tmp_path_factory, tiny_bert_dir):
     """Inputs every case may read (never write): a tiny model, SST-2-like data, a DynaBERT run
     (the width+depth stage alone, 1 step), a synthetic predictor for the model's shape, a 2-layer
     model and its predictor (another backbone), and latency records."""
-    from predictors.runtime.schema import append_rows
+    from dynasearch_runtime.schema import append_rows
 
     root = tmp_path_factory.mktemp("bad-input")
     data = write_sst2_like(root / "data", n_train=32, n_dev=16)
@@ -402,7 +402,7 @@ def _has(module: str) -> bool:
 
 
 def has_gpu() -> bool:
-    from predictors.runtime.fingerprint import has_gpu as probe
+    from dynasearch_runtime.fingerprint import has_gpu as probe
 
     return probe()
 
@@ -2264,7 +2264,7 @@ CASES = [
         r"field 'backbone\.num_heads' must be an integer in 1\.\.1024; got 'x'",
         ModelLoadError,
     ),
-    # ---- issue 23: bounds (the one table, predictors.runtime.bounds)
+    # ---- issue 23: bounds (the one table, dynasearch_runtime.bounds)
     Case(
         "train-ffn-step-divides-no-grid-width",
         lambda e: train(e, "--stages", "width", "--space-samples", "1", "--ffn-step", "24"),

@@ -237,8 +237,8 @@ def test_killed_export_leftover_goes_with_the_next_command_writing_beside_it(tin
 
     from dynabert.io import _HOST
     from dynabert.space import SearchSpace
+    from dynasearch_runtime.schema import append_rows
     from predictors.measure import load_shape
-    from predictors.runtime.schema import append_rows
 
     out = tmp_path / "o"
     args = ["export", str(tiny_bert_dir), "--width", "1", "--depth", "1", "--format", "onnx,hf", "--out", str(out)]

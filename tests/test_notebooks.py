@@ -61,7 +61,7 @@ def test_quickstart_notebook(sk_results, tmp_path):
 
 
 def test_new_hardware_notebook(sk_base, sk_run, tmp_path, fast_tmp):
-    from predictors.runtime.schema import append_rows
+    from dynasearch_runtime.schema import append_rows
 
     records = tmp_path / "records.csv"
     append_rows(

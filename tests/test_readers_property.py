@@ -167,7 +167,7 @@ def test_results_directory_damage(sk_results, workdir, capsys, file, data):
 
 @pytest.fixture(scope="module")
 def records_file(sk_base, workdir) -> Path:
-    from predictors.runtime.schema import append_rows
+    from dynasearch_runtime.schema import append_rows
 
     path = workdir / "records.csv"
     append_rows(str(path), predictor_records(sk_base))

@@ -9,9 +9,9 @@ import warnings
 
 from dynabert.subnet import SubnetConfig
 from dynabert.tasks import csv_task, get_task
-from predictors.runtime import bounds
+from dynasearch_runtime import bounds
 
-# argparse type of one number of a kind of the bounds table (predictors.runtime.bounds: the one home of every limit)
+# argparse type of one number of a kind of the bounds table (dynasearch_runtime.bounds: the one home of every limit)
 bounded = bounds.arg_type
 
 
@@ -222,9 +222,9 @@ def add_protocol_args(p: argparse.ArgumentParser) -> None:
 def protocol_from_args(args):
     """The Protocol of add_protocol_args' options; --clock cpu is checked against the command's
     --threads, --spinning and --device/--provider (where it has them) before any work."""
+    from dynasearch_runtime.clocks import check_clock
+    from dynasearch_runtime.fingerprint import CUDA_PROVIDERS
     from predictors import Protocol  # predictors (pandas): not on the query path
-    from predictors.runtime.clocks import check_clock
-    from predictors.runtime.fingerprint import CUDA_PROVIDERS
 
     protocol = Protocol(
         rel_ci=args.rel_ci,

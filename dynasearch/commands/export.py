@@ -160,7 +160,7 @@ def run_from_results(args) -> int:
 
 
 def run_bundle(args) -> int:
-    from predictors.runtime.bundle import check_command
+    from dynasearch_runtime.bundle import check_command
     from search.bundle import FRONT_CONFIGS, write_bundle
 
     from .common import print_warnings

@@ -40,7 +40,7 @@ def run(args) -> int:
         grid_widths,
         uniform_widths,
     )
-    from predictors.runtime.fingerprint import check_seq_lens, max_seq_len
+    from dynasearch_runtime.fingerprint import check_seq_lens, max_seq_len
 
     model = load_model(args.model_dir)
     shape = model_shape(model)

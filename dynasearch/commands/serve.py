@@ -38,7 +38,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from predictors.runtime.serve_bundle import serve
+    from dynasearch_runtime.serve_bundle import serve
     from search.units import parse_latency
 
     slo = parse_latency(args.slo)

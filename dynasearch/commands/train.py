@@ -188,7 +188,7 @@ def register(sub) -> None:
 
 def _stage_values(kind: str):
     """argparse type: STAGE=VALUE,... with each VALUE a number of `kind` in the bounds table."""
-    from predictors.runtime import bounds
+    from dynasearch_runtime import bounds
 
     def parse(text: str) -> tuple[tuple[str, float], ...]:
         from dynabert.train_config import STAGES

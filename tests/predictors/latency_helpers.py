@@ -12,9 +12,9 @@ from fakes import (
 )
 
 from dynabert.subnet import BackboneShape, SubnetConfig
+from dynasearch_runtime.protocol import Protocol
+from dynasearch_runtime.schema import append_rows
 from predictors.records import read_records
-from predictors.runtime.protocol import Protocol
-from predictors.runtime.schema import append_rows
 
 SHAPE = BackboneShape(
     num_layers=4, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=100, max_positions=64

@@ -1,4 +1,4 @@
-"""The serving latency table measured on this machine (predictors/runtime/calibrate.py): every
+"""The serving latency table measured on this machine (dynasearch_runtime/calibrate.py): every
 (config, batch, bucket) cell timed with the one protocol, ordered, cached per bundle and machine."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from predictors.runtime.calibrate import cache_path, calibrate, load_table, save_table, table_identity
-from predictors.runtime.policy import PolicyError
+from dynasearch_runtime.calibrate import cache_path, calibrate, load_table, save_table, table_identity
+from dynasearch_runtime.policy import PolicyError
 
 
 def _spin(ms: float) -> None:

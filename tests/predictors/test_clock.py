@@ -19,11 +19,11 @@ import pytest
 from latency_helpers import FAST_PROTOCOL, SHAPE
 
 from dynabert.space import SearchSpace
+from dynasearch_runtime.driver import Item, measure_items
+from dynasearch_runtime.protocol import BUSY_RATIO, busy_rounds, check_clock, quiet_walls, time_interleaved
+from dynasearch_runtime.schema import CLOCK_COLUMNS, QUIET_COLUMNS, RECORD_COLUMNS, append_rows, read_rows
 from predictors import BackendSettings, MeasurementError, Protocol, measure, read_records
 from predictors.measure import busy_warning
-from predictors.runtime.driver import Item, measure_items
-from predictors.runtime.protocol import BUSY_RATIO, busy_rounds, check_clock, quiet_walls, time_interleaved
-from predictors.runtime.schema import CLOCK_COLUMNS, QUIET_COLUMNS, RECORD_COLUMNS, append_rows, read_rows
 from predictors.samplers import uniform_configs
 
 FAST_CPU = dataclasses.replace(FAST_PROTOCOL, clock="cpu")

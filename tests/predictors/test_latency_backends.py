@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dynasearch_runtime.fingerprint import has_gpu
 from predictors import BackendSettings, MeasurementError, make_backend
-from predictors.runtime.fingerprint import has_gpu
 
 no_gpu = pytest.mark.skipif(has_gpu(), reason="this machine has a GPU")
 

@@ -9,8 +9,8 @@ from latency_helpers import MACHINE, SHAPE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
 from dynasearch.cli import main
+from dynasearch_runtime.fingerprint import has_gpu
 from predictors import read_records
-from predictors.runtime.fingerprint import has_gpu
 from predictors.samplers import layer_table_configs, uniform_configs
 
 FAST = ["--max-runs", "4", "--min-runs", "3", "--max-seconds", "0.1", "--seq-len", "8", "--no-progress"]

@@ -57,7 +57,7 @@ def test_kit_layout(kit):
 
 
 def test_runtime_is_shipped_as_is_and_standalone(kit):
-    """The kit's runtime/ is predictors/runtime file for file; its imports are relative, the standard
+    """The kit's runtime/ is dynasearch_runtime file for file; its imports are relative, the standard
     library's, numpy's or onnxruntime's (the server's modules: and the serve extra's), and it parses as
     Python 3.8."""
     import ast

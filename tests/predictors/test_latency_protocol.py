@@ -12,9 +12,9 @@ import pytest
 from latency_helpers import FAST_PROTOCOL, SHAPE
 
 from dynabert.space import SearchSpace
+from dynasearch_runtime.driver import Item, measure_items
+from dynasearch_runtime.protocol import ci_half_width, median_ci, summarize, time_interleaved
 from predictors import BackendSettings, MeasurementError, Protocol, RecordsError, measure, read_records
-from predictors.runtime.driver import Item, measure_items
-from predictors.runtime.protocol import ci_half_width, median_ci, summarize, time_interleaved
 from predictors.samplers import layer_table_configs, uniform_configs
 
 FAST = FAST_PROTOCOL
@@ -100,7 +100,7 @@ def test_converges_on_constant_timings():
 def test_convergence_needs_runs_from_min_visits_rounds(min_visits, expected_runs, monkeypatch):
     # Constant 1 ms runs (a fake clock) converge as soon as the rules allow: after min_runs runs AND
     # min_visits rounds.
-    from predictors.runtime import protocol
+    from dynasearch_runtime import protocol
 
     monkeypatch.setattr(protocol, "_time_ms", lambda run: (run(), 1.0)[1])
     p = Protocol(
@@ -199,7 +199,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 
 
 def test_preempted_runs_are_discarded_and_counted(monkeypatch):
-    core = importlib.import_module("predictors.runtime.protocol")
+    core = importlib.import_module("dynasearch_runtime.protocol")
     switches = [0]
     monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
     state = {"i": 0}
@@ -244,7 +244,7 @@ def test_preempted_runs_are_discarded_and_counted(monkeypatch):
 def test_an_anchor_whose_every_run_was_preempted_keeps_its_runs(monkeypatch):
     """A machine so busy that every anchor run is preempted: the anchor keeps its disturbed runs (as a
     config does) instead of losing the speed correction and failing its row."""
-    core = importlib.import_module("predictors.runtime.protocol")
+    core = importlib.import_module("dynasearch_runtime.protocol")
     switches = [0]
     monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
     p = Protocol(min_runs=3, max_runs=6, max_seconds=100, rel_ci=1e-9, runs_per_visit=2, rewarm_runs=0,
@@ -268,7 +268,7 @@ def test_an_anchor_whose_every_run_was_preempted_keeps_its_runs(monkeypatch):
 def test_an_anchor_that_kept_preempted_runs_gives_no_speed_index(monkeypatch):
     """Every anchor run preempted (kept, flagged by the count) times the machine's load, not its speed:
     dividing the configs by it would make them look faster, so the run has no speed index."""
-    core = importlib.import_module("predictors.runtime.protocol")
+    core = importlib.import_module("dynasearch_runtime.protocol")
     switches = [0]
     monkeypatch.setattr(core, "_preemptions", lambda: switches[0])
 

@@ -6,9 +6,9 @@ import pytest
 from latency_helpers import MACHINE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
+from dynasearch_runtime.schema import RECORD_FIELDS, append_rows
 from predictors import RECORD_COLUMNS, RecordsError, read_records
 from predictors.records import check_one_target, ok_records, repeatability, schema_markdown
-from predictors.runtime.schema import RECORD_FIELDS, append_rows
 from predictors.samplers import uniform_configs
 
 SUBNETS = uniform_configs(SearchSpace.default(__import__("latency_helpers").SHAPE), 6, seed=3)
@@ -120,7 +120,7 @@ def test_records_temporaries_are_named_so_the_next_command_can_clean_them(tmp_pa
     import os
 
     from dynabert.io import _TEMP_NAME, remove_stale_temporaries
-    from predictors.runtime import schema
+    from dynasearch_runtime import schema
 
     names = []
     replace = os.replace

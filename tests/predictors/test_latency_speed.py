@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from latency_helpers import additive_ms, rows
 
-from predictors import Protocol, read_records
-from predictors.runtime.driver import Item, measure_items
-from predictors.runtime.schema import (
+from dynasearch_runtime.driver import Item, measure_items
+from dynasearch_runtime.schema import (
     OLD_SCHEMAS,
     RECORD_COLUMNS,
     SPEED_COLUMNS,
@@ -20,7 +19,8 @@ from predictors.runtime.schema import (
     read_raw_timings,
     write_raw_timings,
 )
-from predictors.runtime.speed import round_factors, two_way_fit
+from dynasearch_runtime.speed import round_factors, two_way_fit
+from predictors import Protocol, read_records
 
 TRUE_MS = {f"c{i}": 1.0 + i for i in range(9)}  # what each config costs on an undisturbed machine
 ANCHOR_MS = 12.0
@@ -59,7 +59,7 @@ PROTOCOL = Protocol(
 
 
 def run_fake(monkeypatch, factor, reference=None):
-    core = importlib.import_module("predictors.runtime.protocol")
+    core = importlib.import_module("dynasearch_runtime.protocol")
     clock = FakeClock(factor)
     monkeypatch.setattr(core, "_time_ms", clock.time_ms)
     monkeypatch.setattr(core, "_preemptions", lambda: 0)
@@ -113,7 +113,7 @@ def test_speed_index_equals_the_injected_factor(monkeypatch):
 
 
 def test_no_anchor_corrects_within_each_chunk(monkeypatch):
-    core = importlib.import_module("predictors.runtime.protocol")
+    core = importlib.import_module("dynasearch_runtime.protocol")
     clock = FakeClock(lambda r: 1.4 if r % 4 == 1 else 1.0)
     monkeypatch.setattr(core, "_time_ms", clock.time_ms)
     monkeypatch.setattr(core, "_preemptions", lambda: 0)

@@ -1,12 +1,12 @@
 """The serving policy on synthetic queues with known answers, through the discrete-event simulator
-(predictors/runtime/policy.py, simulator.py: standard library only, the server's own decision rule)."""
+(dynasearch_runtime/policy.py, simulator.py: standard library only, the server's own decision rule)."""
 
 from __future__ import annotations
 
 import pytest
 
-from predictors.runtime.policy import LatencyTable, Policy, PolicyError, Request
-from predictors.runtime.simulator import poisson, simulate
+from dynasearch_runtime.policy import LatencyTable, Policy, PolicyError, Request
+from dynasearch_runtime.simulator import poisson, simulate
 
 ACC = {"big": 0.90, "mid": 0.86, "small": 0.80}
 # ms at batch 1 and the cost of each further text, per config (linear in the batch, as on a CPU)

@@ -18,6 +18,7 @@ from latency_helpers import SHAPE, additive_ms, records, rows
 
 from dynabert.space import SearchSpace
 from dynabert.subnet import BackboneShape, SubnetConfig
+from dynasearch_runtime.schema import append_rows, check_records_path, read_rows
 from predictors import (
     MeasurementError,
     PredictorError,
@@ -28,7 +29,6 @@ from predictors import (
     read_records,
 )
 from predictors.measure import check_onnx_cache
-from predictors.runtime.schema import append_rows, check_records_path, read_rows
 from predictors.samplers import layer_table_configs, uniform_configs
 
 SPACE = SearchSpace.default(SHAPE)

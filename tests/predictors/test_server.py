@@ -1,4 +1,4 @@
-"""The dynamic server in-process (predictors/runtime/server.py): the Open Inference Protocol routes,
+"""The dynamic server in-process (dynasearch_runtime/server.py): the Open Inference Protocol routes,
 the per-batch choice of sub-network, bad requests (400/404/413), overload (503 + Retry-After),
 metrics, and a drain that answers what was queued. A fake engine stands in for the models."""
 
@@ -11,8 +11,8 @@ import time
 import pytest
 from starlette.testclient import TestClient  # the serve extra (in dev: a missing install fails here)
 
-from predictors.runtime.policy import LatencyTable, Policy
-from predictors.runtime.server import MAX_BODY, MAX_TEXTS, Engine, Server, build_app
+from dynasearch_runtime.policy import LatencyTable, Policy
+from dynasearch_runtime.server import MAX_BODY, MAX_TEXTS, Engine, Server, build_app
 
 
 class FakeEngine(Engine):
@@ -196,7 +196,7 @@ def test_drain_answers_every_queued_request_then_stops():
     is answered, then the worker stops."""
     import asyncio
 
-    from predictors.runtime.server import Rejected
+    from dynasearch_runtime.server import Rejected
 
     engine = FakeEngine(ms={"big": 20.0, "small": 5.0})
     server = Server(engine, Policy(table(engine.ms), 5000.0))

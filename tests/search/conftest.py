@@ -186,10 +186,10 @@ _counter = _count()
 def fit_synthetic_predictor(model_dir: Path, out: Path, kind: str = "lut") -> Path:
     """A predictor fitted on synthetic records of the model's own backbone shape (fake machine)."""
     from dynabert.space import SearchSpace
+    from dynasearch_runtime.schema import append_rows
     from predictors import make_predictor
     from predictors.measure import load_shape
     from predictors.records import read_records
-    from predictors.runtime.schema import append_rows
     from predictors.samplers import layer_table_configs, uniform_configs
 
     shape = load_shape(model_dir)

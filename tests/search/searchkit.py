@@ -53,8 +53,8 @@ def fit_predictor_dir(
 ) -> Path:
     """A fitted layer-regression predictor saved in `out` (records in out.parent/records.csv), fitted on
     records measured at `dtype` (a NAME:int8 device entry takes an "int8" one)."""
+    from dynasearch_runtime.schema import append_rows
     from predictors import make_predictor, read_records
-    from predictors.runtime.schema import append_rows
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rec = out.parent / f"{out.name}-records.csv"
@@ -65,7 +65,7 @@ def fit_predictor_dir(
 
 
 def this_machine() -> dict:
-    from predictors.runtime.fingerprint import machine_info
+    from dynasearch_runtime.fingerprint import machine_info
 
     return machine_info(with_torch=True)
 

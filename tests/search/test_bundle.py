@@ -206,9 +206,9 @@ def torch_predictor(model_dir: Path, out: Path) -> Path:
     from fakes import fake_rows
 
     from dynabert.space import SearchSpace
+    from dynasearch_runtime.schema import append_rows
     from predictors import make_predictor, read_records
     from predictors.measure import load_shape
-    from predictors.runtime.schema import append_rows
     from predictors.samplers import layer_table_configs
 
     shape = load_shape(model_dir)
@@ -223,7 +223,7 @@ def torch_predictor(model_dir: Path, out: Path) -> Path:
 
 
 def test_torch_entry_is_a_hugging_face_directory(sk_fast, sk_run, sk_base, sk_predictor, tmp_path, capsys):
-    from predictors.runtime.bundle import load
+    from dynasearch_runtime.bundle import load
 
     tp = torch_predictor(sk_base, tmp_path / "tp" / "pred")
     results = search_devices(sk_run, sk_fast / "bundle-torch", "ort=1000ms,pt=1000ms", ("ort", sk_predictor),
@@ -365,7 +365,7 @@ def test_check_ms_is_recorded_for_this_machine_only(here_and_there, fast_tmp, ca
     import datetime
     import statistics
 
-    from predictors.runtime.bundle import CHECK_RUNS
+    from dynasearch_runtime.bundle import CHECK_RUNS
     from search.bundle import CHECK_REPEATS
 
     out = fast_tmp / "b"
@@ -451,8 +451,8 @@ def test_check_compares_with_check_ms_first(here_bundle, tmp_path):
 
 
 def test_check_decides_by_check_ms_and_reports_measured(here_bundle):
-    from predictors.runtime.bundle import load
-    from predictors.runtime.bundle_cli import check
+    from dynasearch_runtime.bundle import load
+    from dynasearch_runtime.bundle_cli import check
 
     model = load(here_bundle, device="here")
     model.time_ms = lambda runs=20, warmup=3: 2.0
@@ -492,7 +492,7 @@ def test_check_decides_by_check_ms_and_reports_measured(here_bundle):
     ],
 )
 def test_read_index_rejects_a_bad_check_field(here_bundle, tmp_path, field, value):
-    from predictors.runtime.bundle import BundleError, read_index
+    from dynasearch_runtime.bundle import BundleError, read_index
 
     index = json.loads((here_bundle / "devices.json").read_text())
     i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
@@ -507,8 +507,8 @@ def test_read_index_rejects_a_bad_check_field(here_bundle, tmp_path, field, valu
 
 def test_check_with_check_ms_and_no_run_count(here_bundle):
     """check_ms without check_runs (or without check_when): no 'None runs' in the line."""
-    from predictors.runtime.bundle import load
-    from predictors.runtime.bundle_cli import check
+    from dynasearch_runtime.bundle import load
+    from dynasearch_runtime.bundle_cli import check
 
     model = load(here_bundle, device="here")
     model.time_ms = lambda runs=20, warmup=3: 2.0
@@ -526,8 +526,8 @@ def test_check_with_check_ms_and_no_run_count(here_bundle):
 
 # ---------------------------------------- --check at another threads / batch than the entry's recorded one
 def test_time_ms_runs_at_the_models_batch_and_check_refuses_another_setting(here_bundle, monkeypatch):
-    import predictors.runtime.bundle as rb
-    import predictors.runtime.bundle_cli as cli_module
+    import dynasearch_runtime.bundle as rb
+    import dynasearch_runtime.bundle_cli as cli_module
 
     seen = []
 
@@ -583,7 +583,7 @@ def test_check_cli_refuses_another_setting(here_bundle, tmp_path, extra):
     ],
 )
 def test_read_index_rejects_a_bad_number(here_bundle, tmp_path, field, value, nullable):
-    from predictors.runtime.bundle import BundleError, read_index
+    from dynasearch_runtime.bundle import BundleError, read_index
 
     index = json.loads((here_bundle / "devices.json").read_text())
     i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
@@ -609,7 +609,7 @@ def test_read_index_rejects_a_bad_number(here_bundle, tmp_path, field, value, nu
     ],
 )
 def test_read_index_rejects_a_bad_setting(here_bundle, tmp_path, field, value, allowed):
-    from predictors.runtime.bundle import BundleError, read_index
+    from dynasearch_runtime.bundle import BundleError, read_index
 
     index = json.loads((here_bundle / "devices.json").read_text())
     i = next(i for i, e in enumerate(index["devices"]) if e["name"] == "here")
@@ -620,7 +620,7 @@ def test_read_index_rejects_a_bad_setting(here_bundle, tmp_path, field, value, a
 
 
 def test_read_index_rejects_a_bad_vocab_size(here_bundle, tmp_path):
-    from predictors.runtime.bundle import BundleError, read_index
+    from dynasearch_runtime.bundle import BundleError, read_index
 
     index = json.loads((here_bundle / "devices.json").read_text())
     index["vocab_size"] = "abc"
@@ -659,7 +659,7 @@ def test_check_cli_on_a_bad_number_is_one_line(here_bundle, tmp_path):
     ],
 )
 def test_loader_bad_arguments_are_one_line(capsys, argv, message):
-    from predictors.runtime.bundle_cli import main
+    from dynasearch_runtime.bundle_cli import main
 
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -763,7 +763,7 @@ def test_spread_front_keeps_the_ends_and_the_answer_and_spreads_the_rest():
 
 def test_the_bundle_carries_each_devices_front(wide_front, front3, capsys):
     from dynabert.evaluate import index_sha256, report_indices, seeded_subset
-    from predictors.runtime.bundle import front, front_entry, load_front, read_index
+    from dynasearch_runtime.bundle import front, front_entry, load_front, read_index
     from search.results import read_results
 
     res = read_results(wide_front)
@@ -815,7 +815,7 @@ def test_the_bundles_front_from_the_loaders_command_line(front3, tmp_path):
 
 
 def test_front_zero_is_todays_bundle(wide_front, fast_tmp):
-    from predictors.runtime.bundle import BundleError, front, read_index
+    from dynasearch_runtime.bundle import BundleError, front, read_index
 
     out = fast_tmp / "b0"
     assert cli("export", "--results", wide_front, "--bundle", "--front", 0, "--no-check-time", "--out", out) == 0
@@ -831,7 +831,7 @@ def test_a_version_1_bundle_still_loads_and_has_no_front(front3, tmp_path):
     import shutil
     import warnings
 
-    from predictors.runtime.bundle import BundleError, front, load, no_front, read_index
+    from dynasearch_runtime.bundle import BundleError, front, load, no_front, read_index
 
     old = tmp_path / "v1"
     shutil.copytree(front3, old)
@@ -929,7 +929,7 @@ def _damage(index: dict, what: str) -> None:
     ],
 )
 def test_a_damaged_front_is_refused_in_one_line(front3, tmp_path, what, message):
-    from predictors.runtime.bundle import BundleError, read_index
+    from dynasearch_runtime.bundle import BundleError, read_index
 
     index = json.loads((front3 / "devices.json").read_text())
     _damage(index, what)
@@ -949,3 +949,24 @@ def test_a_search_that_held_nothing_out_says_so(sk_results, fast_tmp):
     assert rep["held_out"] is False and rep["search_dev"] is None and rep["selection"] == "all"
     assert rep["examples"] == rep["dev_examples"] == 48 and rep["sha256"] == index_sha256(range(48))
     assert rep["note"].startswith("nothing was held out (the search ran without --search-dev)")
+
+
+def test_a_process_that_imported_dynasearch_gets_the_installed_runtime(bundle, tmp_path):
+    """Python imports a package once: a process that imported dynasearch (dynasearch_runtime) before the
+    bundle's loader gets the installed runtime, which reads the bundle all the same; a process that did
+    not gets the bundle's copy (test_bundle_loads_without_torch)."""
+    import os
+
+    code = f"""
+import json, sys
+import dynasearch_runtime                     # the installed package, first
+sys.path.insert(0, {str(bundle)!r})
+import dynasearch_bundle as b
+m = b.load({str(bundle)!r})
+print(json.dumps({{"runtime": sys.modules["dynasearch_runtime.bundle"].__file__, "n": len(m.predict(["good"]))}}))
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = run_py(code, tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert Path(out["runtime"]).resolve().parent == (REPO / "dynasearch_runtime").resolve() and out["n"] == 1

@@ -28,9 +28,9 @@ def slow_ms(s, batch: int = 1, seq: int = 16) -> float:
 @pytest.fixture(scope="module")
 def int8_predictor(tmp_path_factory, sk_base):
     """The synthetic predictor fitted on records measured at dtype int8 (as `measure --dtype int8` writes)."""
+    from dynasearch_runtime.fingerprint import setting_columns
+    from dynasearch_runtime.schema import append_rows
     from predictors import make_predictor, read_records
-    from predictors.runtime.fingerprint import setting_columns
-    from predictors.runtime.schema import append_rows
 
     rows = predictor_records(sk_base)
     r0 = rows[0]

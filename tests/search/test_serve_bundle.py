@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 from test_bundle import front3, wide_front  # noqa: E402,F401  (the bundle fixtures)
 
-from predictors.runtime.errors import BundleError  # noqa: E402
-from predictors.runtime.serve_bundle import serve_app  # noqa: E402
+from dynasearch_runtime.errors import BundleError  # noqa: E402
+from dynasearch_runtime.serve_bundle import serve_app  # noqa: E402
 
 pytest_plugins = ["searchkit"]
 

@@ -1,6 +1,6 @@
 """The one timing protocol: statistics, warm-up, interleaved rounds, stopping rules.
 
-Part of the device runtime (standard library + numpy; see `predictors.runtime`): a device without
+Part of the device runtime (standard library + numpy; see `dynasearch_runtime`): a device without
 torch times its models with the very same loop. Do not import torch or pandas here.
 
 The protocol (`time_interleaved`), for a chunk of prepared configs:

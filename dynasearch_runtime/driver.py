@@ -2,7 +2,7 @@
 chunk, and applies the per-round speed correction of `speed.py` over the whole run: per config
 the raw median and the corrected one, the run's speed index (the anchor's corrected median against
 its reference, the first run's) and speed spread; every timed run goes to `on_raw` (the
-raw-timings file). Part of the device runtime (numpy only; see `predictors.runtime`).
+raw-timings file). Part of the device runtime (numpy only; see `dynasearch_runtime`).
 """
 
 from __future__ import annotations

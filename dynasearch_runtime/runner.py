@@ -2,7 +2,7 @@
 protocol as `dynasearch measure` (the kit's anchor in every round), appends dynasearch records and
 keeps the raw timings beside them. The kit's runner.py calls `main(kit folder)`.
 
-Part of the device runtime (standard library, numpy, onnxruntime; see `predictors.runtime`).
+Part of the device runtime (standard library, numpy, onnxruntime; see `dynasearch_runtime`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
                                  or a Hugging Face directory), shared by the devices that picked it
     BUNDLE/tokenizer.json ...    the tokenizer files, once
     BUNDLE/dynasearch_bundle.py  a few lines that put BUNDLE on the import path and re-export this module
-    BUNDLE/dynasearch_runtime/   the folder predictors/runtime copied as it is (this module among it)
+    BUNDLE/dynasearch_runtime/   the folder dynasearch_runtime copied as it is (this module among it)
 
 and this module reads it: `load(BUNDLE, device=None, threads=None, batch=None)` checks every file's
 sha256, picks the entry for this machine (its fingerprint, as the latency predictors compute it)

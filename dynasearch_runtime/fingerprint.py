@@ -1,6 +1,6 @@
 """The environment fingerprint (CPU, cores, GPU, library versions, settings hashes) and the
 onnxruntime session every onnxruntime timing uses. Part of the device runtime (standard library +
-numpy; onnxruntime imported lazily; see `predictors.runtime`)."""
+numpy; onnxruntime imported lazily; see `dynasearch_runtime`)."""
 
 from __future__ import annotations
 

@@ -213,5 +213,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 if (
     __name__ == "__main__"
-):  # python -m predictors.runtime.bundle_cli BUNDLE (the bundle's own: BUNDLE/dynasearch_bundle.py)
+):  # python -m dynasearch_runtime.bundle_cli BUNDLE (the bundle's own: BUNDLE/dynasearch_bundle.py)
     sys.exit(main())

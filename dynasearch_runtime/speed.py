@@ -6,7 +6,7 @@ in every round. A robust two-way model on the per-(config, round) medians,
 fitted by Huber-weighted least squares (a few odd cells barely move it; why not Tukey's median
 polish: see `two_way_fit`), gives each round a speed factor exp(round effect), normalised so the
 run's median round is 1.0. A config's corrected median is the median of its timings each divided
-by its round's factor. Part of the device runtime (numpy only; see `predictors.runtime`).
+by its round's factor. Part of the device runtime (numpy only; see `dynasearch_runtime`).
 """
 
 from __future__ import annotations

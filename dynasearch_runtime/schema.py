@@ -1,7 +1,7 @@
 """The latency records schema and its files: the records CSV (read, upgraded from older schema
 versions, rewritten atomically) and the raw-timings CSV kept beside it.
 
-Part of the device runtime (standard library + numpy; see `predictors.runtime`): the kit's runner
+Part of the device runtime (standard library + numpy; see `dynasearch_runtime`): the kit's runner
 writes the very same records. Do not import torch or pandas here. Each row's check, with the bounds
 of every number column (`RECORD_BOUNDS`), is `records_check`.
 """
@@ -351,7 +351,7 @@ def anchor_reference(path: str, settings_id: str, anchor_key: str) -> float | No
     is corrected against. Not to be confused with `predictors.base.anchor_references` (per input
     shape, the reference the records a predictor is fitted on are on the scale of, kept in its
     metadata) or `FittedOn.anchor_ms` / `search.verify.anchor_reference` (read that back from a
-    fitted predictor); the runtime imports nothing outside predictors/runtime/, so it reads the file."""
+    fitted predictor); the runtime imports nothing outside dynasearch_runtime/, so it reads the file."""
     if not anchor_key or not os.path.exists(path) or os.path.getsize(path) == 0:
         return None
     for r in read_rows(path):
