@@ -7,7 +7,7 @@ so that drift hits them alike; each condition measures into its own results fold
 search's `measure_configs`/`read_measured` (what `search --target-latency` judges).
 
 Run alone (nothing else busy on the machine; the script starts its own busy processes):
-    .venv/bin/python bench/busy_verify.py --run /work/bench-perlayer/sst2/grid+4 --work /work/bench-busy
+    .venv/bin/python bench/busy_verify.py --run runs/bench-perlayer/sst2/grid+4 --work runs/bench-busy
 Writes bench/results/busy-verify.md (and WORK/busy.json).
 """
 

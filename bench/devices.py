@@ -3,8 +3,8 @@ int8 on the onnxruntime ones, one multi-device search against separate single-de
 int8 against fp32 on the 12 grid points, and the bundle loaded by a process without torch.
 
 Run alone (nothing else busy on the machine):
-    .venv/bin/python bench/devices.py all --run /work/bench-perlayer/sst2/grid+4 --task sst2 \\
-        --data-dir ../shared/data/glue/SST-2 --work /work/bench-devices
+    .venv/bin/python bench/devices.py all --run runs/bench-perlayer/sst2/grid+4 --task sst2 \\
+        --data-dir path/to/glue/SST-2 --work runs/bench-devices
 Phases: measure (a predictor per device and precision), search (one multi-device search and one
 single-device search per fp32 device, each with its own accuracy cache), int8 (the 12 grid points
 at both precisions: measured latency and whole-dev accuracy), bundle (export --bundle, then a fresh
@@ -445,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--work", type=Path, default=Path("/work/bench-devices"))
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-devices"))
     a = ap.parse_args(argv)
     a.work.mkdir(parents=True, exist_ok=True)
     preds = phase_measure(a.work, a.run) if a.phase in ("measure", "search", "all") else {}

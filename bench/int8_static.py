@@ -12,8 +12,8 @@ static QDQ S8S8 calibration, only MatMul quantised: quantize_onnx's static quant
   (`onnx_logits`), and paired bootstrap intervals of int8 - fp32.
 
 Run alone (nothing else busy on the machine: the timings are the answer):
-    .venv/bin/python bench/int8_static.py --run /work/bench-perlayer/sst2/grid+4-mid \\
-        --data-dir ../shared/data/glue/SST-2 --work /work/bench-int8-static
+    .venv/bin/python bench/int8_static.py --run runs/bench-perlayer/sst2/grid+4-mid \\
+        --data-dir path/to/glue/SST-2 --work runs/bench-int8-static
 Writes WORK/int8-static.json (resumable: each step is kept as it finishes) and
 bench/results/int8-static.md; --report-only writes the Markdown from the JSON again.
 """
@@ -309,10 +309,10 @@ def report(doc: dict, path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=Path("/work/bench-perlayer/sst2/grid+4-mid"))
+    ap.add_argument("--run", type=Path, default=Path("runs/bench-perlayer/sst2/grid+4-mid"))
     ap.add_argument("--task", default="sst2")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--work", type=Path, default=Path("/work/bench-int8-static"))
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-int8-static"))
     ap.add_argument("--markdown", type=Path, default=REPO / "bench" / "results" / "int8-static.md")
     ap.add_argument("--grid", nargs="+", default=list(GRID), help="width x depth points, e.g. 0.75x1")
     ap.add_argument("--calibration", type=int, default=CALIBRATION, help="train examples to calibrate static int8 on")

@@ -2,7 +2,7 @@
 MEASURED latency of extracted models and accuracy on the WHOLE dev split, paired bootstrap.
 
 Run alone (nothing else busy on the machine), phase by phase or all at once:
-    .venv/bin/python bench/perlayer.py all --work /work/bench-perlayer
+    .venv/bin/python bench/perlayer.py all --work runs/bench-perlayer
 Phases (each reuses what an earlier run of it left in WORK, so a killed run goes on):
   train    per task: one teacher + rewiring run (the shared start), then one width + width+depth run
            per training variant from its rewired model, all at the demo's budget (TRAIN below)
@@ -545,7 +545,7 @@ def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("phase", choices=("train", "measure", "search", "compare", "report", "all"))
-    ap.add_argument("--work", type=Path, default=Path("/work/bench-perlayer"))
+    ap.add_argument("--work", type=Path, default=Path("runs/bench-perlayer"))
     ap.add_argument("--tasks", default="sst2,tweets")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--drop-rules", default="any", help="search phase: the drop rules to search (any,not-first,grid)")

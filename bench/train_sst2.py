@@ -276,9 +276,7 @@ def report(r: dict) -> str:
     L.append(
         f"- date: {fp['date']}; commit: `{fp['commit']}` (throughput and eval cost); accuracy runs: {fa['date']}, commit `{fa['commit']}`"
     )
-    L.append(
-        "- backbone: packaged MiniLM-L6 (6 layers, 12 heads, hidden 384, FFN 1536); data: ../shared/data/glue/SST-2"
-    )
+    L.append("- backbone: packaged MiniLM-L6 (6 layers, 12 heads, hidden 384, FFN 1536); data: path/to/glue/SST-2")
     L.append(
         f"- budget: {b['train_subset']} training examples (seeded choice), max length {b['max_seq_length']}, batch 32, "
         f"one epoch per stage, lr {b['learning_rate']}, AdamW, linear decay, no warm-up, seed 42, no data augmentation, "

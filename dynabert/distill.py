@@ -1,6 +1,6 @@
 """What one optimizer step of a stage trains (its plan) and the distillation losses.
 
-Plans (see ../shared/docs/dynabert-algorithm.md): teacher = the full model; width = each width at
+Plans (docs/training.md says how and why): teacher = the full model; width = each width at
 full depth (largest first); depth and final = depth outer / width inner, the 12 grid sub-networks.
 Training for the searched space: `space_samples = N` adds N configs drawn from the training's
 `SearchSpace` (cfg.space: choices, drop rule, min layers) to every step of the width stage (at

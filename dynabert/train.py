@@ -7,7 +7,7 @@ Stages (any subset, always in this order), each writing its best model as a load
   depth   -> RUN/width_depth  DynaBERT: widths x depths, teacher = DynaBERT_W (frozen)
   final   -> RUN/final        optional: gold-label loss for every grid sub-network, no teacher
 
-Per step (see ../shared/docs/dynabert-algorithm.md): width = one no-grad teacher forward, then a
+Per step (docs/training.md says how and why): width = one no-grad teacher forward, then a
 forward+backward per width (largest first); depth = one no-grad teacher forward per width (paper:
 the teacher at the SAME width; `depth_teacher="full-width"` is the reference code's single full
 teacher), then depth outer / width inner, 12 forward+backward (plus `random_subnets` random

@@ -1,4 +1,4 @@
-"""dynasearch train --model MODEL_DIR --task sst2 --data-dir ../shared/data/glue/SST-2 --out RUN"""
+"""dynasearch train --model MODEL_DIR --task sst2 --data-dir path/to/glue/SST-2 --out RUN"""
 
 from __future__ import annotations
 
