@@ -21,20 +21,42 @@ def plot_search_front(
     answer_key: str | None = None,
     title: str = "",
 ) -> None:
-    """Every searched config (grey), the 12 grid points (orange squares), the front (blue step,
+    """Every searched config (grey: its metric on the ranking examples, the search's own; the legend says so,
+    as grey points can sit above the front, which is scored on the report examples), the 12 grid points (orange squares), the front (blue step,
     whole-dev metric where re-scored), measured latencies (red crosses joined to their prediction),
     the target (dashed line) and the answer (circled)."""
     plt = pyplot()
     uniq = trials.drop_duplicates("key")
     fig, ax = plt.subplots(figsize=(7.2, 4.8), dpi=120)
-    ax.scatter(uniq["predicted_ms"], uniq["metric_search"], s=10, color="0.7", label=f"searched ({len(uniq)} configs)")
+    ax.scatter(
+        uniq["predicted_ms"],
+        uniq["metric_search"],
+        s=10,
+        color="0.7",
+        label=f"searched ({len(uniq)} configs): metric on the ranking examples",
+    )
     grid = uniq[uniq["grid"].fillna("").astype(str) != ""]
     if not grid.empty:
         g = grid.assign(m=grid["metric_full"].fillna(grid["metric_search"]))
-        ax.scatter(g["predicted_ms"], g["m"], s=36, marker="s", color="tab:orange", label="paper grid", zorder=3)
+        ax.scatter(
+            g["predicted_ms"],
+            g["m"],
+            s=36,
+            marker="s",
+            color="tab:orange",
+            label="paper grid: metric on the report examples",
+            zorder=3,
+        )
     f = front.sort_values("predicted_ms").assign(m=front["metric_full"].fillna(front["metric_search"]))
     ax.step(f["predicted_ms"], f["m"], where="post", color="tab:blue", lw=1.4, zorder=2)
-    ax.scatter(f["predicted_ms"], f["m"], s=18, color="tab:blue", label="Pareto front (predicted latency)", zorder=3)
+    ax.scatter(
+        f["predicted_ms"],
+        f["m"],
+        s=18,
+        color="tab:blue",
+        label="Pareto front (predicted latency): metric on the report examples",
+        zorder=3,
+    )
     meas = f[f["measured_ms"].notna()]
     if not meas.empty:
         ax.scatter(meas["measured_ms"], meas["m"], s=40, marker="x", color="tab:red", label="measured", zorder=4)
