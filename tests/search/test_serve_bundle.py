@@ -2,6 +2,7 @@
 latency table on this machine, answers over the Open Inference Protocol with the sub-network the policy
 chose, serves one fixed config with --static, and caches the table beside the bundle."""
 
+import contextlib
 import json
 import shutil
 import sys
@@ -21,6 +22,36 @@ pytest_plugins = ["searchkit"]
 
 def _device(bundle: Path) -> str:
     return json.loads((bundle / "devices.json").read_text())["devices"][0]["name"]
+
+
+@contextlib.contextmanager
+def server_process(cmd_head: list, bundle: Path, slo: str, *extra: str, cwd=None, env=None):
+    """A server process on a free port (cmd_head + the bundle, SLO, device, port), ready: yields (process,
+    base URL); terminated after (a test that stops it itself finds it gone)."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [*cmd_head, str(bundle), "--slo", slo, "--device", _device(bundle), "--port", str(port), *extra]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # calibration runs before the port opens
+            try:
+                if urllib.request.urlopen(base + "/v2/health/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.communicate()[1]
+        yield proc, base
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
 
 
 def _infer(c: TestClient, texts):
@@ -85,8 +116,6 @@ def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tm
     transformers or this repository (the bundle's own runtime copy serves); requests in flight when
     SIGTERM arrives are answered, then the process exits 0."""
     import signal
-    import socket
-    import subprocess
     import threading
     import time
     import urllib.request
@@ -94,22 +123,8 @@ def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tm
     from test_bundle import PYTHON, no_torch
 
     bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = no_torch(tmp_path)
-    cmd = [PYTHON, str(bundle / "dynasearch_bundle.py"), str(bundle), "--serve", "--slo", "500ms",
-           "--device", _device(bundle), "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(base + "/v2/health/ready", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-            assert proc.poll() is None, proc.communicate()[1]
+    head = [PYTHON, str(bundle / "dynasearch_bundle.py")]
+    with server_process(head, bundle, "500ms", "--serve", cwd=tmp_path, env=no_torch(tmp_path)) as (proc, base):
         body = json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["good"]}]}).encode()
 
         def post():
@@ -127,9 +142,6 @@ def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tm
         for t in threads:
             t.join(30)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 0, err
     # every request that reached the server before SIGTERM got its answer (late ones: connection refused)
     assert answers and all(code == 200 for code, _ in answers)
@@ -139,37 +151,28 @@ def test_the_bundle_serves_itself_without_torch_and_drains_on_sigterm(front3, tm
 def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):
     """`dynasearch loadtest` on a real server process: open-loop arrivals, the bundle's report examples
     replayed, the summary's counts add up; a URL off this machine and a bad schedule are refused."""
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
     from test_bundle import PYTHON
 
     from dynasearch.cli import main
     from dynasearch.loadtest import LoadtestError, parse_schedule
 
     bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [PYTHON, "-m", "dynasearch", "serve", str(bundle), "--slo", "300ms", "--device", _device(bundle),
-           "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(url + "/v2/health/ready", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
-            assert proc.poll() is None, proc.communicate()[1]
+    with server_process([PYTHON, "-m", "dynasearch", "serve"], bundle, "300ms") as (_, url):
         out = tmp_path / "summary.json"
         capsys.readouterr()
-        rc = main(
-            ["loadtest", url, "--bundle", str(bundle), "--schedule", "30:1,80:0.5", "--texts", "2", "--out", str(out)]
-        )
+        argv = [
+            "loadtest",
+            url,
+            "--bundle",
+            str(bundle),
+            "--schedule",
+            "30:1,80:0.5",
+            "--texts",
+            "2",
+            "--out",
+            str(out),
+        ]
+        rc = main(argv)
         printed = capsys.readouterr().out
         assert rc == 0, printed
         s = json.loads(out.read_text())
@@ -180,9 +183,6 @@ def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):
         # refused before any request leaves: a load test targets this machine only
         assert main(["loadtest", "http://10.0.0.1:8000", "--bundle", str(bundle)]) == 2
         assert "URL host '10.0.0.1' is not this machine" in capsys.readouterr().err
-    finally:
-        proc.terminate()
-        proc.wait(30)
     with pytest.raises(LoadtestError, match=r"schedule phase 'fast' is not RATE:SECONDS"):
         parse_schedule("fast")
 
@@ -190,32 +190,15 @@ def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):
 def test_a_triton_client_speaks_to_the_server_with_json_tensors(front3, tmp_path):
     """tritonclient.http (a real Open Inference Protocol client) with binary_data=False in and out; its
     default binary-data request is refused with 400 naming binary_data=False."""
-    import socket
-    import subprocess
-    import time
-
     import numpy as np
     import tritonclient.http as triton
     from test_bundle import PYTHON
     from tritonclient.utils import InferenceServerException
 
     bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [PYTHON, "-m", "dynasearch", "serve", str(bundle), "--slo", "300ms", "--device", _device(bundle),
-           "--port", str(port)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        client = triton.InferenceServerClient(f"127.0.0.1:{port}")
-        for _ in range(600):
-            try:
-                if client.is_server_ready():
-                    break
-            except Exception:  # not listening yet (the calibration runs before the port opens)
-                time.sleep(0.05)
-            assert proc.poll() is None, proc.communicate()[1]
-        assert client.is_server_live() and client.is_model_ready("dynabert")
+    with server_process([PYTHON, "-m", "dynasearch", "serve"], bundle, "300ms") as (_, base):
+        client = triton.InferenceServerClient(base.removeprefix("http://"))
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("dynabert")
         meta = client.get_model_metadata("dynabert")
         assert meta["inputs"][0]["datatype"] == "BYTES"
         texts = np.array([b"the movie was good", b"a bad and awful plot"], dtype=object)
@@ -232,6 +215,3 @@ def test_a_triton_client_speaks_to_the_server_with_json_tensors(front3, tmp_path
         binary.set_data_from_numpy(texts)  # the client's default: the binary-data extension
         with pytest.raises(InferenceServerException, match="binary_data=False"):
             client.infer("dynabert", [binary])
-    finally:
-        proc.terminate()
-        proc.wait(30)
