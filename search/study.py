@@ -197,9 +197,11 @@ class Search:
                 f"--search-dev {cfg.search_dev} is not below the dev split's {parts.rank.n} examples: the configs are "
                 "ranked and reported on all of them (nothing held out); pass a smaller N to hold some out"
             )
-        elif cfg.rescore_dev is not None and cfg.rescore_dev >= parts.report.n:
+        elif cfg.rescore_dev is not None and cfg.rescore_dev > parts.dev_examples - parts.rank.n:
+            # more than are held out (the report part is then all of them, fewer than asked); exactly as
+            # many is what was asked (the demo reports on all 1,000 it holds out)
             self._warn(
-                f"--rescore-dev {cfg.rescore_dev} is not below the {parts.report.n} dev examples --search-dev "
+                f"--rescore-dev {cfg.rescore_dev} is more than the {parts.report.n} dev examples --search-dev "
                 f"{cfg.search_dev} holds out: the front is reported on all of them (no subset); pass a smaller N "
                 "to report on a subset"
             )

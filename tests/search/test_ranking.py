@@ -145,9 +145,14 @@ def test_a_report_subset_as_large_as_the_held_out_part_says_so(sk_run, sk_predic
     args = ("--trials", 12, "--no-verify", "--search-dev", 40, "--rescore-dev", 9)
     assert cli(*search_args(sk_run, sk_predictor, out, *args)) == 0
     err = capsys.readouterr().err
-    assert "--rescore-dev 9 is not below the 8 dev examples --search-dev 40 holds out" in err
+    assert "--rescore-dev 9 is more than the 8 dev examples --search-dev 40 holds out" in err
     s = json.loads((out / "search.json").read_text())["summary"]
     assert s["report_held_out"] and s["report_examples"] == 8
+    # exactly as many as are held out, or fewer: what was asked, no word (the demo reports on all it holds out)
+    for n in (8, 4):
+        args = ("--trials", 12, "--no-verify", "--search-dev", 40, "--rescore-dev", n)
+        assert cli(*search_args(sk_run, sk_predictor, fast_tmp / f"rr{n}", *args)) == 0
+        assert "--rescore-dev" not in capsys.readouterr().err
 
 
 def test_searching_a_space_the_model_was_not_trained_for_warns(sk_base, sk_data, sk_predictor, fast_tmp, capsys):
