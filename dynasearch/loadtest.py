@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import math
 import random
 import time
 import urllib.parse
@@ -26,7 +25,7 @@ from typing import Any
 
 from dynabert.errors import DataError, DynasearchError
 from dynasearch_runtime import bounds
-from dynasearch_runtime.simulator import poisson
+from dynasearch_runtime.simulator import percentile, poisson
 
 MAX_REQUESTS = 100_000
 LAG_SHARE = 0.10  # a generator whose own send lag p99 exceeds this share of the SLO is flagged unreliable
@@ -137,13 +136,6 @@ def report_examples(bundle: str, data_dir: str | None) -> tuple[list[str], list[
     return part.texts, part.pairs, [int(y) for y in part.labels]
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(math.ceil(q / 100.0 * len(s))) - 1))]
-
-
 async def _drive(cfg: LoadtestConfig, base: str, examples, slo_ms: float, progress) -> list[dict[str, Any]]:
     import httpx  # the serve extra
 
@@ -215,15 +207,15 @@ def loadtest(cfg: LoadtestConfig, progress=None) -> dict[str, Any]:
     on_time = [r for r in ok if r["latency_ms"] <= slo_ms]
     lat = [r["latency_ms"] for r in ok]
     configs = [r["config"] for r in ok]
-    lag_p99 = _percentile([r["lag_ms"] for r in rows], 99)
+    lag_p99 = percentile([r["lag_ms"] for r in rows], 99)
     seconds = sum(s for s, _ in cfg.schedule)
     return {
         "requests": n,
         "slo_ms": slo_ms,
         "attainment": len(on_time) / n if n else float("nan"),
-        "p50_ms": _percentile(lat, 50),
-        "p95_ms": _percentile(lat, 95),
-        "p99_ms": _percentile(lat, 99),
+        "p50_ms": percentile(lat, 50),
+        "p95_ms": percentile(lat, 95),
+        "p99_ms": percentile(lat, 99),
         "goodput_rps": len(on_time) / seconds,
         "served_accuracy": sum(r["correct"] for r in ok) / sent_texts,
         "effective_accuracy": sum(r["correct"] for r in on_time) / sent_texts,

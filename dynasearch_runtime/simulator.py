@@ -60,16 +60,20 @@ class Outcome(NamedTuple):
         return sum(accuracy[s.config] for s in self.served if not s.shed) / len(self.served)
 
     def percentile_ms(self, q: float) -> float:
-        lat = sorted(s.latency_ms for s in self.served if not s.shed)
-        if not lat:
-            return float("nan")
-        i = min(len(lat) - 1, max(0, int(math.ceil(q / 100.0 * len(lat))) - 1))
-        return lat[i]
+        return percentile([s.latency_ms for s in self.served if not s.shed], q)
 
     def switches(self) -> int:
         """How often the config changed from one batch to the next."""
         keys = [d.config for d in self.decisions if d.requests]
         return sum(1 for a, b in zip(keys, keys[1:]) if a != b)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank q-th percentile (NaN for none): what the simulator and the load test report."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, int(math.ceil(q / 100.0 * len(ordered))) - 1))]
 
 
 def poisson(
