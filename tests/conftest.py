@@ -24,7 +24,7 @@ SERIAL_MODULES = (
     "predictors/test_clock.py",
     "predictors/test_latency_protocol.py",
     "predictors/test_latency_speed.py",
-    "predictors/test_calibrate.py",
+    "dynasearch_runtime/test_calibrate.py",
 )
 
 
