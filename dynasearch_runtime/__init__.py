@@ -30,6 +30,7 @@ every bundle version up to its own (tests/search/test_bundle.py checks both).
     policy, simulator   the serving policy and its discrete-event simulator
     calibrate    the serving latency table measured on the serving machine (cached)
     server, serve_bundle   the dynamic server (the serve extra) and a bundle's front served by it
+    serve_ray    the same app as a Ray Serve deployment (the ray extra; the only module that imports ray)
 
 Nothing is re-exported here: import each name from its module.
 """

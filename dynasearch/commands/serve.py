@@ -34,13 +34,46 @@ def register(sub) -> None:
         help="when even the fastest config cannot meet a request's deadline: shed (503 + Retry-After; default: a "
         "late answer is worth less than a retry elsewhere, and shedding keeps the rest of the queue on time) or late",
     )
+    r = p.add_argument_group("Ray Serve (needs the ray extra: pip install 'dynasearch[ray]')")
+    r.add_argument(
+        "--ray",
+        action="store_true",
+        help="serve through a Ray Serve deployment (the same routes; each replica batches with the policy); "
+        "a local Ray on this machine unless --ray-address names a cluster",
+    )
+    r.add_argument("--replicas", type=bounded("replicas"), default=None, help="--ray: replicas (default 1)")
+    r.add_argument(
+        "--ray-address", default=None, metavar="ADDR", help="--ray: a running Ray cluster (ray start --head), e.g. "
+        "10.0.0.5:6379 or auto; the bundle must be at the same path on every node"
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from dynasearch_runtime.serve_bundle import serve
+    from dynasearch_runtime.errors import BundleError
     from search.units import parse_latency
 
+    if not args.ray:
+        given = [o for o, v in (("--replicas", args.replicas), ("--ray-address", args.ray_address)) if v is not None]
+        if given:
+            said = " and ".join(given)
+            raise BundleError(
+                f"{said} {'applies' if len(given) == 1 else 'apply'} to --ray only: add --ray, or drop {said}"
+            )
     slo = parse_latency(args.slo)
+    if args.ray:
+        import importlib.util
+
+        # the ray extra, said in one line before anything starts (found, not imported: serve_ray sets Ray's
+        # environment before its first import)
+        if importlib.util.find_spec("ray") is None:
+            raise BundleError("--ray needs the ray extra (ray is missing): pip install 'dynasearch[ray]'")
+        from dynasearch_runtime.serve_ray import serve_ray
+
+        serve_ray(args.bundle, slo, args.device, args.name, args.host, args.port, args.static, args.overload,
+                  args.replicas or 1, args.ray_address)  # fmt: skip
+        return 0
+    from dynasearch_runtime.serve_bundle import serve
+
     serve(args.bundle, slo, args.device, args.name, args.host, args.port, args.static, args.overload)
     return 0

@@ -77,6 +77,7 @@ def test_runtime_is_shipped_as_is_and_standalone(kit):
                 continue
             # the server's modules also take the serve extra (imported inside the functions that need it)
             extra = ("starlette", "uvicorn", "prometheus_client") if name in ("server.py", "serve_bundle.py") else ()
+            extra = ("starlette", "ray") if name == "serve_ray.py" else extra  # the ray extra (its module only)
             assert all(m in sys.stdlib_module_names or m in ("numpy", "onnxruntime", *extra) for m in top), (name, top)
 
 
