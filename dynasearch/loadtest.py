@@ -154,7 +154,16 @@ async def _drive(cfg: LoadtestConfig, base: str, examples, slo_ms: float, progre
             inputs.append(
                 {"name": "text_pair", "datatype": "BYTES", "shape": [len(picks)], "data": [pairs[k] for k in picks]}
             )
-        row: dict[str, Any] = {"i": i, "lag_ms": lag * 1000.0, "texts": len(picks), "correct": 0, "config": None}
+        row: dict[str, Any] = {
+            "i": i,
+            "lag_ms": lag * 1000.0,
+            "texts": len(picks),
+            "picks": picks,  # indices into the report examples: a paired comparison resamples them
+            "correct": 0,
+            "config": None,
+            "model_ms": None,
+            "server_ms": None,
+        }
         try:
             r = await client.post(url, json={"inputs": inputs})
             row["status"] = r.status_code
@@ -166,7 +175,10 @@ async def _drive(cfg: LoadtestConfig, base: str, examples, slo_ms: float, progre
                 for n, k in enumerate(picks):
                     s = scores[n * width : (n + 1) * width]
                     row["correct"] += int(max(range(width), key=s.__getitem__) == labels[k])
-                row["config"] = doc["parameters"]["subnetwork"]
+                params = doc["parameters"]
+                row["config"] = params["subnetwork"]
+                row["model_ms"] = params.get("model_ms")
+                row["server_ms"] = params.get("server_ms")
         except httpx.HTTPError as e:
             row["status"] = f"{type(e).__name__}"
         row["latency_ms"] = (time.monotonic() - intended) * 1000.0  # from the INTENDED send time
@@ -188,8 +200,10 @@ async def _drive(cfg: LoadtestConfig, base: str, examples, slo_ms: float, progre
     return sorted(results, key=lambda r: r["i"])
 
 
-def loadtest(cfg: LoadtestConfig, progress=None) -> dict[str, Any]:
-    """Run the load test; the summary (see the module docstring)."""
+def loadtest(cfg: LoadtestConfig, progress=None, keep_rows: bool = False) -> dict[str, Any]:
+    """Run the load test; the summary (see the module docstring). `keep_rows`: also every request's row
+    (`rows`: i, texts, picks (report-example indices), correct, status, config, latency_ms, lag_ms,
+    model_ms and server_ms as the server reported them)."""
     import httpx  # the serve extra
 
     cfg.check()
@@ -209,7 +223,7 @@ def loadtest(cfg: LoadtestConfig, progress=None) -> dict[str, Any]:
     configs = [r["config"] for r in ok]
     lag_p99 = percentile([r["lag_ms"] for r in rows], 99)
     seconds = sum(s for s, _ in cfg.schedule)
-    return {
+    summary = {
         "requests": n,
         "slo_ms": slo_ms,
         "attainment": len(on_time) / n if n else float("nan"),
@@ -229,6 +243,9 @@ def loadtest(cfg: LoadtestConfig, progress=None) -> dict[str, Any]:
         "schedule": [{"rate": r, "seconds": s} for s, r in cfg.schedule],
         "seed": cfg.seed,
     }
+    if keep_rows:
+        summary["rows"] = rows
+    return summary
 
 
 def format_summary(s: dict[str, Any]) -> str:

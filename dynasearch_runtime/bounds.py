@@ -63,6 +63,7 @@ BOUNDS: Dict[str, Bound] = {
     "texts": Bound(1, 1024, True, False, "", "texts in one request to the server (its SLO covers them all)"),
     "body_bytes": Bound(1, 64 * 1024 * 1024, True, False, "", "bytes of one request body"),
     "queue": Bound(1, 1_000_000, True, False, "", "texts a server lets wait"),
+    "replicas": Bound(1, 10_000, True, False, "", "server replicas of a Ray Serve deployment, across a cluster"),
     "text_inputs": Bound(1, 2, True, False, "", "texts per example: 1, or 2 for a sentence-pair task"),
     "port": Bound(1, 65535, True, False, "", "a TCP port"),
     "params": Bound(0, 10**13, True, False, "", "parameters of a model"),

@@ -98,6 +98,14 @@ def _monotone(ms: Dict[Tuple[str, int, int], float], keys, batches, buckets) -> 
                 ms[(k, b, L)] = max([ms[(k, b, L)]] + below)
 
 
+def restrict(table: LatencyTable, keys: Sequence[str]) -> LatencyTable:
+    """The table of `keys` only (a static server's one config out of a cached front's table)."""
+    missing = [k for k in keys if k not in table.accuracy]
+    if missing:
+        raise PolicyError(f"the latency table has no config {missing[0]!r}; it has {', '.join(sorted(table.accuracy))}")
+    return LatencyTable({k: table.accuracy[k] for k in keys}, {c: v for c, v in table.ms.items() if c[0] in keys})
+
+
 # ------------------------------------------------------------------------------------------ cache
 def cache_path(bundle: str, bundle_digest: str, fingerprint: str) -> str:
     """Where the table of this bundle on this machine is kept (see the module docstring)."""

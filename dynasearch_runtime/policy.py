@@ -8,15 +8,45 @@ The rule (SlackFit's idea, SuperServe NSDI 2025: the oldest request's remaining 
 batch's time), in three steps per decision:
 1. the batch: the oldest requests in arrival order, as many as `max_batch` texts allow (under load a
    bigger batch is what keeps up; every request waits in one FIFO queue and has the same SLO, so the
-   oldest request's deadline is the batch's tightest);
-2. the sub-network: the most accurate config whose latency for that batch (the measured table, times
-   the online correction) ends before the oldest request's deadline AND leaves the next batch
-   feasible: after it, the fastest config must still meet the deadline of the oldest request left
-   waiting (a one-step look-ahead: accuracy-greedy choices would otherwise eat the slack of the
-   requests behind them and the queue would tip into misses);
-3. overload: when even the fastest config cannot meet the oldest deadline, `overload="shed"` drops
-   the requests whose deadline has become unreachable (the server answers them 503 with Retry-After)
-   and decides again; `overload="late"` serves them with the fastest config, late.
+   oldest request's deadline is the batch's tightest), fewer when the fastest config could not end
+   them all before that deadline (`trim`: the requests left wait for the next batch; shedding the
+   oldest instead, `trim=False`, the rule before the comparison below, held less);
+2. the sub-network, by `rule`:
+   - "lookahead" (the default): the most accurate config whose latency for that batch (the measured
+     table, times the online correction) ends before the oldest request's deadline AND leaves the
+     next batch feasible: after it, the fastest config must still meet the deadline of the oldest
+     request left waiting (a one-step look-ahead: accuracy-greedy choices would otherwise eat the
+     slack of the requests behind them);
+   - "greedy": the same without the look-ahead;
+   - "slackfit": SuperServe's SlackFit as we read the paper (it profiles the latency of every
+     (sub-network, batch size) pair, groups the pairs into latency buckets of equal width and, for
+     the most urgent request's remaining slack, takes the bucket of the highest latency below the
+     slack and in it the pair with the largest batch). Here: the buckets split [0, SLO] into
+     `SLACKFIT_BUCKETS` equal widths; the pairs are every config with the oldest n requests (n up
+     to `max_batch` texts; the table at the bucket of their longest text, times the online
+     correction); pairs that end after the oldest's deadline are out; in the highest non-empty
+     bucket the most texts win, then the most accurate config. Its batch can be smaller than step 1's;
+   - "fastest": always the fastest config (the maximum-throughput baseline).
+   A static config (the server's --static) is a table of that config alone: every rule is the same.
+3. overload: when even the fastest config cannot meet the oldest deadline with the oldest alone,
+   `overload="shed"` drops the requests whose deadline has become unreachable (the server answers
+   them 503 with Retry-After) and decides again; `overload="late"` serves the whole batch (step 1
+   untrimmed) with the fastest config, late.
+
+Why "lookahead", by measurement (bench/policy_compare.py, bench/results/policy.md: the simulator,
+three seeds, a synthetic table and the demo bundle's calibrated CPU table, 1 and 8 texts a request;
+the issue's schedules low, high, step and bursts plus medium, heavy = 0.7x the fastest config's
+capacity, and heavy bursts). On the issue's four schedules every accurate rule holds 100% (slackfit
+99.9% on the synthetic table) and beats the best static config in hindsight (calibrated, 1 text:
+73.01-73.19 effective accuracy against 72.24-73.05). With one text a request the look-ahead never
+binds (greedy decides the same); with 8 it does: the smallest attainment over all seven schedules is
+97.0% for lookahead against 94.3% for greedy and 90.9% for slackfit (synthetic), 99.3% against
+99.1% and 96.6% (calibrated). Slackfit wins one cell: medium load on the calibrated CPU table, 1
+text (65.14 effective accuracy against 63.28: on a CPU a smaller batch of a more accurate config
+costs no throughput), at 99.9% attainment against 100%; there the static 6a3e3bb54671 (67.20)
+beats every rule (with 8 texts too): a one-step rule cannot see the requests arriving during its
+batch. Trimming the batch raised lookahead's smallest attainment from 98.9/95.8/96.4/98.5% to
+99.2/97.0/100.0/99.3% (synthetic and calibrated tables, 1 and 8 texts).
 """
 
 from __future__ import annotations
@@ -28,6 +58,8 @@ from . import bounds
 from .errors import DynasearchError
 
 OVERLOADS = ("late", "shed")
+RULES = ("fastest", "greedy", "lookahead", "slackfit")  # step 2 of the module docstring; bench/policy_compare.py
+SLACKFIT_BUCKETS = 10  # slackfit's latency buckets: [0, SLO] in this many equal widths
 
 
 class PolicyError(DynasearchError):
@@ -114,7 +146,8 @@ class LatencyTable:
 
 
 class Policy:
-    """The decision rule of the module docstring. `observe(expected_ms, actual_ms)` corrects the table
+    """The decision rule of the module docstring (`rule`: one of RULES; `trim`: step 1's trimming, off
+    only to measure the rule without it). `observe(expected_ms, actual_ms)` corrects the table
     online: the ratio of observed to tabled batch times, smoothed (a busy or slower machine than the
     calibration's moves the choices to smaller configs; a faster one back)."""
 
@@ -125,10 +158,16 @@ class Policy:
         overload: str = "shed",
         max_batch: Optional[int] = None,
         smoothing: float = 0.2,
+        rule: str = "lookahead",
+        trim: bool = True,
     ) -> None:
         bounds.check("latency_ms", slo_ms, "SLO", PolicyError)
         if overload not in OVERLOADS:
             raise PolicyError(f"unknown overload mode {overload!r}; allowed: {', '.join(OVERLOADS)}")
+        if rule not in RULES:
+            raise PolicyError(f"unknown policy rule {rule!r}; allowed: {', '.join(RULES)}")
+        self.rule = rule
+        self.trim = bool(trim)
         self.table = table
         self.slo_ms = float(slo_ms)
         self.overload = overload
@@ -166,6 +205,31 @@ class Policy:
             texts += r.texts
         return batch
 
+    def _slackfit(self, queue: Sequence[Request], start: int, slack_ms: float) -> Optional[Decision]:
+        """SlackFit (see the module docstring): among the (config, the oldest n requests) pairs that end
+        within `slack_ms`, those in the highest latency bucket; of them the largest batch, then the most
+        accurate config. None when not even the oldest request alone fits with the fastest config."""
+        width = self.slo_ms / SLACKFIT_BUCKETS
+        best: Optional[Tuple[Tuple[int, int, float, float], str, int, int, float]] = None
+        texts, longest = 0, 0
+        for n in range(start, len(queue)):
+            r = queue[n]
+            if n > start and texts + r.texts > self.max_batch:
+                break
+            texts, longest = texts + r.texts, max(longest, r.length)
+            bucket = self.table.bucket_for(longest)
+            for key in self.table.by_accuracy:
+                ms = self.table.latency(key, texts, bucket) * self.correction
+                if ms > slack_ms:
+                    continue
+                rank = (int(ms // width), texts, self.table.accuracy[key], -ms)
+                if best is None or rank > best[0]:
+                    best = (rank, key, n + 1, bucket, ms)
+        if best is None:
+            return None
+        _, key, end, bucket, ms = best
+        return Decision(key, tuple(queue[start:end]), bucket, ms, slack_ms)
+
     def deadline_s(self, r: Request) -> float:
         return r.arrival_s + self.slo_ms / 1000.0
 
@@ -179,13 +243,29 @@ class Policy:
             batch = self._take(queue, start)
             slack_ms = (self.deadline_s(batch[0]) - now_s) * 1000.0
             fast_ms, bucket = self._ms(self.table.fastest, batch)
+            while self.trim and fast_ms > slack_ms and len(batch) > 1:
+                batch.pop()  # fewer requests in time rather than the oldest shed (bench/results/policy.md)
+                fast_ms, bucket = self._ms(self.table.fastest, batch)
             if fast_ms > slack_ms:
                 if self.overload == "shed":
                     # the oldest cannot be served in time by any config: drop it and decide again
                     shed.append(queue[start])
                     start += 1
                     continue
+                batch = self._take(queue, start)  # late anyway: the whole batch, for throughput
+                fast_ms, bucket = self._ms(self.table.fastest, batch)
                 return Decision(self.table.fastest, tuple(batch), bucket, fast_ms, slack_ms, tuple(shed), True)
+            if self.rule == "fastest":
+                return Decision(self.table.fastest, tuple(batch), bucket, fast_ms, slack_ms, tuple(shed))
+            if self.rule == "greedy":
+                for key in self.table.by_accuracy:  # the fastest fits, so one does
+                    ms, bucket = self._ms(key, batch)
+                    if ms <= slack_ms:
+                        return Decision(key, tuple(batch), bucket, ms, slack_ms, tuple(shed))
+            if self.rule == "slackfit":
+                pick = self._slackfit(queue, start, slack_ms)
+                assert pick is not None  # the fastest config fits the batch, so a fortiori its oldest request
+                return pick._replace(shed=tuple(shed))
             # the next batch's deadline and time with the fastest config: what a choice must leave room for
             nxt = self._take(queue, start + len(batch)) if start + len(batch) < len(queue) else []
             nxt_deadline = self.deadline_s(nxt[0]) if nxt else 0.0

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import bounds
 from .bundle import BundleModel, choose, front, front_entry, read_index, this_machine, verify_files
-from .calibrate import BATCHES, BUCKETS, cache_path, calibrate, load_table, save_table, table_identity
+from .calibrate import BATCHES, BUCKETS, cache_path, calibrate, load_table, restrict, save_table, table_identity
 from .errors import BundleError
 from .fingerprint import ort_feeds
 from .policy import OVERLOADS, LatencyTable, Policy
@@ -87,19 +87,35 @@ def prepare_policy(
     budget_s: float = 30.0,
     progress=None,
 ) -> Policy:
-    """The latency table of `engine` on this machine (from the cache, or measured and cached), and the policy."""
+    """The latency table of `engine` on this machine (from the cache, or measured and cached), and the policy.
+    One cache per bundle and machine holds every config measured so far: a static server reads the cells
+    a dynamic one measured (and the reverse); only configs missing from it are measured, then merged in."""
     buckets = tuple(b for b in BUCKETS if b < engine.max_length) + (engine.max_length,)
     fp = hashlib.sha256(repr(sorted(this_machine().items())).encode()).hexdigest()[:16]
-    ident = table_identity(engine.digest + ",".join(sorted(engine.configs)), fp, BATCHES, buckets)
+    ident = table_identity(engine.digest, fp, BATCHES, buckets)
     path = cache_path(engine.bundle, engine.digest, fp)
-    table: Optional[LatencyTable] = load_table(path, ident)
-    if table is None:
-        runners = {k: engine.runner(k) for k in engine.configs}
-        table, info = calibrate(runners, engine.configs, BATCHES, buckets, budget_s=budget_s, progress=progress)
+    cached: Optional[LatencyTable] = load_table(path, ident)
+    missing = [k for k in engine.configs if cached is None or k not in cached.accuracy]
+    if missing:
+        runners = {k: engine.runner(k) for k in missing}
+        part, info = calibrate(
+            runners, {k: engine.configs[k] for k in missing}, BATCHES, buckets, budget_s=budget_s, progress=progress
+        )
+        accuracy = {**(cached.accuracy if cached else {}), **part.accuracy}
+        cached = LatencyTable(accuracy, {**(cached.ms if cached else {}), **part.ms})
         try:
-            save_table(path, table, ident, info)
+            save_table(path, cached, ident, info)
         except OSError:
             pass  # a cache that cannot be written costs the next start a calibration, nothing else
+    table = restrict(cached, engine.configs)
+    for key in engine.configs:
+        if key not in missing:
+            # Read from the cache, never run in this process: one run per bucket at the smallest and the largest
+            # batch first (onnxruntime's first run of a shape allocates), so that "ready" means warm.
+            make = engine.runner(key)
+            for batch in (table.batches[0], table.max_batch):
+                for bucket in table.buckets:
+                    make(batch, bucket)()
     return Policy(table, slo_ms, overload=overload)
 
 

@@ -235,6 +235,7 @@ class Server:
                             "batch": len(texts),
                             "truncated": p.truncated,
                             "late": d.late,
+                            "model_ms": ms,
                         }
                     )
 
@@ -344,8 +345,16 @@ def parse_infer(
     return texts, (columns[1] if pair_task else None), (None if rid is None else str(rid))
 
 
-def build_app(server: Server, name: str = "dynabert", version: str = "1") -> Any:
-    """The Starlette app of `server` (see the module docstring for its routes)."""
+def build_app(
+    server: Server,
+    name: str = "dynabert",
+    version: str = "1",
+    ingress: Optional[Callable[[Mapping[str, str], float], float]] = None,
+) -> Any:
+    """The Starlette app of `server` (see the module docstring for its routes). `ingress(headers,
+    received)`: a request's arrival on the monotonic clock from its headers and the time this app received
+    it (no later than `received`); the policy's slack counts from it, and the response parameters say
+    `ingress_wait_ms`, the time before this app (the Ray deployment's ingress time: `serve_ray`)."""
     from starlette.applications import Starlette  # the serve extra
     from starlette.requests import Request as HttpRequest
     from starlette.responses import JSONResponse, Response
@@ -399,7 +408,8 @@ def build_app(server: Server, name: str = "dynabert", version: str = "1") -> Any
         return bad or Response(status_code=200 if server.ready else 503)
 
     async def infer(request: HttpRequest) -> Response:
-        arrival = time.monotonic()
+        received = time.monotonic()
+        arrival = received if ingress is None else min(received, ingress(request.headers, received))
         bad = model_or_404(request)
         if bad:
             return bad
@@ -434,6 +444,10 @@ def build_app(server: Server, name: str = "dynabert", version: str = "1") -> Any
                 "batch_texts": answer["batch"],
                 "truncated": answer["truncated"],
                 "late": answer["late"],
+                # the batch's model time and this request's time in the server (arrival to answer): what a
+                # client's latency adds over them is the HTTP path's cost
+                "model_ms": round(answer["model_ms"], 3),
+                "server_ms": round((time.monotonic() - arrival) * 1000.0, 3),
             },
             "outputs": [
                 {"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels},
@@ -445,6 +459,8 @@ def build_app(server: Server, name: str = "dynabert", version: str = "1") -> Any
                 },
             ],
         }
+        if ingress is not None:
+            doc["parameters"]["ingress_wait_ms"] = round((received - arrival) * 1000.0, 3)
         if rid is not None:
             doc["id"] = rid
         return JSONResponse(doc)

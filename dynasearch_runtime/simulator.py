@@ -8,7 +8,8 @@ One worker runs one batch at a time, as the server does: whenever it is idle and
 requests it asks the policy for the next batch, runs it for the table's latency times `slowdown`
 (a busy or slower machine than the table's), then tells the policy the observed time (its online
 correction). Arrival schedules: `poisson(rates, seed)` draws open-loop Poisson arrivals for a
-piecewise-constant rate schedule (constant, steps, bursts).
+piecewise-constant rate schedule (constant, steps, bursts). `capacity(...)` bisects the Poisson rate
+a policy holds at >= 99% SLO attainment (a config's capacity when the policy's table has it alone).
 """
 
 from __future__ import annotations
@@ -100,6 +101,56 @@ def poisson(
             out.append(Request(len(out), t, texts, n))
         start += seconds
     return out
+
+
+def capacity(
+    make_policy: Callable[[], Policy],
+    seconds: float = 20.0,
+    seeds: Sequence[int] = (0,),
+    target: float = 0.99,
+    texts: int = 1,
+    length: int | Callable[[random.Random], int] = 64,
+    rel_tol: float = 0.02,
+    min_requests: int = 0,
+) -> float:
+    """The highest Poisson rate (requests/s) at which a fresh `make_policy()` keeps SLO attainment >=
+    `target` on every seed's constant schedule of `seconds`, or longer where that holds fewer than
+    `min_requests` arrivals at the probed rate (99% of 30 requests says little; an hour at most).
+    The serving benchmark's capacity of a config: a policy over a table of that config alone.
+    Bisection between 0 and the rate of back-to-back full batches of the table's fastest config, to
+    `rel_tol` of the upper end; returns the lower end (a rate that held). Attainment need not fall
+    monotonically with the rate on one seed: several seeds make the answer less lumpy."""
+    bounds.check("duration_s", seconds, "capacity's seconds", PolicyError)
+    bounds.check("fraction", target, "capacity's target attainment", PolicyError)
+    bounds.check("fraction", rel_tol, "capacity's relative tolerance", PolicyError)
+    if not seeds:
+        raise PolicyError("capacity needs at least one seed")
+    if isinstance(min_requests, bool) or not isinstance(min_requests, int) or min_requests < 0:
+        raise PolicyError(f"capacity's min_requests must be an integer >= 0; got {min_requests!r}")
+    probe = make_policy()
+    per_batch = max(1, probe.max_batch // texts)
+    table = probe.table
+    longest = table.buckets[-1] if callable(length) else table.bucket_for(length)
+    batch_ms = table.latency(table.fastest, per_batch * texts, longest)
+    lo, hi = 0.0, per_batch * 1000.0 / batch_ms
+
+    def holds(rate: float) -> bool:
+        for seed in seeds:
+            span = max(seconds, min(min_requests / rate, 3600.0))  # an hour at most: a rate near 0 holds little
+            arrivals = poisson([(span, rate)], seed=seed, texts=texts, length=length)
+            if arrivals and simulate(make_policy(), arrivals).attainment() < target:
+                return False
+        return True
+
+    if holds(hi):
+        return hi
+    while hi - lo > rel_tol * hi:
+        mid = (lo + hi) / 2.0
+        if holds(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def simulate(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from dynasearch_runtime.policy import LatencyTable, Policy, PolicyError, Request
-from dynasearch_runtime.simulator import poisson, simulate
+from dynasearch_runtime.policy import RULES, LatencyTable, Policy, PolicyError, Request
+from dynasearch_runtime.simulator import capacity, poisson, simulate
 
 ACC = {"big": 0.90, "mid": 0.86, "small": 0.80}
 # ms at batch 1 and the cost of each further text, per config (linear in the batch, as on a CPU)
@@ -146,3 +146,84 @@ def test_the_simulator_is_deterministic():
     assert a == b and len(a.served) == len(arrivals)
     with pytest.raises(PolicyError, match=r"schedule phase 0's rate must be a number in \(0, 1e\+06\] /s; got 0"):
         poisson([(1.0, 0.0)])
+
+
+# ------------------------------------------------------------------ the rules (bench/policy_compare.py)
+def test_an_unknown_rule_is_refused_naming_the_allowed_ones():
+    assert RULES == ("fastest", "greedy", "lookahead", "slackfit") and Policy(table(), 40.0).rule == "lookahead"
+    with pytest.raises(PolicyError, match=r"unknown policy rule 'edf'; allowed: fastest, greedy, lookahead, slackfit"):
+        Policy(table(), 40.0, rule="edf")
+
+
+def test_greedy_misses_the_deadline_the_look_ahead_meets():
+    """Two requests at t=0, batches of one, SLO 20 ms: greedy serves r0 with 'big' (19.5 ms) and r1 can then
+    not end by 20 ms even with 'small' (2 ms): shed. The look-ahead serves r0 with 'mid' (5 ms) and both meet it."""
+    ms = {("big", 1, 64): 19.5, ("mid", 1, 64): 5.0, ("small", 1, 64): 2.0}
+    arrivals = [Request(0, 0.0, 1, 64), Request(1, 0.0, 1, 64)]
+    greedy = simulate(Policy(LatencyTable(ACC, ms), 20.0, max_batch=1, rule="greedy"), arrivals)
+    look = simulate(Policy(LatencyTable(ACC, ms), 20.0, max_batch=1, rule="lookahead"), arrivals)
+    assert [s.config for s in greedy.served] == ["big", ""] and greedy.attainment() == 0.5
+    assert [s.config for s in look.served] == ["mid", "mid"] and look.attainment() == 1.0
+    assert look.effective_accuracy(ACC) == pytest.approx(0.86) and greedy.effective_accuracy(ACC) == pytest.approx(0.45)
+
+
+def test_fastest_always_runs_the_fastest_config():
+    out = simulate(Policy(table(), 40.0, rule="fastest"), poisson([(5.0, 50.0)], seed=7))
+    assert {d.config for d in out.decisions} == {"small"} and out.attainment() == 1.0 and out.switches() == 0
+
+
+def test_slackfit_takes_the_pair_in_the_highest_latency_bucket_below_the_slack():
+    """Four requests at t=0, decided at t=20 ms (slack 20 ms; buckets of 40/10 = 4 ms). The look-ahead takes all
+    four, and only 'mid' (12.5 ms) fits them. SlackFit's pairs within 20 ms: the highest bucket, [20, 24) ms,
+    holds ('big', 3 requests) alone (20 ms): the three oldest with 'big', the fourth left for the next batch."""
+    queue = [Request(i, 0.0, 1, 64) for i in range(4)]
+    look = Policy(table(), 40.0).decide(0.020, queue)
+    fit = Policy(table(), 40.0, rule="slackfit").decide(0.020, queue)
+    assert (look.config, len(look.requests), look.expected_ms) == ("mid", 4, 12.5)
+    assert (fit.config, [r.id for r in fit.requests], fit.expected_ms, fit.slack_ms) == ("big", [0, 1, 2], 20.0, 20.0)
+    # within one bucket the larger batch wins over the more accurate config: slack 13 ms, bucket [12, 16) ms
+    # holds ('mid', 4) only; ('big', 1) at 10 ms is in a lower bucket
+    fit = Policy(table(), 40.0, rule="slackfit").decide(0.027, queue)
+    assert (fit.config, len(fit.requests)) == ("mid", 4)
+
+
+def test_every_rule_holds_the_slo_at_low_load_and_the_accurate_ones_serve_the_most_accurate_config():
+    arrivals = poisson([(10.0, 5.0)], seed=8)
+    for rule in RULES:
+        out = simulate(Policy(table(), 40.0, rule=rule), arrivals)
+        assert out.attainment() == 1.0, rule
+        assert {d.config for d in out.decisions} == ({"small"} if rule == "fastest" else {"big"}), rule
+
+
+def test_a_batch_the_fastest_config_cannot_end_in_time_is_trimmed_not_its_oldest_shed():
+    """16 requests at t=0, decided at t=30 ms (slack 10 ms): 'small' needs 17 ms for all 16, 10 ms for 9. With
+    trim (the default) the nine oldest are served in time and nothing is shed; without, the seven oldest are shed
+    one by one until the nine left fit. When not even the oldest alone fits, overload='late' serves the
+    whole batch late (throughput), overload='shed' sheds."""
+    queue = [Request(i, 0.0, 1, 64) for i in range(16)]
+    d = Policy(table(), 40.0).decide(0.030, queue)
+    assert (d.config, len(d.requests), d.shed, d.expected_ms) == ("small", 9, (), 10.0)
+    d = Policy(table(), 40.0, trim=False).decide(0.030, queue)
+    assert ([r.id for r in d.shed], [r.id for r in d.requests]) == (list(range(7)), list(range(7, 16)))
+    d = Policy(table(), 40.0, overload="late").decide(0.0395, queue)
+    assert (d.late, len(d.requests), d.config) == (True, 16, "small")
+    d = Policy(table(), 40.0).decide(0.0395, queue)
+    assert (len(d.shed), d.requests) == (16, ())
+
+
+def test_capacity_is_the_highest_rate_a_config_holds_at_99_percent():
+    """'big' alone (10 ms at batch 1, +5 ms a text), SLO 40 ms: below its back-to-back rate of full batches
+    (16 / 85 ms = 188/s); the rate found holds >= 99% on every seed, half again as much does not."""
+
+    def make():
+        return Policy(table(("big",)), 40.0)
+
+    cap = capacity(make, seconds=5.0, seeds=(0, 1), min_requests=500)
+    assert 20.0 < cap < 188.3
+    for seed in (0, 1):
+        assert simulate(make(), poisson([(max(5.0, 500 / cap), cap)], seed=seed)).attainment() >= 0.99
+    assert simulate(make(), poisson([(5.0, 1.5 * cap)], seed=0)).attainment() < 0.99
+    with pytest.raises(PolicyError, match=r"capacity needs at least one seed"):
+        capacity(make, seeds=())
+    with pytest.raises(PolicyError, match=r"capacity's target attainment must be a number in \(0, 1\]"):
+        capacity(make, target=1.5)

@@ -71,6 +71,9 @@ def test_health_metadata_and_an_answer_that_names_its_subnetwork():
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["id"] == "r1" and doc["parameters"]["subnetwork"] == "big"  # alone and in time: the most accurate
+        # the big config sleeps 2 ms a text: the model's time is reported, and the server's time covers it
+        params = doc["parameters"]
+        assert 4.0 <= params["model_ms"] <= params["server_ms"] < 1000.0
         out = {o["name"]: o for o in doc["outputs"]}
         assert out["label"]["data"] == ["pos", "neg"] and out["scores"]["shape"] == [2, 2]
         metrics = c.get("/metrics").text

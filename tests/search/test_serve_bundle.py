@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # searchkit
 from test_bundle import front3, wide_front  # noqa: E402,F401  (the bundle fixtures)
 
 from dynasearch_runtime.errors import BundleError  # noqa: E402
-from dynasearch_runtime.serve_bundle import serve_app  # noqa: E402
+from dynasearch_runtime.serve_bundle import BundleEngine, prepare_policy, serve_app  # noqa: E402
 
 pytest_plugins = ["searchkit"]
 
@@ -103,6 +103,15 @@ def test_static_mode_and_bad_serve_arguments(front3, tmp_path):
     with TestClient(app) as c:
         _wait_ready(c, server)
         assert _infer(c, ["good"]).json()["parameters"]["subnetwork"] == keys[0]
+    # One cache per bundle and machine: the dynamic start measures only the configs the static one did not,
+    # and a static start after it measures nothing (its config's cells are read from the front's table).
+    said = []
+    dynamic = prepare_policy(BundleEngine(str(front3), _device(front3)), 200.0, budget_s=1.0, progress=said.append)
+    assert said == [f"calibrating {len(keys) - 1} configs x 5 batch sizes x {len(dynamic.table.buckets)} lengths"]
+    assert set(dynamic.table.accuracy) == set(keys)
+    static = prepare_policy(BundleEngine(str(front3), _device(front3), static=keys[1]), 200.0, progress=said.append)
+    assert len(said) == 1 and list(static.table.accuracy) == [keys[1]]
+    assert static.table.ms == {c: v for c, v in dynamic.table.ms.items() if c[0] == keys[1]}
     with pytest.raises(BundleError, match=r"--static 'nope' is no front config of .*; allowed: full, "):
         serve_app(str(front3), 200.0, device=_device(front3), static="nope")
     with pytest.raises(BundleError, match=r"--slo must be a number in \(0, 3\.6e\+06\] ms; got 0"):
