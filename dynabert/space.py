@@ -118,13 +118,32 @@ class SearchSpace:
             and all(f in self.ffn_choices for f in subnet.ffn)
         )
 
-    def sample(self, rng: random.Random, bias: str = "uniform", full_depth: bool = False) -> SubnetConfig:
+    def kept_counts(self) -> tuple[int, ...]:
+        """The numbers of kept layers the drop rule allows (min_layers included), ascending."""
+        pats = self.keep_patterns()
+        if pats is not None:
+            return tuple(sorted({len(p) for p in pats}))
+        return tuple(range(max(self.min_layers, 1), self.shape.num_layers + 1))
+
+    def sample(
+        self, rng: random.Random, bias: str = "uniform", full_depth: bool = False, kept: int | None = None
+    ) -> SubnetConfig:
         """One config: the kept layers (per the drop rule: a pattern uniformly, or each droppable layer
         kept with probability 1/2, resampled until min_layers are kept; every layer when
-        `full_depth`), then heads and FFN per kept layer, uniform or biased to the middle (`bias`)."""
+        `full_depth`; exactly `kept` layers when given, one of `kept_counts()`, drawn uniformly among
+        the allowed ones), then heads and FFN per kept layer, uniform or biased to the middle (`bias`)."""
         n = self.shape.num_layers
         pats = (tuple(range(n)),) if full_depth else self.keep_patterns()
-        if pats is not None:
+        if kept is not None and not full_depth:
+            if kept not in self.kept_counts():
+                raise InvalidSubnetError(f"{kept} kept layer(s) is not allowed; allowed: {list(self.kept_counts())}")
+            if pats is not None:
+                layers = list(rng.choice([p for p in pats if len(p) == kept]))
+            elif self.drop_rule == "not-first":
+                layers = [0, *sorted(rng.sample(range(1, n), kept - 1))]
+            else:
+                layers = sorted(rng.sample(range(n), kept))
+        elif pats is not None:
             layers = list(rng.choice(pats))
         else:
             while True:

@@ -6,6 +6,7 @@ Stages (any subset, always in this order), each writing its best model as a load
   width   -> RUN/width        DynaBERT_W: teacher = the model entering the stage (frozen)
   depth   -> RUN/width_depth  DynaBERT: widths x depths, teacher = DynaBERT_W (frozen)
   final   -> RUN/final        optional: gold-label loss for every grid sub-network, no teacher
+The paper's algorithm, stage by stage, and where we differ from it: docs/algorithm.md.
 
 Per step (docs/training.md says how and why): width = one no-grad teacher forward, then a
 forward+backward per width (largest first); depth = one no-grad teacher forward per width (paper:
@@ -37,7 +38,16 @@ import torch
 from .backbone import load_model, resolve_model_dir, tokenizer_files
 from .checks import differences
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
-from .distill import eval_plan, hidden_pairs, masked_mse, soft_cross_entropy, step_plan, teacher_plan, training_space
+from .distill import (
+    eval_plan,
+    hidden_pairs,
+    masked_mse,
+    soft_cross_entropy,
+    step_flops,
+    step_plan,
+    step_teacher_widths,
+    training_space,
+)
 from .distributed import DistInfo, allreduce_grads, barrier, broadcast_params, device_for, init_from_env, shutdown
 from .errors import DataError, InvalidSubnetError, ModelLoadError, OutputExistsError
 from .evaluate import DevSet, evaluate_subnets, seeded_subset
@@ -147,7 +157,9 @@ class Trainer:
         return {"task": self.spec.to_dict(), "source_model": str(self.model_dir), "config": self.cfg.to_dict()}
 
     # -- checkpoints
-    def save_checkpoint(self, stage: str, step: int, total: int, opt, best: float, history: list) -> None:
+    def save_checkpoint(
+        self, stage: str, step: int, total: int, opt, best: float, history: list, seconds: float = 0.0
+    ) -> None:
         if not self.info.is_main:
             return
         tensors, meta = optimizer_to_tensors(opt)
@@ -167,6 +179,7 @@ class Trainer:
                     "total_steps": total,
                     "best": best,
                     "history": history,
+                    "train_seconds": seconds,  # the stage's training seconds so far, every invocation
                     "backbone": self.shape.to_dict(),
                     "task": self.spec.name,
                 },
@@ -229,7 +242,7 @@ class Trainer:
         t_out = {}
         with torch.no_grad():  # the frozen teacher: once per width it is needed at, per step
             t_emb = teacher.embeddings(b.input_ids, b.token_type_ids)  # eval mode: the same for every width
-            for w in teacher_plan(self.shape, stage, cfg):
+            for w in step_teacher_widths(self.shape, stage, cfg, plan):
                 sub = SubnetConfig.from_grid(self.shape, w, 1.0)
                 t_out[w] = teacher(
                     b.input_ids,
@@ -246,6 +259,7 @@ class Trainer:
         emb_in = emb.detach().requires_grad_(True)
         for w, _d, sub in plan:
             t = t_out[w] if w in t_out else t_out[1.0]  # random per-layer sub-networks (w None): full width
+            weight = cfg.space_weight if w is None else 1.0  # sampled ones: scaled by --space-weight
             s = model(b.input_ids, active=sub.active_spec(), output_hidden_states=True, embedding_output=emb_in, **kw)
             loss = s.logits.new_zeros(())
             if lw:
@@ -264,6 +278,8 @@ class Trainer:
                 loss = loss + hw * hidden
                 self.loss_parts["hidden_mse"] += hw * hidden.item() * scale
             loss = loss * scale
+            if weight != 1.0:
+                loss = loss * weight
             loss.backward()
             total += loss.item()
         emb.backward(emb_in.grad)
@@ -320,16 +336,31 @@ class Trainer:
         bar = tqdm(
             total=total, initial=step, desc=stage, disable=not (self.progress and info.is_main), dynamic_ncols=True
         )
-        epoch_cache: tuple[int, list] = (-1, [])
+        lengths = self.train_enc.lengths()
+        batches_of: dict[int, list] = {}
+
+        def batch_at(i: int) -> list:  # the global batch of step i (the data order is seeded: see the docstring)
+            e, p = divmod(i, per_epoch)
+            if e not in batches_of:
+                batches_of.clear()
+                batches_of[e] = epoch_batches(
+                    n, cfg.batch_size, cfg.seed, stage, e, lengths if cfg.group_by_length else None
+                )
+            return batches_of[e][p]
+
+        # Compute of the whole stage (issue 25): the steps a resumed run skipped are counted again from their data.
+        flops = {"student": 0, "teacher": 0}
+        for i in range(step):
+            for k, v in step_flops(self.shape, stage, cfg, i, [lengths[j] for j in batch_at(i)]).items():
+                flops[k] += v
+        stage_secs = float(ck[0].get("train_seconds", 0.0)) if ck is not None else 0.0
         seen, train_secs = 0, 0.0
         self.loss_parts = {"logit_kl": 0.0, "teacher_entropy": 0.0, "hidden_mse": 0.0}
         parts_steps = 0
         while step < total:
-            epoch, pos = divmod(step, per_epoch)
-            if epoch_cache[0] != epoch:
-                lengths = self.train_enc.lengths() if cfg.group_by_length else None
-                epoch_cache = (epoch, epoch_batches(n, cfg.batch_size, cfg.seed, stage, epoch, lengths))
-            global_idx = epoch_cache[1][pos]
+            global_idx = batch_at(step)
+            for k, v in step_flops(self.shape, stage, cfg, step, [lengths[j] for j in global_idx]).items():
+                flops[k] += v
             local = shard(global_idx, info.rank, info.world)
             t0 = time.perf_counter()
             loss = 0.0
@@ -363,7 +394,7 @@ class Trainer:
                             {"stage": stage, "step": step, "score": score, "scores": scores, **self.provenance()},
                         )
             if step % cfg.checkpoint_every == 0 or step == total:
-                self.save_checkpoint(stage, step, total, opt, best, history)
+                self.save_checkpoint(stage, step, total, opt, best, history, stage_secs + train_secs)
                 barrier(info)
             if step % 50 == 0 or step == total:
                 log.info(
@@ -395,6 +426,29 @@ class Trainer:
                     k: v / max(parts_steps, 1) for k, v in self.loss_parts.items()
                 }
         state["scores"][stage] = {"best": best, "history": history}
+        compute = state.setdefault("compute", {})
+        compute[stage] = {
+            "flops": flops["student"] + flops["teacher"],
+            "student_flops": flops["student"],
+            "teacher_flops": flops["teacher"],
+            "steps": total,
+            "seconds": stage_secs + train_secs,  # training steps' wall time, every invocation (evaluation excluded)
+            "subnets_per_step": n_sub,
+        }
+        stages = [k for k in compute if k != "total"]
+        compute["total"] = {
+            k: sum(compute[s][k] for s in stages)
+            for k in ("flops", "student_flops", "teacher_flops", "steps", "seconds")
+        }
+        log.info(
+            "stage %s: compute %.4g FLOPs (student forward+backward %.4g, teacher forward %.4g), %d steps, %.1f s",
+            stage,
+            compute[stage]["flops"],
+            flops["student"],
+            flops["teacher"],
+            total,
+            compute[stage]["seconds"],
+        )
 
     def run_rewire(self, state: dict) -> None:
         batches, _ = eval_batches(self.rewire_enc, self.cfg.batch_size)

@@ -16,6 +16,10 @@ STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth", "final")
 STAGE_DIRS = {"teacher": "teacher", "rewire": "rewired", "width": "width", "depth": "width_depth", "final": "final"}
 DEFAULT_STAGES: tuple[str, ...] = ("teacher", "rewire", "width", "depth")
 SAMPLINGS: tuple[str, ...] = ("grid", "sandwich")
+# How the space samples' kept-layer counts are drawn (issue 25 (b)): "sampled" (the drop rule's own draw: under
+# "any" each layer kept with probability 1/2, so counts near half the layers dominate) or "stratified" (cycled
+# evenly over every count the space allows, the layers of a count then drawn uniformly).
+SPACE_DEPTHS: tuple[str, ...] = ("sampled", "stratified")
 MAX_SPACE_SAMPLES = BOUNDS["space_samples"].high  # sampled configs per step (the bounds table's range)
 # The `dynasearch train` flag of each space option (dynasearch/commands/train.py, add_space_args in
 # dynasearch/commands/common.py): messages name the field and the flag, for callers of either.
@@ -25,6 +29,9 @@ SPACE_FLAGS = {
     "sampling": "--sampling",
     "space_bias": "--space-bias",
     "drop_rule": "--drop-rule",
+    "space_depths": "--space-depths",
+    "space_weight": "--space-weight",
+    "subnets_per_step": "--subnets-per-step",
 }
 
 
@@ -49,6 +56,8 @@ CONFIG_BOUNDS: dict[str, tuple[str, bool]] = {
     "depth_hidden_weight": ("weight", False),
     "random_subnets": ("count0", False),
     "space_samples": ("space_samples", False),
+    "space_weight": ("fraction", False),
+    "subnets_per_step": ("space_samples", False),
     "rewire_examples": ("count", False),
     "eval_every": ("count", True),
     "checkpoint_every": ("count", False),
@@ -106,6 +115,15 @@ class TrainConfig:
     space_samples: int = 0
     sampling: str = "grid"
     space_bias: str = "uniform"
+    # Issue 25 (b): "stratified" cycles the samples' kept-layer counts evenly over the counts the space allows
+    # (SPACE_DEPTHS; width+depth stage only, the width stage samples at full depth); `space_weight` scales the
+    # sampled sub-networks' loss (1 = as much as a fixed one). Defaults: today's recipe.
+    space_depths: str = "sampled"
+    space_weight: float = 1.0
+    # Issue 25 (a): K > 0 trains, in each width+depth step, the largest and the smallest grid point plus K of the
+    # others, rotating with the global step so that every grid point is trained within ceil(others / K) steps
+    # (distill.rotation_period); 0 = every grid point every step (the paper, today's default).
+    subnets_per_step: int = 0
     rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
     rewire_examples: int = 1024  # size of the held-out part (at most a tenth of train)
     eval_every: int | None = None  # steps between dev evaluations; None: at the end of every epoch
@@ -160,6 +178,26 @@ class TrainConfig:
                 f"{_opt('sampling')} 'sandwich' needs {_opt('space_samples')} >= 1 (the configs between largest "
                 f"and smallest); got {self.space_samples}"
             )
+        one_of(_opt("space_depths"), self.space_depths, SPACE_DEPTHS, DataError)
+        for k, changed in (("space_depths", self.space_depths != "sampled"), ("space_weight", self.space_weight != 1)):
+            if changed and not self.space_samples:
+                raise DataError(
+                    f"{_opt(k)} applies to the space samples: give {_opt('space_samples')} >= 1 too; "
+                    f"got space_samples={self.space_samples}"
+                )
+        if self.subnets_per_step:
+            others = len(self.widths) * len(self.depths) - 2
+            if self.subnets_per_step > others:
+                raise DataError(
+                    f"{_opt('subnets_per_step')} must be in 0..{max(others, 0)} (the grid's "
+                    f"{len(self.widths)} x {len(self.depths)} points less its largest and smallest; 0 = all every "
+                    f"step); got {self.subnets_per_step}"
+                )
+            if self.sampling == "sandwich":
+                raise DataError(
+                    f"{_opt('subnets_per_step')} rotates the grid points of {_opt('sampling')} 'grid'; "
+                    f"'sandwich' trains no grid points: give one of them"
+                )
         if self.space is not None:
             if isinstance(self.space, SpaceSpec):
                 object.__setattr__(self, "space", self.space.to_dict())
@@ -205,7 +243,7 @@ FLAGS = {
     "depth_hidden_weight": "--depth-loss",
 }
 # Compared by the CLI itself (`train --resume` leaves them at their defaults here): the space training.
-_RESUME_SPACE_FIELDS = ("space", "space_samples", "sampling", "space_bias")
+_RESUME_SPACE_FIELDS = ("space", "space_samples", "sampling", "space_bias", "space_depths", "space_weight")
 
 
 def check_resumed(asked: TrainConfig, saved: TrainConfig, where: str) -> None:
@@ -232,4 +270,4 @@ def _shown(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["DEFAULT_STAGES", "SAMPLINGS", "STAGES", "STAGE_DIRS", "TrainConfig", "check_resumed"]
+__all__ = ["DEFAULT_STAGES", "SAMPLINGS", "SPACE_DEPTHS", "STAGES", "STAGE_DIRS", "TrainConfig", "check_resumed"]

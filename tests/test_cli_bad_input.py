@@ -2696,6 +2696,87 @@ CASES = [
         r"argument --texts: must be an integer in 1\.\.1024; got 0",
         USAGE,
     ),
+    # ---- issue 25: short-budget training recipes
+    Case(
+        "train-subnets-per-step-above-the-grid",
+        lambda e: train(e, "--stages", "depth", "--subnets-per-step", "11"),
+        r"^subnets_per_step \(--subnets-per-step\) must be in 0\.\.10 \(the grid's 4 x 3 points less its largest "
+        r"and smallest; 0 = all every step\); got 11$",
+        DataError,
+    ),
+    Case(
+        "train-subnets-per-step-negative",
+        lambda e: train(e, "--stages", "depth", "--subnets-per-step", "-1"),
+        r"argument --subnets-per-step: must be an integer in 0\.\.64; got -1",
+        USAGE,
+    ),
+    Case(
+        "train-subnets-per-step-without-the-depth-stage",
+        lambda e: train(e, "--subnets-per-step", "2"),
+        r"^--subnets-per-step acts in the depth stage, and --stages teacher runs none of them",
+        DataError,
+    ),
+    Case(
+        "train-space-weight-not-finite",
+        lambda e: train(e, "--stages", "depth", "--space-samples", "2", "--space-weight", "nan"),
+        r"argument --space-weight: must be a number in \(0, 1\]; got nan",
+        USAGE,
+    ),
+    Case(
+        "train-space-weight-zero",
+        lambda e: train(e, "--stages", "depth", "--space-samples", "2", "--space-weight", "0"),
+        r"argument --space-weight: must be a number in \(0, 1\]; got 0",
+        USAGE,
+    ),
+    Case(
+        "train-space-weight-above-one",
+        lambda e: train(e, "--stages", "depth", "--space-samples", "2", "--space-weight", "1.5"),
+        r"argument --space-weight: must be a number in \(0, 1\]; got 1\.5",
+        USAGE,
+    ),
+    Case(
+        "train-space-depths-without-samples",
+        lambda e: train(e, "--stages", "depth", "--space-depths", "stratified"),
+        r"^--space-depths describes the space --space-samples N samples from; give --space-samples too$",
+        DataError,
+    ),
+    Case(
+        "train-resume-with-another-subnets-per-step",
+        lambda e: resume(e, e.run_copy(), "--subnets-per-step", "3"),
+        r"^--subnets-per-step 3 differs from the run's 0 \(.*run/run\.json\): a resumed run keeps its configuration",
+        DataError,
+    ),
+    Case(
+        "train-resume-with-another-space-weight",
+        lambda e: resume(e, e.run_copy(), "--space-weight", "0.5"),
+        r"^--space-weight 0\.5 differs from the run's 1\.0 \(.*run/run\.json\): a resumed run keeps",
+        DataError,
+    ),
+    # ---- issue 24: serve --ray (the Ray Serve deployment)
+    Case(
+        "serve-replicas-without-ray",
+        lambda e: ["serve", e.tmp, "--slo", "40ms", "--replicas", "2"],
+        r"^--replicas applies to --ray only: add --ray, or drop --replicas$",
+        BundleError,
+    ),
+    Case(
+        "serve-ray-address-without-ray",
+        lambda e: ["serve", e.tmp, "--slo", "40ms", "--replicas", "2", "--ray-address", "auto"],
+        r"^--replicas and --ray-address apply to --ray only: add --ray, or drop --replicas and --ray-address$",
+        BundleError,
+    ),
+    Case(
+        "serve-ray-replicas-zero",
+        lambda e: ["serve", e.tmp, "--slo", "40ms", "--ray", "--replicas", "0"],
+        r"argument --replicas: must be an integer in 1\.\.10000; got 0",
+        USAGE,
+    ),
+    Case(
+        "serve-ray-bundle-not-a-folder",
+        lambda e: ["serve", e.tmp / "nope", "--slo", "40ms", "--ray"],
+        r"bundle .*nope is not a folder",
+        BundleError,
+    ),
     # (end of search section)
 ]
 

@@ -24,7 +24,7 @@ def _stages(text: str) -> tuple[str, ...]:
 
 def register(sub) -> None:
     from dynabert.space import SAMPLE_BIASES
-    from dynabert.train_config import DEFAULT_STAGES, SAMPLINGS, STAGES, TrainConfig
+    from dynabert.train_config import DEFAULT_STAGES, SAMPLINGS, SPACE_DEPTHS, STAGES, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser(
@@ -130,6 +130,15 @@ def register(sub) -> None:
         help="width+depth stage: also train N random per-layer sub-networks per step, after the 12 grid ones "
         "(full-width teacher; default 0 = the paper). For searches over the per-layer space",
     )
+    h.add_argument(
+        "--subnets-per-step",
+        type=bounded("space_samples"),
+        default=None,  # None: not given (0, every grid point every step)
+        metavar="K",
+        help="width+depth stage: train the largest and smallest grid points plus K of the other 10, rotating so "
+        "that every grid point is trained within ceil(10/K) steps (default 0 = all 12 every step). Equal compute "
+        "takes proportionally more steps: see docs/training.md (--stage-epochs depth=...)",
+    )
     sp = p.add_argument_group(
         "training for the searched space",
         "every width-stage and width+depth-stage step also trains N configs sampled from this space (the one "
@@ -154,6 +163,20 @@ def register(sub) -> None:
         choices=SAMPLE_BIASES,
         default=None,
         help="per-layer choices sampled uniformly or weighted toward the middle ones (default uniform)",
+    )
+    sp.add_argument(
+        "--space-depths",
+        choices=SPACE_DEPTHS,
+        default=None,
+        help="width+depth stage: the samples' kept-layer counts drawn by the drop rule (sampled) or cycled evenly "
+        "over every count the space allows (stratified) (default sampled)",
+    )
+    sp.add_argument(
+        "--space-weight",
+        type=bounded("fraction"),
+        default=None,
+        metavar="W",
+        help="weight of the sampled sub-networks' loss, in (0, 1] (default 1: as much as a grid point's)",
     )
     add_space_args(sp)
     h.add_argument(
@@ -227,7 +250,9 @@ def run(args) -> int:
     if args.resume and args.overwrite:  # a resumed run is continued, never replaced: --overwrite would do nothing
         raise DataError("--overwrite replaces a run, and --resume continues it: give one of them")
     given = space_options_given(args) + [
-        f"--{f.replace('_', '-')}" for f in ("sampling", "space_bias") if getattr(args, f)
+        f"--{f.replace('_', '-')}"
+        for f in ("sampling", "space_bias", "space_depths", "space_weight")
+        if getattr(args, f) is not None
     ]
     if given and not args.space_samples and not args.resume:
         raise DataError(f"{given[0]} describes the space --space-samples N samples from; give --space-samples too")
@@ -237,7 +262,17 @@ def run(args) -> int:
         asked_space = (
             space_spec_from_args(args, SpaceSpec, error=DataError).to_dict() if space_options_given(args) else None
         )
-        _check_resumed_space(args.out, args.space_samples, args.sampling, args.space_bias, asked_space)
+        _check_resumed_space(
+            args.out,
+            args.space_samples,
+            args.sampling,
+            args.space_bias,
+            asked_space,
+            args.space_depths,
+            args.space_weight,
+        )
+    if args.resume and args.subnets_per_step is not None:
+        _check_resumed_recipe(args.out, args.subnets_per_step)
     for name in ("width_loss", "depth_loss"):
         if len(getattr(args, name)) != 2:
             args._parser.error(f"--{name.replace('_', '-')} takes two numbers LOGIT,HIDDEN")
@@ -269,6 +304,9 @@ def run(args) -> int:
         # resumed: run.json's configuration is used (checked against these above), so they stay at defaults here
         sampling=d.sampling if args.resume else args.sampling or d.sampling,
         space_bias=d.space_bias if args.resume else args.space_bias or d.space_bias,
+        space_depths=d.space_depths if args.resume else args.space_depths or d.space_depths,
+        space_weight=d.space_weight if args.resume or args.space_weight is None else args.space_weight,
+        subnets_per_step=d.subnets_per_step if args.resume or args.subnets_per_step is None else args.subnets_per_step,
         rewire_data=args.rewire_data,
         rewire_examples=args.rewire_examples,
         eval_every=args.eval_every,
@@ -306,13 +344,36 @@ def run(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
         return 0
     print(f"trained {args.out}: stages {', '.join(state['completed'])}; model {args.out}/{state['model']}")
+    compute = state.get("compute", {})
     for stage, s in state["scores"].items():
         if "best" in s:
-            print(f"  {stage}: best dev score (sum over sub-networks) {s['best']:.2f}")
+            c = compute.get(stage)
+            cost = f"; {c['flops'] / 1e12:.4g} TFLOPs, {c['steps']} steps, {c['seconds']:.1f} s" if c else ""
+            print(f"  {stage}: best dev score (sum over sub-networks) {s['best']:.2f}{cost}")
+    if "total" in compute:
+        t = compute["total"]
+        print(
+            f"  training compute {t['flops'] / 1e12:.4g} TFLOPs (student forward+backward "
+            f"{t['student_flops'] / 1e12:.4g}, teacher forward {t['teacher_flops'] / 1e12:.4g}; encoder matmuls, "
+            f"real tokens), {t['steps']} steps, {t['seconds']:.1f} s training"
+        )
     return 0
 
 
-def _check_resumed_space(out, samples, sampling, bias, space) -> None:
+def _check_resumed_recipe(out, k) -> None:
+    """--subnets-per-step given on --resume must be the run's own (run.json), 0 included."""
+    from dynabert.errors import DataError
+    from dynabert.runs import run_config
+
+    saved = run_config(out)
+    if saved is not None and k != saved.subnets_per_step:
+        raise DataError(
+            f"--subnets-per-step {k} differs from the run's {saved.subnets_per_step} ({out}/run.json): a resumed run "
+            "keeps its configuration; resume without it, or train a new run"
+        )
+
+
+def _check_resumed_space(out, samples, sampling, bias, space, depths=None, weight=None) -> None:
     """A resumed run keeps the space training of its run.json: a given option that differs is refused
     (silently training with the saved one would not be what was asked)."""
     from dynabert.checks import differences
@@ -322,11 +383,20 @@ def _check_resumed_space(out, samples, sampling, bias, space) -> None:
     saved = run_config(out)
     if saved is None:
         return
-    asked = {"--space-samples": samples, "--sampling": sampling, "--space-bias": bias, "the space options": space}
+    asked = {
+        "--space-samples": samples,
+        "--sampling": sampling,
+        "--space-bias": bias,
+        "the space options": space,
+        "--space-depths": depths,
+        "--space-weight": weight,
+    }
     have = {
         "--space-samples": saved.space_samples,
         "--sampling": saved.sampling,
         "--space-bias": saved.space_bias,
+        "--space-depths": saved.space_depths,
+        "--space-weight": saved.space_weight,
         "the space options": saved.space_spec().to_dict() if saved.space_samples else None,
     }
     for k, v in asked.items():

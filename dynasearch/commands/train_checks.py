@@ -14,6 +14,8 @@ STAGE_ONLY = (
     ("--depth-teacher", ("depth_teacher",), ("depth",)),
     ("--random-subnets", ("random_subnets",), ("depth",)),
     ("--space-samples", ("space_samples",), ("width", "depth")),
+    ("--subnets-per-step", ("subnets_per_step",), ("depth",)),
+    ("--space-depths", ("space_depths",), ("depth",)),
 )
 
 

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -37,7 +38,11 @@ def test_train_then_evaluate_grid_and_one_subnet(assets, tmp_path, capsys):
         ]
     )
     assert rc == 0, capsys.readouterr().err
-    assert "stages teacher, rewire, width, depth" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stages teacher, rewire, width, depth" in out
+    # the compute each stage counted, and the total (issue 25)
+    assert re.search(r"depth: best dev score .*; [0-9.e+-]+ TFLOPs, \d+ steps, [0-9.]+ s", out), out
+    assert re.search(r"training compute [0-9.e+-]+ TFLOPs \(student forward\+backward", out), out
     assert json.loads((run / "run.json").read_text())["config"]["learning_rate"] == 4e-3
     assert main(["evaluate", str(run), "--data-dir", str(assets["data"])]) == 0  # task from run.json
     table = pd.read_csv(run / "eval" / "sst2-grid.csv")
