@@ -61,12 +61,12 @@ def child(argv: list[str]) -> None:
     pinned: set[int] = set()
     run = serve_bundle.BundleEngine.run
 
-    def pinned_run(self, key, texts, pairs):
+    def pinned_run(self, *args):
         tid = threading.get_native_id()
         if tid not in pinned:  # executor threads start on the loop's core: move each to the model's once
             os.sched_setaffinity(0, {CORE_MODEL})
             pinned.add(tid)
-        return run(self, key, texts, pairs)
+        return run(self, *args)
 
     prepare = serve_bundle.prepare_policy
 

@@ -332,12 +332,35 @@ class BundleModel:
             out.append(self._run(feeds))
         return np.concatenate(out) if out else np.zeros((0, max(len(self.labels), 1)), dtype=np.float32)
 
+    def predict_batch(
+        self, texts: Sequence[Any], pad_to: Optional[int] = None
+    ) -> List[Tuple[Optional[str], List[float]]]:
+        """`predict` of `texts` as ONE batch (whatever the entry's batch), padded to `pad_to` tokens when the
+        longest is shorter (a server pads each batch to its length bucket, so that its time is the
+        bucket's); truncated at the model's length as always."""
+        items = [tuple(t) if isinstance(t, (tuple, list)) else t for t in texts]
+        enc = self.tokenizer.encode_batch(items)
+        feeds = {
+            "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
+        }
+        extra = min(int(pad_to or 0), self.length) - feeds["input_ids"].shape[1]
+        if extra > 0:
+            pad_id = int((self.tokenizer.padding or {}).get("pad_id", 0))
+            for name, value in (("input_ids", pad_id), ("attention_mask", 0), ("token_type_ids", 0)):
+                feeds[name] = np.pad(feeds[name], ((0, 0), (0, extra)), constant_values=value)
+        return self._label_scores(self._run(feeds))
+
     def predict(self, texts: Any) -> List[Tuple[Optional[str], List[float]]]:
         """(label, scores) per text: the softmax over the labels (names from the exported config's
         id2label, else LABEL_<i>); a regression head (one output) gives (None, [value])."""
         items = [texts] if isinstance(texts, str) else list(texts)
+        return self._label_scores(self.logits(items))
+
+    def _label_scores(self, logits) -> List[Tuple[Optional[str], List[float]]]:
         result = []
-        for row in self.logits(items):
+        for row in logits:
             row = np.asarray(row, dtype=np.float64)
             if row.size == 1:
                 result.append((None, [float(row[0])]))

@@ -18,7 +18,6 @@ from . import bounds
 from .bundle import BundleModel, choose, front, front_entry, read_index, this_machine, verify_files
 from .calibrate import BATCHES, BUCKETS, cache_path, calibrate, load_table, restrict, save_table, table_identity
 from .errors import BundleError
-from .fingerprint import ort_feeds
 from .policy import OVERLOADS, LatencyTable, Policy
 from .server import Engine, Server, build_app
 
@@ -57,7 +56,6 @@ class BundleEngine(Engine):
         self.max_length = first.length
         self.labels = [first.labels[i] for i in sorted(first.labels)] if first.labels else []
         self.pair_task = index.get("text_inputs") == 2  # null (a csv task's bundle): one text
-        self.vocab = int(index.get("vocab_size") or 30522)
         self.digest = hashlib.sha256(open(os.path.join(self.bundle, "devices.json"), "rb").read()).hexdigest()
 
     def length(self, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> Tuple[int, bool]:
@@ -65,17 +63,23 @@ class BundleEngine(Engine):
         enc = self.tokenizer.encode_batch(items)
         return max(len(e.ids) for e in enc), any(len(e.overflowing) > 0 for e in enc)
 
-    def run(self, key: str, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> List[Tuple[str, List[float]]]:
+    def run(
+        self, key: str, texts: Sequence[str], pairs: Optional[Sequence[str]], bucket: Optional[int] = None
+    ) -> List[Tuple[str, List[float]]]:
+        """The batch as ONE onnxruntime run of config `key`, padded to `bucket` tokens (the table's cell)."""
         items = list(zip(texts, pairs)) if pairs is not None else list(texts)
-        return [(label or "", scores) for label, scores in self.models[key].predict(items)]
+        return [(label or "", scores) for label, scores in self.models[key].predict_batch(items, bucket)]
 
     def runner(self, key: str):
-        """calibrate's runner: the model of `key` on `batch` random texts of `bucket` tokens."""
-        model = self.models[key]
+        """calibrate's runner: `run` of `key` on `batch` texts padded to `bucket` tokens, the server's whole
+        path (tokenising, the model, the scores), so that the table holds what a batch costs the server."""
 
         def make(batch: int, bucket: int):
-            feeds = ort_feeds(model.inputs, batch, bucket, self.vocab)
-            return lambda: model._run(feeds)
+            # `bucket` tokens at most with the special tokens (one text: [CLS] x [SEP]; a pair: [CLS] a [SEP] b
+            # [SEP]), padded up to `bucket`
+            words = max(1, (bucket - 3) // 2 if self.pair_task else bucket - 2)
+            texts = [" ".join(["the"] * words)] * batch
+            return lambda: self.run(key, texts, texts if self.pair_task else None, bucket)
 
         return make
 

@@ -56,7 +56,11 @@ class Engine:
         """(tokens of the longest example after truncation, whether any example was truncated)."""
         raise NotImplementedError
 
-    def run(self, key: str, texts: Sequence[str], pairs: Optional[Sequence[str]]) -> List[Tuple[str, List[float]]]:
+    def run(
+        self, key: str, texts: Sequence[str], pairs: Optional[Sequence[str]], bucket: Optional[int] = None
+    ) -> List[Tuple[str, List[float]]]:
+        """(label, scores) per text: the batch run by config `key`, padded to `bucket` tokens (the policy's
+        length bucket: the latency table's cell) when its longest text is shorter."""
         raise NotImplementedError
 
 
@@ -208,7 +212,7 @@ class Server:
             pairs = [t for p in batch for t in p.pairs] if batch[0].pairs is not None else None
             t0 = time.monotonic()
             try:
-                out = await loop.run_in_executor(None, self.engine.run, d.config, texts, pairs)
+                out = await loop.run_in_executor(None, self.engine.run, d.config, texts, pairs, d.bucket)
             except Exception as e:  # the model failed: every request of the batch gets the reason, the server goes on
                 for p in batch:
                     if not p.future.done():

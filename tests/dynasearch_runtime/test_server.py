@@ -27,13 +27,15 @@ class FakeEngine(Engine):
         self.max_length = 64
         self.ms = ms or {"big": 2.0, "small": 0.5}
         self.ran: list[tuple[str, int]] = []
+        self.buckets: list = []  # the length bucket each batch was padded to
 
     def length(self, texts, pairs):
         n = max(len(t.split()) + (len(p.split()) if pairs else 0) for t, p in zip(texts, pairs or texts)) + 2
         return min(n, self.max_length), n > self.max_length
 
-    def run(self, key, texts, pairs):
+    def run(self, key, texts, pairs, bucket=None):
         self.ran.append((key, len(texts)))
+        self.buckets.append(bucket)
         time.sleep(self.ms[key] * len(texts) / 1000.0)
         out = []
         for t in texts:
@@ -74,6 +76,7 @@ def test_health_metadata_and_an_answer_that_names_its_subnetwork():
         # the big config sleeps 2 ms a text: the model's time is reported, and the server's time covers it
         params = doc["parameters"]
         assert 4.0 <= params["model_ms"] <= params["server_ms"] < 1000.0
+        assert server.engine.buckets == [16]  # padded to the table's bucket above its longest text (3 words + 2)
         out = {o["name"]: o for o in doc["outputs"]}
         assert out["label"]["data"] == ["pos", "neg"] and out["scores"]["shape"] == [2, 2]
         metrics = c.get("/metrics").text

@@ -224,3 +224,22 @@ def test_a_triton_client_speaks_to_the_server_with_json_tensors(front3, tmp_path
         binary.set_data_from_numpy(texts)  # the client's default: the binary-data extension
         with pytest.raises(InferenceServerException, match="binary_data=False"):
             client.infer("dynabert", [binary])
+
+
+def test_a_batch_is_one_run_padded_to_its_bucket_with_the_same_answers(front3):
+    engine = BundleEngine(str(front3), _device(front3))
+    key = next(iter(engine.configs))
+    model = engine.models[key]
+    shapes = []
+    run = model._run
+    model._run = lambda feeds: shapes.append(feeds["input_ids"].shape) or run(feeds)
+    texts = ["the movie was good", "dull", "w1 " * 200]  # the last is truncated at the model's length
+    alone = [model.predict(t)[0] for t in texts]
+    shapes.clear()
+    together = engine.run(key, texts, None, engine.max_length)
+    assert shapes == [(3, engine.max_length)]  # one run of the whole batch (the entry's batch is 1)
+    for (label, scores), (label1, scores1) in zip(together, alone):
+        assert label == label1 and max(abs(a - b) for a, b in zip(scores, scores1)) < 1e-5
+    shapes.clear()
+    engine.run(key, texts[:2], None, 16)
+    assert shapes == [(2, 16)]  # padded up to the bucket, not to the longest text
