@@ -27,7 +27,7 @@ from .schema import write_text_atomic
 
 BATCHES = (1, 2, 4, 8, 16)  # between these the table interpolates linearly
 BUCKETS = (16, 32, 48, 64)
-CACHE_FORMAT = "dynasearch-serving-latency/1"
+CACHE_FORMAT = "dynasearch-serving-latency/2"  # 2: a cell times the whole batch path, padded to its bucket
 
 # A runner makes the zero-argument callable that runs config `key` once on a batch of `batch` texts
 # padded to `bucket` tokens (random token ids: latency does not depend on them).
