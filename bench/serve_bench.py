@@ -168,15 +168,16 @@ def arrivals(schedule, seed: int, lengths: list[int]):
 
 def static_policy(policy, key: str, slo_ms: float):
     from dynasearch_runtime.calibrate import restrict
-    from dynasearch_runtime.policy import Policy
+    from dynasearch_runtime.policy import MARGIN_SHARE, Policy
 
-    return Policy(restrict(policy.table, [key]), slo_ms, overload=policy.overload)
+    # the server's own policy: its default margin
+    return Policy(restrict(policy.table, [key]), slo_ms, overload=policy.overload, margin_ms=MARGIN_SHARE * slo_ms)
 
 
 def dynamic_policy(policy, slo_ms: float):
-    from dynasearch_runtime.policy import Policy
+    from dynasearch_runtime.policy import MARGIN_SHARE, Policy
 
-    return Policy(policy.table, slo_ms, overload=policy.overload)
+    return Policy(policy.table, slo_ms, overload=policy.overload, margin_ms=MARGIN_SHARE * slo_ms)
 
 
 def mode_policy(policy, mode: str, slo_ms: float):
@@ -480,7 +481,8 @@ def phase_report(work: Path, out_md: Path, cal, cap, live, http, policy, lengths
         f"Setting: onnxruntime, one inference thread pinned to core {CORE_MODEL}; the server's event loop and the "
         f"load generator (`dynasearch loadtest`, open-loop Poisson, one text per request) on core {CORE_LOOP}. "
         f"SLO = 2 x the full config's calibrated batch-1 latency at length {t.buckets[-1]} = **{slo:.2f} ms**. "
-        f"Overload mode: {policy.overload}. Schedules of {seconds:g} s; dynamic and the best static {repeats} "
+        f"Overload mode: {policy.overload}; SLO margin (batches planned to end this much before the deadline: "
+        f"the server's default, a tenth of the SLO) {dynamic_policy(policy, slo).margin_ms:.2f} ms. Schedules of {seconds:g} s; dynamic and the best static {repeats} "
         "times each (seeds 0..), every other static config once (seed 0); a run's requests carry the report "
         "examples in its seed's order, so runs of one seed are paired request by request."
     )

@@ -157,6 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s.add_argument("--name", default="dynabert", help="--serve: model name (default dynabert)")
     s.add_argument("--static", metavar="KEY|full", help="--serve: one fixed front config (the baselines)")
     s.add_argument("--overload", choices=["shed", "late"], default="shed", help="--serve: shed (503) or late")
+    s.add_argument("--slo-margin", metavar="LAT", help="--serve: plan batches to end this long before the deadline "
+                   "(default: a tenth of the SLO; 0 for none)")  # fmt: skip
     args = p.parse_args(argv)
     if args.serve:
         if args.check or args.text or args.front or args.threads or args.batch:
@@ -167,10 +169,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             p.error("--serve needs --slo LAT (e.g. --slo 40ms)")
         try:
             from .serve_bundle import serve  # the serve extra: only a server needs it
-            from .units import parse_latency
+            from .units import parse_latency, parse_margin
 
             serve(args.bundle, parse_latency(args.slo, BundleError), args.device, args.name, args.host, args.port,
-                  args.static, args.overload)  # fmt: skip
+                  args.static, args.overload, parse_margin(args.slo_margin, BundleError))  # fmt: skip
             return 0
         except DynasearchError as e:
             print(f"dynasearch_bundle: error: {e}", file=sys.stderr)
@@ -179,9 +181,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"dynasearch_bundle: error: --serve needs the serve extra ({e.name} is missing): pip install "
                   "starlette uvicorn prometheus_client", file=sys.stderr)  # fmt: skip
             return 2
-    for name in ("slo", "static"):
+    for name in ("slo", "static", "slo_margin"):
         if getattr(args, name):
-            p.error(f"--{name} applies to --serve only")
+            p.error(f"--{name.replace('_', '-')} applies to --serve only")
     if args.front and (args.check or args.text):
         p.error("--front lists the device's front configs: drop --check and --text (or drop --front)")
 

@@ -18,7 +18,7 @@ from . import bounds
 from .bundle import BundleModel, choose, front, front_entry, read_index, this_machine, verify_files
 from .calibrate import BATCHES, BUCKETS, cache_path, calibrate, load_table, restrict, save_table, table_identity
 from .errors import BundleError
-from .policy import OVERLOADS, LatencyTable, Policy
+from .policy import MARGIN_SHARE, OVERLOADS, LatencyTable, Policy
 from .server import Engine, Server, build_app
 
 
@@ -88,12 +88,22 @@ class BundleEngine(Engine):
         return make
 
 
+def check_margin(slo_ms: float, margin_ms: Optional[float]) -> None:
+    """--slo-margin before anything loads: a number in [0, the SLO) ms (None: the default share)."""
+    if margin_ms is None:
+        return
+    ok = isinstance(margin_ms, (int, float)) and not isinstance(margin_ms, bool) and 0 <= margin_ms < slo_ms
+    if not ok:
+        raise BundleError(f"--slo-margin must be in [0, the SLO {slo_ms:g}) ms; got {margin_ms!r}")
+
+
 def prepare_policy(
     engine: BundleEngine,
     slo_ms: float,
     overload: str = "shed",
     budget_s: float = 30.0,
     progress=None,
+    margin_ms: Optional[float] = None,
 ) -> Policy:
     """The latency table of `engine` on this machine (from the cache, or measured and cached), and the policy.
     One cache per bundle and machine holds every config measured so far: a static server reads the cells
@@ -124,7 +134,8 @@ def prepare_policy(
             for batch in (table.batches[0], table.max_batch):
                 for bucket in table.buckets:
                     make(batch, bucket)()
-    return Policy(table, slo_ms, overload=overload)
+    margin = MARGIN_SHARE * slo_ms if margin_ms is None else margin_ms
+    return Policy(table, slo_ms, overload=overload, margin_ms=margin)
 
 
 def serve_app(
@@ -135,15 +146,17 @@ def serve_app(
     static: Optional[str] = None,
     overload: str = "shed",
     budget_s: float = 30.0,
+    margin_ms: Optional[float] = None,
 ) -> Tuple[Any, Server]:
     """(the ASGI app, its server) for a bundle; checks its arguments before loading anything."""
     bounds.check("latency_ms", slo_ms, "--slo", BundleError)
+    check_margin(slo_ms, margin_ms)
     if overload not in OVERLOADS:
         raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
     if not name or "/" in name:
         raise BundleError(f"--name {name!r} must be a non-empty model name without '/'")
     engine = BundleEngine(bundle, device, static)
-    server = Server(engine, prepare=lambda: prepare_policy(engine, slo_ms, overload, budget_s))
+    server = Server(engine, prepare=lambda: prepare_policy(engine, slo_ms, overload, budget_s, margin_ms=margin_ms))
     return build_app(server, name), server
 
 
@@ -156,18 +169,21 @@ def serve(
     port: int = 8000,
     static: Optional[str] = None,
     overload: str = "shed",
+    margin_ms: Optional[float] = None,
 ) -> None:
-    """Run the server until SIGTERM or Ctrl-C (uvicorn: stop accepting, drain, exit)."""
+    """Run the server until SIGTERM or Ctrl-C (uvicorn: stop accepting, drain, exit). `margin_ms`: each batch
+    is planned to end this long before its requests' deadline (default: a tenth of the SLO, see policy)."""
     import uvicorn  # the serve extra
 
     bounds.check("port", port, "--port", BundleError)
     bounds.check("latency_ms", slo_ms, "--slo", BundleError)
+    check_margin(slo_ms, margin_ms)
     if overload not in OVERLOADS:
         raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
     engine = BundleEngine(bundle, device, static)
     # Calibrated before the port opens: an SLO the fastest config cannot hold is one line and exit 2,
     # not a server that never becomes ready.
-    policy = prepare_policy(engine, slo_ms, overload, progress=lambda m: print(m, flush=True))
+    policy = prepare_policy(engine, slo_ms, overload, progress=lambda m: print(m, flush=True), margin_ms=margin_ms)
     server = Server(engine, policy)
     print(
         f"serving {name} ({len(engine.configs)} sub-network(s) of device {engine.device}) on http://{host}:{port} "

@@ -132,6 +132,7 @@ class _Replica:
         budget_s: float,
         queue_bound: int,
         max_ingress_age_s: float,
+        margin_ms: Optional[float] = None,
     ) -> None:
         from .serve_bundle import BundleEngine, prepare_policy
         from .server import Server
@@ -139,7 +140,9 @@ class _Replica:
         loop = asyncio.get_running_loop()
         # off the event loop: Ray probes the replica's loop while the latency table is measured
         engine = await loop.run_in_executor(None, BundleEngine, bundle, device, static)
-        policy = await loop.run_in_executor(None, prepare_policy, engine, slo_ms, overload, budget_s)
+        policy = await loop.run_in_executor(
+            None, lambda: prepare_policy(engine, slo_ms, overload, budget_s, margin_ms=margin_ms)
+        )
         self._server = Server(engine, policy, queue_bound=queue_bound)
         self._name = name
         self._max_age_s = max_ingress_age_s
@@ -195,6 +198,7 @@ def app(
     budget_s: float = 30.0,
     max_ingress_age_s: float = MAX_INGRESS_AGE_S,
     ray_actor_options: Optional[Dict[str, Any]] = None,
+    margin_ms: Optional[float] = None,
 ) -> Any:
     """The Ray Serve application of a bundle's front: `serve.run(app(BUNDLE, 40.0), route_prefix="/")`.
     Each replica loads the bundle (a path every node can read), calibrates its latency table (at most
@@ -214,7 +218,7 @@ def app(
         .options(**options)
         .bind(
             os.path.abspath(bundle), float(slo_ms), device, name, static, overload, float(budget_s), int(queue_bound),
-            float(max_ingress_age_s),
+            float(max_ingress_age_s), margin_ms,
         )
     )  # fmt: skip
 
@@ -256,6 +260,7 @@ def serve_ray(
     address: Optional[str] = None,
     budget_s: float = 30.0,
     num_cpus: Optional[int] = None,
+    margin_ms: Optional[float] = None,
 ) -> None:
     """Run `app` on Ray Serve at host:port until SIGTERM or Ctrl-C. Without `address`, a local Ray on this
     machine (usage stats off unless RAY_USAGE_STATS_ENABLED says otherwise, no dashboard), shut down at the
@@ -265,11 +270,13 @@ def serve_ray(
     machine cannot hold is one line, not a replica that never starts."""
     bounds.check("port", port, "--port", BundleError)
     _check(slo_ms, overload, name, replicas, 4096, budget_s)
-    from .serve_bundle import BundleEngine, prepare_policy
+    from .serve_bundle import BundleEngine, check_margin, prepare_policy
+
+    check_margin(slo_ms, margin_ms)
 
     engine = BundleEngine(bundle, device, static)
     if address is None:
-        prepare_policy(engine, slo_ms, overload, budget_s, progress=lambda m: print(m, flush=True))
+        prepare_policy(engine, slo_ms, overload, budget_s, progress=lambda m: print(m, flush=True), margin_ms=margin_ms)
     del engine
     env = {PROXY_CALLBACK_ENV: PROXY_CALLBACK}
     if address is None:
@@ -291,7 +298,8 @@ def serve_ray(
     try:
         serve.start(http_options={"host": host, "port": port})
         try:
-            serve.run(app(bundle, slo_ms, device, name, static, overload, replicas, budget_s=budget_s),
+            serve.run(app(bundle, slo_ms, device, name, static, overload, replicas, budget_s=budget_s,
+                          margin_ms=margin_ms),
                       name=APP_NAME, route_prefix="/")  # fmt: skip
         except RuntimeError as e:  # a replica's constructor failed (Ray retried it): the error's last line
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]

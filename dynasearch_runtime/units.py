@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Optional
 
 from . import bounds
 
@@ -38,3 +39,12 @@ def parse_latency(text: str, error: type = ValueError) -> float:
     if bounds.violation("latency_ms", ms) is not None:  # above an hour: a typo (12s for 12ms), not a target
         raise error(f"latency {text!r} is {ms:g} ms; a target must be {bounds.describe('latency_ms')}")
     return ms
+
+
+def parse_margin(text: Optional[str], error: type = ValueError) -> Optional[float]:
+    """`--slo-margin`: milliseconds from a latency with a unit, or 0 ("0", "0ms": no margin); None for None."""
+    if text is None:
+        return None
+    if str(text).strip() in ("0", "0ms", "0s", "0us"):
+        return 0.0
+    return parse_latency(text, error)

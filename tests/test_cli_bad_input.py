@@ -2677,6 +2677,18 @@ CASES = [
         r"argument --port: must be an integer in 1\.\.65535; got 0",
         USAGE,
     ),
+    Case(
+        "serve-slo-margin-not-below-the-slo",
+        lambda e: ["serve", e.tmp / "nope", "--slo", "40ms", "--slo-margin", "40ms"],
+        r"--slo-margin must be in \[0, the SLO 40\) ms; got 40\.0",
+        BundleError,
+    ),
+    Case(
+        "serve-slo-margin-without-unit",
+        lambda e: ["serve", e.tmp / "nope", "--slo", "40ms", "--slo-margin", "3"],
+        r"latency '3' has no unit; write e\.g\. 3ms",
+        BundleError,
+    ),
     # ---- issue 24: loadtest
     Case(
         "loadtest-url-off-this-machine",

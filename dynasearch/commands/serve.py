@@ -34,6 +34,13 @@ def register(sub) -> None:
         help="when even the fastest config cannot meet a request's deadline: shed (503 + Retry-After; default: a "
         "late answer is worth less than a retry elsewhere, and shedding keeps the rest of the queue on time) or late",
     )
+    p.add_argument(
+        "--slo-margin",
+        default=None,
+        metavar="LAT",
+        help="plan each batch to end this long before its requests' deadline: the time an answer takes from the server "
+        "to the client, outside the server's view (default: a tenth of the SLO; 0 for none)",
+    )
     r = p.add_argument_group("Ray Serve (needs the ray extra: pip install 'dynasearch[ray]')")
     r.add_argument(
         "--ray",
@@ -51,6 +58,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from dynasearch_runtime.errors import BundleError
+    from dynasearch_runtime.units import parse_margin
     from search.units import parse_latency
 
     if not args.ray:
@@ -61,6 +69,7 @@ def run(args) -> int:
                 f"{said} {'applies' if len(given) == 1 else 'apply'} to --ray only: add --ray, or drop {said}"
             )
     slo = parse_latency(args.slo)
+    margin = parse_margin(args.slo_margin, BundleError)
     if args.ray:
         import importlib.util
 
@@ -71,9 +80,9 @@ def run(args) -> int:
         from dynasearch_runtime.serve_ray import serve_ray
 
         serve_ray(args.bundle, slo, args.device, args.name, args.host, args.port, args.static, args.overload,
-                  args.replicas or 1, args.ray_address)  # fmt: skip
+                  args.replicas or 1, args.ray_address, margin_ms=margin)  # fmt: skip
         return 0
     from dynasearch_runtime.serve_bundle import serve
 
-    serve(args.bundle, slo, args.device, args.name, args.host, args.port, args.static, args.overload)
+    serve(args.bundle, slo, args.device, args.name, args.host, args.port, args.static, args.overload, margin)
     return 0

@@ -60,6 +60,20 @@ def test_bad_policy_settings_are_refused():
         Policy(table(), 0)
     with pytest.raises(PolicyError, match=r"max batch must be an integer in 1\.\.16; got 32"):
         Policy(table(), 40.0, max_batch=32)
+    for bad in (-1.0, 40.0, float("nan"), "2"):
+        with pytest.raises(PolicyError, match=r"SLO margin must be a number in \[0, the SLO 40\) ms; got "):
+            Policy(table(), 40.0, margin_ms=bad)
+    with pytest.raises(PolicyError, match=r"SLO 2 ms less its margin \(1\.5 ms\) is below .*can be held is 2\.5 ms"):
+        Policy(table(), 2.0, margin_ms=1.5)
+
+
+def test_the_margin_moves_every_deadline_earlier():
+    """'big' takes 5 ms at batch 1 (bucket 32): alone with 6 ms of SLO it fits; with a 2 ms margin it does
+    not (6 - 2 < 5), and the next most accurate config that ends by the planned deadline serves it."""
+    d = Policy(table(), 6.0).decide(0.0, [Request(0, 0.0, 1, 20)])
+    assert d.config == "big"
+    d = Policy(table(), 6.0, margin_ms=2.0).decide(0.0, [Request(0, 0.0, 1, 20)])
+    assert d.config != "big" and d.expected_ms <= 4.0 and d.slack_ms == pytest.approx(4.0)
 
 
 def test_an_empty_queue_has_no_decision_and_a_lone_request_gets_the_most_accurate_config():
