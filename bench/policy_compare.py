@@ -40,8 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dynasearch_runtime.calibrate import load_table  # noqa: E402
-from dynasearch_runtime.policy import RULES, LatencyTable, Policy  # noqa: E402
+from dynasearch_runtime.calibrate import load_table, restrict  # noqa: E402
+from dynasearch_runtime.policy import MARGIN_SHARE, RULES, LatencyTable, Policy  # noqa: E402
 from dynasearch_runtime.schema import write_text_atomic  # noqa: E402
 from dynasearch_runtime.simulator import Outcome, capacity, poisson, simulate  # noqa: E402
 
@@ -79,7 +79,7 @@ def calibrated_table(path: str) -> LatencyTable:
 
 def single(table: LatencyTable, key: str) -> LatencyTable:
     """The table of one config: what --static KEY serves."""
-    return LatencyTable({key: table.accuracy[key]}, {c: v for c, v in table.ms.items() if c[0] == key})
+    return restrict(table, [key])
 
 
 def schedules(low: float, high: float, heavy: float) -> dict[str, list[tuple[float, float]]]:
@@ -124,7 +124,7 @@ def compare(table: LatencyTable, seeds: Sequence[int], texts: int = 1) -> dict:
 
     caps = {
         k: capacity(
-            lambda k=k: Policy(single(table, k), slo),
+            lambda k=k: Policy(single(table, k), slo, margin_ms=MARGIN_SHARE * slo),
             10.0,
             SEEDS_CAPACITY,
             texts=texts,
@@ -136,12 +136,16 @@ def compare(table: LatencyTable, seeds: Sequence[int], texts: int = 1) -> dict:
     low = 0.5 * caps[full]
     high = min(2.0 * caps[full], 0.7 * caps[fastest])
     heavy = 0.7 * caps[fastest]
-    policies: dict[str, Callable[[], Policy]] = {r: (lambda r=r: Policy(table, slo, rule=r)) for r in RULES}
+    policies: dict[str, Callable[[], Policy]] = {
+        r: (lambda r=r: Policy(table, slo, rule=r, margin_ms=MARGIN_SHARE * slo)) for r in RULES
+    }
     # the batch step before this comparison: shed the oldest when the fastest config cannot end the
     # WHOLE batch in its slack (trim=False), against taking fewer requests (trim=True, the default)
-    policies["lookahead, no trim"] = lambda: Policy(table, slo, rule="lookahead", trim=False)
+    policies["lookahead, no trim"] = lambda: Policy(
+        table, slo, rule="lookahead", trim=False, margin_ms=MARGIN_SHARE * slo
+    )
     for k in table.by_accuracy:
-        policies[f"static {k}"] = lambda k=k: Policy(single(table, k), slo)
+        policies[f"static {k}"] = lambda k=k: Policy(single(table, k), slo, margin_ms=MARGIN_SHARE * slo)
     rows = {}
     for name, sched in schedules(low, high, heavy).items():
         peak = max(rate for _s, rate in sched)
@@ -179,7 +183,8 @@ def section(title: str, table: LatencyTable, res: dict, seeds: Sequence[int]) ->
     lines = [
         f"## {title}",
         "",
-        f"SLO {res['slo']:.2f} ms (2x config `{res['full']}` at batch {res['texts']}, {table.buckets[-1]} tokens). "
+        f"SLO {res['slo']:.2f} ms (2x config `{res['full']}` at batch {res['texts']}, {table.buckets[-1]} tokens); "
+        f"every policy plans with the server's default margin, {100 * MARGIN_SHARE:.0f}% of the SLO. "
         "Capacity (req/s, served statically, >= 99% attainment): "
         + ", ".join(f"`{k}` (acc {fa(table.accuracy[k])}) {caps[k]:.1f}" for k in table.by_accuracy)
         + f". Rates: low {res['low']:.2f}, high {res['high']:.2f}, medium {res['medium']:.2f}, heavy "

@@ -126,6 +126,13 @@ class LatencyTable:
             sorted(accuracy, key=lambda k: (-accuracy[k], ms[(k, self.batches[0], self.buckets[0])], k))
         )
         self.fastest = min(accuracy, key=lambda k: (ms[(k, self.batches[-1], self.buckets[-1])], -accuracy[k], k))
+        # texts -> (measured batch below, above, where between): the interpolation's ends, found once (a
+        # decision asks for them a dozen times; see the decision time in docs/deployment.md)
+        self._span: Dict[int, Tuple[int, int, float]] = {}
+        for n in range(1, self.batches[-1] + 1):
+            lo = max((b for b in self.batches if b <= n), default=self.batches[0])
+            hi = min(b for b in self.batches if b >= n)
+            self._span[n] = (lo, hi, 0.0 if hi == lo else (n - lo) / (hi - lo))
 
     @property
     def max_batch(self) -> int:
@@ -141,12 +148,9 @@ class LatencyTable:
     def latency(self, key: str, texts: int, bucket: int) -> float:
         if texts > self.max_batch:
             raise PolicyError(f"batch of {texts} texts is above the table's largest, {self.max_batch}")
-        lo = max((b for b in self.batches if b <= texts), default=self.batches[0])
-        hi = min((b for b in self.batches if b >= texts), default=self.batches[-1])
-        a, b = self.ms[(key, lo, bucket)], self.ms[(key, hi, bucket)]
-        if hi == lo:
-            return a
-        return a + (b - a) * (texts - lo) / (hi - lo)
+        lo, hi, frac = self._span[texts] if texts > 0 else (self.batches[0], self.batches[0], 0.0)
+        a = self.ms[(key, lo, bucket)]
+        return a if hi == lo else a + (self.ms[(key, hi, bucket)] - a) * frac
 
 
 class Policy:
@@ -284,8 +288,9 @@ class Policy:
             nxt = self._take(queue, start + len(batch)) if start + len(batch) < len(queue) else []
             nxt_deadline = self.deadline_s(nxt[0]) if nxt else 0.0
             nxt_ms = self._ms(self.table.fastest, nxt)[0] if nxt else 0.0
+            texts = sum(r.texts for r in batch)  # the batch's cell, once for every config
             for key in self.table.by_accuracy:
-                ms, bucket = self._ms(key, batch)
+                ms = self.table.latency(key, texts, bucket) * self.correction
                 if ms > slack_ms:
                     continue
                 if nxt and key != self.table.fastest and now_s + (ms + nxt_ms) / 1000.0 > nxt_deadline:
