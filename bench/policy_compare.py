@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from perlayer import machine  # noqa: E402
 
 from dynasearch_runtime.calibrate import load_table, restrict  # noqa: E402
 from dynasearch_runtime.policy import MARGIN_SHARE, RULES, LatencyTable, Policy  # noqa: E402
@@ -258,20 +258,10 @@ def section(title: str, table: LatencyTable, res: dict, seeds: Sequence[int]) ->
 
 
 def fingerprint() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    ).stdout.strip()
+    m = machine()  # the benchmarks' one machine line (bench/perlayer.py)
     return (
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit `{commit or 'unknown'}`, {cpu}, "
-        f"Python {platform.python_version()} (simulated: the numbers depend on the tables, not on this machine)"
+        f"{m['date']}, commit `{m['commit'] or 'unknown'}`, {m['cpu']}, Python {m['python']} "
+        "(simulated: the numbers depend on the tables, not on this machine)"
     )
 
 

@@ -301,12 +301,16 @@ def parse_infer(
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise Rejected(400, f"the body is not JSON: {e}") from None
+    except RecursionError:  # '[[[[...' nested beyond the parser's depth (under the body limit)
+        raise Rejected(400, "the body is not JSON this server reads: nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise Rejected(400, "the body must be an object with a non-empty 'inputs' list")
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise Rejected(400, "'parameters' must be an object")
     outs = doc.get("outputs") or []
+    if not isinstance(outs, list):
+        raise Rejected(400, f"'outputs' must be a list; got {type(outs).__name__}")
     if params.get("binary_data_output") or any(
         isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data") for o in outs if isinstance(o, dict)
     ):
@@ -323,6 +327,8 @@ def parse_infer(
         if not isinstance(inp, dict):
             raise Rejected(400, f"inputs[{i}] must be an object")
         name = inp.get("name", f"inputs[{i}]")
+        if not isinstance(inp.get("parameters") or {}, dict):
+            raise Rejected(400, f"input {name}'s 'parameters' must be an object")
         if (inp.get("parameters") or {}).get("binary_data_size") is not None:
             raise Rejected(
                 400, f"input {name} uses Triton's binary-data extension: send JSON tensors (binary_data=False)"
@@ -334,6 +340,11 @@ def parse_infer(
             data = [x[0] for x in data]  # shape [n, 1]
         if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
             raise Rejected(400, f"input {name}'s data must be a list of strings")
+        for j, x in enumerate(data):
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate ("\\ud800"): JSON admits it, no tokenizer does
+                raise Rejected(400, f"input {name}'s string {j} is not valid Unicode (a lone surrogate)") from None
         shape = inp.get("shape")
         if not isinstance(shape, list) or not shape or shape[0] != len(data):
             raise Rejected(400, f"input {name}'s shape {shape!r} does not match its {len(data)} strings")

@@ -144,6 +144,27 @@ def test_health_metadata_and_an_answer_that_names_its_subnetwork():
             r"binary_data=False",
         ),
         (b"x" * (MAX_BODY + 1), 413, r"over the limit of 1048576"),
+        # found by the bad-input pass: each was a 500 with a traceback in the server's log
+        (b"[" * 200_000 + b"]" * 200_000, 400, r"nested too deeply"),
+        (
+            json.dumps(
+                {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"]}], "outputs": 5}
+            ).encode(),
+            400,
+            r"'outputs' must be a list; got int",
+        ),
+        (
+            json.dumps(
+                {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["a"], "parameters": [1]}]}
+            ).encode(),
+            400,
+            r"input text's 'parameters' must be an object",
+        ),
+        (
+            b'{"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["\\ud800 x"]}]}',
+            400,
+            r"string 0 is not valid Unicode \(a lone surrogate\)",
+        ),
     ],
 )
 def test_bad_requests_get_an_error_and_the_server_keeps_serving(body, status, match):
