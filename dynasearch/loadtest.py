@@ -172,6 +172,8 @@ async def _drive(cfg: LoadtestConfig, base: str, examples, slo_ms: float, progre
             async with client.post(url, json={"inputs": inputs}) as r:
                 row["status"] = r.status
                 doc = await r.json() if r.status == 200 else None
+                if r.status not in (200, 503):  # the server's reason, for a run that nothing answered
+                    row["error"] = (await r.text())[:300]
             if doc is not None:
                 out = {o["name"]: o for o in doc["outputs"]}
                 width = out["scores"]["shape"][1]
@@ -185,6 +187,8 @@ async def _drive(cfg: LoadtestConfig, base: str, examples, slo_ms: float, progre
                 row["server_ms"] = params.get("server_ms")
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
             row["status"] = f"{type(e).__name__}"
+            # refused, reset or closed: the server is not there (it died, or stopped listening), not slow
+            row["gone"] = isinstance(e, aiohttp.ClientConnectionError) and not isinstance(e, asyncio.TimeoutError)
         row["latency_ms"] = (time.monotonic() - intended) * 1000.0  # from the INTENDED send time
         results.append(row)
 
@@ -219,6 +223,7 @@ def loadtest(cfg: LoadtestConfig, progress=None, keep_rows: bool = False) -> dic
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise LoadtestError(f"no dynasearch model {cfg.model!r} answers at {base} ({type(e).__name__}: {e})") from None
     rows = asyncio.run(_drive(cfg, base, examples, slo_ms, progress))
+    check_rows(rows, base)
     n = len(rows)
     sent_texts = sum(r["texts"] for r in rows) or 1
     ok = [r for r in rows if r["status"] == 200]
@@ -250,6 +255,29 @@ def loadtest(cfg: LoadtestConfig, progress=None, keep_rows: bool = False) -> dic
     if keep_rows:
         summary["rows"] = rows
     return summary
+
+
+def _alive(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/v2/health/live", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def check_rows(rows: list[dict[str, Any]], base: str) -> None:
+    """A run whose numbers mean nothing is an error, not a summary: the server stopped answering
+    mid-run, or it refused every request (e.g. --texts above its limit per request)."""
+    gone = [r for r in rows if r.get("gone")]
+    if gone and not _alive(base):  # a refused or reset connection under load alone is counted, not fatal
+        raise LoadtestError(
+            f"the server at {base} stopped answering mid-run: {len(gone)} of {len(rows)} requests failed "
+            f"({gone[0]['status']} first at request {gone[0]['i']}); no summary written"
+        )
+    if rows and not any(r["status"] in (200, 503) for r in rows):
+        first = rows[0]
+        why = str(first.get("error") or first["status"]).strip().replace("\n", " ")
+        raise LoadtestError(f"the server at {base} answered none of {len(rows)} requests: {first['status']}: {why}")
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -34,19 +34,18 @@ batch's time), in three steps per decision:
    untrimmed) with the fastest config, late.
 
 Why "lookahead", by measurement (bench/policy_compare.py, bench/results/policy.md: the simulator,
-three seeds, a synthetic table and the demo bundle's calibrated CPU table, 1 and 8 texts a request;
-the issue's schedules low, high, step and bursts plus medium, heavy = 0.7x the fastest config's
-capacity, and heavy bursts). On the issue's four schedules every accurate rule holds 100% (slackfit
-99.9% on the synthetic table) and beats the best static config in hindsight (calibrated, 1 text:
-73.01-73.19 effective accuracy against 72.24-73.05). With one text a request the look-ahead never
-binds (greedy decides the same); with 8 it does: the smallest attainment over all seven schedules is
-97.0% for lookahead against 94.3% for greedy and 90.9% for slackfit (synthetic), 99.3% against
-99.1% and 96.6% (calibrated). Slackfit wins one cell: medium load on the calibrated CPU table, 1
-text (65.14 effective accuracy against 63.28: on a CPU a smaller batch of a more accurate config
-costs no throughput), at 99.9% attainment against 100%; there the static 6a3e3bb54671 (67.20)
-beats every rule (with 8 texts too): a one-step rule cannot see the requests arriving during its
-batch. Trimming the batch raised lookahead's smallest attainment from 98.9/95.8/96.4/98.5% to
-99.2/97.0/100.0/99.3% (synthetic and calibrated tables, 1 and 8 texts).
+three seeds, a synthetic table and the serving benchmark's calibrated CPU table, 1 and 8 texts a
+request, every rule with the server's SLO margin; the issue's schedules low, high, step and bursts plus
+medium, heavy = 0.7x the fastest config's capacity, and heavy bursts). On the issue's four schedules
+every accurate rule holds 100% with one text a request and beats the best static config in hindsight
+(calibrated: 73.12 effective accuracy for lookahead, 73.10 slackfit, 72.32 the best static). With one
+text a request the look-ahead never binds (greedy decides the same); with 8 it does: the smallest
+attainment over all seven schedules is 97.0% for lookahead against 94.4% for greedy and 91.3% for
+slackfit (synthetic), 99.0% against 98.6% and 94.2% (calibrated). Slackfit's smaller batches of a more
+accurate config (on a CPU they cost little throughput) win only beyond the issue's schedules with one
+text a request: mean effective accuracy 65.56 against 65.38, at 99.1% smallest attainment against 100%.
+Trimming the batch raised lookahead's smallest attainment from 98.1/95.5/92.2/98.2% to
+99.3/97.0/100.0/99.0% (synthetic 1 and 8 texts, calibrated 1 and 8 texts).
 """
 
 from __future__ import annotations

@@ -113,6 +113,8 @@ def prepare_policy(
     ident = table_identity(engine.digest, fp, BATCHES, buckets)
     path = cache_path(engine.bundle, engine.digest, fp)
     cached: Optional[LatencyTable] = load_table(path, ident)
+    if cached is not None and (cached.batches != tuple(sorted(set(BATCHES))) or cached.buckets != buckets):
+        cached = None  # a damaged cache (cells missing at some batch or bucket): measured again, not served from
     missing = [k for k in engine.configs if cached is None or k not in cached.accuracy]
     if missing:
         runners = {k: engine.runner(k) for k in missing}

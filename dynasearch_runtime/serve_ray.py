@@ -291,7 +291,14 @@ def serve_ray(
     if address is None:
         ray.init(include_dashboard=False, num_cpus=num_cpus, log_to_driver=False)
     else:  # a Serve that this job starts on the cluster gets the proxy callback (nodes: see docs/deployment.md)
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+        except (ConnectionError, ValueError) as e:  # nothing there, or not an address: the user's input
+            why = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise BundleError(
+                f"--ray-address {address!r}: no Ray cluster to join ({why}); start one there with `ray start "
+                "--head`, or drop --ray-address for a local Ray"
+            ) from None
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):  # after ray.init, which sets its own SIGTERM handler
         signal.signal(sig, lambda *_: stop.set())

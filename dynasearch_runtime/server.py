@@ -154,6 +154,14 @@ class Server:
             why = f"calibration failed ({self.failed})" if self.failed else "calibrating the latency table"
             raise Rejected(503, f"not ready: {why}", {"Retry-After": "5"})
         n = len(texts)
+        if n > self.policy.table.max_batch:
+            # one request's texts run in one batch: more than the table measured would stop the worker (the
+            # policy cannot time that batch), and every later request would wait forever
+            raise Rejected(
+                413,
+                f"{n} texts in one request is over this server's limit of {self.policy.table.max_batch} "
+                "(its largest measured batch); split the request",
+            )
         if self.queued_texts + n > self.queue_bound:
             self.metrics.shed.inc()
             raise Rejected(
@@ -192,7 +200,14 @@ class Server:
                 await self._wake.wait()
                 continue
             now = time.monotonic()
-            d = self.policy.decide(now, [p.request for p in self.queue])
+            try:
+                d = self.policy.decide(now, [p.request for p in self.queue])
+            except Exception as e:  # never a dead worker (every later request would wait forever): the queue
+                for p in self.queue:  # gets the reason, the server goes on
+                    if not p.future.done():
+                        p.future.set_exception(Rejected(500, f"the policy failed: {type(e).__name__}: {e}"))
+                self.queue = []
+                continue
             self._log(now, d)
             taken = {r.id for r in d.requests}
             shed = {r.id for r in d.shed}
@@ -371,6 +386,7 @@ def build_app(
     it (no later than `received`); the policy's slack counts from it, and the response parameters say
     `ingress_wait_ms`, the time before this app (the Ray deployment's ingress time: `serve_ray`)."""
     from starlette.applications import Starlette  # the serve extra
+    from starlette.requests import ClientDisconnect
     from starlette.requests import Request as HttpRequest
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -434,7 +450,10 @@ def build_app(
         if request.headers.get("inference-header-content-length"):
             return error(400, "Triton's binary-data extension is not supported: send JSON tensors (binary_data=False)")
         try:
-            body = await request.body()
+            try:
+                body = await request.body()
+            except ClientDisconnect:  # the client left before its body arrived: nothing to answer, nothing to log
+                return Response(status_code=499)
             texts, pairs, rid = parse_infer(body, server.engine.pair_task, server.max_texts, server.max_body)
             job = asyncio.ensure_future(server.submit(texts, pairs, arrival))
             # A client that leaves costs the others nothing: its request is cancelled, and the worker drops

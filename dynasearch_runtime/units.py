@@ -45,6 +45,9 @@ def parse_margin(text: Optional[str], error: type = ValueError) -> Optional[floa
     """`--slo-margin`: milliseconds from a latency with a unit, or 0 ("0", "0ms": no margin); None for None."""
     if text is None:
         return None
-    if str(text).strip() in ("0", "0ms", "0s", "0us"):
-        return 0.0
+    m = _PATTERN.match(str(text))
+    if m and float(m.group(1)) == 0 and not re.search(r"[1-9]", m.group(1).lower().split("e")[0]):
+        # a zero ("0", "0.0ms", "0 s", "00"): no margin, with or without a unit (an unknown unit still refused)
+        if not m.group(2) or m.group(2) in UNITS or m.group(2).lower() in UNITS:
+            return 0.0
     return parse_latency(text, error)

@@ -2789,6 +2789,12 @@ CASES = [
         r"bundle .*nope is not a folder",
         BundleError,
     ),
+    Case(
+        "loadtest-out-is-a-folder",  # found failing after the whole run, as an internal error
+        lambda e: ["loadtest", "http://127.0.0.1:9", "--bundle", e.tmp, "--schedule", "5:1", "--out", e.tmp],
+        r"^--out .* is a folder; give the summary's file, e\.g\. .*summary\.json$",
+        __import__("dynasearch.loadtest", fromlist=["LoadtestError"]).LoadtestError,
+    ),
     # (end of search section)
 ]
 

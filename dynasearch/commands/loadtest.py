@@ -28,13 +28,18 @@ def register(sub) -> None:
 
 def run(args) -> int:
     import json
+    import os
 
     from dynabert.io import write_text
-    from dynasearch.loadtest import LoadtestConfig, format_summary, loadtest, parse_schedule
+    from dynasearch.loadtest import LoadtestConfig, LoadtestError, format_summary, loadtest, parse_schedule
 
     cfg = LoadtestConfig(
         args.url, args.bundle, parse_schedule(args.schedule), args.data_dir, args.name, args.texts, args.seed
     )
+    if args.out and os.path.isdir(args.out):  # found failing after the whole run, as an internal error
+        raise LoadtestError(
+            f"--out {args.out} is a folder; give the summary's file, e.g. {os.path.join(args.out, 'summary.json')}"
+        )
     summary = loadtest(cfg, progress=print)
     print(format_summary(summary))
     if args.out:

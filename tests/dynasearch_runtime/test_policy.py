@@ -241,3 +241,19 @@ def test_capacity_is_the_highest_rate_a_config_holds_at_99_percent():
         capacity(make, seeds=())
     with pytest.raises(PolicyError, match=r"capacity's target attainment must be a number in \(0, 1\]"):
         capacity(make, target=1.5)
+
+
+def test_slo_margin_zero_in_any_spelling_is_no_margin():
+    """--slo-margin's help says '0 for none': every zero a user writes reads as 0 (found refused: 0.0ms, 00);
+    a negative or unit-less non-zero is still refused naming it."""
+    from dynasearch_runtime.units import parse_margin
+
+    for zero in ("0", "0ms", "0.0ms", "0 s", "00", "0.000us"):
+        assert parse_margin(zero) == 0.0
+    assert parse_margin("4ms") == 4.0 and parse_margin(None) is None
+    with pytest.raises(ValueError, match=r"latency '3' has no unit"):
+        parse_margin("3")
+    with pytest.raises(ValueError, match=r"latency '0xs' has an unknown unit 'xs'"):
+        parse_margin("0xs")
+    with pytest.raises(ValueError, match=r"latency '-1ms' is negative"):
+        parse_margin("-1ms")

@@ -144,7 +144,13 @@ def test_health_metadata_and_an_answer_that_names_its_subnetwork():
             r"binary_data=False",
         ),
         (b"x" * (MAX_BODY + 1), 413, r"over the limit of 1048576"),
-        # found by the bad-input pass: each was a 500 with a traceback in the server's log
+        # found by the bad-input pass: more texts than the table's largest batch (16) stopped the worker (every
+        # later request hung); the others were a 500 with a traceback in the server's log
+        (
+            json.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [17], "data": ["a"] * 17}]}).encode(),
+            413,
+            r"17 texts in one request is over this server's limit of 16 \(its largest measured batch\)",
+        ),
         (b"[" * 200_000 + b"]" * 200_000, 400, r"nested too deeply"),
         (
             json.dumps(
@@ -303,3 +309,23 @@ def test_a_client_that_leaves_costs_the_others_nothing():
     answers = asyncio.run(scenario())
     assert [a["rows"][0][0] for a in answers] == ["pos", "pos"]
     assert sum(n for _, n in engine.ran) == 2  # the five that left never ran
+
+
+def test_a_policy_that_fails_answers_the_queue_500_and_the_worker_goes_on():
+    """Found: a decision that raised (a request over the table's largest batch) ended the worker, and every
+    later request waited forever. Now the queued requests get the reason and the next ones are served."""
+    c, server = client()
+    with c:
+        real = server.policy.decide
+        calls = []
+
+        def fail_once(now, queue):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return real(now, queue)
+
+        server.policy.decide = fail_once
+        r = infer(c, ["good"])
+        assert r.status_code == 500 and r.json()["error"] == "the policy failed: RuntimeError: boom"
+        assert infer(c, ["good"]).status_code == 200

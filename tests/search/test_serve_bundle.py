@@ -192,8 +192,56 @@ def test_loadtest_against_a_served_bundle(front3, tmp_path, capsys):
         # refused before any request leaves: a load test targets this machine only
         assert main(["loadtest", "http://10.0.0.1:8000", "--bundle", str(bundle)]) == 2
         assert "URL host '10.0.0.1' is not this machine" in capsys.readouterr().err
+        # more texts a request than the server takes (64): every request refused, an error, not a summary
+        out2 = tmp_path / "refused.json"
+        assert (
+            main(["loadtest", url, "--bundle", str(bundle), "--schedule", "5:1", "--texts", "65", "--out", str(out2)])
+            == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "answered none of" in err and "over the limit of 64" in err and not out2.exists()
     with pytest.raises(LoadtestError, match=r"schedule phase 'fast' is not RATE:SECONDS"):
         parse_schedule("fast")
+
+
+def test_a_loadtest_whose_server_died_or_refused_everything_is_an_error():
+    """check_rows: connection failures with the server gone is an error (no summary, no --out file); so is a
+    run that the server answered none of (found: both were exit 0 with a summary of nan and errors)."""
+    import socket
+
+    from dynasearch.loadtest import LoadtestError, check_rows
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+    ok = {"i": 0, "status": 200}
+    with pytest.raises(LoadtestError, match=r"stopped answering mid-run: 1 of 2 requests failed \(ClientOSError first"):
+        check_rows([ok, {"i": 1, "status": "ClientOSError", "gone": True}], base)
+    refused = [{"i": i, "status": 413, "error": '{"error": "too many"}'} for i in range(3)]
+    with pytest.raises(LoadtestError, match=r"answered none of 3 requests: 413: .*too many"):
+        check_rows(refused, base)
+    check_rows([ok, {"i": 1, "status": 503}, {"i": 2, "status": "TimeoutError"}], base)  # counted, not fatal
+
+
+def test_a_damaged_latency_cache_is_measured_again(front3, tmp_path):
+    """A cache cut short (a crash of an older writer, a hand edit) or missing cells at some batch size is
+    measured again, never an error and never served from."""
+    bundle = Path(shutil.copytree(front3, tmp_path / "bundle"))
+    engine = BundleEngine(str(bundle), _device(bundle))
+    first = prepare_policy(engine, 200.0, budget_s=1.0)
+    (cache,) = (bundle / ".serving").glob("latency-*.json")
+    doc = json.loads(cache.read_text())
+    for damaged in (
+        cache.read_text()[:500],
+        json.dumps({**doc, "cells": [c for c in doc["cells"] if c[1] != 16]}),  # batch 16 gone
+    ):
+        cache.write_text(damaged)
+        said = []
+        again = prepare_policy(engine, 200.0, budget_s=1.0, progress=said.append)
+        assert len(said) == 1 and said[0].startswith("calibrating") and again.table.batches == first.table.batches
+        assert json.loads(cache.read_text())["cells"] and len(json.loads(cache.read_text())["cells"]) == len(
+            doc["cells"]
+        )
 
 
 def test_a_triton_client_speaks_to_the_server_with_json_tensors(front3, tmp_path):

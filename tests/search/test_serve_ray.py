@@ -84,6 +84,19 @@ def test_bad_deployment_arguments_are_one_line_before_ray_starts():
         build({"bundle": "b", "slo": "40ms", "replica": "2"})
 
 
+def test_a_ray_address_with_no_cluster_is_one_line(front3, tmp_path):
+    """--ray-address that names no cluster (not an address, or nothing there) is the user's input: one line
+    naming it, exit 2 (found as an internal error with a crash log)."""
+    _need_ray()
+    from dynasearch_runtime.errors import BundleError
+    from dynasearch_runtime.serve_ray import serve_ray
+
+    bundle = shutil.copytree(front3, tmp_path / "bundle")
+    device = json.loads((bundle / "devices.json").read_text())["devices"][0]["name"]
+    with pytest.raises(BundleError, match=r"^--ray-address 'foo': no Ray cluster to join \(.*foo.*\); start one"):
+        serve_ray(str(bundle), 200.0, device, address="foo", port=_port_outside_rays())
+
+
 def test_the_runtime_never_imports_ray():
     code = (
         "import sys, dynasearch_runtime.server, dynasearch_runtime.serve_bundle, dynasearch_runtime.bundle_cli, "
