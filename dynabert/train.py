@@ -489,10 +489,13 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     on_step: Callable[[str, int], None] | None = None,
+    given: frozenset[str] = frozenset(),
 ) -> dict:
     """Run the configured stages; returns state.json's content. Under torchrun every process calls this.
 
     on_step(stage, step) is called after every optimizer step (tests use it to interrupt a run).
+    given: the fields of `cfg` the caller named (a resumed run refuses one that differs from run.json's,
+    even at its default value; see check_resumed).
     """
     info = init_from_env()
     out = Path(inputs.out_dir)
@@ -511,7 +514,7 @@ def train(
     shape = BackboneShape.from_config(model.config)
     if resume:
         cfg = check_resume(out, spec, model_dir, shape)
-        check_resumed(asked, cfg, f"{out}/run.json")  # what the caller set must agree with the run's own
+        check_resumed(asked, cfg, f"{out}/run.json", given)  # what the caller set must agree with the run's own
     # An exported sub-network trains as a backbone of its own (its shape is its own, see
     # BackboneShape.from_config). Rewiring and the width/depth stages cut every layer to one width,
     # so they need a uniform one; the teacher stage fine-tunes the model as built, whatever its shape.

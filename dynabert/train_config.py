@@ -246,16 +246,17 @@ FLAGS = {
 _RESUME_SPACE_FIELDS = ("space", "space_samples", "sampling", "space_bias", "space_depths", "space_weight")
 
 
-def check_resumed(asked: TrainConfig, saved: TrainConfig, where: str) -> None:
+def check_resumed(asked: TrainConfig, saved: TrainConfig, where: str, given: frozenset[str] = frozenset()) -> None:
     """A resumed run trains with its saved configuration, whatever the caller passes: a field the caller set
-    (to a value other than the default) that differs from the saved one would change nothing, so it is
-    refused (DataError naming the flag and both values)."""
+    that differs from the saved one would change nothing, so it is refused (DataError naming the flag and
+    both values). Set = `given` (the fields the caller named, even at their default value: `--lr 2e-05` for
+    a run trained at 1e-3) or any field away from its default."""
     default = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
         if f.name in _RESUME_SPACE_FIELDS:
             continue
         value, have = getattr(asked, f.name), getattr(saved, f.name)
-        if value != getattr(default, f.name) and value != have:
+        if (f.name in given or value != getattr(default, f.name)) and value != have:
             flag = FLAGS.get(f.name, f"--{f.name.replace('_', '-')}")
             raise DataError(
                 f"{flag} {_shown(value)} differs from the run's {_shown(have)} ({where}): a resumed run keeps its "
@@ -268,6 +269,11 @@ def _shown(value: object) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(f"{v[0]}={_shown(v[1])}" if isinstance(v, (tuple, list)) else _shown(v) for v in value)
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag_dest(field: str) -> str:
+    """The argparse destination of a TrainConfig field's `dynasearch train` flag (FLAGS, else --field-name)."""
+    return FLAGS.get(field, "--" + field.replace("_", "-"))[2:].replace("-", "_")
 
 
 __all__ = ["DEFAULT_STAGES", "SAMPLINGS", "SPACE_DEPTHS", "STAGES", "STAGE_DIRS", "TrainConfig", "check_resumed"]

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     only = first.replace("-", "_") if first and first.replace("-", "_") in COMMANDS and "-h" not in words[:1] else None
     parser = build_parser(only)
     args = parser.parse_args(argv)
+    args._words = words  # the command line as typed: a command may ask which options it named (given_dests)
     try:
         return int(args.func(args) or 0)
     except DynasearchError as e:

@@ -2520,6 +2520,13 @@ CASES = [
         DataError,
     ),
     Case(
+        "train-resume-with-the-default-lr-named-for-a-run-of-another",
+        lambda e: resume(e, run_json_with(e, config={"learning_rate": 0.001}), "--lr", "2e-5"),
+        r"^--lr 2e-05 differs from the run's 0\.001 \(.*run\.json\): a resumed run keeps its configuration; "
+        r"resume without --lr, or train a new run$",
+        DataError,
+    ),
+    Case(
         "train-resume-with-other-stages",
         lambda e: resume(e, e.run_copy(), "--stages", "teacher"),
         r"^--stages teacher differs from the run's depth \(.*run\.json\)",

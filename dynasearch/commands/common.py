@@ -311,3 +311,19 @@ def space_spec_from_args(args, cls, no_drop: bool = False, error: type[Exception
             f"{'--no-drop' if no_drop else '--drop-rule none'} drops none: drop one of them"
         )
     return cls(args.head_choices, args.ffn_choices, args.ffn_step, rule != "none", args.min_layers or 1, rule)
+
+
+def given_dests(args: argparse.Namespace) -> frozenset[str]:
+    """The argparse destinations the command line named (even at their default values): the sub-command's
+    words parsed again with every default suppressed."""
+    parser, words = args._parser, list(getattr(args, "_words", []))
+    cmd = next((i for i, w in enumerate(words) if not w.startswith("-")), None)
+    saved = [(a, a.default) for a in parser._actions]
+    for a, _ in saved:
+        a.default = argparse.SUPPRESS
+    try:
+        named, _ = parser.parse_known_args(words[cmd + 1 :] if cmd is not None else [])
+    finally:
+        for a, default in saved:
+            a.default = default
+    return frozenset(vars(named))

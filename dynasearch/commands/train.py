@@ -12,6 +12,7 @@ from .common import (
     add_task_args,
     bounded,
     bounded_list,
+    given_dests,
     space_options_given,
     space_spec_from_args,
     task_from_args,
@@ -242,7 +243,7 @@ def run(args) -> int:
     from dynabert.runs import RunInputs, resume_inputs
     from dynabert.space import SpaceSpec
     from dynabert.train import train
-    from dynabert.train_config import TrainConfig
+    from dynabert.train_config import TrainConfig, flag_dest
 
     from .train_checks import check_stage_options
 
@@ -340,7 +341,9 @@ def run(args) -> int:
             args.train_file,
             args.dev_file,
         )
-    state = train(inputs, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress)
+    named = given_dests(args)
+    given = frozenset(f.name for f in dataclasses.fields(TrainConfig) if flag_dest(f.name) in named)
+    state = train(inputs, cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress, given=given)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only the first process reports
         return 0
     print(f"trained {args.out}: stages {', '.join(state['completed'])}; model {args.out}/{state['model']}")
