@@ -88,6 +88,16 @@ class BundleEngine(Engine):
         return make
 
 
+def check_serve_args(slo_ms: float, margin_ms: Optional[float], overload: str, name: str) -> None:
+    """The server's arguments, before anything loads (one BundleError line): `serve`, `serve_app`, `serve_ray`."""
+    bounds.check("latency_ms", slo_ms, "--slo", BundleError)
+    check_margin(slo_ms, margin_ms)
+    if overload not in OVERLOADS:
+        raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
+    if not name or "/" in name:
+        raise BundleError(f"--name {name!r} must be a non-empty model name without '/'")
+
+
 def check_margin(slo_ms: float, margin_ms: Optional[float]) -> None:
     """--slo-margin before anything loads: a number in [0, the SLO) ms (None: the default share)."""
     if margin_ms is None:
@@ -151,12 +161,7 @@ def serve_app(
     margin_ms: Optional[float] = None,
 ) -> Tuple[Any, Server]:
     """(the ASGI app, its server) for a bundle; checks its arguments before loading anything."""
-    bounds.check("latency_ms", slo_ms, "--slo", BundleError)
-    check_margin(slo_ms, margin_ms)
-    if overload not in OVERLOADS:
-        raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
-    if not name or "/" in name:
-        raise BundleError(f"--name {name!r} must be a non-empty model name without '/'")
+    check_serve_args(slo_ms, margin_ms, overload, name)
     engine = BundleEngine(bundle, device, static)
     server = Server(engine, prepare=lambda: prepare_policy(engine, slo_ms, overload, budget_s, margin_ms=margin_ms))
     return build_app(server, name), server
@@ -178,10 +183,7 @@ def serve(
     import uvicorn  # the serve extra
 
     bounds.check("port", port, "--port", BundleError)
-    bounds.check("latency_ms", slo_ms, "--slo", BundleError)
-    check_margin(slo_ms, margin_ms)
-    if overload not in OVERLOADS:
-        raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
+    check_serve_args(slo_ms, margin_ms, overload, name)
     engine = BundleEngine(bundle, device, static)
     # Calibrated before the port opens: an SLO the fastest config cannot hold is one line and exit 2,
     # not a server that never becomes ready.

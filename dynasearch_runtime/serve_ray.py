@@ -41,7 +41,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from . import bounds
 from .errors import BundleError
-from .policy import OVERLOADS
+from .serve_bundle import check_serve_args
 
 INGRESS_HEADER = "x-request-start"
 MAX_INGRESS_AGE_S = 60.0
@@ -175,15 +175,19 @@ def _deployment() -> Any:
     return _DEPLOYMENT
 
 
-def _check(slo_ms: float, overload: str, name: str, replicas: int, queue_bound: int, budget_s: float) -> None:
-    bounds.check("latency_ms", slo_ms, "--slo", BundleError)
+def _check(
+    slo_ms: float,
+    overload: str,
+    name: str,
+    replicas: int,
+    queue_bound: int,
+    budget_s: float,
+    margin_ms: Optional[float],
+) -> None:
+    check_serve_args(slo_ms, margin_ms, overload, name)
     bounds.check("replicas", replicas, "--replicas", BundleError)
     bounds.check("queue", queue_bound, "queue bound", BundleError)
     bounds.check("duration_s", budget_s, "calibration budget", BundleError)
-    if overload not in OVERLOADS:
-        raise BundleError(f"unknown --overload {overload!r}; allowed: {', '.join(OVERLOADS)}")
-    if not name or "/" in name:
-        raise BundleError(f"--name {name!r} must be a non-empty model name without '/'")
 
 
 def app(
@@ -203,7 +207,7 @@ def app(
     """The Ray Serve application of a bundle's front: `serve.run(app(BUNDLE, 40.0), route_prefix="/")`.
     Each replica loads the bundle (a path every node can read), calibrates its latency table (at most
     `budget_s`), then serves the OIP routes; `max_ongoing_requests` is `queue_bound`."""
-    _check(slo_ms, overload, name, replicas, queue_bound, budget_s)
+    _check(slo_ms, overload, name, replicas, queue_bound, budget_s, margin_ms)
     bounds.check("duration_s", max_ingress_age_s, "ingress age limit", BundleError)
     options: Dict[str, Any] = {
         "num_replicas": replicas,
@@ -269,10 +273,8 @@ def serve_ray(
     the latency table is measured here first too (the replicas read it from the cache), so an SLO this
     machine cannot hold is one line, not a replica that never starts."""
     bounds.check("port", port, "--port", BundleError)
-    _check(slo_ms, overload, name, replicas, 4096, budget_s)
-    from .serve_bundle import BundleEngine, check_margin, prepare_policy
-
-    check_margin(slo_ms, margin_ms)
+    _check(slo_ms, overload, name, replicas, 4096, budget_s, margin_ms)
+    from .serve_bundle import BundleEngine, prepare_policy
 
     engine = BundleEngine(bundle, device, static)
     if address is None:
