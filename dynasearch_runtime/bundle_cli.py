@@ -196,6 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _list_front(args.bundle, args.device, args.threads, args.batch)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.simplefilter("ignore", ResourceWarning)  # the collector's unclosed-socket notes: not the user's
             warnings.showwarning = show
             model = load(args.bundle, args.device, args.threads, args.batch)
         if args.check:

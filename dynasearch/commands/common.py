@@ -253,6 +253,9 @@ def print_warnings():
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
+        # A ResourceWarning is the garbage collector reporting some object's unclosed socket or connection
+        # (psycopg's, from a pool): not the user's business, and it would break the one-line error rule.
+        warnings.simplefilter("ignore", ResourceWarning)
         old = warnings.showwarning
         warnings.showwarning = show
         try:

@@ -121,3 +121,16 @@ def test_export_takes_a_training_run(tiny_bert_dir, tmp_path):
     )
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
     assert "teacher" in json.dumps(manifest)  # exported from the run's teacher stage, not refused as "no config.json"
+
+
+def test_warnings_are_one_line_each_and_collector_noise_is_dropped(capsys):
+    """CI once failed here: psycopg connections leaked by earlier code were collected during a command,
+    and their ResourceWarnings came out as extra 'warning:' lines before the one-line error."""
+    import warnings
+
+    from dynasearch.commands.common import print_warnings
+
+    with print_warnings():
+        warnings.warn("the target was judged on raw latency", UserWarning, stacklevel=1)
+        warnings.warn("connection <x> was deleted while still open", ResourceWarning, stacklevel=1)
+    assert capsys.readouterr().err == "warning: the target was judged on raw latency\n"

@@ -298,6 +298,7 @@ def test_lost_connection_survived_then_clear_error(own_postgres):
     with pytest.raises(SearchError, match=r"accuracy cache lookup: storage .* unreachable for \d+ s"):
         cache.get("d", "s", "k1")
     cache.close()
+    storage.engine.dispose()  # its pooled connections would otherwise be collected in a later test
 
 
 # ------------------------------------------------------------------------------ dashboard
