@@ -11,6 +11,10 @@ once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/
   b      (b) samples stratified over the kept-layer counts (--space-depths stratified), weight 0.5
   c      (c) a larger width+depth share: the width stage halved, its compute given to width+depth
   e      (e) the final stage (gold labels, 12 grid points) given a quarter of the width+depth compute
+  lr3    today's steps at learning rate 3e-4 in the width and width+depth stages: the summed loss of 16
+         sub-networks is clipped to norm 1, so each one's share of a step shrinks as sub-networks are added
+  a2lr3  (a) with K=2 at learning rate 3e-4
+  a2c    (a) with K=2 and (c): the width stage halved
 Every recipe's width+depth(+final) compute equals today's: its steps are chosen from the mean step cost
 (dynabert.distill.mean_step_flops at --length tokens); the compute each run counted (RUN/state.json) is
 recorded beside it, with its ratio to today's (the sweep's rule: within 2%).
@@ -49,6 +53,9 @@ RECIPES = {
     "b": dict(args=["--space-depths", "stratified", "--space-weight", "0.5"], shares=None),
     "c": dict(args=[], shares=dict(width=0.5)),  # width stage at half its steps, the rest to width+depth
     "e": dict(args=[], shares=dict(final=0.25)),  # a quarter of the width+depth compute to the final stage
+    "lr3": dict(args=[], shares=None, lr=3e-4),
+    "a2lr3": dict(args=["--subnets-per-step", "2"], shares=None, lr=3e-4),
+    "a2c": dict(args=["--subnets-per-step", "2"], shares=dict(width=0.5)),
 }
 
 
@@ -116,7 +123,9 @@ def plan(args, shape) -> dict:
         planned = sum(steps[s] * c[s] for s in steps)
         # epochs whose ceil(epochs * per_epoch) is exactly the planned steps
         epochs = {s: (n - 0.5) / per_epoch for s, n in steps.items()}
-        out[name] = dict(args=r["args"], steps=steps, epochs=epochs, flops=planned, ratio=planned / budget)
+        out[name] = dict(
+            args=r["args"], steps=steps, epochs=epochs, flops=planned, ratio=planned / budget, lr=r.get("lr", 1e-4)
+        )
     return out
 
 
@@ -178,7 +187,7 @@ def main() -> int:
                 st = "/".join(str(p["steps"].get(s, "-")) for s in ("width", "depth", "final"))
                 print(
                     f"{n + '-s' + str(seed):<12} {st:<28} {p['flops'] / 1e12:>15.3f} {p['ratio']:>9.4f}  "
-                    f"{' '.join(p['args'])}"
+                    f"lr {p['lr']:g} {' '.join(p['args'])}"
                 )
         return 0
     for seed in seeds:
@@ -190,7 +199,7 @@ def main() -> int:
             p = planned[n]
             run = args.out / f"{n}-s{seed}"
             stages = [s for s in ("width", "depth", "final") if s in p["steps"]]
-            lr = ",".join(f"{s}=1e-4" for s in stages)
+            lr = ",".join(f"{s}={p['lr']:g}" for s in stages)
             ep = ",".join(f"{s}={p['epochs'][s]:.6g}" for s in stages)
             cmd = [*common(args, seed), "--model", str(base / "rewired"), "--stage-lr", lr, "--stage-epochs", ep]
             t0 = time.time()

@@ -15,6 +15,7 @@ import os
 import sys
 
 from dynabert.errors import DynasearchError
+from dynasearch_runtime.bounds import glue_negative_values
 
 # Exit statuses, one rule for every command (README "Exit statuses"): 0 done; 1 ran but found no
 # answer (no configuration meets the target); 2 bad input (one line naming the bad value); 3 an
@@ -98,11 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     # Offline by design: never reach a model hub, whatever a config file says.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    words = sys.argv[1:] if argv is None else argv
+    words = glue_negative_values(sys.argv[1:] if argv is None else argv)
     first = next((w for w in words if not w.startswith("-")), None)
     only = first.replace("-", "_") if first and first.replace("-", "_") in COMMANDS and "-h" not in words[:1] else None
     parser = build_parser(only)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     args._words = words  # the command line as typed: a command may ask which options it named (given_dests)
     try:
         return int(args.func(args) or 0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Any, Callable, Dict, NamedTuple, Optional, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Union
 
 Number = Union[int, float]
 
@@ -170,6 +170,26 @@ def arg_type(kind: str) -> Callable[[str], Number]:
     from_text.__name__ = kind
     from_text.bound_kind = kind  # type: ignore[attr-defined]
     return from_text
+
+
+def glue_negative_values(words: Sequence[str]) -> List[str]:
+    """['--slo', '-5ms'] -> ['--slo=-5ms']: argparse reads a word starting with '-' as an option unless it is a
+    plain negative number, so '--slo -5ms' got "expected one argument" instead of the option's own check.
+    No option of ours starts with a digit, so '-' and a digit after an option word is always its value."""
+    out: List[str] = []
+    for w in words:
+        if (
+            out
+            and out[-1].startswith("--")
+            and "=" not in out[-1]
+            and len(w) > 1
+            and w[0] == "-"
+            and w[1] in "0123456789."
+        ):
+            out[-1] = f"{out[-1]}={w}"
+        else:
+            out.append(w)
+    return out
 
 
 def outside(kind: str, high: Optional[Number] = None) -> list:

@@ -159,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     s.add_argument("--overload", choices=["shed", "late"], default="shed", help="--serve: shed (503) or late")
     s.add_argument("--slo-margin", metavar="LAT", help="--serve: plan batches to end this long before the deadline "
                    "(default: a tenth of the SLO; 0 for none)")  # fmt: skip
-    args = p.parse_args(argv)
+    args = p.parse_args(bounds.glue_negative_values(sys.argv[1:] if argv is None else argv))
     if args.serve:
         if args.check or args.text or args.front or args.threads or args.batch:
             p.error(

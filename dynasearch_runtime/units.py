@@ -37,7 +37,7 @@ def parse_latency(text: str, error: type = ValueError) -> float:
         nonzero = re.search(r"[1-9]", m.group(1).lower().split("e")[0]) is not None  # '1e-400' underflows to 0.0
         raise error(f"latency {text!r} must be positive; it is {'too small (rounds to 0 ms)' if nonzero else 'zero'}")
     if bounds.violation("latency_ms", ms) is not None:  # above an hour: a typo (12s for 12ms), not a target
-        raise error(f"latency {text!r} is {ms:g} ms; a target must be {bounds.describe('latency_ms')}")
+        raise error(f"latency {text!r} is {ms:.10g} ms; a target must be {bounds.describe('latency_ms')}")
     return ms
 
 

@@ -660,3 +660,21 @@ def test_bundle_length_beyond_the_backbones_positions_is_refused(bundle_copy, le
     from dynasearch_runtime.bundle_index import read_index
 
     assert read_index(str(bundle_copy))["devices"][0]["length"] == POSITIONS
+
+
+def test_a_negative_value_after_an_option_reaches_the_options_own_check(tmp_path, capsys):
+    """'--slo -5ms' got argparse's "expected one argument"; glued to '--slo=-5ms' it gets the latency check."""
+    from dynasearch_runtime.bounds import glue_negative_values
+    from dynasearch_runtime.bundle_cli import main
+
+    assert glue_negative_values(["b", "--slo", "-5ms", "--serve", "-v", "--x=1", "-.5"]) == [
+        "b",
+        "--slo=-5ms",
+        "--serve",
+        "-v",
+        "--x=1",
+        "-.5",
+    ]
+    assert main([str(tmp_path), "--serve", "--slo", "-5ms"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dynasearch_bundle: error: latency '-5ms' is negative; a target is a positive time, e.g. 5ms"], err

@@ -2298,7 +2298,13 @@ CASES = [
     Case(
         "search-target-latency-above-an-hour",
         lambda e: search(e, "--target-latency", "7200s"),
-        r"latency '7200s' is 7\.2e\+06 ms; a target must be a number in \(0, 3\.6e\+06\] ms",
+        r"latency '7200s' is 7200000 ms; a target must be a number in \(0, 3\.6e\+06\] ms",
+        SearchError,
+    ),
+    Case(
+        "search-target-latency-just-above-an-hour-is-not-rounded",
+        lambda e: search(e, "--target-latency", "3600001ms"),
+        r"latency '3600001ms' is 3600001 ms; a target must be",
         SearchError,
     ),
     Case(
@@ -2676,6 +2682,12 @@ CASES = [
         "serve-slo-without-unit",
         lambda e: ["serve", e.tmp, "--slo", "40"],
         r"latency '40' has no unit; write e\.g\. 40ms",
+        SearchError,
+    ),
+    Case(
+        "serve-slo-with-a-leading-minus-gets-the-latency-check-not-argparse",
+        lambda e: ["serve", e.tmp, "--slo", "-5ms"],
+        r"latency '-5ms' is negative; a target is a positive time, e\.g\. 5ms",
         SearchError,
     ),
     Case(
