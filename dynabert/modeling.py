@@ -85,6 +85,40 @@ class DynaBertConfig(PretrainedConfig):
             )
 
 
+class _SliceAccumulate(torch.autograd.Function):
+    """The leading `n` entries of `param` along `dim`, as a view; its gradient is added straight into
+    that slice of `param.grad` (allocated as zeros on first use, like AccumulateGrad would have).
+
+    Plain slicing makes autograd allocate a full-size zero gradient per use (SliceBackward) and add the
+    whole of it into `param.grad`; a training step runs a dozen sub-networks on slices of the same
+    weights, so that was a full-size zero-fill, copy and add per weight per sub-network. The values
+    summed into `param.grad` are the same (adding the slice's gradient to the same entries, in the same
+    order; the rest of the tensor only ever received zeros)."""
+
+    @staticmethod
+    def forward(ctx, param: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+        ctx.param, ctx.n, ctx.dim = param, n, dim
+        return param.detach().narrow(dim, 0, n)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        p = ctx.param
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.narrow(ctx.dim, 0, ctx.n).add_(grad)
+        return None, None, None
+
+
+def _lead(param: torch.Tensor, n: int, dim: int = 0) -> torch.Tensor:
+    """The leading `n` entries of `param` along `dim`: the parameter itself when that is all of it; a
+    view whose gradient accumulates in place (_SliceAccumulate) when it is a leaf being trained."""
+    if n == param.shape[dim]:
+        return param
+    if param.requires_grad and param.is_leaf and torch.is_grad_enabled():
+        return _SliceAccumulate.apply(param, n, dim)
+    return param.narrow(dim, 0, n)
+
+
 def _act(name: str):
     if name in ("gelu", "gelu_new", "gelu_python"):
         return F.gelu if name == "gelu" else (lambda x: F.gelu(x, approximate="tanh"))
@@ -142,15 +176,15 @@ class Attention(nn.Module):
         # heads=None: all physical heads. Otherwise slice the leading `heads` (views, no copies).
         B, T, _ = x.shape
         n = self.query.out_features if heads is None else heads * self.head_dim
-        q = F.linear(x, self.query.weight[:n], self.query.bias[:n])
-        k = F.linear(x, self.key.weight[:n], self.key.bias[:n])
-        v = F.linear(x, self.value.weight[:n], self.value.bias[:n])
+        q = F.linear(x, _lead(self.query.weight, n), _lead(self.query.bias, n))
+        k = F.linear(x, _lead(self.key.weight, n), _lead(self.key.bias, n))
+        v = F.linear(x, _lead(self.value.weight, n), _lead(self.value.bias, n))
         q, k, v = (t.view(B, T, -1, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
         ctx = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
         )
         ctx = ctx.transpose(1, 2).reshape(B, T, n)
-        out = F.linear(ctx, self.output.weight[:, :n], self.output.bias)
+        out = F.linear(ctx, _lead(self.output.weight, n, 1), self.output.bias)
         return self.LayerNorm(x + self.dropout(out))
 
 
@@ -165,8 +199,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor, neurons: int | None = None) -> torch.Tensor:
         n = self.intermediate.out_features if neurons is None else neurons
-        h = self.act(F.linear(x, self.intermediate.weight[:n], self.intermediate.bias[:n]))
-        out = F.linear(h, self.output.weight[:, :n], self.output.bias)
+        h = self.act(F.linear(x, _lead(self.intermediate.weight, n), _lead(self.intermediate.bias, n)))
+        out = F.linear(h, _lead(self.output.weight, n, 1), self.output.bias)
         return self.LayerNorm(x + self.dropout(out))
 
 

@@ -89,6 +89,33 @@ def test_active_mode_gradients_only_reach_used_slices():
     assert model.layers[1].ffn.intermediate.weight.grad[10:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("order", [1, -1])
+def test_slice_gradients_accumulate_as_plain_slicing(order, monkeypatch):
+    """Several sub-networks' backwards (full width and sliced, either order, dropout on) sum into the
+    same .grad, bit for bit, as with plain slicing (full-size zero gradients per slice); an unused
+    parameter keeps grad None."""
+    import dynabert.modeling as modeling
+
+    model = tiny_random_model("bert").train()
+    feeds = random_ids(model)
+    specs = [[(0, 4, 64), (1, 4, 64), (2, 4, 64)], [(0, 3, 48), (2, 2, 17)], [(1, 1, 0), (3, 0, 5)]][::order]
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1)
+        for a in specs:
+            model(**feeds, labels=torch.tensor([0, 1, 0]), active=a).loss.backward()
+        return {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
+
+    fast = grads()
+    monkeypatch.setattr(modeling, "_lead", lambda p, n, dim=0: p[:n] if dim == 0 else p[:, :n])
+    plain = grads()
+    assert fast.keys() == plain.keys() and fast["layers.3.attention.query.weight"] is None
+    for k in fast:
+        assert (fast[k] is None) == (plain[k] is None), k
+        assert fast[k] is None or torch.equal(fast[k], plain[k]), k
+
+
 @pytest.mark.parametrize("flavor", ["bert", "roberta"])
 def test_matches_hugging_face_model(flavor, tiny_bert_dir, tiny_roberta_dir):
     from transformers import AutoModelForSequenceClassification
