@@ -14,6 +14,15 @@ and two trees that differ only in speed must agree to float rounding.
 
     .venv/bin/python bench/train_throughput.py --code before=/path/to/old-worktree --code after=.
 
+A variant may add `dynasearch train` flags after its tree: `--code NAME=DIR:FLAGS`, the tree ending at the
+first ':' (a DIR containing ':' cannot be given) and FLAGS split like a shell line (quote it when it holds
+spaces). They come after the recipe's flags, so one given twice overrides the recipe's. float32 against
+bfloat16 autocast, interleaved, on one tree:
+
+    .venv/bin/python bench/train_throughput.py --code fp32=. --code bf16=.:--bf16
+
+A variant whose flags change the numerics (--bf16) is not expected to match the first variant's dev scores.
+
 Writes a Markdown table (atomically) to --out. Other processes on the machine slow every run; the
 interleaving spreads that over the variants, so the ratio is fairer than the absolute rates.
 """
@@ -24,7 +33,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -32,6 +41,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 DEFAULT_MODEL = REPO / "runs" / "sweep" / "base-s42" / "rewired"
 
 
@@ -72,19 +82,11 @@ def train_args(out: Path, model: Path, steps: int) -> list[str]:
 
 
 def cpu_info() -> tuple[str, str]:
-    """(model name, native-bf16 flags present) from /proc/cpuinfo."""
-    name, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name" and name in ("unknown", platform.processor()):
-                name = val.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(val.split())
-    except OSError:
-        pass
-    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return name, ", ".join(bf16) or "none"
+    """(model name, native-bf16 features): what `dynasearch train --bf16` decides by (dynabert.checks)."""
+    from dynabert.checks import cpu_bf16_flags
+    from dynasearch_runtime.fingerprint import _cpu_model
+
+    return _cpu_model(), ", ".join(cpu_bf16_flags()) or "none"
 
 
 def git_rev(root: Path) -> str:
@@ -111,9 +113,9 @@ def imported_from(python: str, root: Path) -> str:
     return r.stdout.strip()
 
 
-def one_run(python: str, root: Path, model: Path, steps: int, work: Path, tag: str) -> dict:
+def one_run(python: str, root: Path, model: Path, steps: int, work: Path, tag: str, flags: list[str]) -> dict:
     out = work / tag
-    cmd = [python, "-m", "dynasearch", *train_args(out, model, steps)]
+    cmd = [python, "-m", "dynasearch", *train_args(out, model, steps), *flags]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"error: run {tag} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
@@ -139,7 +141,9 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def report(args, variants: dict[str, Path], runs: dict[str, list[dict]], torch_version: str) -> str:
+def report(
+    args, variants: dict[str, Path], flags: dict[str, list[str]], runs: dict[str, list[dict]], torch_version: str
+) -> str:
     cpu, bf16 = cpu_info()
     names = list(variants)
     med = {n: statistics.median(r["rate"] for r in runs[n]) for n in names}
@@ -155,13 +159,15 @@ def report(args, variants: dict[str, Path], runs: dict[str, list[dict]], torch_v
         f"- runs interleaved ({', '.join(names)}) x {args.repeats}; rate = state.json throughput "
         "(training steps only, evaluation excluded) x sub-networks per step; median per variant",
         "",
-        "| variant | code | commit | rates (ex x subnets / s) | median | vs " + base + " |",
-        "|---|---|---|---|---|---|",
+        "| variant | code | commit | extra train flags | rates (ex x subnets / s) | median | vs " + base + " |",
+        "|---|---|---|---|---|---|---|",
     ]
     for n in names:
         rates = ", ".join(f"{r['rate']:.2f}" for r in runs[n])
+        extra = f"`{shlex.join(flags[n])}`" if flags[n] else "none"
         lines.append(
-            f"| {n} | `{variants[n]}` | {git_rev(variants[n])} | {rates} | {med[n]:.2f} | {med[n] / med[base]:.2f}x |"
+            f"| {n} | `{variants[n]}` | {git_rev(variants[n])} | {extra} | {rates} | {med[n]:.2f} | "
+            f"{med[n] / med[base]:.2f}x |"
         )
     lines += [
         "",
@@ -197,7 +203,14 @@ def report(args, variants: dict[str, Path], runs: dict[str, list[dict]], torch_v
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--code", action="append", required=True, metavar="NAME=DIR", help="a code tree to run (repeat)")
+    ap.add_argument(
+        "--code",
+        action="append",
+        required=True,
+        metavar="NAME=DIR[:FLAGS]",
+        help="a code tree to run, optionally with extra `dynasearch train` flags after the first ':' "
+        "(e.g. bf16=.:--bf16); repeat",
+    )
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model dir the stage starts from")
     ap.add_argument("--steps", type=int, default=12, help="optimizer steps per run (default 12)")
     ap.add_argument("--repeats", type=int, default=3, help="runs per variant, interleaved (default 3)")
@@ -205,10 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_throughput.md")
     args = ap.parse_args(argv)
     variants: dict[str, Path] = {}
+    flags: dict[str, list[str]] = {}
     for spec in args.code:
-        name, sep, root = spec.partition("=")
+        name, sep, rest = spec.partition("=")
+        root, colon, extra = rest.partition(":")
         if not sep or not name or not root:
-            ap.error(f"--code {spec!r}: expected NAME=DIR")
+            ap.error(f"--code {spec!r}: expected NAME=DIR or NAME=DIR:FLAGS")
+        try:
+            flags[name] = shlex.split(extra)
+        except ValueError as e:
+            ap.error(f"--code {spec!r}: the flags after ':' do not split ({e})")
+        if colon and (not flags[name] or not flags[name][0].startswith("-")):
+            ap.error(f"--code {spec!r}: after ':' give `dynasearch train` flags, e.g. {name}={root}:--bf16")
         path = Path(root).resolve()
         if not (path / "dynabert").is_dir():
             ap.error(f"--code {spec!r}: {path} has no dynabert package")
@@ -227,14 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="train-throughput-") as tmp:
         for rep in range(args.repeats):
             for name, root in variants.items():
-                r = one_run(args.python, root, args.model.resolve(), args.steps, Path(tmp), f"{name}-{rep}")
+                r = one_run(
+                    args.python, root, args.model.resolve(), args.steps, Path(tmp), f"{name}-{rep}", flags[name]
+                )
                 runs[name].append(r)
                 print(
                     f"{name} run {rep + 1}/{args.repeats}: {r['rate']:.2f} examples x sub-networks/s "
                     f"({r['examples_per_s']:.3f} examples/s x {r['subnets_per_step']}), dev sum {r['dev_sum']:.4f}",
                     flush=True,
                 )
-    text = report(args, variants, runs, torch_version)
+    text = report(args, variants, flags, runs, torch_version)
     write_atomic(args.out, text)
     print(text)
     return 0

@@ -297,13 +297,14 @@ class DynaBertForSequenceClassification(DynaBertPreTrainedModel):
             if hidden is not None:
                 hidden.append(x)
         logits = self.classifier(x)
-        loss = None
-        if labels is not None:
-            if self.config.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels)
+        loss = None if labels is None else self.gold_loss(logits, labels)
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=tuple(hidden) if hidden else None)
+
+    def gold_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The gold-label loss: cross-entropy, MSE for regression (num_labels 1)."""
+        if self.config.num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels)
 
 
 class OnnxWrapper(nn.Module):

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from . import checks
 from .backbone import load_model, resolve_model_dir, tokenizer_files
 from .checks import differences
 from .data import Batch, check_max_length, collate, encode, epoch_batches, eval_batches, load_tokenizer, shard
@@ -115,6 +116,10 @@ class Trainer:
         self.inputs, self.cfg, self.info, self.progress, self.on_step = inputs, cfg, info, progress, on_step
         self.out = Path(inputs.out_dir)
         self.device = device_for(info)
+
+    def autocast(self) -> torch.autocast:
+        """The forward passes' precision: bfloat16 autocast under cfg.bf16, else float32 (a no-op context)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16)
 
     # -- set-up
     def prepare(self, model: DynaBertForSequenceClassification, spec: TaskSpec, train, dev) -> None:
@@ -220,7 +225,8 @@ class Trainer:
 
     def sub_losses(self, stage: str, b: Batch, scale: float, teacher, step: int) -> float:
         """Forward + backward of every sub-network of global step `step` (0-based); returns the summed
-        loss (for display)."""
+        loss (for display). The forwards run under self.autocast() (bfloat16 with cfg.bf16); the losses are
+        computed in float32 from float32 copies of the logits and hidden states, the backward outside it."""
         cfg, model, L = self.cfg, self.model, self.shape.num_layers
         kw = dict(attention_mask=b.attention_mask, token_type_ids=b.token_type_ids)
         plan = step_plan(self.shape, stage, cfg, step)
@@ -228,7 +234,9 @@ class Trainer:
         if stage in ("teacher", "final"):
             for _w, _d, sub in plan:
                 active = None if stage == "teacher" else sub.active_spec()
-                loss = model(b.input_ids, labels=b.labels, active=active, **kw).loss * scale
+                with self.autocast():
+                    logits = model(b.input_ids, active=active, **kw).logits
+                loss = model.gold_loss(logits.float(), b.labels) * scale
                 loss.backward()
                 total += loss.item()
             return total
@@ -239,42 +247,48 @@ class Trainer:
         )
         if self.spec.is_regression:
             lw = 0.0  # the reference drops the logit term for STS-B
-        t_out = {}
-        with torch.no_grad():  # the frozen teacher: once per width it is needed at, per step
+        t_out = {}  # width -> (logits, hidden states), float32 (a no-op cast without bf16)
+        with torch.no_grad(), self.autocast():  # the frozen teacher: once per width it is needed at, per step
             t_emb = teacher.embeddings(b.input_ids, b.token_type_ids)  # eval mode: the same for every width
             for w in step_teacher_widths(self.shape, stage, cfg, plan):
                 sub = SubnetConfig.from_grid(self.shape, w, 1.0)
-                t_out[w] = teacher(
+                o = teacher(
                     b.input_ids,
                     active=None if w == 1.0 else sub.active_spec(),
                     output_hidden_states=True,
                     embedding_output=t_emb,
                     **kw,
                 )
+                t_out[w] = (o.logits.float(), [h.float() for h in o.hidden_states])
         # The embedding output is never sliced: compute it once per step for all sub-networks, let each
         # sub-network's backward stop at a detached copy, and run the embeddings' backward once with the
         # summed gradient (the word-embedding gradient is a dense vocab x hidden tensor: 12 backward
         # passes through it cost more than one). Its dropout mask is shared by the step's sub-networks.
-        emb = model.embeddings(b.input_ids, b.token_type_ids)
+        with self.autocast():
+            emb = model.embeddings(b.input_ids, b.token_type_ids)
         emb_in = emb.detach().requires_grad_(True)
         for w, _d, sub in plan:
-            t = t_out[w] if w in t_out else t_out[1.0]  # random per-layer sub-networks (w None): full width
+            t_logits, t_hidden = t_out[w] if w in t_out else t_out[1.0]  # random per-layer ones (w None): full width
             weight = cfg.space_weight if w is None else 1.0  # sampled ones: scaled by --space-weight
-            s = model(b.input_ids, active=sub.active_spec(), output_hidden_states=True, embedding_output=emb_in, **kw)
-            loss = s.logits.new_zeros(())
+            with self.autocast():
+                s = model(
+                    b.input_ids, active=sub.active_spec(), output_hidden_states=True, embedding_output=emb_in, **kw
+                )
+            s_logits = s.logits.float()
+            loss = s_logits.new_zeros(())
             if lw:
-                sce = soft_cross_entropy(s.logits, t.logits)
+                sce = soft_cross_entropy(s_logits, t_logits)
                 loss = loss + lw * sce
                 # SCE = H(teacher) + KL(teacher || student): the entropy is a floor no step can lower,
                 # so it is logged apart from what training can move (the KL and the hidden-state MSE).
                 with torch.no_grad():
-                    ent = soft_cross_entropy(t.logits, t.logits).item()
+                    ent = soft_cross_entropy(t_logits, t_logits).item()
                 self.loss_parts["teacher_entropy"] += lw * ent * scale
                 self.loss_parts["logit_kl"] += lw * (sce.item() - ent) * scale
             if hw:
-                hidden = s.logits.new_zeros(())
+                hidden = s_logits.new_zeros(())
                 for j, k in hidden_pairs(sub, L):
-                    hidden = hidden + masked_mse(s.hidden_states[j], t.hidden_states[k], b.attention_mask)
+                    hidden = hidden + masked_mse(s.hidden_states[j].float(), t_hidden[k], b.attention_mask)
                 loss = loss + hw * hidden
                 self.loss_parts["hidden_mse"] += hw * hidden.item() * scale
             loss = loss * scale
@@ -515,6 +529,13 @@ def train(
     if resume:
         cfg = check_resume(out, spec, model_dir, shape)
         check_resumed(asked, cfg, f"{out}/run.json", given)  # what the caller set must agree with the run's own
+    if cfg.bf16:  # where bf16 is emulated it is slower than float32: refused before anything is written
+        checks.require_native_bf16(
+            f"the run's bf16 ({out}/run.json)" if resume else "--bf16",
+            device_for(info),
+            DataError,
+            "resume it on such a machine, or train a new run without --bf16" if resume else "train without --bf16",
+        )
     # An exported sub-network trains as a backbone of its own (its shape is its own, see
     # BackboneShape.from_config). Rewiring and the width/depth stages cut every layer to one width,
     # so they need a uniform one; the teacher stage fine-tunes the model as built, whatever its shape.

@@ -132,6 +132,11 @@ class TrainConfig:
     # Batches of similar lengths (chunks of 50 batches sorted by length, batch order shuffled), so
     # dynamic padding wastes little. Off by default: the paper's batches are uniformly random.
     group_by_length: bool = False
+    # Issue 25: the forward passes of every training stage (student and teacher) under bfloat16 autocast; the
+    # losses, the backward's accumulation into the float32 weights, the optimizer and the dev evaluation that
+    # selects checkpoints stay float32. Only where bf16 is native (dynabert.checks.bf16_unsupported); it changes
+    # the numerics (see docs/training.md).
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -212,6 +217,8 @@ class TrainConfig:
             raise DataError(f"depth_teacher must be 'same-width' or 'full-width'; got {self.depth_teacher!r}")
         if self.rewire_data not in ("heldout", "dev"):
             raise DataError(f"rewire_data must be 'heldout' or 'dev'; got {self.rewire_data!r}")
+        if not isinstance(self.bf16, bool):
+            raise DataError(f"bf16 must be true or false; got {self.bf16!r}")
 
     def lr_for(self, stage: str) -> float:
         return dict(self.stage_learning_rates).get(stage, self.learning_rate)

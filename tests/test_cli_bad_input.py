@@ -224,6 +224,15 @@ def train(e: Env, *extra, model: Path | None = None, data: Path | None = None, o
     ]
 
 
+def _bf16_unsupported_here() -> str | None:
+    """Why `train --bf16` is refused on this machine's training device (None: it has native bf16)."""
+    import torch
+
+    from dynabert.checks import bf16_unsupported
+
+    return bf16_unsupported("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resume(e: Env, run: Path, *extra) -> list:
     return ["train", "--out", run, "--resume", "--no-progress", *extra]
 
@@ -2813,6 +2822,21 @@ CASES = [
         lambda e: ["loadtest", "http://127.0.0.1:9", "--bundle", e.tmp, "--schedule", "5:1", "--out", e.tmp],
         r"^--out .* is a folder; give the summary's file, e\.g\. .*summary\.json$",
         __import__("dynasearch.loadtest", fromlist=["LoadtestError"]).LoadtestError,
+    ),
+    # ---- issue 25: train --bf16 (bfloat16 autocast only where bf16 is native)
+    Case(
+        "train-bf16-without-native-bf16",  # here only on such a machine; tests/dynabert/test_train_bf16.py fakes one
+        lambda e: train(e, "--bf16"),
+        r"^--bf16 needs native bfloat16: the (CPU '.*' has neither AVX512-BF16 nor AMX|GPU '.*' \(compute "
+        r"capability .*\) has no native bf16).*; train without --bf16$",
+        DataError,
+        skip=None if _bf16_unsupported_here() else "this machine has native bf16 (nothing to refuse)",
+    ),
+    Case(
+        "train-resume-with-another-bf16",
+        lambda e: resume(e, e.run_copy(), "--bf16"),
+        r"^--bf16 True differs from the run's False \(.*run/run\.json\): a resumed run keeps its configuration",
+        DataError,
     ),
     # (end of search section)
 ]

@@ -206,6 +206,13 @@ def register(sub) -> None:
         action="store_true",
         help="batches of similar lengths (less padding, faster; the paper uses uniformly random batches)",
     )
+    h.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bfloat16 autocast of the forward passes (losses, weights and optimizer stay float32; changes the "
+        "numerics): CPUs with native bf16 (AVX512-BF16 or AMX) or CUDA GPUs with bf16, refused elsewhere "
+        "(default float32)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run, _parser=p)
 
@@ -314,6 +321,7 @@ def run(args) -> int:
         checkpoint_every=args.checkpoint_every,
         eval_batch_size=args.eval_batch_size,
         group_by_length=args.group_by_length,
+        bf16=args.bf16,
     )
     if not args.resume:  # a resumed run's own configuration is checked by train() (check_resumed)
         check_stage_options(cfg, d)
