@@ -15,6 +15,8 @@ once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/
          sub-networks is clipped to norm 1, so each one's share of a step shrinks as sub-networks are added
   a2lr3  (a) with K=2 at learning rate 3e-4
   a2c    (a) with K=2 and (c): the width stage halved
+  bf16   today's recipe with --bf16 (bfloat16 autocast; only on CPUs with native bf16): item 2's check that
+         grid accuracy holds against fp32
 Every recipe's width+depth(+final) compute equals today's: its steps are chosen from the mean step cost
 (dynabert.distill.mean_step_flops at --length tokens); the compute each run counted (RUN/state.json) is
 recorded beside it, with its ratio to today's (the sweep's rule: within 2%).
@@ -56,6 +58,7 @@ RECIPES = {
     "lr3": dict(args=[], shares=None, lr=3e-4),
     "a2lr3": dict(args=["--subnets-per-step", "2"], shares=None, lr=3e-4),
     "a2c": dict(args=["--subnets-per-step", "2"], shares=dict(width=0.5)),
+    "bf16": dict(args=["--bf16"], shares=None),  # today's recipe under bf16 autocast (item 2's accuracy rule)
 }
 
 
