@@ -33,31 +33,25 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The statistics and the page live in sibling modules, imported by plain name (as the other bench scripts do):
+# bench/ is sys.path[0] when this file runs as a script, but not when tests load it by its path.
+sys.path.insert(0, str(ROOT / "bench"))
+
+from training_analysis import ALONE_SEED, BUDGET, DEPTH_ROWS, POINTS, RESAMPLES, TASK, analyse, name_of  # noqa: E402
+from training_tables import render  # noqa: E402
 
 from dynabert.io import atomic_dir, atomic_file, write_json, write_text  # noqa: E402
-from dynabert.metrics import paired_bootstrap  # noqa: E402
-from dynabert.tables import markdown_table  # noqa: E402
-from search.pareto import hypervolume_2d  # noqa: E402
 
-WIDTHS = (1.0, 0.75, 0.5, 0.25)
-DEPTHS = (1.0, 0.75, 0.5)
-# The paper grid in dynabert.subnet.paper_grid's order (depth outer, width inner), named WxD.
-POINTS = [f"{w:g}x{d:g}" for d in DEPTHS for w in WIDTHS]
-# Issue 25 item 0: the depth < 1 shapes at widths >= 0.5, each trained alone as the reference.
-DEPTH_ROWS = [(w, d) for d in (0.75, 0.5) for w in (1.0, 0.75, 0.5)]
-ALONE_SEED = 42
-TODAY = "today"
-RESAMPLES = 1000
-BOOT_SEED = 0
+if TYPE_CHECKING:
+    from predictors import Protocol
+
 STEPS = ("alone", "correct", "latency", "report")
-# The demo's budget (dynasearch/demo.py DemoConfig; bench/training_sweep.py's base run).
-TASK = "tweets"
-BUDGET = dict(train_subset=4000, dev_subset=500, max_seq_length=64, batch_size=32, lr=1e-4)
 NPZ_KEYS = ("correct", "labels", "points", "subnet_keys", "dev_digest", "model_digest", "accuracy")
 
 
@@ -65,11 +59,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def name_of(w: float, d: float) -> str:
-    return f"{w:g}x{d:g}"
-
-
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--results", type=Path, default=Path("runs/sweep/results.json"), help="the sweep's results JSON")
     p.add_argument("--sweep-out", type=Path, default=Path("runs/sweep"), help="the sweep's --out (NAME-sSEED runs)")
@@ -177,7 +167,7 @@ def slice_init(init: Path, w: float, d: float, seed: int) -> None:
     log(f"sliced {name_of(w, d)} ({sub.describe()}) into {init}")
 
 
-def train_alone(args) -> None:
+def train_alone(args: argparse.Namespace) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     for w, d in DEPTH_ROWS:
         run = alone_dir(args.work, w, d)
@@ -304,7 +294,7 @@ def check_against_grid(key: str, data: dict, record: dict) -> None:
         log(f"{key}: the {len(rows)} grid CSV accuracies agree to 0.01 point")
 
 
-def measure_correct(args) -> None:
+def measure_correct(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
@@ -331,7 +321,9 @@ def measure_correct(args) -> None:
 # ---------------------------------------------------------------------------------------------- latency
 
 
-def measure_latency(path: Path, protocol=None, points: list[str] | None = None, records: Path | None = None) -> dict:
+def measure_latency(
+    path: Path, protocol: Protocol | None = None, points: list[str] | None = None, records: Path | None = None
+) -> dict:
     """The grid shapes extracted from the packaged backbone, timed as the demo times (predictors.measure:
     onnxruntime CPU, 1 thread, batch 1, length 64, DEMO_PROTOCOL); written to `path` (JSON)."""
     from dynabert.subnet import paper_grid
@@ -381,7 +373,7 @@ def measure_latency(path: Path, protocol=None, points: list[str] | None = None, 
 # ---------------------------------------------------------------------------------------------- loading caches
 
 
-def load_caches(args) -> dict:
+def load_caches(args: argparse.Namespace) -> dict:
     """Everything the report needs, from the caches only (nothing is trained, scored or timed)."""
     results = load_results(args.results)
     runs, missing = {}, []
@@ -422,456 +414,10 @@ def load_caches(args) -> dict:
     return dict(runs=runs, missing=missing, teachers=teachers, alone=alone, labels=labels, latency=latency)
 
 
-# ---------------------------------------------------------------------------------------------- statistics
+# ---------------------------------------------------------------------------------------------- report
 
 
-def majority(labels: np.ndarray) -> float:
-    return 100.0 * float(np.bincount(labels).max() / len(labels))
-
-
-def boot_counts(n: int, resamples: int) -> np.ndarray:
-    """(resamples, n) counts of each dev example in each resample: the SAME for every recipe (paired)."""
-    idx = np.random.default_rng(BOOT_SEED).integers(0, n, size=(resamples, n))
-    counts = np.zeros((resamples, n), dtype=np.float32)
-    np.add.at(counts, (np.arange(resamples)[:, None], idx), 1.0)
-    return counts
-
-
-def hv_of(acc: np.ndarray, lat: np.ndarray, ref_s: float, ref_t: float) -> float:
-    return hypervolume_2d(acc, lat, ref_s, ref_t)
-
-
-def hv_boot(correct: np.ndarray, counts: np.ndarray, lat: np.ndarray, ref_s: float, ref_t: float) -> np.ndarray:
-    """The hypervolume of the 12 grid points in each resample (their accuracies recomputed on it)."""
-    acc = 100.0 * (counts @ correct.T.astype(np.float32)) / correct.shape[1]  # (resamples, 12)
-    return np.array([hv_of(a, lat, ref_s, ref_t) for a in acc])
-
-
-def interval(x: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.quantile(x, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def analyse(data: dict, resamples: int = RESAMPLES) -> dict:
-    """The numbers of the report (pure: the caches in, a dict out)."""
-    runs, labels = data["runs"], data["labels"]
-    out: dict = {"recipes": {}, "seeds": sorted({int(r["seed"]) for r in runs.values()})}
-    if labels is None:
-        return out
-    n = len(labels)
-    out["n_dev"], out["majority"] = n, majority(labels)
-    by_recipe: dict[str, dict[int, dict]] = {}
-    for r in sorted(runs.values(), key=lambda r: (r["recipe"] != TODAY, r["recipe"], int(r["seed"]))):
-        by_recipe.setdefault(r["recipe"], {})[int(r["seed"])] = r
-    lat = data["latency"]
-    counts = boot_counts(n, resamples)
-    if lat is not None:
-        t = np.array([lat["points"][p]["ms"] for p in POINTS])
-        ref_t = lat["points"]["1x1"]["ms"]
-        out["ref"] = (out["majority"], ref_t)
-    for name, seeds in by_recipe.items():
-        rec: dict = {"seeds": sorted(seeds), "per_seed": {}}
-        for seed, r in sorted(seeds.items()):
-            c = r["correct"]
-            ps = {"acc": 100.0 * c.mean(axis=1), "record": r}
-            comp = r.get("compute") or {}
-            ps["flops"] = sum(v["flops"] for s, v in comp.items() if s in ("width", "depth", "final"))
-            ps["seconds"] = (comp.get("total") or {}).get("seconds")
-            if lat is not None:
-                ps["hv"] = hv_of(ps["acc"], t, out["majority"], ref_t)
-                ps["hv_boot"] = hv_boot(c, counts, t, out["majority"], ref_t)
-            teacher = data["teachers"].get(seed)
-            if teacher is not None:
-                ps["teacher"] = 100.0 * teacher["correct"].mean()
-            rec["per_seed"][seed] = ps
-        # the mean over seeds: per-example mean correctness (same dev examples), so bootstraps stay paired
-        rec["correct_mean"] = np.mean([seeds[s]["correct"].astype(float) for s in sorted(seeds)], axis=0)
-        rec["acc"] = 100.0 * rec["correct_mean"].mean(axis=1)
-        if lat is not None:
-            rec["hv"] = float(np.mean([rec["per_seed"][s]["hv"] for s in seeds]))
-            rec["hv_boot"] = np.mean([rec["per_seed"][s]["hv_boot"] for s in seeds], axis=0)
-        out["recipes"][name] = rec
-    today = out["recipes"].get(TODAY)
-    for name, rec in out["recipes"].items():
-        for seed, ps in rec["per_seed"].items():
-            ref = today["per_seed"].get(seed) if today else None
-            ps["flops_ratio"] = ps["flops"] / ref["flops"] if ref and ref["flops"] else None
-            if lat is not None and ref is not None:
-                ps["hv_ratio"] = ps["hv"] / ref["hv"] if ref["hv"] else float("nan")
-                ps["hv_ratio_ci"] = interval(ps["hv_boot"] / ref["hv_boot"])
-        if lat is not None:
-            rec["hv_ci"] = interval(rec["hv_boot"])
-            if today is not None:
-                rec["hv_ratio"] = rec["hv"] / today["hv"] if today["hv"] else float("nan")
-                rec["hv_ratio_ci"] = interval(rec["hv_boot"] / today["hv_boot"])
-        # depth rows: the gap to the full-depth sibling, and the paired difference against the alone shape
-        rec["depth"] = {}
-        for w, d in DEPTH_ROWS:
-            pt, sib = POINTS.index(name_of(w, d)), POINTS.index(name_of(w, 1.0))
-            row = {"gap": float(rec["acc"][sib] - rec["acc"][pt]), "limit": 3.0 if d == 0.75 else 5.0}
-            alone = data["alone"].get(name_of(w, d))
-            if alone is not None:
-                row["alone_acc"] = 100.0 * alone["correct"].mean()
-                row["vs_alone"] = paired_bootstrap(
-                    rec["correct_mean"][pt], alone["correct"].astype(float), resamples, BOOT_SEED
-                )
-            rec["depth"][name_of(w, d)] = row
-        # the full-depth points against today's (on the mean over seeds)
-        rec["vs_today"] = {}
-        if today is not None and name != TODAY:
-            common = sorted(set(rec["per_seed"]) & set(today["per_seed"]))
-            if common:
-                mine = np.mean([rec["per_seed"][s]["record"]["correct"].astype(float) for s in common], axis=0)
-                theirs = np.mean([today["per_seed"][s]["record"]["correct"].astype(float) for s in common], axis=0)
-                for w in WIDTHS:
-                    i = POINTS.index(name_of(w, 1.0))
-                    rec["vs_today"][name_of(w, 1.0)] = paired_bootstrap(mine[i], theirs[i], resamples, BOOT_SEED)
-                rec["vs_today_seeds"] = common
-    for name, rec in out["recipes"].items():
-        rec["targets"] = targets(rec, out, name)
-        for x in rec["targets"]:  # numpy booleans would print as n/a
-            x["met"] = None if x["met"] is None else bool(x["met"])
-    out["winner"] = winner(out["recipes"])
-    return out
-
-
-def targets(rec: dict, out: dict, name: str) -> list[dict]:
-    """Each target of issue 25 item 4: what it asks, the measured value, met (True/False) or None (no data)."""
-    t = []
-    gaps = rec["depth"]
-    worst75 = max(gaps[name_of(w, 0.75)]["gap"] for w in (1.0, 0.75, 0.5))
-    worst50 = max(gaps[name_of(w, 0.5)]["gap"] for w in (1.0, 0.75, 0.5))
-    t.append(
-        dict(
-            target="at widths >= 0.5 every depth-0.75 grid point within 3 points of its full-depth sibling",
-            value=f"largest gap {worst75:.2f}",
-            met=worst75 <= 3.0,
-            depth_row=True,
-        )
-    )
-    t.append(
-        dict(
-            target="at widths >= 0.5 every depth-0.5 point within 5 points of its full-depth sibling",
-            value=f"largest gap {worst50:.2f}",
-            met=worst50 <= 5.0,
-            depth_row=True,
-        )
-    )
-    va = [(pt, r["vs_alone"]) for pt, r in gaps.items() if "vs_alone" in r]
-    if len(va) == len(gaps):
-        pt, (m, lo, hi) = min(va, key=lambda x: (x[1][0] >= -0.5 and x[1][1] > -2, x[1][0]))
-        met = all(v[0] >= -0.5 and v[1] > -2 for _, v in va)
-        value = f"weakest {pt}: {m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-    else:
-        met, value = None, f"alone references for {len(va)} of {len(gaps)} shapes"
-    t.append(
-        dict(
-            target="each of them at least as accurate as the same shape trained alone (paired point estimate >= -0.5, "
-            "interval's lower end > -2)",
-            value=value,
-            met=met,
-            depth_row=True,
-        )
-    )
-    if name == TODAY:
-        t.append(dict(target="every full-depth point not worse than today's recipe", value="(is today's)", met=None))
-    elif rec["vs_today"]:
-        vt = rec["vs_today"]
-        pt, (m, lo, hi) = min(vt.items(), key=lambda x: (x[1][0] >= -0.5 and x[1][1] >= -1.5, x[1][0]))
-        met = all(v[0] >= -0.5 and v[1] >= -1.5 for v in vt.values())
-        seeds = "two-seed mean" if len(rec["vs_today_seeds"]) > 1 else f"seed {rec['vs_today_seeds'][0]} only"
-        t.append(
-            dict(
-                target="every full-depth point not worse than today's recipe (judged on the two-seed mean: paired point "
-                "estimate >= -0.5 and the interval's lower end >= -1.5)",
-                value=f"weakest {pt}: {m:+.2f} [{lo:+.2f}, {hi:+.2f}] ({seeds})",
-                met=met,
-            )
-        )
-    else:
-        t.append(dict(target="every full-depth point not worse than today's", value="no today run", met=None))
-    diffs = {s: ps["teacher"] - ps["acc"][0] for s, ps in rec["per_seed"].items() if "teacher" in ps}
-    if diffs:
-        worst = max(diffs.values())
-        value = ", ".join(
-            f"s{s}: {rec['per_seed'][s]['acc'][0]:.2f} vs {rec['per_seed'][s]['teacher']:.2f}" for s in sorted(diffs)
-        )
-        t.append(
-            dict(
-                target="the full model within 1 point of its teacher (every seed; not more than 1 below it)",
-                value=value,
-                met=worst <= 1.0,
-            )
-        )
-    else:
-        t.append(dict(target="the full model within 1 point of its teacher", value="no teacher scored", met=None))
-    floor = out["majority"] + 8
-    low = min(float(ps["acc"].min()) for ps in rec["per_seed"].values())
-    t.append(
-        dict(
-            target=f"no grid point below the majority class + 8 (= {floor:.2f}; every seed)",
-            value=f"lowest {low:.2f}",
-            met=low >= floor,
-        )
-    )
-    if "hv_ratio" in rec and name != TODAY:
-        lo_r, hi_r = rec["hv_ratio_ci"]
-        today = out["recipes"][TODAY]
-        outside = rec["hv_ci"][0] > today["hv_ci"][1]
-        t.append(
-            dict(
-                target="the grid front's hypervolume >= 10% above today's recipe (outside both intervals: its 95% lower "
-                "end above today's upper end)",
-                value=f"x{rec['hv_ratio']:.3f} [x{lo_r:.3f}, x{hi_r:.3f}]; intervals "
-                f"{'apart' if outside else 'overlap'}",
-                met=rec["hv_ratio"] >= 1.10 and outside,
-            )
-        )
-    else:
-        t.append(
-            dict(
-                target="grid-front hypervolume >= 10% above today's",
-                value="(is today's)" if name == TODAY else "no latency or no today run",
-                met=None,
-            )
-        )
-    return t
-
-
-def winner(recipes: dict) -> dict | None:
-    """The recipe that best meets the targets; where hypervolume and depth rows disagree, the depth rows
-    decide (so they are compared first), then the other targets, then the hypervolume ratio."""
-    if not recipes:
-        return None
-
-    def rank(item):
-        name, rec = item
-        depth_met = sum(bool(x["met"]) for x in rec["targets"] if x.get("depth_row"))
-        other_met = sum(bool(x["met"]) for x in rec["targets"] if not x.get("depth_row"))
-        return (depth_met, other_met, rec.get("hv_ratio", 0.0))
-
-    name, rec = max(recipes.items(), key=rank)
-    misses = [x["target"] for x in rec["targets"] if x["met"] is False]
-    unjudged = [x["target"] for x in rec["targets"] if x["met"] is None]
-    return {
-        "recipe": name,
-        "met": sum(bool(x["met"]) for x in rec["targets"]),
-        "of": len(rec["targets"]),
-        "misses": misses,
-        "unjudged": unjudged,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- markdown
-
-
-def f2(x) -> str:
-    return "" if x is None else (f"{x:.2f}" if isinstance(x, (float, np.floating)) else str(x))
-
-
-def ci3(m: float, lo: float, hi: float) -> str:
-    return f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-
-
-def mark(met) -> str:
-    return "met" if met is True else ("MISSED" if met is False else "n/a")
-
-
-def render(data: dict, res: dict, fp: dict) -> str:
-    lines = [
-        "# Training recipes on the whole tweets dev split (issue 25, items 0 and 4)",
-        "",
-        f"- machine: {fp['cpu']}, {fp['cores']} cores; torch {fp['torch']}, onnxruntime {fp['onnxruntime']}, "
-        f"Python {fp['python']}",
-        f"- date: {fp['date']}; commit `{fp['commit']}`; generated by `bench/training_report.py` from the caches "
-        "(`--report-only` redoes this page in seconds)",
-        f"- budget (the demo's): task {TASK}, {BUDGET['train_subset']} training examples, max length "
-        f"{BUDGET['max_seq_length']}, batch {BUDGET['batch_size']}, length-grouped batches, lr 1e-4 for every stage, "
-        "teacher 1 epoch, then each recipe's width / width+depth (/final) steps at today's compute "
-        f"(bench/training_sweep.py); checkpoints chosen on a {BUDGET['dev_subset']}-example dev subset",
-    ]
-    if "n_dev" not in res:
-        return "\n".join([*lines, "", "No scored run yet: nothing to report.", ""])
-    lines += [
-        f"- scoring: all {res['n_dev']} examples of the dev split, through `dynabert.evaluate` (the numbers of "
-        f"`dynasearch evaluate RUN --grid`); majority class {res['majority']:.2f}%",
-        "- intervals: 95% percentile bootstrap over dev examples, "
-        f"{RESAMPLES} resamples, the same resamples for every recipe (paired); differences in points",
-    ]
-    lat = data["latency"]
-    if lat is not None:
-        st = lat["settings"]
-        lines.append(
-            f"- latency (x-axis of the hypervolume, same for all recipes): the 12 grid shapes extracted, "
-            f"{st['backend']} CPU, {st['threads']} thread(s), batch {st['batch']}, length {st['seq_len']}, the demo's "
-            f"protocol, measured on {lat['cpu_model']} ({lat['fingerprint']['date']}); hypervolume reference point "
-            f"(majority-class accuracy {res['majority']:.2f}, full model's latency {res['ref'][1]:.3f} ms)"
-        )
-    else:
-        lines.append("- latency: not measured yet (run without --no-latency, or --latency-from FILE): no hypervolume")
-    if data["missing"]:
-        lines.append(f"- runs in the results without a whole-dev cache (left out): {', '.join(data['missing'])}")
-    lines.append(
-        "- wall times were taken while other jobs shared the 2 cores (the sweep, the alone trainings, scoring): "
-        "compare compute, not seconds"
-    )
-    lines += ["", "## References", ""]
-    for seed, teacher in sorted(data["teachers"].items()):
-        lines.append(
-            f"- teacher of seed {seed} (base-s{seed}/teacher, full model): {100 * teacher['correct'].mean():.2f}"
-        )
-    if data["alone"]:
-        rows = [
-            [
-                pt,
-                f"{100 * a['correct'].mean():.2f}",
-                f"{a['dev_subset_score']:.2f}",
-                str(a["steps"]),
-                f"{a['tflops']:.2f}",
-                f"{a['seconds']:.0f}",
-            ]
-            for pt, a in data["alone"].items()
-        ]
-        lines += [
-            "",
-            f"Trained alone (seed {ALONE_SEED}): each shape sliced naively from the packaged backbone, then the "
-            "teacher stage's budget (125 steps, lr 1e-4); the kept model is the last step's (one dev evaluation, "
-            "at it; asserted from state.json):",
-            "",
-            markdown_table(["shape", "whole dev", "dev subset (500)", "steps", "TFLOPs", "train s"], rows),
-        ]
-    recipes = res["recipes"]
-    if not recipes:
-        return "\n".join([*lines, "", "No sweep run has a whole-dev cache yet: no recipe to report.", ""])
-    head_acc = list(POINTS)
-    for seed in res["seeds"]:
-        rows = []
-        for name, rec in recipes.items():
-            ps = rec["per_seed"].get(seed)
-            if ps is None:
-                continue
-            r = ps["record"]
-            comp = r.get("compute") or {}
-            stages = [s for s in ("width", "depth", "final") if s in comp]
-            rows.append(
-                [
-                    name,
-                    " ".join(r.get("flags") or []) or "-",
-                    "/".join(f"{s[0]}{comp[s]['steps']}" for s in stages),
-                    "/".join(str(comp[s].get("subnets_per_step", "")) for s in stages),
-                    f"{ps['flops'] / 1e12:.2f}",
-                    "" if ps["flops_ratio"] is None else f"{ps['flops_ratio']:.4f}",
-                    "" if ps["seconds"] is None else f"{ps['seconds']:.0f}",
-                    *[f"{a:.2f}" for a in ps["acc"]],
-                    f"{res['majority']:.2f}",
-                ]
-            )
-        lines += [
-            "",
-            f"## Seed {seed}",
-            "",
-            "Steps and sub-networks per step: w = width stage, d = width+depth, "
-            "f = final. Compute: width+depth(+final) TFLOPs counted by the run; the rule is within 2% of today's.",
-            "",
-            markdown_table(
-                ["recipe", "flags", "steps", "sub-nets/step", "TFLOPs", "x today", "train s", *head_acc, "majority"],
-                rows,
-            ),
-        ]
-    multi = {n: r for n, r in recipes.items() if len(r["seeds"]) > 1}
-    if multi:
-        rows = [[n, ",".join(map(str, r["seeds"])), *[f"{a:.2f}" for a in r["acc"]]] for n, r in multi.items()]
-        lines += ["", "## Mean over seeds", "", markdown_table(["recipe", "seeds", *head_acc], rows)]
-    if lat is not None:
-        rows = []
-        for name, rec in recipes.items():
-            for seed, ps in sorted(rec["per_seed"].items()):
-                lo, hi = interval(ps["hv_boot"])
-                ratio = ""
-                if "hv_ratio" in ps and name != TODAY:
-                    ratio = f"x{ps['hv_ratio']:.3f} [x{ps['hv_ratio_ci'][0]:.3f}, x{ps['hv_ratio_ci'][1]:.3f}]"
-                rows.append([name, str(seed), f"{ps['hv']:.1f} [{lo:.1f}, {hi:.1f}]", ratio])
-            if len(rec["seeds"]) > 1:
-                ratio = ""
-                if "hv_ratio" in rec and name != TODAY:
-                    ratio = f"x{rec['hv_ratio']:.3f} [x{rec['hv_ratio_ci'][0]:.3f}, x{rec['hv_ratio_ci'][1]:.3f}]"
-                rows.append([name, "mean", f"{rec['hv']:.1f} [{rec['hv_ci'][0]:.1f}, {rec['hv_ci'][1]:.1f}]", ratio])
-        lat_row = ", ".join(f"{p} {lat['points'][p]['ms']:.2f}" for p in POINTS)
-        lines += [
-            "",
-            "## Grid-front hypervolume",
-            "",
-            "Accuracy points x ms over the 12 grid points, reference (majority class, full model's latency); "
-            "the ratio to today's with its paired interval (same seed; `mean`: two-seed mean).",
-            "",
-            markdown_table(["recipe", "seed", "hypervolume [95%]", "ratio to today's [95%]"], rows),
-            "",
-            f"Grid latency (ms): {lat_row}.",
-        ]
-    rows = []
-    for w, d in DEPTH_ROWS:
-        pt = name_of(w, d)
-        for name, rec in recipes.items():
-            r = rec["depth"][pt]
-            seeds = "mean" if len(rec["seeds"]) > 1 else str(rec["seeds"][0])
-            rows.append(
-                [
-                    pt,
-                    name,
-                    seeds,
-                    f"{r['gap']:.2f}",
-                    f"{r['limit']:g}",
-                    mark(r["gap"] <= r["limit"]),
-                    f2(r.get("alone_acc")),
-                    ci3(*r["vs_alone"]) if "vs_alone" in r else "",
-                    mark(r["vs_alone"][0] >= -0.5 and r["vs_alone"][1] > -2) if "vs_alone" in r else "n/a",
-                ]
-            )
-    lines += [
-        "",
-        "## Depth rows",
-        "",
-        "Gap: accuracy of the full-depth sibling (same width, depth 1) minus the point's. Against alone: the "
-        f"point minus the same shape sliced from the pretrained backbone and fine-tuned alone (seed {ALONE_SEED},"
-        " the teacher stage's budget), paired bootstrap: point [lower, upper].",
-        "",
-        markdown_table(
-            ["point", "recipe", "seed(s)", "gap", "limit", "gap ok", "alone", "vs alone [95%]", "vs alone ok"], rows
-        ),
-    ]
-    lines += [
-        "",
-        "## Targets",
-        "",
-        "Issue 25 (demo budget, tweets, whole dev). Where the hypervolume and the depth "
-        "rows disagree, the depth rows decide.",
-        "",
-    ]
-    for name, rec in recipes.items():
-        seeds = ",".join(map(str, rec["seeds"]))
-        lines += [
-            f"### {name} (seeds {seeds})",
-            "",
-            markdown_table(
-                ["target", "measured", ""], [[x["target"], x["value"], mark(x["met"])] for x in rec["targets"]]
-            ),
-            "",
-        ]
-    win = res.get("winner")
-    if win:
-        lines += [
-            "## Winning recipe",
-            "",
-            f"`{win['recipe']}`: {win['met']} of {win['of']} targets met"
-            + (f"; MISSED: {'; '.join(win['misses'])}" if win["misses"] else "")
-            + (f"; not judged: {'; '.join(win['unjudged'])}" if win["unjudged"] else "")
-            + ".",
-            "",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def report(args) -> dict:
+def report(args: argparse.Namespace) -> dict:
     data = load_caches(args)
     res = analyse(data, args.resamples)
     write_text(args.out, render(data, res, fingerprint()))
@@ -888,7 +434,7 @@ def report(args) -> dict:
     return res
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if "alone" in args.steps:
         train_alone(args)
