@@ -106,6 +106,18 @@ def fixed_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> Plan:
     raise ValueError(f"stage {stage!r} does not train")
 
 
+def plan_weights(stage: str, cfg: TrainConfig, plan: Plan) -> list[float]:
+    """Each sub-network's loss weight in a step of `plan`: `space_weight` for the sampled ones (random_plan's,
+    always the plan's last ones), 1 for the rest; the sandwich's smallest is fixed, not sampled, though its
+    width is None like theirs."""
+    if cfg.space_samples and stage in ("width", "depth"):
+        sampled = cfg.space_samples
+    else:
+        sampled = cfg.random_subnets if stage == "depth" else 0
+    first = len(plan) - sampled
+    return [cfg.space_weight if i >= first else 1.0 for i in range(len(plan))]
+
+
 def rotation_period(cfg: TrainConfig) -> int:
     """Steps within which `subnets_per_step` = K trains every grid point: ceil(others / K), with
     others = the grid's points less its largest and smallest (1: every point every step)."""

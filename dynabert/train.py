@@ -43,6 +43,7 @@ from .distill import (
     eval_plan,
     hidden_pairs,
     masked_mse,
+    plan_weights,
     soft_cross_entropy,
     step_flops,
     step_plan,
@@ -163,7 +164,15 @@ class Trainer:
 
     # -- checkpoints
     def save_checkpoint(
-        self, stage: str, step: int, total: int, opt, best: float, history: list, seconds: float = 0.0
+        self,
+        stage: str,
+        step: int,
+        total: int,
+        opt,
+        best: float,
+        history: list,
+        seconds: float = 0.0,
+        parts: tuple[dict, int] | None = None,
     ) -> None:
         if not self.info.is_main:
             return
@@ -185,11 +194,33 @@ class Trainer:
                     "best": best,
                     "history": history,
                     "train_seconds": seconds,  # the stage's training seconds so far, every invocation
+                    # the loss parts summed over the stage's steps so far, every invocation (a resumed run
+                    # reports the same means as an uninterrupted one)
+                    **({"loss_parts": {"sum": parts[0], "steps": parts[1]}} if parts is not None else {}),
                     "backbone": self.shape.to_dict(),
                     "task": self.spec.name,
                 },
             )
         kill_point("train-checkpoint")  # test-only: a checkpoint is complete
+
+    def _resumed_parts(self, meta: dict | None) -> tuple[dict, int]:
+        """The loss parts' sums and step count a checkpoint carried (zeros for a fresh stage or a checkpoint
+        written before they were kept); a malformed entry is refused (ModelLoadError naming the file)."""
+        zero = {"logit_kl": 0.0, "teacher_entropy": 0.0, "hidden_mse": 0.0}
+        if meta is None or "loss_parts" not in meta:
+            return zero, 0
+        entry, where = meta["loss_parts"], self.out / "checkpoint" / "checkpoint.json"
+        ok = isinstance(entry, dict) and isinstance(entry.get("sum"), dict) and set(entry["sum"]) == set(zero)
+        ok = ok and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in entry["sum"].values()
+        )
+        steps = entry.get("steps") if isinstance(entry, dict) else None
+        if not ok or not isinstance(steps, int) or isinstance(steps, bool) or not 0 <= steps <= meta["step"]:
+            raise ModelLoadError(
+                f"checkpoint file {where} is not a valid checkpoint file: 'loss_parts' must be "
+                f"{{'sum': {{{', '.join(zero)}: finite numbers}}, 'steps': an integer in 0..{meta['step']}}}"
+            )
+        return {k: float(v) for k, v in entry["sum"].items()}, steps
 
     def load_checkpoint(self, stage: str):
         ck = self.out / "checkpoint"
@@ -267,9 +298,8 @@ class Trainer:
         with self.autocast():
             emb = model.embeddings(b.input_ids, b.token_type_ids)
         emb_in = emb.detach().requires_grad_(True)
-        for w, _d, sub in plan:
+        for (w, _d, sub), weight in zip(plan, plan_weights(stage, cfg, plan)):  # sampled ones: --space-weight
             t_logits, t_hidden = t_out[w] if w in t_out else t_out[1.0]  # random per-layer ones (w None): full width
-            weight = cfg.space_weight if w is None else 1.0  # sampled ones: scaled by --space-weight
             with self.autocast():
                 s = model(
                     b.input_ids, active=sub.active_spec(), output_hidden_states=True, embedding_output=emb_in, **kw
@@ -369,8 +399,7 @@ class Trainer:
                 flops[k] += v
         stage_secs = float(ck[0].get("train_seconds", 0.0)) if ck is not None else 0.0
         seen, train_secs = 0, 0.0
-        self.loss_parts = {"logit_kl": 0.0, "teacher_entropy": 0.0, "hidden_mse": 0.0}
-        parts_steps = 0
+        self.loss_parts, parts_steps = self._resumed_parts(ck[0] if ck is not None else None)
         while step < total:
             global_idx = batch_at(step)
             for k, v in step_flops(self.shape, stage, cfg, step, [lengths[j] for j in global_idx]).items():
@@ -408,7 +437,9 @@ class Trainer:
                             {"stage": stage, "step": step, "score": score, "scores": scores, **self.provenance()},
                         )
             if step % cfg.checkpoint_every == 0 or step == total:
-                self.save_checkpoint(stage, step, total, opt, best, history, stage_secs + train_secs)
+                self.save_checkpoint(
+                    stage, step, total, opt, best, history, stage_secs + train_secs, (self.loss_parts, parts_steps)
+                )
                 barrier(info)
             if step % 50 == 0 or step == total:
                 log.info(
@@ -428,17 +459,16 @@ class Trainer:
         best_dir = self.out / STAGE_DIRS[stage]
         self.model = load_model(best_dir).to(self.device)
         if seen:
-            # This invocation's steps only (a resumed stage reports what it ran after resuming).
+            # Throughput: this invocation's steps only (a resumed stage reports what it ran after resuming);
+            # loss parts: every step of the stage (their sums travel in the checkpoint).
             state["throughput"][stage] = {
                 "examples_per_s": seen / train_secs,
                 "examples": seen,
                 "seconds": train_secs,
                 "subnets_per_step": n_sub,
             }
-            if stage in ("width", "depth"):
-                state.setdefault("loss_parts", {})[stage] = {
-                    k: v / max(parts_steps, 1) for k, v in self.loss_parts.items()
-                }
+        if parts_steps and stage in ("width", "depth"):
+            state.setdefault("loss_parts", {})[stage] = {k: v / parts_steps for k, v in self.loss_parts.items()}
         state["scores"][stage] = {"best": best, "history": history}
         compute = state.setdefault("compute", {})
         compute[stage] = {

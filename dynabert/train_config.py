@@ -265,6 +265,11 @@ def check_resumed(asked: TrainConfig, saved: TrainConfig, where: str, given: fro
         value, have = getattr(asked, f.name), getattr(saved, f.name)
         if (f.name in given or value != getattr(default, f.name)) and value != have:
             flag = FLAGS.get(f.name, f"--{f.name.replace('_', '-')}")
+            if isinstance(value, bool):  # a switch: say whether the run used it, not True/False
+                raise DataError(
+                    f"{flag} was {'' if have else 'not '}used to train the run ({where}): a resumed run keeps its "
+                    f"configuration; resume {'with' if have else 'without'} {flag}, or train a new run"
+                )
             raise DataError(
                 f"{flag} {_shown(value)} differs from the run's {_shown(have)} ({where}): a resumed run keeps its "
                 f"configuration; resume without {flag}, or train a new run"

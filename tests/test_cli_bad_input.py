@@ -2835,7 +2835,15 @@ CASES = [
     Case(
         "train-resume-with-another-bf16",
         lambda e: resume(e, e.run_copy(), "--bf16"),
-        r"^--bf16 True differs from the run's False \(.*run/run\.json\): a resumed run keeps its configuration",
+        r"^--bf16 was not used to train the run \(.*run/run\.json\): a resumed run keeps its configuration; "
+        r"resume without --bf16, or train a new run$",
+        DataError,
+    ),
+    Case(
+        "train-bf16-rewire-only",  # found by the attack pass: accepted, and run.json said bf16 for a float32 stage
+        lambda e: train(e, "--stages", "rewire", "--bf16"),
+        r"^--bf16 acts in the teacher and width and depth and final stages, and --stages rewire runs none of them: "
+        r"add teacher to --stages, or drop --bf16$",
         DataError,
     ),
     # (end of search section)

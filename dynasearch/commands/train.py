@@ -314,7 +314,8 @@ def run(args) -> int:
         space_bias=d.space_bias if args.resume else args.space_bias or d.space_bias,
         space_depths=d.space_depths if args.resume else args.space_depths or d.space_depths,
         space_weight=d.space_weight if args.resume or args.space_weight is None else args.space_weight,
-        subnets_per_step=d.subnets_per_step if args.resume or args.subnets_per_step is None else args.subnets_per_step,
+        # on --resume a given K equals run.json's (checked above), so passing it on is what the run trains with
+        subnets_per_step=d.subnets_per_step if args.subnets_per_step is None else args.subnets_per_step,
         rewire_data=args.rewire_data,
         rewire_examples=args.rewire_examples,
         eval_every=args.eval_every,

@@ -16,6 +16,8 @@ STAGE_ONLY = (
     ("--space-samples", ("space_samples",), ("width", "depth")),
     ("--subnets-per-step", ("subnets_per_step",), ("depth",)),
     ("--space-depths", ("space_depths",), ("depth",)),
+    # rewiring stays in float32 (importance scores and reordering): bf16 acts in the training stages only
+    ("--bf16", ("bf16",), ("teacher", "width", "depth", "final")),
 )
 
 

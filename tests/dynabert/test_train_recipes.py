@@ -12,13 +12,21 @@ import torch
 from safetensors.torch import load_file
 from tinymodels import TINY, make_model_dir, make_sst2_dir
 
-from dynabert.distill import equal_compute_epochs, rotation_period, step_flops, step_plan, step_teacher_widths
+from dynabert.distill import (
+    equal_compute_epochs,
+    plan_weights,
+    rotation_period,
+    step_flops,
+    step_plan,
+    step_teacher_widths,
+)
 from dynabert.errors import DataError
 from dynabert.space import SpaceSpec
 from dynabert.subnet import BackboneShape, SubnetConfig
 from dynabert.tasks import get_task
 from dynabert.train import RunInputs, train
 from dynabert.train_config import TrainConfig
+from dynasearch.cli import main
 
 FAST = dict(batch_size=16, max_seq_length=32, learning_rate=1e-3, eval_batch_size=64)
 SIX = BackboneShape(num_layers=6, num_heads=4, head_dim=8, hidden_size=32, intermediate_size=64, vocab_size=50)
@@ -226,6 +234,8 @@ def test_recipe_resume_equals_straight_run(assets, tmp_path):
     for k in ("flops", "student_flops", "teacher_flops", "steps", "subnets_per_step"):
         assert s_state["compute"]["depth"][k] == b_state["compute"]["depth"][k]
     assert s_state["compute"]["depth"]["subnets_per_step"] == 2 + 3 + 2
+    # the loss parts are the stage's means over all 6 steps, not over the 3 run after resuming (attack pass)
+    assert b_state["loss_parts"]["depth"] == pytest.approx(s_state["loss_parts"]["depth"], rel=1e-5)
     # a changed recipe on --resume is refused naming run.json
     with pytest.raises(DataError, match=r"^--subnets-per-step 4 differs from the run's 3 \(.*straight/run\.json\)"):
         train(_inputs(assets, straight), TrainConfig(subnets_per_step=4), resume=True, progress=False)
@@ -233,6 +243,34 @@ def test_recipe_resume_equals_straight_run(assets, tmp_path):
     heavy = tmp_path / "heavy"
     train(_inputs(assets, heavy), TrainConfig(**{**cfg.to_dict(), "space_weight": 1.0}), progress=False)
     assert any(not torch.allclose(a[k], _weights(heavy)[k]) for k in a)
+
+
+def test_resume_with_the_runs_own_subnets_per_step_is_accepted(assets, tmp_path, capsys):
+    """`--resume --subnets-per-step K` with the run's own K resumes (it was refused as '0 differs from the
+    run's K': the attack pass)."""
+    run = tmp_path / "run"
+    common = ["--model", str(assets["model"]), "--task", "sst2", "--data-dir", str(assets["data"])]
+    fast = ["--batch-size", "16", "--max-seq-length", "32", "--max-steps", "2", "--no-progress"]
+    assert main(["train", *common, "--out", str(run), "--stages", "depth", "--subnets-per-step", "3", *fast]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "--subnets-per-step", "3"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "--subnets-per-step", "4"]) == 2
+    assert re.search(r"--subnets-per-step 4 differs from the run's 3 \(.*run\.json\)", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "stage, cfg, weights",
+    [
+        # the sandwich's smallest is fixed (weight 1) though its width is None like the samples'
+        ("depth", TrainConfig(space_samples=1, sampling="sandwich", space_weight=0.5), [1.0, 1.0, 0.5]),
+        ("width", TrainConfig(space_samples=2, sampling="sandwich", space_weight=0.25), [1.0, 1.0, 0.25, 0.25]),
+        ("depth", TrainConfig(space_samples=4, space_weight=0.5), [1.0] * 12 + [0.5] * 4),
+        ("depth", TrainConfig(space_samples=2, subnets_per_step=3, space_weight=0.5), [1.0] * 5 + [0.5] * 2),
+        ("final", TrainConfig(space_samples=2, space_weight=0.5), [1.0] * 12),
+    ],
+)
+def test_space_weight_scales_the_sampled_subnetworks_only(stage, cfg, weights):
+    assert plan_weights(stage, cfg, step_plan(SIX, stage, cfg, 0)) == weights
 
 
 # ---------------------------------------------------------------------------- (b) stratified samples
