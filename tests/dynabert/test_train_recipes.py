@@ -20,7 +20,7 @@ from dynabert.distill import (
     step_plan,
     step_teacher_widths,
 )
-from dynabert.errors import DataError
+from dynabert.errors import DataError, ModelLoadError
 from dynabert.space import SpaceSpec
 from dynabert.subnet import BackboneShape, SubnetConfig
 from dynabert.tasks import get_task
@@ -243,6 +243,33 @@ def test_recipe_resume_equals_straight_run(assets, tmp_path):
     heavy = tmp_path / "heavy"
     train(_inputs(assets, heavy), TrainConfig(**{**cfg.to_dict(), "space_weight": 1.0}), progress=False)
     assert any(not torch.allclose(a[k], _weights(heavy)[k]) for k in a)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sum": {"logit_kl": 1.0}, "steps": 1},
+        {"sum": {"logit_kl": 1.0, "teacher_entropy": 1.0, "hidden_mse": None}},
+        {"sum": {"logit_kl": 1.0, "teacher_entropy": 1.0, "hidden_mse": 1.0}, "steps": 99},
+        "1.0",
+    ],
+)
+def test_checkpoint_loss_parts_are_validated_on_resume(assets, tmp_path, bad):
+    cfg = TrainConfig(stages=("depth",), max_steps=4, checkpoint_every=2, subnets_per_step=3, **FAST)
+
+    def kill(stage, step):
+        if step == 2:
+            raise Killed
+
+    run = tmp_path / "run"
+    with pytest.raises(Killed):
+        train(_inputs(assets, run), cfg, progress=False, on_step=kill)
+    meta_p = run / "checkpoint" / "checkpoint.json"
+    meta = json.loads(meta_p.read_text())
+    assert meta["loss_parts"]["steps"] == 2
+    meta_p.write_text(json.dumps({**meta, "loss_parts": bad}))
+    with pytest.raises(ModelLoadError, match=r"checkpoint\.json is not a valid checkpoint file: 'loss_parts' must be"):
+        train(_inputs(assets, run), TrainConfig(), resume=True, progress=False)
 
 
 def test_resume_with_the_runs_own_subnets_per_step_is_accepted(assets, tmp_path, capsys):
