@@ -15,6 +15,8 @@ once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/
          sub-networks is clipped to norm 1, so each one's share of a step shrinks as sub-networks are added
   a2lr3  (a) with K=2 at learning rate 3e-4
   a2c    (a) with K=2 and (c): the width stage halved
+  a2lr3d (a) with K=2, the width+depth stage at 3e-4 and the width stage at today's 1e-4
+  a4lr3  (a) with K=4 at learning rate 3e-4;  a2lr2: (a) with K=2 at 2e-4;  a2lr3bf16: a2lr3 under --bf16
   bf16   today's recipe with --bf16 (bfloat16 autocast; only on CPUs with native bf16): item 2's check that
          grid accuracy holds against fp32
 Every recipe's width+depth(+final) compute equals today's: its steps are chosen from the mean step cost
@@ -59,6 +61,11 @@ RECIPES = {
     "a2lr3": dict(args=["--subnets-per-step", "2"], shares=None, lr=3e-4),
     "a2c": dict(args=["--subnets-per-step", "2"], shares=dict(width=0.5)),
     "bf16": dict(args=["--bf16"], shares=None),  # today's recipe under bf16 autocast (item 2's accuracy rule)
+    # a2lr3 with the width stage at today's 1e-4 (a2lr3 cost the full model a point) or K=4
+    "a2lr3d": dict(args=["--subnets-per-step", "2"], shares=None, lr=dict(width=1e-4, depth=3e-4)),
+    "a4lr3": dict(args=["--subnets-per-step", "4"], shares=None, lr=3e-4),
+    "a2lr2": dict(args=["--subnets-per-step", "2"], shares=None, lr=2e-4),
+    "a2lr3bf16": dict(args=["--subnets-per-step", "2", "--bf16"], shares=None, lr=3e-4),
 }
 
 
@@ -190,7 +197,7 @@ def main() -> int:
                 st = "/".join(str(p["steps"].get(s, "-")) for s in ("width", "depth", "final"))
                 print(
                     f"{n + '-s' + str(seed):<12} {st:<28} {p['flops'] / 1e12:>15.3f} {p['ratio']:>9.4f}  "
-                    f"lr {p['lr']:g} {' '.join(p['args'])}"
+                    f"lr {p['lr'] if isinstance(p['lr'], dict) else format(p['lr'], 'g')} {' '.join(p['args'])}"
                 )
         return 0
     for seed in seeds:
@@ -202,7 +209,7 @@ def main() -> int:
             p = planned[n]
             run = args.out / f"{n}-s{seed}"
             stages = [s for s in ("width", "depth", "final") if s in p["steps"]]
-            lr = ",".join(f"{s}={p['lr']:g}" for s in stages)
+            lr = ",".join(f"{s}={p['lr'].get(s, 1e-4) if isinstance(p['lr'], dict) else p['lr']:g}" for s in stages)
             ep = ",".join(f"{s}={p['epochs'][s]:.6g}" for s in stages)
             cmd = [*common(args, seed), "--model", str(base / "rewired"), "--stage-lr", lr, "--stage-epochs", ep]
             t0 = time.time()
