@@ -134,11 +134,37 @@ def analyse(data: dict, resamples: int = RESAMPLES) -> dict:
                     i = POINTS.index(name_of(w, 1.0))
                     rec["vs_today"][name_of(w, 1.0)] = paired_bootstrap(mine[i], theirs[i], resamples, BOOT_SEED)
                 rec["vs_today_seeds"] = common
+    out["bf16"] = bf16_against_fp32(out["recipes"], resamples)
     for name, rec in out["recipes"].items():
         rec["targets"] = targets(rec, out, name)
         for x in rec["targets"]:  # numpy booleans would print as n/a
             x["met"] = None if x["met"] is None else bool(x["met"])
     out["winner"] = winner(out["recipes"])
+    return out
+
+
+def bf16_against_fp32(recipes: dict, resamples: int) -> dict:
+    """Item 2's rule for --bf16: every grid point of a bf16 recipe (NAMEbf16; plain `bf16` is today's under
+    bf16) against the same recipe in float32, paired over dev examples on their common seeds, held to the
+    full-depth rule of the targets (point estimate >= -0.5, the interval's lower end >= -1.5)."""
+    out = {}
+    for name, rec in recipes.items():
+        if not name.endswith("bf16"):
+            continue
+        fp32 = name[: -len("bf16")] or TODAY
+        ref = recipes.get(fp32)
+        common = sorted(set(rec["per_seed"]) & set(ref["per_seed"])) if ref else []
+        if not common:
+            continue
+        mine = np.mean([rec["per_seed"][s]["record"]["correct"].astype(float) for s in common], axis=0)
+        theirs = np.mean([ref["per_seed"][s]["record"]["correct"].astype(float) for s in common], axis=0)
+        rows = {p: paired_bootstrap(mine[i], theirs[i], resamples, BOOT_SEED) for i, p in enumerate(POINTS)}
+        out[name] = {
+            "fp32": fp32,
+            "seeds": common,
+            "rows": rows,
+            "met": all(m >= -0.5 and lo >= -1.5 for m, lo, _ in rows.values()),
+        }
     return out
 
 

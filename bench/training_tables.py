@@ -206,6 +206,21 @@ def render(data: dict, res: dict, fp: dict) -> str:
             ["point", "recipe", "seed(s)", "gap", "limit", "gap ok", "alone", "vs alone [95%]", "vs alone ok"], rows
         ),
     ]
+    for name, b in (res.get("bf16") or {}).items():
+        lines += [
+            "",
+            f"## bf16 against float32: `{name}` against `{b['fp32']}` (seeds {','.join(map(str, b['seeds']))})",
+            "",
+            "Item 2's rule for `--bf16`: every grid point under bf16 autocast not worse than in float32 (paired "
+            "point estimate >= -0.5, the interval's lower end >= -1.5), the same recipe, seeds and data order: "
+            + ("**met**" if b["met"] else "**MISSED**")
+            + ".",
+            "",
+            markdown_table(
+                ["point", "bf16 - fp32 [95%]", ""],
+                [[p, ci3(*v), mark(bool(v[0] >= -0.5 and v[1] >= -1.5))] for p, v in b["rows"].items()],
+            ),
+        ]
     lines += [
         "",
         "## Targets",

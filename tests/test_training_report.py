@@ -50,9 +50,11 @@ def _fake(tr, tmp_path: Path, n: int = 400):
     sweep, alone = tmp_path / "sweep", tmp_path / "alone"
     base = np.array([0.73, 0.72, 0.70, 0.62, 0.71, 0.70, 0.67, 0.58, 0.66, 0.65, 0.62, 0.52])
     results = {}
-    for rec, seed, bump in (("today", 42, 0.0), ("today", 43, 0.0), ("a2", 42, 0.05), ("a2", 43, 0.05)):
+    runs = [("today", 42, 0.0), ("today", 43, 0.0), ("a2", 42, 0.05), ("a2", 43, 0.05), ("a2bf16", 42, -0.1)]
+    for rec, seed, bump in runs:
         key = f"{rec}-s{seed}"
-        _npz(tr, sweep / key / "correct-whole.npz", base + bump * (np.arange(12) >= 4), tr.POINTS, labels, rng)
+        probs = base + (bump if rec == "a2bf16" else bump * (np.arange(12) >= 4))  # a2bf16: every point 10 worse
+        _npz(tr, sweep / key / "correct-whole.npz", probs, tr.POINTS, labels, rng)
         comp = {s: {"flops": 1e14, "steps": 31, "seconds": 1.0, "subnets_per_step": 4} for s in ("width", "depth")}
         comp["total"] = {"flops": 2e14, "seconds": 2.0, "steps": 62}
         results[key] = {"recipe": rec, "seed": seed, "flags": [], "compute": comp}
@@ -125,6 +127,11 @@ def test_report_from_caches(tr, ta, tmp_path):
     assert a2["hv_ratio"] > 1.0 and a2["hv_ratio_ci"][0] <= a2["hv_ratio"] <= a2["hv_ratio_ci"][1]
     assert all(x["met"] in (True, False, None) for x in a2["targets"])
     assert res["winner"]["recipe"] == "a2"
+    # bf16 against float32: a2bf16 against a2 on their common seed (42), every grid point about 10 points worse
+    b = res["bf16"]["a2bf16"]
+    assert b["fp32"] == "a2" and b["seeds"] == [42] and b["met"] is False
+    assert all(-20 < m < -2 for m, _, _ in b["rows"].values())
+    assert "## bf16 against float32: `a2bf16` against `a2` (seeds 42)" in text and "**MISSED**" in text
     # the resamples are the same for every recipe: the same data give the same interval
     assert (
         ta.interval(ta.hv_boot(np.ones((12, 5), bool), ta.boot_counts(5, 50), np.arange(12.0), 0, 20))
