@@ -116,7 +116,9 @@ def render(data: dict, res: dict, fp: dict) -> str:
                     "/".join(f"{s[0]}{comp[s]['steps']}" for s in stages),
                     "/".join(str(comp[s].get("subnets_per_step", "")) for s in stages),
                     f"{ps['flops'] / 1e12:.2f}",
-                    "" if ps["flops_ratio"] is None else f"{ps['flops_ratio']:.4f}",
+                    ""
+                    if ps["flops_ratio"] is None
+                    else f"{ps['flops_ratio']:.4f}{' (!)' if abs(ps['flops_ratio'] - 1) > 0.02 else ''}",
                     "" if ps["seconds"] is None else f"{ps['seconds']:.0f}",
                     *[f"{a:.2f}" for a in ps["acc"]],
                     f"{res['majority']:.2f}",
@@ -127,7 +129,8 @@ def render(data: dict, res: dict, fp: dict) -> str:
             f"## Seed {seed}",
             "",
             "Steps and sub-networks per step: w = width stage, d = width+depth, "
-            "f = final. Compute: width+depth(+final) TFLOPs counted by the run; the rule is within 2% of today's.",
+            "f = final. Compute: width+depth(+final) TFLOPs counted by the run; the rule is within 2% of today's "
+            "((!): outside it).",
             "",
             markdown_table(
                 [
@@ -244,7 +247,8 @@ def render(data: dict, res: dict, fp: dict) -> str:
         lines += [
             "## Winning recipe",
             "",
-            f"`{win['recipe']}`: {win['met']} of {win['of']} targets met"
+            f"`{win['recipe']}` (seeds {','.join(map(str, recipes[win['recipe']]['seeds']))}): {win['met']} of "
+            f"{win['of']} targets met"
             + (f"; MISSED: {'; '.join(win['misses'])}" if win["misses"] else "")
             + (f"; not judged: {'; '.join(win['unjudged'])}" if win["unjudged"] else "")
             + ".",
