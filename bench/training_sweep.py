@@ -16,6 +16,7 @@ once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/
   a2lr3  (a) with K=2 at learning rate 3e-4
   a2c    (a) with K=2 and (c): the width stage halved
   a2lr3d (a) with K=2, the width+depth stage at 3e-4 and the width stage at today's 1e-4
+  a2lr3de a2lr3d with a quarter of the width+depth compute to the final stage (lr 1e-4)
   a4lr3  (a) with K=4 at learning rate 3e-4;  a2lr2: (a) with K=2 at 2e-4;  a2lr3bf16: a2lr3 under --bf16
   bf16   today's recipe with --bf16 (bfloat16 autocast; only on CPUs with native bf16): item 2's check that
          grid accuracy holds against fp32
@@ -65,6 +66,10 @@ RECIPES = {
     "a2lr3d": dict(args=["--subnets-per-step", "2"], shares=None, lr=dict(width=1e-4, depth=3e-4)),
     "a4lr3": dict(args=["--subnets-per-step", "4"], shares=None, lr=3e-4),
     "a2lr2": dict(args=["--subnets-per-step", "2"], shares=None, lr=2e-4),
+    # a2lr3d with a quarter of its width+depth compute given to the final stage (gold labels, 12 grid points)
+    "a2lr3de": dict(
+        args=["--subnets-per-step", "2"], shares=dict(final=0.25), lr=dict(width=1e-4, depth=3e-4, final=1e-4)
+    ),
     "a2lr3bf16": dict(args=["--subnets-per-step", "2", "--bf16"], shares=None, lr=3e-4),
 }
 
