@@ -273,15 +273,16 @@ def targets(rec: dict, out: dict, name: str) -> list[dict]:
 
 def winner(recipes: dict) -> dict | None:
     """The recipe that best meets the targets; where hypervolume and depth rows disagree, the depth rows
-    decide (so they are compared first), then the other targets, then the hypervolume ratio."""
+    decide (so they are compared first), then the other targets, then the number of seeds (a target met on
+    two seeds is stronger evidence than one met on one), then the hypervolume ratio."""
     if not recipes:
         return None
 
-    def rank(item: tuple[str, dict]) -> tuple[int, int, float]:
+    def rank(item: tuple[str, dict]) -> tuple[int, int, int, float]:
         name, rec = item
         depth_met = sum(bool(x["met"]) for x in rec["targets"] if x.get("depth_row"))
         other_met = sum(bool(x["met"]) for x in rec["targets"] if not x.get("depth_row"))
-        return (depth_met, other_met, rec.get("hv_ratio", 0.0))
+        return (depth_met, other_met, len(rec["seeds"]), rec.get("hv_ratio", 0.0))
 
     name, rec = max(recipes.items(), key=rank)
     misses = [x["target"] for x in rec["targets"] if x["met"] is False]
