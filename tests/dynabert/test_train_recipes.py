@@ -49,6 +49,17 @@ class Killed(Exception):
     pass
 
 
+def _train_killed_at(assets, run, cfg, at: int) -> None:
+    """Train `cfg` into `run` and stop it (as a kill would) after global step `at` of any stage."""
+
+    def kill(stage, step):
+        if step == at:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(_inputs(assets, run), cfg, progress=False, on_step=kill)
+
+
 # ---------------------------------------------------------------------------- compute
 
 
@@ -220,13 +231,8 @@ def test_recipe_resume_equals_straight_run(assets, tmp_path):
     straight = tmp_path / "straight"
     s_state = train(_inputs(assets, straight), cfg, progress=False)
 
-    def kill(stage, step):
-        if step == 3:
-            raise Killed
-
     broken = tmp_path / "broken"
-    with pytest.raises(Killed):
-        train(_inputs(assets, broken), cfg, progress=False, on_step=kill)
+    _train_killed_at(assets, broken, cfg, 3)
     b_state = train(_inputs(assets, broken), TrainConfig(), resume=True, progress=False)
     a, b = _weights(straight), _weights(broken)
     for k in a:
@@ -257,13 +263,8 @@ def test_recipe_resume_equals_straight_run(assets, tmp_path):
 def test_checkpoint_loss_parts_are_validated_on_resume(assets, tmp_path, bad):
     cfg = TrainConfig(stages=("depth",), max_steps=4, checkpoint_every=2, subnets_per_step=3, **FAST)
 
-    def kill(stage, step):
-        if step == 2:
-            raise Killed
-
     run = tmp_path / "run"
-    with pytest.raises(Killed):
-        train(_inputs(assets, run), cfg, progress=False, on_step=kill)
+    _train_killed_at(assets, run, cfg, 2)
     meta_p = run / "checkpoint" / "checkpoint.json"
     meta = json.loads(meta_p.read_text())
     assert meta["loss_parts"]["steps"] == 2
