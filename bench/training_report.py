@@ -1,4 +1,4 @@
-"""Issue 25, items 0 and 4: the training sweep's recipes judged on the WHOLE tweets dev split (resumable).
+"""Issue 25, items 0 and 4: the training sweep's recipes judged on the WHOLE dev split of its task (resumable).
 
     python bench/training_report.py --no-latency        # alone references + per-example scores, report without HV
     python bench/training_report.py                     # ... and the grid latency (once; needs a quiet CPU)
@@ -68,6 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-from", type=Path, default=None, help="reuse this grid latency file (measure nothing)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency step (the report then has no HV)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.md")
+    p.add_argument(
+        "--task",
+        default=TASK,
+        help=f"the sweep's task (default {TASK}; its runs record their data, so only the page's labels and the "
+        "alone step, which is the tweets reference of item 0, depend on it)",
+    )
     p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     p.add_argument("--report-only", action="store_true", help="only the report, from the caches")
     p.add_argument("--threads", type=int, default=1, help="torch threads (evaluation and the alone trainings)")
@@ -77,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad = [s for s in args.steps if s not in STEPS]
     if bad:
         p.error(f"unknown step(s) {bad}; known: {', '.join(STEPS)}")
+    if args.task != TASK and "alone" in args.steps:
+        p.error(f"the alone step trains item 0's references on {TASK}; with --task {args.task} give --steps without it")
     if args.no_latency and "latency" in args.steps:
         args.steps.remove("latency")
     return args
@@ -411,7 +419,9 @@ def load_caches(args: argparse.Namespace) -> dict:
     latency = json.loads(lat_path.read_text()) if lat_path.is_file() else None
     if latency is not None and set(POINTS) - set(latency.get("points", {})):
         raise SystemExit(f"{lat_path}: no latency for {sorted(set(POINTS) - set(latency.get('points', {})))}")
-    return dict(runs=runs, missing=missing, teachers=teachers, alone=alone, labels=labels, latency=latency)
+    return dict(
+        runs=runs, missing=missing, teachers=teachers, alone=alone, labels=labels, latency=latency, task=args.task
+    )
 
 
 # ---------------------------------------------------------------------------------------------- report

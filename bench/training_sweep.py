@@ -6,7 +6,7 @@
 
 Recipes (the width+depth and final stages; the teacher and rewire stages are the demo's and are trained
 once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/rewired):
-  today  the demo's: width 0.25 epoch, width+depth 0.25 epoch, 12 grid points + 4 mid-biased samples/step
+  today  the demo's recipe before issue 25 (the reference): width 0.25 epoch, width+depth 0.25 epoch, 12 grid points + 4 mid-biased samples/step
   aK     (a) largest + smallest + K rotating grid points per step (--subnets-per-step K), more steps
   b      (b) samples stratified over the kept-layer counts (--space-depths stratified), weight 0.5
   c      (c) a larger width+depth share: the width stage halved, its compute given to width+depth
@@ -47,7 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from dynabert.train_config import TrainConfig  # noqa: E402
 
-# The demo's training (dynasearch/demo.py: DemoConfig and its DEMO_* constants).
+# The demo's training before issue 25 (dynasearch/demo.py at ce5f909), every recipe's reference; the demo now
+# trains a2lr3d, the sweep's winner (DEMO_SUBNETS_PER_STEP, DEMO_LEARNING_RATES, DEMO_STAGE_EPOCHS).
 DEMO_LR = "teacher=1e-4,width=1e-4,depth=1e-4,final=1e-4"
 DEMO = dict(width=0.25, depth=0.25)
 SAMPLES = ["--space-samples", "4", "--space-bias", "mid", "--depth-loss", "1,0.1"]

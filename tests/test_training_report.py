@@ -137,3 +137,11 @@ def test_report_from_caches(tr, ta, tmp_path):
         ta.interval(ta.hv_boot(np.ones((12, 5), bool), ta.boot_counts(5, 50), np.arange(12.0), 0, 20))
         == (pytest.approx(ta.hv_of(np.full(12, 100.0), np.arange(12.0), 0, 20)),) * 2
     )
+
+
+def test_alone_step_is_refused_for_another_task(tr, capsys):
+    with pytest.raises(SystemExit) as e:
+        tr.parse_args(["--task", "sst2", "--steps", "alone,report"])
+    assert e.value.code == 2
+    assert "the alone step trains item 0's references on tweets; with --task sst2" in capsys.readouterr().err
+    assert tr.parse_args(["--task", "sst2", "--steps", "correct,report"]).task == "sst2"
