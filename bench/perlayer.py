@@ -164,6 +164,8 @@ def adopt(run: Path, cfg: TrainConfig, variant: str) -> dict:
 
     # teacher-only, overridden per stage, or compared below by what they change
     ignore = {"epochs", "stage_epochs", "learning_rate", "stage_learning_rates", "stages"}
+    # a field newer than the run's run.json had its default then (the trainer did not have it)
+    got = {**json.loads(json.dumps(dataclasses.asdict(TrainConfig()))), **got}
     differ = {k: (got.get(k), want[k]) for k in want if k not in ignore and got.get(k) != want[k]}
     if want["space"] is None and got.get("space") == DEFAULT_SPACE:  # the trainer records the default it resolved
         differ.pop("space", None)
@@ -408,7 +410,9 @@ def analyse(task: str, t: dict, correct: dict, variants: list[str]) -> dict:
 WINNER = "grid+4-mid"  # the SST-2 sweep's best front (hypervolume above); the demo trains it (DEMO_SPACE_TRAINING)
 
 
-def targets_section(work: Path, tasks: list[str], variants: list[str], cmp_doc: dict) -> list[str]:
+def targets_section(
+    work: Path, tasks: list[str], variants: list[str], cmp_doc: dict, demo: Path | None = None
+) -> list[str]:
     """Issue 17's targets, each quoted met or missed from the numbers above."""
     import numpy as np
 
@@ -435,25 +439,44 @@ def targets_section(work: Path, tasks: list[str], variants: list[str], cmp_doc: 
             f"worst {worst[0]} {worst[1]['diff']:+.2f} [{worst[1]['lo']:+.2f}, {worst[1]['hi']:+.2f}]: "
             f"**{'met' if ok else 'MISSED'}**"
         )
-    out += [
-        "- the demo's answer (the demo trains " + WINNER + ", [`demo.md`](demo.md), fresh clone, commit a11282e) comes "
-        "from the per-layer space and beats the best grid point under its target by >= 1 point, or matches it >= 15% "
-        "faster: the answer IS per-layer (70.80% at 5.06 ms for the 5.92 ms target) against 0.25x1 (70.10% at 3.4 ms): "
-        "+0.70 [-0.40, +1.90] on 1,000 report examples: **MISSED** (+1 point asked; with 50 trials the answer was "
-        "0.25x1 itself, so the demo runs 150)",
-        "- `make demo` from a fresh clone <= 20 minutes with the new training: 8.4 min (install 52 s): **met**",
-        "",
-        "Causes of the misses, measured above: between 30% and 80% of the full latency the per-layer configs match "
-        "the grid's accuracy but at about its FLOPs (on this CPU latency follows FLOPs; the predictor's MAPE is 1.5%), "
-        "so they are 3-12% faster when their paired difference is >= 0, or 27-31% faster a few hundredths of a point "
-        "below it; at the demo's budget (31 width+depth steps) training 4 more configs per step takes gradient from "
-        "the shallow grid points (up to -5.9 points on SST-2's 0.5x0.5) while the full-depth ones gain (up to +3.2).",
-        "",
-    ]
+    out += demo_targets(demo) + [""]
     return out
 
 
-def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
+def demo_targets(demo: Path | None) -> list[str]:
+    """Issue 17's demo targets from a demo's summary.json and bench/results/demo.md's timing (the demo trains
+    WINNER with the demo's recipe)."""
+    if demo is None or not (demo / "summary.json").is_file():
+        return ["- the demo's answer against the grid: not judged here (give --demo RUN_DIR of a finished demo)"]
+    s = json.loads((demo / "summary.json").read_text())
+    c, g = s.get("chosen") or {}, s.get("against_grid") or {}
+    metric = s["metric"]
+    lines = []
+    if g.get("grid"):
+        d, (lo, hi) = g["metric_diff"], g["metric_diff_95"]
+        faster = g["latency_ratio"] is not None and g["latency_ratio"] <= 0.85
+        met = not g["answer_is_grid"] and (lo > -1.0 and d >= 1.0 or (d >= 0 and faster))
+        lines.append(
+            f"- the demo's answer (the demo trains {WINNER}; [`demo.md`](demo.md)) comes from the per-layer space and "
+            f"beats the best grid point under its target by >= 1 point, or matches it >= 15% faster: the answer "
+            f"{'is a grid point' if g['answer_is_grid'] else 'IS per-layer'} "
+            f"({c.get(metric, float('nan')):.2f} at {c.get('measured_ms') or float('nan'):.2f} ms for the "
+            f"{s['target_ms']:.2f} ms target) against {g['grid']['label']} ({g['grid'][metric]:.2f}): "
+            f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}] on {g['examples']:,} report examples, latency x{g['latency_ratio']:.2f}: "
+            f"**{'met' if met else 'MISSED'}**"
+        )
+    timing = demo.parent.parent / "timing.env"  # bench/demo_timing.sh's clone: WORK/runs/demo, WORK/timing.env
+    if timing.is_file():
+        t = dict(line.split("=", 1) for line in timing.read_text().split() if "=" in line)
+        total = (int(t["install_s"]) + int(t["demo_s"])) / 60
+        lines.append(
+            f"- `make demo` from a fresh clone <= 20 minutes with the new training: {total:.1f} min (install "
+            f"{t['install_s']} s, exit status {t['rc']}): **{'met' if total <= 20 and t['rc'] == '0' else 'MISSED'}**"
+        )
+    return lines
+
+
+def phase_report(work: Path, tasks: list[str], variants: list[str], demo: Path | None = None) -> Path:
     import numpy as np
 
     from dynabert.tables import markdown_table
@@ -591,7 +614,7 @@ def phase_report(work: Path, tasks: list[str], variants: list[str]) -> Path:
         lines += ["### Searches (TPE, racing, ranked on a seeded slice of dev, front reported on the rest)", "",
                   markdown_table(["training", "proposed", "evaluated", "stopped early", "examples scored", "rank examples",
                                   "report examples", "wall s", "front size"], rows), ""]  # fmt: skip
-    lines += targets_section(work, tasks, variants, cmp_doc)
+    lines += targets_section(work, tasks, variants, cmp_doc, demo)
     path = REPO / "bench" / "results" / "perlayer.md"
     from dynabert.io import write_text
 
@@ -607,6 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--drop-rules", default="any", help="search phase: the drop rules to search (any,not-first,grid)")
     ap.add_argument("--no-racing", action="store_true", help="search phase: score every config on the whole slice")
+    ap.add_argument("--demo", type=Path, default=None, help="report phase: a finished demo's run folder (its targets)")
     a = ap.parse_args(argv)
     tasks = [t for t in a.tasks.split(",") if t]
     variants = [v for v in a.variants.split(",") if v]
@@ -624,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         (a.work / "compare").mkdir(exist_ok=True)
         phase_compare(a.work, tasks, variants)
     if a.phase in ("report", "all"):
-        _log(f"report: {phase_report(a.work, tasks, variants)}")
+        _log(f"report: {phase_report(a.work, tasks, variants, a.demo)}")
     return 0
 
 

@@ -17,6 +17,7 @@ once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/
   a2c    (a) with K=2 and (c): the width stage halved
   a2lr3d (a) with K=2, the width+depth stage at 3e-4 and the width stage at today's 1e-4
   a2lr3de a2lr3d with a quarter of the width+depth compute to the final stage (lr 1e-4)
+  a2lr3dwW a2lr3d with the largest sub-network's loss weighted W (--largest-weight W; W = 2, 3)
   a4lr3  (a) with K=4 at learning rate 3e-4;  a2lr2: (a) with K=2 at 2e-4;  a2lr3bf16: a2lr3 under --bf16
   bf16   today's recipe with --bf16 (bfloat16 autocast; only on CPUs with native bf16): item 2's check that
          grid accuracy holds against fp32
@@ -72,6 +73,13 @@ RECIPES = {
         args=["--subnets-per-step", "2"], shares=dict(final=0.25), lr=dict(width=1e-4, depth=3e-4, final=1e-4)
     ),
     "a2lr3bf16": dict(args=["--subnets-per-step", "2", "--bf16"], shares=None, lr=3e-4),
+    # a2lr3d (the demo's recipe since issue 25) with the full model's loss weighted W: it cost the full model a point
+    "a2lr3dw2": dict(
+        args=["--subnets-per-step", "2", "--largest-weight", "2"], shares=None, lr=dict(width=1e-4, depth=3e-4)
+    ),
+    "a2lr3dw3": dict(
+        args=["--subnets-per-step", "2", "--largest-weight", "3"], shares=None, lr=dict(width=1e-4, depth=3e-4)
+    ),
 }
 
 

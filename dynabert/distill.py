@@ -108,14 +108,18 @@ def fixed_plan(shape: BackboneShape, stage: str, cfg: TrainConfig) -> Plan:
 
 def plan_weights(stage: str, cfg: TrainConfig, plan: Plan) -> list[float]:
     """Each sub-network's loss weight in a step of `plan`: `space_weight` for the sampled ones (random_plan's,
-    always the plan's last ones), 1 for the rest; the sandwich's smallest is fixed, not sampled, though its
-    width is None like theirs."""
+    always the plan's last ones), `largest_weight` for the first (the largest: fixed_plan and rotated_grid
+    keep it first) in the width and width+depth stages, 1 for the rest; the sandwich's smallest is fixed,
+    not sampled, though its width is None like theirs."""
     if cfg.space_samples and stage in ("width", "depth"):
         sampled = cfg.space_samples
     else:
         sampled = cfg.random_subnets if stage == "depth" else 0
     first = len(plan) - sampled
-    return [cfg.space_weight if i >= first else 1.0 for i in range(len(plan))]
+    weights = [cfg.space_weight if i >= first else 1.0 for i in range(len(plan))]
+    if stage in ("width", "depth") and first > 0:
+        weights[0] = cfg.largest_weight
+    return weights
 
 
 def rotation_period(cfg: TrainConfig) -> int:

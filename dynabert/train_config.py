@@ -58,6 +58,7 @@ CONFIG_BOUNDS: dict[str, tuple[str, bool]] = {
     "space_samples": ("space_samples", False),
     "space_weight": ("fraction", False),
     "subnets_per_step": ("space_samples", False),
+    "largest_weight": ("loss_scale", False),
     "rewire_examples": ("count", False),
     "eval_every": ("count", True),
     "checkpoint_every": ("count", False),
@@ -124,6 +125,11 @@ class TrainConfig:
     # others, rotating with the global step so that every grid point is trained within ceil(others / K) steps
     # (distill.rotation_period); 0 = every grid point every step (the paper, today's default).
     subnets_per_step: int = 0
+    # Issue 25: the largest sub-network's loss (1x1, the full model; under "sandwich" the space's largest) is
+    # multiplied by this in the width and width+depth stages. The summed loss of all a step's sub-networks is
+    # clipped to one norm, so the full model's share of each step shrinks as sub-networks are added; > 1 gives
+    # it back. 1 = the paper (every sub-network alike).
+    largest_weight: float = 1.0
     rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
     rewire_examples: int = 1024  # size of the held-out part (at most a tenth of train)
     eval_every: int | None = None  # steps between dev evaluations; None: at the end of every epoch

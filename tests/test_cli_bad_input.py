@@ -2775,6 +2775,30 @@ CASES = [
         USAGE,
     ),
     Case(
+        "train-largest-weight-zero",
+        lambda e: train(e, "--stages", "depth", "--largest-weight", "0"),
+        r"argument --largest-weight: must be a number in \(0, 100\]; got 0",
+        USAGE,
+    ),
+    Case(
+        "train-largest-weight-not-finite",
+        lambda e: train(e, "--stages", "depth", "--largest-weight", "inf"),
+        r"argument --largest-weight: must be a number in \(0, 100\]; got inf",
+        USAGE,
+    ),
+    Case(
+        "train-largest-weight-without-a-distillation-stage",
+        lambda e: train(e, "--largest-weight", "2"),
+        r"^--largest-weight acts in the width and depth stages, and --stages teacher runs none of them",
+        DataError,
+    ),
+    Case(
+        "train-resume-with-another-largest-weight",
+        lambda e: resume(e, e.run_copy(), "--largest-weight", "2"),
+        r"^--largest-weight (2|2\.0) differs from the run's (1|1\.0) \(.*run/run\.json\)",
+        DataError,
+    ),
+    Case(
         "train-space-depths-without-samples",
         lambda e: train(e, "--stages", "depth", "--space-depths", "stratified"),
         r"^--space-depths describes the space --space-samples N samples from; give --space-samples too$",

@@ -140,6 +140,15 @@ def register(sub) -> None:
         "that every grid point is trained within ceil(10/K) steps (default 0 = all 12 every step). Equal compute "
         "takes proportionally more steps: see docs/training.md (--stage-epochs depth=...)",
     )
+    h.add_argument(
+        "--largest-weight",
+        type=bounded("loss_scale"),
+        default=d.largest_weight,
+        metavar="W",
+        help="width and width+depth stages: multiply the largest sub-network's (the full model's) loss by W, in "
+        "(0, 100] (default 1: as much as every other's). The step's summed loss is clipped to one norm, so the "
+        "full model's share shrinks as sub-networks are added; W > 1 gives it back",
+    )
     sp = p.add_argument_group(
         "training for the searched space",
         "every width-stage and width+depth-stage step also trains N configs sampled from this space (the one "
@@ -316,6 +325,7 @@ def run(args) -> int:
         space_weight=d.space_weight if args.resume or args.space_weight is None else args.space_weight,
         # on --resume a given K equals run.json's (checked above), so passing it on is what the run trains with
         subnets_per_step=d.subnets_per_step if args.subnets_per_step is None else args.subnets_per_step,
+        largest_weight=args.largest_weight,
         rewire_data=args.rewire_data,
         rewire_examples=args.rewire_examples,
         eval_every=args.eval_every,

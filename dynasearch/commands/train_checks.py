@@ -15,6 +15,7 @@ STAGE_ONLY = (
     ("--random-subnets", ("random_subnets",), ("depth",)),
     ("--space-samples", ("space_samples",), ("width", "depth")),
     ("--subnets-per-step", ("subnets_per_step",), ("depth",)),
+    ("--largest-weight", ("largest_weight",), ("width", "depth")),
     ("--space-depths", ("space_depths",), ("depth",)),
     # rewiring stays in float32 (importance scores and reordering): bf16 acts in the training stages only
     ("--bf16", ("bf16",), ("teacher", "width", "depth", "final")),

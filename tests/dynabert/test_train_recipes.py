@@ -295,6 +295,11 @@ def test_resume_with_the_runs_own_subnets_per_step_is_accepted(assets, tmp_path,
         ("depth", TrainConfig(space_samples=4, space_weight=0.5), [1.0] * 12 + [0.5] * 4),
         ("depth", TrainConfig(space_samples=2, subnets_per_step=3, space_weight=0.5), [1.0] * 5 + [0.5] * 2),
         ("final", TrainConfig(space_samples=2, space_weight=0.5), [1.0] * 12),
+        # --largest-weight: the largest (first) only, in the distillation stages, rotation or not
+        ("depth", TrainConfig(space_samples=2, subnets_per_step=2, largest_weight=3.0), [3.0] + [1.0] * 5),
+        ("width", TrainConfig(space_samples=1, space_weight=0.5, largest_weight=2.0), [2.0, 1.0, 1.0, 1.0, 0.5]),
+        ("depth", TrainConfig(space_samples=1, sampling="sandwich", largest_weight=2.0), [2.0, 1.0, 1.0]),
+        ("final", TrainConfig(largest_weight=2.0), [1.0] * 12),
     ],
 )
 def test_space_weight_scales_the_sampled_subnetworks_only(stage, cfg, weights):
