@@ -11,7 +11,7 @@ once per seed, in OUT/base-sSEED, every recipe starting from its OUT/base-sSEED/
   b      (b) samples stratified over the kept-layer counts (--space-depths stratified), weight 0.5
   c      (c) a larger width+depth share: the width stage halved, its compute given to width+depth
   e      (e) the final stage (gold labels, 12 grid points) given a quarter of the width+depth compute
-  lr3    today's steps at learning rate 3e-4 in the width and width+depth stages: the summed loss of 16
+  lr3    today's steps at learning rate 3e-4 in the width and width+depth stages: the gradient of the summed loss of 16
          sub-networks is clipped to norm 1, so each one's share of a step shrinks as sub-networks are added
   a2lr3  (a) with K=2 at learning rate 3e-4
   a2c    (a) with K=2 and (c): the width stage halved

@@ -126,8 +126,8 @@ class TrainConfig:
     # (distill.rotation_period); 0 = every grid point every step (the paper, today's default).
     subnets_per_step: int = 0
     # Issue 25: the largest sub-network's loss (1x1, the full model; under "sandwich" the space's largest) is
-    # multiplied by this in the width and width+depth stages. The summed loss of all a step's sub-networks is
-    # clipped to one norm, so the full model's share of each step shrinks as sub-networks are added; > 1 gives
+    # multiplied by this in the width and width+depth stages. The gradient of the summed loss of a step's sub-networks
+    # is clipped to one norm, so the full model's share of each step shrinks as sub-networks are added; > 1 gives
     # it back. 1 = the paper (every sub-network alike).
     largest_weight: float = 1.0
     rewire_data: str = "heldout"  # held-out part of train (dev stays clean); "dev" = reference code
@@ -286,7 +286,9 @@ def _shown(value: object) -> str:
     """A configuration value as typed on the command line: 0.0001, 1,0.75, teacher=0.0001."""
     if isinstance(value, (tuple, list)):
         return ",".join(f"{v[0]}={_shown(v[1])}" if isinstance(v, (tuple, list)) else _shown(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):  # :g unless it rounds: then every digit, so two different values never look alike
+        return f"{value:g}" if float(f"{value:g}") == value else repr(value)
+    return str(value)
 
 
 def flag_dest(field: str) -> str:

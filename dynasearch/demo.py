@@ -59,7 +59,7 @@ from .summary import SEARCH_DEV_SEED, against_grid, grid_csv, log, print_summary
 STEPS = ("train", "score", "measure", "fit", "search", "export", "int8", "report")
 # Short budgets need their own learning rates: at the paper's 2e-5, 125 steps per stage left every
 # depth < 1 sub-network of the tweets demo at the majority class (see the README's demo section). The
-# width+depth stage runs at 3e-4: its summed loss of many sub-networks is clipped to norm 1, and at 1e-4
+# width+depth stage runs at 3e-4: the gradient of its summed loss of many sub-networks is clipped to norm 1, and at 1e-4
 # every depth < 1 grid point stayed 8-14 points under its full-depth sibling (bench/results/training.md).
 DEMO_LEARNING_RATES: tuple[tuple[str, float], ...] = (("teacher", 1e-4), ("width", 1e-4), ("depth", 3e-4))
 # Each width+depth step trains the largest and smallest grid points, 2 of the other 10 in rotation (all 12

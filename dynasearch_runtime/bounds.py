@@ -91,7 +91,9 @@ BOUNDS: Dict[str, Bound] = {
     "epsilon": Bound(0, 1, False, True, "", "a small constant added for numerical safety (Adam's eps)"),
     "space_samples": Bound(0, 64, True, False, "", "configs trained per step: each costs a forward and backward pass"),
     "weight": Bound(0, 1000, False, False, "", "a loss weight, decay or norm; 0 turns it off"),
-    "loss_scale": Bound(0, 100, False, True, "", "a multiplier of one sub-network's loss; 0 would leave it untrained"),
+    "loss_scale": Bound(
+        0.001, 100, False, False, "", "a multiplier of one sub-network's loss; near 0 it would leave it untrained"
+    ),
     "metric": Bound(-1e6, 1e6, False, False, "", "a task metric (accuracy, F1, correlation), finite"),
     "correlation": Bound(-1, 1, False, False, "", "a rank correlation (Kendall's tau)"),
     "error_pct": Bound(0, 1e6, False, False, "%", "a relative error in percent (MAPE, largest APE)"),

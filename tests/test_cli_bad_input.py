@@ -2776,14 +2776,14 @@ CASES = [
     ),
     Case(
         "train-largest-weight-zero",
-        lambda e: train(e, "--stages", "depth", "--largest-weight", "0"),
-        r"argument --largest-weight: must be a number in \(0, 100\]; got 0",
+        lambda e: train(e, "--stages", "depth", "--largest-weight", "1e-300"),
+        r"argument --largest-weight: must be a number in \[0\.001, 100\]; got 1e-300",
         USAGE,
     ),
     Case(
         "train-largest-weight-not-finite",
         lambda e: train(e, "--stages", "depth", "--largest-weight", "inf"),
-        r"argument --largest-weight: must be a number in \(0, 100\]; got inf",
+        r"argument --largest-weight: must be a number in \[0\.001, 100\]; got inf",
         USAGE,
     ),
     Case(

@@ -145,9 +145,9 @@ def register(sub) -> None:
         type=bounded("loss_scale"),
         default=d.largest_weight,
         metavar="W",
-        help="width and width+depth stages: multiply the largest sub-network's (the full model's) loss by W, in "
-        "(0, 100] (default 1: as much as every other's). The step's summed loss is clipped to one norm, so the "
-        "full model's share shrinks as sub-networks are added; W > 1 gives it back",
+        help="width and width+depth stages: multiply the largest sub-network's loss (the full model with the default "
+        "--widths and --depths) by W, in [0.001, 100] (default 1: as much as every other's). The step's gradient is "
+        "clipped to one norm, so the largest's share shrinks as sub-networks are added; W > 1 gives it back",
     )
     sp = p.add_argument_group(
         "training for the searched space",

@@ -357,3 +357,15 @@ def test_sample_options_need_samples():
         DataError, match=r"^unknown space_depths \(--space-depths\) 'even'; allowed: sampled, stratified$"
     ):
         TrainConfig(space_samples=1, space_depths="even")
+
+
+def test_resume_message_shows_values_that_differ_past_six_digits():
+    from dynabert.errors import DataError
+    from dynabert.train_config import check_resumed
+
+    with pytest.raises(
+        DataError, match=r"^--largest-weight 1\.0000002 differs from the run's 1\.0000001 \(x/run\.json\)"
+    ):
+        check_resumed(TrainConfig(largest_weight=1.0000002), TrainConfig(largest_weight=1.0000001), "x/run.json")
+    with pytest.raises(DataError, match=r"^--largest-weight 2 differs from the run's 1 \(x/run\.json\)"):
+        check_resumed(TrainConfig(largest_weight=2.0), TrainConfig(), "x/run.json")
