@@ -135,18 +135,29 @@ def phase_train(work: Path, tasks: list[str], variants: list[str]) -> None:
                 resume=resume,
                 overwrite=not resume and run.exists(),
             )
-            doc["runs"][key] = {
-                "wall_s": round(time.perf_counter() - t0, 1),
-                "resumed": resume,
-                "config": dataclasses.asdict(vcfg) | {"variant": v},
-                "throughput": state.get("throughput", {}),
-                "scores": {st: state["scores"][st]["history"][-1]["scores"] for st in ("width", "depth")},
-            }
+            doc["runs"][key] = run_record(state, vcfg, v, wall_s=round(time.perf_counter() - t0, 1), resumed=resume)
             write_json(out, doc)
     write_json(out, doc)
 
 
 DEFAULT_SPACE = {"head_choices": None, "ffn_choices": None, "ffn_step": None, "min_layers": 1, "drop_rule": "any"}
+
+
+def _plain(cfg: TrainConfig) -> dict:
+    """A TrainConfig as run.json holds it (lists, not tuples)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def run_record(state: dict, cfg: TrainConfig, variant: str, wall_s: float, resumed: bool, **extra) -> dict:
+    """train.json's record of a finished width + width+depth run."""
+    return {
+        "wall_s": wall_s,
+        "resumed": resumed,
+        "config": _plain(cfg) | {"variant": variant},
+        "throughput": state.get("throughput", {}),
+        "scores": {st: state["scores"][st]["history"][-1]["scores"] for st in ("width", "depth")},
+        **extra,
+    }
 
 
 def adopt(run: Path, cfg: TrainConfig, variant: str) -> dict:
@@ -155,21 +166,22 @@ def adopt(run: Path, cfg: TrainConfig, variant: str) -> dict:
     number of steps)."""
     import math
 
-    got = json.loads((run / "run.json").read_text())["config"]
-    want = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    # a field newer than the run's run.json had its default then (the trainer did not have it)
+    got = _plain(TrainConfig()) | json.loads((run / "run.json").read_text())["config"]
+    want = _plain(cfg)
     per_epoch = math.ceil(TRAIN["train_subset"] / TRAIN["batch_size"])
 
     def steps(c: dict) -> dict:
         return {st: math.ceil(e * per_epoch) for st, e in c["stage_epochs"]}
 
+    def lrs(c: dict) -> dict:
+        return {st: lr for st, lr in c["stage_learning_rates"] if st in ("width", "depth")}
+
     # teacher-only, overridden per stage, or compared below by what they change
     ignore = {"epochs", "stage_epochs", "learning_rate", "stage_learning_rates", "stages"}
-    # a field newer than the run's run.json had its default then (the trainer did not have it)
-    got = {**json.loads(json.dumps(dataclasses.asdict(TrainConfig()))), **got}
-    differ = {k: (got.get(k), want[k]) for k in want if k not in ignore and got.get(k) != want[k]}
-    if want["space"] is None and got.get("space") == DEFAULT_SPACE:  # the trainer records the default it resolved
+    differ = {k: (got[k], want[k]) for k in want if k not in ignore and got[k] != want[k]}
+    if want["space"] is None and got["space"] == DEFAULT_SPACE:  # the trainer records the default it resolved
         differ.pop("space", None)
-    lrs = lambda c: {st: lr for st, lr in c["stage_learning_rates"] if st in ("width", "depth")}  # noqa: E731
     if lrs(got) != lrs(want):
         differ["stage_learning_rates"] = (got["stage_learning_rates"], want["stage_learning_rates"])
     if steps(got) != steps(want):
@@ -177,16 +189,9 @@ def adopt(run: Path, cfg: TrainConfig, variant: str) -> dict:
     if differ:
         raise SystemExit(f"{run}: trained with another recipe than variant {variant!r}: {differ}")
     state = read_state(run)
-    thr = state.get("throughput", {})
     _log(f"{run}: finished elsewhere with this variant's recipe; adopted")
-    return {
-        "wall_s": round(sum(thr.get(st, {}).get("seconds", 0.0) for st in ("width", "depth")), 1),
-        "resumed": False,
-        "adopted": str(run),
-        "config": want | {"variant": variant},
-        "throughput": thr,
-        "scores": {st: state["scores"][st]["history"][-1]["scores"] for st in ("width", "depth")},
-    }
+    wall_s = sum(state.get("throughput", {}).get(st, {}).get("seconds", 0.0) for st in ("width", "depth"))
+    return run_record(state, cfg, variant, wall_s=round(wall_s, 1), resumed=False, adopted=str(run))
 
 
 # ----------------------------------------------------------------------------------------- measure

@@ -4,24 +4,20 @@ the variant's."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from benchload import load_bench
 
 from dynabert.train_config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPACE = {"head_choices": None, "ffn_choices": None, "ffn_step": None, "min_layers": 1, "drop_rule": "any"}
 
 
 @pytest.fixture(scope="module")
 def pl():
-    spec = importlib.util.spec_from_file_location("perlayer_bench", ROOT / "bench" / "perlayer.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("perlayer", "perlayer_bench")
 
 
 def _run(tmp: Path, config: dict) -> Path:

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchload import load_bench
 
 
 @pytest.fixture(scope="module")
 def tr():
-    spec = importlib.util.spec_from_file_location("training_report", ROOT / "bench" / "training_report.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("training_report")
 
 
 @pytest.fixture(scope="module")
